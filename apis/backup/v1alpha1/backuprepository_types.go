@@ -1,0 +1,124 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// BackupRepositorySpec names the store and the uploader of one repository. The policy
+// controller creates one per (namespace, storage location, uploader).
+type BackupRepositorySpec struct {
+	// storageLocation is the name of the BackupStorageLocation holding the repository.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="storageLocation is immutable"
+	StorageLocation string `json:"storageLocation"`
+
+	// uploader is the repository format: kopia or restic.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="uploader is immutable"
+	Uploader Uploader `json:"uploader"`
+
+	// maintenanceInterval is how often maintenance runs (kopia quick maintenance,
+	// restic prune); kopia full maintenance runs every 24 hours.
+	// +optional
+	// +kubebuilder:default="1h"
+	MaintenanceInterval *metav1.Duration `json:"maintenanceInterval,omitempty"`
+}
+
+// BackupRepositoryStatus tells whether the repository can be used and how its
+// maintenance went.
+type BackupRepositoryStatus struct {
+	// observedGeneration is the spec generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready (initialised or connected with its key), Reconciling, Stalled
+	// (for example: the data in the store was not written with this key).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// url is where the repository lives (s3://bucket/prefix/kopia/<namespace>/).
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	URL string `json:"url,omitempty"`
+
+	// keySecretName is the Secret in the operator namespace holding this repository's
+	// own encryption key. No two repositories share a key.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	KeySecretName string `json:"keySecretName,omitempty"`
+
+	// lastMaintenanceTime is when the last maintenance finished.
+	// +optional
+	LastMaintenanceTime *metav1.Time `json:"lastMaintenanceTime,omitempty"`
+
+	// maintenance lists the last few maintenance results, newest first.
+	// +optional
+	// +kubebuilder:validation:MaxItems=5
+	Maintenance []MaintenanceResult `json:"maintenance,omitempty"`
+}
+
+// MaintenanceResult is one maintenance pass over a repository.
+type MaintenanceResult struct {
+	// mode of the pass: Quick or Full (kopia), Prune (restic).
+	// +required
+	// +kubebuilder:validation:Enum=Quick;Full;Prune
+	Mode string `json:"mode"`
+	// result of the pass.
+	// +required
+	// +kubebuilder:validation:Enum=Succeeded;Failed
+	Result string `json:"result"`
+	// startTime is when the pass started.
+	// +required
+	StartTime metav1.Time `json:"startTime"`
+	// completionTime is when the pass ended.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+	// message says what failed, or what was reclaimed.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+}
+
+// BackupRepository is one kopia or restic repository: the backups of one namespace on
+// one storage location, encrypted with a key of its own. Controllers create it.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=brepo,categories=holdfast
+// +kubebuilder:printcolumn:name="Location",type=string,JSONPath=`.spec.storageLocation`
+// +kubebuilder:printcolumn:name="Uploader",type=string,JSONPath=`.spec.uploader`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Last Maintenance",type=date,JSONPath=`.status.lastMaintenanceTime`
+// +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.status.url`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type BackupRepository struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec names the store and the uploader.
+	// +required
+	Spec BackupRepositorySpec `json:"spec"`
+
+	// status tells whether the repository can be used.
+	// +optional
+	Status BackupRepositoryStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// BackupRepositoryList is a list of BackupRepositories.
+type BackupRepositoryList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []BackupRepository `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&BackupRepository{}, &BackupRepositoryList{})
+}

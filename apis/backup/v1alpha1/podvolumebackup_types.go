@@ -1,0 +1,164 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// PodVolumeBackupSpec is one volume of one pod to back up in one run. Everything but
+// cancel is fixed at creation.
+type PodVolumeBackupSpec struct {
+	// node is the node the pod runs on; only that node's agent handles the backup
+	// (a selectable field, so each agent watches only its own node's work).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="node is immutable"
+	Node string `json:"node"`
+
+	// pod is the pod whose volume is backed up.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="pod is immutable"
+	Pod PodReference `json:"pod"`
+
+	// volume is the name of the volume in pod.spec.volumes.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="volume is immutable"
+	Volume string `json:"volume"`
+
+	// claimName is the PersistentVolumeClaim behind the volume, if any.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="claimName is immutable"
+	ClaimName string `json:"claimName,omitempty"`
+
+	// sourcePath is the volume's source identity inside the namespace's repository:
+	// /pvc/<claim>, /<owner-kind>/<owner-name>/<volume> for a pod with a controller
+	// owner, /pod/<pod>/<volume> otherwise. Backups of the same sourcePath form one
+	// incremental chain, across pod recreation.
+	// +required
+	// +kubebuilder:validation:MinLength=2
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('/')",message="sourcePath must start with '/'"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="sourcePath is immutable"
+	SourcePath string `json:"sourcePath"`
+
+	// storageLocation is the BackupStorageLocation the backup goes to.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="storageLocation is immutable"
+	StorageLocation string `json:"storageLocation"`
+
+	// repository is the BackupRepository, in this namespace, the backup is written to.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="repository is immutable"
+	Repository string `json:"repository"`
+
+	// uploader moves the data: kopia or restic.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="uploader is immutable"
+	Uploader Uploader `json:"uploader"`
+
+	// tags are recorded with the snapshot (policy, run, namespace, pod, volume are
+	// always recorded).
+	// +optional
+	// +kubebuilder:validation:MaxProperties=16
+	Tags map[string]string `json:"tags,omitempty"`
+
+	// cancel asks the agent to stop the backup; it ends Canceled.
+	// +optional
+	Cancel bool `json:"cancel,omitempty"`
+}
+
+// PodVolumeBackupStatus is the progress and outcome of one volume's backup.
+type PodVolumeBackupStatus struct {
+	// phase is where the backup is: Pending, InProgress, Completed, Failed, Canceled.
+	// +optional
+	Phase RunPhase `json:"phase,omitempty"`
+
+	// conditions: Ready is True once the snapshot is stored; Stalled when it failed.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// message says, in one sentence, why the backup failed or was canceled.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+
+	// progress counts bytes and files done and in total, updated every few seconds.
+	// +optional
+	Progress Progress `json:"progress,omitempty"`
+
+	// bytesUploaded is the new data sent to the store (the incremental size).
+	// +optional
+	BytesUploaded int64 `json:"bytesUploaded,omitempty"`
+
+	// snapshotID identifies the snapshot in the repository.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	SnapshotID string `json:"snapshotID,omitempty"`
+
+	// parentSnapshotID is the earlier snapshot of the same source this one is
+	// incremental to, if any.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	ParentSnapshotID string `json:"parentSnapshotID,omitempty"`
+
+	// startTime is when the agent started moving data.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+
+	// completionTime is when the backup ended, whatever the outcome.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+}
+
+// PodVolumeBackup is one volume of one pod backed up in one run. The policy controller
+// creates it; the agent on spec.node does the work and reports in status.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=pvb,categories=holdfast
+// +kubebuilder:selectablefield:JSONPath=`.spec.node`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Pod",type=string,JSONPath=`.spec.pod.name`
+// +kubebuilder:printcolumn:name="Volume",type=string,JSONPath=`.spec.volume`
+// +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.node`
+// +kubebuilder:printcolumn:name="Bytes Done",type=integer,JSONPath=`.status.progress.bytesDone`
+// +kubebuilder:printcolumn:name="Bytes Total",type=integer,JSONPath=`.status.progress.totalBytes`
+// +kubebuilder:printcolumn:name="Uploaded",type=integer,JSONPath=`.status.bytesUploaded`,priority=1
+// +kubebuilder:printcolumn:name="Snapshot",type=string,JSONPath=`.status.snapshotID`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.message`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type PodVolumeBackup struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the volume to back up and where to.
+	// +required
+	Spec PodVolumeBackupSpec `json:"spec"`
+
+	// status is the progress and outcome.
+	// +optional
+	Status PodVolumeBackupStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// PodVolumeBackupList is a list of PodVolumeBackups.
+type PodVolumeBackupList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []PodVolumeBackup `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&PodVolumeBackup{}, &PodVolumeBackupList{})
+}

@@ -1,0 +1,152 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// PodVolumeRestoreSpec is one snapshot to restore into one volume of one pod. Everything
+// but cancel is fixed at creation.
+type PodVolumeRestoreSpec struct {
+	// node is the node the pod is scheduled on; only that node's agent handles the
+	// restore (a selectable field).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="node is immutable"
+	Node string `json:"node"`
+
+	// pod is the pod restored into.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="pod is immutable"
+	Pod PodReference `json:"pod"`
+
+	// volume is the name of the volume in pod.spec.volumes.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="volume is immutable"
+	Volume string `json:"volume"`
+
+	// volumeRestore is the VolumeRestore this is part of; the agent writes the marker
+	// .holdfast/<its uid> when done.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	VolumeRestore string `json:"volumeRestore"`
+
+	// snapshotID is the snapshot to restore.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="snapshotID is immutable"
+	SnapshotID string `json:"snapshotID"`
+
+	// podVolumeBackup is the backup the snapshot came from, when it is known.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	PodVolumeBackup string `json:"podVolumeBackup,omitempty"`
+
+	// sourceNamespace is the namespace whose repository holds the snapshot.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	SourceNamespace string `json:"sourceNamespace"`
+
+	// sourcePath is the source identity the snapshot was taken of.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	SourcePath string `json:"sourcePath,omitempty"`
+
+	// storageLocation is the BackupStorageLocation holding the repository.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	StorageLocation string `json:"storageLocation"`
+
+	// repository is the BackupRepository, in sourceNamespace, holding the snapshot.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Repository string `json:"repository"`
+
+	// uploader is the program that made the snapshot and restores it.
+	// +required
+	Uploader Uploader `json:"uploader"`
+
+	// cancel asks the agent to stop the restore; it ends Canceled.
+	// +optional
+	Cancel bool `json:"cancel,omitempty"`
+}
+
+// PodVolumeRestoreStatus is the progress and outcome of one volume's restore.
+type PodVolumeRestoreStatus struct {
+	// phase is where the restore is: Pending, InProgress, Completed, Failed, Canceled.
+	// +optional
+	Phase RunPhase `json:"phase,omitempty"`
+
+	// conditions: Ready is True once the data is in place; Stalled when it failed.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// message says, in one sentence, why the restore failed or was canceled.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+
+	// progress counts bytes and files restored and in total.
+	// +optional
+	Progress Progress `json:"progress,omitempty"`
+
+	// startTime is when the agent started writing.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+
+	// completionTime is when the restore ended, whatever the outcome.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+}
+
+// PodVolumeRestore is one snapshot restored into one volume of one pod. The restore
+// controller creates it once the pod is scheduled; the agent on spec.node does the work.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=pvr,categories=holdfast
+// +kubebuilder:selectablefield:JSONPath=`.spec.node`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Pod",type=string,JSONPath=`.spec.pod.name`
+// +kubebuilder:printcolumn:name="Volume",type=string,JSONPath=`.spec.volume`
+// +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.node`
+// +kubebuilder:printcolumn:name="Bytes Done",type=integer,JSONPath=`.status.progress.bytesDone`
+// +kubebuilder:printcolumn:name="Bytes Total",type=integer,JSONPath=`.status.progress.totalBytes`
+// +kubebuilder:printcolumn:name="Snapshot",type=string,JSONPath=`.spec.snapshotID`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.message`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type PodVolumeRestore struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the snapshot and the volume to restore it into.
+	// +required
+	Spec PodVolumeRestoreSpec `json:"spec"`
+
+	// status is the progress and outcome.
+	// +optional
+	Status PodVolumeRestoreStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// PodVolumeRestoreList is a list of PodVolumeRestores.
+type PodVolumeRestoreList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []PodVolumeRestore `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&PodVolumeRestore{}, &PodVolumeRestoreList{})
+}

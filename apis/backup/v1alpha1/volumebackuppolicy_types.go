@@ -1,0 +1,316 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// MaxExpressionLength bounds each CEL selector expression.
+const MaxExpressionLength = 4096
+
+// VolumeBackupPolicySpec says which volumes to back up, when, where, how and for how long.
+type VolumeBackupPolicySpec struct {
+	// selector picks the volumes with CEL expressions. A policy with no selector
+	// selects every volume that can be backed up.
+	// +optional
+	Selector VolumeSelector `json:"selector,omitempty"`
+
+	// schedule says when runs start. Without a schedule the policy runs only when its
+	// backup.holdfast.dev/run-now annotation changes.
+	// +optional
+	Schedule *Schedule `json:"schedule,omitempty"`
+
+	// suspend stops new scheduled and run-now runs. Runs in flight finish.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+
+	// storageLocation is the name of the BackupStorageLocation the backups go to.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	StorageLocation string `json:"storageLocation"`
+
+	// uploader moves the data: kopia (default, linked into the agent) or restic.
+	// +optional
+	// +kubebuilder:default=kopia
+	Uploader Uploader `json:"uploader,omitempty"`
+
+	// retention says which backups to keep, per source volume. Without it every
+	// backup is kept.
+	// +optional
+	Retention *Retention `json:"retention,omitempty"`
+
+	// deletionPolicy says what happens to the backups when the policy is deleted:
+	// Retain (default) keeps every snapshot and PodVolumeBackup; Delete removes them.
+	// +optional
+	// +kubebuilder:default=Retain
+	// +kubebuilder:validation:Enum=Retain;Delete
+	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+}
+
+// DeletionPolicy says what deleting a policy does to its backups.
+type DeletionPolicy string
+
+const (
+	// DeletionRetain keeps the backups of a deleted policy.
+	DeletionRetain DeletionPolicy = "Retain"
+	// DeletionDelete deletes the backups of a deleted policy.
+	DeletionDelete DeletionPolicy = "Delete"
+)
+
+// VolumeSelector holds the two CEL expressions that pick volumes. Both must be true
+// for a volume to be selected; an absent expression is true. Field names are the
+// Kubernetes JSON names, as in ValidatingAdmissionPolicy.
+type VolumeSelector struct {
+	// namespaces is evaluated once per namespace and sees `namespace` (the Namespace
+	// object). Example: namespace.metadata.labels[?"backup"].orValue("") == "gold"
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Namespaces string `json:"namespaces,omitempty"`
+
+	// volumes is evaluated per pod volume and sees `namespace`, `pod`, `volume` (the
+	// entry of pod.spec.volumes) and `pvc` (the PersistentVolumeClaim, or null).
+	// Example: pvc != null && pvc.spec.storageClassName == "fast"
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Volumes string `json:"volumes,omitempty"`
+}
+
+// Schedule is a cron schedule with a time zone and a per-volume jitter.
+type Schedule struct {
+	// cron is a five-field cron expression: minute hour day-of-month month day-of-week.
+	// +required
+	// +kubebuilder:validation:MinLength=9
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:XValidation:rule="self.matches('^\\\\s*\\\\S+(\\\\s+\\\\S+){4}\\\\s*$')",message="cron must have exactly 5 fields: minute hour day-of-month month day-of-week (no seconds, no @macros)"
+	Cron string `json:"cron"`
+
+	// timeZone is the IANA time zone the cron expression is read in (Europe/Paris).
+	// Defaults to UTC.
+	// +optional
+	// +kubebuilder:default=UTC
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z][A-Za-z0-9_+\\\\-]*(/[A-Za-z0-9_+\\\\-]+)*$')",message="timeZone must be an IANA time zone name such as UTC or Europe/Paris"
+	TimeZone string `json:"timeZone,omitempty"`
+
+	// jitter spreads the start of each volume's backup over this window after the
+	// tick, by a stable hash of the volume, so that a thousand volumes do not start in
+	// the same second. Zero starts them all at the tick.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('24h')",message="jitter must be between 0s and 24h"
+	Jitter *metav1.Duration `json:"jitter,omitempty"`
+}
+
+// Retention keeps the newest keepLast backups plus the newest backup of each of the
+// last keepHourly hours, keepDaily days, and so on, per source volume. A backup kept by
+// any rule is kept.
+// +kubebuilder:validation:XValidation:rule="[self.keepLast, self.keepHourly, self.keepDaily, self.keepWeekly, self.keepMonthly, self.keepYearly].exists(k, k > 0)",message="retention must keep something: set at least one keep* count above 0, or remove retention to keep every backup"
+type Retention struct {
+	// keepLast keeps the newest N backups.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
+	// +kubebuilder:default=0
+	KeepLast int32 `json:"keepLast"`
+	// keepHourly keeps the newest backup of each of the last N hours that have one.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
+	// +kubebuilder:default=0
+	KeepHourly int32 `json:"keepHourly"`
+	// keepDaily keeps the newest backup of each of the last N days that have one.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
+	// +kubebuilder:default=0
+	KeepDaily int32 `json:"keepDaily"`
+	// keepWeekly keeps the newest backup of each of the last N weeks that have one.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
+	// +kubebuilder:default=0
+	KeepWeekly int32 `json:"keepWeekly"`
+	// keepMonthly keeps the newest backup of each of the last N months that have one.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
+	// +kubebuilder:default=0
+	KeepMonthly int32 `json:"keepMonthly"`
+	// keepYearly keeps the newest backup of each of the last N years that have one.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
+	// +kubebuilder:default=0
+	KeepYearly int32 `json:"keepYearly"`
+
+	// maxExpirePercent refuses to expire more than this share of one source's backups
+	// in a single pass, so that a mistake cannot wipe history at once. The pass is
+	// skipped and reported instead.
+	// +optional
+	// +kubebuilder:default=50
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	MaxExpirePercent int32 `json:"maxExpirePercent,omitempty"`
+}
+
+// VolumeBackupPolicyStatus tells what the policy selects and how its runs went.
+type VolumeBackupPolicyStatus struct {
+	// observedGeneration is the spec generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready, Reconciling, Stalled (for example a selector that does not
+	// compile, with its field path).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// selectedNamespaces is the number of namespaces with at least one selected volume.
+	// +optional
+	SelectedNamespaces int32 `json:"selectedNamespaces"`
+
+	// selectedVolumes is the number of pod volumes the policy backs up.
+	// +optional
+	SelectedVolumes int32 `json:"selectedVolumes"`
+
+	// skippedVolumes is the number of volumes the selector picked that cannot be
+	// backed up; skipped says why.
+	// +optional
+	SkippedVolumes int32 `json:"skippedVolumes"`
+
+	// skipped counts the selected volumes that cannot be backed up, by reason
+	// (HostPath, Secret, ConfigMap, Projected, DownwardAPI, BlockMode, PodNotRunning,
+	// NoNode, ...), with a few examples each.
+	// +optional
+	// +listType=map
+	// +listMapKey=reason
+	// +kubebuilder:validation:MaxItems=32
+	Skipped []SkippedVolumes `json:"skipped,omitempty"`
+
+	// lastScheduleTime is the last cron tick that started a run.
+	// +optional
+	LastScheduleTime *metav1.Time `json:"lastScheduleTime,omitempty"`
+
+	// nextScheduleTime is the next cron tick, absent without a schedule or when suspended.
+	// +optional
+	NextScheduleTime *metav1.Time `json:"nextScheduleTime,omitempty"`
+
+	// lastRunNowToken is the value of the run-now annotation that was last handled.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	LastRunNowToken string `json:"lastRunNowToken,omitempty"`
+
+	// lastRun summarises the most recent run.
+	// +optional
+	LastRun *RunSummary `json:"lastRun,omitempty"`
+}
+
+// SkippedVolumes counts the selected volumes skipped for one reason.
+type SkippedVolumes struct {
+	// reason the volumes cannot be backed up.
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	Reason string `json:"reason"`
+	// count of volumes skipped for this reason.
+	// +required
+	Count int32 `json:"count"`
+	// examples are a few of them, as <namespace>/<pod>/<volume>.
+	// +optional
+	// +kubebuilder:validation:MaxItems=5
+	// +kubebuilder:validation:items:MaxLength=512
+	Examples []string `json:"examples,omitempty"`
+}
+
+// RunOutcome is how a run ended, or that it has not yet.
+// +kubebuilder:validation:Enum=InProgress;Succeeded;PartiallyFailed;Failed
+type RunOutcome string
+
+const (
+	// RunOutcomeInProgress: some volumes are still being backed up.
+	RunOutcomeInProgress RunOutcome = "InProgress"
+	// RunOutcomeSucceeded: every volume was backed up.
+	RunOutcomeSucceeded RunOutcome = "Succeeded"
+	// RunOutcomePartiallyFailed: some volumes were backed up, some failed.
+	RunOutcomePartiallyFailed RunOutcome = "PartiallyFailed"
+	// RunOutcomeFailed: no volume was backed up.
+	RunOutcomeFailed RunOutcome = "Failed"
+)
+
+// RunSummary is one run of a policy, aggregated from its PodVolumeBackups.
+type RunSummary struct {
+	// name of the run; the PodVolumeBackups of the run carry it in the
+	// backup.holdfast.dev/run label.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+	// trigger is what started the run: Schedule or RunNow.
+	// +optional
+	// +kubebuilder:validation:Enum=Schedule;RunNow
+	Trigger string `json:"trigger,omitempty"`
+	// outcome of the run so far.
+	// +optional
+	Outcome RunOutcome `json:"outcome,omitempty"`
+	// startTime is when the run started.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+	// completionTime is when the last volume of the run finished.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+	// volumesCompleted is the number of volumes backed up.
+	// +optional
+	VolumesCompleted int32 `json:"volumesCompleted"`
+	// volumesFailed is the number of volumes whose backup failed or was canceled.
+	// +optional
+	VolumesFailed int32 `json:"volumesFailed"`
+	// volumesSkipped is the number of selected volumes the run did not back up
+	// (for example InFlight: the previous backup of the volume was still running).
+	// +optional
+	VolumesSkipped int32 `json:"volumesSkipped"`
+	// volumesTotal is the number of PodVolumeBackups the run created.
+	// +optional
+	VolumesTotal int32 `json:"volumesTotal"`
+	// bytesUploaded is the new data the run sent to the store.
+	// +optional
+	BytesUploaded int64 `json:"bytesUploaded"`
+}
+
+// VolumeBackupPolicy selects pod volumes with CEL and backs them up on a schedule.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=vbp,categories=holdfast
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Volumes",type=integer,JSONPath=`.status.selectedVolumes`
+// +kubebuilder:printcolumn:name="Skipped",type=integer,JSONPath=`.status.skippedVolumes`
+// +kubebuilder:printcolumn:name="Last Run",type=date,JSONPath=`.status.lastRun.startTime`
+// +kubebuilder:printcolumn:name="Outcome",type=string,JSONPath=`.status.lastRun.outcome`
+// +kubebuilder:printcolumn:name="Next Run",type=date,JSONPath=`.status.nextScheduleTime`
+// +kubebuilder:printcolumn:name="Location",type=string,JSONPath=`.spec.storageLocation`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type VolumeBackupPolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec says which volumes, when, where, how and for how long.
+	// +required
+	Spec VolumeBackupPolicySpec `json:"spec"`
+
+	// status tells what the policy selects and how its runs went.
+	// +optional
+	Status VolumeBackupPolicyStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// VolumeBackupPolicyList is a list of VolumeBackupPolicies.
+type VolumeBackupPolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []VolumeBackupPolicy `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&VolumeBackupPolicy{}, &VolumeBackupPolicyList{})
+}
