@@ -1,0 +1,237 @@
+// Command holdfast is the one Holdfast binary. Its subcommands are the manager (policy,
+// storage, repository and restore controllers, webhooks), the node agent (moves data
+// for the pod volumes of its node) and restore-wait (the init container that holds an
+// application until its volumes are restored).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
+	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+)
+
+const usage = `holdfast backs up and restores the files inside Kubernetes pod volumes.
+
+Usage:
+  holdfast <command> [flags]
+
+Commands:
+  manager        run the controllers and webhooks (one Deployment per cluster)
+  agent          run the node agent (one DaemonSet pod per node)
+  restore-wait   wait until a pod's volumes are restored (init container)
+
+Run "holdfast <command> --help" for the flags of a command.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	commands := map[string]func([]string, io.Writer) error{
+		"manager":      runManager,
+		"agent":        runAgent,
+		"restore-wait": runRestoreWait,
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		fmt.Fprintf(stderr, "holdfast: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err := cmd(args[1:], stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "holdfast %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+// commonFlags are the flags every long-running subcommand has.
+type commonFlags struct {
+	kubeconfig  string
+	metricsAddr string
+	probeAddr   string
+	zap         zap.Options
+}
+
+func (c *commonFlags) bind(fs *flag.FlagSet, metricsAddr, probeAddr string) {
+	fs.StringVar(&c.kubeconfig, "kubeconfig", "",
+		"path to a kubeconfig; empty uses the in-cluster config or $KUBECONFIG")
+	fs.StringVar(&c.metricsAddr, "metrics-bind-address", metricsAddr,
+		"address the Prometheus metrics endpoint listens on; 0 disables it")
+	fs.StringVar(&c.probeAddr, "health-probe-bind-address", probeAddr,
+		"address the /healthz and /readyz probes listen on")
+	c.zap.BindFlags(fs)
+}
+
+func (c *commonFlags) restConfig() (*rest.Config, error) {
+	if c.kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", c.kubeconfig)
+	}
+	return ctrl.GetConfig()
+}
+
+func newFlagSet(name, summary string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("holdfast "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: holdfast %s [flags]\n\n%s\n\nFlags:\n", name, summary)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func newScheme() *runtime.Scheme {
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(backupv1alpha1.AddToScheme(scheme))
+	return scheme
+}
+
+func defaultOperatorNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return "holdfast-system"
+}
+
+func runManager(args []string, stderr io.Writer) error {
+	fs := newFlagSet("manager", "Runs the Holdfast controllers and webhooks. One replica is active at a time\nwhen leader election is on.", stderr)
+	var common commonFlags
+	common.bind(fs, ":8080", ":8081")
+	leaderElect := fs.Bool("leader-elect", false,
+		"elect a leader so that only one manager replica reconciles at a time")
+	namespace := fs.String("namespace", defaultOperatorNamespace(),
+		"operator namespace: holds the credentials and repository key Secrets (default from $POD_NAMESPACE)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&common.zap)))
+
+	cfg, err := common.restConfig()
+	if err != nil {
+		return fmt.Errorf("loading the Kubernetes client config: %w", err)
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  newScheme(),
+		Metrics:                 metricsserver.Options{BindAddress: common.metricsAddr},
+		HealthProbeBindAddress:  common.probeAddr,
+		LeaderElection:          *leaderElect,
+		LeaderElectionID:        "manager.holdfast.dev",
+		LeaderElectionNamespace: *namespace,
+	})
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+	if err := addProbes(mgr); err != nil {
+		return err
+	}
+	ctrl.Log.WithName("manager").Info("starting", "namespace", *namespace, "leaderElection", *leaderElect)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+func runAgent(args []string, stderr io.Writer) error {
+	fs := newFlagSet("agent", "Runs the node agent: backs up and restores the pod volumes of one node.", stderr)
+	var common commonFlags
+	common.bind(fs, ":8090", ":8091")
+	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"),
+		"the node this agent serves (default from $NODE_NAME, set from the downward API spec.nodeName)")
+	kubeletRoot := fs.String("kubelet-root", "/var/lib/kubelet",
+		"the kubelet's root directory as seen by the agent; platforms move it (TKGI: /var/vcap/data/kubelet, RancherOS: /opt/rke/var/lib/kubelet)")
+	namespace := fs.String("namespace", defaultOperatorNamespace(),
+		"operator namespace: holds the repository key Secrets (default from $POD_NAMESPACE)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *nodeName == "" {
+		return errors.New("--node-name is required (or set $NODE_NAME from the downward API)")
+	}
+	if st, err := os.Stat(*kubeletRoot); err != nil || !st.IsDir() {
+		return fmt.Errorf("--kubelet-root %s is not a readable directory: mount the kubelet root into the agent", *kubeletRoot)
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&common.zap)))
+
+	cfg, err := common.restConfig()
+	if err != nil {
+		return fmt.Errorf("loading the Kubernetes client config: %w", err)
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 newScheme(),
+		Metrics:                metricsserver.Options{BindAddress: common.metricsAddr},
+		HealthProbeBindAddress: common.probeAddr,
+	})
+	if err != nil {
+		return fmt.Errorf("creating the agent: %w", err)
+	}
+	if err := addProbes(mgr); err != nil {
+		return err
+	}
+	ctrl.Log.WithName("agent").Info("starting", "node", *nodeName, "kubeletRoot", *kubeletRoot, "namespace", *namespace)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+func addProbes(mgr ctrl.Manager) error {
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return fmt.Errorf("adding the health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return fmt.Errorf("adding the readiness check: %w", err)
+	}
+	return nil
+}
+
+func runRestoreWait(args []string, stderr io.Writer) error {
+	fs := newFlagSet("restore-wait",
+		"Waits until every listed volume holds the done-marker .holdfast/<restore-uid> that the agent\n"+
+			"writes after restoring it, removes the markers and exits 0. Runs as an init container.", stderr)
+	var volumes stringList
+	fs.Var(&volumes, "volume", "mount path of a volume being restored (repeatable)")
+	restoreUID := fs.String("restore-uid", "", "UID of the VolumeRestore whose markers to wait for")
+	interval := fs.Duration("poll-interval", time.Second, "how often to look for the markers")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return restorewait.Wait(ctx, restorewait.Options{
+		Volumes:    volumes,
+		RestoreUID: *restoreUID,
+		Interval:   *interval,
+		Log:        stderr,
+	})
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string     { return fmt.Sprint([]string(*s)) }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
