@@ -41,9 +41,9 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs, RBAC roles and the webhook config
 
 .PHONY: verify-generated
 verify-generated: ## Fail when generated code is stale (regenerates it, so you can commit the result).
-	@before=$$(find $(GENERATED) -type f | sort | xargs sha256sum); \
+	@before=$$({ find $(GENERATED) -type f 2>/dev/null || true; } | sort | xargs -r sha256sum); \
 	$(MAKE) --no-print-directory generate manifests >/dev/null; \
-	after=$$(find $(GENERATED) -type f | sort | xargs sha256sum); \
+	after=$$({ find $(GENERATED) -type f 2>/dev/null || true; } | sort | xargs -r sha256sum); \
 	if [ "$$before" != "$$after" ]; then \
 		diff <(echo "$$before") <(echo "$$after") || true; \
 		echo "generated code was stale: 'make generate manifests' changed the files above; commit them"; \
