@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
@@ -132,6 +133,9 @@ func runManager(args []string, stderr io.Writer) error {
 		"elect a leader so that only one manager replica reconciles at a time")
 	namespace := fs.String("namespace", defaultOperatorNamespace(),
 		"operator namespace: holds the credentials and repository key Secrets (default from $POD_NAMESPACE)")
+	webhookPort := fs.Int("webhook-port", 9443, "port the admission webhooks listen on")
+	webhookCertDir := fs.String("webhook-cert-dir", "",
+		"directory with the webhook serving certificate (tls.crt, tls.key); empty uses a temporary directory")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -148,6 +152,7 @@ func runManager(args []string, stderr io.Writer) error {
 		LeaderElection:          *leaderElect,
 		LeaderElectionID:        "manager.holdfast.dev",
 		LeaderElectionNamespace: *namespace,
+		WebhookServer:           webhook.NewServer(webhook.Options{Port: *webhookPort, CertDir: *webhookCertDir}),
 	})
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
