@@ -1,0 +1,279 @@
+// Package confinedfs writes a restored file tree into one directory and never outside
+// it: a snapshot entry named "../x", an absolute path, or a symlink already in the volume
+// that points elsewhere cannot make a restore write outside the volume.
+//
+// It rests on os.Root, which resolves every path inside the directory and refuses a
+// path that escapes it, and adds the restore semantics: replace what is in the way,
+// write sparse files, restore modes, ownership and times.
+package confinedfs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// ErrEscape is returned for an entry whose path would leave the target directory.
+var ErrEscape = errors.New("path escapes the volume")
+
+// Writer writes entries below one directory. It is safe for concurrent use on
+// different paths.
+type Writer struct {
+	root      *os.Root
+	dir       string
+	chown     bool
+	bytesDone atomic.Int64
+	filesDone atomic.Int64
+}
+
+// Open returns a Writer confined to dir, which must exist.
+func Open(dir string) (*Writer, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening restore target %s: %w", dir, err)
+	}
+	// Ownership can be restored only with the privilege to change it.
+	return &Writer{root: root, dir: dir, chown: os.Geteuid() == 0}, nil
+}
+
+// Close releases the directory.
+func (w *Writer) Close() error { return w.root.Close() }
+
+// Dir is the directory the writer is confined to.
+func (w *Writer) Dir() string { return w.dir }
+
+// BytesDone is the number of file bytes written so far (holes count as written).
+func (w *Writer) BytesDone() int64 { return w.bytesDone.Load() }
+
+// FilesDone is the number of regular files written so far.
+func (w *Writer) FilesDone() int64 { return w.filesDone.Load() }
+
+// Clean validates a snapshot entry path and returns it relative to the target, with
+// "/" separators removed from both ends. "" and "." name the target itself.
+func Clean(name string) (string, error) {
+	rel := strings.Trim(filepath.ToSlash(name), "/")
+	rel = strings.TrimPrefix(rel, "./")
+	if rel == "" || rel == "." {
+		return ".", nil
+	}
+	if !filepath.IsLocal(rel) || strings.Contains(rel, "\x00") {
+		return "", fmt.Errorf("%w: snapshot entry %q would be written outside the volume; refusing it", ErrEscape, name)
+	}
+	for _, part := range strings.Split(rel, "/") {
+		if part == ".." || part == "" {
+			return "", fmt.Errorf("%w: snapshot entry %q would be written outside the volume; refusing it", ErrEscape, name)
+		}
+	}
+	return filepath.Clean(rel), nil
+}
+
+// Mkdir makes directory rel (and its parents), replacing a file or symlink in its way.
+func (w *Writer) Mkdir(name string) error {
+	rel, err := Clean(name)
+	if err != nil {
+		return err
+	}
+	if rel == "." {
+		return nil
+	}
+	if st, err := w.root.Lstat(rel); err == nil {
+		if st.IsDir() {
+			return nil
+		}
+		if err := w.root.Remove(rel); err != nil {
+			return fmt.Errorf("replacing %s with a directory: %w", rel, err)
+		}
+	}
+	if err := w.root.MkdirAll(rel, 0o700); err != nil {
+		return wrapEscape(rel, err)
+	}
+	return nil
+}
+
+// WriteFile writes regular file rel from r, replacing whatever is at rel (a symlink is
+// replaced, never followed). Runs of zero bytes become holes, so sparse files stay
+// sparse. The file is left with mode 0600 until SetMetadata.
+func (w *Writer) WriteFile(name string, r io.Reader) (int64, error) {
+	rel, err := Clean(name)
+	if err != nil {
+		return 0, err
+	}
+	if err := w.clearForNonDir(rel); err != nil {
+		return 0, err
+	}
+	if err := w.parent(rel); err != nil {
+		return 0, err
+	}
+	f, err := w.root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, wrapEscape(rel, err)
+	}
+	n, err := w.copySparse(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return n, fmt.Errorf("writing %s: %w", rel, err)
+	}
+	w.filesDone.Add(1)
+	return n, nil
+}
+
+const chunk = 1 << 20
+
+var zeros = make([]byte, chunk)
+
+func (w *Writer) copySparse(f *os.File, r io.Reader) (int64, error) {
+	buf := make([]byte, chunk)
+	var off int64
+	hole := false
+	for {
+		n, rerr := io.ReadFull(r, buf)
+		if n > 0 {
+			if bytes.Equal(buf[:n], zeros[:n]) {
+				hole = true
+			} else {
+				if _, err := f.WriteAt(buf[:n], off); err != nil {
+					return off, err
+				}
+				hole = false
+			}
+			off += int64(n)
+			w.bytesDone.Add(int64(n))
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return off, rerr
+		}
+	}
+	if hole {
+		// A trailing hole: extend the file to its full size without writing.
+		if err := f.Truncate(off); err != nil {
+			return off, err
+		}
+	}
+	return off, nil
+}
+
+// Symlink makes rel a symlink to target, replacing a file or symlink at rel. The
+// target is stored as it is: a link pointing outside the volume is data, and the
+// Writer never follows it.
+func (w *Writer) Symlink(name, target string) error {
+	rel, err := Clean(name)
+	if err != nil {
+		return err
+	}
+	if err := w.clearForNonDir(rel); err != nil {
+		return err
+	}
+	if err := w.parent(rel); err != nil {
+		return err
+	}
+	return wrapEscape(rel, w.root.Symlink(target, rel))
+}
+
+// Link makes rel a hard link to existing, both inside the target.
+func (w *Writer) Link(name, existing string) error {
+	rel, err := Clean(name)
+	if err != nil {
+		return err
+	}
+	old, err := Clean(existing)
+	if err != nil {
+		return err
+	}
+	if err := w.clearForNonDir(rel); err != nil {
+		return err
+	}
+	if err := w.parent(rel); err != nil {
+		return err
+	}
+	return wrapEscape(rel, w.root.Link(old, rel))
+}
+
+// Meta is the metadata restored onto an entry.
+type Meta struct {
+	Mode    fs.FileMode
+	UID     int
+	GID     int
+	ModTime time.Time
+	Symlink bool
+}
+
+// SetMetadata applies ownership, mode and modification time. For a symlink only the
+// ownership applies (its mode is not used and its time is not settable without
+// following it).
+func (w *Writer) SetMetadata(name string, m Meta) error {
+	rel, err := Clean(name)
+	if err != nil {
+		return err
+	}
+	if w.chown && m.UID >= 0 && m.GID >= 0 {
+		if err := w.root.Lchown(rel, m.UID, m.GID); err != nil {
+			return fmt.Errorf("restoring the owner of %s: %w", rel, err)
+		}
+	}
+	if m.Symlink {
+		return nil
+	}
+	if err := w.root.Chmod(rel, m.Mode&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+		return fmt.Errorf("restoring the mode of %s: %w", rel, err)
+	}
+	if !m.ModTime.IsZero() {
+		if err := w.root.Chtimes(rel, m.ModTime, m.ModTime); err != nil {
+			return fmt.Errorf("restoring the time of %s: %w", rel, err)
+		}
+	}
+	return nil
+}
+
+// clearForNonDir removes what is at rel unless it is absent or a regular file (which
+// is overwritten in place). A directory in the way of a file is removed whole: the
+// snapshot says a file is there.
+func (w *Writer) clearForNonDir(rel string) error {
+	if rel == "." {
+		return fmt.Errorf("snapshot entry for the volume root is not a directory")
+	}
+	st, err := w.root.Lstat(rel)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return wrapEscape(rel, err)
+	case st.Mode().IsRegular():
+		return nil
+	case st.IsDir():
+		return wrapEscape(rel, w.root.RemoveAll(rel))
+	default:
+		return wrapEscape(rel, w.root.Remove(rel))
+	}
+}
+
+// parent makes sure rel's parent directory exists as a real directory.
+func (w *Writer) parent(rel string) error {
+	if dir := filepath.Dir(rel); dir != "." {
+		return w.Mkdir(dir)
+	}
+	return nil
+}
+
+func wrapEscape(rel string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) && (strings.Contains(pe.Err.Error(), "escapes") || errors.Is(pe.Err, syscall.EXDEV)) {
+		return fmt.Errorf("%w: %s resolves outside the volume (through a symlink already in it); refusing to write there", ErrEscape, rel)
+	}
+	return err
+}
