@@ -68,3 +68,8 @@ func ReadyMessage(conds []metav1.Condition) string {
 	}
 	return ""
 }
+
+// IsStalled reports whether Stalled is True.
+func IsStalled(conds []metav1.Condition) bool {
+	return meta.IsStatusConditionTrue(conds, v1.ConditionStalled)
+}

@@ -1,0 +1,78 @@
+// Package mover runs one volume's data movement (a backup or a restore) in a child
+// process of the agent binary, so that the memory a large volume needs is returned to
+// the node when it is done, and a crash in one volume cannot take the agent down.
+//
+// The parent writes a Job as JSON on the child's standard input and reads Events, one
+// JSON object a line, from its standard output; the child's standard error is the log.
+package mover
+
+import (
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+)
+
+// Kind is what a job does.
+type Kind string
+
+const (
+	// KindBackup snapshots Dir as SourcePath into the repository.
+	KindBackup Kind = "backup"
+	// KindRestore restores SnapshotID into Dir, confined to it.
+	KindRestore Kind = "restore"
+)
+
+// Job is everything the child needs: it reads no Kubernetes object itself.
+type Job struct {
+	Kind Kind `json:"kind"`
+	// Uploader is the repository format: kopia or restic.
+	Uploader v1.Uploader `json:"uploader"`
+	// Namespace is the repository's namespace (the source namespace for restores).
+	Namespace string `json:"namespace"`
+	// Location is the spec of the BackupStorageLocation holding the repository.
+	Location v1.BackupStorageLocationSpec `json:"location"`
+	// Credentials are the data of the location's credentials Secret, if any.
+	Credentials map[string][]byte `json:"credentials,omitempty"`
+	// Password is the repository's own key.
+	Password string `json:"password"`
+	// WorkDir is a private directory for repository config and caches.
+	WorkDir string `json:"workDir"`
+	// ResticPath is the restic binary.
+	ResticPath string `json:"resticPath,omitempty"`
+	// Dir is the volume directory to read (backup) or to write into (restore).
+	Dir string `json:"dir"`
+	// SourcePath is the volume's source identity.
+	SourcePath string `json:"sourcePath"`
+	// Tags are recorded with a backup's snapshot.
+	Tags map[string]string `json:"tags,omitempty"`
+	// SnapshotID is the snapshot to restore.
+	SnapshotID string `json:"snapshotID,omitempty"`
+}
+
+// Progress is a point-in-time count of the work.
+type Progress struct {
+	BytesDone  int64 `json:"bytesDone"`
+	TotalBytes int64 `json:"totalBytes"`
+	FilesDone  int64 `json:"filesDone"`
+	TotalFiles int64 `json:"totalFiles"`
+}
+
+// Result is how a job ended.
+type Result struct {
+	// SnapshotID is the snapshot a backup made.
+	SnapshotID string `json:"snapshotID,omitempty"`
+	// ParentSnapshotID is the snapshot a backup was incremental to.
+	ParentSnapshotID string `json:"parentSnapshotID,omitempty"`
+	// BytesUploaded is the new data a backup sent to the store.
+	BytesUploaded int64 `json:"bytesUploaded"`
+	// Progress is the final count.
+	Progress Progress `json:"progress"`
+	// Canceled is true when the job stopped because it was asked to.
+	Canceled bool `json:"canceled,omitempty"`
+	// Error is one readable sentence when the job failed.
+	Error string `json:"error,omitempty"`
+}
+
+// Event is one line the child writes: a progress update or the result.
+type Event struct {
+	Progress *Progress `json:"progress,omitempty"`
+	Result   *Result   `json:"result,omitempty"`
+}
