@@ -12,22 +12,29 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/holdfast-dev/holdfast/agent"
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/internal/webhookcert"
 )
 
 const usage = `holdfast backs up and restores the files inside Kubernetes pod volumes.
@@ -136,8 +143,14 @@ func runManager(args []string, stderr io.Writer) error {
 	webhookPort := fs.Int("webhook-port", 9443, "port the admission webhooks listen on")
 	webhookCertDir := fs.String("webhook-cert-dir", "",
 		"directory with the webhook serving certificate (tls.crt, tls.key); empty uses a temporary directory")
+	webhookCertMode := fs.String("webhook-cert-mode", webhookcert.ModeSelfSigned,
+		"self-signed: the manager issues and rotates its webhook certificate (Secret "+webhookcert.DefaultSecretName+") and sets the webhooks' caBundle; "+
+			"external: cert-manager (or you) provides tls.crt and tls.key in --webhook-cert-dir and the caBundle")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *webhookCertMode != webhookcert.ModeSelfSigned && *webhookCertMode != webhookcert.ModeExternal {
+		return fmt.Errorf("--webhook-cert-mode must be %s or %s, not %q", webhookcert.ModeSelfSigned, webhookcert.ModeExternal, *webhookCertMode)
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&common.zap)))
 
@@ -157,6 +170,11 @@ func runManager(args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
+	if *webhookCertMode == webhookcert.ModeSelfSigned {
+		if _, err := webhookcert.AddToManager(mgr, webhookcert.Options{Namespace: *namespace, CertDir: *webhookCertDir}); err != nil {
+			return err
+		}
+	}
 	if err := addProbes(mgr); err != nil {
 		return err
 	}
@@ -174,6 +192,11 @@ func runAgent(args []string, stderr io.Writer) error {
 		"the kubelet's root directory as seen by the agent; platforms move it (TKGI: /var/vcap/data/kubelet, RancherOS: /opt/rke/var/lib/kubelet)")
 	namespace := fs.String("namespace", defaultOperatorNamespace(),
 		"operator namespace: holds the repository key Secrets (default from $POD_NAMESPACE)")
+	concurrency := fs.Int("concurrency", 1, "volumes backed up or restored at once on this node")
+	workDir := fs.String("work-dir", filepath.Join(os.TempDir(), "holdfast-agent"),
+		"private directory for repository config and caches (mount a memory-backed volume here)")
+	resticPath := fs.String("restic-path", "restic", "the restic binary")
+	progressInterval := fs.Duration("progress-interval", 5*time.Second, "how often a running backup or restore updates its status")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -189,13 +212,27 @@ func runAgent(args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("loading the Kubernetes client config: %w", err)
 	}
+	onNode := fields.OneTermEqualSelector("spec.node", *nodeName)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 newScheme(),
 		Metrics:                metricsserver.Options{BindAddress: common.metricsAddr},
 		HealthProbeBindAddress: common.probeAddr,
+		// Each agent caches only its own node's pods and work, selected by the API
+		// server (spec.node is a selectable field), never the whole cluster's.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}:                      {Field: fields.OneTermEqualSelector("spec.nodeName", *nodeName)},
+			&backupv1alpha1.PodVolumeBackup{}:  {Field: onNode},
+			&backupv1alpha1.PodVolumeRestore{}: {Field: onNode},
+		}},
 	})
 	if err != nil {
 		return fmt.Errorf("creating the agent: %w", err)
+	}
+	if err := agent.SetupWithManager(mgr, agent.Options{
+		NodeName: *nodeName, KubeletRoot: *kubeletRoot, Namespace: *namespace, Concurrency: *concurrency,
+		WorkDir: *workDir, ResticPath: *resticPath, ProgressInterval: *progressInterval,
+	}); err != nil {
+		return err
 	}
 	if err := addProbes(mgr); err != nil {
 		return err
