@@ -1,0 +1,498 @@
+package repository
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kopia/kopia/fs"
+	"github.com/kopia/kopia/fs/localfs"
+	"github.com/kopia/kopia/repo"
+	"github.com/kopia/kopia/repo/blob"
+	"github.com/kopia/kopia/repo/blob/filesystem"
+	"github.com/kopia/kopia/repo/blob/s3"
+	"github.com/kopia/kopia/repo/content"
+	"github.com/kopia/kopia/repo/maintenance"
+	"github.com/kopia/kopia/repo/manifest"
+	"github.com/kopia/kopia/snapshot"
+	"github.com/kopia/kopia/snapshot/policy"
+	"github.com/kopia/kopia/snapshot/restore"
+	"github.com/kopia/kopia/snapshot/snapshotfs"
+	"github.com/kopia/kopia/snapshot/snapshotmaintenance"
+	"github.com/kopia/kopia/snapshot/upload"
+	ctrl "sigs.k8s.io/controller-runtime"
+)
+
+// kopiaTagPrefix marks user tags among a kopia manifest's labels, as the kopia CLI does.
+const kopiaTagPrefix = "tag:"
+
+type kopiaRepository struct {
+	cfg        Config
+	rep        repo.DirectRepository
+	configFile string
+
+	// fatal is set by kopia's OnFatalError: the repository must be reopened.
+	fatal atomic.Pointer[error]
+	mu    sync.Mutex // one write session at a time keeps progress and flushes simple
+}
+
+func kopiaStorage(ctx context.Context, cfg Config, create bool) (blob.Storage, error) {
+	st := cfg.Store
+	if st.Filesystem != nil {
+		p := filepath.Join(st.Filesystem.Path, cfg.location())
+		if create {
+			if err := os.MkdirAll(p, 0o700); err != nil {
+				return nil, classify(err, st)
+			}
+		}
+		s, err := filesystem.New(ctx, &filesystem.Options{Path: p}, create)
+		return s, classify(err, st)
+	}
+	s, err := s3.New(ctx, &s3.Options{
+		BucketName:      st.S3.Bucket,
+		Prefix:          st.S3.key(cfg.location()) + "/",
+		Endpoint:        st.S3.Endpoint,
+		DoNotUseTLS:     st.S3.Insecure,
+		RootCA:          st.S3.CABundle,
+		AccessKeyID:     st.S3.AccessKeyID,
+		SecretAccessKey: st.S3.SecretAccessKey,
+		SessionToken:    st.S3.SessionToken,
+		Region:          st.S3.Region,
+	}, create)
+	return s, classify(err, st)
+}
+
+func initializeKopia(ctx context.Context, cfg Config) error {
+	st, err := kopiaStorage(ctx, cfg, true)
+	if err != nil {
+		return err
+	}
+	defer st.Close(ctx) //nolint:errcheck
+	if err := repo.Initialize(ctx, st, &repo.NewRepositoryOptions{}, cfg.Password); err != nil {
+		if errors.Is(err, repo.ErrAlreadyInitialized) {
+			return newError(ErrExistingData, fmt.Sprintf("A kopia repository already exists at %s; Holdfast does not initialise over it", cfg.URL()), err)
+		}
+		return classify(fmt.Errorf("initialising the kopia repository at %s: %w", cfg.URL(), err), cfg.Store)
+	}
+	r, err := openKopia(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer r.Close(ctx) //nolint:errcheck
+	return r.setup(ctx)
+}
+
+// setup makes this client the maintenance owner and stores a global policy that keeps
+// every snapshot: Holdfast owns retention, and the kopia default (latest 10, ...)
+// would delete snapshots if anyone ever applied it, for example the kopia CLI.
+func (r *kopiaRepository) setup(ctx context.Context) error {
+	return repo.WriteSession(ctx, r.rep, repo.WriteSessionOptions{Purpose: "holdfast setup"}, func(ctx context.Context, w repo.RepositoryWriter) error {
+		params := maintenance.DefaultParams()
+		params.Owner = r.cfg.owner()
+		if err := maintenance.SetParams(ctx, w, &params); err != nil {
+			return fmt.Errorf("setting the maintenance owner: %w", err)
+		}
+		global := *policy.DefaultPolicy
+		keep := policy.OptionalInt(math.MaxInt32)
+		global.RetentionPolicy = policy.RetentionPolicy{
+			KeepLatest: &keep, KeepHourly: &keep, KeepDaily: &keep,
+			KeepWeekly: &keep, KeepMonthly: &keep, KeepAnnual: &keep,
+		}
+		if err := policy.SetPolicy(ctx, w, policy.GlobalPolicySourceInfo, &global); err != nil {
+			return fmt.Errorf("storing the keep-everything policy: %w", err)
+		}
+		return nil
+	})
+}
+
+func openKopia(ctx context.Context, cfg Config) (*kopiaRepository, error) {
+	dir, err := cfg.privateDir()
+	if err != nil {
+		return nil, err
+	}
+	st, err := kopiaStorage(ctx, cfg, false)
+	if err != nil {
+		return nil, err
+	}
+	user, host, _ := strings.Cut(cfg.owner(), "@")
+	configFile := filepath.Join(dir, "repository.config")
+	size := cfg.cacheSize()
+	err = repo.Connect(ctx, configFile, st, cfg.Password, &repo.ConnectOptions{
+		ClientOptions: repo.ClientOptions{Hostname: host, Username: user, Description: cfg.URL()},
+		CachingOptions: content.CachingOptions{
+			CacheDirectory:              filepath.Join(dir, "cache"),
+			ContentCacheSizeBytes:       size,
+			ContentCacheSizeLimitBytes:  size,
+			MetadataCacheSizeBytes:      size,
+			MetadataCacheSizeLimitBytes: size,
+		},
+	})
+	_ = st.Close(ctx)
+	if err != nil {
+		_ = os.Remove(configFile)
+		return nil, kopiaOpenError(err, cfg)
+	}
+	r := &kopiaRepository{cfg: cfg, configFile: configFile}
+	rep, err := repo.Open(ctx, configFile, cfg.Password, &repo.Options{
+		OnFatalError: func(err error) {
+			// kopia's default exits the process; the manager and agent outlive one repository.
+			ctrl.Log.WithName("repository").Error(err, "kopia reported a fatal repository error", "url", cfg.URL())
+			r.fatal.Store(&err)
+		},
+	})
+	if err != nil {
+		_ = os.Remove(configFile)
+		return nil, kopiaOpenError(err, cfg)
+	}
+	dr, ok := rep.(repo.DirectRepository)
+	if !ok {
+		_ = rep.Close(ctx)
+		return nil, errors.New("kopia opened a non-direct repository")
+	}
+	r.rep = dr
+	return r, nil
+}
+
+func kopiaOpenError(err error, cfg Config) error {
+	switch {
+	case errors.Is(err, repo.ErrInvalidPassword):
+		return newError(ErrWrongKey, fmt.Sprintf("The kopia repository at %s cannot be opened with this repository's key: the key Secret was replaced, or the data belongs to another repository; restore the original key Secret", cfg.URL()), err)
+	case errors.Is(err, repo.ErrRepositoryNotInitialized):
+		return newError(ErrNotInitialized, fmt.Sprintf("No kopia repository exists at %s yet", cfg.URL()), err)
+	}
+	if c := classify(err, cfg.Store); c != err {
+		return c
+	}
+	return newError(ErrDamaged, fmt.Sprintf("The kopia repository at %s is damaged or unreadable: %v", cfg.URL(), oneLine(err)), err)
+}
+
+func (r *kopiaRepository) URL() string { return r.cfg.URL() }
+
+func (r *kopiaRepository) check() error {
+	if p := r.fatal.Load(); p != nil {
+		return newError(ErrDamaged, fmt.Sprintf("The kopia repository at %s reported a fatal error and must be reopened: %v", r.URL(), oneLine(*p)), *p)
+	}
+	return nil
+}
+
+func (r *kopiaRepository) source(sourcePath string) snapshot.SourceInfo {
+	return snapshot.SourceInfo{Host: SnapshotHost, UserName: r.cfg.Namespace, Path: sourcePath}
+}
+
+func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (BackupResult, error) {
+	if err := r.check(); err != nil {
+		return BackupResult{}, err
+	}
+	if err := checkTags(req.Tags); err != nil {
+		return BackupResult{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	entry, err := localfs.Directory(req.Dir)
+	if err != nil {
+		return BackupResult{}, fmt.Errorf("reading %s: %w", req.Dir, err)
+	}
+	si := r.source(req.SourcePath)
+	var res BackupResult
+	prog := &kopiaProgress{}
+	stop := publish(ctx, req.Progress, prog.snapshot)
+	defer stop()
+	err = repo.WriteSession(ctx, r.rep, repo.WriteSessionOptions{Purpose: "holdfast backup"}, func(ctx context.Context, w repo.RepositoryWriter) error {
+		previous, err := snapshot.FindPreviousManifests(ctx, w, si, nil)
+		if err != nil {
+			return fmt.Errorf("finding the previous snapshot: %w", err)
+		}
+		for _, m := range previous {
+			if m.IncompleteReason == "" && (res.ParentSnapshotID == "" || m.StartTime.After(previousStart(previous, res.ParentSnapshotID))) {
+				res.ParentSnapshotID = string(m.ID)
+			}
+		}
+		tree, err := policy.TreeForSource(ctx, w, si)
+		if err != nil {
+			return fmt.Errorf("loading the snapshot policy: %w", err)
+		}
+		u := upload.NewUploader(w)
+		u.Progress = prog
+		u.FailFast = true
+		stopCancel := context.AfterFunc(ctx, u.Cancel)
+		defer stopCancel()
+		man, err := u.Upload(ctx, entry, tree, si, previous...)
+		if err != nil {
+			return err
+		}
+		if man.IncompleteReason != "" {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("the snapshot of %s is incomplete: %s", req.Dir, man.IncompleteReason)
+		}
+		man.Tags = map[string]string{}
+		for k, v := range req.Tags {
+			man.Tags[kopiaTagPrefix+k] = v
+		}
+		id, err := snapshot.SaveSnapshot(ctx, w, man)
+		if err != nil {
+			return err
+		}
+		res.SnapshotID = string(id)
+		res.TotalBytes = man.Stats.TotalFileSize
+		res.TotalFiles = int64(man.Stats.TotalFileCount)
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return BackupResult{}, ctx.Err()
+		}
+		return BackupResult{}, classify(err, r.cfg.Store)
+	}
+	res.BytesUploaded = prog.uploaded.Load()
+	stop()
+	if req.Progress != nil {
+		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})
+	}
+	return res, nil
+}
+
+func previousStart(ms []*snapshot.Manifest, id string) fs.UTCTimestamp {
+	for _, m := range ms {
+		if string(m.ID) == id {
+			return m.StartTime
+		}
+	}
+	return 0
+}
+
+// kopiaProgress counts with atomics: the uploader calls it from many goroutines.
+type kopiaProgress struct {
+	upload.NullUploadProgress
+	hashed, uploaded, files, totalBytes, totalFiles atomic.Int64
+}
+
+func (p *kopiaProgress) Enabled() bool                { return true }
+func (p *kopiaProgress) HashedBytes(n int64)          { p.hashed.Add(n) }
+func (p *kopiaProgress) CachedFile(_ string, n int64) { p.hashed.Add(n) }
+func (p *kopiaProgress) UploadedBytes(n int64)        { p.uploaded.Add(n) }
+func (p *kopiaProgress) FinishedFile(string, error)   { p.files.Add(1) }
+func (p *kopiaProgress) EstimatedDataSize(files, bytes int64) {
+	p.totalFiles.Store(files)
+	p.totalBytes.Store(bytes)
+}
+func (p *kopiaProgress) EstimationParameters() upload.EstimationParameters {
+	return upload.EstimationParameters{Type: upload.EstimationTypeClassic}
+}
+
+func (p *kopiaProgress) snapshot() Progress {
+	return Progress{BytesDone: p.hashed.Load(), TotalBytes: p.totalBytes.Load(), FilesDone: p.files.Load(), TotalFiles: p.totalFiles.Load()}
+}
+
+// publish calls fn with get() every ProgressInterval until the returned stop is called
+// (stop may be called more than once).
+func publish(ctx context.Context, fn func(Progress), get func() Progress) (stop func()) {
+	if fn == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(ProgressInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				fn(get())
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done); <-finished }) }
+}
+
+func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (RestoreResult, error) {
+	if err := r.check(); err != nil {
+		return RestoreResult{}, err
+	}
+	man, err := snapshot.LoadSnapshot(ctx, r.rep, manifest.ID(req.SnapshotID))
+	if err != nil {
+		if errors.Is(err, snapshot.ErrSnapshotNotFound) {
+			return RestoreResult{}, newError(ErrSnapshotNotFound, fmt.Sprintf("Snapshot %s does not exist in %s", req.SnapshotID, r.URL()), err)
+		}
+		return RestoreResult{}, classify(err, r.cfg.Store)
+	}
+	if man.Source.UserName != r.cfg.Namespace {
+		return RestoreResult{}, newError(ErrSnapshotNotFound, fmt.Sprintf("Snapshot %s does not belong to namespace %s", req.SnapshotID, r.cfg.Namespace), nil)
+	}
+	root, err := snapshotfs.SnapshotRoot(r.rep, man)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	out := &restore.FilesystemOutput{
+		TargetPath:             req.TargetDir,
+		OverwriteDirectories:   true,
+		OverwriteFiles:         true,
+		OverwriteSymlinks:      true,
+		IgnorePermissionErrors: true,
+	}
+	if err := out.Init(ctx); err != nil {
+		return RestoreResult{}, err
+	}
+	cancel := make(chan struct{})
+	stopCancel := context.AfterFunc(ctx, func() { close(cancel) })
+	defer stopCancel()
+	var last atomic.Pointer[restore.Stats]
+	stop := publish(ctx, req.Progress, func() Progress {
+		s := last.Load()
+		if s == nil {
+			return Progress{}
+		}
+		return Progress{BytesDone: s.RestoredTotalFileSize + s.SkippedTotalFileSize, TotalBytes: s.EnqueuedTotalFileSize,
+			FilesDone: int64(s.RestoredFileCount) + int64(s.SkippedCount), TotalFiles: int64(s.EnqueuedFileCount)}
+	})
+	defer stop()
+	stats, err := restore.Entry(ctx, r.rep, out, root, restore.Options{
+		Parallel:               4,
+		RestoreDirEntryAtDepth: math.MaxInt32,
+		Cancel:                 cancel,
+		ProgressCallback:       func(_ context.Context, s restore.Stats) { last.Store(&s) },
+	})
+	if ctx.Err() != nil {
+		return RestoreResult{}, ctx.Err()
+	}
+	if err != nil {
+		return RestoreResult{}, classify(err, r.cfg.Store)
+	}
+	stop()
+	res := RestoreResult{TotalBytes: stats.RestoredTotalFileSize, TotalFiles: int64(stats.RestoredFileCount)}
+	if req.Progress != nil {
+		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})
+	}
+	return res, nil
+}
+
+func (r *kopiaRepository) Snapshots(ctx context.Context, sourcePath string) ([]Snapshot, error) {
+	if err := r.check(); err != nil {
+		return nil, err
+	}
+	var sources []snapshot.SourceInfo
+	if sourcePath != "" {
+		sources = []snapshot.SourceInfo{r.source(sourcePath)}
+	} else {
+		all, err := snapshot.ListSources(ctx, r.rep)
+		if err != nil {
+			return nil, classify(err, r.cfg.Store)
+		}
+		for _, s := range all {
+			if s.Host == SnapshotHost && s.UserName == r.cfg.Namespace {
+				sources = append(sources, s)
+			}
+		}
+	}
+	var out []Snapshot
+	for _, si := range sources {
+		ms, err := snapshot.ListSnapshots(ctx, r.rep, si)
+		if err != nil {
+			return nil, classify(err, r.cfg.Store)
+		}
+		for _, m := range ms {
+			if m.IncompleteReason != "" {
+				continue
+			}
+			tags := map[string]string{}
+			for k, v := range m.Tags {
+				if name, ok := strings.CutPrefix(k, kopiaTagPrefix); ok {
+					tags[name] = v
+				}
+			}
+			out = append(out, Snapshot{ID: string(m.ID), SourcePath: m.Source.Path, StartTime: m.StartTime.ToTime(), Tags: tags, Size: m.Stats.TotalFileSize})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].StartTime.Before(out[j].StartTime) })
+	return out, nil
+}
+
+func (r *kopiaRepository) Delete(ctx context.Context, snapshotID string) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	man, err := snapshot.LoadSnapshot(ctx, r.rep, manifest.ID(snapshotID))
+	if errors.Is(err, snapshot.ErrSnapshotNotFound) {
+		return nil
+	}
+	if err != nil {
+		return classify(err, r.cfg.Store)
+	}
+	if man.Source.UserName != r.cfg.Namespace {
+		return newError(ErrSnapshotNotFound, fmt.Sprintf("Snapshot %s does not belong to namespace %s", snapshotID, r.cfg.Namespace), nil)
+	}
+	err = repo.WriteSession(ctx, r.rep, repo.WriteSessionOptions{Purpose: "holdfast delete"}, func(ctx context.Context, w repo.RepositoryWriter) error {
+		return w.DeleteManifest(ctx, manifest.ID(snapshotID))
+	})
+	return classify(err, r.cfg.Store)
+}
+
+func (r *kopiaRepository) Maintain(ctx context.Context, req MaintenanceRequest) (MaintenanceResult, error) {
+	res := MaintenanceResult{Mode: req.Mode, StartTime: time.Now()}
+	if err := r.check(); err != nil {
+		return res, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	mode := maintenance.ModeQuick
+	if req.Mode == MaintenanceFull {
+		mode = maintenance.ModeFull
+	}
+	safety := maintenance.SafetyFull
+	if req.UnsafeReclaimNow {
+		safety = maintenance.SafetyNone
+	}
+	err := repo.DirectWriteSession(ctx, r.rep, repo.WriteSessionOptions{Purpose: "holdfast maintenance"}, func(ctx context.Context, dw repo.DirectRepositoryWriter) error {
+		// force=false: kopia checks that this client is the maintenance owner.
+		return snapshotmaintenance.Run(ctx, dw, mode, false, safety)
+	})
+	res.CompletionTime = time.Now()
+	if err != nil {
+		var notOwned maintenance.NotOwnedError
+		if errors.As(err, &notOwned) {
+			return res, fmt.Errorf("kopia maintenance of %s is owned by %s, not %s", r.URL(), notOwned.Owner, r.cfg.owner())
+		}
+		return res, classify(err, r.cfg.Store)
+	}
+	res.Message = fmt.Sprintf("kopia %s maintenance finished in %s", strings.ToLower(string(req.Mode)), res.CompletionTime.Sub(res.StartTime).Round(time.Millisecond))
+	return res, nil
+}
+
+func (r *kopiaRepository) Close(ctx context.Context) error {
+	err := r.rep.Close(ctx)
+	// The config file holds the store's secret key: never leave it behind.
+	if rmErr := os.Remove(r.configFile); rmErr != nil && !os.IsNotExist(rmErr) && err == nil {
+		err = rmErr
+	}
+	return err
+}
+
+func checkTags(tags map[string]string) error {
+	for k, v := range tags {
+		if k == "" || strings.ContainsAny(k, ",=") || strings.Contains(v, ",") {
+			return fmt.Errorf("snapshot tag %q=%q: keys must be non-empty without ',' or '=', values without ','", k, v)
+		}
+	}
+	return nil
+}
+
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}

@@ -1,0 +1,265 @@
+package repository
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+)
+
+// SnapshotHost is the host recorded on every snapshot. Together with the namespace (the
+// kopia user name) and the source path it is the source identity that chains backups.
+const SnapshotHost = "holdfast"
+
+// ManagerOwner is the kopia client identity (user@host) of the manager. Initialize
+// makes the Config.Owner the repository's maintenance owner, so only a client opened
+// with the same Owner can run kopia maintenance.
+const ManagerOwner = "manager@holdfast"
+
+// Config says which repository to reach and how.
+type Config struct {
+	// Store is where the repository lives.
+	Store Store
+	// Uploader is the repository format.
+	Uploader v1.Uploader
+	// Namespace owns the repository; it is part of the path and the kopia user name.
+	Namespace string
+	// Password is the repository's own encryption key (see GenerateKey).
+	Password string
+	// WorkDir is a private directory (a memory-backed volume in a pod) under which each
+	// repository gets a 0700 directory for the kopia config file (it holds the store's
+	// secret key), caches and the restic CA file. Never a shared place.
+	WorkDir string
+	// ResticPath is the restic binary; empty means "restic" on $PATH.
+	ResticPath string
+	// Owner is this client's kopia identity, user@host (default ManagerOwner).
+	Owner string
+	// CacheSizeBytes bounds the kopia content and metadata caches (default 256 MiB each).
+	CacheSizeBytes int64
+}
+
+// Repository is an open repository. It is safe for one goroutine at a time per
+// operation kind; open it once and reuse it (opening costs a key derivation).
+type Repository interface {
+	// Backup snapshots req.Dir as req.SourcePath, incremental to the previous
+	// snapshot of the same source. Cancelling ctx stops it with ctx's error.
+	Backup(ctx context.Context, req BackupRequest) (BackupResult, error)
+	// Restore writes a snapshot's files into req.TargetDir (which must exist).
+	Restore(ctx context.Context, req RestoreRequest) (RestoreResult, error)
+	// Snapshots lists the snapshots of sourcePath, or of every source of the
+	// namespace when sourcePath is empty, oldest first.
+	Snapshots(ctx context.Context, sourcePath string) ([]Snapshot, error)
+	// Delete forgets a snapshot. Deleting a snapshot that does not exist succeeds,
+	// so a finalizer can always finish. Space returns at the next maintenance.
+	Delete(ctx context.Context, snapshotID string) error
+	// Maintain runs maintenance: kopia Quick or Full, restic Prune.
+	Maintain(ctx context.Context, req MaintenanceRequest) (MaintenanceResult, error)
+	// URL is where the repository lives (s3://bucket/prefix/kopia/<namespace>/).
+	URL() string
+	// Close releases the repository and removes the kopia config file.
+	Close(ctx context.Context) error
+}
+
+// BackupRequest is one snapshot to take.
+type BackupRequest struct {
+	// Dir is the directory to read.
+	Dir string
+	// SourcePath is the source identity inside the namespace (/pvc/<claim>, ...).
+	SourcePath string
+	// Tags are recorded with the snapshot. Keys and values must not contain ','.
+	Tags map[string]string
+	// Progress, if set, is called every ProgressInterval and once at the end.
+	Progress func(Progress)
+}
+
+// ProgressInterval is how often Backup and Restore publish progress.
+const ProgressInterval = time.Second
+
+// Progress counts work done so far.
+type Progress struct {
+	BytesDone, TotalBytes, FilesDone, TotalFiles int64
+}
+
+// BackupResult describes a stored snapshot.
+type BackupResult struct {
+	SnapshotID       string
+	ParentSnapshotID string
+	// BytesUploaded is the new data sent to the store (the incremental size).
+	BytesUploaded int64
+	TotalBytes    int64
+	TotalFiles    int64
+}
+
+// RestoreRequest is one snapshot to restore.
+type RestoreRequest struct {
+	SnapshotID string
+	TargetDir  string
+	Progress   func(Progress)
+}
+
+// RestoreResult counts what was restored (restic counts directories as files).
+type RestoreResult struct {
+	TotalBytes int64
+	TotalFiles int64
+}
+
+// Snapshot is one stored snapshot.
+type Snapshot struct {
+	ID         string
+	SourcePath string
+	StartTime  time.Time
+	Tags       map[string]string
+	// Size is the total size of the snapshot's files.
+	Size int64
+}
+
+// MaintenanceMode is the kind of maintenance pass; the values match the API's
+// MaintenanceResult.mode.
+type MaintenanceMode string
+
+const (
+	// MaintenanceQuick is kopia quick maintenance (index compaction, no GC).
+	MaintenanceQuick MaintenanceMode = "Quick"
+	// MaintenanceFull is kopia full maintenance (snapshot GC, pack rewrite).
+	MaintenanceFull MaintenanceMode = "Full"
+	// MaintenancePrune is restic prune.
+	MaintenancePrune MaintenanceMode = "Prune"
+)
+
+// MaintenanceRequest is one maintenance pass. For restic every mode is a prune.
+type MaintenanceRequest struct {
+	Mode MaintenanceMode
+	// UnsafeReclaimNow drops kopia's safety margins (SafetyNone) so that deleted
+	// data is reclaimed in one pass. Only for a single-writer test repository:
+	// with a concurrent writer it can delete data that writer still needs.
+	UnsafeReclaimNow bool
+}
+
+// MaintenanceResult is what a pass did.
+type MaintenanceResult struct {
+	Mode           MaintenanceMode
+	StartTime      time.Time
+	CompletionTime time.Time
+	Message        string
+}
+
+// ModeFor says which maintenance a repository of uploader needs when the last full
+// pass (zero: never) was at lastFull: kopia runs Full once a day and Quick otherwise,
+// restic always prunes.
+func ModeFor(uploader v1.Uploader, lastFull, now time.Time) MaintenanceMode {
+	if uploader == v1.UploaderRestic {
+		return MaintenancePrune
+	}
+	if lastFull.IsZero() || now.Sub(lastFull) >= 24*time.Hour {
+		return MaintenanceFull
+	}
+	return MaintenanceQuick
+}
+
+// GenerateKey returns a new random repository key (256 bits, base64url).
+func GenerateKey() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generating a repository key: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// Initialize creates a new, empty repository. It refuses, with ErrExistingData, when
+// anything at all is stored at the repository's location: it never writes over data.
+func Initialize(ctx context.Context, cfg Config) error {
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	if err := preflight(ctx, cfg.Store); err != nil {
+		return err
+	}
+	empty, err := locationEmpty(ctx, cfg.Store, cfg.location())
+	if err != nil {
+		return classify(err, cfg.Store)
+	}
+	if !empty {
+		return newError(ErrExistingData, fmt.Sprintf("%s already holds data that is not a usable %s repository; Holdfast does not initialise over existing data, so move that data away or point the storage location elsewhere", cfg.URL(), cfg.Uploader), nil)
+	}
+	switch cfg.Uploader {
+	case v1.UploaderKopia:
+		return initializeKopia(ctx, cfg)
+	case v1.UploaderRestic:
+		return initializeRestic(ctx, cfg)
+	}
+	return fmt.Errorf("unknown uploader %q", cfg.Uploader)
+}
+
+// Open connects to an existing repository. Errors are *Error values: ErrNotInitialized
+// when there is no repository yet, ErrWrongKey, ErrDamaged, or a store error.
+func Open(ctx context.Context, cfg Config) (Repository, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := preflight(ctx, cfg.Store); err != nil {
+		return nil, err
+	}
+	switch cfg.Uploader {
+	case v1.UploaderKopia:
+		return openKopia(ctx, cfg)
+	case v1.UploaderRestic:
+		return openRestic(ctx, cfg)
+	}
+	return nil, fmt.Errorf("unknown uploader %q", cfg.Uploader)
+}
+
+// URL is where the repository lives.
+func (c Config) URL() string { return c.Store.URL(c.location()) }
+
+// location is the repository's path relative to the store's root.
+func (c Config) location() string { return string(c.Uploader) + "/" + c.Namespace }
+
+func (c Config) owner() string {
+	if c.Owner != "" {
+		return c.Owner
+	}
+	return ManagerOwner
+}
+
+func (c Config) cacheSize() int64 {
+	if c.CacheSizeBytes > 0 {
+		return c.CacheSizeBytes
+	}
+	return 256 << 20
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Namespace == "":
+		return errors.New("repository config: namespace is empty")
+	case c.Password == "":
+		return errors.New("repository config: password is empty")
+	case c.WorkDir == "":
+		return errors.New("repository config: work directory is empty")
+	case c.Store.S3 == nil && c.Store.Filesystem == nil:
+		return errors.New("repository config: no store")
+	}
+	return nil
+}
+
+// privateDir returns (creating it 0700) the repository's own directory under WorkDir,
+// named after the uploader, namespace and store so that two stores never share it.
+func (c Config) privateDir() (string, error) {
+	sum := sha256.Sum256([]byte(c.URL()))
+	dir := filepath.Join(c.WorkDir, string(c.Uploader), c.Namespace+"-"+hex.EncodeToString(sum[:6]))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("creating the repository work directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", err
+	}
+	return dir, nil
+}

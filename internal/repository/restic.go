@@ -1,0 +1,477 @@
+package repository
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// resticSourceTag records the source path on restic snapshots: restic itself records
+// the directory it read, which changes with every pod.
+const resticSourceTag = "holdfast-source"
+
+// Exit codes of restic 0.17+.
+const (
+	resticExitNoRepository = 10
+	resticExitWrongKey     = 12
+)
+
+type resticRepository struct {
+	cfg    Config
+	dir    string
+	binary string
+	mu     sync.Mutex
+}
+
+func newRestic(cfg Config) (*resticRepository, error) {
+	dir, err := cfg.privateDir()
+	if err != nil {
+		return nil, err
+	}
+	bin := cfg.ResticPath
+	if bin == "" {
+		bin = "restic"
+	}
+	r := &resticRepository{cfg: cfg, dir: dir, binary: bin}
+	if cfg.Store.S3 != nil && len(cfg.Store.S3.CABundle) > 0 {
+		if err := os.WriteFile(r.caFile(), cfg.Store.S3.CABundle, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range []string{"cache", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+func (r *resticRepository) caFile() string { return filepath.Join(r.dir, "ca.pem") }
+
+// repository is the restic repository string; it holds no secret.
+func (r *resticRepository) repository() string {
+	st := r.cfg.Store
+	if st.Filesystem != nil {
+		return filepath.Join(st.Filesystem.Path, r.cfg.location())
+	}
+	scheme := "https"
+	if st.S3.Insecure {
+		scheme = "http"
+	}
+	return "s3:" + scheme + "://" + st.S3.Endpoint + "/" + st.S3.Bucket + "/" + st.S3.key(r.cfg.location())
+}
+
+// environment passes every secret to restic: credentials and password never appear on
+// the command line (visible in /proc) or in logs. Nothing else of the process's
+// environment is inherited, so stray AWS_* variables cannot leak in.
+func (r *resticRepository) environment() []string {
+	env := []string{
+		"RESTIC_REPOSITORY=" + r.repository(),
+		"RESTIC_PASSWORD=" + r.cfg.Password,
+		"RESTIC_CACHE_DIR=" + filepath.Join(r.dir, "cache"),
+		"TMPDIR=" + filepath.Join(r.dir, "tmp"),
+		"HOME=" + r.dir,
+		"PATH=/usr/local/bin:/usr/bin:/bin",
+	}
+	if s := r.cfg.Store.S3; s != nil {
+		env = append(env, "AWS_ACCESS_KEY_ID="+s.AccessKeyID, "AWS_SECRET_ACCESS_KEY="+s.SecretAccessKey)
+		if s.SessionToken != "" {
+			env = append(env, "AWS_SESSION_TOKEN="+s.SessionToken)
+		}
+		if s.Region != "" {
+			env = append(env, "AWS_DEFAULT_REGION="+s.Region)
+		}
+	}
+	return env
+}
+
+func (r *resticRepository) globalArgs() []string {
+	var args []string
+	if s := r.cfg.Store.S3; s != nil {
+		if s.ForcePathStyle {
+			args = append(args, "-o", "s3.bucket-lookup=path")
+		}
+		if s.Region != "" {
+			args = append(args, "-o", "s3.region="+s.Region)
+		}
+		if len(s.CABundle) > 0 {
+			args = append(args, "--cacert", r.caFile())
+		}
+	}
+	return args
+}
+
+// resticError is a failed restic run: its exit code and the last lines of stderr.
+type resticError struct {
+	code   int
+	stderr string
+}
+
+func (e *resticError) Error() string {
+	return fmt.Sprintf("restic exited with code %d: %s", e.code, e.stderr)
+}
+
+// run runs restic with args; stdout goes to out (if not nil). Cancelling ctx sends
+// SIGINT (restic then removes its locks) and SIGKILL 30 seconds later.
+func (r *resticRepository) run(ctx context.Context, out io.Writer, args ...string) error {
+	all := append(append([]string{}, args[:1]...), r.globalArgs()...)
+	all = append(all, args[1:]...)
+	cmd := exec.CommandContext(ctx, r.binary, all...)
+	cmd.Env = r.environment()
+	cmd.Dir = r.dir
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
+	cmd.WaitDelay = 30 * time.Second
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = out, &stderr
+	err := cmd.Run()
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return &resticError{code: exit.ExitCode(), stderr: lastLines(stderr.String(), 5)}
+	}
+	return fmt.Errorf("running restic: %w", err)
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+// classifyRestic maps a restic failure to an *Error.
+func (r *resticRepository) classify(err error) error {
+	var re *resticError
+	if !errors.As(err, &re) {
+		return classify(err, r.cfg.Store)
+	}
+	msg := strings.ToLower(re.stderr)
+	st := r.cfg.Store
+	switch {
+	case re.code == resticExitWrongKey || strings.Contains(msg, "wrong password"):
+		return newError(ErrWrongKey, fmt.Sprintf("The restic repository at %s cannot be opened with this repository's key: the key Secret was replaced, or the data belongs to another repository; restore the original key Secret", r.cfg.URL()), err)
+	case re.code == resticExitNoRepository:
+		return newError(ErrNotInitialized, fmt.Sprintf("No restic repository exists at %s yet", r.cfg.URL()), err)
+	case st.S3 != nil && (strings.Contains(msg, "bucket does not exist") || strings.Contains(msg, "nosuchbucket")):
+		return bucketMissing(st)
+	case st.S3 != nil && (strings.Contains(msg, "access denied") || strings.Contains(msg, "access key id") || strings.Contains(msg, "signature") || strings.Contains(msg, "forbidden")):
+		return credentialsError(st, err)
+	case st.S3 != nil && strings.Contains(msg, "x509"):
+		return newError(ErrUntrustedCertificate, fmt.Sprintf("The TLS certificate of %s is not signed by a trusted authority: set spec.s3.caBundle to the PEM of the authority that signs it", st.S3.Endpoint), err)
+	case st.S3 != nil && (strings.Contains(msg, "connection refused") || strings.Contains(msg, "no such host") || strings.Contains(msg, "i/o timeout")):
+		return newError(ErrUnreachable, fmt.Sprintf("The store endpoint %s cannot be reached: check spec.s3.endpoint and that the store is running and reachable from the cluster", st.S3.Endpoint), err)
+	}
+	return newError(ErrDamaged, fmt.Sprintf("The restic repository at %s failed: %s", r.cfg.URL(), re.stderr), err)
+}
+
+func initializeRestic(ctx context.Context, cfg Config) error {
+	r, err := newRestic(cfg)
+	if err != nil {
+		return err
+	}
+	if err := r.run(ctx, nil, "init"); err != nil {
+		return r.classify(err)
+	}
+	return nil
+}
+
+func openRestic(ctx context.Context, cfg Config) (*resticRepository, error) {
+	r, err := newRestic(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// "cat config" reads and decrypts the config with the key: it tells a missing
+	// repository, a wrong key and a damaged one apart without writing anything.
+	if err := r.run(ctx, io.Discard, "cat", "config"); err != nil {
+		return nil, r.classify(err)
+	}
+	return r, nil
+}
+
+func (r *resticRepository) URL() string { return r.cfg.URL() }
+
+type resticSnapshot struct {
+	ID      string    `json:"id"`
+	Time    time.Time `json:"time"`
+	Paths   []string  `json:"paths"`
+	Tags    []string  `json:"tags"`
+	Summary *struct {
+		TotalBytesProcessed int64 `json:"total_bytes_processed"`
+	} `json:"summary"`
+}
+
+func (s resticSnapshot) source() (string, map[string]string) {
+	tags := map[string]string{}
+	source := ""
+	for _, t := range s.Tags {
+		k, v, _ := strings.Cut(t, "=")
+		if k == resticSourceTag {
+			source = v
+			continue
+		}
+		tags[k] = v
+	}
+	return source, tags
+}
+
+func (r *resticRepository) listSnapshots(ctx context.Context, sourcePath string) ([]resticSnapshot, error) {
+	args := []string{"snapshots", "--json", "--no-lock", "--host", SnapshotHost}
+	if sourcePath != "" {
+		args = append(args, "--tag", resticSourceTag+"="+sourcePath)
+	}
+	var out bytes.Buffer
+	if err := r.run(ctx, &out, args...); err != nil {
+		return nil, r.classify(err)
+	}
+	var snaps []resticSnapshot
+	if err := json.Unmarshal(out.Bytes(), &snaps); err != nil {
+		return nil, fmt.Errorf("reading restic's snapshot list: %w", err)
+	}
+	sort.SliceStable(snaps, func(i, j int) bool { return snaps[i].Time.Before(snaps[j].Time) })
+	return snaps, nil
+}
+
+func (r *resticRepository) Backup(ctx context.Context, req BackupRequest) (BackupResult, error) {
+	if err := checkTags(req.Tags); err != nil {
+		return BackupResult{}, err
+	}
+	if strings.Contains(req.SourcePath, ",") {
+		return BackupResult{}, fmt.Errorf("source path %q must not contain ','", req.SourcePath)
+	}
+	dir, err := filepath.Abs(req.Dir)
+	if err != nil {
+		return BackupResult{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var res BackupResult
+	previous, err := r.listSnapshots(ctx, req.SourcePath)
+	if err != nil {
+		return res, err
+	}
+	args := []string{"backup", "--json", "--host", SnapshotHost, "--tag", resticSourceTag + "=" + req.SourcePath}
+	keys := make([]string, 0, len(req.Tags))
+	for k := range req.Tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		args = append(args, "--tag", k+"="+req.Tags[k])
+	}
+	if n := len(previous); n > 0 {
+		res.ParentSnapshotID = previous[n-1].ID
+		args = append(args, "--parent", res.ParentSnapshotID)
+	}
+	args = append(args, dir)
+
+	var last atomic.Pointer[Progress]
+	stop := publish(ctx, req.Progress, func() Progress {
+		if p := last.Load(); p != nil {
+			return *p
+		}
+		return Progress{}
+	})
+	defer stop()
+	pr, pw := io.Pipe()
+	var summary struct {
+		SnapshotID          string `json:"snapshot_id"`
+		DataAdded           int64  `json:"data_added"`
+		TotalFilesProcessed int64  `json:"total_files_processed"`
+		TotalBytesProcessed int64  `json:"total_bytes_processed"`
+	}
+	parsed := make(chan struct{})
+	go func() {
+		defer close(parsed)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 4<<20)
+		for sc.Scan() {
+			var msg struct {
+				Type       string `json:"message_type"`
+				TotalFiles int64  `json:"total_files"`
+				FilesDone  int64  `json:"files_done"`
+				TotalBytes int64  `json:"total_bytes"`
+				BytesDone  int64  `json:"bytes_done"`
+			}
+			if json.Unmarshal(sc.Bytes(), &msg) != nil {
+				continue
+			}
+			switch msg.Type {
+			case "status":
+				last.Store(&Progress{BytesDone: msg.BytesDone, TotalBytes: msg.TotalBytes, FilesDone: msg.FilesDone, TotalFiles: msg.TotalFiles})
+			case "summary":
+				_ = json.Unmarshal(sc.Bytes(), &summary)
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	err = r.run(ctx, pw, args...)
+	_ = pw.Close()
+	<-parsed
+	if err != nil {
+		if ctx.Err() != nil {
+			return BackupResult{}, ctx.Err()
+		}
+		return BackupResult{}, r.classify(err)
+	}
+	if summary.SnapshotID == "" {
+		return BackupResult{}, errors.New("restic backup finished without reporting a snapshot")
+	}
+	res.SnapshotID = summary.SnapshotID
+	res.BytesUploaded = summary.DataAdded
+	res.TotalBytes = summary.TotalBytesProcessed
+	res.TotalFiles = summary.TotalFilesProcessed
+	stop()
+	if req.Progress != nil {
+		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})
+	}
+	return res, nil
+}
+
+func (r *resticRepository) find(ctx context.Context, id string) (*resticSnapshot, error) {
+	snaps, err := r.listSnapshots(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	for i := range snaps {
+		if snaps[i].ID == id {
+			return &snaps[i], nil
+		}
+	}
+	return nil, nil
+}
+
+func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (RestoreResult, error) {
+	snap, err := r.find(ctx, req.SnapshotID)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	if snap == nil || len(snap.Paths) != 1 {
+		return RestoreResult{}, newError(ErrSnapshotNotFound, fmt.Sprintf("Snapshot %s does not exist in %s", req.SnapshotID, r.URL()), nil)
+	}
+	// The snapshot holds the directory it was taken of under its full path; restore
+	// that directory's contents into the target.
+	var total struct {
+		FilesRestored int64 `json:"files_restored"`
+		BytesRestored int64 `json:"bytes_restored"`
+	}
+	var last atomic.Pointer[Progress]
+	stop := publish(ctx, req.Progress, func() Progress {
+		if p := last.Load(); p != nil {
+			return *p
+		}
+		return Progress{}
+	})
+	defer stop()
+	pr, pw := io.Pipe()
+	parsed := make(chan struct{})
+	go func() {
+		defer close(parsed)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 4<<20)
+		for sc.Scan() {
+			var msg struct {
+				Type          string `json:"message_type"`
+				TotalFiles    int64  `json:"total_files"`
+				FilesRestored int64  `json:"files_restored"`
+				TotalBytes    int64  `json:"total_bytes"`
+				BytesRestored int64  `json:"bytes_restored"`
+			}
+			if json.Unmarshal(sc.Bytes(), &msg) != nil {
+				continue
+			}
+			last.Store(&Progress{BytesDone: msg.BytesRestored, TotalBytes: msg.TotalBytes, FilesDone: msg.FilesRestored, TotalFiles: msg.TotalFiles})
+			if msg.Type == "summary" {
+				total.FilesRestored, total.BytesRestored = msg.FilesRestored, msg.BytesRestored
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	err = r.run(ctx, pw, "restore", "--json", snap.ID+":"+snap.Paths[0], "--target", req.TargetDir)
+	_ = pw.Close()
+	<-parsed
+	if err != nil {
+		if ctx.Err() != nil {
+			return RestoreResult{}, ctx.Err()
+		}
+		return RestoreResult{}, r.classify(err)
+	}
+	stop()
+	res := RestoreResult{TotalBytes: total.BytesRestored, TotalFiles: total.FilesRestored}
+	if req.Progress != nil {
+		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})
+	}
+	return res, nil
+}
+
+func (r *resticRepository) Snapshots(ctx context.Context, sourcePath string) ([]Snapshot, error) {
+	snaps, err := r.listSnapshots(ctx, sourcePath)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Snapshot, 0, len(snaps))
+	for _, s := range snaps {
+		source, tags := s.source()
+		var size int64
+		if s.Summary != nil {
+			size = s.Summary.TotalBytesProcessed
+		}
+		out = append(out, Snapshot{ID: s.ID, SourcePath: source, StartTime: s.Time, Tags: tags, Size: size})
+	}
+	return out, nil
+}
+
+func (r *resticRepository) Delete(ctx context.Context, snapshotID string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	snap, err := r.find(ctx, snapshotID)
+	if err != nil {
+		return err
+	}
+	if snap == nil {
+		return nil
+	}
+	if err := r.run(ctx, io.Discard, "forget", snap.ID); err != nil {
+		return r.classify(err)
+	}
+	return nil
+}
+
+func (r *resticRepository) Maintain(ctx context.Context, req MaintenanceRequest) (MaintenanceResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	res := MaintenanceResult{Mode: MaintenancePrune, StartTime: time.Now()}
+	var out bytes.Buffer
+	err := r.run(ctx, &out, "prune")
+	res.CompletionTime = time.Now()
+	if err != nil {
+		return res, r.classify(err)
+	}
+	res.Message = fmt.Sprintf("restic prune finished in %s", res.CompletionTime.Sub(res.StartTime).Round(time.Millisecond))
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "this removes") {
+			res.Message += ": " + strings.TrimSpace(line)
+		}
+	}
+	return res, nil
+}
+
+func (r *resticRepository) Close(context.Context) error { return nil }
