@@ -3,12 +3,15 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,9 +47,13 @@ type Env struct {
 
 // Options change what Start starts.
 type Options struct {
-	// WebhookPaths are directories of webhook configurations to install; the test
-	// serves the webhooks on Env.WebhookInstallOptions' host and port.
+	// WebhookPaths are webhook configuration files or directories to install; the
+	// test serves the webhooks on Env.WebhookInstallOptions' host, port and certs.
 	WebhookPaths []string
+	// Setup, if set, runs once after the control plane is up (to start the package's
+	// controllers) and returns what stops them; Run calls it before stopping the
+	// control plane.
+	Setup func(*Env) (stop func(), err error)
 }
 
 // RepoRoot is the root of the Holdfast checkout, found from this file's location.
@@ -172,6 +179,14 @@ func run(m *testing.M, out **Env, opts Options) int {
 			fmt.Fprintln(os.Stderr, "testenv: stopping:", err)
 		}
 	}()
+	if opts.Setup != nil {
+		stop, err := opts.Setup(env)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testenv: setup:", err)
+			return 1
+		}
+		defer stop()
+	}
 	return m.Run()
 }
 
@@ -223,4 +238,55 @@ func (e *Env) Kubectl(ctx context.Context, args ...string) (string, error) {
 		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.String(), nil
+}
+
+// WaitForWebhook waits until the test's webhook server accepts TLS connections.
+func (e *Env) WaitForWebhook(ctx context.Context, opts *envtest.WebhookInstallOptions) error {
+	addr := net.JoinHostPort(opts.LocalServingHost, strconv.Itoa(opts.LocalServingPort))
+	return Poll(ctx, 2*time.Minute, func() error {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // only reachability
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	})
+}
+
+// EnsureNamespace creates a namespace with a fixed name (such as the operator
+// namespace) unless it exists.
+func (e *Env) EnsureNamespace(ctx context.Context, name string) error {
+	err := e.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	return err
+}
+
+// Poll calls cond every 100 ms until it returns nil, ctx ends or timeout passes, and
+// returns cond's last error then. It is how tests wait on a condition: never a bare
+// sleep, and generous enough for a loaded 2-core machine.
+func Poll(ctx context.Context, timeout time.Duration, cond func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (still after %s)", err, timeout)
+		case <-tick.C:
+		}
+	}
+}
+
+// Eventually fails the test unless cond returns nil within 90 seconds.
+func Eventually(t testing.TB, what string, cond func() error) {
+	t.Helper()
+	if err := Poll(context.Background(), 90*time.Second, cond); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
 }
