@@ -38,6 +38,7 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs, RBAC roles and the webhook config
 	$(CONTROLLER_GEN) crd paths=./apis/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=holdfast-manager paths=./controllers/... output:rbac:artifacts:config=config/rbac/manager
 	$(CONTROLLER_GEN) rbac:roleName=holdfast-agent paths=./agent/... output:rbac:artifacts:config=config/rbac/agent
+	$(CONTROLLER_GEN) webhook paths=./controllers/... output:webhook:artifacts:config=config/webhook
 
 .PHONY: verify-generated
 verify-generated: ## Fail when generated code is stale (regenerates it, so you can commit the result).

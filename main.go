@@ -34,6 +34,7 @@ import (
 	"github.com/holdfast-dev/holdfast/agent"
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/controllers/restore"
 	"github.com/holdfast-dev/holdfast/internal/webhookcert"
 )
 
@@ -125,6 +126,13 @@ func newScheme() *runtime.Scheme {
 	return scheme
 }
 
+func envOr(name, fallback string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return fallback
+}
+
 func defaultOperatorNamespace() string {
 	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
 		return ns
@@ -146,6 +154,8 @@ func runManager(args []string, stderr io.Writer) error {
 	webhookCertMode := fs.String("webhook-cert-mode", webhookcert.ModeSelfSigned,
 		"self-signed: the manager issues and rotates its webhook certificate (Secret "+webhookcert.DefaultSecretName+") and sets the webhooks' caBundle; "+
 			"external: cert-manager (or you) provides tls.crt and tls.key in --webhook-cert-dir and the caBundle")
+	restoreHelperImage := fs.String("restore-helper-image", envOr("HOLDFAST_IMAGE", "holdfast:dev"),
+		"image of the restore-wait init container (its entrypoint must be holdfast) unless ConfigMap holdfast-restore-helper names one; default from $HOLDFAST_IMAGE")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -175,6 +185,10 @@ func runManager(args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	if err := (&restore.VolumeRestoreReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the restore controller: %w", err)
+	}
+	(&restore.PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: *namespace, Image: *restoreHelperImage}).SetupWithManager(mgr)
 	if err := addProbes(mgr); err != nil {
 		return err
 	}

@@ -4,4 +4,4 @@
 package agent
 
 // Events, which every agent writes on the objects it works on.
-// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="";events.k8s.io,resources=events,verbs=create;patch

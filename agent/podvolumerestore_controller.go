@@ -187,12 +187,19 @@ func writeMarker(dir, restoreUID string, phase v1.RunPhase, msg string) error {
 	if err := w.Mkdir(restorewait.MarkerDir); err != nil {
 		return err
 	}
+	// restore-wait runs unprivileged as any user: it must be able to read the marker
+	// and remove it, so the directory is world-writable.
+	if err := w.SetMetadata(restorewait.MarkerDir, confinedfs.Meta{Mode: 0o777, UID: -1, GID: -1}); err != nil {
+		return err
+	}
 	name, content := restorewait.MarkerDir+"/"+restoreUID, "restored\n"
 	if phase != v1.RunCompleted {
 		name, content = name+restorewait.FailedSuffix, msg+"\n"
 	}
-	_, err = w.WriteFile(name, strings.NewReader(content))
-	return err
+	if _, err := w.WriteFile(name, strings.NewReader(content)); err != nil {
+		return err
+	}
+	return w.SetMetadata(name, confinedfs.Meta{Mode: 0o644, UID: -1, GID: -1})
 }
 
 func (r *PodVolumeRestoreReconciler) finish(ctx context.Context, pvr *v1.PodVolumeRestore, phase v1.RunPhase, reason, msg string, res *mover.Result) error {

@@ -128,3 +128,10 @@ func hash(parts ...string) string {
 	}
 	return hex.EncodeToString(h.Sum(nil))[:10]
 }
+
+// PodVolumeRestoreName is the name of the PodVolumeRestore of one volume of one pod in
+// one VolumeRestore, built like PodVolumeBackupName: stable, so the restore controller
+// never creates a second one for the same volume.
+func PodVolumeRestoreName(restore, pod, volume string) string {
+	return PodVolumeBackupName(restore, pod, volume)
+}

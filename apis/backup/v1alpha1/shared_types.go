@@ -25,6 +25,14 @@ const (
 	ManagedByValue = "holdfast"
 	// AnnotationRunNow on a VolumeBackupPolicy starts one run each time its value changes.
 	AnnotationRunNow = "backup.holdfast.dev/run-now"
+	// LabelRestore names the VolumeRestore a PodVolumeRestore belongs to.
+	LabelRestore = "backup.holdfast.dev/restore"
+	// AnnotationRestoreInto on a Namespace lists, comma-separated, the namespaces that
+	// may restore its backups (VolumeRestore spec.sourceNamespace). Without it, none may.
+	AnnotationRestoreInto = "backup.holdfast.dev/restore-into"
+	// AnnotationRestoreWait on a Pod names the VolumeRestores its restore-wait init
+	// containers wait for; the webhook sets it.
+	AnnotationRestoreWait = "backup.holdfast.dev/restore-wait"
 )
 
 // Uploader is the program that moves a volume's data to the repository.

@@ -1,0 +1,121 @@
+package restore
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+)
+
+// HelperConfigMapName is the ConfigMap, in the operator namespace, that configures the
+// restore-wait init container. Every key is optional.
+const HelperConfigMapName = "holdfast-restore-helper"
+
+// helperSettings is what the restore-wait init container looks like.
+type helperSettings struct {
+	Image           string
+	Resources       corev1.ResourceRequirements
+	SecurityContext *corev1.SecurityContext
+}
+
+// defaultHelper runs restore-wait small, unprivileged and read-only: it only reads and
+// removes marker files that the agent makes world-writable for it.
+func defaultHelper(image string) helperSettings {
+	return helperSettings{
+		Image: image,
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
+			Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+		},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser:                ptr.To[int64](65534),
+			RunAsGroup:               ptr.To[int64](65534),
+			RunAsNonRoot:             ptr.To(true),
+			AllowPrivilegeEscalation: ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+	}
+}
+
+// helperFromConfigMap applies the ConfigMap's keys (image, cpuRequest, memRequest,
+// cpuLimit, memLimit, secCtxRunAsUser, secCtxRunAsGroup, secCtxAllowPrivilegeEscalation,
+// secCtx) over the defaults. A value that does not parse keeps the default and gives a
+// warning naming the key, so a typo never blocks a pod or silently drops its restore.
+// secCtx is a whole securityContext in YAML or JSON and replaces the default one; the
+// secCtx* keys then adjust it.
+func helperFromConfigMap(cm *corev1.ConfigMap, image string) (helperSettings, []string) {
+	h := defaultHelper(image)
+	if cm == nil {
+		return h, nil
+	}
+	var warnings []string
+	warn := func(key string, err error) {
+		warnings = append(warnings, fmt.Sprintf("ConfigMap %s key %s ignored: %v", HelperConfigMapName, key, err))
+	}
+	d := cm.Data
+	if v := d["image"]; v != "" {
+		h.Image = v
+	}
+	for key, set := range map[string]struct {
+		list *corev1.ResourceList
+		name corev1.ResourceName
+	}{
+		"cpuRequest": {&h.Resources.Requests, corev1.ResourceCPU},
+		"memRequest": {&h.Resources.Requests, corev1.ResourceMemory},
+		"cpuLimit":   {&h.Resources.Limits, corev1.ResourceCPU},
+		"memLimit":   {&h.Resources.Limits, corev1.ResourceMemory},
+	} {
+		v, ok := d[key]
+		if !ok {
+			continue
+		}
+		if v == "" || v == "0" {
+			// An empty or zero value removes the request or limit.
+			delete(*set.list, set.name)
+			continue
+		}
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
+			warn(key, err)
+			continue
+		}
+		(*set.list)[set.name] = q
+	}
+	if v := d["secCtx"]; v != "" {
+		var sc corev1.SecurityContext
+		if err := yaml.UnmarshalStrict([]byte(v), &sc); err != nil {
+			warn("secCtx", err)
+		} else {
+			h.SecurityContext = &sc
+		}
+	}
+	for key, field := range map[string]**int64{"secCtxRunAsUser": &h.SecurityContext.RunAsUser, "secCtxRunAsGroup": &h.SecurityContext.RunAsGroup} {
+		if v := d[key]; v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				warn(key, fmt.Errorf("%q is not a user or group ID", v))
+				continue
+			}
+			*field = ptr.To(n)
+			if key == "secCtxRunAsUser" && n == 0 {
+				h.SecurityContext.RunAsNonRoot = nil
+			}
+		}
+	}
+	if v := d["secCtxAllowPrivilegeEscalation"]; v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			warn("secCtxAllowPrivilegeEscalation", err)
+		} else {
+			h.SecurityContext.AllowPrivilegeEscalation = ptr.To(b)
+		}
+	}
+	sort.Strings(warnings)
+	return h, warnings
+}

@@ -1,0 +1,60 @@
+package restore
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+func TestHelperFromConfigMap(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		data  map[string]string
+		check func(t *testing.T, h helperSettings)
+		warn  string
+	}{
+		{"no ConfigMap keys keep the defaults", map[string]string{}, func(t *testing.T, h helperSettings) {
+			if h.Image != "holdfast:dev" || *h.SecurityContext.RunAsUser != 65534 || h.Resources.Limits.Memory().String() != "64Mi" {
+				t.Errorf("defaults changed: %+v", h)
+			}
+		}, ""},
+		{"user, group and escalation keys", map[string]string{"secCtxRunAsUser": "1000", "secCtxRunAsGroup": "2000", "secCtxAllowPrivilegeEscalation": "true"},
+			func(t *testing.T, h helperSettings) {
+				sc := h.SecurityContext
+				if *sc.RunAsUser != 1000 || *sc.RunAsGroup != 2000 || !*sc.AllowPrivilegeEscalation {
+					t.Errorf("securityContext %+v", sc)
+				}
+			}, ""},
+		{"root user drops runAsNonRoot", map[string]string{"secCtxRunAsUser": "0"}, func(t *testing.T, h helperSettings) {
+			if *h.SecurityContext.RunAsUser != 0 || h.SecurityContext.RunAsNonRoot != nil {
+				t.Errorf("securityContext %+v", h.SecurityContext)
+			}
+		}, ""},
+		{"whole secCtx replaces the default", map[string]string{"secCtx": "runAsUser: 7\ncapabilities: {drop: [ALL]}"}, func(t *testing.T, h helperSettings) {
+			if *h.SecurityContext.RunAsUser != 7 || h.SecurityContext.RunAsGroup != nil {
+				t.Errorf("securityContext %+v", h.SecurityContext)
+			}
+		}, ""},
+		{"empty limit removes it", map[string]string{"cpuLimit": ""}, func(t *testing.T, h helperSettings) {
+			if _, ok := h.Resources.Limits[corev1.ResourceCPU]; ok {
+				t.Error("cpu limit still set")
+			}
+		}, ""},
+		{"bad secCtx keeps the default and warns", map[string]string{"secCtx": "runAsUser: me"}, func(t *testing.T, h helperSettings) {
+			if *h.SecurityContext.RunAsUser != 65534 {
+				t.Errorf("securityContext %+v", h.SecurityContext)
+			}
+		}, "key secCtx ignored"},
+		{"negative user warns", map[string]string{"secCtxRunAsUser": "-1"}, func(t *testing.T, h helperSettings) {}, `key secCtxRunAsUser ignored: "-1" is not a user or group ID`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, warnings := helperFromConfigMap(&corev1.ConfigMap{Data: tc.data}, "holdfast:dev")
+			tc.check(t, h)
+			got := strings.Join(warnings, "\n")
+			if (tc.warn == "") != (got == "") || !strings.Contains(got, tc.warn) {
+				t.Errorf("warnings %q, want %q", got, tc.warn)
+			}
+		})
+	}
+}

@@ -1,0 +1,64 @@
+package restore
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/holdfast-dev/holdfast/test/testenv"
+)
+
+var env *testenv.Env
+
+// operatorNamespace is where the tests put the restore-helper ConfigMap.
+const operatorNamespace = "holdfast-system"
+
+func TestMain(m *testing.M) {
+	testenv.Run(m, &env, testenv.Options{
+		WebhookPaths: []string{filepath.Join(testenv.RepoRoot(), "config", "webhook", "manifests.yaml")},
+		Setup:        startManager,
+	})
+}
+
+// startManager runs the restore reconciler and the pod webhook for the whole package,
+// as the real manager does, against the test API server.
+func startManager(env *testenv.Env) (func(), error) {
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr)))
+	wh := env.WebhookInstallOptions()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:  env.Scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host: wh.LocalServingHost, Port: wh.LocalServingPort, CertDir: wh.LocalServingCertDir,
+		}),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := (&VolumeRestoreReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	(&PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: operatorNamespace, Image: "holdfast:test"}).SetupWithManager(mgr)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	if err := env.WaitForWebhook(ctx, wh); err != nil {
+		cancel()
+		return nil, fmt.Errorf("the webhook server did not come up: %w", err)
+	}
+	if err := env.EnsureNamespace(ctx, operatorNamespace); err != nil {
+		cancel()
+		return nil, err
+	}
+	return func() {
+		cancel()
+		<-done
+	}, nil
+}

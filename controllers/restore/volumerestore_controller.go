@@ -1,0 +1,450 @@
+package restore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/internal/conditions"
+	"github.com/holdfast-dev/holdfast/internal/identity"
+)
+
+// Condition reasons of a VolumeRestore.
+const (
+	ReasonWaitingForPods   = "WaitingForPods"
+	ReasonRestoring        = "Restoring"
+	ReasonRestored         = "Restored"
+	ReasonRestoreFailed    = "RestoreFailed"
+	ReasonSourceNotGranted = "SourceNotGranted"
+	ReasonInvalidSelector  = "InvalidSelector"
+)
+
+// maxVolumeStatuses bounds status.volumes (the API allows 256).
+const maxVolumeStatuses = 256
+
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumerestores,verbs=get;list;watch
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumerestores/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumerestores,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// VolumeRestoreReconciler turns a VolumeRestore into PodVolumeRestores, one per
+// (scheduled pod, volume), and reports their outcome.
+type VolumeRestoreReconciler struct {
+	client.Client
+	Recorder events.EventRecorder
+}
+
+// SetupWithManager registers the reconciler.
+func (r *VolumeRestoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Recorder == nil {
+		r.Recorder = mgr.GetEventRecorder("holdfast-restore")
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1.VolumeRestore{}).
+		Owns(&v1.PodVolumeRestore{}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.restoresOfPod)).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.restoresFromNamespace)).
+		Complete(r)
+}
+
+// scope carries what one reconcile found, from step to step.
+type scope struct {
+	vr       *v1.VolumeRestore
+	pods     []corev1.Pod
+	backups  []v1.PodVolumeBackup
+	existing []v1.PodVolumeRestore
+	// missing are failures that have no PodVolumeRestore (no backup to restore).
+	missing []v1.RestoreVolumeStatus
+	// unscheduled counts matching pods that are not on a node yet.
+	unscheduled int
+}
+
+// Reconcile runs the steps of a restore and patches its status once at the end.
+func (r *VolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	vr := &v1.VolumeRestore{}
+	if err := r.Get(ctx, req.NamespacedName, vr); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !vr.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	base := vr.DeepCopy()
+	defer func() {
+		if err := r.Status().Patch(ctx, vr, client.MergeFrom(base)); err != nil && !apierrors.IsNotFound(err) {
+			retErr = fmt.Errorf("patching the status of VolumeRestore %s: %w", req.NamespacedName, err)
+		}
+	}()
+
+	if isFinal(vr.Status.Phase) {
+		// A restore happens once; its PodVolumeRestores are all finished, so its
+		// summary cannot change any more.
+		return ctrl.Result{}, nil
+	}
+	sc := &scope{vr: vr}
+	for _, step := range []func(context.Context, *scope) (bool, error){
+		r.checkSource,
+		r.selectPods,
+		r.createRestores,
+	} {
+		stop, err := step(ctx, sc)
+		if err != nil {
+			conditions.MarkReconciling(&vr.Status.Conditions, vr.Generation, ReasonRestoring, err.Error())
+			return ctrl.Result{}, err
+		}
+		if stop {
+			vr.Status.ObservedGeneration = vr.Generation
+			return ctrl.Result{}, nil
+		}
+	}
+	if err := r.summarize(ctx, sc); err != nil {
+		return ctrl.Result{}, err
+	}
+	vr.Status.ObservedGeneration = vr.Generation
+	return ctrl.Result{}, nil
+}
+
+// checkSource stalls a restore from another namespace that has not granted it.
+// Sets Stalled (phase Pending) while the grant is missing.
+func (r *VolumeRestoreReconciler) checkSource(ctx context.Context, sc *scope) (bool, error) {
+	vr := sc.vr
+	src := sourceNamespace(vr)
+	if src == vr.Namespace {
+		return false, nil
+	}
+	ns := &corev1.Namespace{}
+	err := r.Get(ctx, types.NamespacedName{Name: src}, ns)
+	switch {
+	case apierrors.IsNotFound(err):
+		r.stall(vr, ReasonSourceNotGranted, fmt.Sprintf("spec.sourceNamespace: namespace %s does not exist", src))
+		return true, nil
+	case err != nil:
+		return false, err
+	case !granted(ns, vr.Namespace):
+		r.stall(vr, ReasonSourceNotGranted, fmt.Sprintf(
+			"spec.sourceNamespace: namespace %s does not allow restores into %s; annotate it with %s: %s",
+			src, vr.Namespace, v1.AnnotationRestoreInto, vr.Namespace))
+		return true, nil
+	}
+	return false, nil
+}
+
+// selectPods lists the pods the restore targets and the backups of the source namespace.
+func (r *VolumeRestoreReconciler) selectPods(ctx context.Context, sc *scope) (bool, error) {
+	vr := sc.vr
+	sel, err := metav1.LabelSelectorAsSelector(&vr.Spec.PodSelector)
+	if err != nil {
+		r.stall(vr, ReasonInvalidSelector, "spec.podSelector: "+err.Error())
+		return true, nil
+	}
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.InNamespace(vr.Namespace), client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		return false, fmt.Errorf("listing the pods of VolumeRestore %s/%s: %w", vr.Namespace, vr.Name, err)
+	}
+	for _, pod := range pods.Items {
+		switch {
+		case !pod.DeletionTimestamp.IsZero(), pod.Status.Phase == corev1.PodSucceeded, pod.Status.Phase == corev1.PodFailed:
+		case pod.Spec.NodeName == "":
+			sc.unscheduled++
+		default:
+			sc.pods = append(sc.pods, pod)
+		}
+	}
+	var backups v1.PodVolumeBackupList
+	if err := r.List(ctx, &backups, client.InNamespace(sourceNamespace(vr))); err != nil {
+		return false, fmt.Errorf("listing the backups of namespace %s: %w", sourceNamespace(vr), err)
+	}
+	sc.backups = backups.Items
+	var existing v1.PodVolumeRestoreList
+	if err := r.List(ctx, &existing, client.InNamespace(vr.Namespace), client.MatchingLabels{v1.LabelRestore: vr.Name}); err != nil {
+		return false, fmt.Errorf("listing the PodVolumeRestores of %s/%s: %w", vr.Namespace, vr.Name, err)
+	}
+	sc.existing = existing.Items
+	return false, nil
+}
+
+// createRestores creates a PodVolumeRestore for every planned volume of every scheduled
+// pod that has none yet. A pod is planned once: later backups do not restore again
+// into a pod that was already restored.
+func (r *VolumeRestoreReconciler) createRestores(ctx context.Context, sc *scope) (bool, error) {
+	vr := sc.vr
+	done := map[string]bool{}
+	for _, pvr := range sc.existing {
+		done[pvr.Spec.Pod.UID] = true
+	}
+	p := &planner{client: r.Client}
+	created := 0
+	for i := range sc.pods {
+		pod := &sc.pods[i]
+		plan, err := p.plan(ctx, vr, pod, sc.backups)
+		if err != nil {
+			return false, err
+		}
+		plan = restrictToWaited(plan, pod, vr.Name)
+		for _, m := range plan.Missing {
+			sc.missing = append(sc.missing, v1.RestoreVolumeStatus{Pod: pod.Name, Volume: m.Volume, Phase: v1.RunFailed, Message: m.Message})
+		}
+		if done[string(pod.UID)] {
+			continue
+		}
+		for _, vp := range plan.Volumes {
+			pvr, err := r.newPodVolumeRestore(vr, pod, vp)
+			if err != nil {
+				return false, err
+			}
+			if err := r.Create(ctx, pvr); err != nil && !apierrors.IsAlreadyExists(err) {
+				return false, fmt.Errorf("creating PodVolumeRestore %s/%s: %w", pvr.Namespace, pvr.Name, err)
+			}
+			sc.existing = append(sc.existing, *pvr)
+			created++
+		}
+	}
+	if created > 0 && vr.Status.StartTime == nil {
+		now := metav1.Now()
+		vr.Status.StartTime = &now
+		r.Recorder.Eventf(vr, nil, corev1.EventTypeNormal, "RestoreStarted", "Restore", "restoring %d volume(s)", created)
+	}
+	return false, nil
+}
+
+// restrictToWaited keeps only the volumes a pod's restore-wait init container waits
+// for, when the webhook gave it one: a volume whose backup appeared after the pod
+// started must not be restored under the running application.
+func restrictToWaited(plan podPlan, pod *corev1.Pod, restore string) podPlan {
+	waited, ok := waitedVolumes(pod)[restore]
+	if !ok {
+		return plan
+	}
+	keep := plan.Volumes[:0]
+	for _, vp := range plan.Volumes {
+		for _, w := range waited {
+			if vp.Volume == w {
+				keep = append(keep, vp)
+			}
+		}
+	}
+	plan.Volumes = keep
+	return plan
+}
+
+// waitedVolumes reads the webhook's annotation: restore name → volumes waited for.
+func waitedVolumes(pod *corev1.Pod) map[string][]string {
+	out := map[string][]string{}
+	if raw := pod.Annotations[v1.AnnotationRestoreWait]; raw != "" {
+		_ = json.Unmarshal([]byte(raw), &out)
+	}
+	return out
+}
+
+func (r *VolumeRestoreReconciler) newPodVolumeRestore(vr *v1.VolumeRestore, pod *corev1.Pod, vp volumePlan) (*v1.PodVolumeRestore, error) {
+	b := vp.Backup
+	pvr := &v1.PodVolumeRestore{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      identity.PodVolumeRestoreName(vr.Name, pod.Name, vp.Volume),
+			Namespace: vr.Namespace,
+			Labels: map[string]string{
+				v1.LabelRestore:         vr.Name,
+				v1.LabelStorageLocation: b.Spec.StorageLocation,
+				v1.LabelManagedBy:       v1.ManagedByValue,
+			},
+		},
+		Spec: v1.PodVolumeRestoreSpec{
+			Node:            pod.Spec.NodeName,
+			Pod:             v1.PodReference{Name: pod.Name, UID: string(pod.UID)},
+			Volume:          vp.Volume,
+			VolumeRestore:   vr.Name,
+			SnapshotID:      b.Status.SnapshotID,
+			PodVolumeBackup: b.Name,
+			SourceNamespace: b.Namespace,
+			SourcePath:      b.Spec.SourcePath,
+			StorageLocation: b.Spec.StorageLocation,
+			Repository:      b.Spec.Repository,
+			Uploader:        b.Spec.Uploader,
+		},
+	}
+	if err := controllerutil.SetControllerReference(vr, pvr, r.Scheme()); err != nil {
+		return nil, err
+	}
+	return pvr, nil
+}
+
+// summarize aggregates the PodVolumeRestores into status: counts, per-volume outcome,
+// phase and conditions. Sets Ready when every volume is restored, Stalled when some
+// failed, Reconciling while pods or volumes are pending.
+func (r *VolumeRestoreReconciler) summarize(ctx context.Context, sc *scope) error {
+	vr := sc.vr
+	if sc.existing == nil {
+		var existing v1.PodVolumeRestoreList
+		if err := r.List(ctx, &existing, client.InNamespace(vr.Namespace), client.MatchingLabels{v1.LabelRestore: vr.Name}); err != nil {
+			return err
+		}
+		sc.existing = existing.Items
+	}
+	volumes := append([]v1.RestoreVolumeStatus{}, sc.missing...)
+	var completed, failed, running int32
+	var failures []string
+	for _, pvr := range sc.existing {
+		st := v1.RestoreVolumeStatus{Pod: pvr.Spec.Pod.Name, Volume: pvr.Spec.Volume, PodVolumeRestore: pvr.Name,
+			SnapshotID: pvr.Spec.SnapshotID, Phase: pvr.Status.Phase, Message: pvr.Status.Message}
+		if st.Phase == "" {
+			st.Phase = v1.RunPending
+		}
+		switch st.Phase {
+		case v1.RunCompleted:
+			completed++
+		case v1.RunFailed, v1.RunCanceled:
+			failed++
+			failures = append(failures, fmt.Sprintf("%s/%s: %s", st.Pod, st.Volume, st.Message))
+		default:
+			running++
+		}
+		volumes = append(volumes, st)
+	}
+	for _, m := range sc.missing {
+		failed++
+		failures = append(failures, m.Message)
+	}
+	sort.Slice(volumes, func(i, j int) bool {
+		if volumes[i].Pod != volumes[j].Pod {
+			return volumes[i].Pod < volumes[j].Pod
+		}
+		return volumes[i].Volume < volumes[j].Volume
+	})
+	if len(volumes) > maxVolumeStatuses {
+		volumes = volumes[:maxVolumeStatuses]
+	}
+	vr.Status.Volumes = volumes
+	vr.Status.VolumesCompleted, vr.Status.VolumesFailed = completed, failed
+	vr.Status.VolumesTotal = completed + failed + running
+
+	previous := vr.Status.Phase
+	total := vr.Status.VolumesTotal
+	switch {
+	case total == 0:
+		vr.Status.Phase = v1.RestorePending
+		conditions.MarkReconciling(&vr.Status.Conditions, vr.Generation, ReasonWaitingForPods, waitingMessage(sc))
+	case running > 0 || sc.unscheduled > 0:
+		vr.Status.Phase = v1.RestoreInProgress
+		msg := fmt.Sprintf("%d of %d volume(s) restored", completed, total)
+		if sc.unscheduled > 0 {
+			msg += fmt.Sprintf("; waiting for %d pod(s) to be scheduled", sc.unscheduled)
+		}
+		conditions.MarkReconciling(&vr.Status.Conditions, vr.Generation, ReasonRestoring, msg)
+	case failed == 0:
+		vr.Status.Phase = v1.RestoreCompleted
+		conditions.MarkReady(&vr.Status.Conditions, vr.Generation, ReasonRestored,
+			fmt.Sprintf("restored %d volume(s) of %d pod(s)", completed, countPods(volumes)))
+	default:
+		vr.Status.Phase = v1.RestorePartiallyFailed
+		if completed == 0 {
+			vr.Status.Phase = v1.RestoreFailed
+		}
+		sort.Strings(failures)
+		msg := fmt.Sprintf("%d of %d volume(s) could not be restored: %s", failed, total, strings.Join(first(failures, 3), "; "))
+		conditions.MarkStalled(&vr.Status.Conditions, vr.Generation, ReasonRestoreFailed, msg)
+	}
+	if isFinal(vr.Status.Phase) && vr.Status.CompletionTime == nil {
+		now := metav1.Now()
+		vr.Status.CompletionTime = &now
+	}
+	if vr.Status.Phase != previous && isFinal(vr.Status.Phase) {
+		eventType, reason := corev1.EventTypeNormal, "RestoreCompleted"
+		if vr.Status.Phase != v1.RestoreCompleted {
+			eventType, reason = corev1.EventTypeWarning, "Restore"+string(vr.Status.Phase)
+		}
+		r.Recorder.Eventf(vr, nil, eventType, reason, "Restore", "%s", conditions.ReadyMessage(vr.Status.Conditions))
+		ctrl.LoggerFrom(ctx).Info("restore finished", "phase", vr.Status.Phase, "message", conditions.ReadyMessage(vr.Status.Conditions))
+	}
+	return nil
+}
+
+func waitingMessage(sc *scope) string {
+	if sc.unscheduled > 0 {
+		return fmt.Sprintf("waiting for %d matching pod(s) to be scheduled", sc.unscheduled)
+	}
+	if len(sc.pods) > 0 {
+		return fmt.Sprintf("%d matching pod(s) have no volume with a backup to restore", len(sc.pods))
+	}
+	return "waiting for pods matching spec.podSelector; pods created now wait for their data in a restore-wait init container"
+}
+
+// stall holds a restore that only a change by the user can unblock (its spec, or the
+// source namespace's grant, which is watched). It stays Pending: nothing was restored,
+// and it proceeds once fixed.
+func (r *VolumeRestoreReconciler) stall(vr *v1.VolumeRestore, reason, msg string) {
+	if !conditions.IsStalled(vr.Status.Conditions) || conditions.ReadyMessage(vr.Status.Conditions) != msg {
+		r.Recorder.Eventf(vr, nil, corev1.EventTypeWarning, reason, "Restore", "%s", msg)
+	}
+	vr.Status.Phase = v1.RestorePending
+	conditions.MarkStalled(&vr.Status.Conditions, vr.Generation, reason, msg)
+}
+
+func (r *VolumeRestoreReconciler) restoresOfPod(ctx context.Context, obj client.Object) []reconcile.Request {
+	var list v1.VolumeRestoreList
+	if err := r.List(ctx, &list, client.InNamespace(obj.GetNamespace())); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, vr := range list.Items {
+		if isFinal(vr.Status.Phase) {
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsSelector(&vr.Spec.PodSelector)
+		if err == nil && sel.Matches(labels.Set(obj.GetLabels())) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&vr)})
+		}
+	}
+	return reqs
+}
+
+// restoresFromNamespace re-checks the restores that read a namespace's backups when
+// the namespace (and its restore-into grant) changes.
+func (r *VolumeRestoreReconciler) restoresFromNamespace(ctx context.Context, obj client.Object) []reconcile.Request {
+	var list v1.VolumeRestoreList
+	if err := r.List(ctx, &list); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, vr := range list.Items {
+		if vr.Spec.SourceNamespace == obj.GetName() && vr.Namespace != obj.GetName() && !isFinal(vr.Status.Phase) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&vr)})
+		}
+	}
+	return reqs
+}
+
+func isFinal(p v1.RestorePhase) bool {
+	return p == v1.RestoreCompleted || p == v1.RestoreFailed || p == v1.RestorePartiallyFailed
+}
+
+func countPods(vols []v1.RestoreVolumeStatus) int {
+	seen := map[string]bool{}
+	for _, v := range vols {
+		seen[v.Pod] = true
+	}
+	return len(seen)
+}
+
+func first(s []string, n int) []string {
+	if len(s) > n {
+		return append(s[:n:n], fmt.Sprintf("and %d more", len(s)-n))
+	}
+	return s
+}

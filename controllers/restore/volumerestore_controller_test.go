@@ -1,0 +1,464 @@
+package restore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/test/testenv"
+)
+
+func ctxFor(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func claimVolume(name, claim string) corev1.Volume {
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}}
+}
+
+func emptyDirVolume(name string) corev1.Volume {
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
+}
+
+// createPod creates a pod and, when node is set, schedules it there and marks it Running
+// (there is no kubelet in this tier).
+func createPod(t *testing.T, ns, name string, labels map[string]string, node string, owners []metav1.OwnerReference, vols ...corev1.Volume) *corev1.Pod {
+	t.Helper()
+	ctx := ctxFor(t)
+	mounts := []corev1.VolumeMount{}
+	for _, v := range vols {
+		mounts = append(mounts, corev1.VolumeMount{Name: v.Name, MountPath: "/" + v.Name})
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels, OwnerReferences: owners},
+		Spec: corev1.PodSpec{
+			NodeName:   node,
+			Containers: []corev1.Container{{Name: "app", Image: "busybox", VolumeMounts: mounts}},
+			Volumes:    vols,
+		},
+	}
+	if err := env.Client.Create(ctx, pod); err != nil {
+		t.Fatalf("creating pod %s: %v", name, err)
+	}
+	if node != "" {
+		pod.Status.Phase = corev1.PodRunning
+		if err := env.Client.Status().Update(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return pod
+}
+
+// createBackup creates a Completed PodVolumeBackup of sourcePath, as an agent leaves it.
+func createBackup(t *testing.T, ns, name, sourcePath, snapshot string, started time.Time) {
+	t.Helper()
+	ctx := ctxFor(t)
+	pvb := &v1.PodVolumeBackup{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: v1.PodVolumeBackupSpec{Node: "node-1", Pod: v1.PodReference{Name: "old", UID: "old-uid"}, Volume: "v",
+			SourcePath: sourcePath, StorageLocation: "default", Repository: "default-kopia", Uploader: v1.UploaderKopia},
+	}
+	if err := env.Client.Create(ctx, pvb); err != nil {
+		t.Fatal(err)
+	}
+	start := metav1.NewTime(started)
+	pvb.Status = v1.PodVolumeBackupStatus{Phase: v1.RunCompleted, SnapshotID: snapshot, StartTime: &start, CompletionTime: &start}
+	if err := env.Client.Status().Update(ctx, pvb); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func createRestore(t *testing.T, ns, name string, spec v1.VolumeRestoreSpec) *v1.VolumeRestore {
+	t.Helper()
+	vr := &v1.VolumeRestore{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: spec}
+	if err := env.Client.Create(ctxFor(t), vr); err != nil {
+		t.Fatal(err)
+	}
+	return vr
+}
+
+func restoresOf(t *testing.T, ns, vr string) []v1.PodVolumeRestore {
+	t.Helper()
+	var list v1.PodVolumeRestoreList
+	if err := env.Client.List(ctxFor(t), &list, client.InNamespace(ns), client.MatchingLabels{v1.LabelRestore: vr}); err != nil {
+		t.Fatal(err)
+	}
+	return list.Items
+}
+
+// finishRestores plays the agent: it marks every PodVolumeRestore of vr with phase.
+func finishRestores(t *testing.T, ns, vr string, phase v1.RunPhase, msg string) {
+	t.Helper()
+	for _, pvr := range restoresOf(t, ns, vr) {
+		pvr.Status.Phase, pvr.Status.Message = phase, msg
+		if err := env.Client.Status().Update(ctxFor(t), &pvr); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func getRestore(t *testing.T, ns, name string) *v1.VolumeRestore {
+	t.Helper()
+	vr := &v1.VolumeRestore{}
+	if err := env.Client.Get(ctxFor(t), types.NamespacedName{Namespace: ns, Name: name}, vr); err != nil {
+		t.Fatal(err)
+	}
+	return vr
+}
+
+func kstatusOf(t *testing.T, obj runtime.Object) status.Status {
+	t.Helper()
+	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := status.Compute(&unstructured.Unstructured{Object: raw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Status
+}
+
+func TestDataOnlyRestoreIntoARunningPodUsesTheLatestBackup(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	now := time.Now()
+	createBackup(t, ns, "older", "/pvc/data-db-0", "k-old", now.Add(-2*time.Hour))
+	createBackup(t, ns, "newer", "/pvc/data-db-0", "k-new", now.Add(-time.Hour))
+	createBackup(t, ns, "other-volume", "/pvc/data-db-1", "k-other", now)
+	pod := createPod(t, ns, "db-0", map[string]string{"app": "db"}, "node-1", nil,
+		claimVolume("data", "data-db-0"),
+		corev1.Volume{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "c"}}}})
+	if len(pod.Spec.InitContainers) != 0 {
+		t.Fatalf("a pod created before any restore must not get an init container: %v", pod.Spec.InitContainers)
+	}
+
+	createRestore(t, ns, "db", v1.VolumeRestoreSpec{
+		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
+		Source:      v1.RestoreSource{Latest: true},
+	})
+	var pvr v1.PodVolumeRestore
+	testenv.Eventually(t, "a PodVolumeRestore for db-0/data", func() error {
+		list := restoresOf(t, ns, "db")
+		if len(list) != 1 {
+			return fmt.Errorf("%d PodVolumeRestores", len(list))
+		}
+		pvr = list[0]
+		return nil
+	})
+	want := v1.PodVolumeRestoreSpec{Node: "node-1", Pod: v1.PodReference{Name: "db-0", UID: string(pod.UID)}, Volume: "data",
+		VolumeRestore: "db", SnapshotID: "k-new", PodVolumeBackup: "newer", SourceNamespace: ns, SourcePath: "/pvc/data-db-0",
+		StorageLocation: "default", Repository: "default-kopia", Uploader: v1.UploaderKopia}
+	if pvr.Spec != want {
+		t.Errorf("PodVolumeRestore spec\n got %+v\nwant %+v", pvr.Spec, want)
+	}
+	if owner := metav1.GetControllerOf(&pvr); owner == nil || owner.Kind != "VolumeRestore" || owner.Name != "db" {
+		t.Errorf("the PodVolumeRestore is not owned by its VolumeRestore: %v", pvr.OwnerReferences)
+	}
+	testenv.Eventually(t, "restore InProgress", func() error {
+		if vr := getRestore(t, ns, "db"); vr.Status.Phase != v1.RestoreInProgress || vr.Status.VolumesTotal != 1 {
+			return fmt.Errorf("phase %q, total %d", vr.Status.Phase, vr.Status.VolumesTotal)
+		}
+		return nil
+	})
+	if s := kstatusOf(t, getRestore(t, ns, "db")); s != status.InProgressStatus {
+		t.Errorf("kstatus of a running restore = %s, want InProgress", s)
+	}
+
+	finishRestores(t, ns, "db", v1.RunCompleted, "")
+	testenv.Eventually(t, "restore Completed", func() error {
+		vr := getRestore(t, ns, "db")
+		if vr.Status.Phase != v1.RestoreCompleted || vr.Status.VolumesCompleted != 1 || vr.Status.CompletionTime == nil {
+			return fmt.Errorf("status %+v", vr.Status)
+		}
+		return nil
+	})
+	vr := getRestore(t, ns, "db")
+	if s := kstatusOf(t, vr); s != status.CurrentStatus {
+		t.Errorf("kstatus of a completed restore = %s, want Current", s)
+	}
+	if len(vr.Status.Volumes) != 1 || vr.Status.Volumes[0].SnapshotID != "k-new" || vr.Status.Volumes[0].Phase != v1.RunCompleted {
+		t.Errorf("status.volumes = %+v", vr.Status.Volumes)
+	}
+
+	out, err := env.Kubectl(ctxFor(t), "get", "vr", "-n", ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "Completed") {
+		t.Errorf("kubectl get vr does not show the phase:\n%s", out)
+	}
+}
+
+func TestRestoreBeforeATimePicksTheBackupOfThatTime(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	now := time.Now().Truncate(time.Second)
+	createBackup(t, ns, "monday", "/pvc/data", "k-monday", now.Add(-48*time.Hour))
+	createBackup(t, ns, "tuesday", "/pvc/data", "k-tuesday", now.Add(-24*time.Hour))
+	createPod(t, ns, "app", map[string]string{"app": "x"}, "node-1", nil, claimVolume("data", "data"))
+	before := metav1.NewTime(now.Add(-30 * time.Hour))
+	createRestore(t, ns, "to-monday", v1.VolumeRestoreSpec{
+		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "x"}},
+		Source:      v1.RestoreSource{Before: &before},
+	})
+	testenv.Eventually(t, "a restore of monday's snapshot", func() error {
+		list := restoresOf(t, ns, "to-monday")
+		if len(list) != 1 || list[0].Spec.SnapshotID != "k-monday" {
+			return fmt.Errorf("%d restores (%v)", len(list), list)
+		}
+		return nil
+	})
+}
+
+func TestANamedVolumeWithoutBackupFailsWithAReason(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	createPod(t, ns, "app", map[string]string{"app": "y"}, "node-1", nil, claimVolume("data", "data"), emptyDirVolume("cache"))
+	createBackup(t, ns, "cache-backup", "/pod/app/cache", "k-cache", time.Now())
+	createRestore(t, ns, "r", v1.VolumeRestoreSpec{
+		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "y"}},
+		Volumes:     []v1.RestoreVolume{{Name: "data"}, {Name: "cache"}},
+		Source:      v1.RestoreSource{Latest: true},
+	})
+	testenv.Eventually(t, "the cache volume being restored", func() error {
+		if n := len(restoresOf(t, ns, "r")); n != 1 {
+			return fmt.Errorf("%d restores", n)
+		}
+		return nil
+	})
+	finishRestores(t, ns, "r", v1.RunCompleted, "")
+	testenv.Eventually(t, "restore PartiallyFailed", func() error {
+		vr := getRestore(t, ns, "r")
+		if vr.Status.Phase != v1.RestorePartiallyFailed {
+			return fmt.Errorf("phase %q", vr.Status.Phase)
+		}
+		return nil
+	})
+	vr := getRestore(t, ns, "r")
+	msg := vr.Status.Conditions[slices.IndexFunc(vr.Status.Conditions, func(c metav1.Condition) bool { return c.Type == v1.ConditionReady })].Message
+	if want := "no completed backup of /pvc/data in namespace " + ns; !strings.Contains(msg, want) {
+		t.Errorf("Ready message %q does not say %q", msg, want)
+	}
+	if vr.Status.VolumesFailed != 1 || vr.Status.VolumesCompleted != 1 || vr.Status.VolumesTotal != 2 {
+		t.Errorf("counts: %d completed, %d failed, %d total", vr.Status.VolumesCompleted, vr.Status.VolumesFailed, vr.Status.VolumesTotal)
+	}
+	if s := kstatusOf(t, vr); s != status.FailedStatus {
+		t.Errorf("kstatus of a partially failed restore = %s, want Failed", s)
+	}
+}
+
+func TestRestoringAnotherNamespacesBackupsNeedsItsGrant(t *testing.T) {
+	testenv.Require(t, env)
+	source := env.Namespace(t, nil)
+	target := env.Namespace(t, nil)
+	createBackup(t, source, "b", "/pvc/data", "k-src", time.Now())
+	createPod(t, target, "app", map[string]string{"app": "z"}, "node-1", nil, claimVolume("data", "data"))
+	createRestore(t, target, "clone", v1.VolumeRestoreSpec{
+		PodSelector:     metav1.LabelSelector{MatchLabels: map[string]string{"app": "z"}},
+		Source:          v1.RestoreSource{Latest: true},
+		SourceNamespace: source,
+	})
+	testenv.Eventually(t, "the restore stalled for want of a grant", func() error {
+		vr := getRestore(t, target, "clone")
+		if s := kstatusOf(t, vr); s != status.FailedStatus {
+			return fmt.Errorf("kstatus %s, conditions %+v", s, vr.Status.Conditions)
+		}
+		return nil
+	})
+	if n := len(restoresOf(t, target, "clone")); n != 0 {
+		t.Fatalf("%d PodVolumeRestores created without a grant", n)
+	}
+
+	nsObj := &corev1.Namespace{}
+	if err := env.Client.Get(ctxFor(t), types.NamespacedName{Name: source}, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	nsObj.Annotations = map[string]string{v1.AnnotationRestoreInto: "elsewhere, " + target}
+	if err := env.Client.Update(ctxFor(t), nsObj); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the granted restore proceeding", func() error {
+		list := restoresOf(t, target, "clone")
+		if len(list) != 1 || list[0].Spec.SourceNamespace != source || list[0].Spec.SnapshotID != "k-src" {
+			return fmt.Errorf("restores %v", list)
+		}
+		return nil
+	})
+}
+
+// TestNewPodsWaitForTheirData is the GitOps flow: the restore is committed with the
+// application, so the pods are created while it is pending. The webhook gives them a
+// restore-wait init container for exactly the volumes that have a backup, and the
+// controller restores exactly those volumes.
+func TestNewPodsWaitForTheirData(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	ctx := ctxFor(t)
+	createRestore(t, ns, "app-restore", v1.VolumeRestoreSpec{
+		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+		Source:      v1.RestoreSource{Latest: true},
+	})
+	// A Deployment's pods are owned by a ReplicaSet owned by the Deployment.
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-5d9f", Namespace: ns, OwnerReferences: []metav1.OwnerReference{{
+			APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "dep-uid", Controller: ptr.To(true)}}},
+		Spec: appsv1.ReplicaSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "busybox"}}},
+			},
+		},
+	}
+	if err := env.Client.Create(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	createBackup(t, ns, "web-cache", "/deployment/web/cache", "k-cache", time.Now())
+	owners := []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: ptr.To(true)}}
+
+	var pod *corev1.Pod
+	testenv.Eventually(t, "the webhook seeing the ReplicaSet", func() error {
+		// The webhook reads ReplicaSets from the manager's cache: retry with fresh
+		// pod names until it has caught up.
+		p := createPod(t, ns, fmt.Sprintf("web-5d9f-%d", time.Now().UnixNano()%100000), map[string]string{"app": "web"}, "", owners,
+			emptyDirVolume("cache"), emptyDirVolume("tmp"))
+		if len(p.Spec.InitContainers) == 0 {
+			// Unscheduled, it would keep the restore waiting for it: remove it.
+			_ = env.Client.Delete(ctx, p, client.GracePeriodSeconds(0))
+			return fmt.Errorf("pod %s got no init container", p.Name)
+		}
+		pod = p
+		return nil
+	})
+	init := pod.Spec.InitContainers[0]
+	if init.Name != RestoreWaitContainer || init.Image != "holdfast:test" {
+		t.Errorf("init container %s image %s", init.Name, init.Image)
+	}
+	wantArgs := []string{"restore-wait", "--restore-uid", string(getRestore(t, ns, "app-restore").UID), "--volume", "/holdfast-restore/cache"}
+	if !slices.Equal(init.Args, wantArgs) {
+		t.Errorf("args %v, want %v (only the volume with a backup)", init.Args, wantArgs)
+	}
+	if len(init.VolumeMounts) != 1 || init.VolumeMounts[0].Name != "cache" {
+		t.Errorf("mounts %v", init.VolumeMounts)
+	}
+	if sc := init.SecurityContext; sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 65534 || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Errorf("securityContext %+v, want the unprivileged default", init.SecurityContext)
+	}
+	var waited map[string][]string
+	if err := json.Unmarshal([]byte(pod.Annotations[v1.AnnotationRestoreWait]), &waited); err != nil || !slices.Equal(waited["app-restore"], []string{"cache"}) {
+		t.Errorf("annotation %q (%v)", pod.Annotations[v1.AnnotationRestoreWait], err)
+	}
+
+	// A backup of tmp appears after the pod was created: it must not be restored
+	// under the application, because restore-wait does not wait for it.
+	createBackup(t, ns, "web-tmp", "/deployment/web/tmp", "k-tmp", time.Now())
+	pod.Spec.NodeName = "node-1"
+	if err := env.Client.SubResource("binding").Create(ctx, pod, &corev1.Binding{
+		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: ns},
+		Target:     corev1.ObjectReference{Kind: "Node", Name: "node-1"},
+	}); err != nil {
+		t.Fatalf("binding the pod to node-1: %v", err)
+	}
+	testenv.Eventually(t, "a restore of the cache volume on node-1", func() error {
+		list := restoresOf(t, ns, "app-restore")
+		if len(list) != 1 || list[0].Spec.Volume != "cache" || list[0].Spec.Node != "node-1" || list[0].Spec.SourcePath != "/deployment/web/cache" {
+			return fmt.Errorf("restores %+v", list)
+		}
+		return nil
+	})
+
+	// Once the restore is done, new pods start without waiting.
+	finishRestores(t, ns, "app-restore", v1.RunCompleted, "")
+	testenv.Eventually(t, "restore Completed", func() error {
+		if p := getRestore(t, ns, "app-restore").Status.Phase; p != v1.RestoreCompleted {
+			return fmt.Errorf("phase %q", p)
+		}
+		return nil
+	})
+	testenv.Eventually(t, "the webhook seeing the completed restore", func() error {
+		p := createPod(t, ns, fmt.Sprintf("web-5d9f-late-%d", time.Now().UnixNano()%100000), map[string]string{"app": "web"}, "", owners, emptyDirVolume("cache"))
+		if len(p.Spec.InitContainers) != 0 {
+			return fmt.Errorf("a pod created after the restore completed still waits: %v", p.Spec.InitContainers[0].Name)
+		}
+		return nil
+	})
+}
+
+// warnings collects the admission warnings the API server passes on to a client.
+type warnings struct{ msgs []string }
+
+func (w *warnings) HandleWarningHeader(_ int, _ string, text string) { w.msgs = append(w.msgs, text) }
+
+func TestHelperConfigMapChangesTheInitContainer(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	ctx := ctxFor(t)
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: HelperConfigMapName, Namespace: operatorNamespace},
+		Data:       map[string]string{"image": "mirror.internal/holdfast:1.0", "memLimit": "128Mi", "cpuRequest": "lots"},
+	}
+	if err := env.Client.Create(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), cm) })
+	createBackup(t, ns, "b", "/pod/solo/data", "k1", time.Now())
+	createRestore(t, ns, "r", v1.VolumeRestoreSpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "solo"}}, Source: v1.RestoreSource{Latest: true}})
+	// The controller has seen the restore once it reports it Pending.
+	testenv.Eventually(t, "the restore reported Pending", func() error {
+		if p := getRestore(t, ns, "r").Status.Phase; p != v1.RestorePending {
+			return fmt.Errorf("phase %q", p)
+		}
+		return nil
+	})
+
+	sink := &warnings{}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.WarningHandler = sink
+	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "solo", Namespace: ns, Labels: map[string]string{"app": "solo"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "busybox"}},
+			Volumes: []corev1.Volume{emptyDirVolume("data")}},
+	}
+	if err := c.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	if len(pod.Spec.InitContainers) != 1 {
+		t.Fatalf("init containers: %v", pod.Spec.InitContainers)
+	}
+	init := pod.Spec.InitContainers[0]
+	if init.Image != "mirror.internal/holdfast:1.0" {
+		t.Errorf("image %q, want the ConfigMap's", init.Image)
+	}
+	if got := init.Resources.Limits.Memory().String(); got != "128Mi" {
+		t.Errorf("memory limit %s, want 128Mi", got)
+	}
+	if got := init.Resources.Requests.Cpu().String(); got != "10m" {
+		t.Errorf("cpu request %s, want the default 10m (the ConfigMap's value does not parse)", got)
+	}
+	if len(sink.msgs) != 1 || !strings.Contains(sink.msgs[0], "key cpuRequest ignored") {
+		t.Errorf("admission warnings %q, want one about cpuRequest", sink.msgs)
+	}
+}
