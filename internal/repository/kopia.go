@@ -463,6 +463,10 @@ func (r *kopiaRepository) Maintain(ctx context.Context, req MaintenanceRequest) 
 		// force=false: kopia checks that this client is the maintenance owner.
 		return snapshotmaintenance.Run(ctx, dw, mode, false, safety)
 	})
+	// Maintenance turns on kopia's repository log; write what it logged now and keep
+	// later operations of this client from writing log blobs.
+	r.rep.LogManager().Sync()
+	r.rep.LogManager().Disable()
 	res.CompletionTime = time.Now()
 	if err != nil {
 		var notOwned maintenance.NotOwnedError

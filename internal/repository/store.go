@@ -3,8 +3,10 @@ package repository
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -235,4 +237,28 @@ func probeFilesystem(st Store, name string, body []byte) error {
 		return classify(err, st)
 	}
 	return nil
+}
+
+// KeySecretKey is the data key of a repository's key Secret.
+const KeySecretKey = "repository-password"
+
+// KeySecretName is the name, in the operator namespace, of the Secret that holds the
+// key of BackupRepository name in namespace. The BackupRepository's
+// status.keySecretName is the authority; this is how the manager names new ones.
+func KeySecretName(namespace, name string) string {
+	n := "repository-key-" + namespace + "-" + name
+	if len(n) <= 253 {
+		return n
+	}
+	sum := sha256.Sum256([]byte(namespace + "/" + name))
+	return n[:253-17] + "-" + hex.EncodeToString(sum[:8])
+}
+
+// PasswordFromSecret returns the repository key held by a key Secret.
+func PasswordFromSecret(s *corev1.Secret) (string, error) {
+	p := string(s.Data[KeySecretKey])
+	if p == "" {
+		return "", fmt.Errorf("repository key Secret %s/%s has no %s", s.Namespace, s.Name, KeySecretKey)
+	}
+	return p, nil
 }

@@ -1,0 +1,352 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/internal/conditions"
+	"github.com/holdfast-dev/holdfast/internal/repository"
+)
+
+// Labels on repository key Secrets, so a changed Secret finds its repository.
+const (
+	LabelRepositoryNamespace = "backup.holdfast.dev/repository-namespace"
+	LabelRepositoryName      = "backup.holdfast.dev/repository"
+	// AnnotationLastFullMaintenance records when kopia full maintenance last ran.
+	AnnotationLastFullMaintenance = "backup.holdfast.dev/last-full-maintenance"
+)
+
+// Condition and event reasons of repositories.
+const (
+	ReasonRepositoryReady      = "RepositoryReady"
+	ReasonWaitingForLocation   = "WaitingForStorageLocation"
+	ReasonKeySecretCreated     = "KeySecretCreated"
+	ReasonInitialized          = "Initialized"
+	ReasonMaintenanceSucceeded = "MaintenanceSucceeded"
+	ReasonMaintenanceFailed    = "MaintenanceFailed"
+)
+
+// Repository-side retry when the store is unreachable.
+const storeRetry = time.Minute
+
+// RepositoryReconciler gives each BackupRepository its own key (stored in a Secret in
+// the operator namespace before anything is written), initialises or connects the
+// repository, and runs its maintenance with bounded concurrency.
+type RepositoryReconciler struct {
+	client.Client
+	Secrets     client.Reader
+	SecretCache cache.Cache
+	Recorder    record.EventRecorder
+	Namespace   string
+	Pool        *Pool
+
+	// maintenance is a semaphore: its capacity is the number of passes at once.
+	maintenance chan struct{}
+	now         func() time.Time
+	// lastRun remembers passes whose status the cache may not show yet, so a
+	// reconcile on a stale copy never starts a second pass right after the first.
+	lastRun sync.Map // namespace/name -> time.Time
+}
+
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backuprepositories,verbs=get;list;watch;patch;update
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backuprepositories/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backupstoragelocations,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",namespace=holdfast-system,resources=secrets,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+
+// Reconcile fetches the repository, then runs: resolve the store, ensure the key,
+// open or initialise, maintain; status is patched once at the end.
+func (r *RepositoryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, err error) {
+	brepo := &v1.BackupRepository{}
+	if err := r.Get(ctx, req.NamespacedName, brepo); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Pool.Forget(ctx, req.String())
+			r.lastRun.Delete(req.String())
+		}
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	base := brepo.DeepCopy()
+	wasReady := conditions.IsReady(brepo.Status.Conditions)
+	defer func() {
+		if perr := r.Status().Patch(ctx, brepo, client.MergeFrom(base)); perr != nil && !apierrors.IsNotFound(perr) {
+			err = errors.Join(err, fmt.Errorf("patching the status of repository %s: %w", req, perr))
+		}
+		if !wasReady && conditions.IsReady(brepo.Status.Conditions) {
+			log.FromContext(ctx).Info("repository is ready", "url", brepo.Status.URL)
+			r.Recorder.Event(brepo, corev1.EventTypeNormal, ReasonRepositoryReady, "Repository is ready: "+brepo.Status.URL)
+		}
+	}()
+	if !conditions.IsReady(brepo.Status.Conditions) {
+		conditions.MarkReconciling(&brepo.Status.Conditions, brepo.Generation, conditions.ReasonProgressing, "Connecting to the repository")
+	}
+	rep, result, err := r.connect(ctx, brepo)
+	if rep == nil {
+		return result, err
+	}
+	conditions.MarkReady(&brepo.Status.Conditions, brepo.Generation, ReasonRepositoryReady, "Repository is ready at "+rep.URL())
+	brepo.Status.URL = rep.URL()
+	brepo.Status.ObservedGeneration = brepo.Generation
+	return r.maintain(ctx, brepo, rep)
+}
+
+// connect resolves the store and the key and opens (initialising if there is none yet)
+// the repository. It returns nil and sets Ready=False (waiting, retrying) or
+// Stalled (only the user can fix it) when it cannot.
+func (r *RepositoryReconciler) connect(ctx context.Context, brepo *v1.BackupRepository) (repository.Repository, ctrl.Result, error) {
+	gen := brepo.Generation
+	bsl := &v1.BackupStorageLocation{}
+	if err := r.Get(ctx, types.NamespacedName{Name: brepo.Spec.StorageLocation}, bsl); err != nil {
+		if apierrors.IsNotFound(err) {
+			conditions.MarkNotReady(&brepo.Status.Conditions, gen, ReasonWaitingForLocation,
+				fmt.Sprintf("Storage location %s does not exist", brepo.Spec.StorageLocation))
+			return nil, ctrl.Result{}, nil // the location is watched
+		}
+		return nil, ctrl.Result{}, err
+	}
+	if !conditions.IsReady(bsl.Status.Conditions) {
+		msg := fmt.Sprintf("Waiting for storage location %s to be Ready", bsl.Name)
+		if m := conditions.ReadyMessage(bsl.Status.Conditions); m != "" {
+			msg += ": " + m
+		}
+		conditions.MarkNotReady(&brepo.Status.Conditions, gen, ReasonWaitingForLocation, msg)
+		return nil, ctrl.Result{}, nil
+	}
+	store, _, err := storeFor(ctx, r.Secrets, r.Namespace, bsl)
+	if err != nil {
+		conditions.MarkNotReady(&brepo.Status.Conditions, gen, ReasonWaitingForLocation, err.Error())
+		return nil, ctrl.Result{RequeueAfter: storeRetry}, nil
+	}
+	password, err := r.ensureKey(ctx, brepo)
+	var missing errKeyMissing
+	if errors.As(err, &missing) {
+		conditions.MarkStalled(&brepo.Status.Conditions, gen, "KeySecretMissing", missing.Error())
+		return nil, ctrl.Result{}, nil // the Secret is watched
+	}
+	if err != nil {
+		return nil, ctrl.Result{}, err
+	}
+	cfg := repository.Config{Store: store, Uploader: brepo.Spec.Uploader, Namespace: brepo.Namespace, Password: password, Owner: repository.ManagerOwner}
+	brepo.Status.URL = cfg.URL()
+	key := client.ObjectKeyFromObject(brepo).String()
+	rep, err := r.Pool.Open(ctx, key, cfg)
+	if errors.Is(err, repository.ErrNotInitialized) {
+		if err = repository.Initialize(ctx, r.Pool.Config(cfg)); err == nil {
+			log.FromContext(ctx).Info("initialised repository", "url", cfg.URL())
+			r.Recorder.Event(brepo, corev1.EventTypeNormal, ReasonInitialized, "Initialised a new repository at "+cfg.URL())
+			rep, err = r.Pool.Open(ctx, key, cfg)
+		}
+	}
+	if err == nil {
+		return rep, ctrl.Result{}, nil
+	}
+	result, err := r.openFailed(ctx, brepo, err)
+	return nil, result, err
+}
+
+// openFailed classifies an open/initialise error: a wrong key, damage or foreign data
+// stall the repository (nothing is written; a person must act), a store problem is
+// retried.
+func (r *RepositoryReconciler) openFailed(ctx context.Context, brepo *v1.BackupRepository, err error) (ctrl.Result, error) {
+	gen := brepo.Generation
+	var re *repository.Error
+	if !errors.As(err, &re) {
+		return ctrl.Result{}, fmt.Errorf("opening repository %s/%s: %w", brepo.Namespace, brepo.Name, err)
+	}
+	log.FromContext(ctx).Info("repository cannot be used", "reason", re.Reason(), "message", re.Error(), "cause", re.Cause())
+	switch re.Kind() {
+	case repository.ErrWrongKey, repository.ErrDamaged, repository.ErrExistingData:
+		if !conditions.IsStalled(brepo.Status.Conditions) {
+			r.Recorder.Event(brepo, corev1.EventTypeWarning, re.Reason(), re.Error())
+		}
+		conditions.MarkStalled(&brepo.Status.Conditions, gen, re.Reason(), re.Error())
+		brepo.Status.ObservedGeneration = gen
+		return ctrl.Result{}, nil
+	}
+	conditions.MarkNotReady(&brepo.Status.Conditions, gen, re.Reason(), re.Error())
+	return ctrl.Result{RequeueAfter: storeRetry}, nil
+}
+
+// ensureKey returns the repository's key, creating its Secret with a new random key
+// first if there is none. The Secret exists before any repository data does.
+func (r *RepositoryReconciler) ensureKey(ctx context.Context, brepo *v1.BackupRepository) (string, error) {
+	name := brepo.Status.KeySecretName
+	if name == "" {
+		name = repository.KeySecretName(brepo.Namespace, brepo.Name)
+	}
+	secret := &corev1.Secret{}
+	err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: name}, secret)
+	if apierrors.IsNotFound(err) && brepo.Status.KeySecretName != "" {
+		// The repository had a key: a new one could never read its data.
+		return "", errKeyMissing{name: name, namespace: r.Namespace}
+	}
+	if apierrors.IsNotFound(err) {
+		key, kerr := repository.GenerateKey()
+		if kerr != nil {
+			return "", kerr
+		}
+		secret = &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.Namespace, Labels: map[string]string{
+				v1.LabelManagedBy: v1.ManagedByValue, LabelRepositoryNamespace: brepo.Namespace, LabelRepositoryName: brepo.Name,
+				v1.LabelStorageLocation: brepo.Spec.StorageLocation,
+			}},
+			Type:      corev1.SecretTypeOpaque,
+			Immutable: ptr(true),
+			Data:      map[string][]byte{repository.KeySecretKey: []byte(key)},
+		}
+		if err = r.Create(ctx, secret); err == nil {
+			log.FromContext(ctx).Info("created the repository key Secret", "secret", name)
+			r.Recorder.Event(brepo, corev1.EventTypeNormal, ReasonKeySecretCreated, fmt.Sprintf("Stored a new repository key in Secret %s/%s", r.Namespace, name))
+		} else if apierrors.IsAlreadyExists(err) {
+			err = r.Secrets.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: name}, secret)
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("getting the key Secret %s/%s of repository %s/%s: %w", r.Namespace, name, brepo.Namespace, brepo.Name, err)
+	}
+	brepo.Status.KeySecretName = name
+	return repository.PasswordFromSecret(secret)
+}
+
+// maintain runs maintenance when it is due and a slot is free, and records the
+// result in status.maintenance, status.lastMaintenanceTime and an event.
+func (r *RepositoryReconciler) maintain(ctx context.Context, brepo *v1.BackupRepository, rep repository.Repository) (ctrl.Result, error) {
+	now := r.clock()
+	interval := time.Hour
+	if brepo.Spec.MaintenanceInterval != nil && brepo.Spec.MaintenanceInterval.Duration > 0 {
+		interval = brepo.Spec.MaintenanceInterval.Duration
+	}
+	key := client.ObjectKeyFromObject(brepo).String()
+	var last time.Time
+	if brepo.Status.LastMaintenanceTime != nil {
+		last = brepo.Status.LastMaintenanceTime.Time
+	}
+	if v, ok := r.lastRun.Load(key); ok && v.(time.Time).After(last) {
+		last = v.(time.Time)
+	}
+	if !last.IsZero() {
+		if due := last.Add(interval); due.After(now) {
+			return ctrl.Result{RequeueAfter: due.Sub(now)}, nil
+		}
+	}
+	select {
+	case r.maintenance <- struct{}{}:
+		defer func() { <-r.maintenance }()
+	default:
+		log.FromContext(ctx).V(1).Info("maintenance is due but every maintenance slot is busy")
+		return ctrl.Result{RequeueAfter: time.Minute}, nil
+	}
+	var lastFull time.Time
+	if s := brepo.Annotations[AnnotationLastFullMaintenance]; s != "" {
+		lastFull, _ = time.Parse(time.RFC3339, s)
+	}
+	mode := repository.ModeFor(brepo.Spec.Uploader, lastFull, now)
+	log.FromContext(ctx).Info("running maintenance", "mode", mode)
+	res, err := rep.Maintain(ctx, repository.MaintenanceRequest{Mode: mode})
+	// Closing waits for kopia's asynchronous writes (maintenance logs), so that once
+	// status says the pass finished, the store no longer changes because of it.
+	r.Pool.Forget(ctx, key)
+	r.lastRun.Store(key, res.CompletionTime)
+	entry := v1.MaintenanceResult{Mode: string(mode), Result: "Succeeded", StartTime: metav1.NewTime(res.StartTime),
+		CompletionTime: ptr(metav1.NewTime(res.CompletionTime)), Message: truncate(res.Message, 1024)}
+	if err != nil {
+		entry.Result, entry.Message = "Failed", truncate(err.Error(), 1024)
+		r.Recorder.Event(brepo, corev1.EventTypeWarning, ReasonMaintenanceFailed, fmt.Sprintf("%s maintenance failed: %v", mode, err))
+		log.FromContext(ctx).Info("maintenance failed", "mode", mode, "error", err.Error())
+	} else {
+		r.Recorder.Event(brepo, corev1.EventTypeNormal, ReasonMaintenanceSucceeded, res.Message)
+		if mode == repository.MaintenanceFull {
+			patch := client.MergeFrom(brepo.DeepCopy())
+			if brepo.Annotations == nil {
+				brepo.Annotations = map[string]string{}
+			}
+			brepo.Annotations[AnnotationLastFullMaintenance] = res.CompletionTime.UTC().Format(time.RFC3339)
+			status := brepo.Status
+			if perr := r.Patch(ctx, brepo, patch); perr != nil {
+				return ctrl.Result{}, perr
+			}
+			brepo.Status = status
+		}
+	}
+	brepo.Status.LastMaintenanceTime = entry.CompletionTime
+	brepo.Status.Maintenance = append([]v1.MaintenanceResult{entry}, brepo.Status.Maintenance...)
+	if len(brepo.Status.Maintenance) > 5 {
+		brepo.Status.Maintenance = brepo.Status.Maintenance[:5]
+	}
+	return ctrl.Result{RequeueAfter: interval}, nil
+}
+
+func (r *RepositoryReconciler) clock() time.Time {
+	if r.now != nil {
+		return r.now()
+	}
+	return time.Now()
+}
+
+// SetupWithManager watches repositories, the storage locations they use and their key
+// Secrets. Maintenance slots bound the passes; other reconciles still proceed.
+func (r *RepositoryReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1.BackupRepository{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1.BackupStorageLocation{}, handler.EnqueueRequestsFromMapFunc(r.repositoriesForLocation)).
+		WatchesRawSource(source.Kind(r.SecretCache, &corev1.Secret{}, handler.TypedEnqueueRequestsFromMapFunc(r.repositoryForSecret))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: cap(r.maintenance) + 2}).
+		Named("backuprepository").
+		Complete(r)
+}
+
+func (r *RepositoryReconciler) repositoriesForLocation(ctx context.Context, obj client.Object) []reconcile.Request {
+	var list v1.BackupRepositoryList
+	if err := r.List(ctx, &list); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, b := range list.Items {
+		if b.Spec.StorageLocation == obj.GetName() {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&b)})
+		}
+	}
+	return reqs
+}
+
+func (r *RepositoryReconciler) repositoryForSecret(_ context.Context, s *corev1.Secret) []reconcile.Request {
+	ns, name := s.Labels[LabelRepositoryNamespace], s.Labels[LabelRepositoryName]
+	if s.Namespace != r.Namespace || ns == "" || name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}}
+}
+
+type errKeyMissing struct{ namespace, name string }
+
+func (e errKeyMissing) Error() string {
+	return fmt.Sprintf("The key Secret %s/%s of this repository is missing: restore it from your backup of repository keys (a new key cannot read the existing data)", e.namespace, e.name)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}
