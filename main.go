@@ -16,22 +16,19 @@ import (
 	"syscall"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/holdfast-dev/holdfast/agent"
+	"github.com/holdfast-dev/holdfast/agent/mover"
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/controllers/restore"
@@ -64,6 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"manager":      runManager,
 		"agent":        runAgent,
 		"restore-wait": runRestoreWait,
+		"agent-mover":  runAgentMover,
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
@@ -226,18 +224,11 @@ func runAgent(args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("loading the Kubernetes client config: %w", err)
 	}
-	onNode := fields.OneTermEqualSelector("spec.node", *nodeName)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 newScheme(),
 		Metrics:                metricsserver.Options{BindAddress: common.metricsAddr},
 		HealthProbeBindAddress: common.probeAddr,
-		// Each agent caches only its own node's pods and work, selected by the API
-		// server (spec.node is a selectable field), never the whole cluster's.
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}:                      {Field: fields.OneTermEqualSelector("spec.nodeName", *nodeName)},
-			&backupv1alpha1.PodVolumeBackup{}:  {Field: onNode},
-			&backupv1alpha1.PodVolumeRestore{}: {Field: onNode},
-		}},
+		Cache:                  agent.CacheOptions(*nodeName),
 	})
 	if err != nil {
 		return fmt.Errorf("creating the agent: %w", err)
@@ -253,6 +244,19 @@ func runAgent(args []string, stderr io.Writer) error {
 	}
 	ctrl.Log.WithName("agent").Info("starting", "node", *nodeName, "kubeletRoot", *kubeletRoot, "namespace", *namespace)
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// runAgentMover is the agent's child process for one volume (see agent/mover); it is
+// not meant to be run by hand.
+func runAgentMover(args []string, stderr io.Writer) error {
+	fs := newFlagSet("agent-mover", "Moves one volume's data for the agent: reads a job on stdin, reports on stdout.", stderr)
+	interval := fs.Duration("progress-interval", time.Second, "how often progress is reported to the agent")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return mover.Serve(ctx, os.Stdin, os.Stdout, mover.Execute, *interval)
 }
 
 func addProbes(mgr ctrl.Manager) error {

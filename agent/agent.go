@@ -10,19 +10,19 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/holdfast-dev/holdfast/agent/mover"
 	"github.com/holdfast-dev/holdfast/agent/volumepath"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
+	"github.com/holdfast-dev/holdfast/internal/repository"
 )
-
-// KeySecretKey is the data key holding the password in a repository's key Secret.
-const KeySecretKey = "password"
 
 // Options configure the agent of one node.
 type Options struct {
@@ -208,10 +208,10 @@ func (a *Agent) repositoryJob(ctx context.Context, namespace, repoName string) (
 		return mover.Job{}, fmt.Errorf("reading the key Secret %s/%s of BackupRepository %s/%s: %w",
 			a.opts.Namespace, repo.Status.KeySecretName, namespace, repoName, err)
 	}
-	if len(key.Data[KeySecretKey]) == 0 {
-		return mover.Job{}, fmt.Errorf("the key Secret %s/%s has no %q", a.opts.Namespace, repo.Status.KeySecretName, KeySecretKey)
+	if len(key.Data[repository.KeySecretKey]) == 0 {
+		return mover.Job{}, fmt.Errorf("the key Secret %s/%s has no %q", a.opts.Namespace, repo.Status.KeySecretName, repository.KeySecretKey)
 	}
-	job.Password = string(key.Data[KeySecretKey])
+	job.Password = string(key.Data[repository.KeySecretKey])
 	return job, nil
 }
 
@@ -236,4 +236,16 @@ func (a *Agent) runMover(ctx context.Context, job mover.Job, publish func(mover.
 
 func toProgress(p mover.Progress) v1.Progress {
 	return v1.Progress{TotalBytes: p.TotalBytes, BytesDone: p.BytesDone, TotalFiles: p.TotalFiles, FilesDone: p.FilesDone}
+}
+
+// CacheOptions limit the agent's cache to its node: its pods (spec.nodeName) and its
+// PodVolumeBackups and PodVolumeRestores (the spec.node selectable field), selected by
+// the API server, so no agent receives or holds other nodes' objects.
+func CacheOptions(nodeName string) cache.Options {
+	onNode := fields.OneTermEqualSelector("spec.node", nodeName)
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Pod{}:          {Field: fields.OneTermEqualSelector("spec.nodeName", nodeName)},
+		&v1.PodVolumeBackup{}:  {Field: onNode},
+		&v1.PodVolumeRestore{}: {Field: onNode},
+	}}
 }
