@@ -176,3 +176,14 @@ func envFrom(t *testing.T, c *corev1.Container, name string) string {
 	t.Fatalf("container %s has no %s", c.Name, name)
 	return ""
 }
+
+func envValue(t *testing.T, c *corev1.Container, name string) string {
+	t.Helper()
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	t.Fatalf("container %s has no %s", c.Name, name)
+	return ""
+}

@@ -54,6 +54,9 @@ func TestDefaultInstall(t *testing.T) {
 	if got := envFrom(t, m, "POD_NAMESPACE"); got != "metadata.namespace" {
 		t.Errorf("POD_NAMESPACE from %s", got)
 	}
+	if got := envValue(t, m, "HOLDFAST_IMAGE"); got != m.Image {
+		t.Errorf("the restore-wait image HOLDFAST_IMAGE = %s, the manager runs %s", got, m.Image)
+	}
 	ports := map[string]int32{}
 	for _, p := range m.Ports {
 		ports[p.Name] = p.ContainerPort
@@ -106,6 +109,13 @@ func TestDefaultInstall(t *testing.T) {
 	}
 	if caps := a.SecurityContext.Capabilities; caps == nil || !slices.Equal(caps.Drop, []corev1.Capability{"ALL"}) || !slices.Contains(caps.Add, "DAC_READ_SEARCH") {
 		t.Errorf("agent capabilities = %+v, want drop ALL, add only the file ones", caps)
+	}
+	workDir := mount(t, a, "work").MountPath
+	if !slices.Contains(a.Args, "--work-dir="+workDir) {
+		t.Errorf("agent args %v do not point --work-dir at the mounted %s", a.Args, workDir)
+	}
+	if v := volume(t, &ds.Spec.Template.Spec, "work"); v.EmptyDir == nil || v.EmptyDir.Medium != corev1.StorageMediumMemory {
+		t.Error("the agent's work directory is not a memory-backed emptyDir")
 	}
 	if ds.Spec.Template.Spec.ServiceAccountName != "holdfast-agent" {
 		t.Errorf("agent service account = %s", ds.Spec.Template.Spec.ServiceAccountName)
@@ -465,6 +475,9 @@ func TestImageOverride(t *testing.T) {
 		if c.Image != "holdfast-mirror/holdfast:v1.2.3" {
 			t.Errorf("%s image = %s after the images override", c.Name, c.Image)
 		}
+	}
+	if got := envValue(t, m, "HOLDFAST_IMAGE"); got != m.Image {
+		t.Errorf("the restore-wait image HOLDFAST_IMAGE = %s, the manager runs %s", got, m.Image)
 	}
 }
 
