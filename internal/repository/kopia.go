@@ -176,9 +176,15 @@ func kopiaOpenError(err error, cfg Config) error {
 
 func (r *kopiaRepository) URL() string { return r.cfg.URL() }
 
-func (r *kopiaRepository) check() error {
+// check fails when kopia reported a fatal error, and otherwise refreshes the
+// repository's view: other clients (agents, the manager) write snapshots after this
+// one opened it, and a stale view would miss a parent or a snapshot to delete.
+func (r *kopiaRepository) check(ctx context.Context) error {
 	if p := r.fatal.Load(); p != nil {
 		return newError(ErrDamaged, fmt.Sprintf("The kopia repository at %s reported a fatal error and must be reopened: %v", r.URL(), oneLine(*p)), *p)
+	}
+	if err := r.rep.Refresh(ctx); err != nil {
+		return classify(fmt.Errorf("refreshing the kopia repository at %s: %w", r.URL(), err), r.cfg.Store)
 	}
 	return nil
 }
@@ -188,7 +194,7 @@ func (r *kopiaRepository) source(sourcePath string) snapshot.SourceInfo {
 }
 
 func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (BackupResult, error) {
-	if err := r.check(); err != nil {
+	if err := r.check(ctx); err != nil {
 		return BackupResult{}, err
 	}
 	if err := checkTags(req.Tags); err != nil {
@@ -321,7 +327,7 @@ func publish(ctx context.Context, fn func(Progress), get func() Progress) (stop 
 }
 
 func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (RestoreResult, error) {
-	if err := r.check(); err != nil {
+	if err := r.check(ctx); err != nil {
 		return RestoreResult{}, err
 	}
 	man, err := snapshot.LoadSnapshot(ctx, r.rep, manifest.ID(req.SnapshotID))
@@ -382,7 +388,7 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 }
 
 func (r *kopiaRepository) Snapshots(ctx context.Context, sourcePath string) ([]Snapshot, error) {
-	if err := r.check(); err != nil {
+	if err := r.check(ctx); err != nil {
 		return nil, err
 	}
 	var sources []snapshot.SourceInfo
@@ -423,7 +429,7 @@ func (r *kopiaRepository) Snapshots(ctx context.Context, sourcePath string) ([]S
 }
 
 func (r *kopiaRepository) Delete(ctx context.Context, snapshotID string) error {
-	if err := r.check(); err != nil {
+	if err := r.check(ctx); err != nil {
 		return err
 	}
 	r.mu.Lock()
@@ -446,7 +452,7 @@ func (r *kopiaRepository) Delete(ctx context.Context, snapshotID string) error {
 
 func (r *kopiaRepository) Maintain(ctx context.Context, req MaintenanceRequest) (MaintenanceResult, error) {
 	res := MaintenanceResult{Mode: req.Mode, StartTime: time.Now()}
-	if err := r.check(); err != nil {
+	if err := r.check(ctx); err != nil {
 		return res, err
 	}
 	r.mu.Lock()
