@@ -32,6 +32,7 @@ import (
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/controllers/restore"
+	"github.com/holdfast-dev/holdfast/controllers/storage"
 	"github.com/holdfast-dev/holdfast/internal/webhookcert"
 )
 
@@ -154,6 +155,10 @@ func runManager(args []string, stderr io.Writer) error {
 			"external: cert-manager (or you) provides tls.crt and tls.key in --webhook-cert-dir and the caBundle")
 	restoreHelperImage := fs.String("restore-helper-image", envOr("HOLDFAST_IMAGE", "holdfast:dev"),
 		"image of the restore-wait init container (its entrypoint must be holdfast) unless ConfigMap holdfast-restore-helper names one; default from $HOLDFAST_IMAGE")
+	repoWorkDir := fs.String("repository-work-dir", filepath.Join(os.TempDir(), "holdfast-manager"),
+		"private directory (mode 0700, memory-backed in the pod) for repository config files and bounded caches")
+	resticPathManager := fs.String("restic-path", "restic", "the restic binary, for restic repositories")
+	maxMaintenance := fs.Int("max-concurrent-maintenance", 2, "repository maintenance passes that may run at once")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -187,6 +192,9 @@ func runManager(args []string, stderr io.Writer) error {
 		return fmt.Errorf("setting up the restore controller: %w", err)
 	}
 	(&restore.PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: *namespace, Image: *restoreHelperImage}).SetupWithManager(mgr)
+	if err := storage.Setup(mgr, storage.Options{Namespace: *namespace, WorkDir: *repoWorkDir, ResticPath: *resticPathManager, MaxConcurrentMaintenance: *maxMaintenance}); err != nil {
+		return err
+	}
 	if err := addProbes(mgr); err != nil {
 		return err
 	}
