@@ -31,6 +31,7 @@ import (
 	"github.com/holdfast-dev/holdfast/agent/mover"
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	policyctrl "github.com/holdfast-dev/holdfast/controllers/policy"
 	"github.com/holdfast-dev/holdfast/controllers/restore"
 	"github.com/holdfast-dev/holdfast/controllers/storage"
 	"github.com/holdfast-dev/holdfast/internal/webhookcert"
@@ -193,6 +194,9 @@ func runManager(args []string, stderr io.Writer) error {
 	}
 	(&restore.PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: *namespace, Image: *restoreHelperImage}).SetupWithManager(mgr)
 	if err := storage.Setup(mgr, storage.Options{Namespace: *namespace, WorkDir: *repoWorkDir, ResticPath: *resticPathManager, MaxConcurrentMaintenance: *maxMaintenance}); err != nil {
+		return err
+	}
+	if err := policyctrl.Setup(mgr); err != nil {
 		return err
 	}
 	if err := addProbes(mgr); err != nil {

@@ -1,0 +1,168 @@
+package policy
+
+import (
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/internal/identity"
+	celpolicy "github.com/holdfast-dev/holdfast/policy"
+)
+
+// Skip reasons: a volume the selector picked that Holdfast cannot back up.
+const (
+	SkipHostPath            = "HostPath"
+	SkipSecret              = "Secret"
+	SkipConfigMap           = "ConfigMap"
+	SkipProjected           = "Projected"
+	SkipDownwardAPI         = "DownwardAPI"
+	SkipServiceAccountToken = "ServiceAccountToken"
+	SkipBlockMode           = "BlockMode"
+	SkipPodNotRunning       = "PodNotRunning"
+	SkipNoNode              = "NoNode"
+	SkipClaimNotFound       = "ClaimNotFound"
+	SkipImage               = "Image"
+	SkipSelectorError       = "SelectorError"
+	SkipInFlight            = "InFlight"
+	maxExamples             = 5
+)
+
+// snapshot is what the controller's caches hold, indexed for one selection pass.
+type snapshot struct {
+	namespaces []*corev1.Namespace
+	pods       map[string][]*corev1.Pod // by namespace
+	claims     map[string]*corev1.PersistentVolumeClaim
+	rsOwner    identity.OwnerOfReplicaSet
+}
+
+func claimKey(ns, name string) string { return ns + "/" + name }
+
+// target is one selected volume that can be backed up.
+type target struct {
+	pod        *corev1.Pod
+	volume     string
+	claim      string
+	sourcePath string
+}
+
+// selection is the outcome of a pass: what is backed up and what is skipped, by reason.
+type selection struct {
+	targets    []target
+	namespaces int
+	skipped    map[string][]string // reason -> <ns>/<pod>/<volume>
+}
+
+func (s *selection) skip(reason string, pod *corev1.Pod, volume string) {
+	if s.skipped == nil {
+		s.skipped = map[string][]string{}
+	}
+	s.skipped[reason] = append(s.skipped[reason], pod.Namespace+"/"+pod.Name+"/"+volume)
+}
+
+// selectVolumes evaluates the selector over every pod of the snapshot. It makes no API
+// call: everything comes from the informer caches.
+func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
+	out := &selection{}
+	cache := &celpolicy.Cache{}
+	for _, ns := range snap.namespaces {
+		if ok, err := sel.MatchNamespace(ns, cache); err != nil || !ok {
+			continue
+		}
+		selectedHere := false
+		for _, pod := range snap.pods[ns.Name] {
+			if pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+				continue // finished or going away: nothing left to protect
+			}
+			for i := range pod.Spec.Volumes {
+				vol := &pod.Spec.Volumes[i]
+				claimName := identity.ClaimName(pod, vol)
+				var pvc *corev1.PersistentVolumeClaim
+				if claimName != "" {
+					pvc = snap.claims[claimKey(pod.Namespace, claimName)]
+				}
+				ok, err := sel.MatchVolume(celpolicy.Volume{Namespace: ns, Pod: pod, Volume: vol, PVC: pvc}, cache)
+				if err != nil {
+					out.skip(SkipSelectorError, pod, vol.Name)
+					continue
+				}
+				if !ok {
+					continue
+				}
+				if reason := skipReason(pod, vol, claimName, pvc); reason != "" {
+					out.skip(reason, pod, vol.Name)
+					continue
+				}
+				selectedHere = true
+				out.targets = append(out.targets, target{pod: pod, volume: vol.Name, claim: claimName,
+					sourcePath: identity.SourcePath(pod, vol, snap.rsOwner)})
+			}
+		}
+		if selectedHere {
+			out.namespaces++
+		}
+	}
+	return out
+}
+
+// skipReason says why a selected volume cannot be backed up, or "".
+func skipReason(pod *corev1.Pod, vol *corev1.Volume, claimName string, pvc *corev1.PersistentVolumeClaim) string {
+	switch {
+	case vol.HostPath != nil:
+		return SkipHostPath
+	case vol.Secret != nil:
+		return SkipSecret
+	case vol.ConfigMap != nil:
+		return SkipConfigMap
+	case vol.DownwardAPI != nil:
+		return SkipDownwardAPI
+	case vol.Image != nil:
+		return SkipImage
+	case vol.Projected != nil:
+		for _, src := range vol.Projected.Sources {
+			if src.ServiceAccountToken != nil {
+				return SkipServiceAccountToken
+			}
+		}
+		return SkipProjected
+	}
+	if claimName != "" {
+		if pvc == nil {
+			return SkipClaimNotFound
+		}
+		if pvc.Spec.VolumeMode != nil && *pvc.Spec.VolumeMode == corev1.PersistentVolumeBlock {
+			return SkipBlockMode
+		}
+	}
+	if pod.Spec.NodeName == "" {
+		return SkipNoNode
+	}
+	if pod.Status.Phase != corev1.PodRunning {
+		return SkipPodNotRunning
+	}
+	return ""
+}
+
+// skippedStatus turns the skipped volumes into status entries, sorted by reason, with
+// the first few examples in name order so that the status does not churn.
+func skippedStatus(skipped map[string][]string) (int32, []v1.SkippedVolumes) {
+	var total int32
+	out := make([]v1.SkippedVolumes, 0, len(skipped))
+	for reason, vols := range skipped {
+		sort.Strings(vols)
+		n := min(len(vols), maxExamples)
+		out = append(out, v1.SkippedVolumes{Reason: reason, Count: int32(len(vols)), Examples: append([]string(nil), vols[:n]...)})
+		total += int32(len(vols))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Reason < out[j].Reason })
+	if len(out) == 0 {
+		out = nil
+	}
+	return total, out
+}
+
+// ownerFromCache answers identity.OwnerOfReplicaSet from a list of ReplicaSet metadata.
+func ownerFromCache(owners map[string]*metav1.OwnerReference) identity.OwnerOfReplicaSet {
+	return func(ns, name string) *metav1.OwnerReference { return owners[ns+"/"+name] }
+}

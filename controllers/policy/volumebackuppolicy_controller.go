@@ -1,0 +1,568 @@
+package policy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/internal/conditions"
+	"github.com/holdfast-dev/holdfast/internal/identity"
+	celpolicy "github.com/holdfast-dev/holdfast/policy"
+)
+
+// Condition reasons of a VolumeBackupPolicy.
+const (
+	ReasonInvalidSelector = "InvalidSelector"
+	ReasonInvalidSchedule = "InvalidSchedule"
+	ReasonSuspended       = "Suspended"
+	ReasonRunInProgress   = "RunInProgress"
+	ReasonSelecting       = "Selecting"
+	TriggerSchedule       = "Schedule"
+	TriggerRunNow         = "RunNow"
+	fieldOwner            = "holdfast-policy-controller"
+)
+
+// VolumeBackupPolicyReconciler selects volumes for each VolumeBackupPolicy, reports the
+// selection in status and starts its runs.
+type VolumeBackupPolicyReconciler struct {
+	client.Client
+	Engine   *celpolicy.Engine
+	Recorder record.EventRecorder
+	// Clock is the time source; tests drive it. Nil is the real clock.
+	Clock clock.PassiveClock
+}
+
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumebackuppolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumebackuppolicies/status,verbs=get;patch;update
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backuprepositories,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups="",resources=pods;persistentvolumeclaims;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// scope carries what the steps of one reconcile found.
+type scope struct {
+	policy   *v1.VolumeBackupPolicy
+	selector *celpolicy.Selector
+	schedule *cronSchedule
+	now      time.Time
+	sel      *selection
+	requeue  time.Duration
+	// done is set by a step that ends the pass early (a stalled policy).
+	done bool
+	// creating is set while a jittered run still has volumes to start.
+	creating bool
+}
+
+// Reconcile gets the policy, runs the steps in order and patches the status once.
+func (r *VolumeBackupPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	p := &v1.VolumeBackupPolicy{}
+	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !p.DeletionTimestamp.IsZero() {
+		r.Engine.Forget(p.UID)
+		return ctrl.Result{}, nil
+	}
+	base := p.DeepCopy()
+	s := &scope{policy: p, now: r.now()}
+	defer func() {
+		if err := r.Status().Patch(ctx, p, client.MergeFrom(base), client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsNotFound(err) {
+			retErr = errors.Join(retErr, fmt.Errorf("patching the status of VolumeBackupPolicy %s: %w", p.Name, err))
+		}
+	}()
+	steps := []func(context.Context, *scope) error{
+		r.reconcileSpec,
+		r.reconcileSelection,
+		r.reconcileRun,
+		r.reconcileLastRun,
+		r.reconcileReady,
+	}
+	for _, step := range steps {
+		if err := step(ctx, s); err != nil {
+			conditions.MarkNotReady(&p.Status.Conditions, p.Generation, "Error", err.Error())
+			return ctrl.Result{}, fmt.Errorf("VolumeBackupPolicy %s: %w", p.Name, err)
+		}
+		if s.done {
+			return ctrl.Result{}, nil
+		}
+	}
+	return ctrl.Result{RequeueAfter: s.requeue}, nil
+}
+
+func (r *VolumeBackupPolicyReconciler) now() time.Time {
+	if r.Clock == nil {
+		return time.Now().UTC()
+	}
+	return r.Clock.Now().UTC()
+}
+
+// reconcileSpec compiles the selector and parses the schedule. A policy that does
+// not compile is Stalled with the field path and the compiler's message, and nothing
+// else is done with it (the webhook normally rejects it; it got in while the webhook was
+// down). Sets: Stalled, Ready=False on failure.
+func (r *VolumeBackupPolicyReconciler) reconcileSpec(ctx context.Context, s *scope) error {
+	p := s.policy
+	sel, err := r.Engine.ForPolicy(p)
+	if err != nil {
+		if !stalledWith(p, ReasonInvalidSelector, err.Error()) {
+			r.Recorder.Event(p, corev1.EventTypeWarning, ReasonInvalidSelector, err.Error())
+			log.FromContext(ctx).Info("selector does not compile", "error", err.Error())
+		}
+		conditions.MarkStalled(&p.Status.Conditions, p.Generation, ReasonInvalidSelector, err.Error())
+		p.Status.ObservedGeneration = p.Generation
+		p.Status.NextScheduleTime = nil
+		s.done = true
+		return nil
+	}
+	sched, err := parseSchedule(p.Spec.Schedule)
+	if err != nil {
+		if !stalledWith(p, ReasonInvalidSchedule, err.Error()) {
+			r.Recorder.Event(p, corev1.EventTypeWarning, ReasonInvalidSchedule, err.Error())
+		}
+		conditions.MarkStalled(&p.Status.Conditions, p.Generation, ReasonInvalidSchedule, err.Error())
+		p.Status.ObservedGeneration = p.Generation
+		p.Status.NextScheduleTime = nil
+		s.done = true
+		return nil
+	}
+	s.selector, s.schedule = sel, sched
+	return nil
+}
+
+func stalledWith(p *v1.VolumeBackupPolicy, reason, msg string) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == v1.ConditionStalled && c.Status == metav1.ConditionTrue && c.Reason == reason && c.Message == msg {
+			return true
+		}
+	}
+	return false
+}
+
+// reconcileSelection evaluates the selector over the cached namespaces, pods and
+// claims and records the counts and skip reasons. Sets no condition.
+func (r *VolumeBackupPolicyReconciler) reconcileSelection(ctx context.Context, s *scope) error {
+	snap, err := r.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	s.sel = selectVolumes(s.selector, snap)
+	inFlight, err := r.inFlight(ctx, s.policy)
+	if err != nil {
+		return err
+	}
+	// A volume whose backup from an earlier run is still going is not backed up again.
+	kept := s.sel.targets[:0]
+	for _, t := range s.sel.targets {
+		if inFlight[t.pod.Namespace+t.sourcePath] {
+			s.sel.skip(SkipInFlight, t.pod, t.volume)
+			continue
+		}
+		kept = append(kept, t)
+	}
+	s.sel.targets = kept
+	st := &s.policy.Status
+	st.SelectedNamespaces = int32(s.sel.namespaces)
+	st.SelectedVolumes = int32(len(s.sel.targets))
+	st.SkippedVolumes, st.Skipped = skippedStatus(s.sel.skipped)
+	return nil
+}
+
+// inFlight returns the <namespace><sourcePath> of this policy's unfinished backups from
+// runs other than the last one (whose volumes are in flight by design).
+func (r *VolumeBackupPolicyReconciler) inFlight(ctx context.Context, p *v1.VolumeBackupPolicy) (map[string]bool, error) {
+	var pvbs v1.PodVolumeBackupList
+	if err := r.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: p.Name}); err != nil {
+		return nil, fmt.Errorf("listing PodVolumeBackups: %w", err)
+	}
+	current := ""
+	if p.Status.LastRun != nil {
+		current = p.Status.LastRun.Name
+	}
+	out := map[string]bool{}
+	for _, b := range pvbs.Items {
+		if b.Labels[v1.LabelRun] != current && !finished(b.Status.Phase) {
+			out[b.Namespace+b.Spec.SourcePath] = true
+		}
+	}
+	return out, nil
+}
+
+func finished(phase v1.RunPhase) bool {
+	return phase == v1.RunCompleted || phase == v1.RunFailed || phase == v1.RunCanceled
+}
+
+func (r *VolumeBackupPolicyReconciler) snapshot(ctx context.Context) (*snapshot, error) {
+	var nss corev1.NamespaceList
+	if err := r.List(ctx, &nss); err != nil {
+		return nil, fmt.Errorf("listing namespaces: %w", err)
+	}
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods); err != nil {
+		return nil, fmt.Errorf("listing pods: %w", err)
+	}
+	var pvcs corev1.PersistentVolumeClaimList
+	if err := r.List(ctx, &pvcs); err != nil {
+		return nil, fmt.Errorf("listing claims: %w", err)
+	}
+	var rss metav1.PartialObjectMetadataList
+	rss.SetGroupVersionKind(replicaSetListGVK)
+	if err := r.List(ctx, &rss); err != nil {
+		return nil, fmt.Errorf("listing replica sets: %w", err)
+	}
+	snap := &snapshot{pods: map[string][]*corev1.Pod{}, claims: map[string]*corev1.PersistentVolumeClaim{}}
+	for i := range nss.Items {
+		snap.namespaces = append(snap.namespaces, &nss.Items[i])
+	}
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		snap.pods[pod.Namespace] = append(snap.pods[pod.Namespace], pod)
+	}
+	for i := range pvcs.Items {
+		snap.claims[claimKey(pvcs.Items[i].Namespace, pvcs.Items[i].Name)] = &pvcs.Items[i]
+	}
+	owners := map[string]*metav1.OwnerReference{}
+	for i := range rss.Items {
+		if o := metav1.GetControllerOf(&rss.Items[i]); o != nil {
+			owners[rss.Items[i].Namespace+"/"+rss.Items[i].Name] = o
+		}
+	}
+	snap.rsOwner = ownerFromCache(owners)
+	return snap, nil
+}
+
+// reconcileRun starts a run when a new run-now token or a due schedule tick asks for
+// one (unless suspended), and keeps creating the PodVolumeBackups of a jittered run as
+// their offsets come. Sets Reconciling while a run is being created.
+func (r *VolumeBackupPolicyReconciler) reconcileRun(ctx context.Context, s *scope) error {
+	p := s.policy
+	st := &p.Status
+	token := p.Annotations[v1.AnnotationRunNow]
+	if p.Spec.Suspend {
+		st.NextScheduleTime = nil
+		// A token seen while suspended is consumed, so resuming does not start a run.
+		st.LastRunNowToken = token
+	} else {
+		switch {
+		case token != "" && token != st.LastRunNowToken:
+			st.LastRunNowToken = token
+			r.startRun(ctx, s, TriggerRunNow, s.now)
+		case s.schedule != nil:
+			after := p.CreationTimestamp.UTC()
+			if st.LastScheduleTime != nil {
+				after = st.LastScheduleTime.UTC()
+			}
+			if tick, due := s.schedule.latestDue(after, s.now); due {
+				st.LastScheduleTime = &metav1.Time{Time: tick}
+				r.startRun(ctx, s, TriggerSchedule, tick)
+			}
+		}
+		if s.schedule != nil {
+			next := s.schedule.next(s.now)
+			st.NextScheduleTime = &metav1.Time{Time: next}
+			s.requeueAt(next.Sub(s.now))
+		}
+	}
+	return r.createDueBackups(ctx, s)
+}
+
+func (s *scope) requeueAt(d time.Duration) {
+	if d <= 0 {
+		d = time.Second
+	}
+	if s.requeue == 0 || d < s.requeue {
+		s.requeue = d
+	}
+}
+
+func (r *VolumeBackupPolicyReconciler) startRun(ctx context.Context, s *scope, trigger string, at time.Time) {
+	p := s.policy
+	p.Status.LastRun = &v1.RunSummary{
+		Name:      runName(p.Name, at, trigger),
+		Trigger:   trigger,
+		Outcome:   v1.RunOutcomeInProgress,
+		StartTime: &metav1.Time{Time: at},
+	}
+	msg := fmt.Sprintf("run %s started (%s): %d volumes selected, %d skipped", p.Status.LastRun.Name, trigger, len(s.sel.targets), p.Status.SkippedVolumes)
+	r.Recorder.Event(p, corev1.EventTypeNormal, "RunStarted", msg)
+	log.FromContext(ctx).Info(msg)
+}
+
+// createDueBackups creates, for the last run while it is being created, the
+// PodVolumeBackups whose jitter offset has passed, and the BackupRepository of each
+// namespace they are in. Names are deterministic, so creating twice is harmless.
+func (r *VolumeBackupPolicyReconciler) createDueBackups(ctx context.Context, s *scope) error {
+	p := s.policy
+	run := p.Status.LastRun
+	if run == nil || run.Outcome != v1.RunOutcomeInProgress || run.StartTime == nil {
+		return nil
+	}
+	var jitter time.Duration
+	if s.schedule != nil && run.Trigger == TriggerSchedule {
+		jitter = s.schedule.jitter
+	}
+	if s.now.After(run.StartTime.Add(jitter)) && run.VolumesTotal > 0 || s.now.Sub(run.StartTime.Time) > jitter+time.Minute {
+		return nil // creation window over: the run's set of backups is fixed
+	}
+	uploader := p.Spec.Uploader
+	if uploader == "" {
+		uploader = v1.UploaderKopia
+	}
+	repo := identity.RepositoryName(p.Spec.StorageLocation, uploader)
+	ensured := map[string]bool{}
+	pending := false
+	for _, t := range s.sel.targets {
+		offset := jitterOffset(jitter, t.pod.Namespace, t.sourcePath)
+		if run.StartTime.Add(offset).After(s.now) {
+			pending = true
+			s.requeueAt(run.StartTime.Add(offset).Sub(s.now))
+			continue
+		}
+		if !ensured[t.pod.Namespace] {
+			if err := r.ensureRepository(ctx, p, t.pod.Namespace, repo, uploader); err != nil {
+				return err
+			}
+			ensured[t.pod.Namespace] = true
+		}
+		if err := r.createBackup(ctx, p, run.Name, repo, uploader, t); err != nil {
+			return err
+		}
+	}
+	if pending {
+		s.creating = true
+		conditions.MarkReconciling(&p.Status.Conditions, p.Generation, ReasonRunInProgress,
+			fmt.Sprintf("run %s is starting its volumes over the %s jitter window", run.Name, jitter))
+	}
+	return nil
+}
+
+func (r *VolumeBackupPolicyReconciler) ensureRepository(ctx context.Context, p *v1.VolumeBackupPolicy, ns, name string, uploader v1.Uploader) error {
+	repo := &v1.BackupRepository{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{
+			v1.LabelStorageLocation: p.Spec.StorageLocation, v1.LabelManagedBy: v1.ManagedByValue}},
+		Spec: v1.BackupRepositorySpec{StorageLocation: p.Spec.StorageLocation, Uploader: uploader},
+	}
+	if err := r.Create(ctx, repo, client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating BackupRepository %s/%s: %w", ns, name, err)
+	}
+	return nil
+}
+
+func (r *VolumeBackupPolicyReconciler) createBackup(ctx context.Context, p *v1.VolumeBackupPolicy, run, repo string, uploader v1.Uploader, t target) error {
+	pvb := &v1.PodVolumeBackup{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      identity.PodVolumeBackupName(run, t.pod.Name, t.volume),
+			Namespace: t.pod.Namespace,
+			Labels: map[string]string{
+				v1.LabelPolicy: p.Name, v1.LabelRun: run,
+				v1.LabelStorageLocation: p.Spec.StorageLocation, v1.LabelManagedBy: v1.ManagedByValue,
+			},
+		},
+		Spec: v1.PodVolumeBackupSpec{
+			Node:            t.pod.Spec.NodeName,
+			Pod:             v1.PodReference{Name: t.pod.Name, UID: string(t.pod.UID)},
+			Volume:          t.volume,
+			ClaimName:       t.claim,
+			SourcePath:      t.sourcePath,
+			StorageLocation: p.Spec.StorageLocation,
+			Repository:      repo,
+			Uploader:        uploader,
+			Tags:            map[string]string{"policy": p.Name, "run": run},
+		},
+	}
+	if err := r.Create(ctx, pvb, client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating PodVolumeBackup %s/%s: %w", pvb.Namespace, pvb.Name, err)
+	}
+	return nil
+}
+
+// reconcileLastRun aggregates the last run's PodVolumeBackups into status.lastRun and
+// emits an event when the run ends. Sets no condition.
+func (r *VolumeBackupPolicyReconciler) reconcileLastRun(ctx context.Context, s *scope) error {
+	p := s.policy
+	run := p.Status.LastRun
+	if run == nil {
+		return nil
+	}
+	var pvbs v1.PodVolumeBackupList
+	if err := r.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: p.Name, v1.LabelRun: run.Name}); err != nil {
+		return fmt.Errorf("listing the PodVolumeBackups of run %s: %w", run.Name, err)
+	}
+	wasInProgress := run.Outcome == v1.RunOutcomeInProgress
+	sum := summarize(pvbs.Items)
+	run.VolumesTotal, run.VolumesCompleted, run.VolumesFailed, run.BytesUploaded = sum.total, sum.completed, sum.failed, sum.bytes
+	if wasInProgress {
+		run.VolumesSkipped = p.Status.SkippedVolumes
+	}
+	creationOver := s.now.Sub(run.StartTime.Time) >= jitterFor(s, run)
+	switch {
+	case sum.total == 0 && creationOver && len(s.sel.targets) == 0:
+		run.Outcome = v1.RunOutcomeSucceeded // nothing to back up
+	case sum.total == 0 || sum.completed+sum.failed < sum.total || !creationOver:
+		run.Outcome = v1.RunOutcomeInProgress
+	case sum.failed == 0:
+		run.Outcome = v1.RunOutcomeSucceeded
+	case sum.completed == 0:
+		run.Outcome = v1.RunOutcomeFailed
+	default:
+		run.Outcome = v1.RunOutcomePartiallyFailed
+	}
+	if wasInProgress && run.Outcome != v1.RunOutcomeInProgress {
+		if sum.lastDone != nil {
+			run.CompletionTime = sum.lastDone
+		} else {
+			run.CompletionTime = &metav1.Time{Time: s.now}
+		}
+		typ := corev1.EventTypeNormal
+		if run.Outcome != v1.RunOutcomeSucceeded {
+			typ = corev1.EventTypeWarning
+		}
+		msg := fmt.Sprintf("run %s %s: %d of %d volumes backed up, %d failed, %d bytes uploaded",
+			run.Name, run.Outcome, sum.completed, sum.total, sum.failed, sum.bytes)
+		r.Recorder.Event(p, typ, "Run"+string(run.Outcome), msg)
+		log.FromContext(ctx).Info(msg)
+	}
+	return nil
+}
+
+func jitterFor(s *scope, run *v1.RunSummary) time.Duration {
+	if s.schedule != nil && run.Trigger == TriggerSchedule {
+		return s.schedule.jitter
+	}
+	return 0
+}
+
+type runSum struct {
+	total, completed, failed int32
+	bytes                    int64
+	lastDone                 *metav1.Time
+}
+
+func summarize(pvbs []v1.PodVolumeBackup) runSum {
+	var s runSum
+	for _, b := range pvbs {
+		s.total++
+		switch b.Status.Phase {
+		case v1.RunCompleted:
+			s.completed++
+		case v1.RunFailed, v1.RunCanceled:
+			s.failed++
+		}
+		s.bytes += b.Status.BytesUploaded
+		if t := b.Status.CompletionTime; t != nil && (s.lastDone == nil || t.After(s.lastDone.Time)) {
+			s.lastDone = t
+		}
+	}
+	return s
+}
+
+// reconcileReady marks the policy Ready when its selector and schedule work, unless a
+// run is still being created (Reconciling). Sets observedGeneration after a clean pass.
+func (r *VolumeBackupPolicyReconciler) reconcileReady(ctx context.Context, s *scope) error {
+	p := s.policy
+	p.Status.ObservedGeneration = p.Generation
+	if s.creating {
+		return nil // Reconciling until every volume of the run has started
+	}
+	msg := fmt.Sprintf("%d volumes selected in %d namespaces, %d skipped", p.Status.SelectedVolumes, p.Status.SelectedNamespaces, p.Status.SkippedVolumes)
+	reason := conditions.ReasonSucceeded
+	if p.Spec.Suspend {
+		reason, msg = ReasonSuspended, "suspended: "+msg
+	}
+	conditions.MarkReady(&p.Status.Conditions, p.Generation, reason, msg)
+	return nil
+}
+
+// runName is <policy>-<UTC time>[n], at most 63 characters (it is a label value). A run
+// started by run-now ends in "n" so that it never shares a name with a schedule tick.
+func runName(policy string, at time.Time, trigger string) string {
+	suffix := at.UTC().Format("20060102150405")
+	if trigger == TriggerRunNow {
+		suffix += "n"
+	}
+	const maxPrefix = 63 - 1 - 15
+	if len(policy) > maxPrefix {
+		sum := sha256.Sum256([]byte(policy))
+		policy = policy[:maxPrefix-9] + "-" + hex.EncodeToString(sum[:])[:8]
+	}
+	return policy + "-" + suffix
+}
+
+// SetupWithManager watches policies and everything a selection reads, mapping each
+// change to the policies it can affect.
+func (r *VolumeBackupPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Recorder == nil {
+		r.Recorder = mgr.GetEventRecorderFor("volumebackuppolicy-controller")
+	}
+	rsMeta := &metav1.PartialObjectMetadata{}
+	rsMeta.SetGroupVersionKind(replicaSetGVK)
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1.VolumeBackupPolicy{}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.policiesForNamespace)).
+		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(r.policiesForNamespace)).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.allPolicies)).
+		Watches(&v1.PodVolumeBackup{}, handler.EnqueueRequestsFromMapFunc(policyOfBackup)).
+		WatchesMetadata(rsMeta, handler.EnqueueRequestsFromMapFunc(r.policiesForNamespace), builder.OnlyMetadata).
+		Complete(r)
+}
+
+// policiesForNamespace maps a namespaced object to the policies whose namespace
+// selector accepts its namespace (or that cannot be evaluated: they get the event too).
+func (r *VolumeBackupPolicyReconciler) policiesForNamespace(ctx context.Context, obj client.Object) []reconcile.Request {
+	var policies v1.VolumeBackupPolicyList
+	if err := r.List(ctx, &policies); err != nil {
+		return nil
+	}
+	ns := &corev1.Namespace{}
+	nsErr := r.Get(ctx, client.ObjectKey{Name: obj.GetNamespace()}, ns)
+	var out []reconcile.Request
+	for i := range policies.Items {
+		p := &policies.Items[i]
+		if nsErr == nil {
+			if sel, err := r.Engine.ForPolicy(p); err == nil {
+				if ok, err := sel.MatchNamespace(ns, nil); err == nil && !ok {
+					continue
+				}
+			}
+		}
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: p.Name}})
+	}
+	return out
+}
+
+func (r *VolumeBackupPolicyReconciler) allPolicies(ctx context.Context, _ client.Object) []reconcile.Request {
+	var policies v1.VolumeBackupPolicyList
+	if err := r.List(ctx, &policies); err != nil {
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(policies.Items))
+	for _, p := range policies.Items {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: p.Name}})
+	}
+	return out
+}
+
+func policyOfBackup(_ context.Context, obj client.Object) []reconcile.Request {
+	name := obj.GetLabels()[v1.LabelPolicy]
+	if name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: name}}}
+}

@@ -1,0 +1,72 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	celpolicy "github.com/holdfast-dev/holdfast/policy"
+)
+
+// +kubebuilder:webhook:path=/validate-backup-holdfast-dev-v1alpha1-volumebackuppolicy,mutating=false,failurePolicy=fail,sideEffects=None,groups=backup.holdfast.dev,resources=volumebackuppolicies,verbs=create;update,versions=v1alpha1,name=vvolumebackuppolicy.holdfast.dev,admissionReviewVersions=v1
+
+// VolumeBackupPolicyValidator rejects a policy whose selector does not compile, does
+// not return bool or is too costly, and one whose schedule cron or time zone is
+// invalid, naming the field.
+type VolumeBackupPolicyValidator struct {
+	Engine *celpolicy.Engine
+}
+
+// SetupWebhookWithManager registers the validating webhook.
+func (v *VolumeBackupPolicyValidator) SetupWebhookWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewWebhookManagedBy(mgr, &v1.VolumeBackupPolicy{}).WithValidator(v).Complete()
+}
+
+// ValidateCreate validates a new policy.
+func (v *VolumeBackupPolicyValidator) ValidateCreate(_ context.Context, p *v1.VolumeBackupPolicy) (admission.Warnings, error) {
+	return nil, v.validate(p)
+}
+
+// ValidateUpdate validates a changed policy. An unchanged selector is still checked:
+// the strict environment applies to every write.
+func (v *VolumeBackupPolicyValidator) ValidateUpdate(_ context.Context, _, p *v1.VolumeBackupPolicy) (admission.Warnings, error) {
+	return nil, v.validate(p)
+}
+
+// ValidateDelete allows every deletion.
+func (v *VolumeBackupPolicyValidator) ValidateDelete(context.Context, *v1.VolumeBackupPolicy) (admission.Warnings, error) {
+	return nil, nil
+}
+
+func (v *VolumeBackupPolicyValidator) validate(p *v1.VolumeBackupPolicy) error {
+	var errs field.ErrorList
+	for _, e := range celpolicy.Errors(v.Engine.Validate(p.Spec.Selector)) {
+		path := field.NewPath("spec", "selector", "volumes")
+		expr := p.Spec.Selector.Volumes
+		if e.Field == celpolicy.FieldNamespaces {
+			path, expr = field.NewPath("spec", "selector", "namespaces"), p.Spec.Selector.Namespaces
+		}
+		switch e.Type {
+		case celpolicy.ErrorTooLong:
+			errs = append(errs, field.TooLong(path, "", celpolicy.MaxExpressionLength))
+		case celpolicy.ErrorInternal:
+			errs = append(errs, field.InternalError(path, fmt.Errorf("%s", e.Detail)))
+		default:
+			errs = append(errs, field.Invalid(path, expr, e.Detail))
+		}
+	}
+	if p.Spec.Schedule != nil {
+		if _, err := parseSchedule(p.Spec.Schedule); err != nil {
+			errs = append(errs, field.Invalid(field.NewPath("spec", "schedule"), p.Spec.Schedule.Cron+" "+p.Spec.Schedule.TimeZone, err.Error()))
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return apierrors.NewInvalid(v1.GroupVersion.WithKind("VolumeBackupPolicy").GroupKind(), p.Name, errs)
+}
