@@ -512,3 +512,46 @@ func TestCertManagerComponent(t *testing.T) {
 	checkPrivileged(t, a)
 	b.find("Certificate", "holdfast-webhook-serving-cert")
 }
+
+// The documented Azure Files patch adds nouser_xattr to a StorageClass as AKS writes
+// them, keeping its other mount options.
+func TestAzureFilesPatch(t *testing.T) {
+	dir := t.TempDir()
+	patch, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "kustomize", "azure-files", "nouser_xattr_patch.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"storageclass.yaml": `apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: azurefile-csi
+provisioner: file.csi.azure.com
+parameters:
+  skuName: Standard_LRS
+mountOptions:
+- dir_mode=0777
+- file_mode=0777
+- mfsymlinks
+`,
+		"nouser_xattr_patch.yaml": string(patch),
+		"kustomization.yaml": `resources:
+- storageclass.yaml
+patches:
+- path: nouser_xattr_patch.yaml
+  target:
+    kind: StorageClass
+    name: azurefile-csi
+`,
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sc := build(t, dir).find("StorageClass", "azurefile-csi")
+	opts, _, _ := unstructured.NestedStringSlice(sc.Object, "mountOptions")
+	if !slices.Equal(opts, []string{"dir_mode=0777", "file_mode=0777", "mfsymlinks", "nouser_xattr"}) {
+		t.Errorf("mountOptions = %v, want the original ones and nouser_xattr", opts)
+	}
+}
