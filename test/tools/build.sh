@@ -17,18 +17,28 @@ bindir=${HOLDFAST_TOOLS_BIN:-$repo/bin/tools}
 
 k8s_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v1.37.2 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 -X k8s.io/component-base/version.gitTreeState=clean"
 
-# name | module dir | package | version | usual cold build on 2 cores | extra go build flags
-# Keep one line per binary; the e2e cluster adds kubelet, controller-manager, scheduler
-# and containerd here.
+containerd_ldflags="-s -w -X github.com/containerd/containerd/v2/version.Version=v2.4.2"
+
+# name | module dir | package | version | usual cold build on 2 cores | build tags (comma-separated, - for none) | extra go build flags
+# Keep one line per binary. The local cluster (test/cluster) needs kubelet,
+# controller-manager, scheduler, kube-proxy and containerd; containerd's optional
+# btrfs and devmapper snapshotters need C headers, so their build tags leave them out.
 tools_table() {
 	cat <<EOF
-kube-apiserver|kubernetes|k8s.io/kubernetes/cmd/kube-apiserver|v1.37.2|8 min|-ldflags=$k8s_ldflags
-kubectl|kubernetes|k8s.io/kubernetes/cmd/kubectl|v1.37.2|1 min|-ldflags=$k8s_ldflags
-etcd|etcd|.|v3.6.6|2 min|-ldflags=-s -w
-controller-gen|controller-gen|sigs.k8s.io/controller-tools/cmd/controller-gen|v0.23.0|1 min|-ldflags=-s -w
-restic|restic|github.com/restic/restic/cmd/restic|v0.18.1|2 min|-ldflags=-s -w
-kopia|kopia|github.com/kopia/kopia|v0.22.3|3 min|-ldflags=-s -w
-minio|minio|github.com/minio/minio|2026-02-12|5 min|-ldflags=-s -w
+kube-apiserver|kubernetes|k8s.io/kubernetes/cmd/kube-apiserver|v1.37.2|8 min|-|-ldflags=$k8s_ldflags
+kube-controller-manager|kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager|v1.37.2|1.5 min|-|-ldflags=$k8s_ldflags
+kube-scheduler|kubernetes|k8s.io/kubernetes/cmd/kube-scheduler|v1.37.2|30 s|-|-ldflags=$k8s_ldflags
+kube-proxy|kubernetes|k8s.io/kubernetes/cmd/kube-proxy|v1.37.2|1 min|-|-ldflags=$k8s_ldflags
+kubelet|kubernetes|k8s.io/kubernetes/cmd/kubelet|v1.37.2|3 min|-|-ldflags=$k8s_ldflags
+kubectl|kubernetes|k8s.io/kubernetes/cmd/kubectl|v1.37.2|1 min|-|-ldflags=$k8s_ldflags
+containerd|containerd|github.com/containerd/containerd/v2/cmd/containerd|v2.4.2|2 min|no_btrfs,no_devmapper|-ldflags=$containerd_ldflags
+containerd-shim-runc-v2|containerd|github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2|v2.4.2|30 s|no_btrfs,no_devmapper|-ldflags=$containerd_ldflags
+ctr|containerd|github.com/containerd/containerd/v2/cmd/ctr|v2.4.2|30 s|no_btrfs,no_devmapper|-ldflags=$containerd_ldflags
+etcd|etcd|.|v3.6.6|2 min|-|-ldflags=-s -w
+controller-gen|controller-gen|sigs.k8s.io/controller-tools/cmd/controller-gen|v0.23.0|1 min|-|-ldflags=-s -w
+restic|restic|github.com/restic/restic/cmd/restic|v0.18.1|2 min|-|-ldflags=-s -w
+kopia|kopia|github.com/kopia/kopia|v0.22.3|3 min|-|-ldflags=-s -w
+minio|minio|github.com/minio/minio|2026-02-12|5 min|-|-ldflags=-s -w
 EOF
 }
 
@@ -38,15 +48,16 @@ hash_module() {
 }
 
 build_one() {
-	local name=$1 mod=$2 pkg=$3 version=$4 took=$5 flags=$6
-	local key dest start
+	local name=$1 mod=$2 pkg=$3 version=$4 took=$5 tags=$6 flags=$7
+	local key dest start tagflag=()
+	[ "$tags" = - ] || tagflag=("-tags=$tags")
 	key="$name-$version-$(hash_module "$mod")"
 	dest="$cache/$key/$name"
 	if [ ! -x "$dest" ]; then
 		echo "tools: building $name $version from the Go module proxy (usually $took cold on 2 cores)"
 		mkdir -p "$cache/$key"
 		start=$(date +%s)
-		(cd "$here/$mod" && CGO_ENABLED=0 go build -trimpath "$flags" -o "$dest.tmp" "$pkg")
+		(cd "$here/$mod" && CGO_ENABLED=0 go build -trimpath "${tagflag[@]}" "$flags" -o "$dest.tmp" "$pkg")
 		mv "$dest.tmp" "$dest"
 		echo "tools: built $name in $(($(date +%s) - start)) s"
 	fi
@@ -56,13 +67,13 @@ build_one() {
 
 want=" $* "
 found=0
-while IFS='|' read -r name mod pkg version took flags; do
+while IFS='|' read -r name mod pkg version took tags flags; do
 	[ -n "$name" ] || continue
 	if [ $# -gt 0 ] && [[ $want != *" $name "* ]]; then
 		continue
 	fi
 	found=$((found + 1))
-	build_one "$name" "$mod" "$pkg" "$version" "$took" "$flags"
+	build_one "$name" "$mod" "$pkg" "$version" "$took" "$tags" "$flags"
 done < <(tools_table)
 
 if [ $# -gt 0 ] && [ "$found" -ne $# ]; then
