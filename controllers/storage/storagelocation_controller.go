@@ -158,6 +158,12 @@ func (r *StorageLocationReconciler) backoff(bsl *v1.BackupStorageLocation) time.
 	return min(d, probeBackoffMax, probeInterval(bsl))
 }
 
+func (r *StorageLocationReconciler) failureCount(name string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failures[name]
+}
+
 func (r *StorageLocationReconciler) forget(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -179,7 +185,7 @@ func (r *StorageLocationReconciler) event(ctx context.Context, bsl *v1.BackupSto
 			cause = re.Cause()
 		}
 		logger.Info("storage location probe failed", "reason", conditions.ReadyMessage(bsl.Status.Conditions), "cause", cause)
-		if wasReady || r.failures[bsl.Name] <= 1 {
+		if wasReady || r.failureCount(bsl.Name) <= 1 {
 			r.Recorder.Event(bsl, corev1.EventTypeWarning, ReasonProbeFailed, err.Error())
 		}
 	}

@@ -1,6 +1,7 @@
 package repository
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -97,7 +98,7 @@ func classify(err error, st Store) error {
 		return nil
 	}
 	var already *Error
-	if errors.As(err, &already) {
+	if errors.As(err, &already) || errors.Is(err, context.Canceled) {
 		return err
 	}
 	if st.Filesystem != nil {

@@ -279,3 +279,44 @@ func TestFilesystemKopia(t *testing.T) {
 		t.Fatalf("config files left behind: %v", matches)
 	}
 }
+
+// TestTLSAndCancellation: both formats work against a TLS store whose CA is given in
+// the store (kopia through its RootCA, restic through --cacert), and Backup and Restore
+// stop with the context's error when it is cancelled.
+func TestTLSAndCancellation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs MinIO and restic")
+	}
+	s := minio.Start(t, minio.Options{TLS: true, Buckets: []string{"backups"}})
+	for _, uploader := range []v1.Uploader{v1.UploaderKopia, v1.UploaderRestic} {
+		t.Run(string(uploader), func(t *testing.T) {
+			ctx := ctxFor(t)
+			cfg := testConfig(t, s3Store(s, "backups"), uploader, "tls")
+			if err := Initialize(ctx, cfg); err != nil {
+				t.Fatalf("Initialize over TLS: %v", err)
+			}
+			r, err := Open(ctx, cfg)
+			if err != nil {
+				t.Fatalf("Open over TLS: %v", err)
+			}
+			defer r.Close(ctx)
+			src := t.TempDir()
+			writeTree(t, src, map[string]string{"f": "data"})
+			done, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/x"})
+			if err != nil {
+				t.Fatalf("Backup over TLS: %v", err)
+			}
+			cancelled, cancel := context.WithCancel(ctx)
+			cancel()
+			if _, err := r.Backup(cancelled, BackupRequest{Dir: src, SourcePath: "/pvc/x"}); !errors.Is(err, context.Canceled) {
+				t.Errorf("Backup with a cancelled context: %v, want context.Canceled", err)
+			}
+			if _, err := r.Restore(cancelled, RestoreRequest{SnapshotID: done.SnapshotID, TargetDir: t.TempDir()}); !errors.Is(err, context.Canceled) {
+				t.Errorf("Restore with a cancelled context: %v, want context.Canceled", err)
+			}
+			if snaps, err := r.Snapshots(ctx, "/pvc/x"); err != nil || len(snaps) != 1 {
+				t.Errorf("after a cancelled backup: %v %v, want only the first snapshot", snaps, err)
+			}
+		})
+	}
+}
