@@ -104,6 +104,9 @@ func TestDefaultInstall(t *testing.T) {
 	}) {
 		t.Errorf("agent tolerations %v do not tolerate every taint", ds.Spec.Template.Spec.Tolerations)
 	}
+	if sel := ds.Spec.Template.Spec.NodeSelector; len(sel) != 1 || sel["kubernetes.io/os"] != "linux" {
+		t.Errorf("agent node selector = %v, want only kubernetes.io/os=linux (every Linux node)", sel)
+	}
 	if a.SecurityContext == nil || a.SecurityContext.Privileged == nil || *a.SecurityContext.Privileged {
 		t.Error("the default agent must not be privileged")
 	}
