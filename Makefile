@@ -51,6 +51,39 @@ verify-generated: ## Fail when generated code is stale (regenerates it, so you c
 		exit 1; \
 	fi
 
+##@ Local cluster (needs root; see test/cluster)
+
+# The binaries the local cluster runs, built by test/tools/build.sh.
+CLUSTER_TOOLS := etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubectl containerd containerd-shim-runc-v2 ctr restic
+HOLDFAST_CLUSTER := bin/holdfast-cluster
+
+.PHONY: cluster-packages
+cluster-packages: ## Install the Debian packages the cluster needs (runc, CNI plugins, iptables, conntrack, busybox-static); says what and why, skips installed ones.
+	bash test/cluster/packages.sh
+
+.PHONY: $(HOLDFAST_CLUSTER)
+$(HOLDFAST_CLUSTER):
+	go build -o $(HOLDFAST_CLUSTER) ./test/cluster/cmd/holdfast-cluster
+
+.PHONY: cluster-up
+cluster-up: cluster-packages $(HOLDFAST_CLUSTER) ## Start the single-node cluster on 127.0.0.1 (state in HOLDFAST_CLUSTER_DIR, default /var/lib/holdfast-cluster).
+	bash test/tools/build.sh $(CLUSTER_TOOLS)
+	$(HOLDFAST_CLUSTER) up
+	@echo "export KUBECONFIG=$$($(HOLDFAST_CLUSTER) kubeconfig)"
+
+.PHONY: cluster-down
+cluster-down: $(HOLDFAST_CLUSTER) ## Stop the cluster; removes every process, mount, network device, iptables chain and file it made.
+	$(HOLDFAST_CLUSTER) down
+
+.PHONY: cluster-status
+cluster-status: $(HOLDFAST_CLUSTER) ## Show the cluster's daemons and whether the node is Ready.
+	$(HOLDFAST_CLUSTER) status
+
+.PHONY: test-cluster
+test-cluster: cluster-packages ## Only the cluster harness tests (a real cluster up and down, twice).
+	bash test/tools/build.sh $(CLUSTER_TOOLS)
+	go test $(GO_TEST_FLAGS) -v ./test/cluster/
+
 ##@ Checks and tests
 
 .PHONY: fmt-check

@@ -1,0 +1,406 @@
+package cluster
+
+// These tests start the real cluster, so they need root, the binaries of `make tools`
+// and the Debian packages of `make cluster-packages`. They are part of `go test ./...`
+// (and so of `make test`, which builds the tools first) and are skipped only by
+// -short (`make test-unit`). When a prerequisite is missing they fail and say which:
+// a cluster test that cannot run is not a pass.
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/holdfast-dev/holdfast/test/images"
+)
+
+// testCluster returns a cluster in its own state directory, holding the machine-wide
+// lock for the test's duration, after checking that it can run here.
+func testCluster(t *testing.T) *Cluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a real cluster (about a minute); skipped by -short")
+	}
+	c := New(filepath.Join(os.TempDir(), "holdfast-cluster-test"))
+	c.Log = t.Logf
+	if os.Geteuid() != 0 {
+		t.Fatal("the cluster test needs root (mounts, network namespaces, cgroups)")
+	}
+	if m := c.missingPrerequisites(); len(m) > 0 {
+		t.Fatalf("missing prerequisites (run `make tools cluster-packages`):\n  %s", strings.Join(m, "\n  "))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	unlock, err := Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(unlock)
+	if st := New("").Status(ctx); len(st.Components) > 0 {
+		t.Fatalf("a local cluster is up in %s (%s); `make cluster-down` first", DefaultStateDir(), st.Detail)
+	}
+	// A previous run of this test that crashed may have left its cluster behind.
+	if err := c.Down(ctx); err != nil {
+		t.Fatalf("cleaning up after a previous run: %v", err)
+	}
+	return c
+}
+
+// assertNothingLeft fails the test for every trace of the cluster on the host.
+func assertNothingLeft(t *testing.T, c *Cluster) {
+	t.Helper()
+	for _, l := range c.Leftovers() {
+		t.Errorf("left behind: %s", l)
+	}
+	if _, err := os.Stat(c.KubeletRoot); err == nil {
+		t.Errorf("left behind: %s", c.KubeletRoot)
+	}
+}
+
+// dumpLogs shows the end of every daemon's log when the test failed.
+func dumpLogs(t *testing.T, c *Cluster) {
+	if !t.Failed() {
+		return
+	}
+	recs, _ := c.records()
+	for _, r := range recs {
+		t.Logf("---- last lines of %s (%s):\n%s", r.Name, r.Log, tail(r.Log, 25))
+	}
+}
+
+// TestClusterRunsPodsAndTearsDownClean is the harness's contract with the e2e suite:
+// a pod with an init container writes into an emptyDir, a DaemonSet pod that mounts
+// the kubelet's pods directory with HostToContainer propagation sees the file (and a
+// mount made after it started), kubectl exec and logs work, a pod reaches the API
+// server through the `kubernetes` Service, and after Down nothing is left: no
+// process, mount, network namespace, network device, iptables chain, cgroup or file.
+func TestClusterRunsPodsAndTearsDownClean(t *testing.T) {
+	c := testCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	downDone := false
+	t.Cleanup(func() {
+		dumpLogs(t, c)
+		if !downDone {
+			if err := c.Down(context.Background()); err != nil {
+				t.Errorf("down: %v", err)
+			}
+		}
+	})
+
+	start := time.Now()
+	if err := c.Up(ctx); err != nil {
+		t.Fatalf("up: %v", err)
+	}
+	t.Logf("up took %s", time.Since(start).Round(time.Millisecond))
+	cs, err := c.Clientset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := "cluster-test"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitForServiceAccount(ctx, t, cs, ns)
+
+	// The DaemonSet first, so that the writer's mounts appear after its container
+	// started: only HostToContainer propagation lets it see them.
+	ds := readerDaemonSet(ns)
+	if _, err := cs.AppsV1().DaemonSets(ns).Create(ctx, ds, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	reader := waitForPod(ctx, t, cs, ns, "app=volume-reader")
+
+	writer := writerPod(ns)
+	if _, err := cs.CoreV1().Pods(ns).Create(ctx, writer, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w := waitForPod(ctx, t, cs, ns, "app=writer")
+	if len(w.Status.InitContainerStatuses) != 1 || w.Status.InitContainerStatuses[0].State.Terminated == nil ||
+		w.Status.InitContainerStatuses[0].State.Terminated.ExitCode != 0 {
+		t.Fatalf("init container did not complete: %+v", w.Status.InitContainerStatuses)
+	}
+
+	// On the host, where the agent will look.
+	volDir := filepath.Join(c.KubeletRoot, "pods", string(w.UID), "volumes", "kubernetes.io~empty-dir", "data")
+	got, err := os.ReadFile(filepath.Join(volDir, "hello.txt"))
+	if err != nil || string(got) != "hello from writer\n" {
+		t.Fatalf("host view of the emptyDir: %q, %v", got, err)
+	}
+	// Through the DaemonSet pod's hostPath mount, with kubectl exec (API server to
+	// kubelet at the node's InternalIP).
+	inReader := "/host/pods/" + string(w.UID) + "/volumes/kubernetes.io~empty-dir/data"
+	out := kubectl(ctx, t, c, "exec", "-n", ns, reader.Name, "--", "cat", inReader+"/hello.txt", inReader+"/init.txt")
+	if out != "hello from writer\nhello from init\n" {
+		t.Fatalf("DaemonSet pod read %q from the emptyDir", out)
+	}
+	// The writer's service-account token is a tmpfs mounted after the reader
+	// started; seeing its content proves HostToContainer propagation.
+	out = kubectl(ctx, t, c, "exec", "-n", ns, reader.Name, "--", "sh", "-c",
+		"cat /host/pods/"+string(w.UID)+"/volumes/kubernetes.io~projected/kube-api-access-*/namespace")
+	if out != ns {
+		t.Fatalf("DaemonSet pod did not see the writer's projected volume mount: %q", out)
+	}
+	if logs := kubectl(ctx, t, c, "logs", "-n", ns, "writer", "-c", "app"); logs != "written\n" {
+		t.Fatalf("kubectl logs of the writer: %q", logs)
+	}
+	assertInClusterAPIAccess(ctx, t, c, w)
+
+	start = time.Now()
+	if err := c.Down(ctx); err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	downDone = true
+	t.Logf("down took %s", time.Since(start).Round(time.Millisecond))
+	assertNothingLeft(t, c)
+	if _, err := os.Stat(volDir); err == nil {
+		t.Errorf("the emptyDir %s survived teardown", volDir)
+	}
+	// Twice is fine.
+	if err := c.Down(ctx); err != nil {
+		t.Fatalf("second down: %v", err)
+	}
+	assertNothingLeft(t, c)
+}
+
+// TestDownAfterPartialUp tears down a cluster whose `up` stopped half way (the
+// control plane, the pod network and containerd run; no kubelet), as after a failure.
+func TestDownAfterPartialUp(t *testing.T) {
+	c := testCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	t.Cleanup(func() { dumpLogs(t, c) })
+	for _, d := range []string{"logs", "pids", "etcd", "containerd", "cni/net.d", "cni/ipam", "pod-logs", "images", "config"} {
+		if err := os.MkdirAll(c.path(d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	steps := []func(context.Context) error{
+		func(context.Context) error { return c.saveHostSettings() },
+		func(context.Context) error { return c.writePKI() },
+		func(context.Context) error { return c.writeConfigs() },
+		c.startEtcd, c.startAPIServer, c.setUpNetwork, c.startContainerd,
+	}
+	for i, s := range steps {
+		if err := s(ctx); err != nil {
+			_ = c.Down(ctx)
+			t.Fatalf("step %d: %v", i, err)
+		}
+	}
+	if st := c.Status(ctx); st.Ready || len(st.Components) != 3 {
+		t.Fatalf("status of a partial cluster: %+v", st)
+	}
+	if err := c.Down(ctx); err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	assertNothingLeft(t, c)
+	if err := c.Down(ctx); err != nil {
+		t.Fatalf("second down: %v", err)
+	}
+}
+
+func waitForServiceAccount(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns string) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("default ServiceAccount in %s: %v", ns, err)
+	}
+}
+
+// waitForPod waits until the one pod matching selector is Ready and returns it.
+func waitForPod(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, selector string) *corev1.Pod {
+	t.Helper()
+	var pod *corev1.Pod
+	var why string
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil || len(pods.Items) != 1 {
+			why = fmt.Sprintf("pods: %v (err %v)", len(pods.Items), err)
+			return false, nil
+		}
+		pod = &pods.Items[0]
+		why = fmt.Sprintf("phase %s, conditions %+v, containers %+v", pod.Status.Phase, pod.Status.Conditions, pod.Status.ContainerStatuses)
+		for _, cond := range pod.Status.Conditions {
+			if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("pod %s in %s not Ready: %v; %s", selector, ns, err, why)
+	}
+	return pod
+}
+
+func kubectl(ctx context.Context, t *testing.T, c *Cluster, args ...string) string {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, c.tool("kubectl"), append([]string{"--kubeconfig", c.Kubeconfig()}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out)
+}
+
+// readerDaemonSet reads the kubelet's pods directory as the Holdfast agent does.
+func readerDaemonSet(ns string) *appsv1.DaemonSet {
+	labels := map[string]string{"app": "volume-reader"}
+	toContainer := corev1.MountPropagationHostToContainer
+	return &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "volume-reader", Namespace: ns},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					TerminationGracePeriodSeconds: new(int64),
+					Containers: []corev1.Container{{
+						Name:            "reader",
+						Image:           images.Busybox,
+						ImagePullPolicy: corev1.PullNever,
+						Command:         []string{"sleep", "3600"},
+						VolumeMounts:    []corev1.VolumeMount{{Name: "pods", MountPath: "/host/pods", ReadOnly: true, MountPropagation: &toContainer}},
+					}},
+					Volumes: []corev1.Volume{{Name: "pods", VolumeSource: corev1.VolumeSource{
+						HostPath: &corev1.HostPathVolumeSource{Path: "/var/lib/kubelet/pods"},
+					}}},
+				},
+			},
+		},
+	}
+}
+
+// assertInClusterAPIAccess does what an in-cluster client (the Holdfast manager) does,
+// from inside the pod's network namespace: it connects to the `kubernetes` Service's
+// cluster IP, verifies the serving certificate against the pod's ca.crt for the name
+// kubernetes.default.svc, and authenticates with the pod's service-account token. (The
+// busybox image has no TLS client that can talk to the API server.)
+func assertInClusterAPIAccess(ctx context.Context, t *testing.T, c *Cluster, pod *corev1.Pod) {
+	t.Helper()
+	cid := strings.TrimPrefix(pod.Status.ContainerStatuses[0].ContainerID, "containerd://")
+	pid := containerPID(t, cid)
+	tokenDirs, _ := filepath.Glob(filepath.Join(c.KubeletRoot, "pods", string(pod.UID), "volumes", "kubernetes.io~projected", "kube-api-access-*"))
+	if len(tokenDirs) != 1 {
+		t.Fatalf("service-account volume of %s: %v", pod.Name, tokenDirs)
+	}
+	token, err1 := os.ReadFile(filepath.Join(tokenDirs[0], "token"))
+	caPEM, err2 := os.ReadFile(filepath.Join(tokenDirs[0], "ca.crt"))
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "kubernetes.default.svc"},
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return dialInNetns(ctx, fmt.Sprintf("/proc/%d/ns/net", pid), network, addr)
+		},
+	}}
+	url := fmt.Sprintf("https://%s:443/api/v1/namespaces/%s/serviceaccounts/default", APIServiceIP, pod.Namespace)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+string(token))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("in-cluster request from the pod's network namespace: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	// The default ServiceAccount may not read ServiceAccounts: 403 proves that the
+	// API server authenticated the pod's token; anything else is a failure.
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "system:serviceaccount:"+pod.Namespace+":default") {
+		t.Fatalf("in-cluster request: %s %s", resp.Status, body)
+	}
+}
+
+// containerPID finds the process of a container by its ID in its cgroup path.
+func containerPID(t *testing.T, cid string) int {
+	t.Helper()
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if cg, _ := os.ReadFile("/proc/" + e.Name() + "/cgroup"); strings.Contains(string(cg), cid) {
+			return pid
+		}
+	}
+	t.Fatalf("no process of container %s", cid)
+	return 0
+}
+
+// dialInNetns connects from the network namespace nsPath. The dialing goroutine's
+// thread enters the namespace and is never returned to the runtime (it exits with the
+// goroutine), so no other goroutine can run in the wrong namespace.
+func dialInNetns(ctx context.Context, nsPath, network, addr string) (net.Conn, error) {
+	type result struct {
+		conn net.Conn
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // no Unlock: the thread dies with this goroutine
+		ns, err := os.Open(nsPath)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("setns %s: %w", nsPath, err)}
+			return
+		}
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, network, addr)
+		ch <- result{conn, err}
+	}()
+	r := <-ch
+	return r.conn, r.err
+}
+
+// writerPod writes into an emptyDir from an init container and from its app container.
+func writerPod(ns string) *corev1.Pod {
+	mount := []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "writer", Namespace: ns, Labels: map[string]string{"app": "writer"}},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: new(int64),
+			InitContainers: []corev1.Container{{
+				Name: "init", Image: images.Busybox, ImagePullPolicy: corev1.PullNever, VolumeMounts: mount,
+				Command: []string{"sh", "-c", "echo 'hello from init' > /data/init.txt"},
+			}},
+			Containers: []corev1.Container{{
+				Name: "app", Image: images.Busybox, ImagePullPolicy: corev1.PullNever, VolumeMounts: mount,
+				Command:        []string{"sh", "-c", "echo 'hello from writer' > /data/hello.txt && echo written && exec sleep 3600"},
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-f", "/data/hello.txt"}}}, PeriodSeconds: 1},
+			}},
+			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+		},
+	}
+}
