@@ -69,6 +69,8 @@ type scope struct {
 	done bool
 	// creating is set while a jittered run still has volumes to start.
 	creating bool
+	// unfinished maps <namespace><sourcePath> to the run of its unfinished backup.
+	unfinished map[string]string
 }
 
 // Reconcile gets the policy, runs the steps in order and patches the status once.
@@ -164,14 +166,24 @@ func (r *VolumeBackupPolicyReconciler) reconcileSelection(ctx context.Context, s
 		return err
 	}
 	s.sel = selectVolumes(s.selector, snap)
-	inFlight, err := r.inFlight(ctx, s.policy)
-	if err != nil {
+	if s.unfinished, err = r.unfinishedBackups(ctx, s.policy); err != nil {
 		return err
 	}
-	// A volume whose backup from an earlier run is still going is not backed up again.
+	current := ""
+	if s.policy.Status.LastRun != nil {
+		current = s.policy.Status.LastRun.Name
+	}
+	applyInFlight(s, current)
+	return nil
+}
+
+// applyInFlight moves to InFlight the selected volumes that still have an unfinished
+// backup of this policy from a run other than run (the run whose backups are being
+// created is expected to have some), and updates the selection counts in status.
+func applyInFlight(s *scope, run string) {
 	kept := s.sel.targets[:0]
 	for _, t := range s.sel.targets {
-		if inFlight[t.pod.Namespace+t.sourcePath] {
+		if r, ok := s.unfinished[t.pod.Namespace+t.sourcePath]; ok && r != run {
 			s.sel.skip(SkipInFlight, t.pod, t.volume)
 			continue
 		}
@@ -182,24 +194,19 @@ func (r *VolumeBackupPolicyReconciler) reconcileSelection(ctx context.Context, s
 	st.SelectedNamespaces = int32(s.sel.namespaces)
 	st.SelectedVolumes = int32(len(s.sel.targets))
 	st.SkippedVolumes, st.Skipped = skippedStatus(s.sel.skipped)
-	return nil
 }
 
-// inFlight returns the <namespace><sourcePath> of this policy's unfinished backups from
-// runs other than the last one (whose volumes are in flight by design).
-func (r *VolumeBackupPolicyReconciler) inFlight(ctx context.Context, p *v1.VolumeBackupPolicy) (map[string]bool, error) {
+// unfinishedBackups maps <namespace><sourcePath> to the run of each unfinished backup of
+// this policy.
+func (r *VolumeBackupPolicyReconciler) unfinishedBackups(ctx context.Context, p *v1.VolumeBackupPolicy) (map[string]string, error) {
 	var pvbs v1.PodVolumeBackupList
 	if err := r.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: p.Name}); err != nil {
 		return nil, fmt.Errorf("listing PodVolumeBackups: %w", err)
 	}
-	current := ""
-	if p.Status.LastRun != nil {
-		current = p.Status.LastRun.Name
-	}
-	out := map[string]bool{}
+	out := map[string]string{}
 	for _, b := range pvbs.Items {
-		if b.Labels[v1.LabelRun] != current && !finished(b.Status.Phase) {
-			out[b.Namespace+b.Spec.SourcePath] = true
+		if !finished(b.Status.Phase) {
+			out[b.Namespace+b.Spec.SourcePath] = b.Labels[v1.LabelRun]
 		}
 	}
 	return out, nil
@@ -300,6 +307,7 @@ func (r *VolumeBackupPolicyReconciler) startRun(ctx context.Context, s *scope, t
 		Outcome:   v1.RunOutcomeInProgress,
 		StartTime: &metav1.Time{Time: at},
 	}
+	applyInFlight(s, p.Status.LastRun.Name)
 	msg := fmt.Sprintf("run %s started (%s): %d volumes selected, %d skipped", p.Status.LastRun.Name, trigger, len(s.sel.targets), p.Status.SkippedVolumes)
 	r.Recorder.Event(p, corev1.EventTypeNormal, "RunStarted", msg)
 	log.FromContext(ctx).Info(msg)

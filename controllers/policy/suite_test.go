@@ -1,0 +1,128 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clocktesting "k8s.io/utils/clock/testing"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	celpolicy "github.com/holdfast-dev/holdfast/policy"
+	"github.com/holdfast-dev/holdfast/test/testenv"
+)
+
+var (
+	env *testenv.Env
+	// testClock drives the schedules of every policy in this package's tests.
+	testClock = clocktesting.NewFakeClock(time.Now().UTC().Truncate(time.Second))
+
+	managerMu sync.Mutex
+)
+
+func TestMain(m *testing.M) {
+	// Install only this package's webhook: the API server would otherwise call the
+	// other packages' webhooks, which this test process does not serve.
+	dir, err := policyWebhookManifest()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	defer os.RemoveAll(dir)
+	testenv.Run(m, &env, testenv.Options{WebhookPaths: []string{dir}})
+}
+
+func policyWebhookManifest() (string, error) {
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "webhook", "manifests.yaml"))
+	if err != nil {
+		return "", err
+	}
+	var mine []string
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		if strings.Contains(doc, "/validate-backup-holdfast-dev-v1alpha1-volumebackuppolicy") {
+			mine = append(mine, doc)
+		}
+	}
+	if len(mine) != 1 {
+		return "", fmt.Errorf("config/webhook/manifests.yaml: want one document with the policy webhook, found %d", len(mine))
+	}
+	dir, err := os.MkdirTemp("", "holdfast-policy-webhook-")
+	if err != nil {
+		return "", err
+	}
+	return dir, os.WriteFile(filepath.Join(dir, "manifests.yaml"), []byte(strings.TrimPrefix(mine[0], "---\n")), 0o600)
+}
+
+// startManager starts the real controller and webhook for one test and stops them
+// when it ends (before the control plane stops, so no watch keeps the API server
+// waiting). It returns once the webhook serves.
+func startManager(t *testing.T) *testenv.Env {
+	t.Helper()
+	e := testenv.Require(t, env)
+	managerMu.Lock()
+	t.Cleanup(managerMu.Unlock) // one manager at a time: they share the webhook port
+	logs := io.Discard
+	if os.Getenv("HOLDFAST_TEST_LOG") != "" {
+		logs = os.Stderr
+	}
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(logs)))
+	wh := e.WebhookInstallOptions()
+	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{
+		Scheme:        e.Scheme,
+		Metrics:       metricsserver.Options{BindAddress: "0"},
+		Controller:    config.Controller{SkipNameValidation: new(true)},
+		WebhookServer: webhook.NewServer(webhook.Options{Host: wh.LocalServingHost, Port: wh.LocalServingPort, CertDir: wh.LocalServingCertDir}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := celpolicy.NewEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), Engine: engine, Clock: testClock}).SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&VolumeBackupPolicyValidator{Engine: engine}).SetupWebhookWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
+	checker := mgr.GetWebhookServer().StartedChecker()
+	eventually(t, "the webhook server to serve", func() error { return checker(nil) })
+	return e
+}
+
+// eventually polls cond until it returns nil or the deadline passes, then fails with
+// the last error: the test waits on a condition, never on a fixed sleep.
+func eventually(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	var err error
+	for {
+		if err = cond(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
