@@ -504,6 +504,15 @@ func TestCertManagerComponent(t *testing.T) {
 	if want := webhookcert.DefaultServiceName + "." + ns + ".svc"; !slices.Contains(dnsNames, want) {
 		t.Errorf("Certificate dnsNames %v lack %s", dnsNames, want)
 	}
+	webhookConfigs := append(b.ofKind("ValidatingWebhookConfiguration"), b.ofKind("MutatingWebhookConfiguration")...)
+	if len(webhookConfigs) == 0 {
+		t.Error("no webhook configuration in the build")
+	}
+	for _, o := range webhookConfigs {
+		if got := o.GetAnnotations()["cert-manager.io/inject-ca-from"]; got != ns+"/holdfast-webhook-serving-cert" {
+			t.Errorf("%s %s: cert-manager.io/inject-ca-from = %q", o.GetKind(), o.GetName(), got)
+		}
+	}
 	for _, kind := range []string{"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"} {
 		if b.lookup(kind, "holdfast-webhook-cert") != nil {
 			t.Errorf("%s holdfast-webhook-cert is still installed with cert-manager", kind)
