@@ -33,7 +33,9 @@ func TestWebhookRejectsInvalidPolicies(t *testing.T) {
 		{"too costly", func(p *v1.VolumeBackupPolicy) {
 			p.Spec.Selector.Volumes = `pod.spec.containers.all(c, pod.spec.containers.all(d, c.env.all(x, d.env.exists(y, x.name == y.name))))`
 		}, []string{"spec.selector.volumes", "estimated worst-case cost"}},
-		{"unknown time zone", func(p *v1.VolumeBackupPolicy) { p.Spec.Schedule = &v1.Schedule{Cron: "0 2 * * *", TimeZone: "Mars/Olympus_Mons"} },
+		{"unknown time zone", func(p *v1.VolumeBackupPolicy) {
+			p.Spec.Schedule = &v1.Schedule{Cron: "0 2 * * *", TimeZone: "Mars/Olympus_Mons"}
+		},
 			[]string{"spec.schedule", "unknown time zone"}},
 		{"bad cron", func(p *v1.VolumeBackupPolicy) { p.Spec.Schedule = &v1.Schedule{Cron: "0 25 * * *"} },
 			[]string{"spec.schedule", "cron"}},
