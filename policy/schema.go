@@ -20,7 +20,8 @@ import (
 const (
 	assumedMaxItems      = 256       // containers, volumes, env entries, ...
 	assumedMaxProperties = 256       // labels, annotations, ...
-	assumedMaxLength     = 64 * 1024 // any single string (an annotation value can be big)
+	assumedMaxLength     = 64 * 1024 // a map value (an annotation can hold a document)
+	assumedMaxField      = 4 * 1024  // any other string: names, images, paths, ...
 )
 
 var (
@@ -63,7 +64,9 @@ func schemaOf(t reflect.Type, visiting map[reflect.Type]bool) *spec.Schema {
 	}
 	switch t.Kind() {
 	case reflect.String:
-		return withMax(spec.StringProperty())
+		s := spec.StringProperty()
+		s.MaxLength = ptr(int64(assumedMaxField))
+		return s
 	case reflect.Bool:
 		return spec.BoolProperty()
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
@@ -85,7 +88,11 @@ func schemaOf(t reflect.Type, visiting map[reflect.Type]bool) *spec.Schema {
 		if t.Key().Kind() != reflect.String {
 			panic(fmt.Sprintf("policy: map key %v of %v has no JSON form", t.Key(), t))
 		}
-		s := spec.MapProperty(schemaOf(t.Elem(), visiting))
+		elem := schemaOf(t.Elem(), visiting)
+		if elem.Type.Contains("string") && elem.Format == "" {
+			elem.MaxLength = ptr(int64(assumedMaxLength))
+		}
+		s := spec.MapProperty(elem)
 		s.MaxProperties = ptr(int64(assumedMaxProperties))
 		return s
 	case reflect.Struct:
