@@ -75,6 +75,10 @@ cluster-up: cluster-packages $(HOLDFAST_CLUSTER) ## Start the single-node cluste
 cluster-down: $(HOLDFAST_CLUSTER) ## Stop the cluster; removes every process, mount, network device, iptables chain and file it made.
 	$(HOLDFAST_CLUSTER) down
 
+.PHONY: cluster-images
+cluster-images: $(HOLDFAST_CLUSTER) ## Rebuild the holdfast, busybox and pause images and import them into the running cluster.
+	$(HOLDFAST_CLUSTER) images
+
 .PHONY: cluster-status
 cluster-status: $(HOLDFAST_CLUSTER) ## Show the cluster's daemons and whether the node is Ready.
 	$(HOLDFAST_CLUSTER) status

@@ -28,6 +28,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
@@ -92,7 +93,8 @@ func dumpLogs(t *testing.T, c *Cluster) {
 // a pod with an init container writes into an emptyDir, a DaemonSet pod that mounts
 // the kubelet's pods directory with HostToContainer propagation sees the file (and a
 // mount made after it started), kubectl exec and logs work, a pod reaches the API
-// server through the `kubernetes` Service, and after Down nothing is left: no
+// server through the `kubernetes` Service, Services and the API server reach pods,
+// and after Down nothing is left: no
 // process, mount, network namespace, network device, iptables chain, cgroup or file.
 func TestClusterRunsPodsAndTearsDownClean(t *testing.T) {
 	c := testCluster(t)
@@ -165,6 +167,7 @@ func TestClusterRunsPodsAndTearsDownClean(t *testing.T) {
 		t.Fatalf("kubectl logs of the writer: %q", logs)
 	}
 	assertInClusterAPIAccess(ctx, t, c, w)
+	assertServiceTraffic(ctx, t, c, cs, ns, reader.Name)
 
 	start = time.Now()
 	if err := c.Down(ctx); err != nil {
@@ -338,6 +341,43 @@ func assertInClusterAPIAccess(ctx context.Context, t *testing.T, c *Cluster, pod
 	}
 }
 
+// assertServiceTraffic checks the two paths webhooks and MinIO-as-a-pod rely on:
+// pod to pod through a Service's cluster IP (kube-proxy), and the API server to a
+// pod IP on the bridge (its service proxy dials endpoints as it dials webhooks with
+// --enable-aggregator-routing).
+func assertServiceTraffic(ctx context.Context, t *testing.T, c *Cluster, cs kubernetes.Interface, ns, fromPod string) {
+	t.Helper()
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "writer", Namespace: ns},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "writer"},
+			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}},
+		},
+	}
+	svc, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + svc.Spec.ClusterIP + "/hello.txt"
+	var out []byte
+	// kube-proxy programs the Service once it sees the EndpointSlice; poll the
+	// outcome rather than guess how long that takes.
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		// (busybox 1.35's wget crashes with -T, so the attempt's context bounds it.)
+		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		out, err = exec.CommandContext(attempt, c.tool("kubectl"), "--kubeconfig", c.Kubeconfig(), "exec", "-n", ns, fromPod, "--",
+			"wget", "-q", "-O-", url).CombinedOutput()
+		return err == nil, nil
+	})
+	if err != nil || string(out) != "hello from writer\n" {
+		t.Fatalf("pod to Service %s: %v: %s", url, err, out)
+	}
+	if got := kubectl(ctx, t, c, "get", "--raw", "/api/v1/namespaces/"+ns+"/services/writer:http/proxy/hello.txt"); got != "hello from writer\n" {
+		t.Fatalf("API server to pod through the service proxy: %q", got)
+	}
+}
+
 // containerPID finds the process of a container by its ID in its cgroup path.
 func containerPID(t *testing.T, cid string) int {
 	t.Helper()
@@ -397,8 +437,11 @@ func writerPod(ns string) *corev1.Pod {
 			}},
 			Containers: []corev1.Container{{
 				Name: "app", Image: images.Busybox, ImagePullPolicy: corev1.PullNever, VolumeMounts: mount,
-				Command:        []string{"sh", "-c", "echo 'hello from writer' > /data/hello.txt && echo written && exec sleep 3600"},
-				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-f", "/data/hello.txt"}}}, PeriodSeconds: 1},
+				// It then serves the emptyDir over HTTP, for the Service checks.
+				Command: []string{"sh", "-c", "echo 'hello from writer' > /data/hello.txt && echo written && exec httpd -f -p 8080 -h /data"},
+				Ports:   []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+				// The kubelet probes from the host to the pod IP on the bridge.
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/hello.txt", Port: intstr.FromString("http")}}, PeriodSeconds: 1},
 			}},
 			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
 		},

@@ -238,6 +238,16 @@ func (c *Cluster) startContainerd(ctx context.Context) error {
 	return nil
 }
 
+// ImportImages rebuilds the images (holdfast from the current checkout) and imports
+// them into the running cluster's containerd, replacing the previous ones. Pods
+// created afterwards run the new holdfast binary; running pods keep the old one.
+func (c *Cluster) ImportImages(ctx context.Context) error {
+	if st := c.Status(ctx); !st.Ready {
+		return fmt.Errorf("the cluster is not up: %s", st.Detail)
+	}
+	return c.importImages(ctx)
+}
+
 // importImages builds the image archives and imports them into containerd's k8s.io
 // namespace, where the kubelet finds them.
 func (c *Cluster) importImages(ctx context.Context) error {

@@ -1,7 +1,7 @@
 // Command holdfast-cluster starts and stops the local single-node Kubernetes cluster
 // of the end-to-end tests and `make demo` (see package test/cluster).
 //
-//	holdfast-cluster [-dir DIR] up|down|status|kubeconfig
+//	holdfast-cluster [-dir DIR] up|down|images|status|kubeconfig
 package main
 
 import (
@@ -24,6 +24,7 @@ func main() {
 commands:
   up          start the cluster (builds and imports the images); a no-op when it runs
   down        stop every process, undo every mount, remove the network and the files
+  images      rebuild the images (holdfast from this checkout) and import them
   status      show the daemons and whether the node is Ready
   kubeconfig  print the path of the cluster-admin kubeconfig
 
@@ -44,7 +45,7 @@ flags:
 	defer stop()
 
 	var err error
-	if cmd := flag.Arg(0); cmd == "up" || cmd == "down" {
+	if cmd := flag.Arg(0); cmd == "up" || cmd == "down" || cmd == "images" {
 		unlock, lockErr := cluster.Lock(ctx)
 		if lockErr != nil {
 			fmt.Fprintln(os.Stderr, "holdfast-cluster:", lockErr)
@@ -59,6 +60,8 @@ flags:
 		}
 	case "down":
 		err = c.Down(ctx)
+	case "images":
+		err = c.ImportImages(ctx)
 	case "status":
 		st := c.Status(ctx)
 		for _, comp := range st.Components {
