@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -193,6 +194,9 @@ func (c *Cluster) Up(ctx context.Context) error {
 			return err
 		}
 	}
+	if busy := busyPorts(); len(busy) > 0 {
+		return fmt.Errorf("ports the cluster needs are in use on %s: %v (another local cluster in a different HOLDFAST_CLUSTER_DIR, or a test's?)", NodeIP, busy)
+	}
 	for _, d := range []string{"", "logs", "pids", "etcd", "containerd", "cni/net.d", "cni/ipam", "pod-logs", "images", "config"} {
 		if err := os.MkdirAll(c.path(d), 0o755); err != nil {
 			return err
@@ -232,6 +236,21 @@ func (c *Cluster) Up(ctx context.Context) error {
 	}
 	c.logf("cluster: up in %.1fs; KUBECONFIG=%s", time.Since(start).Seconds(), c.Kubeconfig())
 	return nil
+}
+
+// busyPorts lists the cluster's fixed ports that something already listens on.
+func busyPorts() []int {
+	var busy []int
+	for _, p := range []int{etcdClientPort, etcdPeerPort, APIServerPort, controllerManagerPort, schedulerPort,
+		kubeletPort, kubeletHealthzPort, kubeProxyMetricsPort, kubeProxyHealthzPort} {
+		l, err := net.Listen("tcp", net.JoinHostPort(NodeIP, strconv.Itoa(p)))
+		if err != nil {
+			busy = append(busy, p)
+			continue
+		}
+		l.Close()
+	}
+	return busy
 }
 
 // adminHTTP is an HTTP client that presents the admin certificate and trusts the CA.

@@ -55,7 +55,7 @@ flags:
 	}
 	switch flag.Arg(0) {
 	case "up":
-		if err = c.Up(ctx); err != nil {
+		if err = c.Up(ctx); err != nil && len(c.Status(ctx).Components) > 0 {
 			err = fmt.Errorf("%w\nthe partly started cluster is left for inspection (logs in %s/logs); `make cluster-down` removes it", err, c.StateDir)
 		}
 	case "down":
