@@ -59,10 +59,11 @@ type Engine struct {
 	runtimeCostLimit uint64
 
 	mu    sync.Mutex
-	cache map[ktypes.UID]*cacheEntry
+	cache map[string]*cacheEntry // by policy name (policies are cluster-scoped)
 }
 
 type cacheEntry struct {
+	uid        ktypes.UID
 	generation int64
 	selector   v1.VolumeSelector
 	compiled   *Selector
@@ -73,7 +74,7 @@ type cacheEntry struct {
 // the volume expression), each in a strict variant for new expressions (admission) and a
 // permissive one for expressions already stored.
 func NewEngine() (*Engine, error) {
-	e := &Engine{cache: map[ktypes.UID]*cacheEntry{}, runtimeCostLimit: RuntimeCostLimit}
+	e := &Engine{cache: map[string]*cacheEntry{}, runtimeCostLimit: RuntimeCostLimit}
 	nsDecl, nsSchema := declType("holdfast.Namespace", reflect.TypeFor[corev1.Namespace]())
 	podDecl, podSchema := declType("holdfast.Pod", reflect.TypeFor[corev1.Pod]())
 	volDecl, volSchema := declType("holdfast.Volume", reflect.TypeFor[corev1.Volume]())
@@ -164,19 +165,19 @@ func (e *Engine) Compile(sel v1.VolumeSelector) (*Selector, error) {
 func (e *Engine) ForPolicy(p *v1.VolumeBackupPolicy) (*Selector, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if c, ok := e.cache[p.UID]; ok && c.generation == p.Generation && c.selector == p.Spec.Selector {
+	if c, ok := e.cache[p.Name]; ok && c.uid == p.UID && c.generation == p.Generation && c.selector == p.Spec.Selector {
 		return c.compiled, c.err
 	}
 	compiled, err := e.Compile(p.Spec.Selector)
-	e.cache[p.UID] = &cacheEntry{generation: p.Generation, selector: p.Spec.Selector, compiled: compiled, err: err}
+	e.cache[p.Name] = &cacheEntry{uid: p.UID, generation: p.Generation, selector: p.Spec.Selector, compiled: compiled, err: err}
 	return compiled, err
 }
 
 // Forget drops the cached programs of a deleted policy.
-func (e *Engine) Forget(uid ktypes.UID) {
+func (e *Engine) Forget(policyName string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	delete(e.cache, uid)
+	delete(e.cache, policyName)
 }
 
 func (e *Engine) compile(sel v1.VolumeSelector, nsEnv, volEnv *cel.Env) (*Selector, error) {
@@ -259,24 +260,23 @@ func (s *Selector) MatchVolume(in Volume, cache *Cache) (bool, error) {
 		return true, nil
 	}
 	e := s.engine
-	vars := make(map[string]any, 4)
-	for _, v := range []struct {
-		name   string
-		obj    any
-		schema common.Schema
-	}{
-		{nsIdent, in.Namespace, e.nsSchema},
-		{VarPod, in.Pod, e.podSchema},
-		{VarVolume, in.Volume, e.volSchema},
-		{VarPVC, in.PVC, e.pvcSchema},
-	} {
-		val, err := cache.value(v.obj, v.schema)
-		if err != nil {
-			return false, errorf(FieldVolumes, ErrorEvaluation, "%s: %v", v.name, err)
+	// Variables are converted lazily: an expression that never reads `pod` does not
+	// pay for converting the pod. A conversion failure surfaces as an evaluation error.
+	lazy := func(obj any, schema common.Schema) func() ref.Val {
+		return func() ref.Val {
+			v, err := cache.value(obj, schema)
+			if err != nil {
+				return types.NewErr("converting the object: %v", err)
+			}
+			return v
 		}
-		vars[v.name] = val
 	}
-	return eval(s.volumes, FieldVolumes, vars)
+	return eval(s.volumes, FieldVolumes, map[string]any{
+		nsIdent:   lazy(in.Namespace, e.nsSchema),
+		VarPod:    lazy(in.Pod, e.podSchema),
+		VarVolume: lazy(in.Volume, e.volSchema),
+		VarPVC:    lazy(in.PVC, e.pvcSchema),
+	})
 }
 
 // Cache holds the CEL values of the objects seen in one selection pass, so that a

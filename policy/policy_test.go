@@ -192,7 +192,7 @@ func TestRuntimeCostLimit(t *testing.T) {
 
 func TestForPolicyCachesPerGeneration(t *testing.T) {
 	e := newEngine(t)
-	p := &v1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{UID: types.UID("u1"), Generation: 1},
+	p := &v1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", UID: types.UID("u1"), Generation: 1},
 		Spec: v1.VolumeBackupPolicySpec{Selector: v1.VolumeSelector{Volumes: `pvc != null`}}}
 	a, err := e.ForPolicy(p)
 	if err != nil {
@@ -209,7 +209,12 @@ func TestForPolicyCachesPerGeneration(t *testing.T) {
 	if _, err := e.ForPolicy(p); len(Errors(err)) != 1 {
 		t.Errorf("ForPolicy of a bad selector = %v, want its error (cached too)", err)
 	}
-	e.Forget(p.UID)
+	p.UID = "u2" // deleted and created again under the same name, generation 3 again
+	p.Spec.Selector.Volumes = `pvc != null`
+	if _, err := e.ForPolicy(p); err != nil {
+		t.Errorf("a recreated policy got the old policy's cached error: %v", err)
+	}
+	e.Forget(p.Name)
 	if len(e.cache) != 0 {
 		t.Error("Forget left the entry")
 	}

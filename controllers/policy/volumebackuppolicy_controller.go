@@ -77,11 +77,13 @@ type scope struct {
 func (r *VolumeBackupPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	p := &v1.VolumeBackupPolicy{}
 	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Engine.Forget(req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !p.DeletionTimestamp.IsZero() {
-		r.Engine.Forget(p.UID)
-		return ctrl.Result{}, nil
+		return ctrl.Result{}, nil // deleting: its backups are retained or removed by deletionPolicy elsewhere
 	}
 	base := p.DeepCopy()
 	s := &scope{policy: p, now: r.now()}
@@ -216,22 +218,25 @@ func finished(phase v1.RunPhase) bool {
 	return phase == v1.RunCompleted || phase == v1.RunFailed || phase == v1.RunCanceled
 }
 
+// snapshot reads namespaces, pods, claims and ReplicaSet owners from the informer
+// caches without copying them (nothing here modifies them): one pass over 10,000 pods
+// costs no API call and no deep copy.
 func (r *VolumeBackupPolicyReconciler) snapshot(ctx context.Context) (*snapshot, error) {
 	var nss corev1.NamespaceList
-	if err := r.List(ctx, &nss); err != nil {
+	if err := r.List(ctx, &nss, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing namespaces: %w", err)
 	}
 	var pods corev1.PodList
-	if err := r.List(ctx, &pods); err != nil {
+	if err := r.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing pods: %w", err)
 	}
 	var pvcs corev1.PersistentVolumeClaimList
-	if err := r.List(ctx, &pvcs); err != nil {
+	if err := r.List(ctx, &pvcs, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing claims: %w", err)
 	}
 	var rss metav1.PartialObjectMetadataList
 	rss.SetGroupVersionKind(replicaSetListGVK)
-	if err := r.List(ctx, &rss); err != nil {
+	if err := r.List(ctx, &rss, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing replica sets: %w", err)
 	}
 	snap := &snapshot{pods: map[string][]*corev1.Pod{}, claims: map[string]*corev1.PersistentVolumeClaim{}}
