@@ -116,6 +116,16 @@ func TestHealthOfControllerOutput(t *testing.T) {
 			wantArgo: "Healthy", wantKstatus: status.CurrentStatus, wantMessage: "volumes selected",
 		},
 		{
+			name: "suspended policy",
+			obj: &v1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "suspended" + suffix},
+				Spec: v1.VolumeBackupPolicySpec{
+					StorageLocation: "fs" + suffix,
+					Suspend:         true,
+					Selector:        v1.VolumeSelector{Namespaces: `namespace.metadata.name == "` + namespace + `"`},
+				}},
+			wantArgo: "Suspended", wantKstatus: status.CurrentStatus, wantMessage: "suspended",
+		},
+		{
 			name: "policy whose selector does not compile",
 			obj: &v1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "bad" + suffix},
 				Spec: v1.VolumeBackupPolicySpec{

@@ -110,7 +110,7 @@ var userKinds = []statusObject{
 			s := &o.(*v1.VolumeBackupPolicy).Status
 			return &s.Conditions, &s.ObservedGeneration
 		},
-		changeSpec: `{"spec":{"suspend":true}}`,
+		changeSpec: `{"spec":{"uploader":"restic"}}`,
 	},
 	{
 		kind: "VolumeRestore",

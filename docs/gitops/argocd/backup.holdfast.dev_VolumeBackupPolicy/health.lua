@@ -4,7 +4,8 @@
 -- Flux tell the same story:
 --   Stalled=True            -> Degraded     (only a change to the object can help)
 --   generation not observed -> Progressing  (the controller has not seen this spec yet)
---   Ready=True              -> Healthy      (the policy is in effect)
+--   Ready=True              -> Healthy      (the policy is in effect),
+--                              Suspended    when spec.suspend is true
 --   Ready=False             -> Degraded     (not working now; the controller keeps retrying)
 --   anything else           -> Progressing  (Reconciling, or no status yet)
 -- The message is the condition's own one-sentence message.
@@ -50,6 +51,10 @@ end
 
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
+  -- A suspended policy works as asked, but starts no run: say so, as for a CronJob.
+  if obj.spec ~= nil and obj.spec.suspend == true then
+    hs.status = "Suspended"
+  end
   hs.message = ready.message or ""
   return hs
 end
