@@ -21,12 +21,15 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -90,12 +93,13 @@ func dumpLogs(t *testing.T, c *Cluster) {
 }
 
 // TestClusterRunsPodsAndTearsDownClean is the harness's contract with the e2e suite:
-// a pod with an init container writes into an emptyDir, a DaemonSet pod that mounts
-// the kubelet's pods directory with HostToContainer propagation sees the file (and a
-// mount made after it started), kubectl exec and logs work, a pod reaches the API
-// server through the `kubernetes` Service, Services and the API server reach pods,
-// and after Down nothing is left: no
-// process, mount, network namespace, network device, iptables chain, cgroup or file.
+// a pod with an init container writes into an emptyDir and a local-PV claim; a
+// DaemonSet pod that mounts the kubelet's pods directory with HostToContainer
+// propagation sees both (the PV and the token volume are mounts made after it
+// started); kubectl exec and logs work; a pod reaches the API server through the
+// `kubernetes` Service; Services and the API server reach pods; and after Down (with
+// containerd crashed first) nothing is left: no process, mount, network namespace,
+// network device, iptables chain, cgroup or file.
 func TestClusterRunsPodsAndTearsDownClean(t *testing.T) {
 	c := testCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
@@ -133,6 +137,7 @@ func TestClusterRunsPodsAndTearsDownClean(t *testing.T) {
 	}
 	reader := waitForPod(ctx, t, cs, ns, "app=volume-reader")
 
+	createLocalVolume(ctx, t, c, cs, ns)
 	writer := writerPod(ns)
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, writer, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -156,6 +161,11 @@ func TestClusterRunsPodsAndTearsDownClean(t *testing.T) {
 	if out != "hello from writer\nhello from init\n" {
 		t.Fatalf("DaemonSet pod read %q from the emptyDir", out)
 	}
+	// The local PV is a bind mount made after the reader started, named after the PV.
+	out = kubectl(ctx, t, c, "exec", "-n", ns, reader.Name, "--", "cat", "/host/pods/"+string(w.UID)+"/volumes/kubernetes.io~local-volume/"+localPVName+"/claim.txt")
+	if out != "hello from writer\n" {
+		t.Fatalf("DaemonSet pod read %q from the local PV", out)
+	}
 	// The writer's service-account token is a tmpfs mounted after the reader
 	// started; seeing its content proves HostToContainer propagation.
 	out = kubectl(ctx, t, c, "exec", "-n", ns, reader.Name, "--", "sh", "-c",
@@ -169,6 +179,14 @@ func TestClusterRunsPodsAndTearsDownClean(t *testing.T) {
 	assertInClusterAPIAccess(ctx, t, c, w)
 	assertServiceTraffic(ctx, t, c, cs, ns, reader.Name)
 
+	// containerd dies, as in a crash: Down must still find and stop the containers
+	// (their shims outlive containerd) and undo their mounts and network namespaces.
+	recs, _ := c.records()
+	for _, r := range recs {
+		if r.Name == "containerd" {
+			_ = syscall.Kill(r.PID, syscall.SIGKILL)
+		}
+	}
 	start = time.Now()
 	if err := c.Down(ctx); err != nil {
 		t.Fatalf("down: %v", err)
@@ -424,9 +442,58 @@ func dialInNetns(ctx context.Context, nsPath, network, addr string) (net.Conn, e
 	return r.conn, r.err
 }
 
-// writerPod writes into an emptyDir from an init container and from its app container.
+const localPVName = "cluster-test-local"
+
+// createLocalVolume makes a local PV (a directory under the state directory) with a
+// WaitForFirstConsumer StorageClass, as the e2e stories use, and the writer's claim.
+func createLocalVolume(ctx context.Context, t *testing.T, c *Cluster, cs kubernetes.Interface, ns string) {
+	t.Helper()
+	dir := c.path("local-volumes", localPVName)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	wffc := storagev1.VolumeBindingWaitForFirstConsumer
+	sc := &storagev1.StorageClass{
+		ObjectMeta:        metav1.ObjectMeta{Name: "cluster-test-local"},
+		Provisioner:       "kubernetes.io/no-provisioner",
+		VolumeBindingMode: &wffc,
+	}
+	pv := &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: localPVName},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:               corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
+			AccessModes:            []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			StorageClassName:       sc.Name,
+			PersistentVolumeSource: corev1.PersistentVolumeSource{Local: &corev1.LocalVolumeSource{Path: dir}},
+			NodeAffinity: &corev1.VolumeNodeAffinity{Required: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{NodeName}}},
+			}}}},
+		},
+	}
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "claim", Namespace: ns},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			StorageClassName: &sc.Name,
+			Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+		},
+	}
+	if _, err := cs.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().PersistentVolumeClaims(ns).Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writerPod writes into an emptyDir from an init container and from its app
+// container, which also writes into a local-PV claim.
 func writerPod(ns string) *corev1.Pod {
 	mount := []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
+	appMounts := append(mount, corev1.VolumeMount{Name: "claim", MountPath: "/claim"})
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "writer", Namespace: ns, Labels: map[string]string{"app": "writer"}},
 		Spec: corev1.PodSpec{
@@ -436,14 +503,17 @@ func writerPod(ns string) *corev1.Pod {
 				Command: []string{"sh", "-c", "echo 'hello from init' > /data/init.txt"},
 			}},
 			Containers: []corev1.Container{{
-				Name: "app", Image: images.Busybox, ImagePullPolicy: corev1.PullNever, VolumeMounts: mount,
+				Name: "app", Image: images.Busybox, ImagePullPolicy: corev1.PullNever, VolumeMounts: appMounts,
 				// It then serves the emptyDir over HTTP, for the Service checks.
-				Command: []string{"sh", "-c", "echo 'hello from writer' > /data/hello.txt && echo written && exec httpd -f -p 8080 -h /data"},
+				Command: []string{"sh", "-c", "echo 'hello from writer' | tee /claim/claim.txt > /data/hello.txt && echo written && exec httpd -f -p 8080 -h /data"},
 				Ports:   []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
 				// The kubelet probes from the host to the pod IP on the bridge.
 				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/hello.txt", Port: intstr.FromString("http")}}, PeriodSeconds: 1},
 			}},
-			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+			Volumes: []corev1.Volume{
+				{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+				{Name: "claim", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "claim"}}},
+			},
 		},
 	}
 }
