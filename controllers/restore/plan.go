@@ -78,7 +78,11 @@ func (p *planner) plan(ctx context.Context, vr *v1.VolumeRestore, pod *corev1.Po
 			continue
 		}
 		if src == nil {
-			src = &vr.Spec.Source
+			src = vr.Spec.Source
+		}
+		if src == nil {
+			// The API server defaults it; an object from elsewhere may lack it.
+			src = &v1.RestoreSource{Latest: true}
 		}
 		path := identity.SourcePath(pod, vol, p.replicaSetOwner(ctx))
 		backup, why, err := p.choose(ctx, vr, src, path, backups)

@@ -153,7 +153,7 @@ func TestDataOnlyRestoreIntoARunningPodUsesTheLatestBackup(t *testing.T) {
 
 	createRestore(t, ns, "db", v1.VolumeRestoreSpec{
 		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
-		Source:      v1.RestoreSource{Latest: true},
+		Source:      &v1.RestoreSource{Latest: true},
 	})
 	var pvr v1.PodVolumeRestore
 	testenv.Eventually(t, "a PodVolumeRestore for db-0/data", func() error {
@@ -218,7 +218,7 @@ func TestRestoreBeforeATimePicksTheBackupOfThatTime(t *testing.T) {
 	before := metav1.NewTime(now.Add(-30 * time.Hour))
 	createRestore(t, ns, "to-monday", v1.VolumeRestoreSpec{
 		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "x"}},
-		Source:      v1.RestoreSource{Before: &before},
+		Source:      &v1.RestoreSource{Before: &before},
 	})
 	testenv.Eventually(t, "a restore of monday's snapshot", func() error {
 		list := restoresOf(t, ns, "to-monday")
@@ -237,7 +237,7 @@ func TestANamedVolumeWithoutBackupFailsWithAReason(t *testing.T) {
 	createRestore(t, ns, "r", v1.VolumeRestoreSpec{
 		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "y"}},
 		Volumes:     []v1.RestoreVolume{{Name: "data"}, {Name: "cache"}},
-		Source:      v1.RestoreSource{Latest: true},
+		Source:      &v1.RestoreSource{Latest: true},
 	})
 	testenv.Eventually(t, "the cache volume being restored", func() error {
 		if n := len(restoresOf(t, ns, "r")); n != 1 {
@@ -274,7 +274,7 @@ func TestRestoringAnotherNamespacesBackupsNeedsItsGrant(t *testing.T) {
 	createPod(t, target, "app", map[string]string{"app": "z"}, "node-1", nil, claimVolume("data", "data"))
 	createRestore(t, target, "clone", v1.VolumeRestoreSpec{
 		PodSelector:     metav1.LabelSelector{MatchLabels: map[string]string{"app": "z"}},
-		Source:          v1.RestoreSource{Latest: true},
+		Source:          &v1.RestoreSource{Latest: true},
 		SourceNamespace: source,
 	})
 	testenv.Eventually(t, "the restore stalled for want of a grant", func() error {
@@ -315,7 +315,7 @@ func TestNewPodsWaitForTheirData(t *testing.T) {
 	ctx := ctxFor(t)
 	createRestore(t, ns, "app-restore", v1.VolumeRestoreSpec{
 		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
-		Source:      v1.RestoreSource{Latest: true},
+		Source:      &v1.RestoreSource{Latest: true},
 	})
 	// A Deployment's pods are owned by a ReplicaSet owned by the Deployment.
 	rs := &appsv1.ReplicaSet{
@@ -421,7 +421,7 @@ func TestHelperConfigMapChangesTheInitContainer(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), cm) })
 	createBackup(t, ns, "b", "/pod/solo/data", "k1", time.Now())
-	createRestore(t, ns, "r", v1.VolumeRestoreSpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "solo"}}, Source: v1.RestoreSource{Latest: true}})
+	createRestore(t, ns, "r", v1.VolumeRestoreSpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "solo"}}, Source: &v1.RestoreSource{Latest: true}})
 	// The controller has seen the restore once it reports it Pending.
 	testenv.Eventually(t, "the restore reported Pending", func() error {
 		if p := getRestore(t, ns, "r").Status.Phase; p != v1.RestorePending {

@@ -29,6 +29,9 @@ import (
 	"github.com/kopia/kopia/snapshot/snapshotmaintenance"
 	"github.com/kopia/kopia/snapshot/upload"
 	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/holdfast-dev/holdfast/internal/confinedfs"
+	"github.com/holdfast-dev/holdfast/internal/kopiarestore"
 )
 
 // kopiaTagPrefix marks user tags among a kopia manifest's labels, as the kopia CLI does.
@@ -211,7 +214,7 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 	prog := &kopiaProgress{}
 	stop := publish(ctx, req.Progress, prog.snapshot)
 	defer stop()
-	err = repo.WriteSession(ctx, r.rep, repo.WriteSessionOptions{Purpose: "holdfast backup"}, func(ctx context.Context, w repo.RepositoryWriter) error {
+	err = repo.WriteSession(ctx, r.rep, repo.WriteSessionOptions{Purpose: "holdfast backup", OnUpload: prog.UploadedBytes}, func(ctx context.Context, w repo.RepositoryWriter) error {
 		previous, err := snapshot.FindPreviousManifests(ctx, w, si, nil)
 		if err != nil {
 			return fmt.Errorf("finding the previous snapshot: %w", err)
@@ -344,16 +347,14 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 	if err != nil {
 		return RestoreResult{}, err
 	}
-	out := &restore.FilesystemOutput{
-		TargetPath:             req.TargetDir,
-		OverwriteDirectories:   true,
-		OverwriteFiles:         true,
-		OverwriteSymlinks:      true,
-		IgnorePermissionErrors: true,
-	}
-	if err := out.Init(ctx); err != nil {
+	// Every entry goes through confinedfs: kopia's own output would follow names and
+	// symlinks out of the target.
+	w, err := confinedfs.Open(req.TargetDir)
+	if err != nil {
 		return RestoreResult{}, err
 	}
+	defer w.Close()
+	out := kopiarestore.New(w)
 	cancel := make(chan struct{})
 	stopCancel := context.AfterFunc(ctx, func() { close(cancel) })
 	defer stopCancel()

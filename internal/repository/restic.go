@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/holdfast-dev/holdfast/internal/confinedfs"
 )
 
 // resticSourceTag records the source path on restic snapshots: restic itself records
@@ -216,6 +218,7 @@ type resticSnapshot struct {
 	Tags    []string  `json:"tags"`
 	Summary *struct {
 		TotalBytesProcessed int64 `json:"total_bytes_processed"`
+		TotalFilesProcessed int64 `json:"total_files_processed"`
 	} `json:"summary"`
 }
 
@@ -367,55 +370,54 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 	if snap == nil || len(snap.Paths) != 1 {
 		return RestoreResult{}, newError(ErrSnapshotNotFound, fmt.Sprintf("Snapshot %s does not exist in %s", req.SnapshotID, r.URL()), nil)
 	}
-	// The snapshot holds the directory it was taken of under its full path; restore
-	// that directory's contents into the target.
-	var total struct {
-		FilesRestored int64 `json:"files_restored"`
-		BytesRestored int64 `json:"bytes_restored"`
+	// restic restore writes where the snapshot's names point; instead the snapshot is
+	// streamed as a tar (the directory it was taken of, under its full path, is the
+	// root) and every entry is written through confinedfs, so nothing can land outside
+	// the target.
+	w, err := confinedfs.Open(req.TargetDir)
+	if err != nil {
+		return RestoreResult{}, err
 	}
-	var last atomic.Pointer[Progress]
+	defer w.Close()
+	var total Progress
+	if snap.Summary != nil {
+		total = Progress{TotalBytes: snap.Summary.TotalBytesProcessed, TotalFiles: snap.Summary.TotalFilesProcessed}
+	}
 	stop := publish(ctx, req.Progress, func() Progress {
-		if p := last.Load(); p != nil {
-			return *p
-		}
-		return Progress{}
+		return Progress{BytesDone: w.BytesDone(), TotalBytes: total.TotalBytes, FilesDone: w.FilesDone(), TotalFiles: total.TotalFiles}
 	})
 	defer stop()
+	dumpCtx, cancelDump := context.WithCancel(ctx)
+	defer cancelDump()
 	pr, pw := io.Pipe()
-	parsed := make(chan struct{})
+	extracted := make(chan error, 1)
 	go func() {
-		defer close(parsed)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 4<<20)
-		for sc.Scan() {
-			var msg struct {
-				Type          string `json:"message_type"`
-				TotalFiles    int64  `json:"total_files"`
-				FilesRestored int64  `json:"files_restored"`
-				TotalBytes    int64  `json:"total_bytes"`
-				BytesRestored int64  `json:"bytes_restored"`
-			}
-			if json.Unmarshal(sc.Bytes(), &msg) != nil {
-				continue
-			}
-			last.Store(&Progress{BytesDone: msg.BytesRestored, TotalBytes: msg.TotalBytes, FilesDone: msg.FilesRestored, TotalFiles: msg.TotalFiles})
-			if msg.Type == "summary" {
-				total.FilesRestored, total.BytesRestored = msg.FilesRestored, msg.BytesRestored
-			}
+		_, err := confinedfs.ExtractTar(dumpCtx, w, pr)
+		if err != nil {
+			// Stop restic: the rest of the stream is not wanted.
+			cancelDump()
+			_ = pr.CloseWithError(err)
+		} else {
+			_, _ = io.Copy(io.Discard, pr)
 		}
-		_, _ = io.Copy(io.Discard, pr)
+		extracted <- err
 	}()
-	err = r.run(ctx, pw, "restore", "--json", snap.ID+":"+snap.Paths[0], "--target", req.TargetDir)
-	_ = pw.Close()
-	<-parsed
-	if err != nil {
+	runErr := r.run(dumpCtx, pw, "dump", "--archive", "tar", snap.ID+":"+snap.Paths[0], "/")
+	_ = pw.CloseWithError(runErr)
+	if err := <-extracted; err != nil {
 		if ctx.Err() != nil {
 			return RestoreResult{}, ctx.Err()
 		}
-		return RestoreResult{}, r.classify(err)
+		return RestoreResult{}, fmt.Errorf("restoring snapshot %s: %w", snap.ID, err)
+	}
+	if runErr != nil {
+		if ctx.Err() != nil {
+			return RestoreResult{}, ctx.Err()
+		}
+		return RestoreResult{}, r.classify(runErr)
 	}
 	stop()
-	res := RestoreResult{TotalBytes: total.BytesRestored, TotalFiles: total.FilesRestored}
+	res := RestoreResult{TotalBytes: w.BytesDone(), TotalFiles: w.FilesDone()}
 	if req.Progress != nil {
 		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})
 	}

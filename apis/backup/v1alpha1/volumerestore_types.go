@@ -25,7 +25,7 @@ type VolumeRestoreSpec struct {
 	// own. Defaults to the latest completed backup of the volume's source identity.
 	// +optional
 	// +kubebuilder:default={latest: true}
-	Source RestoreSource `json:"source,omitempty"`
+	Source *RestoreSource `json:"source,omitempty"`
 
 	// storageLocation restricts the search to backups on this BackupStorageLocation.
 	// Empty: any location.

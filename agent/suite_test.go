@@ -1,0 +1,260 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/holdfast-dev/holdfast/agent"
+	"github.com/holdfast-dev/holdfast/agent/mover"
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/controllers/storage"
+	"github.com/holdfast-dev/holdfast/test/minio"
+	"github.com/holdfast-dev/holdfast/test/testenv"
+)
+
+// The agent under test runs as its own process, as on a node: the test binary re-runs
+// itself in one of these roles.
+const (
+	roleEnv   = "HOLDFAST_TEST_ROLE"
+	roleAgent = "agent"
+	roleMover = "mover"
+)
+
+const (
+	operatorNamespace = "holdfast-system"
+	nodeName          = "node-1"
+	bucket            = "holdfast"
+)
+
+// fixture is what the whole package shares: one API server, one MinIO, one manager
+// (storage controllers) and one agent process.
+type fixture struct {
+	env         *testenv.Env
+	minio       *minio.Server
+	kubeletRoot string
+	work        string
+	fsStore     string
+
+	mu    sync.Mutex
+	agent *exec.Cmd
+	// exited is closed when the agent process has been waited for.
+	exited chan struct{}
+}
+
+var (
+	env *testenv.Env
+	fx  = &fixture{}
+)
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(roleEnv) {
+	case roleMover:
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		defer stop()
+		if err := mover.Serve(ctx, os.Stdin, os.Stdout, mover.Execute, 200*time.Millisecond); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	case roleAgent:
+		os.Exit(runAgentProcess())
+	}
+	testenv.Run(m, &env, testenv.Options{Setup: fx.setup})
+}
+
+// runAgentProcess is the agent, configured from the environment by the test.
+func runAgentProcess() int {
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr)))
+	cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("HOLDFAST_TEST_KUBECONFIG"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:  testenv.Scheme(),
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache:   agent.CacheOptions(nodeName),
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	self, _ := os.Executable()
+	err = agent.SetupWithManager(mgr, agent.Options{
+		NodeName:         nodeName,
+		KubeletRoot:      os.Getenv("HOLDFAST_TEST_KUBELET_ROOT"),
+		Namespace:        operatorNamespace,
+		Concurrency:      2,
+		WorkDir:          os.Getenv("HOLDFAST_TEST_WORK"),
+		ResticPath:       filepath.Join(testenv.ToolsBin(), "restic"),
+		ProgressInterval: 500 * time.Millisecond,
+		MoverCommand: func(ctx context.Context) *exec.Cmd {
+			cmd := exec.CommandContext(ctx, self)
+			cmd.Env = append(os.Environ(), roleEnv+"="+roleMover)
+			return cmd
+		},
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func (f *fixture) setup(e *testenv.Env) (func(), error) {
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr)))
+	f.env = e
+	ctx, cancel := context.WithCancel(context.Background())
+	var stops []func()
+	stop := func() {
+		cancel()
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	fail := func(err error) (func(), error) { stop(); return nil, err }
+
+	dir, err := os.MkdirTemp("", "holdfast-agent-test-")
+	if err != nil {
+		return fail(err)
+	}
+	stops = append(stops, func() { _ = os.RemoveAll(dir) })
+	f.kubeletRoot, f.work, f.fsStore = filepath.Join(dir, "kubelet"), filepath.Join(dir, "work"), filepath.Join(dir, "store")
+	for _, d := range []string{f.kubeletRoot, f.work, f.fsStore, filepath.Join(f.work, "agent"), filepath.Join(f.work, "manager")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fail(err)
+		}
+	}
+
+	if f.minio, err = minio.New(minio.Options{Buckets: []string{bucket}}); err != nil {
+		return fail(err)
+	}
+	stops = append(stops, func() { _ = f.minio.Close() })
+
+	if err := e.EnsureNamespace(ctx, operatorNamespace); err != nil {
+		return fail(err)
+	}
+	if err := f.createLocations(ctx); err != nil {
+		return fail(err)
+	}
+
+	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{Scheme: e.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+	if err != nil {
+		return fail(err)
+	}
+	if err := storage.Setup(mgr, storage.Options{Namespace: operatorNamespace, WorkDir: filepath.Join(f.work, "manager"),
+		ResticPath: filepath.Join(testenv.ToolsBin(), "restic")}); err != nil {
+		return fail(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	stops = append(stops, func() { cancel(); <-done })
+
+	if err := f.startAgent(); err != nil {
+		return fail(err)
+	}
+	stops = append(stops, f.stopAgent)
+	return stop, nil
+}
+
+// createLocations makes a MinIO and a filesystem storage location.
+func (f *fixture) createLocations(ctx context.Context) error {
+	creds := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "minio-credentials", Namespace: operatorNamespace},
+		StringData: map[string]string{"AWS_ACCESS_KEY_ID": f.minio.AccessKey, "AWS_SECRET_ACCESS_KEY": f.minio.SecretKey},
+	}
+	if err := f.env.Client.Create(ctx, creds); err != nil {
+		return err
+	}
+	for _, bsl := range []*v1.BackupStorageLocation{
+		{ObjectMeta: metav1.ObjectMeta{Name: "minio"}, Spec: v1.BackupStorageLocationSpec{S3: &v1.S3Location{
+			Bucket: bucket, Prefix: "agent-test", Endpoint: f.minio.Endpoint, Region: "us-east-1", ForcePathStyle: true,
+			Insecure: true, CredentialsSecretRef: v1.SecretReference{Name: creds.Name}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "fs"}, Spec: v1.BackupStorageLocationSpec{Filesystem: &v1.FilesystemLocation{Path: f.fsStore}}},
+	} {
+		if err := f.env.Client.Create(ctx, bsl); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startAgent starts the agent process of node-1.
+func (f *fixture) startAgent() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), roleEnv+"="+roleAgent,
+		"HOLDFAST_TEST_KUBECONFIG="+f.env.Kubeconfig,
+		"HOLDFAST_TEST_KUBELET_ROOT="+f.kubeletRoot,
+		"HOLDFAST_TEST_WORK="+filepath.Join(f.work, "agent"))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	// Its own process group, so killing it also kills a data mover it runs.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting the agent: %w", err)
+	}
+	f.agent, f.exited = cmd, make(chan struct{})
+	go func(exited chan struct{}) { _ = cmd.Wait(); close(exited) }(f.exited)
+	return nil
+}
+
+// killAgent kills the agent and its data movers at once, as a node losing the pod
+// would: nothing gets to write a last status.
+func (f *fixture) killAgent() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.agent == nil {
+		return
+	}
+	_ = syscall.Kill(-f.agent.Process.Pid, syscall.SIGKILL)
+	<-f.exited
+	f.agent = nil
+}
+
+// stopAgent stops the agent as the kubelet does: SIGTERM, then SIGKILL.
+func (f *fixture) stopAgent() {
+	f.mu.Lock()
+	cmd, exited := f.agent, f.exited
+	f.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(time.Minute):
+	}
+	f.killAgent()
+}
+
+var errAgentDown = errors.New("the agent process is not running")
+
+func (f *fixture) agentRunning() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.agent == nil {
+		return errAgentDown
+	}
+	return nil
+}
