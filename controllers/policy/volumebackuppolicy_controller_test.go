@@ -298,6 +298,24 @@ func TestSelectionSkipReasonsAndRunNow(t *testing.T) {
 		return nil
 	})
 
+	// A person sees the run in `kubectl describe`: events for its start and its end.
+	eventually(t, "run events", func() error {
+		var events corev1.EventList
+		if err := e.Client.List(ctx, &events, client.InNamespace(metav1.NamespaceDefault)); err != nil {
+			return err
+		}
+		seen := map[string]bool{}
+		for _, ev := range events.Items {
+			if ev.InvolvedObject.Name == p.Name && strings.Contains(ev.Message, run) {
+				seen[ev.Reason] = true
+			}
+		}
+		if !seen["RunStarted"] || !seen["Run"+string(v1.RunOutcomePartiallyFailed)] {
+			return fmt.Errorf("events seen: %v", seen)
+		}
+		return nil
+	})
+
 	// The same token again does nothing.
 	if err := e.Client.Get(ctx, client.ObjectKeyFromObject(p), p); err != nil {
 		t.Fatal(err)

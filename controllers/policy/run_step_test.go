@@ -1,0 +1,111 @@
+package policy
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/test/testenv"
+)
+
+// TestReconcileRunStep table-tests the one step that decides whether a run starts
+// (run-now token, schedule, suspend, jitter). The fake client only records the
+// created objects; the integration tests cover the rest against the API server.
+func TestReconcileRunStep(t *testing.T) {
+	created := mustTime("2026-01-01T00:00:00Z")
+	tick := mustTime("2026-01-02T02:00:00Z")
+	prevTick := tick.Add(-24 * time.Hour)
+	pod := func(name string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", UID: types.UID("uid-" + name)},
+			Spec: corev1.PodSpec{NodeName: "node-1"}}
+	}
+	targets := []target{
+		{pod: pod("a"), volume: "data", sourcePath: "/pod/a/data"},
+		{pod: pod("b"), volume: "data", sourcePath: "/pod/b/data"},
+		{pod: pod("c"), volume: "data", sourcePath: "/pod/c/data"},
+		{pod: pod("d"), volume: "data", sourcePath: "/pod/d/data"},
+	}
+	tests := []struct {
+		name        string
+		suspend     bool
+		token       string
+		lastToken   string
+		schedule    *v1.Schedule
+		lastTick    *time.Time
+		now         time.Time
+		wantTrigger string
+		wantBackups int // created at once; the rest wait for their jitter offset
+		wantNext    bool
+		reconciling bool
+	}{
+		{name: "nothing to do", now: tick},
+		{name: "new token runs now", token: "abc", now: tick, wantTrigger: TriggerRunNow, wantBackups: 4},
+		{name: "handled token", token: "abc", lastToken: "abc", now: tick},
+		{name: "suspended consumes the token", suspend: true, token: "abc", now: tick,
+			schedule: &v1.Schedule{Cron: "0 2 * * *"}},
+		{name: "before the tick", schedule: &v1.Schedule{Cron: "0 2 * * *"}, lastTick: &prevTick,
+			now: tick.Add(-time.Second), wantNext: true},
+		{name: "at the tick", schedule: &v1.Schedule{Cron: "0 2 * * *"}, now: tick, lastTick: &created,
+			wantTrigger: TriggerSchedule, wantBackups: 4, wantNext: true},
+		{name: "jitter starts volumes over the window", now: tick, lastTick: &created,
+			schedule:    &v1.Schedule{Cron: "0 2 * * *", Jitter: &metav1.Duration{Duration: 24 * time.Hour}},
+			wantTrigger: TriggerSchedule, wantBackups: 0, wantNext: true, reconciling: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := fake.NewClientBuilder().WithScheme(testenv.Scheme()).Build()
+			r := &VolumeBackupPolicyReconciler{Client: c, Recorder: record.NewFakeRecorder(10)}
+			p := &v1.VolumeBackupPolicy{
+				ObjectMeta: metav1.ObjectMeta{Name: "p", CreationTimestamp: metav1.Time{Time: created}, Generation: 1},
+				Spec:       v1.VolumeBackupPolicySpec{Suspend: tt.suspend, Schedule: tt.schedule, StorageLocation: "default"},
+				Status:     v1.VolumeBackupPolicyStatus{LastRunNowToken: tt.lastToken},
+			}
+			if tt.token != "" {
+				p.Annotations = map[string]string{v1.AnnotationRunNow: tt.token}
+			}
+			if tt.lastTick != nil {
+				p.Status.LastScheduleTime = &metav1.Time{Time: *tt.lastTick}
+			}
+			sched, err := parseSchedule(tt.schedule)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := &scope{policy: p, schedule: sched, now: tt.now, sel: &selection{targets: append([]target(nil), targets...)}}
+			if err := r.reconcileRun(context.Background(), s); err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tt.wantTrigger == "" && p.Status.LastRun != nil:
+				t.Errorf("a run started: %+v", p.Status.LastRun)
+			case tt.wantTrigger != "" && (p.Status.LastRun == nil || p.Status.LastRun.Trigger != tt.wantTrigger):
+				t.Errorf("last run %+v, want trigger %s", p.Status.LastRun, tt.wantTrigger)
+			}
+			if tt.token != "" && p.Status.LastRunNowToken != tt.token {
+				t.Errorf("lastRunNowToken = %q", p.Status.LastRunNowToken)
+			}
+			if (p.Status.NextScheduleTime != nil) != tt.wantNext {
+				t.Errorf("nextScheduleTime = %v", p.Status.NextScheduleTime)
+			}
+			var pvbs v1.PodVolumeBackupList
+			if err := c.List(context.Background(), &pvbs); err != nil {
+				t.Fatal(err)
+			}
+			if len(pvbs.Items) != tt.wantBackups {
+				t.Errorf("%d PodVolumeBackups created, want %d", len(pvbs.Items), tt.wantBackups)
+			}
+			if s.creating != tt.reconciling {
+				t.Errorf("creating = %v, want %v", s.creating, tt.reconciling)
+			}
+			if tt.reconciling && s.requeue <= 0 {
+				t.Error("a jittered run does not requeue for its next volume")
+			}
+		})
+	}
+}
