@@ -139,7 +139,7 @@ func TestHealthOfControllerOutput(t *testing.T) {
 			obj: &v1.VolumeRestore{ObjectMeta: metav1.ObjectMeta{Name: "wait", Namespace: namespace},
 				Spec: v1.VolumeRestoreSpec{
 					PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "not-yet"}},
-					Source:      v1.RestoreSource{Latest: true},
+					Source:      &v1.RestoreSource{Latest: true},
 				}},
 			wantArgo: "Progressing", wantKstatus: status.InProgressStatus, wantMessage: "",
 		},

@@ -119,7 +119,7 @@ var userKinds = []statusObject{
 				ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
 				Spec: v1.VolumeRestoreSpec{
 					PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
-					Source:      v1.RestoreSource{Latest: true},
+					Source:      &v1.RestoreSource{Latest: true},
 				},
 			}
 		},
