@@ -327,12 +327,13 @@ func (r *VolumeBackupPolicyReconciler) createDueBackups(ctx context.Context, s *
 	if run == nil || run.Outcome != v1.RunOutcomeInProgress || run.StartTime == nil {
 		return nil
 	}
-	var jitter time.Duration
-	if s.schedule != nil && run.Trigger == TriggerSchedule {
-		jitter = s.schedule.jitter
-	}
-	if s.now.After(run.StartTime.Add(jitter)) && run.VolumesTotal > 0 || s.now.Sub(run.StartTime.Time) > jitter+time.Minute {
-		return nil // creation window over: the run's set of backups is fixed
+	jitter := jitterFor(s, run)
+	// A run takes its volumes during the jitter window after its start; a minute's
+	// grace lets a pass that failed half-way finish the set. After that, pods that
+	// appear belong to the next run.
+	elapsed := s.now.Sub(run.StartTime.Time)
+	if elapsed > jitter+time.Minute || (elapsed > jitter && run.VolumesTotal > 0) {
+		return nil
 	}
 	uploader := p.Spec.Uploader
 	if uploader == "" {
