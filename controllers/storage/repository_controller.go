@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -96,7 +97,7 @@ func (r *RepositoryReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			r.Recorder.Event(brepo, corev1.EventTypeNormal, ReasonRepositoryReady, "Repository is ready: "+brepo.Status.URL)
 		}
 	}()
-	if !conditions.IsReady(brepo.Status.Conditions) {
+	if !conditions.IsReady(brepo.Status.Conditions) && !conditions.IsStalled(brepo.Status.Conditions) {
 		conditions.MarkReconciling(&brepo.Status.Conditions, brepo.Generation, conditions.ReasonProgressing, "Connecting to the repository")
 	}
 	rep, result, err := r.connect(ctx, brepo)
@@ -307,11 +308,21 @@ func (r *RepositoryReconciler) clock() time.Time {
 func (r *RepositoryReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.BackupRepository{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&v1.BackupStorageLocation{}, handler.EnqueueRequestsFromMapFunc(r.repositoriesForLocation)).
+		Watches(&v1.BackupStorageLocation{}, handler.EnqueueRequestsFromMapFunc(r.repositoriesForLocation),
+			builder.WithPredicates(locationReadinessChanged)).
 		WatchesRawSource(source.Kind(r.SecretCache, &corev1.Secret{}, handler.TypedEnqueueRequestsFromMapFunc(r.repositoryForSecret))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: cap(r.maintenance) + 2}).
 		Named("backuprepository").
 		Complete(r)
+}
+
+// locationReadinessChanged passes a storage location's changes that matter to its
+// repositories (spec or readiness), not every periodic probe's status update.
+var locationReadinessChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld.(*v1.BackupStorageLocation), e.ObjectNew.(*v1.BackupStorageLocation)
+		return o.Generation != n.Generation || conditions.IsReady(o.Status.Conditions) != conditions.IsReady(n.Status.Conditions)
+	},
 }
 
 func (r *RepositoryReconciler) repositoriesForLocation(ctx context.Context, obj client.Object) []reconcile.Request {
