@@ -202,6 +202,11 @@ func (c *Cluster) Up(ctx context.Context) error {
 			return err
 		}
 	}
+	// Down must undo the mounts under the kubelet root this cluster used, whatever
+	// its caller's setting.
+	if err := os.WriteFile(c.path("kubelet-root"), []byte(c.KubeletRoot), 0o644); err != nil {
+		return err
+	}
 	if err := c.saveHostSettings(); err != nil {
 		return err
 	}
