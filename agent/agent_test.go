@@ -349,6 +349,7 @@ func TestBackupAndRestore(t *testing.T) {
 			if err := restorewait.Wait(ctxFor(t), restorewait.Options{Volumes: []string{dst.dir}, RestoreUID: string(restoreUID)}); err != nil {
 				t.Errorf("restore-wait on the restored volume: %v", err)
 			}
+			t.Logf("agent process after the %s round trip: %s", uploader, fx.agentMemory())
 		})
 	}
 }
@@ -463,5 +464,41 @@ func assertRestorable(t *testing.T, ns, repo, snapshot string, uploader v1.Uploa
 	pvr, _ := createRestore(t, dst, "check-"+dst.pod, snapshot, "minio", repo, uploader)
 	if got := waitRestorePhase(t, pvr, v1.RunCompleted, v1.RunFailed); got.Status.Phase != v1.RunCompleted {
 		t.Errorf("snapshot %s is not restorable: %s", snapshot, got.Status.Message)
+	}
+}
+
+// TestStoreGoneMidBackup takes MinIO away while a backup is in flight: the backup
+// fails with a readable message, earlier snapshots stay restorable, and once the store
+// is back the next backup succeeds.
+func TestStoreGoneMidBackup(t *testing.T) {
+	testenv.Require(t, env)
+	for _, uploader := range []v1.Uploader{v1.UploaderKopia, v1.UploaderRestic} {
+		t.Run(string(uploader), func(t *testing.T) {
+			ns := env.Namespace(t, nil)
+			repo := ensureRepository(t, ns, "minio", uploader)
+			v := newVolume(t, ns, "app")
+			if err := os.WriteFile(filepath.Join(v.dir, "f"), []byte("kept\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			earlier := waitBackupPhase(t, createBackup(t, v, "earlier", "minio", repo, uploader), v1.RunCompleted)
+
+			pauseStore(t)
+			pvb := createBackup(t, v, "store-gone", "minio", repo, uploader)
+			waitBackupPhase(t, pvb, v1.RunInProgress)
+			fx.minio.Stop()
+			t.Cleanup(func() { _ = fx.minio.Restart() })
+			got := waitBackupPhase(t, pvb, v1.RunFailed, v1.RunCompleted, v1.RunCanceled)
+			t.Logf("with the store gone: %s: %s", got.Status.Phase, got.Status.Message)
+			if got.Status.Phase != v1.RunFailed || got.Status.Message == "" {
+				t.Errorf("phase %s, message %q", got.Status.Phase, got.Status.Message)
+			}
+			if err := fx.minio.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			if next := waitBackupPhase(t, createBackup(t, v, "next", "minio", repo, uploader), v1.RunCompleted, v1.RunFailed); next.Status.Phase != v1.RunCompleted {
+				t.Errorf("the backup after the store came back: %s %s", next.Status.Phase, next.Status.Message)
+			}
+			assertRestorable(t, ns, repo, earlier.Status.SnapshotID, uploader)
+		})
 	}
 }

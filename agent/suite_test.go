@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -257,4 +258,24 @@ func (f *fixture) agentRunning() error {
 		return errAgentDown
 	}
 	return nil
+}
+
+// agentMemory reports the agent process's resident memory, for the docs' figures.
+func (f *fixture) agentMemory() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.agent == nil {
+		return "not running"
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", f.agent.Process.Pid))
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, line := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") || strings.HasPrefix(line, "VmHWM:") {
+			out = append(out, strings.Join(strings.Fields(line), " "))
+		}
+	}
+	return strings.Join(out, ", ")
 }
