@@ -336,6 +336,9 @@ func TestScheduleTickAndInFlight(t *testing.T) {
 	p.Spec.Selector.Namespaces += ` && namespace.metadata.labels[?"backup"].orValue("") == "gold"`
 	p.Spec.Selector.Volumes = `has(volume.emptyDir) && pod.metadata.?ownerReferences.orValue([]).exists(o, o.?controller.orValue(false))`
 	p.Spec.Schedule = &v1.Schedule{Cron: "30 2 * * *", TimeZone: "Europe/Paris"}
+	// The test clock starts no later than the policy's creation, so no tick is due yet
+	// (an earlier test, or an earlier -count iteration, may have moved it forward).
+	testClock.SetTime(time.Now().UTC().Truncate(time.Second))
 	w.create(p)
 	for k := range want {
 		if !strings.HasSuffix(k, "/cache") && !strings.HasSuffix(k, "/db-0/tmp") {

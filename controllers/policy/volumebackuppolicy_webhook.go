@@ -27,15 +27,24 @@ func (v *VolumeBackupPolicyValidator) SetupWebhookWithManager(mgr ctrl.Manager) 
 	return ctrl.NewWebhookManagedBy(mgr, &v1.VolumeBackupPolicy{}).WithValidator(v).Complete()
 }
 
-// ValidateCreate validates a new policy.
+// ValidateCreate validates a new policy with the strict environment.
 func (v *VolumeBackupPolicyValidator) ValidateCreate(_ context.Context, p *v1.VolumeBackupPolicy) (admission.Warnings, error) {
-	return nil, v.validate(p)
+	return nil, v.validate(p, v.Engine.Validate)
 }
 
-// ValidateUpdate validates a changed policy. An unchanged selector is still checked:
-// the strict environment applies to every write.
-func (v *VolumeBackupPolicyValidator) ValidateUpdate(_ context.Context, _, p *v1.VolumeBackupPolicy) (admission.Warnings, error) {
-	return nil, v.validate(p)
+// ValidateUpdate validates a changed selector with the strict environment, and an
+// unchanged one with the permissive environment used for stored expressions, so that
+// an expression admitted by an older Holdfast does not block unrelated edits (a
+// run-now annotation) after an upgrade.
+func (v *VolumeBackupPolicyValidator) ValidateUpdate(_ context.Context, old, p *v1.VolumeBackupPolicy) (admission.Warnings, error) {
+	check := v.Engine.Validate
+	if old.Spec.Selector == p.Spec.Selector {
+		check = func(sel v1.VolumeSelector) error {
+			_, err := v.Engine.Compile(sel)
+			return err
+		}
+	}
+	return nil, v.validate(p, check)
 }
 
 // ValidateDelete allows every deletion.
@@ -43,9 +52,9 @@ func (v *VolumeBackupPolicyValidator) ValidateDelete(context.Context, *v1.Volume
 	return nil, nil
 }
 
-func (v *VolumeBackupPolicyValidator) validate(p *v1.VolumeBackupPolicy) error {
+func (v *VolumeBackupPolicyValidator) validate(p *v1.VolumeBackupPolicy, check func(v1.VolumeSelector) error) error {
 	var errs field.ErrorList
-	for _, e := range celpolicy.Errors(v.Engine.Validate(p.Spec.Selector)) {
+	for _, e := range celpolicy.Errors(check(p.Spec.Selector)) {
 		path := field.NewPath("spec", "selector", "volumes")
 		expr := p.Spec.Selector.Volumes
 		if e.Field == celpolicy.FieldNamespaces {
