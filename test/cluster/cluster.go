@@ -62,8 +62,9 @@ type Cluster struct {
 	// kubeconfigs, configs, etcd data, containerd's root and state, CNI state,
 	// images, logs and PID records.
 	StateDir string
-	// KubeletRoot is the kubelet's --root-dir. It stays /var/lib/kubelet by default,
-	// because that is the path the agent DaemonSet mounts, as on a real node.
+	// KubeletRoot is the kubelet's --root-dir: /var/lib/kubelet, the path the agent
+	// DaemonSet mounts, as on a real node. Change it only in tests that know why: the
+	// kubelet hard-codes a few sockets under /var/lib/kubelet whatever its root.
 	KubeletRoot string
 	// ToolsBin holds the binaries built by `make tools`.
 	ToolsBin string
@@ -201,11 +202,6 @@ func (c *Cluster) Up(ctx context.Context) error {
 		if err := os.MkdirAll(c.path(d), 0o755); err != nil {
 			return err
 		}
-	}
-	// Down must undo the mounts under the kubelet root this cluster used, whatever
-	// its caller's setting.
-	if err := os.WriteFile(c.path("kubelet-root"), []byte(c.KubeletRoot), 0o644); err != nil {
-		return err
 	}
 	if err := c.saveHostSettings(); err != nil {
 		return err

@@ -67,6 +67,11 @@ func testCluster(t *testing.T) *Cluster {
 	if err := c.Down(ctx); err != nil {
 		t.Fatalf("cleaning up after a previous run: %v", err)
 	}
+	// Down keeps a kubelet root that existed before up, so the test could not tell
+	// what the cluster left there.
+	if _, err := os.Stat(c.KubeletRoot); err == nil {
+		t.Fatalf("%s exists before the test started a kubelet; remove it (no kubelet may run here)", c.KubeletRoot)
+	}
 	return c
 }
 

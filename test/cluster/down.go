@@ -30,9 +30,6 @@ func (c *Cluster) Down(ctx context.Context) error {
 			return nil
 		}
 	}
-	if b, err := os.ReadFile(c.path("kubelet-root")); err == nil && len(b) > 0 {
-		c.KubeletRoot = string(b)
-	}
 	if hs, _ := c.loadHostSettings(); hs != nil {
 		c.preexistingVeths = hs.Veths
 	}

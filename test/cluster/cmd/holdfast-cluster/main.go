@@ -1,7 +1,7 @@
 // Command holdfast-cluster starts and stops the local single-node Kubernetes cluster
 // of the end-to-end tests and `make demo` (see package test/cluster).
 //
-//	holdfast-cluster [-dir DIR] [-kubelet-root DIR] up|down|images|status|kubeconfig
+//	holdfast-cluster [-dir DIR] up|down|images|status|kubeconfig
 package main
 
 import (
@@ -18,9 +18,8 @@ import (
 
 func main() {
 	dir := flag.String("dir", cluster.DefaultStateDir(), "state directory of the cluster ($HOLDFAST_CLUSTER_DIR)")
-	kubeletRoot := flag.String("kubelet-root", "/var/lib/kubelet", "the kubelet's root directory (the agent DaemonSet mounts <root>/pods)")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, `usage: holdfast-cluster [-dir DIR] [-kubelet-root DIR] COMMAND
+		fmt.Fprintf(os.Stderr, `usage: holdfast-cluster [-dir DIR] COMMAND
 
 commands:
   up          start the cluster (builds and imports the images); a no-op when it runs
@@ -39,7 +38,6 @@ flags:
 		os.Exit(2)
 	}
 	c := cluster.New(*dir)
-	c.KubeletRoot = *kubeletRoot
 	c.Log = func(format string, args ...any) {
 		fmt.Printf("%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 	}
