@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kopia/kopia/fs"
 	"github.com/kopia/kopia/fs/localfs"
 	"github.com/kopia/kopia/repo"
 	"github.com/kopia/kopia/repo/blob"
@@ -219,10 +218,14 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 		if err != nil {
 			return fmt.Errorf("finding the previous snapshot: %w", err)
 		}
+		var parent *snapshot.Manifest
 		for _, m := range previous {
-			if m.IncompleteReason == "" && (res.ParentSnapshotID == "" || m.StartTime.After(previousStart(previous, res.ParentSnapshotID))) {
-				res.ParentSnapshotID = string(m.ID)
+			if m.IncompleteReason == "" && (parent == nil || m.StartTime.After(parent.StartTime)) {
+				parent = m
 			}
+		}
+		if parent != nil {
+			res.ParentSnapshotID = string(parent.ID)
 		}
 		tree, err := policy.TreeForSource(ctx, w, si)
 		if err != nil {
@@ -268,15 +271,6 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})
 	}
 	return res, nil
-}
-
-func previousStart(ms []*snapshot.Manifest, id string) fs.UTCTimestamp {
-	for _, m := range ms {
-		if string(m.ID) == id {
-			return m.StartTime
-		}
-	}
-	return 0
 }
 
 // kopiaProgress counts with atomics: the uploader calls it from many goroutines.
