@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
@@ -52,6 +53,8 @@ type selection struct {
 	targets    []target
 	namespaces int
 	skipped    map[string][]string // reason -> <ns>/<pod>/<volume>
+	// firstError is the first evaluation error, for the event that reports it.
+	firstError error
 }
 
 func (s *selection) skip(reason string, pod *corev1.Pod, volume string) {
@@ -85,6 +88,9 @@ func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
 				ok, err := sel.MatchVolume(celpolicy.Volume{Namespace: ns, Pod: pod, Volume: vol, PVC: pvc}, cache)
 				if err != nil {
 					out.skip(SkipSelectorError, pod, vol.Name)
+					if out.firstError == nil {
+						out.firstError = fmt.Errorf("%s/%s/%s: %w", pod.Namespace, pod.Name, vol.Name, err)
+					}
 					continue
 				}
 				if !ok {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -69,4 +70,34 @@ func BenchmarkSelectVolumes(b *testing.B) {
 		b.Fatalf("source path %q", got)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/pods, "ns/pod")
+}
+
+func TestSelectVolumesCountsEvaluationErrors(t *testing.T) {
+	engine, err := celpolicy.NewEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Reads a label without has() or ?: a pod without it makes the evaluation fail.
+	sel, err := engine.Compile(v1.VolumeSelector{Volumes: `pod.metadata.labels["tier"] == "db"`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}
+	mk := func(name string, labels map[string]string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Labels: labels},
+			Spec:   corev1.PodSpec{NodeName: "n", Volumes: []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+	}
+	snap := &snapshot{namespaces: []*corev1.Namespace{ns}, pods: map[string][]*corev1.Pod{
+		"shop": {mk("db", map[string]string{"tier": "db"}), mk("web", map[string]string{"tier": "web"}), mk("bare", nil)}}}
+	out := selectVolumes(sel, snap)
+	if len(out.targets) != 1 || out.targets[0].pod.Name != "db" || out.targets[0].sourcePath != "/pod/db/v" {
+		t.Errorf("targets %+v", out.targets)
+	}
+	if got := out.skipped[SkipSelectorError]; len(got) != 1 || got[0] != "shop/bare/v" {
+		t.Errorf("SelectorError skips %v", got)
+	}
+	if out.firstError == nil || !strings.Contains(out.firstError.Error(), "shop/bare/v") || !strings.Contains(out.firstError.Error(), "spec.selector.volumes") {
+		t.Errorf("firstError = %v", out.firstError)
+	}
 }

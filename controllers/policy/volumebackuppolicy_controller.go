@@ -167,7 +167,14 @@ func (r *VolumeBackupPolicyReconciler) reconcileSelection(ctx context.Context, s
 	if err != nil {
 		return err
 	}
+	hadErrors := hasSkip(s.policy.Status.Skipped, SkipSelectorError)
 	s.sel = selectVolumes(s.selector, snap)
+	if s.sel.firstError != nil && !hadErrors {
+		msg := fmt.Sprintf("the selector failed on %d volumes (skipped as %s), first %v",
+			len(s.sel.skipped[SkipSelectorError]), SkipSelectorError, s.sel.firstError)
+		r.Recorder.Event(s.policy, corev1.EventTypeWarning, "SelectorEvaluationFailed", msg)
+		log.FromContext(ctx).Info(msg)
+	}
 	if s.unfinished, err = r.unfinishedBackups(ctx, s.policy); err != nil {
 		return err
 	}
@@ -177,6 +184,15 @@ func (r *VolumeBackupPolicyReconciler) reconcileSelection(ctx context.Context, s
 	}
 	applyInFlight(s, current)
 	return nil
+}
+
+func hasSkip(skipped []v1.SkippedVolumes, reason string) bool {
+	for _, s := range skipped {
+		if s.Reason == reason {
+			return true
+		}
+	}
+	return false
 }
 
 // applyInFlight moves to InFlight the selected volumes that still have an unfinished
