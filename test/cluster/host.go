@@ -220,7 +220,7 @@ func clusterRules(ctx context.Context) (jumps, chains map[[2]string][]string) {
 				switch {
 				case f[0] == "-N" && isClusterChain(f[1]):
 					chains[key] = append(chains[key], f[1])
-				case f[0] == "-A" && !isClusterChain(f[1]) && regexpJump(l):
+				case f[0] == "-A" && !isClusterChain(f[1]) && jumpsToClusterChain(l):
 					jumps[key] = append(jumps[key], l)
 				}
 			}
@@ -229,7 +229,7 @@ func clusterRules(ctx context.Context) (jumps, chains map[[2]string][]string) {
 	return jumps, chains
 }
 
-func regexpJump(rule string) bool {
+func jumpsToClusterChain(rule string) bool {
 	for _, p := range clusterChainPrefixes {
 		if strings.Contains(rule, " -j "+p) || strings.Contains(rule, " -g "+p) {
 			return true
