@@ -102,3 +102,37 @@ func TestStorageLocationCredentialsArriveLater(t *testing.T) {
 	credentials(t, name+"-creds", plainS3.AccessKey, plainS3.SecretKey)
 	waitLocation(t, name, metav1.ConditionTrue)
 }
+
+// TestStorageLocationStoreGoesAway: a Ready location whose store stops goes
+// Ready=False with the "cannot be reached" sentence (shown by kubectl get -o wide),
+// and Ready again on its own once the store is back.
+func TestStorageLocationStoreGoesAway(t *testing.T) {
+	testenv.Require(t, env)
+	s := minio.Start(t, minio.Options{Buckets: []string{"backups"}})
+	name := uniqueName(t, "bsl")
+	bsl := location(t, name, s, nil)
+	patch := client.MergeFrom(bsl.DeepCopy())
+	bsl.Spec.ProbeInterval = &metav1.Duration{Duration: 2 * time.Second}
+	if err := env.Client.Patch(ctxFor(t), bsl, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitLocation(t, name, metav1.ConditionTrue)
+
+	s.Stop()
+	got := waitLocation(t, name, metav1.ConditionFalse)
+	if r := readyCondition(got.Status.Conditions); r.Reason != "StoreUnreachable" {
+		t.Fatalf("Ready = %+v", r)
+	}
+	out, err := env.Kubectl(ctxFor(t), "get", "bsl", name, "-o", "wide")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "cannot be reached") {
+		t.Errorf("kubectl get bsl -o wide does not show why:\n%s", out)
+	}
+
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitLocation(t, name, metav1.ConditionTrue)
+}
