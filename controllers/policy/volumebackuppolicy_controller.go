@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
@@ -16,8 +17,10 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
@@ -545,12 +548,29 @@ func (r *VolumeBackupPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error 
 	rsMeta.SetGroupVersionKind(replicaSetGVK)
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.VolumeBackupPolicy{}).
-		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.policiesForNamespace)).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.policiesForNamespace), builder.WithPredicates(podChangeMatters)).
 		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(r.policiesForNamespace)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.allPolicies)).
 		Watches(&v1.PodVolumeBackup{}, handler.EnqueueRequestsFromMapFunc(policyOfBackup)).
 		WatchesMetadata(rsMeta, handler.EnqueueRequestsFromMapFunc(r.policiesForNamespace), builder.OnlyMetadata).
 		Complete(r)
+}
+
+// podChangeMatters drops pod updates that cannot change a selection (container
+// statuses, conditions, IPs): on a busy cluster they are most pod events.
+var podChangeMatters = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, ok1 := e.ObjectOld.(*corev1.Pod)
+		n, ok2 := e.ObjectNew.(*corev1.Pod)
+		if !ok1 || !ok2 {
+			return true
+		}
+		return o.Status.Phase != n.Status.Phase || o.Spec.NodeName != n.Spec.NodeName ||
+			!o.DeletionTimestamp.Equal(n.DeletionTimestamp) ||
+			!equality.Semantic.DeepEqual(o.Labels, n.Labels) ||
+			!equality.Semantic.DeepEqual(o.Annotations, n.Annotations) ||
+			!equality.Semantic.DeepEqual(o.OwnerReferences, n.OwnerReferences)
+	},
 }
 
 // policiesForNamespace maps a namespaced object to the policies whose namespace
