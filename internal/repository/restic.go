@@ -469,8 +469,8 @@ func (r *resticRepository) Maintain(ctx context.Context, req MaintenanceRequest)
 	}
 	res.Message = fmt.Sprintf("restic prune finished in %s", res.CompletionTime.Sub(res.StartTime).Round(time.Millisecond))
 	for _, line := range strings.Split(out.String(), "\n") {
-		if strings.HasPrefix(strings.TrimSpace(line), "this removes") {
-			res.Message += ": " + strings.TrimSpace(line)
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "total prune:"); ok {
+			res.Message += ", removed " + strings.TrimSpace(rest)
 		}
 	}
 	return res, nil

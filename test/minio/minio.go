@@ -279,3 +279,19 @@ func freePorts(n int) ([]int, error) {
 	}
 	return ports, nil
 }
+
+// Size is the total size in bytes of the objects under prefix in bucket.
+func (s *Server) Size(ctx context.Context, bucket, prefix string) (int64, error) {
+	c, err := s.Client()
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for obj := range c.ListObjects(ctx, bucket, miniogo.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if obj.Err != nil {
+			return 0, obj.Err
+		}
+		total += obj.Size
+	}
+	return total, nil
+}
