@@ -459,6 +459,10 @@ func (r *kopiaRepository) Maintain(ctx context.Context, req MaintenanceRequest) 
 	safety := maintenance.SafetyFull
 	if req.UnsafeReclaimNow {
 		safety = maintenance.SafetyNone
+		// With RewriteMinAge 0 every full pass rewrites short packs, deleted contents
+		// included, which renews their timestamps so that they are never old enough
+		// to drop: in a small repository nothing would ever be reclaimed.
+		safety.RewriteMinAge = time.Hour
 	}
 	err := repo.DirectWriteSession(ctx, r.rep, repo.WriteSessionOptions{Purpose: "holdfast maintenance"}, func(ctx context.Context, dw repo.DirectRepositoryWriter) error {
 		// force=false: kopia checks that this client is the maintenance owner.

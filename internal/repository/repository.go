@@ -137,9 +137,11 @@ const (
 // MaintenanceRequest is one maintenance pass. For restic every mode is a prune.
 type MaintenanceRequest struct {
 	Mode MaintenanceMode
-	// UnsafeReclaimNow drops kopia's safety margins (SafetyNone) so that deleted
-	// data is reclaimed in one pass. Only for a single-writer test repository:
-	// with a concurrent writer it can delete data that writer still needs.
+	// UnsafeReclaimNow drops kopia's safety margins (SafetyNone, but no rewrite of
+	// fresh contents) so that deleted data is reclaimed within seconds: a full pass
+	// marks it deleted, the next full pass at least a second later drops it and its
+	// pack. Only for a single-writer test repository: with a concurrent writer it can
+	// delete data that writer still needs.
 	UnsafeReclaimNow bool
 }
 
