@@ -15,6 +15,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -52,12 +53,19 @@ type volume struct {
 // directory the kubelet would.
 func newVolume(t *testing.T, ns, pod string) volume {
 	t.Helper()
+	return newVolumeWith(t, ns, pod, nil)
+}
+
+// newVolumeWith is newVolume with init containers, such as the webhook's restore-wait.
+func newVolumeWith(t *testing.T, ns, pod string, inits []corev1.Container) volume {
+	t.Helper()
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: pod, Namespace: ns},
 		Spec: corev1.PodSpec{
-			NodeName:   nodeName,
-			Containers: []corev1.Container{{Name: "app", Image: "busybox"}},
-			Volumes:    []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+			NodeName:       nodeName,
+			InitContainers: inits,
+			Containers:     []corev1.Container{{Name: "app", Image: "busybox"}},
+			Volumes:        []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
 		},
 	}
 	if err := env.Client.Create(ctxFor(t), p); err != nil {
@@ -224,11 +232,16 @@ func createBackup(t *testing.T, v volume, name, location, repo string, uploader 
 	return pvb
 }
 
+// createRestore creates a PodVolumeRestore (as the restore controller would) and its
+// VolumeRestore unless the test made it.
 func createRestore(t *testing.T, v volume, name, snapshot, location, repo string, uploader v1.Uploader) (*v1.PodVolumeRestore, types.UID) {
 	t.Helper()
 	vr := &v1.VolumeRestore{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: v.ns},
 		Spec: v1.VolumeRestoreSpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"none": "none"}}, Source: &v1.RestoreSource{Latest: true}}}
-	if err := env.Client.Create(ctxFor(t), vr); err != nil {
+	if err := env.Client.Create(ctxFor(t), vr); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	if err := env.Client.Get(ctxFor(t), client.ObjectKeyFromObject(vr), vr); err != nil {
 		t.Fatal(err)
 	}
 	pvr := &v1.PodVolumeRestore{
@@ -321,12 +334,22 @@ func TestBackupAndRestore(t *testing.T) {
 				t.Errorf("second backup uploaded %d bytes after changing one small file; want only the change (< 1 MiB)", up)
 			}
 
-			dst := newVolume(t, ns, "app-2")
+			vr := &v1.VolumeRestore{ObjectMeta: metav1.ObjectMeta{Name: "restore", Namespace: ns},
+				Spec: v1.VolumeRestoreSpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"none": "none"}}, Source: &v1.RestoreSource{Latest: true}}}
+			if err := env.Client.Create(ctxFor(t), vr); err != nil {
+				t.Fatal(err)
+			}
+			// The pod waits in restore-wait, as the webhook would have made it.
+			dst := newVolumeWith(t, ns, "app-2", []corev1.Container{{Name: "holdfast-restore-wait", Image: "holdfast",
+				Args: []string{"restore-wait", "--restore-uid", string(vr.UID), "--volume", "/holdfast-restore/data"}}})
 			outside := t.TempDir()
 			if err := os.Symlink(outside, filepath.Join(dst.dir, "a")); err != nil {
 				t.Fatal(err)
 			}
 			pvr, restoreUID := createRestore(t, dst, "restore", second.Status.SnapshotID, "minio", repo, uploader)
+			if restoreUID != vr.UID {
+				t.Fatalf("restore uid %s, want %s", restoreUID, vr.UID)
+			}
 			done := waitRestorePhase(t, pvr, v1.RunCompleted, v1.RunFailed)
 			if done.Status.Phase != v1.RunCompleted {
 				t.Fatalf("restore %s: %s", done.Status.Phase, done.Status.Message)
@@ -464,6 +487,10 @@ func assertRestorable(t *testing.T, ns, repo, snapshot string, uploader v1.Uploa
 	pvr, _ := createRestore(t, dst, "check-"+dst.pod, snapshot, "minio", repo, uploader)
 	if got := waitRestorePhase(t, pvr, v1.RunCompleted, v1.RunFailed); got.Status.Phase != v1.RunCompleted {
 		t.Errorf("snapshot %s is not restorable: %s", snapshot, got.Status.Message)
+	}
+	// A data-only restore (no restore-wait in the pod) leaves no marker behind.
+	if _, err := os.Stat(filepath.Join(dst.dir, restorewait.MarkerDir)); !os.IsNotExist(err) {
+		t.Errorf("a data-only restore left %s in the volume (stat: %v)", restorewait.MarkerDir, err)
 	}
 }
 

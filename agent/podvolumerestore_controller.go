@@ -148,17 +148,23 @@ func (r *PodVolumeRestoreReconciler) restore(ctx context.Context, pvr *v1.PodVol
 			log.Error(err, "publishing progress")
 		}
 	})
+	// Only a pod held by restore-wait gets a marker: in a running pod's volume (a
+	// data-only restore) nobody would remove it.
+	markerDir := ""
+	if waitsFor(tgt.pod, restoreUID) {
+		markerDir = tgt.dir
+	}
 	switch {
 	case err != nil:
-		r.finishOrLog(bg, pvr, tgt.dir, restoreUID, v1.RunFailed, reasonFailed, err.Error(), &res)
+		r.finishOrLog(bg, pvr, markerDir, restoreUID, v1.RunFailed, reasonFailed, err.Error(), &res)
 	case res.Canceled && stopReason() != "":
-		r.finishOrLog(bg, pvr, tgt.dir, restoreUID, v1.RunFailed, reasonFailed, stopReason(), &res)
+		r.finishOrLog(bg, pvr, markerDir, restoreUID, v1.RunFailed, reasonFailed, stopReason(), &res)
 	case res.Canceled:
-		r.finishOrLog(bg, pvr, tgt.dir, restoreUID, v1.RunCanceled, reasonCanceled, "canceled: spec.cancel was set; the volume may hold part of the snapshot", &res)
+		r.finishOrLog(bg, pvr, markerDir, restoreUID, v1.RunCanceled, reasonCanceled, "canceled: spec.cancel was set; the volume may hold part of the snapshot", &res)
 	case res.Error != "":
-		r.finishOrLog(bg, pvr, tgt.dir, restoreUID, v1.RunFailed, reasonFailed, res.Error, &res)
+		r.finishOrLog(bg, pvr, markerDir, restoreUID, v1.RunFailed, reasonFailed, res.Error, &res)
 	default:
-		r.finishOrLog(bg, pvr, tgt.dir, restoreUID, v1.RunCompleted, conditions.ReasonSucceeded,
+		r.finishOrLog(bg, pvr, markerDir, restoreUID, v1.RunCompleted, conditions.ReasonSucceeded,
 			fmt.Sprintf("snapshot %s restored: %d files, %d bytes", pvr.Spec.SnapshotID, res.Progress.FilesDone, res.Progress.BytesDone), &res)
 	}
 }
@@ -172,6 +178,19 @@ func (r *PodVolumeRestoreReconciler) finishOrLog(ctx context.Context, pvr *v1.Po
 	if err := r.finish(ctx, pvr, phase, reason, msg, res); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "recording the outcome of the restore", "phase", phase)
 	}
+}
+
+// waitsFor reports whether one of the pod's init containers is restore-wait for this
+// restore (the webhook gives it the argument --restore-uid <uid>).
+func waitsFor(pod *corev1.Pod, restoreUID string) bool {
+	for _, c := range pod.Spec.InitContainers {
+		for i, arg := range c.Args {
+			if arg == "--restore-uid" && i+1 < len(c.Args) && c.Args[i+1] == restoreUID {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // writeMarker tells restore-wait how the restore of this volume ended: the marker
