@@ -300,6 +300,7 @@ func (c *Cache) value(obj any, schema common.Schema) (ref.Val, error) {
 	if err != nil {
 		return nil, err
 	}
+	emptyMetadataMaps(u)
 	v := common.UnstructuredToVal(u, schema)
 	if c != nil {
 		if c.vals == nil {
@@ -308,6 +309,21 @@ func (c *Cache) value(obj any, schema common.Schema) (ref.Val, error) {
 		c.vals[obj] = v
 	}
 	return v, nil
+}
+
+// emptyMetadataMaps gives an object without labels or annotations empty maps instead,
+// so that pod.metadata.labels[?"app"] and the Velero annotation one-liners read
+// "absent" rather than failing with "no such key" on the many objects that have none.
+func emptyMetadataMaps(u map[string]any) {
+	md, ok := u["metadata"].(map[string]any)
+	if !ok {
+		return
+	}
+	for _, key := range []string{"labels", "annotations"} {
+		if _, ok := md[key]; !ok {
+			md[key] = map[string]any{}
+		}
+	}
 }
 
 func isNil(obj any) bool {

@@ -103,6 +103,12 @@ func TestMatchVolume(t *testing.T) {
 	emptyDir := fixture()
 	emptyDir.Volume = &corev1.Volume{Name: "cache", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
 	emptyDir.PVC = nil
+	// A pod and a namespace with neither labels nor annotations, as most have.
+	bare := fixture()
+	bare.Pod = bare.Pod.DeepCopy()
+	bare.Pod.Labels, bare.Pod.Annotations = nil, nil
+	bare.Namespace = bare.Namespace.DeepCopy()
+	bare.Namespace.Labels, bare.Namespace.Annotations = nil, nil
 	tests := []struct {
 		expr string
 		in   Volume
@@ -119,6 +125,10 @@ func TestMatchVolume(t *testing.T) {
 		{`quantity(pvc.spec.resources.requests["storage"]).isGreaterThan(quantity("5Gi"))`, claim, true},
 		{`pod.status.phase == "Running"`, claim, true},
 		{`volume.name.startsWith("ca")`, emptyDir, true},
+		{`volume.name in pod.metadata.annotations[?"backup.velero.io/backup-volumes"].orValue("").split(",")`, bare, false},
+		{`!(volume.name in pod.metadata.annotations[?"backup.velero.io/backup-volumes-excludes"].orValue("").split(","))`, bare, true},
+		{`pod.metadata.labels[?"app"].orValue("") == ""`, bare, true},
+		{`namespace.metadata.labels[?"backup"].orValue("none") == "none"`, bare, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.expr, func(t *testing.T) {
