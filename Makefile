@@ -100,7 +100,7 @@ vet: ## go vet the product module and the tools wrapper.
 	go vet ./...
 
 .PHONY: test
-test: tools verify-generated fmt-check vet ## The one test command: tools, generated code, gofmt, vet, every test.
+test: tools cluster-packages verify-generated fmt-check vet ## The one test command: tools, cluster packages, generated code, gofmt, vet, every test.
 	go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-unit
