@@ -68,33 +68,16 @@ func (r *PodVolumeBackupReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		return ctrl.Result{}, nil
 	}
 	key := req.NamespacedName
-	running := r.jobs.isRunning(key)
+	v, err := r.triage(ctx, r.jobs, key, "PodVolumeBackup", backupState(pvb), func() (workState, error) {
+		err := r.apiReader.Get(ctx, key, pvb)
+		return backupState(pvb), err
+	})
 	switch {
-	case isFinished(pvb.Status.Phase):
-		return ctrl.Result{}, nil
-	case !pvb.DeletionTimestamp.IsZero():
-		r.jobs.stop(key, "the PodVolumeBackup was deleted during the backup")
-		return ctrl.Result{}, nil
-	case running && pvb.Spec.Cancel:
-		r.jobs.stop(key, "")
-		return ctrl.Result{}, nil
-	case running:
-		if gone, why := r.podGone(ctx, pvb.Namespace, pvb.Spec.Pod); gone {
-			r.jobs.stop(key, why)
-		}
-		return ctrl.Result{}, nil
-	}
-	// The cache may lag behind a job of this process that just finished: decide on
-	// what the API server says, or a finished backup could be failed or started again.
-	if err := r.apiReader.Get(ctx, key, pvb); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	switch {
-	case isFinished(pvb.Status.Phase):
-		return ctrl.Result{}, nil
-	case pvb.Status.Phase == v1.RunInProgress:
+	case err != nil || v == verdictNone:
+		return ctrl.Result{}, err
+	case v == verdictRestarted:
 		return ctrl.Result{}, r.finish(ctx, pvb, v1.RunFailed, reasonAgentRestart, msgAgentRestarted, nil)
-	case pvb.Spec.Cancel:
+	case v == verdictCanceledEarly:
 		return ctrl.Result{}, r.finish(ctx, pvb, v1.RunCanceled, reasonCanceled, "canceled before the backup started", nil)
 	}
 

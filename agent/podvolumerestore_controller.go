@@ -55,32 +55,16 @@ func (r *PodVolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Req
 		return ctrl.Result{}, nil
 	}
 	key := req.NamespacedName
-	running := r.jobs.isRunning(key)
+	v, err := r.triage(ctx, r.jobs, key, "PodVolumeRestore", restoreState(pvr), func() (workState, error) {
+		err := r.apiReader.Get(ctx, key, pvr)
+		return restoreState(pvr), err
+	})
 	switch {
-	case isFinished(pvr.Status.Phase):
-		return ctrl.Result{}, nil
-	case !pvr.DeletionTimestamp.IsZero():
-		r.jobs.stop(key, "the PodVolumeRestore was deleted during the restore")
-		return ctrl.Result{}, nil
-	case running && pvr.Spec.Cancel:
-		r.jobs.stop(key, "")
-		return ctrl.Result{}, nil
-	case running:
-		if gone, why := r.podGone(ctx, pvr.Namespace, pvr.Spec.Pod); gone {
-			r.jobs.stop(key, why)
-		}
-		return ctrl.Result{}, nil
-	}
-	// Decide on what the API server says (see the backup reconciler).
-	if err := r.apiReader.Get(ctx, key, pvr); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	switch {
-	case isFinished(pvr.Status.Phase):
-		return ctrl.Result{}, nil
-	case pvr.Status.Phase == v1.RunInProgress:
+	case err != nil || v == verdictNone:
+		return ctrl.Result{}, err
+	case v == verdictRestarted:
 		return ctrl.Result{}, r.finish(ctx, pvr, v1.RunFailed, reasonAgentRestart, msgAgentRestarted, nil)
-	case pvr.Spec.Cancel:
+	case v == verdictCanceledEarly:
 		return ctrl.Result{}, r.finish(ctx, pvr, v1.RunCanceled, reasonCanceled, "canceled before the restore started", nil)
 	}
 
