@@ -107,6 +107,22 @@ test: tools cluster-packages verify-generated fmt-check vet ## The one test comm
 test-unit: ## Only the tests that need no tools (quick feedback while editing).
 	go test $(GO_TEST_FLAGS) -short ./...
 
+##@ Benchmarks (not part of `make test`)
+
+# BENCH_REPEAT runs of every measurement (the report gives the median); BENCH_SETS
+# picks data sets; BENCH_SCALE shrinks them (0.01 for a smoke test). Needs about
+# 25 GiB free under BENCH_TMP and about 40 minutes on 2 cores at the defaults.
+BENCH_REPEAT ?= 3
+BENCH_SETS ?= small,large,mixed
+BENCH_SCALE ?= 1
+BENCH_TMP ?= /var/tmp
+BENCH_OUT ?= docs/performance
+
+.PHONY: bench
+bench: ## Data path beside the kopia and restic CLIs; writes docs/performance/ (results.md, results.json, SVG charts).
+	go run ./test/bench/cmd/holdfast-bench -repeat $(BENCH_REPEAT) -sets $(BENCH_SETS) -scale $(BENCH_SCALE) \
+		-tools-bin $(TOOLS_BIN) -tmp $(BENCH_TMP) -out $(BENCH_OUT)
+
 .PHONY: clean
 clean: ## Remove build output (the tool cache outside the repo stays).
 	rm -rf bin

@@ -1,0 +1,170 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Op is one measured operation.
+type Op string
+
+const (
+	OpFirst     Op = "first backup"
+	OpUnchanged Op = "unchanged re-backup"
+	OpChanged   Op = "5 % changed re-backup"
+	OpRestore   Op = "full restore"
+)
+
+// Ops in the order they run and are reported.
+var Ops = []Op{OpFirst, OpUnchanged, OpChanged, OpRestore}
+
+// Options say what Run measures.
+type Options struct {
+	Sets   []string
+	Tools  []Tool
+	Repeat int
+	Scale  Scale
+	// TempDir holds the data sets, repositories and restores; Run removes all it made.
+	TempDir string
+	// ChangeFraction is the share changed before the changed re-backup (0.05).
+	ChangeFraction float64
+	Log            io.Writer
+}
+
+// SetResult is everything measured on one data set.
+type SetResult struct {
+	Set   string
+	Files int64
+	Bytes int64
+	// Read is the page-cache read rate of the data set (the ceiling of any backup).
+	Read Throughput
+	// Samples[tool][op] holds one sample per repetition.
+	Samples map[string]map[Op][]Sample
+}
+
+// Run generates each data set, measures every tool on it Repeat times, interleaved
+// (A B C, A B C, ...), and removes the data set before the next one.
+func Run(ctx context.Context, opts Options) ([]SetResult, error) {
+	var out []SetResult
+	for _, set := range opts.Sets {
+		res, err := runSet(ctx, opts, set)
+		if err != nil {
+			return out, fmt.Errorf("data set %s: %w", set, err)
+		}
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+func (o Options) logf(format string, args ...any) {
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	}
+}
+
+func runSet(ctx context.Context, opts Options, set string) (SetResult, error) {
+	res := SetResult{Set: set, Samples: map[string]map[Op][]Sample{}}
+	dir, err := os.MkdirTemp(opts.TempDir, "holdfast-bench-"+set+"-")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(dir)
+
+	opts.logf("%s: generating", set)
+	ds, err := Generate(ctx, set, filepath.Join(dir, "data"), opts.Scale)
+	if err != nil {
+		return res, err
+	}
+	res.Files, res.Bytes = ds.Files, ds.Bytes
+	if res.Read, err = ReadThroughput(ctx, ds.Dir); err != nil {
+		return res, err
+	}
+	opts.logf("%s: %d files, %.2f GiB, page-cache read %s", set, ds.Files, float64(ds.Bytes)/(1<<30), res.Read)
+
+	for rep := 0; rep < opts.Repeat; rep++ {
+		// Rotate who goes first so no tool always runs right after the data changed.
+		tools := append(append([]Tool{}, opts.Tools[rep%len(opts.Tools):]...), opts.Tools[:rep%len(opts.Tools)]...)
+		repos := filepath.Join(dir, fmt.Sprint("repos-", rep))
+		for _, t := range tools {
+			if err := t.Init(ctx, filepath.Join(repos, t.Name())); err != nil {
+				return res, fmt.Errorf("%s: creating the repository: %w", t.Name(), err)
+			}
+		}
+		snapshots := map[string]string{}
+		for _, op := range Ops {
+			if op == OpChanged {
+				if err := Change(ctx, ds, opts.ChangeFraction, uint64(rep+1)); err != nil {
+					return res, fmt.Errorf("changing the data set: %w", err)
+				}
+			}
+			for _, t := range tools {
+				var s Sample
+				if op == OpRestore {
+					target := filepath.Join(dir, "restore-"+t.Name())
+					if err := os.MkdirAll(target, 0o755); err != nil {
+						return res, err
+					}
+					s, err = t.Restore(ctx, snapshots[t.Name()], target)
+					if err == nil {
+						err = checkRestore(target, ds.Dir)
+					}
+					if rmErr := os.RemoveAll(target); err == nil {
+						err = rmErr
+					}
+				} else {
+					s, snapshots[t.Name()], err = t.Backup(ctx, ds.Dir)
+				}
+				if err != nil {
+					return res, fmt.Errorf("%s %s: %w", t.Name(), op, err)
+				}
+				opts.logf("%s #%d %-22s %-16s wall %8s  cpu %8s  peak RSS %5d MiB", set, rep+1, op, t.Name(),
+					s.Wall.Round(time.Millisecond), s.CPU.Round(time.Millisecond), s.PeakRSS>>20)
+				if res.Samples[t.Name()] == nil {
+					res.Samples[t.Name()] = map[Op][]Sample{}
+				}
+				res.Samples[t.Name()][op] = append(res.Samples[t.Name()][op], s)
+			}
+		}
+		if err := os.RemoveAll(repos); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// checkRestore compares the number and total size of the regular files restored with
+// the source: a tool that restores nothing must not look fast.
+func checkRestore(target, source string) error {
+	count := func(dir string) (n, bytes int64, err error) {
+		err = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return err
+			}
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			n++
+			bytes += info.Size()
+			return nil
+		})
+		return n, bytes, err
+	}
+	wn, wb, err := count(source)
+	if err != nil {
+		return err
+	}
+	gn, gb, err := count(target)
+	if err != nil {
+		return err
+	}
+	if gn != wn || gb != wb {
+		return fmt.Errorf("restored %d files, %d bytes; the source has %d files, %d bytes", gn, gb, wn, wb)
+	}
+	return nil
+}

@@ -1,0 +1,162 @@
+// Command holdfast-bench runs `make bench`: Holdfast's data path beside the kopia and
+// restic CLIs on generated data sets, plus the machine's raw limits. It prints the
+// tables, writes them and the SVG charts into -out, and removes every temporary file
+// it made, also when it fails or is interrupted.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/test/bench"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == bench.MeasureFlag {
+		os.Exit(bench.MeasureMain(os.Args[2:]))
+	}
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "holdfast-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	sets := flag.String("sets", "small,large,mixed", "data sets to measure: small, large, mixed")
+	tools := flag.String("tools", "holdfast,kopia,restic", "what to measure: holdfast (kopia data path), holdfast-restic, kopia, restic")
+	repeat := flag.Int("repeat", 3, "repetitions of every measurement (the report gives the median)")
+	scale := flag.Float64("scale", 1, "shrink the data sets (0.01 for a smoke test)")
+	toolsBin := flag.String("tools-bin", "bin/tools", "directory with the kopia and restic binaries")
+	tmp := flag.String("tmp", os.TempDir(), "where data sets and repositories go (needs about 3 × the largest data set)")
+	out := flag.String("out", "", "directory for results.md, results.json and the SVG charts (empty: print only)")
+	limits := flag.Bool("limits", true, "also measure the kopia algorithms in-process")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	work, err := os.MkdirTemp(*tmp, "holdfast-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	// The data mover is the real binary, built as `make build` builds it.
+	binary := filepath.Join(work, "holdfast")
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", binary, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("building holdfast: %w", err)
+	}
+	bin, err := filepath.Abs(*toolsBin)
+	if err != nil {
+		return err
+	}
+	var chosen []bench.Tool
+	var names []string
+	for _, name := range strings.Split(*tools, ",") {
+		switch name {
+		case "holdfast":
+			chosen = append(chosen, &bench.Holdfast{Binary: binary})
+		case "holdfast-restic":
+			chosen = append(chosen, &bench.Holdfast{Binary: binary, Uploader: v1.UploaderRestic, ResticPath: filepath.Join(bin, "restic")})
+		case "kopia":
+			chosen = append(chosen, &bench.KopiaCLI{Binary: filepath.Join(bin, "kopia")})
+		case "restic":
+			chosen = append(chosen, &bench.ResticCLI{Binary: filepath.Join(bin, "restic")})
+		default:
+			return fmt.Errorf("unknown tool %q", name)
+		}
+		names = append(names, name)
+	}
+
+	report := &strings.Builder{}
+	fmt.Fprintf(report, "Measured %s with `%s`.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), strings.Join(os.Args, " "))
+	fmt.Fprintf(report, "Machine: %s\n\n", machine())
+
+	var alg *bench.AlgorithmLimits
+	if *limits {
+		dir := *tmp
+		if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+			dir = "/dev/shm"
+		}
+		d, err := os.MkdirTemp(dir, "holdfast-bench-kopia-")
+		if err != nil {
+			return err
+		}
+		a, err := bench.MeasureAlgorithms(ctx, d, 512<<20)
+		os.RemoveAll(d)
+		if err != nil {
+			return err
+		}
+		alg = &a
+		fmt.Fprintf(report, "kopia format %s + %s, splitter %s (kopia library, in-process, 512 MiB of random data):\n"+
+			"object writer (split + hash + encrypt + pack, no storage I/O) %s with one writer, %s with %d writers; splitter alone %s.\n\n",
+			a.Hash, a.Cipher, a.Splitter, a.Pipeline, a.PipelineParallel, runtime.NumCPU(), a.Split)
+		fmt.Fprint(os.Stderr, report.String())
+	}
+
+	results, err := bench.Run(ctx, bench.Options{
+		Sets: strings.Split(*sets, ","), Tools: chosen, Repeat: *repeat, Scale: bench.Scale(*scale),
+		TempDir: work, ChangeFraction: 0.05, Log: os.Stderr,
+	})
+	if err != nil {
+		return err
+	}
+	report.WriteString(bench.Markdown(results, names, *repeat))
+	fmt.Print(report.String())
+	if *out == "" {
+		return nil
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(*out, "results.md"), []byte(report.String()), 0o644); err != nil {
+		return err
+	}
+	raw, err := json.MarshalIndent(struct {
+		Command    string
+		Machine    string
+		Algorithms *bench.AlgorithmLimits
+		Results    []bench.SetResult
+	}{strings.Join(os.Args, " "), machine(), alg, results}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(*out, "results.json"), raw, 0o644); err != nil {
+		return err
+	}
+	files, err := bench.Charts(*out, results, names)
+	fmt.Fprintf(os.Stderr, "wrote %s/results.md, results.json and %d charts\n", *out, len(files))
+	return err
+}
+
+// machine describes the host in one line: CPUs, memory, kernel and the disk of /tmp.
+func machine() string {
+	sh := func(script string) string {
+		out, err := exec.Command("sh", "-c", script).Output()
+		if err != nil {
+			return "?"
+		}
+		return strings.TrimSpace(string(out))
+	}
+	return fmt.Sprintf("%d CPUs (%s), %s memory, Linux %s, %s; Go %s",
+		runtime.NumCPU(),
+		sh(`grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'`),
+		sh(`free -h | awk '/Mem:/ {print $2}'`),
+		sh(`uname -r`),
+		sh(`df -h "${TMPDIR:-/tmp}" | awk 'NR==2 {print $1 " (" $2 ", " $5 " used)"}'`),
+		runtime.Version())
+}

@@ -1,0 +1,198 @@
+package bench
+
+import (
+	"fmt"
+	"html"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Median of the samples, field by field.
+func Median(samples []Sample) Sample {
+	if len(samples) == 0 {
+		return Sample{}
+	}
+	pick := func(f func(Sample) int64) int64 {
+		v := make([]int64, len(samples))
+		for i, s := range samples {
+			v[i] = f(s)
+		}
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	return Sample{
+		Wall:    time.Duration(pick(func(s Sample) int64 { return int64(s.Wall) })),
+		CPU:     time.Duration(pick(func(s Sample) int64 { return int64(s.CPU) })),
+		PeakRSS: pick(func(s Sample) int64 { return s.PeakRSS }),
+	}
+}
+
+func secs(d time.Duration) string {
+	if d < 10*time.Second {
+		return fmt.Sprintf("%.2f s", d.Seconds())
+	}
+	return fmt.Sprintf("%.1f s", d.Seconds())
+}
+
+// Markdown renders one table per data set: the median wall time, CPU time and peak
+// RSS of every tool and operation, and Holdfast's wall-time ratio to each CLI
+// (below 1.00 is faster than the CLI).
+func Markdown(results []SetResult, tools []string, repeat int) string {
+	var b strings.Builder
+	for _, r := range results {
+		fmt.Fprintf(&b, "#### %s: %d files, %.2f GiB (page-cache read %s; median of %d)\n\n", r.Set, r.Files, float64(r.Bytes)/(1<<30), r.Read, repeat)
+		b.WriteString("| operation | tool | wall | MB/s | CPU (user+sys) | peak RSS |")
+		ratios := []string{}
+		if slices.Contains(tools, "holdfast") {
+			for _, t := range tools {
+				if t == "kopia" || t == "restic" {
+					ratios = append(ratios, t)
+					fmt.Fprintf(&b, " holdfast ÷ %s |", t)
+				}
+			}
+		}
+		b.WriteString("\n|---|---|---:|---:|---:|---:|" + strings.Repeat("---:|", len(ratios)) + "\n")
+		for _, op := range Ops {
+			for _, t := range tools {
+				m := Median(r.Samples[t][op])
+				fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %s | %d MiB |", op, t, secs(m.Wall), float64(r.Bytes)/1e6/m.Wall.Seconds(), secs(m.CPU), m.PeakRSS>>20)
+				for _, c := range ratios {
+					if t != "holdfast" {
+						b.WriteString(" |")
+						continue
+					}
+					cli := Median(r.Samples[c][op])
+					fmt.Fprintf(&b, " %.2f |", m.Wall.Seconds()/cli.Wall.Seconds())
+				}
+				b.WriteString("\n")
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// Charts writes two SVG bar charts per data set into dir: throughput (data set size
+// over median wall time) and peak RSS, Holdfast beside each CLI.
+func Charts(dir string, results []SetResult, tools []string) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var written []string
+	for _, r := range results {
+		groups := make([]string, len(Ops))
+		for i, op := range Ops {
+			groups[i] = string(op)
+		}
+		tp := make([][]float64, len(tools))
+		mem := make([][]float64, len(tools))
+		for i, t := range tools {
+			for _, op := range Ops {
+				m := Median(r.Samples[t][op])
+				tp[i] = append(tp[i], float64(r.Bytes)/1e6/m.Wall.Seconds())
+				mem[i] = append(mem[i], float64(m.PeakRSS)/(1<<20))
+			}
+		}
+		size := fmt.Sprintf("%d files, %.2f GiB", r.Files, float64(r.Bytes)/(1<<30))
+		for _, c := range []struct {
+			name, title, unit string
+			values            [][]float64
+		}{
+			{r.Set + "-throughput.svg", fmt.Sprintf("%s data set (%s): throughput, higher is better", r.Set, size), "MB/s", tp},
+			{r.Set + "-memory.svg", fmt.Sprintf("%s data set (%s): peak RSS, lower is better", r.Set, size), "MiB", mem},
+		} {
+			p := filepath.Join(dir, c.name)
+			if err := os.WriteFile(p, []byte(BarChart(c.title, c.unit, groups, tools, c.values)), 0o644); err != nil {
+				return written, err
+			}
+			written = append(written, p)
+		}
+	}
+	return written, nil
+}
+
+var palette = []string{"#1f6feb", "#d29922", "#8250df", "#2da44e", "#cf222e"}
+
+// BarChart draws a grouped bar chart: one group per label in groups, one bar per
+// series in each group, values[series][group], with the value printed on each bar.
+func BarChart(title, unit string, groups, series []string, values [][]float64) string {
+	const (
+		width, height        = 760, 360
+		left, right, top, bo = 60, 20, 50, 60
+	)
+	maxV := 0.0
+	for _, s := range values {
+		for _, v := range s {
+			maxV = max(maxV, v)
+		}
+	}
+	step := niceStep(maxV / 5)
+	top5 := step * float64(int(maxV/step)+1)
+	plotW, plotH := float64(width-left-right), float64(height-top-bo)
+	y := func(v float64) float64 { return float64(top) + plotH*(1-v/top5) }
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	fmt.Fprintf(&b, `<text x="%d" y="22" font-size="15" font-weight="bold">%s</text>`+"\n", left, html.EscapeString(title))
+	for v := 0.0; v <= top5+step/2; v += step {
+		fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/>`, left, width-right, y(v), y(v))
+		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%g</text>`+"\n", left-6, y(v)+4, v)
+	}
+	fmt.Fprintf(&b, `<text x="14" y="%d" transform="rotate(-90 14 %d)" text-anchor="middle">%s</text>`+"\n", top+int(plotH/2), top+int(plotH/2), html.EscapeString(unit))
+	gw := plotW / float64(len(groups))
+	bw := gw * 0.8 / float64(len(series))
+	for g, name := range groups {
+		x0 := float64(left) + gw*float64(g) + gw*0.1
+		for s := range series {
+			v := values[s][g]
+			x := x0 + bw*float64(s)
+			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s: %.1f %s</title></rect>`,
+				x, y(v), bw-2, y(0)-y(v), palette[s%len(palette)], html.EscapeString(series[s]), html.EscapeString(name), v, html.EscapeString(unit))
+			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle" font-size="10">%s</text>`+"\n", x+bw/2-1, y(v)-3, short(v))
+		}
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", x0+gw*0.4, height-bo+16, html.EscapeString(name))
+	}
+	lx := float64(left)
+	for s, name := range series {
+		fmt.Fprintf(&b, `<rect x="%.1f" y="%d" width="12" height="12" fill="%s"/><text x="%.1f" y="%d">%s</text>`+"\n", lx, height-22, palette[s%len(palette)], lx+16, height-12, html.EscapeString(name))
+		lx += 40 + 8*float64(len(name))
+	}
+	b.WriteString("</svg>\n")
+	return b.String()
+}
+
+func short(v float64) string {
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+// niceStep rounds a raw axis step up to 1, 2 or 5 times a power of ten.
+func niceStep(raw float64) float64 {
+	if raw <= 0 {
+		return 1
+	}
+	p := 1.0
+	for p*10 <= raw {
+		p *= 10
+	}
+	for p > raw {
+		p /= 10
+	}
+	for _, m := range []float64{1, 2, 5, 10} {
+		if m*p >= raw {
+			return m * p
+		}
+	}
+	return 10 * p
+}
