@@ -62,17 +62,17 @@ func layout(name string, scale Scale) ([]spec, error) {
 		}
 	case "mixed":
 		// A volume as an application keeps it: source/config-like text, documents and
-		// images, a few database-sized files. About 1.6 GiB in 20,000 files.
+		// images, a few database-sized files. About 2.2 GiB in 20,000 files.
 		r := rand.New(rand.NewPCG(7, 7))
 		for i := 0; i < scale.n(16_000); i++ { // text, 1–64 KiB, log-uniform
 			size := int64(1024 * (1 << r.IntN(7)))
 			size += r.Int64N(size)
 			out = append(out, spec{path: fmt.Sprintf("src/m%02d/p%02d/file%05d.txt", i%40, (i/40)%25, i), size: size, text: true})
 		}
-		for i := 0; i < scale.n(3_900); i++ { // binary, 64 KiB – 1 MiB
-			out = append(out, spec{path: fmt.Sprintf("media/%03d/img%05d.jpg", i%100, i), size: 64<<10 + r.Int64N(960<<10)})
+		for i := 0; i < scale.n(3_900); i++ { // binary, 64–512 KiB
+			out = append(out, spec{path: fmt.Sprintf("media/%03d/img%05d.jpg", i%100, i), size: 64<<10 + r.Int64N(448<<10)})
 		}
-		for i := 0; i < scale.n(96); i++ { // 4–8 MiB blobs, half compressible
+		for i := 0; i < scale.n(48); i++ { // 4–8 MiB blobs, half compressible
 			out = append(out, spec{path: fmt.Sprintf("data/blob%03d.dat", i), size: 4<<20 + r.Int64N(4<<20), text: i%2 == 0})
 		}
 		for i := 0; i < 4; i++ { // database files

@@ -165,7 +165,7 @@ type KopiaCLI struct {
 func (k *KopiaCLI) Name() string { return "kopia" }
 
 func (k *KopiaCLI) cmd(ctx context.Context, args ...string) *exec.Cmd {
-	all := append([]string{"--config-file", filepath.Join(k.dir, "kopia.config"), "--no-progress"}, args...)
+	all := append([]string{"--config-file", filepath.Join(k.dir, "kopia.config")}, args...)
 	cmd := exec.CommandContext(ctx, k.Binary, all...)
 	cmd.Env = []string{
 		"KOPIA_PASSWORD=" + benchPassword,
