@@ -20,6 +20,7 @@ import (
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/test/bench"
+	"github.com/holdfast-dev/holdfast/test/bench/controlplane"
 )
 
 func main() {
@@ -41,10 +42,18 @@ func run() error {
 	tmp := flag.String("tmp", os.TempDir(), "where data sets and repositories go (needs about 3 × the largest data set)")
 	out := flag.String("out", "", "directory for results.md, results.json and the SVG charts (empty: print only)")
 	limits := flag.Bool("limits", true, "also measure the kopia algorithms in-process")
+	controlPlane := flag.Bool("control-plane", false, "measure the policy controller against envtest instead of the data path")
+	cpNamespaces := flag.Int("cp-namespaces", 1000, "control plane: namespaces")
+	cpPods := flag.Int("cp-pods-per-namespace", 10, "control plane: pods per namespace")
+	cpPolicies := flag.Int("cp-policies", 20, "control plane: policies (each selects namespaces/policies namespaces)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+
+	if *controlPlane {
+		return runControlPlane(ctx, controlplane.Options{Namespaces: *cpNamespaces, PodsPerNamespace: *cpPods, Policies: *cpPolicies, Log: os.Stderr}, *out)
+	}
 
 	work, err := os.MkdirTemp(*tmp, "holdfast-bench-")
 	if err != nil {
@@ -159,4 +168,28 @@ func machine() string {
 		sh(`uname -r`),
 		sh(`df -h "${TMPDIR:-/tmp}" | awk 'NR==2 {print $1 " (" $2 ", " $5 " used)"}'`),
 		runtime.Version())
+}
+
+func runControlPlane(ctx context.Context, opts controlplane.Options, out string) error {
+	res, err := controlplane.Run(ctx, opts)
+	if err != nil {
+		return err
+	}
+	report := fmt.Sprintf("Measured %s with `%s`.\n\nMachine: %s\n\n%s", time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		strings.Join(os.Args, " "), machine(), controlplane.Markdown(res))
+	fmt.Print(report)
+	if out == "" {
+		return nil
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	raw, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(out, "controlplane.json"), raw, 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(out, "controlplane.md"), []byte(report), 0o644)
 }
