@@ -88,6 +88,22 @@ test-cluster: cluster-packages ## Only the cluster harness tests (a real cluster
 	bash test/tools/build.sh $(CLUSTER_TOOLS)
 	go test $(GO_TEST_FLAGS) -v ./test/cluster/
 
+.PHONY: test-e2e
+test-e2e: cluster-packages ## Only the end-to-end stories: a real cluster, Holdfast installed with kubectl apply -k, backup and restore (a few minutes).
+	bash test/tools/build.sh $(CLUSTER_TOOLS)
+	go test $(GO_TEST_FLAGS) -v ./test/e2e/
+
+##@ Demo (needs root)
+
+KEEP ?=
+.PHONY: demo
+demo: ## Build what is missing, start the local cluster, install Holdfast, back up a sample app, damage it, restore it, verify. KEEP=1 leaves the cluster up.
+	@echo "==> make demo: building the toolchain the local cluster needs (cached; ~25 min on the first run, seconds after)"
+	$(MAKE) --no-print-directory tools
+	@echo "==> make demo: installing the Debian packages the cluster needs (runc, CNI plugins, iptables, conntrack, busybox-static)"
+	$(MAKE) --no-print-directory cluster-packages
+	go run ./test/demo $(if $(KEEP),-keep)
+
 ##@ Checks and tests
 
 .PHONY: fmt-check
@@ -111,7 +127,7 @@ test-unit: ## Only the tests that need no tools (quick feedback while editing).
 
 # BENCH_REPEAT runs of every measurement (the report gives the median); BENCH_SETS
 # picks data sets; BENCH_SCALE shrinks them (0.01 for a smoke test). Needs about
-# 25 GiB free under BENCH_TMP and about 40 minutes on 2 cores at the defaults.
+# 25 GiB free under BENCH_TMP and about 45 minutes on 2 cores at the defaults.
 BENCH_REPEAT ?= 3
 BENCH_SETS ?= small,large,mixed
 BENCH_SCALE ?= 1
@@ -119,9 +135,10 @@ BENCH_TMP ?= /var/tmp
 BENCH_OUT ?= docs/performance
 
 .PHONY: bench
-bench: ## Data path beside the kopia and restic CLIs; writes docs/performance/ (results.md, results.json, SVG charts).
+bench: ## Data path beside the kopia and restic CLIs, then the policy controller at scale; writes docs/performance/.
 	go run ./test/bench/cmd/holdfast-bench -repeat $(BENCH_REPEAT) -sets $(BENCH_SETS) -scale $(BENCH_SCALE) \
 		-tools-bin $(TOOLS_BIN) -tmp $(BENCH_TMP) -out $(BENCH_OUT)
+	go run ./test/bench/cmd/holdfast-bench -control-plane -out $(BENCH_OUT)
 
 .PHONY: clean
 clean: ## Remove build output (the tool cache outside the repo stays).

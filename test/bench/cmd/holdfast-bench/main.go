@@ -92,7 +92,7 @@ func run() error {
 	}
 
 	report := &strings.Builder{}
-	fmt.Fprintf(report, "Measured %s with `%s`.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), strings.Join(os.Args, " "))
+	fmt.Fprintf(report, "Measured %s with `%s`.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), command())
 	fmt.Fprintf(report, "Machine: %s\n\n", machine())
 
 	var alg *bench.AlgorithmLimits
@@ -132,23 +132,34 @@ func run() error {
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(*out, "results.md"), []byte(report.String()), 0o644); err != nil {
-		return err
+	// One file per data set, so data sets can be measured by separate invocations.
+	header := fmt.Sprintf("Measured %s with `%s`.\n\nMachine: %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), command(), machine())
+	if alg != nil {
+		limits := header + report.String()[strings.Index(report.String(), "kopia format"):strings.Index(report.String(), "####")]
+		if err := os.WriteFile(filepath.Join(*out, "limits.md"), []byte(limits), 0o644); err != nil {
+			return err
+		}
 	}
-	raw, err := json.MarshalIndent(struct {
-		Command    string
-		Machine    string
-		Algorithms *bench.AlgorithmLimits
-		Results    []bench.SetResult
-	}{strings.Join(os.Args, " "), machine(), alg, results}, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(*out, "results.json"), raw, 0o644); err != nil {
-		return err
+	for _, r := range results {
+		md := header + bench.Markdown([]bench.SetResult{r}, names, *repeat)
+		if err := os.WriteFile(filepath.Join(*out, r.Set+".md"), []byte(md), 0o644); err != nil {
+			return err
+		}
+		raw, err := json.MarshalIndent(struct {
+			Command    string
+			Machine    string
+			Algorithms *bench.AlgorithmLimits `json:",omitempty"`
+			Result     bench.SetResult
+		}{command(), machine(), alg, r}, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(*out, r.Set+".json"), raw, 0o644); err != nil {
+			return err
+		}
 	}
 	files, err := bench.Charts(*out, results, names)
-	fmt.Fprintf(os.Stderr, "wrote %s/results.md, results.json and %d charts\n", *out, len(files))
+	fmt.Fprintf(os.Stderr, "wrote %d data set reports and %d charts to %s\n", len(results), len(files), *out)
 	return err
 }
 
@@ -176,7 +187,7 @@ func runControlPlane(ctx context.Context, opts controlplane.Options, out string)
 		return err
 	}
 	report := fmt.Sprintf("Measured %s with `%s`.\n\nMachine: %s\n\n%s", time.Now().UTC().Format("2006-01-02 15:04 MST"),
-		strings.Join(os.Args, " "), machine(), controlplane.Markdown(res))
+		command(), machine(), controlplane.Markdown(res))
 	fmt.Print(report)
 	if out == "" {
 		return nil
@@ -192,4 +203,9 @@ func runControlPlane(ctx context.Context, opts controlplane.Options, out string)
 		return err
 	}
 	return os.WriteFile(filepath.Join(out, "controlplane.md"), []byte(report), 0o644)
+}
+
+// command is how this run was invoked, without the temporary path of `go run`.
+func command() string {
+	return strings.Join(append([]string{"holdfast-bench"}, os.Args[1:]...), " ")
 }
