@@ -54,6 +54,12 @@ func kopiaStorage(ctx context.Context, cfg Config, create bool) (blob.Storage, e
 			if err := os.MkdirAll(p, 0o700); err != nil {
 				return nil, classify(err, st)
 			}
+		} else if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+			// The store is there but this namespace's repository is not yet: kopia
+			// would fail on the missing directory, which reads as an unreachable store.
+			if _, rootErr := os.Stat(st.Filesystem.Path); rootErr == nil {
+				return nil, newError(ErrNotInitialized, fmt.Sprintf("No kopia repository exists at %s yet", cfg.URL()), err)
+			}
 		}
 		s, err := filesystem.New(ctx, &filesystem.Options{Path: p}, create)
 		return s, classify(err, st)

@@ -252,11 +252,16 @@ func TestProbe(t *testing.T) {
 }
 
 // TestFilesystemKopia: kopia on a filesystem store keeps its layout under
-// <path>/kopia/<namespace> and leaves no config file behind after Close.
+// <path>/kopia/<namespace> and leaves no config file behind after Close. Before the
+// repository exists, Open says it is not initialised (not that the store is
+// unreachable), so that the repository controller creates it.
 func TestFilesystemKopia(t *testing.T) {
 	ctx := ctxFor(t)
 	root := t.TempDir()
 	cfg := testConfig(t, Store{Filesystem: &FilesystemStore{Path: root}}, v1.UploaderKopia, "demo")
+	if _, err := Open(ctx, cfg); !errors.Is(err, ErrNotInitialized) {
+		t.Fatalf("Open before Initialize: %v, want ErrNotInitialized", err)
+	}
 	if err := Initialize(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
