@@ -18,6 +18,7 @@ import (
 
 	"github.com/holdfast-dev/holdfast/agent/mover"
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
+	"github.com/holdfast-dev/holdfast/agent/volumepath"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
 	"github.com/holdfast-dev/holdfast/internal/confinedfs"
@@ -76,6 +77,9 @@ func (r *PodVolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	case err != nil:
 		return ctrl.Result{}, r.finish(ctx, pvr, v1.RunFailed, reasonFailed, err.Error(), nil)
 	}
+	if msg, ok := r.volumeNotMountedYet(ctx, pvr); ok {
+		return ctrl.Result{RequeueAfter: 2 * time.Second}, r.waiting(ctx, pvr, msg)
+	}
 	restoreUID, err := r.restoreUID(ctx, pvr)
 	if err != nil {
 		return ctrl.Result{}, r.finish(ctx, pvr, v1.RunFailed, reasonFailed, err.Error(), nil)
@@ -87,6 +91,24 @@ func (r *PodVolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Req
 		r.restore(ctx, pvr.DeepCopy(), job, restoreUID, stopReason)
 	})
 	return ctrl.Result{}, nil
+}
+
+// volumeNotMountedYet reports, with a message, that the target pod has not started
+// and the kubelet has not set up its volume yet. The restore controller creates the
+// restore as soon as the pod is scheduled, a moment before the kubelet makes the
+// pod's volume directories; that is a wait, not a failure. (The pod watch and the
+// requeue bring the restore back.)
+func (r *PodVolumeRestoreReconciler) volumeNotMountedYet(ctx context.Context, pvr *v1.PodVolumeRestore) (string, bool) {
+	_, err := r.resolveTarget(ctx, pvr.Namespace, pvr.Spec.Pod, pvr.Spec.Volume)
+	if !errors.Is(err, volumepath.ErrNotMounted) {
+		return "", false
+	}
+	pod := &corev1.Pod{}
+	if r.Get(ctx, types.NamespacedName{Namespace: pvr.Namespace, Name: pvr.Spec.Pod.Name}, pod) != nil ||
+		string(pod.UID) != pvr.Spec.Pod.UID || pod.Status.Phase != corev1.PodPending {
+		return "", false
+	}
+	return fmt.Sprintf("waiting for the kubelet to set up volume %s of pod %s", pvr.Spec.Volume, pvr.Spec.Pod.Name), true
 }
 
 // restoreUID is the UID of the VolumeRestore the marker is named after.

@@ -15,6 +15,16 @@ import (
 // message says why, in a sentence a user can act on.
 var ErrUnsupported = errors.New("unsupported volume")
 
+// ErrNotMounted marks a volume whose directory is not on the node: the pod does not run
+// here, or the kubelet has not set up its volumes yet (a moment after scheduling).
+var ErrNotMounted = errors.New("volume not mounted")
+
+// notMounted is an ErrNotMounted with its own sentence.
+type notMounted struct{ msg string }
+
+func (e notMounted) Error() string        { return e.msg }
+func (e notMounted) Is(target error) bool { return target == ErrNotMounted }
+
 // Plugin directory names under <root>/pods/<uid>/volumes.
 const (
 	pluginEmptyDir = "kubernetes.io~empty-dir"
@@ -60,11 +70,11 @@ func Resolve(kubeletRoot string, pod *corev1.Pod, volumeName string, pv *corev1.
 		return found[0], nil
 	case 0:
 		if !isDir(volumesDir) {
-			return "", fmt.Errorf("pod %s/%s has no volume directory %s on this node: the pod is not running here, or --kubelet-root is not the kubelet's root directory",
-				pod.Namespace, pod.Name, volumesDir)
+			return "", notMounted{fmt.Sprintf("pod %s/%s has no volume directory %s on this node: the pod is not running here, or --kubelet-root is not the kubelet's root directory",
+				pod.Namespace, pod.Name, volumesDir)}
 		}
-		return "", fmt.Errorf("volume %q of pod %s/%s is not mounted: no %s under %s",
-			volumeName, pod.Namespace, pod.Name, filepath.Join(plugin, dir), volumesDir)
+		return "", notMounted{fmt.Sprintf("volume %q of pod %s/%s is not mounted: no %s under %s",
+			volumeName, pod.Namespace, pod.Name, filepath.Join(plugin, dir), volumesDir)}
 	default:
 		return "", fmt.Errorf("volume %q of pod %s/%s is ambiguous: %d directories match (%v)",
 			volumeName, pod.Namespace, pod.Name, len(found), found)
