@@ -1,0 +1,323 @@
+package e2e
+
+// These tests start the real local cluster (test/cluster), so they need root, the
+// binaries of `make tools` and the packages of `make cluster-packages`. They are
+// skipped only by -short; when a prerequisite is missing they fail and say which.
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/test/cluster"
+)
+
+// env is the package's one cluster with Holdfast installed; setupErr says why there
+// is none.
+var (
+	env      *Env
+	setupErr error
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
+	code := run(m)
+	os.Exit(code)
+}
+
+func run(m *testing.M) int {
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", args...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	c := cluster.New(filepath.Join(os.TempDir(), "holdfast-e2e"))
+	c.Log = logf
+	var teardown func() error
+	env, teardown, setupErr = setUp(ctx, c, logf)
+	code := m.Run()
+	if teardown != nil {
+		start := time.Now()
+		if err := teardown(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: teardown: %v\n", err)
+			code = 1
+		} else {
+			logf("e2e: cluster down, nothing left behind (%.1fs)", time.Since(start).Seconds())
+		}
+	}
+	return code
+}
+
+// setUp brings up the cluster and installs Holdfast. Whatever it started, the
+// returned teardown removes, also when it fails half way.
+func setUp(ctx context.Context, c *cluster.Cluster, logf func(string, ...any)) (*Env, func() error, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil, fmt.Errorf("the e2e tests need root to run the local cluster (mounts, network namespaces, cgroups)")
+	}
+	unlock, err := cluster.Lock(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if st := cluster.New("").Status(ctx); len(st.Components) > 0 {
+		unlock()
+		return nil, nil, fmt.Errorf("a local cluster is up in %s (%s); `make cluster-down` first", cluster.DefaultStateDir(), st.Detail)
+	}
+	if _, err := os.Stat(c.KubeletRoot); err == nil {
+		unlock()
+		return nil, nil, fmt.Errorf("%s exists before the test started a kubelet; remove it (no kubelet may run here)", c.KubeletRoot)
+	}
+	if err := PrepareBackupsDir(); err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	teardown := func() error {
+		defer unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		return Teardown(ctx, c)
+	}
+	start := time.Now()
+	if err := c.Up(ctx); err != nil {
+		return nil, teardown, fmt.Errorf("cluster up: %w (run `make tools cluster-packages` if something is missing)", err)
+	}
+	e, err := NewEnv(c, logf, func(title, out string) { logf("%s\n%s", title, out) })
+	if err != nil {
+		return nil, teardown, err
+	}
+	if err := e.Install(ctx); err != nil {
+		return nil, teardown, err
+	}
+	logf("e2e: cluster up and Holdfast installed in %.1fs", time.Since(start).Seconds())
+	return e, teardown, nil
+}
+
+func requireEnv(t *testing.T) *Env {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a real cluster and installs Holdfast (a few minutes); skipped by -short")
+	}
+	if setupErr != nil {
+		t.Fatalf("no cluster: %v", setupErr)
+	}
+	return env
+}
+
+// TestStories tells the user stories in order on one cluster; each builds on the
+// state the previous one left, so the first failure stops the rest.
+func TestStories(t *testing.T) {
+	e := requireEnv(t)
+	s := &stories{e: e}
+	for _, st := range []struct {
+		name string
+		fn   func(*testing.T)
+	}{
+		{"BackUpDeploymentAndStatefulSet", s.backUpDeploymentAndStatefulSet},
+		{"ChangedFileUploadsOnlyTheChange", s.changedFileUploadsOnlyTheChange},
+		{"ReplacementPodStaysIncremental", s.replacementPodStaysIncremental},
+		{"RestoreWaitsBeforeTheAppStarts", s.restoreWaitsBeforeTheAppStarts},
+	} {
+		if !t.Run(st.name, st.fn) {
+			t.Log(e.Diagnose(context.Background()))
+			t.Fatalf("story %s failed; the later stories depend on it", st.name)
+		}
+	}
+}
+
+type stories struct {
+	e     *Env
+	first *Run
+	// cacheSums are the cache's checksums at the last backup.
+	cacheSums string
+}
+
+// The emptyDir volume of the cache Deployment and the claim volume of the db
+// StatefulSet (manifests/).
+const (
+	cacheVolume = "cache"
+	dbVolume    = "data"
+)
+
+func (s *stories) backUpDeploymentAndStatefulSet(t *testing.T) {
+	ctx := t.Context()
+	if err := s.e.DeployApp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.e.Apply(ctx, "policy.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	run, err := s.e.RunPolicy(ctx, "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.first = run
+	st := run.Policy.Status
+	if st.SelectedVolumes != 2 || st.SelectedNamespaces != 1 || st.SkippedVolumes != 0 {
+		t.Errorf("policy status: %d volumes in %d namespaces, %d skipped; want 2 in 1, 0 skipped", st.SelectedVolumes, st.SelectedNamespaces, st.SkippedVolumes)
+	}
+	if lr := st.LastRun; lr.VolumesTotal != 2 || lr.VolumesCompleted != 2 || lr.VolumesFailed != 0 || lr.Trigger != "RunNow" {
+		t.Errorf("last run: %+v", lr)
+	}
+	if len(run.Backups) != 2 {
+		t.Fatalf("%d PodVolumeBackups, want 2", len(run.Backups))
+	}
+	for _, v := range []string{cacheVolume, dbVolume} {
+		b := run.Backup(v)
+		if b == nil {
+			t.Fatalf("no backup of volume %s", v)
+		}
+		if b.Status.Phase != backupv1alpha1.RunCompleted || b.Status.SnapshotID == "" {
+			t.Errorf("%s: phase %s, snapshot %q", b.Name, b.Status.Phase, b.Status.SnapshotID)
+		}
+		// seq 1 200000 is 1.3 MB, seq 1 300000 2 MB: all of it is new.
+		if b.Status.BytesUploaded < 1_000_000 {
+			t.Errorf("%s: first backup uploaded %d bytes, want the whole volume", b.Name, b.Status.BytesUploaded)
+		}
+	}
+	if got := run.Backup(dbVolume).Spec.ClaimName; got != "data-db-0" {
+		t.Errorf("db backup claim %q", got)
+	}
+	// What a user sees.
+	out, err := s.e.Kubectl(ctx, "", "get", "holdfast", "-A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"backupstoragelocation.backup.holdfast.dev/default", "volumebackuppolicy.backup.holdfast.dev/" + PolicyName, "Succeeded",
+		"backuprepository.backup.holdfast.dev/", "podvolumebackup.backup.holdfast.dev/" + run.Backup(cacheVolume).Name, "Completed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kubectl get holdfast -A lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = s.e.Kubectl(ctx, "", "describe", "vbp", PolicyName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Selected Volumes:     2", "Outcome:", "Succeeded", "Volumes Completed:", "Events:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kubectl describe vbp lacks %q:\n%s", want, out)
+		}
+	}
+	if t.Failed() {
+		t.Logf("kubectl describe vbp %s:\n%s", PolicyName, out)
+	}
+	if s.cacheSums, err = s.e.Checksums(ctx, "deployment/cache", "/cache"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// incremental fails the test unless b is an incremental backup: a parent snapshot
+// and far fewer bytes uploaded than the volume holds.
+func incremental(t *testing.T, b *backupv1alpha1.PodVolumeBackup, max int64) {
+	t.Helper()
+	if b.Status.Phase != backupv1alpha1.RunCompleted {
+		t.Errorf("%s: phase %s: %s", b.Name, b.Status.Phase, b.Status.Message)
+	}
+	if b.Status.ParentSnapshotID == "" {
+		t.Errorf("%s (%s/%s): no parent snapshot", b.Name, b.Spec.Pod.Name, b.Spec.Volume)
+	}
+	if b.Status.BytesUploaded > max {
+		t.Errorf("%s (%s/%s): uploaded %d bytes, want at most %d", b.Name, b.Spec.Pod.Name, b.Spec.Volume, b.Status.BytesUploaded, max)
+	}
+}
+
+func (s *stories) changedFileUploadsOnlyTheChange(t *testing.T) {
+	ctx := t.Context()
+	if err := s.e.WritePod(ctx, "statefulset/db", ChangeDB); err != nil {
+		t.Fatal(err)
+	}
+	run, err := s.e.RunPolicy(ctx, "second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The 1.3 MB table is unchanged; a new small file and the metadata are all that
+	// is new. (kopia stores a file smaller than its minimum chunk, a few MB, as one
+	// chunk: appending to the table would upload all of it again.)
+	db := run.Backup(dbVolume)
+	if db == nil {
+		t.Fatal("no backup of the db volume")
+	}
+	incremental(t, db, 64<<10)
+	if db.Status.BytesUploaded == 0 {
+		t.Errorf("%s: nothing uploaded although a file changed", db.Name)
+	}
+	cache := run.Backup(cacheVolume)
+	if cache == nil {
+		t.Fatal("no backup of the cache volume")
+	}
+	incremental(t, cache, 64<<10)
+}
+
+func (s *stories) replacementPodStaysIncremental(t *testing.T) {
+	ctx := t.Context()
+	old := s.first.Backup(cacheVolume).Spec.Pod.Name
+	if _, err := s.e.Kubectl(ctx, "", "-n", AppNamespace, "delete", "pod", old, "--wait=true"); err != nil {
+		t.Fatal(err)
+	}
+	pod, err := s.e.PodOf(ctx, map[string]string{"app": "cache"}, 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pod.Name == old {
+		t.Fatalf("pod %s was not replaced", old)
+	}
+	run, err := s.e.RunPolicy(ctx, "third")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := run.Backup(cacheVolume)
+	if cache == nil || cache.Spec.Pod.Name != pod.Name {
+		t.Fatalf("no backup of the replacement pod %s's cache: %+v", pod.Name, run.Backups)
+	}
+	// The new pod wrote the same 2 MB of rows and a new 33-byte id: the source
+	// identity (/Deployment/cache/cache) is the old pod's, so only the id is new.
+	incremental(t, cache, s.first.Backup(cacheVolume).Status.BytesUploaded/4)
+	if s.cacheSums, err = s.e.Checksums(ctx, "deployment/cache", "/cache"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *stories) restoreWaitsBeforeTheAppStarts(t *testing.T) {
+	ctx := t.Context()
+	r, err := s.e.RestoreCache(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inits []string
+	for _, c := range r.Pod.Spec.InitContainers {
+		inits = append(inits, c.Name)
+	}
+	if len(inits) == 0 || inits[0] != "holdfast-restore-wait" {
+		t.Errorf("the recreated pod's init containers are %v, want holdfast-restore-wait", inits)
+	}
+	if st := r.Pod.Status.InitContainerStatuses; len(st) == 0 || st[0].State.Terminated == nil || st[0].State.Terminated.ExitCode != 0 {
+		t.Errorf("restore-wait did not exit 0: %+v", st)
+	}
+	if !strings.Contains(r.Log, "cache: found existing data") {
+		t.Errorf("the app did not start on restored data; its log:\n%s", r.Log)
+	}
+	got, err := s.e.Checksums(ctx, "deployment/cache", "/cache")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != s.cacheSums {
+		t.Errorf("restored data differs:\n got %s\nwant %s", got, s.cacheSums)
+	}
+	if r.Restore.Status.VolumesCompleted != 1 || r.Restore.Status.VolumesFailed != 0 {
+		t.Errorf("VolumeRestore status: %+v", r.Restore.Status)
+	}
+	out, err := s.e.Kubectl(ctx, "", "-n", AppNamespace, "get", "vr,pvr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, RestoreName) || !strings.Contains(out, "Completed") {
+		t.Errorf("kubectl get vr,pvr:\n%s", out)
+	}
+}

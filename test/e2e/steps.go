@@ -1,0 +1,423 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/test/cluster"
+)
+
+// Names of what the stories deploy (see manifests/).
+const (
+	AppNamespace = "shop"
+	PolicyName   = "gold-nightly"
+	RestoreName  = "cache-from-latest"
+	// BackupsDir is the host directory kustomize/local mounts into the manager and
+	// the agent as the filesystem storage location "default".
+	BackupsDir = "/var/lib/holdfast/backups"
+	// managerUID is the user the manager container runs as (config/manager).
+	managerUID = 65532
+)
+
+//go:embed manifests/*.yaml
+var manifests embed.FS
+
+// Env is Holdfast installed on a running local cluster, and the means to drive it.
+type Env struct {
+	Cluster *cluster.Cluster
+	Client  client.Client
+	// Log receives one line per step; Show receives what a user would look at
+	// (kubectl output) under a one-line title.
+	Log  func(format string, args ...any)
+	Show func(title, output string)
+}
+
+// NewEnv returns an Env for the running cluster c.
+func NewEnv(c *cluster.Cluster, log func(string, ...any), show func(string, string)) (*Env, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig())
+	if err != nil {
+		return nil, err
+	}
+	s := k8sruntime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(backupv1alpha1.AddToScheme(s))
+	cl, err := client.New(cfg, client.Options{Scheme: s})
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = func(string, ...any) {}
+	}
+	if show == nil {
+		show = func(string, string) {}
+	}
+	return &Env{Cluster: c, Client: cl, Log: log, Show: show}, nil
+}
+
+// PrepareBackupsDir makes the filesystem storage location's host directory before
+// anything mounts it. Left to the kubelet (DirectoryOrCreate) it would be owned by
+// root and the manager could not write its probe and repository files. It fails when
+// the directory exists: backups of an earlier cluster would name repositories whose
+// keys died with it.
+func PrepareBackupsDir() error {
+	if _, err := os.Stat(BackupsDir); err == nil {
+		return fmt.Errorf("%s exists (left by an earlier cluster?); remove it first", BackupsDir)
+	}
+	if err := os.MkdirAll(BackupsDir, 0o755); err != nil {
+		return err
+	}
+	return os.Chown(BackupsDir, managerUID, managerUID)
+}
+
+// RemoveBackupsDir removes what PrepareBackupsDir made, and its parent if empty.
+func RemoveBackupsDir() error {
+	if err := os.RemoveAll(BackupsDir); err != nil {
+		return err
+	}
+	if err := os.Remove(filepath.Dir(BackupsDir)); err != nil && !os.IsNotExist(err) && !isNotEmpty(err) {
+		return err
+	}
+	return nil
+}
+
+func isNotEmpty(err error) bool { return strings.Contains(err.Error(), "not empty") }
+
+// Kubectl runs the built kubectl against the cluster and returns its stdout.
+func (e *Env) Kubectl(ctx context.Context, stdin string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(e.Cluster.ToolsBin, "kubectl"), append([]string{"--kubeconfig", e.Cluster.Kubeconfig()}, args...)...)
+	cmd.Dir = e.Cluster.RepoRoot
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+// show runs kubectl and hands its output to Show.
+func (e *Env) show(ctx context.Context, title string, args ...string) (string, error) {
+	out, err := e.Kubectl(ctx, "", args...)
+	if err != nil {
+		return "", err
+	}
+	e.Show(title+"\n$ kubectl "+strings.Join(args, " "), out)
+	return out, nil
+}
+
+// Manifest returns one of the embedded manifests with the cluster's values filled in.
+func (e *Env) Manifest(name string) (string, error) {
+	b, err := manifests.ReadFile("manifests/" + name)
+	if err != nil {
+		return "", err
+	}
+	s := strings.ReplaceAll(string(b), "LOCAL_PV_PATH", e.localPVPath())
+	return strings.ReplaceAll(s, "NODE_NAME", cluster.NodeName), nil
+}
+
+// localPVPath is the local PV's directory, under the state directory so that
+// teardown removes it.
+func (e *Env) localPVPath() string {
+	return filepath.Join(e.Cluster.StateDir, "local-volumes", "shop-db-0")
+}
+
+// Apply applies an embedded manifest with server-side apply.
+func (e *Env) Apply(ctx context.Context, name string) error {
+	m, err := e.Manifest(name)
+	if err != nil {
+		return err
+	}
+	_, err = e.Kubectl(ctx, m, "apply", "--server-side", "-f", "-")
+	return err
+}
+
+// Install installs Holdfast as a user does, `kubectl apply --server-side -k
+// kustomize/local`, and waits for the manager Deployment, the agent DaemonSet and the
+// storage location "default" to be ready. The first apply cannot create the storage
+// location before its CRD is established, so it is repeated until it succeeds.
+func (e *Env) Install(ctx context.Context) error {
+	e.Log("installing Holdfast: kubectl apply --server-side -k kustomize/local")
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, last = e.Kubectl(ctx, "", "apply", "--server-side", "-k", "kustomize/local")
+		return last == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("installing: %w (last: %v)", err, last)
+	}
+	e.Log("waiting for the manager Deployment and the agent DaemonSet")
+	for _, what := range []string{"deployment/holdfast-manager", "daemonset/holdfast-agent"} {
+		if _, err := e.Kubectl(ctx, "", "-n", "holdfast-system", "rollout", "status", what, "--timeout=3m"); err != nil {
+			return e.withPodState(ctx, "holdfast-system", err)
+		}
+	}
+	e.Log("waiting for the storage location to be Ready (the manager probes it)")
+	if _, err := e.Kubectl(ctx, "", "wait", "--for=condition=Ready", "backupstoragelocation/default", "--timeout=2m"); err != nil {
+		out, _ := e.Kubectl(ctx, "", "get", "bsl", "-o", "wide")
+		return fmt.Errorf("%w\n%s", err, out)
+	}
+	return nil
+}
+
+// withPodState adds the pods of ns and their recent events to err.
+func (e *Env) withPodState(ctx context.Context, ns string, err error) error {
+	pods, _ := e.Kubectl(ctx, "", "-n", ns, "get", "pods", "-o", "wide")
+	events, _ := e.Kubectl(ctx, "", "-n", ns, "get", "events", "--sort-by=.lastTimestamp")
+	return fmt.Errorf("%w\npods:\n%s\nevents:\n%s", err, pods, events)
+}
+
+// DeployApp deploys the sample application (manifests/app.yaml and cache.yaml) and
+// waits for its pods.
+func (e *Env) DeployApp(ctx context.Context) error {
+	e.Log("deploying the sample application: a StatefulSet \"db\" on a local PV and a Deployment \"cache\" with an emptyDir")
+	if err := os.MkdirAll(e.localPVPath(), 0o755); err != nil {
+		return err
+	}
+	if err := e.Apply(ctx, "app.yaml"); err != nil {
+		return err
+	}
+	if err := e.Apply(ctx, "cache.yaml"); err != nil {
+		return err
+	}
+	for _, what := range []string{"statefulset/db", "deployment/cache"} {
+		if _, err := e.Kubectl(ctx, "", "-n", AppNamespace, "rollout", "status", what, "--timeout=3m"); err != nil {
+			return e.withPodState(ctx, AppNamespace, err)
+		}
+	}
+	return nil
+}
+
+// Run is one finished run of the policy.
+type Run struct {
+	Policy  *backupv1alpha1.VolumeBackupPolicy
+	Backups []backupv1alpha1.PodVolumeBackup
+}
+
+// Backup returns the run's backup of volume, or nil.
+func (r *Run) Backup(volume string) *backupv1alpha1.PodVolumeBackup {
+	for i := range r.Backups {
+		if r.Backups[i].Spec.Volume == volume {
+			return &r.Backups[i]
+		}
+	}
+	return nil
+}
+
+// RunPolicy triggers the policy with the run-now annotation set to token, as a user
+// or a GitOps commit does, and waits until that run finished.
+func (e *Env) RunPolicy(ctx context.Context, token string) (*Run, error) {
+	e.Log("backing up now: kubectl annotate vbp %s %s=%s", PolicyName, backupv1alpha1.AnnotationRunNow, token)
+	if _, err := e.Kubectl(ctx, "", "annotate", "--overwrite", "vbp", PolicyName, backupv1alpha1.AnnotationRunNow+"="+token); err != nil {
+		return nil, err
+	}
+	p := &backupv1alpha1.VolumeBackupPolicy{}
+	var why string
+	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		if err := e.Client.Get(ctx, client.ObjectKey{Name: PolicyName}, p); err != nil {
+			why = err.Error()
+			return false, nil
+		}
+		if p.Status.LastRunNowToken != token || p.Status.LastRun == nil {
+			why = fmt.Sprintf("run-now token %q not handled yet", token)
+			return false, nil
+		}
+		why = fmt.Sprintf("run %s: outcome %s", p.Status.LastRun.Name, p.Status.LastRun.Outcome)
+		return p.Status.LastRun.Outcome != "" && p.Status.LastRun.Outcome != backupv1alpha1.RunOutcomeInProgress, nil
+	})
+	if err != nil {
+		out, _ := e.Kubectl(ctx, "", "get", "holdfast", "-A", "-o", "wide")
+		return nil, fmt.Errorf("waiting for the run: %w (%s)\n%s", err, why, out)
+	}
+	list := &backupv1alpha1.PodVolumeBackupList{}
+	if err := e.Client.List(ctx, list, client.MatchingLabels{"backup.holdfast.dev/run": p.Status.LastRun.Name}); err != nil {
+		return nil, err
+	}
+	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
+	r := &Run{Policy: p, Backups: list.Items}
+	for _, b := range r.Backups {
+		e.Log("  %s/%s: %s, %d bytes uploaded, snapshot %s (parent %q)", b.Spec.Pod.Name, b.Spec.Volume, b.Status.Phase, b.Status.BytesUploaded, b.Status.SnapshotID, b.Status.ParentSnapshotID)
+	}
+	if p.Status.LastRun.Outcome != backupv1alpha1.RunOutcomeSucceeded {
+		out, _ := e.Kubectl(ctx, "", "get", "pvb", "-A", "-o", "wide")
+		return r, fmt.Errorf("run %s ended %s\n%s", p.Status.LastRun.Name, p.Status.LastRun.Outcome, out)
+	}
+	return r, nil
+}
+
+// ChangeDB is the change the stories make to the database between two backups: a
+// new journal file next to its unchanged table.
+const ChangeDB = "echo 'insert into orders values (42)' >> /var/lib/db/journal.log"
+
+// Checksums returns `sha256sum` of the data files in the running pod of workload
+// (deployment/cache or statefulset/db), read inside the pod.
+func (e *Env) Checksums(ctx context.Context, workload, dir string) (string, error) {
+	return e.Kubectl(ctx, "", "-n", AppNamespace, "exec", workload, "--", "sh", "-c", "cd "+dir+" && sha256sum *")
+}
+
+// WritePod runs a shell command in the running pod of workload.
+func (e *Env) WritePod(ctx context.Context, workload, script string) error {
+	_, err := e.Kubectl(ctx, "", "-n", AppNamespace, "exec", workload, "--", "sh", "-c", script)
+	return err
+}
+
+// PodOf returns the one pod matching selector in the app namespace once it is Ready
+// and not terminating.
+func (e *Env) PodOf(ctx context.Context, selector map[string]string, timeout time.Duration) (*corev1.Pod, error) {
+	var pod *corev1.Pod
+	var why string
+	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		pods := &corev1.PodList{}
+		if err := e.Client.List(ctx, pods, client.InNamespace(AppNamespace), client.MatchingLabels(selector)); err != nil {
+			why = err.Error()
+			return false, nil
+		}
+		var live []corev1.Pod
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp == nil {
+				live = append(live, p)
+			}
+		}
+		if len(live) != 1 {
+			why = fmt.Sprintf("%d pods", len(live))
+			return false, nil
+		}
+		pod = &live[0]
+		why = fmt.Sprintf("pod %s: %s", pod.Name, pod.Status.Phase)
+		for _, c := range pod.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return nil, e.withPodState(ctx, AppNamespace, fmt.Errorf("pod %v: %w (%s)", selector, err, why))
+	}
+	return pod, nil
+}
+
+// Restored is what RestoreCache found.
+type Restored struct {
+	Pod     *corev1.Pod
+	Restore *backupv1alpha1.VolumeRestore
+	Log     string
+}
+
+// RestoreCache is the GitOps restore: the cache Deployment is deleted (its emptyDir
+// goes with it), the VolumeRestore is applied, then the Deployment is recreated. Its
+// new pod must wait in the restore-wait init container until the agent restored the
+// volume, then start on the restored data.
+func (e *Env) RestoreCache(ctx context.Context) (*Restored, error) {
+	e.Log("damaging the data: deleting the cache Deployment, and its emptyDir with it")
+	if _, err := e.Kubectl(ctx, "", "-n", AppNamespace, "delete", "deployment", "cache", "--wait=true"); err != nil {
+		return nil, err
+	}
+	if _, err := e.Kubectl(ctx, "", "-n", AppNamespace, "wait", "--for=delete", "pod", "-l", "app=cache", "--timeout=2m"); err != nil {
+		return nil, err
+	}
+	e.Log("restoring: applying VolumeRestore %s (latest backup of pods labelled app=cache), then recreating the Deployment", RestoreName)
+	if err := e.Apply(ctx, "restore.yaml"); err != nil {
+		return nil, err
+	}
+	if err := e.Apply(ctx, "cache.yaml"); err != nil {
+		return nil, err
+	}
+	vr := &backupv1alpha1.VolumeRestore{}
+	var why string
+	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		if err := e.Client.Get(ctx, client.ObjectKey{Namespace: AppNamespace, Name: RestoreName}, vr); err != nil {
+			why = err.Error()
+			return false, nil
+		}
+		why = fmt.Sprintf("phase %s", vr.Status.Phase)
+		return vr.Status.Phase == backupv1alpha1.RestoreCompleted || vr.Status.Phase == backupv1alpha1.RestoreFailed ||
+			vr.Status.Phase == backupv1alpha1.RestorePartiallyFailed, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("VolumeRestore %s: %w (%s)", RestoreName, err, why)
+	}
+	if vr.Status.Phase != backupv1alpha1.RestoreCompleted {
+		out, _ := e.Kubectl(ctx, "", "-n", AppNamespace, "describe", "vr", RestoreName)
+		return nil, fmt.Errorf("VolumeRestore %s ended %s\n%s", RestoreName, vr.Status.Phase, out)
+	}
+	pod, err := e.PodOf(ctx, map[string]string{"app": "cache"}, 2*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	logs, err := e.Kubectl(ctx, "", "-n", AppNamespace, "logs", pod.Name, "-c", "cache")
+	if err != nil {
+		return nil, err
+	}
+	return &Restored{Pod: pod, Restore: vr, Log: logs}, nil
+}
+
+// ShowState prints what a user looks at after a run.
+func (e *Env) ShowState(ctx context.Context, backup string) error {
+	if _, err := e.show(ctx, "Everything Holdfast knows, in one list (every kind is in the category holdfast):", "get", "holdfast", "-A"); err != nil {
+		return err
+	}
+	if _, err := e.show(ctx, "The policy: what it selects, how its last run went, and its events:", "describe", "vbp", PolicyName); err != nil {
+		return err
+	}
+	if backup != "" {
+		if _, err := e.show(ctx, "One volume's backup: phase, bytes, snapshot and its parent:", "-n", AppNamespace, "describe", "pvb", backup); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Teardown stops the cluster, removes the backups directory, and reports anything
+// the cluster left on the host.
+func Teardown(ctx context.Context, c *cluster.Cluster) error {
+	var errs []error
+	if err := c.Down(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("down: %w", err))
+	}
+	if err := RemoveBackupsDir(); err != nil {
+		errs = append(errs, err)
+	}
+	for _, l := range c.Leftovers() {
+		errs = append(errs, fmt.Errorf("left behind: %s", l))
+	}
+	return errors.Join(errs...)
+}
+
+// Diagnose returns what explains a failure: the Holdfast pods, the last lines of the
+// manager's and the agent's logs, and every Holdfast object.
+func (e *Env) Diagnose(ctx context.Context) string {
+	var b strings.Builder
+	for _, args := range [][]string{
+		{"-n", "holdfast-system", "get", "pods", "-o", "wide"},
+		{"-n", "holdfast-system", "logs", "deployment/holdfast-manager", "--tail=40"},
+		{"-n", "holdfast-system", "logs", "daemonset/holdfast-agent", "--tail=40"},
+		{"get", "holdfast", "-A", "-o", "wide"},
+	} {
+		out, err := e.Kubectl(ctx, "", args...)
+		fmt.Fprintf(&b, "$ kubectl %s\n%s", strings.Join(args, " "), out)
+		if err != nil {
+			fmt.Fprintf(&b, "(%v)\n", err)
+		}
+	}
+	return b.String()
+}
