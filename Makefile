@@ -93,6 +93,17 @@ test-e2e: cluster-packages ## Only the end-to-end stories: a real cluster, Holdf
 	bash test/tools/build.sh $(CLUSTER_TOOLS)
 	go test $(GO_TEST_FLAGS) -v ./test/e2e/
 
+##@ Demo (needs root)
+
+KEEP ?=
+.PHONY: demo
+demo: ## Build what is missing, start the local cluster, install Holdfast, back up a sample app, damage it, restore it, verify. KEEP=1 leaves the cluster up.
+	@echo "==> make demo: building the toolchain the local cluster needs (cached; ~25 min on the first run, seconds after)"
+	$(MAKE) --no-print-directory tools
+	@echo "==> make demo: installing the Debian packages the cluster needs (runc, CNI plugins, iptables, conntrack, busybox-static)"
+	$(MAKE) --no-print-directory cluster-packages
+	go run ./test/demo $(if $(KEEP),-keep)
+
 ##@ Checks and tests
 
 .PHONY: fmt-check

@@ -75,7 +75,7 @@ func setUp(ctx context.Context, c *cluster.Cluster, logf func(string, ...any)) (
 		unlock()
 		return nil, nil, fmt.Errorf("%s exists before the test started a kubelet; remove it (no kubelet may run here)", c.KubeletRoot)
 	}
-	if err := PrepareBackupsDir(); err != nil {
+	if err := PrepareBackupsDir(logf); err != nil {
 		unlock()
 		return nil, nil, err
 	}

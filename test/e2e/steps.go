@@ -74,12 +74,16 @@ func NewEnv(c *cluster.Cluster, log func(string, ...any), show func(string, stri
 
 // PrepareBackupsDir makes the filesystem storage location's host directory before
 // anything mounts it. Left to the kubelet (DirectoryOrCreate) it would be owned by
-// root and the manager could not write its probe and repository files. It fails when
-// the directory exists: backups of an earlier cluster would name repositories whose
-// keys died with it.
-func PrepareBackupsDir() error {
+// root and the manager could not write its probe and repository files. Call it only
+// while no local cluster runs: a directory left by an earlier cluster (make demo
+// KEEP=1, then make cluster-down) holds repositories whose keys died with that
+// cluster, so it is removed, and log says so.
+func PrepareBackupsDir(log func(string, ...any)) error {
 	if _, err := os.Stat(BackupsDir); err == nil {
-		return fmt.Errorf("%s exists (left by an earlier cluster?); remove it first", BackupsDir)
+		log("removing %s: backups of an earlier local cluster, unreadable without its repository keys", BackupsDir)
+		if err := os.RemoveAll(BackupsDir); err != nil {
+			return err
+		}
 	}
 	if err := os.MkdirAll(BackupsDir, 0o755); err != nil {
 		return err
