@@ -124,6 +124,8 @@ func TestStories(t *testing.T) {
 		{"ChangedFileUploadsOnlyTheChange", s.changedFileUploadsOnlyTheChange},
 		{"ReplacementPodStaysIncremental", s.replacementPodStaysIncremental},
 		{"RestoreWaitsBeforeTheAppStarts", s.restoreWaitsBeforeTheAppStarts},
+		{"DataOnlyRestoreIntoARunningPod", s.dataOnlyRestoreIntoARunningPod},
+		{"InvalidSelectorRejectedByTheWebhook", s.invalidSelectorRejectedByTheWebhook},
 	} {
 		if !t.Run(st.name, st.fn) {
 			t.Log(e.Diagnose(context.Background()))
@@ -319,5 +321,76 @@ func (s *stories) restoreWaitsBeforeTheAppStarts(t *testing.T) {
 	}
 	if !strings.Contains(out, RestoreName) || !strings.Contains(out, "Completed") {
 		t.Errorf("kubectl get vr,pvr:\n%s", out)
+	}
+}
+
+func (s *stories) dataOnlyRestoreIntoARunningPod(t *testing.T) {
+	ctx := t.Context()
+	before, err := s.e.Checksums(ctx, "statefulset/db", "/var/lib/db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod, err := s.e.PodOf(ctx, map[string]string{"app": "db"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Damage the running database's files: overwrite one, delete another.
+	if err := s.e.WritePod(ctx, "statefulset/db", "echo garbage > /var/lib/db/table.dat && rm /var/lib/db/id.txt"); err != nil {
+		t.Fatal(err)
+	}
+	if damaged, _ := s.e.Checksums(ctx, "statefulset/db", "/var/lib/db"); damaged == before {
+		t.Fatal("the damage did not change the data")
+	}
+	if err := s.e.Apply(ctx, "restore-db.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	vr, err := s.e.WaitRestore(ctx, "db-in-place")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vr.Status.VolumesCompleted != 1 || len(vr.Status.Volumes) != 1 || vr.Status.Volumes[0].Pod != pod.Name {
+		t.Errorf("VolumeRestore status: %+v", vr.Status)
+	}
+	after, err := s.e.Checksums(ctx, "statefulset/db", "/var/lib/db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after != before {
+		t.Errorf("data after the in-place restore:\n%s\nwant\n%s", after, before)
+	}
+	// The pod kept running: same pod, no restart, no init container, no marker left.
+	now, err := s.e.PodOf(ctx, map[string]string{"app": "db"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if now.UID != pod.UID || now.Status.ContainerStatuses[0].RestartCount != 0 || len(now.Spec.InitContainers) != 0 {
+		t.Errorf("the db pod was disturbed: uid %s (was %s), restarts %d, init containers %d",
+			now.UID, pod.UID, now.Status.ContainerStatuses[0].RestartCount, len(now.Spec.InitContainers))
+	}
+	if out, _ := s.e.Kubectl(ctx, "", "-n", AppNamespace, "exec", "statefulset/db", "--", "ls", "-A", "/var/lib/db"); strings.Contains(out, ".holdfast") {
+		t.Errorf("a done-marker directory was left in the running pod's volume: %s", out)
+	}
+}
+
+func (s *stories) invalidSelectorRejectedByTheWebhook(t *testing.T) {
+	ctx := t.Context()
+	m, err := s.e.Manifest("policy-invalid.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.e.Kubectl(ctx, m, "apply", "--server-side", "-f", "-")
+	if err == nil {
+		t.Fatal("the API server accepted a policy whose selector does not compile")
+	}
+	// The CRD's schema cannot compile CEL selectors; only the webhook type-checks them
+	// and names the field and the compiler's position. (A webhook's Invalid status is
+	// passed through as is, so there is no "denied the request" prefix.)
+	for _, want := range []string{"spec.selector.volumes", "compilation failed", "undefined field 'sizeLimt'"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("kubectl apply's error lacks %q: %v", want, err)
+		}
+	}
+	if out, _ := s.e.Kubectl(ctx, "", "get", "vbp", "invalid-selector", "--ignore-not-found"); out != "" {
+		t.Errorf("the invalid policy exists: %s", out)
 	}
 }

@@ -346,23 +346,9 @@ func (e *Env) RestoreCache(ctx context.Context) (*Restored, error) {
 	if err := e.Apply(ctx, "cache.yaml"); err != nil {
 		return nil, err
 	}
-	vr := &backupv1alpha1.VolumeRestore{}
-	var why string
-	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		if err := e.Client.Get(ctx, client.ObjectKey{Namespace: AppNamespace, Name: RestoreName}, vr); err != nil {
-			why = err.Error()
-			return false, nil
-		}
-		why = fmt.Sprintf("phase %s", vr.Status.Phase)
-		return vr.Status.Phase == backupv1alpha1.RestoreCompleted || vr.Status.Phase == backupv1alpha1.RestoreFailed ||
-			vr.Status.Phase == backupv1alpha1.RestorePartiallyFailed, nil
-	})
+	vr, err := e.WaitRestore(ctx, RestoreName)
 	if err != nil {
-		return nil, fmt.Errorf("VolumeRestore %s: %w (%s)", RestoreName, err, why)
-	}
-	if vr.Status.Phase != backupv1alpha1.RestoreCompleted {
-		out, _ := e.Kubectl(ctx, "", "-n", AppNamespace, "describe", "vr", RestoreName)
-		return nil, fmt.Errorf("VolumeRestore %s ended %s\n%s", RestoreName, vr.Status.Phase, out)
+		return nil, err
 	}
 	pod, err := e.PodOf(ctx, map[string]string{"app": "cache"}, 2*time.Minute)
 	if err != nil {
@@ -373,6 +359,30 @@ func (e *Env) RestoreCache(ctx context.Context) (*Restored, error) {
 		return nil, err
 	}
 	return &Restored{Pod: pod, Restore: vr, Log: logs}, nil
+}
+
+// WaitRestore waits until the VolumeRestore name in the app namespace finished, and
+// fails unless it Completed.
+func (e *Env) WaitRestore(ctx context.Context, name string) (*backupv1alpha1.VolumeRestore, error) {
+	vr := &backupv1alpha1.VolumeRestore{}
+	var why string
+	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		if err := e.Client.Get(ctx, client.ObjectKey{Namespace: AppNamespace, Name: name}, vr); err != nil {
+			why = err.Error()
+			return false, nil
+		}
+		why = fmt.Sprintf("phase %s", vr.Status.Phase)
+		return vr.Status.Phase == backupv1alpha1.RestoreCompleted || vr.Status.Phase == backupv1alpha1.RestoreFailed ||
+			vr.Status.Phase == backupv1alpha1.RestorePartiallyFailed, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("VolumeRestore %s: %w (%s)", name, err, why)
+	}
+	if vr.Status.Phase != backupv1alpha1.RestoreCompleted {
+		out, _ := e.Kubectl(ctx, "", "-n", AppNamespace, "describe", "vr", name)
+		return nil, fmt.Errorf("VolumeRestore %s ended %s\n%s", name, vr.Status.Phase, out)
+	}
+	return vr, nil
 }
 
 // ShowState prints what a user looks at after a run.
