@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,11 +20,25 @@ import (
 )
 
 // env is the package's one cluster with Holdfast installed; setupErr says why there
-// is none.
+// is none. tearDown removes it, once: TestStories calls it from a cleanup (which
+// runs even when a story panics, unlike the end of TestMain), TestMain after the
+// tests.
 var (
-	env      *Env
-	setupErr error
+	env          *Env
+	setupErr     error
+	teardownOnce sync.Once
+	teardownFn   func() error
+	teardownErr  error
 )
+
+func tearDown() error {
+	teardownOnce.Do(func() {
+		if teardownFn != nil {
+			teardownErr = teardownFn()
+		}
+	})
+	return teardownErr
+}
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -44,15 +59,20 @@ func run(m *testing.M) int {
 	c.Log = logf
 	var teardown func() error
 	env, teardown, setupErr = setUp(ctx, c, logf)
-	code := m.Run()
 	if teardown != nil {
-		start := time.Now()
-		if err := teardown(); err != nil {
-			fmt.Fprintf(os.Stderr, "e2e: teardown: %v\n", err)
-			code = 1
-		} else {
+		teardownFn = func() error {
+			start := time.Now()
+			if err := teardown(); err != nil {
+				fmt.Fprintf(os.Stderr, "e2e: teardown: %v\n", err)
+				return err
+			}
 			logf("e2e: cluster down, nothing left behind (%.1fs)", time.Since(start).Seconds())
+			return nil
 		}
+	}
+	code := m.Run()
+	if tearDown() != nil {
+		code = 1
 	}
 	return code
 }
@@ -115,6 +135,11 @@ func requireEnv(t *testing.T) *Env {
 // state the previous one left, so the first failure stops the rest.
 func TestStories(t *testing.T) {
 	e := requireEnv(t)
+	t.Cleanup(func() {
+		if err := tearDown(); err != nil {
+			t.Error(err)
+		}
+	})
 	s := &stories{e: e}
 	for _, st := range []struct {
 		name string
@@ -126,6 +151,7 @@ func TestStories(t *testing.T) {
 		{"RestoreWaitsBeforeTheAppStarts", s.restoreWaitsBeforeTheAppStarts},
 		{"DataOnlyRestoreIntoARunningPod", s.dataOnlyRestoreIntoARunningPod},
 		{"InvalidSelectorRejectedByTheWebhook", s.invalidSelectorRejectedByTheWebhook},
+		{"ResticBackupAndRestore", s.resticBackupAndRestore},
 	} {
 		if !t.Run(st.name, st.fn) {
 			t.Log(e.Diagnose(context.Background()))
@@ -219,6 +245,9 @@ func (s *stories) backUpDeploymentAndStatefulSet(t *testing.T) {
 // and far fewer bytes uploaded than the volume holds.
 func incremental(t *testing.T, b *backupv1alpha1.PodVolumeBackup, max int64) {
 	t.Helper()
+	if b == nil {
+		t.Fatal("no backup of the volume in the run")
+	}
 	if b.Status.Phase != backupv1alpha1.RunCompleted {
 		t.Errorf("%s: phase %s: %s", b.Name, b.Status.Phase, b.Status.Message)
 	}
@@ -392,5 +421,80 @@ func (s *stories) invalidSelectorRejectedByTheWebhook(t *testing.T) {
 	}
 	if out, _ := s.e.Kubectl(ctx, "", "get", "vbp", "invalid-selector", "--ignore-not-found"); out != "" {
 		t.Errorf("the invalid policy exists: %s", out)
+	}
+}
+
+func (s *stories) resticBackupAndRestore(t *testing.T) {
+	ctx := t.Context()
+	before, err := s.e.Checksums(ctx, "statefulset/db", "/var/lib/db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.e.Apply(ctx, "policy-restic.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.e.RunPolicyNamed(ctx, "db-restic", "restic-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := first.Backup(dbVolume)
+	if len(first.Backups) != 1 || b == nil || b.Spec.Uploader != backupv1alpha1.UploaderRestic || b.Spec.Repository != "default-restic" {
+		t.Fatalf("restic run backups: %+v", first.Backups)
+	}
+	if b.Status.SnapshotID == "" || b.Status.BytesUploaded < 1_000_000 {
+		t.Errorf("%s: snapshot %q, %d bytes uploaded; want the whole volume", b.Name, b.Status.SnapshotID, b.Status.BytesUploaded)
+	}
+	if err := s.e.WritePod(ctx, "statefulset/db", ChangeDB); err != nil {
+		t.Fatal(err)
+	}
+	second, err := s.e.RunPolicyNamed(ctx, "db-restic", "restic-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	incremental(t, second.Backup(dbVolume), 64<<10)
+
+	// Damage, then restore the first restic snapshot by name, into the running pod.
+	if err := s.e.WritePod(ctx, "statefulset/db", "echo garbage > /var/lib/db/table.dat && rm /var/lib/db/journal.log"); err != nil {
+		t.Fatal(err)
+	}
+	vr := fmt.Sprintf(`apiVersion: backup.holdfast.dev/v1alpha1
+kind: VolumeRestore
+metadata:
+  name: db-from-restic
+  namespace: %s
+spec:
+  podSelector:
+    matchLabels:
+      app: db
+  volumes:
+  - name: %s
+    source:
+      podVolumeBackup: %s
+`, AppNamespace, dbVolume, b.Name)
+	if _, err := s.e.Kubectl(ctx, vr, "apply", "--server-side", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	restored, err := s.e.WaitRestore(ctx, "db-from-restic")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(restored.Status.Volumes) != 1 || restored.Status.Volumes[0].SnapshotID != b.Status.SnapshotID {
+		t.Errorf("restored %+v, want snapshot %s", restored.Status.Volumes, b.Status.SnapshotID)
+	}
+	after, err := s.e.Checksums(ctx, "statefulset/db", "/var/lib/db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first restic snapshot was taken from the data of before: the restore
+	// brings back table.dat and journal.log as they were then.
+	if after != before {
+		t.Errorf("data after the restic restore:\n%s\nwant\n%s", after, before)
+	}
+	out, err := s.e.Kubectl(ctx, "", "-n", AppNamespace, "get", "brepo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "default-restic") || strings.Count(out, "True") != 2 {
+		t.Errorf("kubectl get brepo: want the kopia and the restic repository Ready:\n%s", out)
 	}
 }

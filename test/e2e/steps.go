@@ -230,18 +230,30 @@ func (r *Run) Backup(volume string) *backupv1alpha1.PodVolumeBackup {
 // RunPolicy triggers the policy with the run-now annotation set to token, as a user
 // or a GitOps commit does, and waits until that run finished.
 func (e *Env) RunPolicy(ctx context.Context, token string) (*Run, error) {
-	e.Log("backing up now: kubectl annotate vbp %s %s=%s", PolicyName, backupv1alpha1.AnnotationRunNow, token)
-	if _, err := e.Kubectl(ctx, "", "annotate", "--overwrite", "vbp", PolicyName, backupv1alpha1.AnnotationRunNow+"="+token); err != nil {
+	return e.RunPolicyNamed(ctx, PolicyName, token)
+}
+
+// RunPolicyNamed is RunPolicy for the policy name.
+func (e *Env) RunPolicyNamed(ctx context.Context, name, token string) (*Run, error) {
+	p := &backupv1alpha1.VolumeBackupPolicy{}
+	previous := ""
+	if err := e.Client.Get(ctx, client.ObjectKey{Name: name}, p); err != nil {
 		return nil, err
 	}
-	p := &backupv1alpha1.VolumeBackupPolicy{}
+	if p.Status.LastRun != nil {
+		previous = p.Status.LastRun.Name
+	}
+	e.Log("backing up now: kubectl annotate vbp %s %s=%s", name, backupv1alpha1.AnnotationRunNow, token)
+	if _, err := e.Kubectl(ctx, "", "annotate", "--overwrite", "vbp", name, backupv1alpha1.AnnotationRunNow+"="+token); err != nil {
+		return nil, err
+	}
 	var why string
 	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		if err := e.Client.Get(ctx, client.ObjectKey{Name: PolicyName}, p); err != nil {
+		if err := e.Client.Get(ctx, client.ObjectKey{Name: name}, p); err != nil {
 			why = err.Error()
 			return false, nil
 		}
-		if p.Status.LastRunNowToken != token || p.Status.LastRun == nil {
+		if p.Status.LastRunNowToken != token || p.Status.LastRun == nil || p.Status.LastRun.Name == previous {
 			why = fmt.Sprintf("run-now token %q not handled yet", token)
 			return false, nil
 		}
