@@ -15,6 +15,10 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/test/cluster"
 )
@@ -152,6 +156,7 @@ func TestStories(t *testing.T) {
 		{"DataOnlyRestoreIntoARunningPod", s.dataOnlyRestoreIntoARunningPod},
 		{"InvalidSelectorRejectedByTheWebhook", s.invalidSelectorRejectedByTheWebhook},
 		{"ResticBackupAndRestore", s.resticBackupAndRestore},
+		{"RetentionExpiresTheOldestBackups", s.retentionExpiresTheOldestBackups},
 	} {
 		if !t.Run(st.name, st.fn) {
 			t.Log(e.Diagnose(context.Background()))
@@ -497,4 +502,59 @@ spec:
 	if !strings.Contains(out, "default-restic") || strings.Count(out, "True") != 2 {
 		t.Errorf("kubectl get brepo: want the kopia and the restic repository Ready:\n%s", out)
 	}
+}
+
+// The sample policy keeps the last 3 backups of each volume; a fourth run makes the
+// manager expire the first run's backups, deleting their snapshots from repositories
+// the agent wrote.
+func (s *stories) retentionExpiresTheOldestBackups(t *testing.T) {
+	ctx := t.Context()
+	if _, err := s.e.RunPolicy(ctx, "fourth"); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		left = nil
+		for _, b := range s.first.Backups {
+			pvb := &backupv1alpha1.PodVolumeBackup{}
+			if err := s.e.Client.Get(ctx, client.ObjectKeyFromObject(&b), pvb); !apierrors.IsNotFound(err) {
+				left = append(left, fmt.Sprintf("%s (get: %v)", b.Name, err))
+			}
+		}
+		return len(left) == 0, nil
+	})
+	if err != nil {
+		events, _ := s.e.Kubectl(ctx, "", "-n", AppNamespace, "get", "events", "--field-selector", "type=Warning")
+		t.Fatalf("the first run's backups were not expired: %v\n%s", left, events)
+	}
+	list := &backupv1alpha1.PodVolumeBackupList{}
+	if err := s.e.Client.List(ctx, list, client.InNamespace(AppNamespace), client.MatchingLabels{"backup.holdfast.dev/policy": PolicyName}); err != nil {
+		t.Fatal(err)
+	}
+	perVolume := map[string]int{}
+	for _, b := range list.Items {
+		perVolume[b.Spec.SourcePath]++
+	}
+	for src, n := range perVolume {
+		if n != 3 {
+			t.Errorf("%d backups of %s, want 3 (keepLast)", n, src)
+		}
+	}
+	logs, err := s.e.Kubectl(ctx, "", "-n", "holdfast-system", "logs", "deployment/holdfast-manager")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs, "permission denied") {
+		t.Errorf("the manager could not read what the agent wrote:\n%s", grepLines(logs, "permission denied"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

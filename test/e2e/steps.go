@@ -33,8 +33,6 @@ const (
 	// BackupsDir is the host directory kustomize/local mounts into the manager and
 	// the agent as the filesystem storage location "default".
 	BackupsDir = "/var/lib/holdfast/backups"
-	// managerUID is the user the manager container runs as (config/manager).
-	managerUID = 65532
 )
 
 //go:embed manifests/*.yaml
@@ -73,11 +71,9 @@ func NewEnv(c *cluster.Cluster, log func(string, ...any), show func(string, stri
 }
 
 // PrepareBackupsDir makes the filesystem storage location's host directory before
-// anything mounts it. Left to the kubelet (DirectoryOrCreate) it would be owned by
-// root and the manager could not write its probe and repository files. Call it only
-// while no local cluster runs: a directory left by an earlier cluster (make demo
-// KEEP=1, then make cluster-down) holds repositories whose keys died with that
-// cluster, so it is removed, and log says so.
+// anything mounts it. Call it only while no local cluster runs: a directory left by an
+// earlier cluster (make demo KEEP=1, then make cluster-down) holds repositories whose
+// keys died with that cluster, so it is removed, and log says so.
 func PrepareBackupsDir(log func(string, ...any)) error {
 	if _, err := os.Stat(BackupsDir); err == nil {
 		log("removing %s: backups of an earlier local cluster, unreadable without its repository keys", BackupsDir)
@@ -85,10 +81,7 @@ func PrepareBackupsDir(log func(string, ...any)) error {
 			return err
 		}
 	}
-	if err := os.MkdirAll(BackupsDir, 0o755); err != nil {
-		return err
-	}
-	return os.Chown(BackupsDir, managerUID, managerUID)
+	return os.MkdirAll(BackupsDir, 0o755)
 }
 
 // RemoveBackupsDir removes what PrepareBackupsDir made, and its parent if empty.

@@ -415,7 +415,8 @@ func TestRancherOSOverlay(t *testing.T) {
 }
 
 // The local test cluster overlay differs from config/default only by images that are
-// never pulled and a filesystem storage location on a host directory.
+// never pulled, a filesystem storage location on a host directory, and a manager that
+// runs as root to share that directory with the agent.
 func TestLocalOverlay(t *testing.T) {
 	local, plain := build(t, "kustomize/local"), build(t, "config/default")
 
@@ -438,7 +439,15 @@ func TestLocalOverlay(t *testing.T) {
 		}
 	}
 
+	// The manager runs as root there, to read what the root agent writes into the
+	// shared backups directory (kustomize/local/manager_patch.yaml).
+	if sc := d.Spec.Template.Spec.SecurityContext; sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 0 {
+		t.Errorf("the local manager does not run as root: %+v", sc)
+	}
+
 	// Undo exactly those changes: what is left must equal config/default.
+	pd, _ := plain.manager()
+	d.Spec.Template.Spec.SecurityContext = pd.Spec.Template.Spec.SecurityContext
 	strip := func(spec *corev1.PodSpec, c *corev1.Container) {
 		c.ImagePullPolicy = ""
 		c.VolumeMounts = slices.DeleteFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "backups" })
@@ -446,7 +455,6 @@ func TestLocalOverlay(t *testing.T) {
 	}
 	strip(&d.Spec.Template.Spec, m)
 	strip(&ds.Spec.Template.Spec, a)
-	pd, _ := plain.manager()
 	pds, _ := plain.agent()
 	if !equality.Semantic.DeepEqual(d, pd) {
 		t.Error("the local manager Deployment differs from config/default beyond pull policy and the backups mount")
