@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -131,8 +132,15 @@ const chunk = 1 << 20
 
 var zeros = make([]byte, chunk)
 
+// copyBuffers are reused across files: a restore writes file after file from several
+// goroutines, and a fresh 1 MiB buffer per file cost a restore of 200,000 small files
+// more than a third of its CPU in allocation and garbage collection (make bench).
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, chunk); return &b }}
+
 func (w *Writer) copySparse(f *os.File, r io.Reader) (int64, error) {
-	buf := make([]byte, chunk)
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
 	var off int64
 	hole := false
 	for {
