@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	miniogo "github.com/minio/minio-go/v7"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -157,6 +158,7 @@ func TestStories(t *testing.T) {
 		{"InvalidSelectorRejectedByTheWebhook", s.invalidSelectorRejectedByTheWebhook},
 		{"ResticBackupAndRestore", s.resticBackupAndRestore},
 		{"RetentionExpiresTheOldestBackups", s.retentionExpiresTheOldestBackups},
+		{"BackUpToMinIOInAPod", s.backUpToMinIOInAPod},
 	} {
 		if !t.Run(st.name, st.fn) {
 			t.Log(e.Diagnose(context.Background()))
@@ -557,4 +559,63 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// The same backup to an S3 store: MinIO as a pod, reached at its Service's cluster
+// IP; the objects land under <prefix>/kopia/<namespace>/.
+func (s *stories) backUpToMinIOInAPod(t *testing.T) {
+	ctx := t.Context()
+	m, err := s.e.StartMinIO(ctx, "holdfast")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := fmt.Sprintf(`apiVersion: backup.holdfast.dev/v1alpha1
+kind: BackupStorageLocation
+metadata:
+  name: minio
+spec:
+  s3:
+    bucket: holdfast
+    prefix: cluster-a
+    endpoint: %s
+    region: us-east-1
+    forcePathStyle: true
+    insecure: true
+    credentialsSecretRef:
+      name: minio-credentials
+---
+apiVersion: backup.holdfast.dev/v1alpha1
+kind: VolumeBackupPolicy
+metadata:
+  name: cache-to-minio
+spec:
+  selector:
+    volumes: has(volume.emptyDir) && pod.metadata.labels[?"backup"].orValue("") == "true"
+  storageLocation: minio
+`, m.Endpoint)
+	if _, err := s.e.Kubectl(ctx, objs, "apply", "--server-side", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.e.Kubectl(ctx, "", "wait", "--for=condition=Ready", "bsl/minio", "--timeout=2m"); err != nil {
+		out, _ := s.e.Kubectl(ctx, "", "get", "bsl", "-o", "wide")
+		t.Fatalf("%v\n%s", err, out)
+	}
+	run, err := s.e.RunPolicyNamed(ctx, "cache-to-minio", "minio-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := run.Backup(cacheVolume)
+	if b == nil || b.Status.BytesUploaded < 1_000_000 {
+		t.Fatalf("backup to MinIO: %+v", run.Backups)
+	}
+	n := 0
+	for o := range m.Client.ListObjects(ctx, "holdfast", miniogo.ListObjectsOptions{Prefix: "cluster-a/kopia/" + AppNamespace + "/", Recursive: true}) {
+		if o.Err != nil {
+			t.Fatal(o.Err)
+		}
+		n++
+	}
+	if n == 0 {
+		t.Errorf("no objects under cluster-a/kopia/%s/ in the bucket", AppNamespace)
+	}
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	miniogo "github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 	corev1 "k8s.io/api/core/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -129,6 +131,9 @@ func (e *Env) Manifest(name string) (string, error) {
 		return "", err
 	}
 	s := strings.ReplaceAll(string(b), "LOCAL_PV_PATH", e.localPVPath())
+	if minio, err := filepath.EvalSymlinks(filepath.Join(e.Cluster.ToolsBin, "minio")); err == nil {
+		s = strings.ReplaceAll(s, "MINIO_DIR", filepath.Dir(minio))
+	}
 	return strings.ReplaceAll(s, "NODE_NAME", cluster.NodeName), nil
 }
 
@@ -439,4 +444,42 @@ func (e *Env) Diagnose(ctx context.Context) string {
 		}
 	}
 	return b.String()
+}
+
+// MinIO is the S3 store of the MinIO story, running as a pod.
+type MinIO struct {
+	// Endpoint is the Service's cluster IP and port, as pods reach it.
+	Endpoint string
+	// Client reaches the pod from the host, over the pod network's bridge.
+	Client *miniogo.Client
+}
+
+// StartMinIO runs MinIO as a pod behind a Service (manifests/minio.yaml), with the
+// credentials Secret in the operator namespace, and creates bucket.
+func (e *Env) StartMinIO(ctx context.Context, bucket string) (*MinIO, error) {
+	e.Log("starting MinIO as a pod behind a Service")
+	if err := e.Apply(ctx, "minio.yaml"); err != nil {
+		return nil, err
+	}
+	if _, err := e.Kubectl(ctx, "", "-n", "minio", "wait", "--for=condition=Ready", "pod/minio", "--timeout=2m"); err != nil {
+		return nil, e.withPodState(ctx, "minio", err)
+	}
+	pod := &corev1.Pod{}
+	if err := e.Client.Get(ctx, client.ObjectKey{Namespace: "minio", Name: "minio"}, pod); err != nil {
+		return nil, err
+	}
+	svc := &corev1.Service{}
+	if err := e.Client.Get(ctx, client.ObjectKey{Namespace: "minio", Name: "minio"}, svc); err != nil {
+		return nil, err
+	}
+	mc, err := miniogo.New(pod.Status.PodIP+":9000", &miniogo.Options{
+		Creds: credentials.NewStaticV4("holdfast-e2e", "holdfast-e2e-password", ""),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := mc.MakeBucket(ctx, bucket, miniogo.MakeBucketOptions{}); err != nil {
+		return nil, fmt.Errorf("creating bucket %s: %w", bucket, err)
+	}
+	return &MinIO{Endpoint: svc.Spec.ClusterIP + ":9000", Client: mc}, nil
 }
