@@ -96,13 +96,14 @@ test-e2e: cluster-packages ## Only the end-to-end stories: a real cluster, Holdf
 ##@ Demo (needs root)
 
 KEEP ?=
+STORAGE ?=
 .PHONY: demo
-demo: ## Build what is missing, start the local cluster, install Holdfast, back up a sample app, damage it, restore it, verify. KEEP=1 leaves the cluster up.
+demo: ## Build what is missing, start the local cluster, install Holdfast, back up a sample app, damage it, restore it, verify. KEEP=1 leaves the cluster up; STORAGE=minio backs up to MinIO.
 	@echo "==> make demo: building the toolchain the local cluster needs (cached; ~25 min on the first run, seconds after)"
 	$(MAKE) --no-print-directory tools
 	@echo "==> make demo: installing the Debian packages the cluster needs (runc, CNI plugins, iptables, conntrack, busybox-static)"
 	$(MAKE) --no-print-directory cluster-packages
-	go run ./test/demo $(if $(KEEP),-keep)
+	go run ./test/demo $(if $(KEEP),-keep) $(if $(STORAGE),-storage=$(STORAGE))
 
 ##@ Checks and tests
 

@@ -21,10 +21,15 @@ import (
 
 func main() {
 	keep := flag.Bool("keep", false, "leave the cluster up at the end and print its kubeconfig")
+	storage := flag.String("storage", "filesystem", "where the backups go: filesystem (the local overlay's default location) or minio (MinIO as a pod)")
 	flag.Parse()
+	if *storage != "filesystem" && *storage != "minio" {
+		fmt.Fprintf(os.Stderr, "-storage must be filesystem or minio, not %q\n", *storage)
+		os.Exit(2)
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	if err := run(ctx, *keep); err != nil {
+	if err := run(ctx, *keep, *storage); err != nil {
 		fmt.Fprintf(os.Stderr, "\ndemo failed: %v\n", err)
 		os.Exit(1)
 	}
@@ -47,7 +52,7 @@ func show(title, out string) {
 	}
 }
 
-func run(ctx context.Context, keep bool) (err error) {
+func run(ctx context.Context, keep bool, storage string) (err error) {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("the demo runs a real Kubernetes node on this machine and needs root (mounts, network namespaces, cgroups)")
 	}
@@ -117,10 +122,25 @@ func run(ctx context.Context, keep bool) (err error) {
 	}
 	show("The data the application wrote (sha256sum inside its pods):", "db-0 (claim data-db-0):\n"+dbSums+"cache (emptyDir):\n"+cacheSums)
 
+	location := "default"
+	if storage == "minio" {
+		step("Starting MinIO as a pod behind a Service and adding the S3 storage location %q (STORAGE=minio)", e2e.MinIOLocation)
+		mc, err := e.StartMinIO(ctx, "holdfast")
+		if err != nil {
+			return err
+		}
+		if err := e.ApplyMinIOLocation(ctx, mc); err != nil {
+			return err
+		}
+		out, _ := e.Kubectl(ctx, "", "get", "bsl")
+		show("Both storage locations are Ready:", out)
+		location = e2e.MinIOLocation
+	}
+
 	step("Applying a VolumeBackupPolicy: claims of storage class \"fast\" and emptyDirs of pods labelled backup=true")
 	m, _ := e.Manifest("policy.yaml")
-	show("The policy (a CEL selector, as it would sit in Git):", m)
-	if err := e.Apply(ctx, "policy.yaml"); err != nil {
+	show("The policy (a CEL selector, as it would sit in Git):", strings.Replace(m, "storageLocation: default", "storageLocation: "+location, 1))
+	if err := e.ApplyPolicy(ctx, location); err != nil {
 		return err
 	}
 	step("Backing up now with the run-now annotation (a GitOps commit can set it too)")

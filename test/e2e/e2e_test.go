@@ -186,7 +186,7 @@ func (s *stories) backUpDeploymentAndStatefulSet(t *testing.T) {
 	if err := s.e.DeployApp(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.e.Apply(ctx, "policy.yaml"); err != nil {
+	if err := s.e.ApplyPolicy(ctx, "default"); err != nil {
 		t.Fatal(err)
 	}
 	run, err := s.e.RunPolicy(ctx, "first")
@@ -569,22 +569,10 @@ func (s *stories) backUpToMinIOInAPod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs := fmt.Sprintf(`apiVersion: backup.holdfast.dev/v1alpha1
-kind: BackupStorageLocation
-metadata:
-  name: minio
-spec:
-  s3:
-    bucket: holdfast
-    prefix: cluster-a
-    endpoint: %s
-    region: us-east-1
-    forcePathStyle: true
-    insecure: true
-    credentialsSecretRef:
-      name: minio-credentials
----
-apiVersion: backup.holdfast.dev/v1alpha1
+	if err := s.e.ApplyMinIOLocation(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	policy := `apiVersion: backup.holdfast.dev/v1alpha1
 kind: VolumeBackupPolicy
 metadata:
   name: cache-to-minio
@@ -592,13 +580,9 @@ spec:
   selector:
     volumes: has(volume.emptyDir) && pod.metadata.labels[?"backup"].orValue("") == "true"
   storageLocation: minio
-`, m.Endpoint)
-	if _, err := s.e.Kubectl(ctx, objs, "apply", "--server-side", "-f", "-"); err != nil {
+`
+	if _, err := s.e.Kubectl(ctx, policy, "apply", "--server-side", "-f", "-"); err != nil {
 		t.Fatal(err)
-	}
-	if _, err := s.e.Kubectl(ctx, "", "wait", "--for=condition=Ready", "bsl/minio", "--timeout=2m"); err != nil {
-		out, _ := s.e.Kubectl(ctx, "", "get", "bsl", "-o", "wide")
-		t.Fatalf("%v\n%s", err, out)
 	}
 	run, err := s.e.RunPolicyNamed(ctx, "cache-to-minio", "minio-1")
 	if err != nil {

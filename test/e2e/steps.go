@@ -483,3 +483,46 @@ func (e *Env) StartMinIO(ctx context.Context, bucket string) (*MinIO, error) {
 	}
 	return &MinIO{Endpoint: svc.Spec.ClusterIP + ":9000", Client: mc}, nil
 }
+
+// MinIOLocation is the storage location MinIOLocation applies.
+const MinIOLocation = "minio"
+
+// ApplyMinIOLocation applies the storage location "minio" for m (bucket holdfast,
+// prefix cluster-a) and waits for it to be Ready.
+func (e *Env) ApplyMinIOLocation(ctx context.Context, m *MinIO) error {
+	bsl := fmt.Sprintf(`apiVersion: backup.holdfast.dev/v1alpha1
+kind: BackupStorageLocation
+metadata:
+  name: %s
+spec:
+  s3:
+    bucket: holdfast
+    prefix: cluster-a
+    endpoint: %s
+    region: us-east-1
+    forcePathStyle: true
+    insecure: true
+    credentialsSecretRef:
+      name: minio-credentials
+`, MinIOLocation, m.Endpoint)
+	if _, err := e.Kubectl(ctx, bsl, "apply", "--server-side", "-f", "-"); err != nil {
+		return err
+	}
+	if _, err := e.Kubectl(ctx, "", "wait", "--for=condition=Ready", "bsl/"+MinIOLocation, "--timeout=2m"); err != nil {
+		out, _ := e.Kubectl(ctx, "", "get", "bsl", "-o", "wide")
+		return fmt.Errorf("%w\n%s", err, out)
+	}
+	return nil
+}
+
+// ApplyPolicy applies the sample policy (manifests/policy.yaml) with its backups
+// going to the storage location location.
+func (e *Env) ApplyPolicy(ctx context.Context, location string) error {
+	m, err := e.Manifest("policy.yaml")
+	if err != nil {
+		return err
+	}
+	m = strings.Replace(m, "storageLocation: default", "storageLocation: "+location, 1)
+	_, err = e.Kubectl(ctx, m, "apply", "--server-side", "-f", "-")
+	return err
+}
