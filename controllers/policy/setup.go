@@ -15,7 +15,7 @@ func Setup(mgr ctrl.Manager) error {
 	if err != nil {
 		return fmt.Errorf("building the CEL engine: %w", err)
 	}
-	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), Engine: engine}).SetupWithManager(mgr); err != nil {
+	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Engine: engine}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the policy controller: %w", err)
 	}
 	if err := (&VolumeBackupPolicyValidator{Engine: engine}).SetupWebhookWithManager(mgr); err != nil {

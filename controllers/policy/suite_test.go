@@ -90,7 +90,7 @@ func startManager(t *testing.T) *testenv.Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), Engine: engine, Clock: testClock}).SetupWithManager(mgr); err != nil {
+	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Engine: engine, Clock: testClock}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
 	if err := (&VolumeBackupPolicyValidator{Engine: engine}).SetupWebhookWithManager(mgr); err != nil {

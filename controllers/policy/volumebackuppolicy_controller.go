@@ -47,6 +47,11 @@ type VolumeBackupPolicyReconciler struct {
 	client.Client
 	Engine   *celpolicy.Engine
 	Recorder record.EventRecorder
+	// APIReader reads the policy straight from the API server before a run starts:
+	// the cache can lag behind the status this controller just wrote, and a stale
+	// view would handle the same run-now token or schedule tick twice. Nil skips the
+	// check (single-step tests).
+	APIReader client.Reader
 	// Clock is the time source; tests drive it. Nil is the real clock.
 	Clock clock.PassiveClock
 }
@@ -68,6 +73,9 @@ type scope struct {
 	now      time.Time
 	sel      *selection
 	requeue  time.Duration
+	// stale is set when the cached policy is older than the API server's: the pass
+	// ends without writing anything.
+	stale bool
 	// done is set by a step that ends the pass early (a stalled policy).
 	done bool
 	// creating is set while a jittered run still has volumes to start.
@@ -91,6 +99,11 @@ func (r *VolumeBackupPolicyReconciler) Reconcile(ctx context.Context, req ctrl.R
 	base := p.DeepCopy()
 	s := &scope{policy: p, now: r.now()}
 	defer func() {
+		if s.stale {
+			// Nothing computed from a stale view may be written; the newer status
+			// brings the policy back.
+			return
+		}
 		if err := r.Status().Patch(ctx, p, client.MergeFrom(base), client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsNotFound(err) {
 			retErr = errors.Join(retErr, fmt.Errorf("patching the status of VolumeBackupPolicy %s: %w", p.Name, err))
 		}
@@ -108,7 +121,7 @@ func (r *VolumeBackupPolicyReconciler) Reconcile(ctx context.Context, req ctrl.R
 			return ctrl.Result{}, fmt.Errorf("VolumeBackupPolicy %s: %w", p.Name, err)
 		}
 		if s.done {
-			return ctrl.Result{}, nil
+			return ctrl.Result{RequeueAfter: s.requeue}, nil
 		}
 	}
 	return ctrl.Result{RequeueAfter: s.requeue}, nil
@@ -293,6 +306,9 @@ func (r *VolumeBackupPolicyReconciler) reconcileRun(ctx context.Context, s *scop
 	} else {
 		switch {
 		case token != "" && token != st.LastRunNowToken:
+			if stale, err := r.staleView(ctx, s); err != nil || stale {
+				return err
+			}
 			st.LastRunNowToken = token
 			r.startRun(ctx, s, TriggerRunNow, s.now)
 		case s.schedule != nil:
@@ -301,6 +317,9 @@ func (r *VolumeBackupPolicyReconciler) reconcileRun(ctx context.Context, s *scop
 				after = st.LastScheduleTime.UTC()
 			}
 			if tick, due := s.schedule.latestDue(after, s.now); due {
+				if stale, err := r.staleView(ctx, s); err != nil || stale {
+					return err
+				}
 				st.LastScheduleTime = &metav1.Time{Time: tick}
 				r.startRun(ctx, s, TriggerSchedule, tick)
 			}
@@ -312,6 +331,24 @@ func (r *VolumeBackupPolicyReconciler) reconcileRun(ctx context.Context, s *scop
 		}
 	}
 	return r.createDueBackups(ctx, s)
+}
+
+// staleView reports whether the API server holds a newer version of the policy than
+// the cache gave this pass; the pass then ends without writing (and is requeued).
+func (r *VolumeBackupPolicyReconciler) staleView(ctx context.Context, s *scope) (bool, error) {
+	if r.APIReader == nil {
+		return false, nil
+	}
+	fresh := &v1.VolumeBackupPolicy{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(s.policy), fresh); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	if fresh.ResourceVersion == s.policy.ResourceVersion {
+		return false, nil
+	}
+	s.stale, s.done = true, true
+	s.requeueAt(time.Second)
+	return true, nil
 }
 
 func (s *scope) requeueAt(d time.Duration) {

@@ -100,8 +100,13 @@ func (r *resticRepository) environment() []string {
 	return env
 }
 
+// resticLockWait is how long a restic command waits for a lock another holds: an
+// agent's backup or restore and the manager's prune (which locks the repository
+// exclusively) take turns instead of failing each other.
+const resticLockWait = "2m"
+
 func (r *resticRepository) globalArgs() []string {
-	var args []string
+	args := []string{"--retry-lock", resticLockWait}
 	if s := r.cfg.Store.S3; s != nil {
 		if s.ForcePathStyle {
 			args = append(args, "-o", "s3.bucket-lookup=path")
