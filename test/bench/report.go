@@ -86,29 +86,37 @@ func Charts(dir string, results []SetResult, tools []string) ([]string, error) {
 	}
 	var written []string
 	for _, r := range results {
-		groups := make([]string, len(Ops))
-		for i, op := range Ops {
-			groups[i] = string(op)
+		// The unchanged re-backup's effective rate (size over a fraction of a second)
+		// would flatten every other bar, so the throughput chart leaves it out.
+		var groups, tpGroups []string
+		for _, op := range Ops {
+			groups = append(groups, string(op))
+			if op != OpUnchanged {
+				tpGroups = append(tpGroups, string(op))
+			}
 		}
 		tp := make([][]float64, len(tools))
 		mem := make([][]float64, len(tools))
 		for i, t := range tools {
 			for _, op := range Ops {
 				m := Median(r.Samples[t][op])
-				tp[i] = append(tp[i], float64(r.Bytes)/1e6/m.Wall.Seconds())
+				if op != OpUnchanged {
+					tp[i] = append(tp[i], float64(r.Bytes)/1e6/m.Wall.Seconds())
+				}
 				mem[i] = append(mem[i], float64(m.PeakRSS)/(1<<20))
 			}
 		}
 		size := fmt.Sprintf("%d files, %.2f GiB", r.Files, float64(r.Bytes)/(1<<30))
 		for _, c := range []struct {
 			name, title, unit string
+			groups            []string
 			values            [][]float64
 		}{
-			{r.Set + "-throughput.svg", fmt.Sprintf("%s data set (%s): throughput, higher is better", r.Set, size), "MB/s", tp},
-			{r.Set + "-memory.svg", fmt.Sprintf("%s data set (%s): peak RSS, lower is better", r.Set, size), "MiB", mem},
+			{r.Set + "-throughput.svg", fmt.Sprintf("%s data set (%s): throughput, higher is better", r.Set, size), "MB/s", tpGroups, tp},
+			{r.Set + "-memory.svg", fmt.Sprintf("%s data set (%s): peak RSS, lower is better", r.Set, size), "MiB", groups, mem},
 		} {
 			p := filepath.Join(dir, c.name)
-			if err := os.WriteFile(p, []byte(BarChart(c.title, c.unit, groups, tools, c.values)), 0o644); err != nil {
+			if err := os.WriteFile(p, []byte(BarChart(c.title, c.unit, c.groups, tools, c.values)), 0o644); err != nil {
 				return written, err
 			}
 			written = append(written, p)
