@@ -110,19 +110,8 @@ func startManager(t *testing.T) *testenv.Env {
 	return e
 }
 
-// eventually polls cond until it returns nil or the deadline passes, then fails with
-// the last error: the test waits on a condition, never on a fixed sleep.
+// eventually waits on a condition with the shared poller of testenv.
 func eventually(t *testing.T, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	var err error
-	for {
-		if err = cond(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testenv.Eventually(t, what, cond)
 }

@@ -102,20 +102,12 @@ func zapLevel() zapcore.Level {
 	return 2 // errors only: the tests assert on status and events
 }
 
-// eventually polls check (reading the API server) until it returns nil or the
-// deadline passes; controllers work asynchronously, so tests wait on state.
+// eventually waits up to timeout on a condition with the shared poller of testenv;
+// controllers work asynchronously, so tests wait on state.
 func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = check(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
-		}
-		time.Sleep(200 * time.Millisecond) // poll interval, not synchronisation
+	if err := testenv.Poll(context.Background(), timeout, check); err != nil {
+		t.Fatalf("timed out waiting for %s: %v", what, err)
 	}
 }
 
