@@ -34,6 +34,7 @@ import (
 	policyctrl "github.com/holdfast-dev/holdfast/controllers/policy"
 	"github.com/holdfast-dev/holdfast/controllers/restore"
 	"github.com/holdfast-dev/holdfast/controllers/storage"
+	"github.com/holdfast-dev/holdfast/internal/repository"
 	"github.com/holdfast-dev/holdfast/internal/webhookcert"
 )
 
@@ -74,6 +75,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "holdfast: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
+	// Files in filesystem storage locations are shared with a group (see
+	// internal/repository/filesystem.go); every file Holdfast writes elsewhere
+	// (restored files, markers, certificates) gets an explicit mode.
+	syscall.Umask(repository.ProcessUmask)
 	if err := cmd(args[1:], stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

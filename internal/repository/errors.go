@@ -106,7 +106,7 @@ func classify(err error, st Store) error {
 		case errors.Is(err, os.ErrNotExist):
 			return newError(ErrUnreachable, fmt.Sprintf("The directory %s does not exist: mount it at the same path on the manager and every agent", st.Filesystem.Path), err)
 		case errors.Is(err, os.ErrPermission):
-			return newError(ErrCredentials, fmt.Sprintf("The directory %s is not writable by Holdfast: fix its owner or permissions", st.Filesystem.Path), err)
+			return newError(ErrCredentials, fmt.Sprintf("The directory %s is not writable by Holdfast (user %d, group %d): give that group write access to it (chgrp %d, chmod 2770)", st.Filesystem.Path, os.Getuid(), os.Getgid(), os.Getgid()), err)
 		}
 		return err
 	}

@@ -53,7 +53,7 @@ func kopiaStorage(ctx context.Context, cfg Config, create bool) (blob.Storage, e
 	if st.Filesystem != nil {
 		p := filepath.Join(st.Filesystem.Path, cfg.location())
 		if create {
-			if err := os.MkdirAll(p, 0o700); err != nil {
+			if err := makeSharedDir(p); err != nil {
 				return nil, classify(err, st)
 			}
 		} else if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
@@ -63,7 +63,7 @@ func kopiaStorage(ctx context.Context, cfg Config, create bool) (blob.Storage, e
 				return nil, newError(ErrNotInitialized, fmt.Sprintf("No kopia repository exists at %s yet", cfg.URL()), err)
 			}
 		}
-		s, err := filesystem.New(ctx, &filesystem.Options{Path: p}, create)
+		s, err := filesystem.New(ctx, &filesystem.Options{Path: p, FileMode: sharedFileMode, DirectoryMode: sharedDirMode.Perm()}, create)
 		return s, classify(err, st)
 	}
 	s, err := s3.New(ctx, &s3.Options{
@@ -380,7 +380,7 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 		return RestoreResult{}, err
 	}
 	defer w.Close()
-	out := kopiarestore.New(w)
+	out := kopiarestore.New(w).WithPackPrefetch(r.rep, r.cfg.cacheSize())
 	cancel := make(chan struct{})
 	stopCancel := context.AfterFunc(ctx, func() { close(cancel) })
 	defer stopCancel()

@@ -198,6 +198,11 @@ func initializeRestic(ctx context.Context, cfg Config) error {
 	if err := r.run(ctx, nil, "init"); err != nil {
 		return r.classify(err)
 	}
+	if cfg.Store.Filesystem != nil {
+		if err := shareResticRepository(r.repository()); err != nil {
+			return fmt.Errorf("sharing the restic repository at %s with the group: %w", cfg.URL(), err)
+		}
+	}
 	return nil
 }
 

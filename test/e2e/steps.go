@@ -16,6 +16,7 @@ import (
 	miniogo "github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -35,6 +36,8 @@ const (
 	// BackupsDir is the host directory kustomize/local mounts into the manager and
 	// the agent as the filesystem storage location "default".
 	BackupsDir = "/var/lib/holdfast/backups"
+	// ManagerGID is the group the manager runs as in config/default.
+	ManagerGID = 65532
 )
 
 //go:embed manifests/*.yaml
@@ -83,7 +86,15 @@ func PrepareBackupsDir(log func(string, ...any)) error {
 			return err
 		}
 	}
-	return os.MkdirAll(BackupsDir, 0o755)
+	if err := os.MkdirAll(BackupsDir, 0o755); err != nil {
+		return err
+	}
+	// The manager runs as group 65532 (config/default); the directory must be
+	// writable by that group, as docs/storage.md asks of every filesystem location.
+	if err := os.Chown(BackupsDir, 0, ManagerGID); err != nil {
+		return err
+	}
+	return os.Chmod(BackupsDir, os.ModeSetgid|0o770)
 }
 
 // RemoveBackupsDir removes what PrepareBackupsDir made, and its parent if empty.
@@ -276,6 +287,28 @@ func (e *Env) RunPolicyNamed(ctx context.Context, name, token string) (*Run, err
 		return r, fmt.Errorf("run %s ended %s\n%s", p.Status.LastRun.Name, p.Status.LastRun.Outcome, out)
 	}
 	return r, nil
+}
+
+// WaitBackupsGone waits until the manager expired backups: their objects are deleted,
+// which their finalizer allows only once their snapshots are deleted from the
+// repository. The error lists those left and the warnings of the namespace.
+func (e *Env) WaitBackupsGone(ctx context.Context, backups []backupv1alpha1.PodVolumeBackup) error {
+	var left []string
+	err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		left = nil
+		for _, b := range backups {
+			pvb := &backupv1alpha1.PodVolumeBackup{}
+			if err := e.Client.Get(ctx, client.ObjectKeyFromObject(&b), pvb); !apierrors.IsNotFound(err) {
+				left = append(left, fmt.Sprintf("%s (get: %v)", b.Name, err))
+			}
+		}
+		return len(left) == 0, nil
+	})
+	if err != nil {
+		events, _ := e.Kubectl(ctx, "", "-n", AppNamespace, "get", "events", "--field-selector", "type=Warning")
+		return fmt.Errorf("%w: left %v\n%s", err, left, events)
+	}
+	return nil
 }
 
 // ChangeDB is the change the stories make to the database between two backups: a
