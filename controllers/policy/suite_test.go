@@ -11,13 +11,18 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	celpolicy "github.com/holdfast-dev/holdfast/policy"
 	"github.com/holdfast-dev/holdfast/test/testenv"
 )
@@ -107,7 +112,27 @@ func startManager(t *testing.T) *testenv.Env {
 	})
 	checker := mgr.GetWebhookServer().StartedChecker()
 	eventually(t, "the webhook server to serve", func() error { return checker(nil) })
+	setLocationReady(t, e, "default", metav1.ConditionTrue, "Probed", "probed")
 	return e
+}
+
+// setLocationReady creates the storage location name if needed and sets its Ready
+// condition, standing in for the storage controller, which this package does not run.
+func setLocationReady(t *testing.T, e *testenv.Env, name string, status metav1.ConditionStatus, reason, msg string) {
+	t.Helper()
+	ctx := context.Background()
+	bsl := &v1.BackupStorageLocation{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: v1.BackupStorageLocationSpec{Filesystem: &v1.FilesystemLocation{Path: "/backups"}}}
+	if err := e.Client.Create(ctx, bsl); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	eventually(t, "storage location "+name+" Ready="+string(status), func() error {
+		if err := e.Client.Get(ctx, client.ObjectKey{Name: name}, bsl); err != nil {
+			return err
+		}
+		apimeta.SetStatusCondition(&bsl.Status.Conditions, metav1.Condition{Type: v1.ConditionReady, Status: status, Reason: reason, Message: msg, ObservedGeneration: bsl.Generation})
+		return e.Client.Status().Update(ctx, bsl)
+	})
 }
 
 // eventually waits on a condition with the shared poller of testenv.

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
@@ -36,6 +37,12 @@ const (
 	ReasonSuspended       = "Suspended"
 	ReasonRunInProgress   = "RunInProgress"
 	ReasonSelecting       = "Selecting"
+	// ReasonStorageLocationNotReady: the storage location is missing or not Ready;
+	// runs back up nothing until it is.
+	ReasonStorageLocationNotReady = "StorageLocationNotReady"
+	// ReasonWaitingForStorageLocation: the storage location has not been probed yet;
+	// a due run waits for the probe.
+	ReasonWaitingForStorageLocation = "WaitingForStorageLocation"
 	TriggerSchedule       = "Schedule"
 	TriggerRunNow         = "RunNow"
 	fieldOwner            = "holdfast-policy-controller"
@@ -60,6 +67,7 @@ type VolumeBackupPolicyReconciler struct {
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumebackuppolicies/status,verbs=get;patch;update
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backuprepositories,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backupstoragelocations,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods;persistentvolumeclaims;namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
@@ -82,6 +90,12 @@ type scope struct {
 	creating bool
 	// unfinished maps <namespace><sourcePath> to the run of its unfinished backup.
 	unfinished map[string]string
+	// locationProblem says why the storage location cannot take backups (missing,
+	// not Ready); a run started now fails at once with it.
+	locationProblem string
+	// locationUnprobed is set while the storage location has not been probed yet: a
+	// due run waits instead of failing on a location that may well be fine.
+	locationUnprobed bool
 }
 
 // Reconcile gets the policy, runs the steps in order and patches the status once.
@@ -111,6 +125,7 @@ func (r *VolumeBackupPolicyReconciler) Reconcile(ctx context.Context, req ctrl.R
 	steps := []func(context.Context, *scope) error{
 		r.reconcileSpec,
 		r.reconcileSelection,
+		r.reconcileStorageLocation,
 		r.reconcileRun,
 		r.reconcileLastRun,
 		r.reconcileReady,
@@ -292,6 +307,28 @@ func (r *VolumeBackupPolicyReconciler) snapshot(ctx context.Context) (*snapshot,
 	return snap, nil
 }
 
+// reconcileStorageLocation reads the policy's storage location. A missing or failing
+// location is not a reason to skip a due run silently: the run is recorded as Failed
+// with the location's own sentence (startRun), and the policy is not Ready. Sets no
+// condition (reconcileReady does).
+func (r *VolumeBackupPolicyReconciler) reconcileStorageLocation(ctx context.Context, s *scope) error {
+	name := s.policy.Spec.StorageLocation
+	bsl := &v1.BackupStorageLocation{}
+	err := r.Get(ctx, client.ObjectKey{Name: name}, bsl)
+	switch {
+	case apierrors.IsNotFound(err):
+		s.locationProblem = fmt.Sprintf("storage location %q does not exist", name)
+	case err != nil:
+		return fmt.Errorf("getting BackupStorageLocation %s: %w", name, err)
+	case conditions.IsReady(bsl.Status.Conditions):
+	case apimeta.IsStatusConditionFalse(bsl.Status.Conditions, v1.ConditionReady):
+		s.locationProblem = fmt.Sprintf("storage location %q is not Ready: %s", name, conditions.ReadyMessage(bsl.Status.Conditions))
+	default:
+		s.locationUnprobed = true
+	}
+	return nil
+}
+
 // reconcileRun starts a run when a new run-now token or a due schedule tick asks for
 // one (unless suspended), and keeps creating the PodVolumeBackups of a jittered run as
 // their offsets come. Sets Reconciling while a run is being created.
@@ -305,6 +342,10 @@ func (r *VolumeBackupPolicyReconciler) reconcileRun(ctx context.Context, s *scop
 		st.LastRunNowToken = token
 	} else {
 		switch {
+		case s.locationUnprobed:
+			// Neither the token nor the tick is consumed: the location's first probe
+			// (watched) brings the policy back.
+			s.requeueAt(time.Minute)
 		case token != "" && token != st.LastRunNowToken:
 			if stale, err := r.staleView(ctx, s); err != nil || stale {
 				return err
@@ -362,14 +403,25 @@ func (s *scope) requeueAt(d time.Duration) {
 
 func (r *VolumeBackupPolicyReconciler) startRun(ctx context.Context, s *scope, trigger string, at time.Time) {
 	p := s.policy
-	p.Status.LastRun = &v1.RunSummary{
+	run := &v1.RunSummary{
 		Name:      runName(p.Name, at, trigger),
 		Trigger:   trigger,
 		Outcome:   v1.RunOutcomeInProgress,
 		StartTime: &metav1.Time{Time: at},
 	}
-	applyInFlight(s, p.Status.LastRun.Name)
-	msg := fmt.Sprintf("run %s started (%s): %d volumes selected, %d skipped", p.Status.LastRun.Name, trigger, len(s.sel.targets), p.Status.SkippedVolumes)
+	p.Status.LastRun = run
+	applyInFlight(s, run.Name)
+	if s.locationProblem != "" {
+		run.Outcome = v1.RunOutcomeFailed
+		run.CompletionTime = &metav1.Time{Time: s.now}
+		run.VolumesSkipped = int32(len(s.sel.targets)) + p.Status.SkippedVolumes
+		run.Message = "no volume was backed up: " + s.locationProblem
+		msg := fmt.Sprintf("run %s (%s) Failed: %s", run.Name, trigger, run.Message)
+		r.Recorder.Event(p, corev1.EventTypeWarning, "RunFailed", msg)
+		log.FromContext(ctx).Info(msg)
+		return
+	}
+	msg := fmt.Sprintf("run %s started (%s): %d volumes selected, %d skipped", run.Name, trigger, len(s.sel.targets), p.Status.SkippedVolumes)
 	r.Recorder.Event(p, corev1.EventTypeNormal, "RunStarted", msg)
 	log.FromContext(ctx).Info(msg)
 }
@@ -468,8 +520,8 @@ func (r *VolumeBackupPolicyReconciler) createBackup(ctx context.Context, p *v1.V
 func (r *VolumeBackupPolicyReconciler) reconcileLastRun(ctx context.Context, s *scope) error {
 	p := s.policy
 	run := p.Status.LastRun
-	if run == nil {
-		return nil
+	if run == nil || run.Message != "" {
+		return nil // no run, or one that could not start (startRun): nothing to count
 	}
 	var pvbs v1.PodVolumeBackupList
 	if err := r.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: p.Name, v1.LabelRun: run.Name}); err != nil {
@@ -552,6 +604,16 @@ func (r *VolumeBackupPolicyReconciler) reconcileReady(ctx context.Context, s *sc
 		return nil // Reconciling until every volume of the run has started
 	}
 	msg := fmt.Sprintf("%d volumes selected in %d namespaces, %d skipped", p.Status.SelectedVolumes, p.Status.SelectedNamespaces, p.Status.SkippedVolumes)
+	switch {
+	case s.locationProblem != "":
+		conditions.MarkNotReady(&p.Status.Conditions, p.Generation, ReasonStorageLocationNotReady,
+			s.locationProblem+"; runs back up nothing until it is Ready ("+msg+")")
+		return nil
+	case s.locationUnprobed:
+		conditions.MarkReconciling(&p.Status.Conditions, p.Generation, ReasonWaitingForStorageLocation,
+			fmt.Sprintf("waiting for the first probe of storage location %q (%s)", p.Spec.StorageLocation, msg))
+		return nil
+	}
 	reason := conditions.ReasonSucceeded
 	if p.Spec.Suspend {
 		reason, msg = ReasonSuspended, "suspended: "+msg
@@ -589,6 +651,7 @@ func (r *VolumeBackupPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error 
 		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(r.policiesForNamespace)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.allPolicies)).
 		Watches(&v1.PodVolumeBackup{}, handler.EnqueueRequestsFromMapFunc(policyOfBackup)).
+		Watches(&v1.BackupStorageLocation{}, handler.EnqueueRequestsFromMapFunc(r.policiesOfLocation)).
 		WatchesMetadata(rsMeta, handler.EnqueueRequestsFromMapFunc(r.policiesForNamespace), builder.OnlyMetadata).
 		Complete(r)
 }
@@ -630,6 +693,21 @@ func (r *VolumeBackupPolicyReconciler) policiesForNamespace(ctx context.Context,
 			}
 		}
 		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: p.Name}})
+	}
+	return out
+}
+
+// policiesOfLocation maps a storage location to the policies that back up to it.
+func (r *VolumeBackupPolicyReconciler) policiesOfLocation(ctx context.Context, obj client.Object) []reconcile.Request {
+	var policies v1.VolumeBackupPolicyList
+	if err := r.List(ctx, &policies); err != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for _, p := range policies.Items {
+		if p.Spec.StorageLocation == obj.GetName() {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: p.Name}})
+		}
 	}
 	return out
 }

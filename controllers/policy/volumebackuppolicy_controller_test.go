@@ -421,3 +421,126 @@ func poke(t *testing.T, e *testenv.Env, ctx context.Context, name, value string)
 		t.Fatal(err)
 	}
 }
+
+// A policy whose storage location is not usable backs nothing up, and says so: a
+// location that was never probed holds the run until it is; one that is not Ready (or
+// missing) makes the run fail at once with the location's own sentence, no backup is
+// created, and the policy is Ready=False until the location recovers.
+func TestRunsWaitForAndFailOnTheStorageLocation(t *testing.T) {
+	e := startManager(t)
+	ctx := t.Context()
+	w, want := setUp(t, e, ctx, nil)
+	loc := "store-" + w.ns
+	bsl := &v1.BackupStorageLocation{ObjectMeta: metav1.ObjectMeta{Name: loc},
+		Spec: v1.BackupStorageLocationSpec{Filesystem: &v1.FilesystemLocation{Path: "/backups"}}}
+	w.create(bsl) // never probed: no Ready condition
+	p := newPolicy("gated-"+w.ns, w.ns)
+	p.Spec.StorageLocation = loc
+	p.Annotations = map[string]string{v1.AnnotationRunNow: "first"}
+	w.create(p)
+
+	eventually(t, "the run to wait for the first probe", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		c := meta(p, v1.ConditionReconciling)
+		if c == nil || c.Reason != ReasonWaitingForStorageLocation || p.Status.SelectedVolumes != int32(len(want)) {
+			return fmt.Errorf("conditions %+v, %d volumes", p.Status.Conditions, p.Status.SelectedVolumes)
+		}
+		return nil
+	})
+	if p.Status.LastRun != nil || p.Status.LastRunNowToken != "" {
+		t.Fatalf("a run started before the location was probed: %+v (token %q)", p.Status.LastRun, p.Status.LastRunNowToken)
+	}
+
+	// The probe fails: the waiting run fails with the location's sentence.
+	const sentence = "The store at 10.0.0.1:9000 rejected the credentials for bucket \"b\""
+	setLocationReady(t, e, loc, metav1.ConditionFalse, "WrongCredentials", sentence)
+	eventually(t, "the run to fail on the location", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		r := p.Status.LastRun
+		if r == nil || r.Outcome != v1.RunOutcomeFailed || p.Status.LastRunNowToken != "first" {
+			return fmt.Errorf("last run %+v", r)
+		}
+		return nil
+	})
+	r := p.Status.LastRun
+	wantMsg := fmt.Sprintf("no volume was backed up: storage location %q is not Ready: %s", loc, sentence)
+	if r.Message != wantMsg || r.VolumesTotal != 0 || r.VolumesSkipped != int32(len(want))+p.Status.SkippedVolumes || r.CompletionTime == nil {
+		t.Errorf("last run %+v\nwant message %q", r, wantMsg)
+	}
+	ready := meta(p, v1.ConditionReady)
+	if ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != ReasonStorageLocationNotReady || !strings.Contains(ready.Message, sentence) {
+		t.Errorf("Ready = %+v", ready)
+	}
+	if got := backupsOf(t, e, ctx, w.ns, client.MatchingLabels{v1.LabelPolicy: p.Name}); len(got) != 0 {
+		t.Errorf("%d PodVolumeBackups created for a run that could not start", len(got))
+	}
+	eventually(t, "the RunFailed event", func() error {
+		var events corev1.EventList
+		if err := e.Client.List(ctx, &events, client.InNamespace(metav1.NamespaceDefault)); err != nil {
+			return err
+		}
+		for _, ev := range events.Items {
+			if ev.InvolvedObject.Name == p.Name && ev.Reason == "RunFailed" && strings.Contains(ev.Message, sentence) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no RunFailed event naming the location's problem")
+	})
+	// The failed run stays failed on later passes (nothing recounts it as in progress).
+	w.pod("late", "node-a", corev1.PodRunning, nil, emptyDir("tmp"))
+	eventually(t, "the new pod selected", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		if p.Status.SelectedVolumes != int32(len(want))+1 {
+			return fmt.Errorf("%d volumes", p.Status.SelectedVolumes)
+		}
+		return nil
+	})
+	if p.Status.LastRun.Outcome != v1.RunOutcomeFailed || p.Status.LastRun.Message != wantMsg {
+		t.Errorf("the failed run changed: %+v", p.Status.LastRun)
+	}
+
+	// The location recovers: the policy is Ready and the next run backs up.
+	setLocationReady(t, e, loc, metav1.ConditionTrue, "Probed", "probed")
+	eventually(t, "Ready again", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		if c := meta(p, v1.ConditionReady); c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("Ready = %+v", c)
+		}
+		return nil
+	})
+	patch := client.MergeFrom(p.DeepCopy())
+	p.Annotations[v1.AnnotationRunNow] = "second"
+	if err := e.Client.Patch(ctx, p, patch); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the second run's backups", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		r := p.Status.LastRun
+		if r == nil || p.Status.LastRunNowToken != "second" || r.Message != "" {
+			return fmt.Errorf("last run %+v", r)
+		}
+		if n := len(backupsOf(t, e, ctx, w.ns, client.MatchingLabels{v1.LabelRun: r.Name})); n != len(want)+1 {
+			return fmt.Errorf("%d PodVolumeBackups", n)
+		}
+		return nil
+	})
+
+	// A location that does not exist fails the run just as clearly.
+	patch = client.MergeFrom(p.DeepCopy())
+	p.Spec.StorageLocation = "absent-" + w.ns
+	p.Annotations[v1.AnnotationRunNow] = "third"
+	if err := e.Client.Patch(ctx, p, patch); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the third run to fail", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		r := p.Status.LastRun
+		if r == nil || p.Status.LastRunNowToken != "third" || r.Outcome != v1.RunOutcomeFailed {
+			return fmt.Errorf("last run %+v", r)
+		}
+		if want := fmt.Sprintf("storage location %q does not exist", "absent-"+w.ns); !strings.Contains(r.Message, want) {
+			return fmt.Errorf("message %q lacks %q", r.Message, want)
+		}
+		return nil
+	})
+}

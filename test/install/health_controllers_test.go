@@ -71,6 +71,7 @@ func startControllers(t *testing.T, e *testenv.Env) {
 // working and a broken object of each user kind.
 func TestHealthOfControllerOutput(t *testing.T) {
 	e := testenv.Require(t, env)
+	parent := t
 	startControllers(t, e)
 	namespace := e.Namespace(t, nil)
 	suffix := "-" + namespace
@@ -116,6 +117,15 @@ func TestHealthOfControllerOutput(t *testing.T) {
 			wantArgo: "Healthy", wantKstatus: status.CurrentStatus, wantMessage: "volumes selected",
 		},
 		{
+			name: "policy on the location that does not work",
+			obj: &v1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "broken-location" + suffix},
+				Spec: v1.VolumeBackupPolicySpec{
+					StorageLocation: "s3" + suffix,
+					Selector:        v1.VolumeSelector{Namespaces: `namespace.metadata.name == "` + namespace + `"`},
+				}},
+			wantArgo: "Degraded", wantKstatus: status.InProgressStatus, wantMessage: "is not Ready: ",
+		},
+		{
 			name: "suspended policy",
 			obj: &v1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "suspended" + suffix},
 				Spec: v1.VolumeBackupPolicySpec{
@@ -149,8 +159,13 @@ func TestHealthOfControllerOutput(t *testing.T) {
 			if err := e.Client.Create(ctx, tc.obj); err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { _ = e.Client.Delete(context.Background(), tc.obj) })
+			// Storage locations stay until the end: the policies after them use them.
+			cleanup := t.Cleanup
 			kind := kindOf(tc.obj)
+			if kind == "BackupStorageLocation" {
+				cleanup = parent.Cleanup
+			}
+			cleanup(func() { _ = e.Client.Delete(context.Background(), tc.obj) })
 			u := &unstructured.Unstructured{}
 			u.SetGroupVersionKind(v1.GroupVersion.WithKind(kind))
 

@@ -273,6 +273,11 @@ type RunSummary struct {
 	// bytesUploaded is the new data the run sent to the store.
 	// +optional
 	BytesUploaded int64 `json:"bytesUploaded"`
+	// message says why a run backed up nothing because it could not start (its
+	// storage location was missing or not Ready); empty for runs that started.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	Message string `json:"message,omitempty"`
 }
 
 // VolumeBackupPolicy selects pod volumes with CEL and backs them up on a schedule.

@@ -139,6 +139,9 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 	}
 	res.Populate = time.Since(start)
 	opts.logf("%d namespaces and %d pods created in %s", opts.Namespaces, res.Pods, res.Populate.Round(time.Millisecond))
+	if err := readyLocation(ctx, c); err != nil {
+		return res, err
+	}
 	for i := 0; i < opts.Policies; i++ {
 		if err := c.Create(ctx, newPolicy(i, opts.Policies)); err != nil {
 			return res, err
@@ -331,6 +334,20 @@ func waitPolicies(ctx context.Context, c client.Client, n int, ok func(*v1.Volum
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// readyLocation creates the storage location "default" that the policies name, Ready
+// as the storage controller (not run here) would leave it: a policy runs only to a
+// Ready location.
+func readyLocation(ctx context.Context, c client.Client) error {
+	bsl := &v1.BackupStorageLocation{ObjectMeta: metav1.ObjectMeta{Name: "default"},
+		Spec: v1.BackupStorageLocationSpec{Filesystem: &v1.FilesystemLocation{Path: "/backups"}}}
+	if err := c.Create(ctx, bsl); err != nil {
+		return err
+	}
+	bsl.Status.Conditions = []metav1.Condition{{Type: v1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Probed",
+		Message: "probed", ObservedGeneration: bsl.Generation, LastTransitionTime: metav1.Now()}}
+	return c.Status().Update(ctx, bsl)
 }
 
 // populate creates the namespaces and running pods (one emptyDir the policies select
