@@ -9,6 +9,7 @@ package confinedfs
 
 import (
 	"bytes"
+	"container/list"
 	"errors"
 	"fmt"
 	"io"
@@ -33,7 +34,24 @@ type Writer struct {
 	chown     bool
 	bytesDone atomic.Int64
 	filesDone atomic.Int64
+
+	// dirs keeps recently used directories of the target open (see parentDir).
+	mu   sync.Mutex
+	dirs map[string]*dirHandle
+	idle *list.List // of *dirHandle with no user, most recently released first
 }
+
+// dirHandle is an open directory of the target, confined like the Writer's root.
+type dirHandle struct {
+	rel  string
+	root *os.Root
+	refs int
+	idle *list.Element // set while on Writer.idle
+}
+
+// maxIdleDirs bounds the directories kept open between files: a restore writes the
+// files of a directory one after another, so a few dozen are plenty.
+const maxIdleDirs = 64
 
 // Open returns a Writer confined to dir, which must exist.
 func Open(dir string) (*Writer, error) {
@@ -42,11 +60,20 @@ func Open(dir string) (*Writer, error) {
 		return nil, fmt.Errorf("opening restore target %s: %w", dir, err)
 	}
 	// Ownership can be restored only with the privilege to change it.
-	return &Writer{root: root, dir: dir, chown: os.Geteuid() == 0}, nil
+	return &Writer{root: root, dir: dir, chown: os.Geteuid() == 0, dirs: map[string]*dirHandle{}, idle: list.New()}, nil
 }
 
 // Close releases the directory.
-func (w *Writer) Close() error { return w.root.Close() }
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	for rel, h := range w.dirs {
+		_ = h.root.Close()
+		delete(w.dirs, rel)
+	}
+	w.idle.Init()
+	w.mu.Unlock()
+	return w.root.Close()
+}
 
 // Dir is the directory the writer is confined to.
 func (w *Writer) Dir() string { return w.dir }
@@ -89,6 +116,7 @@ func (w *Writer) Mkdir(name string) error {
 		if st.IsDir() {
 			return nil
 		}
+		w.forget(rel)
 		if err := w.root.Remove(rel); err != nil {
 			return fmt.Errorf("replacing %s with a directory: %w", rel, err)
 		}
@@ -103,21 +131,46 @@ func (w *Writer) Mkdir(name string) error {
 // replaced, never followed). Runs of zero bytes become holes, so sparse files stay
 // sparse. The file is left with mode 0600 until SetMetadata.
 func (w *Writer) WriteFile(name string, r io.Reader) (int64, error) {
+	return w.writeFile(name, r, nil)
+}
+
+// WriteFileWithMetadata is WriteFile followed by SetMetadata, done on the open file
+// rather than by path: for a restore of many small files the path lookups were most of
+// the system calls.
+func (w *Writer) WriteFileWithMetadata(name string, r io.Reader, m Meta) (int64, error) {
+	return w.writeFile(name, r, &m)
+}
+
+func (w *Writer) writeFile(name string, r io.Reader, m *Meta) (int64, error) {
 	rel, err := Clean(name)
 	if err != nil {
 		return 0, err
 	}
-	if err := w.clearForNonDir(rel); err != nil {
+	if rel == "." {
+		return 0, w.clearForNonDir(rel)
+	}
+	d, release, err := w.parentDir(rel)
+	if err != nil {
 		return 0, err
 	}
-	if err := w.parent(rel); err != nil {
-		return 0, err
+	defer release()
+	base := filepath.Base(rel)
+	// Into an empty target the file is new: O_EXCL creates it in one call and fails on
+	// anything already there, a symlink included, which then takes the slow path.
+	f, err := d.OpenFile(base, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		if err := w.clearForNonDir(rel); err != nil {
+			return 0, err
+		}
+		f, err = d.OpenFile(base, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	}
-	f, err := w.root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return 0, wrapEscape(rel, err)
 	}
 	n, err := w.copySparse(f, r)
+	if err == nil && m != nil {
+		err = w.setFileMetadata(d, base, f, rel, *m)
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -126,6 +179,102 @@ func (w *Writer) WriteFile(name string, r io.Reader) (int64, error) {
 	}
 	w.filesDone.Add(1)
 	return n, nil
+}
+
+// parentDir returns the open parent directory of entry rel, and a function to call when done
+// with it. The first use of a directory checks and prepares the way as a write by path
+// would (an entry path through a symlink that leaves the volume is ErrEscape, a symlink
+// or file where the parent directory belongs is replaced); later files in the same
+// directory reuse the handle instead of resolving the path from the root again.
+func (w *Writer) parentDir(rel string) (*os.Root, func(), error) {
+	parent := filepath.Dir(rel)
+	if parent == "." {
+		// A single name cannot lead through a symlink; O_EXCL finds what is in the way.
+		return w.root, func() {}, nil
+	}
+	if h := w.acquire(parent); h != nil {
+		return h.root, func() { w.release(h) }, nil
+	}
+	if err := w.clearForNonDir(rel); err != nil {
+		return nil, nil, err
+	}
+	if err := w.Mkdir(parent); err != nil {
+		return nil, nil, err
+	}
+	root, err := w.root.OpenRoot(parent)
+	if err != nil {
+		return nil, nil, wrapEscape(parent, err)
+	}
+	w.mu.Lock()
+	h, ok := w.dirs[parent]
+	if ok {
+		// Another goroutine opened it meanwhile: use theirs.
+		w.take(h)
+		_ = root.Close()
+	} else {
+		h = &dirHandle{rel: parent, root: root, refs: 1}
+		w.dirs[parent] = h
+	}
+	w.mu.Unlock()
+	return h.root, func() { w.release(h) }, nil
+}
+
+func (w *Writer) acquire(rel string) *dirHandle {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	h, ok := w.dirs[rel]
+	if !ok {
+		return nil
+	}
+	w.take(h)
+	return h
+}
+
+func (w *Writer) take(h *dirHandle) {
+	h.refs++
+	if h.idle != nil {
+		w.idle.Remove(h.idle)
+		h.idle = nil
+	}
+}
+
+func (w *Writer) release(h *dirHandle) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	h.refs--
+	if h.refs > 0 {
+		return
+	}
+	if w.dirs[h.rel] != h {
+		// Forgotten while in use (its directory was removed).
+		_ = h.root.Close()
+		return
+	}
+	h.idle = w.idle.PushFront(h)
+	for w.idle.Len() > maxIdleDirs {
+		old := w.idle.Remove(w.idle.Back()).(*dirHandle)
+		old.idle = nil
+		delete(w.dirs, old.rel)
+		_ = old.root.Close()
+	}
+}
+
+// forget drops the open handles of rel and of every directory below it: rel is being
+// removed, and a handle kept would write into the removed directory.
+func (w *Writer) forget(rel string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k, h := range w.dirs {
+		if rel != "." && k != rel && !strings.HasPrefix(k, rel+"/") {
+			continue
+		}
+		delete(w.dirs, k)
+		if h.idle != nil {
+			w.idle.Remove(h.idle)
+			h.idle = nil
+			_ = h.root.Close()
+		}
+	}
 }
 
 const chunk = 1 << 20
@@ -234,11 +383,33 @@ func (w *Writer) SetMetadata(name string, m Meta) error {
 	if m.Symlink {
 		return nil
 	}
-	if err := w.root.Chmod(rel, m.Mode&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+	if err := w.root.Chmod(rel, m.Mode&modeBits); err != nil {
 		return fmt.Errorf("restoring the mode of %s: %w", rel, err)
 	}
 	if !m.ModTime.IsZero() {
 		if err := w.root.Chtimes(rel, m.ModTime, m.ModTime); err != nil {
+			return fmt.Errorf("restoring the time of %s: %w", rel, err)
+		}
+	}
+	return nil
+}
+
+// modeBits are the parts of a mode that are restored.
+const modeBits = fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
+
+// setFileMetadata is SetMetadata on an open regular file, in the same order: the owner
+// first, since changing it clears the set-id bits that the mode then restores.
+func (w *Writer) setFileMetadata(d *os.Root, base string, f *os.File, rel string, m Meta) error {
+	if w.chown && m.UID >= 0 && m.GID >= 0 {
+		if err := f.Chown(m.UID, m.GID); err != nil {
+			return fmt.Errorf("restoring the owner of %s: %w", rel, err)
+		}
+	}
+	if err := f.Chmod(m.Mode & modeBits); err != nil {
+		return fmt.Errorf("restoring the mode of %s: %w", rel, err)
+	}
+	if !m.ModTime.IsZero() {
+		if err := setFileTime(d, base, f, m.ModTime); err != nil {
 			return fmt.Errorf("restoring the time of %s: %w", rel, err)
 		}
 	}
@@ -261,8 +432,10 @@ func (w *Writer) clearForNonDir(rel string) error {
 	case st.Mode().IsRegular():
 		return nil
 	case st.IsDir():
+		w.forget(rel)
 		return wrapEscape(rel, w.root.RemoveAll(rel))
 	default:
+		w.forget(rel)
 		return wrapEscape(rel, w.root.Remove(rel))
 	}
 }

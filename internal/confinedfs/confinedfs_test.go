@@ -195,3 +195,85 @@ func TestExtractReplacesWhatIsInTheWay(t *testing.T) {
 		t.Error("was-link is still a symlink")
 	}
 }
+
+// TestWriteFileWithMetadataSetsModeTimeAndContent writes through the open-file path
+// that restores use, in nested directories whose handles the Writer keeps open.
+func TestWriteFileWithMetadataSetsModeTimeAndContent(t *testing.T) {
+	dir := t.TempDir()
+	w, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	mtime := time.Date(2025, 6, 7, 8, 9, 10, 11, time.UTC)
+	for _, name := range []string{"top", "a/b/one", "a/b/two", "a/c/three"} {
+		m := Meta{Mode: 0o640, UID: os.Getuid(), GID: os.Getgid(), ModTime: mtime}
+		if _, err := w.WriteFileWithMetadata(name, strings.NewReader("content of "+name), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"top", "a/b/one", "a/b/two", "a/c/three"} {
+		p := filepath.Join(dir, name)
+		if got, err := os.ReadFile(p); err != nil || string(got) != "content of "+name {
+			t.Errorf("%s = %q (%v)", name, got, err)
+		}
+		st, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode() != 0o640 || !st.ModTime().Equal(mtime) {
+			t.Errorf("%s: mode %v mtime %v, want 0640 and %v", name, st.Mode(), st.ModTime(), mtime)
+		}
+	}
+	if w.FilesDone() != 4 {
+		t.Errorf("FilesDone = %d, want 4", w.FilesDone())
+	}
+}
+
+// TestKeptDirectoryHandlesFollowReplacements replaces a directory the Writer already
+// wrote into: later files must land in what is at the path now, and a symlink that
+// replaced the directory must not be followed out of the volume.
+func TestKeptDirectoryHandlesFollowReplacements(t *testing.T) {
+	parent := t.TempDir()
+	vol, outside := filepath.Join(parent, "vol"), filepath.Join(parent, "outside")
+	for _, d := range []string{vol, outside} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := Open(vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	write := func(name string) error {
+		_, err := w.WriteFileWithMetadata(name, strings.NewReader(name), Meta{Mode: 0o644, UID: -1, GID: -1})
+		return err
+	}
+	if err := write("d/first"); err != nil {
+		t.Fatal(err)
+	}
+	// The snapshot has a file where the directory was, then the directory again.
+	if err := write("d"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Mkdir("d"); err != nil {
+		t.Fatal(err)
+	}
+	if err := write("d/second"); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(vol, "d")); len(entries) != 1 || entries[0].Name() != "second" {
+		t.Errorf("d holds %v, want only the second file", entries)
+	}
+	// Now a symlink out of the volume replaces d.
+	if err := w.Symlink("d", outside); err != nil {
+		t.Fatal(err)
+	}
+	if err := write("d/third"); !errors.Is(err, ErrEscape) {
+		t.Errorf("writing through the replaced directory: err = %v, want ErrEscape", err)
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Errorf("the restore wrote %d entries outside the volume", len(entries))
+	}
+}

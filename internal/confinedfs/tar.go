@@ -49,10 +49,11 @@ func ExtractTar(ctx context.Context, w *Writer, r io.Reader) (TarStats, error) {
 			stats.Dirs++
 			continue
 		case tar.TypeReg:
-			if _, err := w.WriteFile(hdr.Name, tr); err != nil {
+			if _, err := w.WriteFileWithMetadata(hdr.Name, tr, meta); err != nil {
 				return stats, err
 			}
 			stats.Files++
+			continue
 		case tar.TypeSymlink:
 			if err := w.Symlink(hdr.Name, hdr.Linkname); err != nil {
 				return stats, err
