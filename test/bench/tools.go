@@ -50,6 +50,10 @@ const (
 type Holdfast struct {
 	// Binary is a holdfast binary built from this tree.
 	Binary string
+	// JobDir is where the per-job work directories go (kopia config and caches). The
+	// agent's is a memory-backed volume, so the bench passes a tmpfs when there is
+	// one; empty means beside the repository.
+	JobDir string
 	// Uploader is kopia (default) or restic.
 	Uploader v1.Uploader
 	// ResticPath is the restic binary for the restic uploader.
@@ -95,7 +99,11 @@ func (h *Holdfast) Init(ctx context.Context, dir string) error {
 }
 
 func (h *Holdfast) job(kind mover.Kind, dir, snapshot string) (mover.Job, error) {
-	work, err := os.MkdirTemp(h.work, "job-")
+	parent := h.work
+	if h.JobDir != "" {
+		parent = h.JobDir
+	}
+	work, err := os.MkdirTemp(parent, "holdfast-bench-job-")
 	if err != nil {
 		return mover.Job{}, err
 	}

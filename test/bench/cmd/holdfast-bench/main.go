@@ -69,6 +69,12 @@ func run() error {
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("building holdfast: %w", err)
 	}
+	// The agent keeps each job's work directory (kopia config and caches) in a
+	// memory-backed volume; so does the bench, where the machine has a tmpfs.
+	jobDir := ""
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		jobDir = "/dev/shm"
+	}
 	bin, err := filepath.Abs(*toolsBin)
 	if err != nil {
 		return err
@@ -78,9 +84,9 @@ func run() error {
 	for _, name := range strings.Split(*tools, ",") {
 		switch name {
 		case "holdfast":
-			chosen = append(chosen, &bench.Holdfast{Binary: binary})
+			chosen = append(chosen, &bench.Holdfast{Binary: binary, JobDir: jobDir})
 		case "holdfast-restic":
-			chosen = append(chosen, &bench.Holdfast{Binary: binary, Uploader: v1.UploaderRestic, ResticPath: filepath.Join(bin, "restic")})
+			chosen = append(chosen, &bench.Holdfast{Binary: binary, JobDir: jobDir, Uploader: v1.UploaderRestic, ResticPath: filepath.Join(bin, "restic")})
 		case "kopia":
 			chosen = append(chosen, &bench.KopiaCLI{Binary: filepath.Join(bin, "kopia")})
 		case "restic":
