@@ -395,7 +395,10 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 	})
 	defer stop()
 	stats, err := restore.Entry(ctx, r.rep, out, root, restore.Options{
-		Parallel:               4,
+		// The kopia CLI's default: with many small files the writes wait on the file
+		// system as much as on the CPU, and with a few large ones 4 left most of the
+		// files waiting.
+		Parallel:               8,
 		RestoreDirEntryAtDepth: math.MaxInt32,
 		Cancel:                 cancel,
 		ProgressCallback:       func(_ context.Context, s restore.Stats) { last.Store(&s) },
