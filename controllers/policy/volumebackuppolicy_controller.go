@@ -111,6 +111,12 @@ func (r *VolumeBackupPolicyReconciler) Reconcile(ctx context.Context, req ctrl.R
 		return ctrl.Result{}, nil // deleting: its backups are retained or removed by deletionPolicy elsewhere
 	}
 	base := p.DeepCopy()
+	if p.Status.ObservedGeneration == 0 {
+		// The first status write must carry the counts even when they are 0: a merge
+		// patch leaves out what did not change, and `kubectl get vbp` would show an
+		// empty Skipped column instead of 0.
+		base.Status.SelectedNamespaces, base.Status.SelectedVolumes, base.Status.SkippedVolumes = -1, -1, -1
+	}
 	s := &scope{policy: p, now: r.now()}
 	defer func() {
 		if s.stale {
