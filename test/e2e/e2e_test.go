@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -156,7 +157,10 @@ func TestStories(t *testing.T) {
 		{"InvalidSelectorRejectedByTheWebhook", s.invalidSelectorRejectedByTheWebhook},
 		{"ResticBackupAndRestore", s.resticBackupAndRestore},
 		{"RetentionExpiresTheOldestBackups", s.retentionExpiresTheOldestBackups},
-		{"BackUpToMinIOInAPod", s.backUpToMinIOInAPod},
+		{"ThreeNamespacesToMinIOInAPod", s.threeNamespacesToMinIOInAPod},
+		{"WrongCredentialsSayWhyNoBackupRan", s.wrongCredentialsSayWhyNoBackupRan},
+		{"AgentPodDeletedMidBackup", s.agentPodDeletedMidBackup},
+		{"MinIOStoppedMidRunThenStarted", s.minIOStoppedMidRunThenStarted},
 	} {
 		if !t.Run(st.name, st.fn) {
 			t.Log(e.Diagnose(context.Background()))
@@ -168,6 +172,8 @@ func TestStories(t *testing.T) {
 type stories struct {
 	e     *Env
 	first *Run
+	// minio is the MinIO pod of the MinIO stories.
+	minio *MinIO
 	// cacheSums are the cache's checksums at the last backup.
 	cacheSums string
 }
@@ -557,45 +563,276 @@ func grepLines(s, sub string) string {
 	return strings.Join(out, "\n")
 }
 
-// The same backup to an S3 store: MinIO as a pod, reached at its Service's cluster
-// IP; the objects land under <prefix>/kopia/<namespace>/.
-func (s *stories) backUpToMinIOInAPod(t *testing.T) {
+// A policy across three namespaces, to an S3 store (MinIO as a pod, reached at its
+// Service's cluster IP): it selects the claims of the storage class "fast" and the
+// emptyDirs of pods labelled backup=true, in a Deployment, a StatefulSet and bare pods,
+// and backs all of them up on one run-now. The objects land under
+// <prefix>/kopia/<namespace>/ of the bucket.
+func (s *stories) threeNamespacesToMinIOInAPod(t *testing.T) {
 	ctx := t.Context()
 	m, err := s.e.StartMinIO(ctx, "holdfast")
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.minio = m
 	if err := s.e.ApplyMinIOLocation(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	policy := `apiVersion: backup.holdfast.dev/v1alpha1
-kind: VolumeBackupPolicy
-metadata:
-  name: cache-to-minio
-spec:
-  selector:
-    volumes: has(volume.emptyDir) && pod.metadata.labels[?"backup"].orValue("") == "true"
-  storageLocation: minio
-`
-	if _, err := s.e.Kubectl(ctx, policy, "apply", "--server-side", "-f", "-"); err != nil {
+	if err := s.e.DeployMoreApps(ctx); err != nil {
 		t.Fatal(err)
 	}
-	run, err := s.e.RunPolicyNamed(ctx, "cache-to-minio", "minio-1")
+	if _, err := s.e.Kubectl(ctx, AllToMinIOPolicy, "apply", "--server-side", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	run, err := s.e.RunPolicyNamed(ctx, "all-to-minio", "minio-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := run.Backup(cacheVolume)
-	if b == nil || b.Status.BytesUploaded < 1_000_000 {
-		t.Fatalf("backup to MinIO: %+v", run.Backups)
+	st := run.Policy.Status
+	if st.SelectedVolumes != 5 || st.SelectedNamespaces != 3 || st.SkippedVolumes != 0 {
+		t.Errorf("policy status: %d volumes in %d namespaces, %d skipped %+v; want 5 in 3, 0 skipped", st.SelectedVolumes, st.SelectedNamespaces, st.SkippedVolumes, st.Skipped)
 	}
-	n := 0
-	for o := range m.Client.ListObjects(ctx, "holdfast", miniogo.ListObjectsOptions{Prefix: "cluster-a/kopia/" + AppNamespace + "/", Recursive: true}) {
-		if o.Err != nil {
-			t.Fatal(o.Err)
+	if lr := st.LastRun; lr.VolumesTotal != 5 || lr.VolumesCompleted != 5 || lr.VolumesFailed != 0 || lr.BytesUploaded < 3_000_000 {
+		t.Errorf("last run: %+v", lr)
+	}
+	got := map[string]string{}
+	for _, b := range run.Backups {
+		got[b.Namespace+"/"+b.Spec.Pod.Name+"/"+b.Spec.Volume] = b.Spec.SourcePath
+		if b.Status.Phase != backupv1alpha1.RunCompleted || b.Spec.Repository != "minio-kopia" {
+			t.Errorf("%s/%s: %s in %s", b.Namespace, b.Name, b.Status.Phase, b.Spec.Repository)
 		}
-		n++
 	}
-	if n == 0 {
-		t.Errorf("no objects under cluster-a/kopia/%s/ in the bucket", AppNamespace)
+	cachePod := run.Backup(cacheVolume).Spec.Pod.Name
+	want := map[string]string{
+		"shop/db-0/data":              "/pvc/data-db-0",
+		"shop/" + cachePod + "/cache": "/deployment/cache/cache",
+		"billing/ledger/data":         "/pvc/ledger",
+		"billing/ledger/scratch":      "/pod/ledger/scratch",
+		"audit/collector/spool":       "/pod/collector/spool",
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("backed up (namespace/pod/volume: source path)\n got %v\nwant %v", got, want)
+	}
+	for _, ns := range []string{AppNamespace, "billing", "audit"} {
+		n := 0
+		for o := range m.Client.ListObjects(ctx, "holdfast", miniogo.ListObjectsOptions{Prefix: "cluster-a/kopia/" + ns + "/", Recursive: true}) {
+			if o.Err != nil {
+				t.Fatal(o.Err)
+			}
+			n++
+		}
+		if n == 0 {
+			t.Errorf("no objects under cluster-a/kopia/%s/ in the bucket", ns)
+		}
+	}
+	out, err := s.e.Kubectl(ctx, "", "get", "vbp", "all-to-minio")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "Succeeded") || !regexp.MustCompile(`True\s+5\s+0`).MatchString(out) {
+		t.Errorf("kubectl get vbp all-to-minio: want Ready, 5 volumes, 0 skipped, Succeeded:\n%s", out)
+	}
+}
+
+// A storage location whose credentials the store rejects is Ready=False with the
+// store's sentence, and a policy that backs up to it says why no backup ran: the run
+// is Failed at once, with that sentence, and creates no backups.
+func (s *stories) wrongCredentialsSayWhyNoBackupRan(t *testing.T) {
+	ctx := t.Context()
+	bsl := fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata:
+  name: minio-wrong-credentials
+  namespace: holdfast-system
+stringData:
+  AWS_ACCESS_KEY_ID: holdfast-e2e
+  AWS_SECRET_ACCESS_KEY: not-the-password
+---
+apiVersion: backup.holdfast.dev/v1alpha1
+kind: BackupStorageLocation
+metadata:
+  name: minio-wrong
+spec:
+  s3:
+    bucket: holdfast
+    prefix: cluster-b
+    endpoint: %s
+    region: us-east-1
+    forcePathStyle: true
+    insecure: true
+    credentialsSecretRef:
+      name: minio-wrong-credentials
+---
+apiVersion: backup.holdfast.dev/v1alpha1
+kind: VolumeBackupPolicy
+metadata:
+  name: audit-to-minio-wrong
+spec:
+  selector:
+    namespaces: namespace.metadata.name == "audit"
+    volumes: has(volume.emptyDir) && pod.metadata.labels[?"backup"].orValue("") == "true"
+  storageLocation: minio-wrong
+`, s.minio.Endpoint)
+	if _, err := s.e.Kubectl(ctx, bsl, "apply", "--server-side", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.e.Kubectl(ctx, "", "wait", "--for=condition=Ready=false", "bsl/minio-wrong", "--timeout=2m"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.e.Kubectl(ctx, "", "get", "bsl", "minio-wrong", "-o", "wide")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sentence = "rejected the credentials for bucket"
+	if !strings.Contains(out, "False") || !strings.Contains(out, sentence) {
+		t.Errorf("kubectl get bsl minio-wrong -o wide:\n%s", out)
+	}
+
+	previous, err := s.e.StartRun(ctx, "audit-to-minio-wrong", "wrong-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := s.e.WaitRunEnded(ctx, "audit-to-minio-wrong", "wrong-1", previous)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lr := run.Policy.Status.LastRun
+	if lr.Outcome != backupv1alpha1.RunOutcomeFailed || lr.VolumesTotal != 0 || lr.VolumesSkipped != 1 ||
+		!strings.Contains(lr.Message, `no volume was backed up: storage location "minio-wrong" is not Ready: `) || !strings.Contains(lr.Message, sentence) {
+		t.Errorf("last run: %+v", lr)
+	}
+	if len(run.Backups) != 0 {
+		t.Errorf("%d backups created for a run to a location that does not work", len(run.Backups))
+	}
+	out, err = s.e.Kubectl(ctx, "", "describe", "vbp", "audit-to-minio-wrong")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"StorageLocationNotReady", sentence, "RunFailed", "Outcome:", "Failed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kubectl describe vbp audit-to-minio-wrong lacks %q:\n%s", want, out)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	s.e.Show("A policy whose storage location rejects its credentials says why no backup ran:", grepLines(out, "Message")+"\n"+grepLines(out, "RunFailed"))
+}
+
+// The agent pod is deleted (a node drain, an upgrade) while a backup is in flight: the
+// DaemonSet starts a new one, which fails the interrupted backup with the documented
+// sentence and carries out the run's other backups; nothing stays InProgress, and the
+// next run backs up every volume. MinIO is frozen meanwhile so that the backup is
+// surely still in flight when the pod goes.
+func (s *stories) agentPodDeletedMidBackup(t *testing.T) {
+	ctx := t.Context()
+	thaw, err := s.e.FreezeMinIO()
+	t.Cleanup(thaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	previous, err := s.e.StartRun(ctx, "all-to-minio", "agent-restart")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.e.WaitBackupInProgress(ctx, "all-to-minio", "agent-restart", previous); err != nil {
+		t.Fatal(err)
+	}
+	// MinIO thaws once the old agent is gone, so that the new one finds it working.
+	if err := s.e.RestartAgent(ctx, thaw); err != nil {
+		t.Fatal(err)
+	}
+	run, err := s.e.WaitRunEnded(ctx, "all-to-minio", "agent-restart", previous)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const restarted = "the agent restarted while this volume was being moved; the work did not finish"
+	var interrupted *backupv1alpha1.PodVolumeBackup
+	for i, b := range run.Backups {
+		switch {
+		case b.Status.Phase == backupv1alpha1.RunFailed && b.Status.Message == restarted:
+			interrupted = &run.Backups[i]
+		case b.Status.Phase != backupv1alpha1.RunCompleted:
+			t.Errorf("%s/%s: %s %q; want Completed, or Failed with %q", b.Namespace, b.Name, b.Status.Phase, b.Status.Message, restarted)
+		}
+	}
+	if interrupted == nil {
+		t.Fatalf("no backup failed with %q although one was in flight when the agent went", restarted)
+	}
+	if o := run.Policy.Status.LastRun.Outcome; o != backupv1alpha1.RunOutcomePartiallyFailed && o != backupv1alpha1.RunOutcomeFailed {
+		t.Errorf("run outcome %s", o)
+	}
+	out, err := s.e.Kubectl(ctx, "", "-n", interrupted.Namespace, "describe", "pvb", interrupted.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, restarted) || !strings.Contains(out, "BackupFailed") {
+		t.Errorf("kubectl describe pvb %s does not say what happened:\n%s", interrupted.Name, out)
+	}
+	next, err := s.e.RunPolicyNamed(ctx, "all-to-minio", "after-agent-restart")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(next.Backups) != 5 {
+		t.Errorf("the next run backed up %d volumes, want 5", len(next.Backups))
+	}
+}
+
+// MinIO goes away while a backup is in flight and comes back later: the interrupted
+// backup fails with the store's sentence, the rest of the run ends once the store is
+// back, and the next run backs up every volume.
+func (s *stories) minIOStoppedMidRunThenStarted(t *testing.T) {
+	ctx := t.Context()
+	thaw, err := s.e.FreezeMinIO()
+	t.Cleanup(thaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	previous, err := s.e.StartRun(ctx, "all-to-minio", "minio-down")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runName, err := s.e.WaitBackupInProgress(ctx, "all-to-minio", "minio-down", previous)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inFlight, err := s.e.backupsOfRun(ctx, runName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.e.StopMinIO(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The backups that were in flight fail with the store's sentence while it is down.
+	var failed []string
+	for _, b := range inFlight {
+		if b.Status.Phase != backupv1alpha1.RunInProgress {
+			continue
+		}
+		got, err := s.e.WaitBackupFinished(ctx, &b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status.Phase != backupv1alpha1.RunFailed || !strings.Contains(got.Status.Message, "cannot be reached") {
+			t.Errorf("%s/%s with the store gone: %s %q; want Failed, the store cannot be reached", got.Namespace, got.Name, got.Status.Phase, got.Status.Message)
+		}
+		failed = append(failed, got.Name)
+	}
+	if err := s.e.StartMinIOAgain(ctx, MinIOLocation); err != nil {
+		t.Fatal(err)
+	}
+	run, err := s.e.WaitRunEnded(ctx, "all-to-minio", "minio-down", previous)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := run.Policy.Status.LastRun.Outcome; o == backupv1alpha1.RunOutcomeSucceeded || int(run.Policy.Status.LastRun.VolumesFailed) < len(failed) {
+		t.Errorf("run %+v; want the interrupted backups %v counted as failed", run.Policy.Status.LastRun, failed)
+	}
+	next, err := s.e.RunPolicyNamed(ctx, "all-to-minio", "after-minio-down")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(next.Backups) != 5 {
+		t.Errorf("the next run backed up %d volumes, want 5", len(next.Backups))
 	}
 }

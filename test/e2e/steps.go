@@ -10,7 +10,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	miniogo "github.com/minio/minio-go/v7"
@@ -142,6 +144,8 @@ func (e *Env) Manifest(name string) (string, error) {
 		return "", err
 	}
 	s := strings.ReplaceAll(string(b), "LOCAL_PV_PATH", e.localPVPath())
+	s = strings.ReplaceAll(s, "LEDGER_PV_PATH", e.ledgerPVPath())
+	s = strings.ReplaceAll(s, "MINIO_DATA_DIR", filepath.Join(e.Cluster.StateDir, "minio-data"))
 	if minio, err := filepath.EvalSymlinks(filepath.Join(e.Cluster.ToolsBin, "minio")); err == nil {
 		s = strings.ReplaceAll(s, "MINIO_DIR", filepath.Dir(minio))
 	}
@@ -152,6 +156,11 @@ func (e *Env) Manifest(name string) (string, error) {
 // teardown removes it.
 func (e *Env) localPVPath() string {
 	return filepath.Join(e.Cluster.StateDir, "local-volumes", "shop-db-0")
+}
+
+// ledgerPVPath is the local PV of the billing namespace's bare pod (more-apps.yaml).
+func (e *Env) ledgerPVPath() string {
+	return filepath.Join(e.Cluster.StateDir, "local-volumes", "billing-ledger")
 }
 
 // Apply applies an embedded manifest with server-side apply.
@@ -242,22 +251,45 @@ func (e *Env) RunPolicy(ctx context.Context, token string) (*Run, error) {
 	return e.RunPolicyNamed(ctx, PolicyName, token)
 }
 
-// RunPolicyNamed is RunPolicy for the policy name.
+// RunPolicyNamed is RunPolicy for the policy name; a run that does not succeed is an
+// error (with the run).
 func (e *Env) RunPolicyNamed(ctx context.Context, name, token string) (*Run, error) {
-	p := &backupv1alpha1.VolumeBackupPolicy{}
-	previous := ""
-	if err := e.Client.Get(ctx, client.ObjectKey{Name: name}, p); err != nil {
+	previous, err := e.StartRun(ctx, name, token)
+	if err != nil {
 		return nil, err
+	}
+	r, err := e.WaitRunEnded(ctx, name, token, previous)
+	if err != nil {
+		return nil, err
+	}
+	if r.Policy.Status.LastRun.Outcome != backupv1alpha1.RunOutcomeSucceeded {
+		out, _ := e.Kubectl(ctx, "", "get", "pvb", "-A", "-o", "wide")
+		return r, fmt.Errorf("run %s ended %s %s\n%s", r.Policy.Status.LastRun.Name, r.Policy.Status.LastRun.Outcome, r.Policy.Status.LastRun.Message, out)
+	}
+	return r, nil
+}
+
+// StartRun sets the policy's run-now annotation to token, as a user or a GitOps
+// commit does, and returns the name of the run before it.
+func (e *Env) StartRun(ctx context.Context, name, token string) (previous string, err error) {
+	p := &backupv1alpha1.VolumeBackupPolicy{}
+	if err := e.Client.Get(ctx, client.ObjectKey{Name: name}, p); err != nil {
+		return "", err
 	}
 	if p.Status.LastRun != nil {
 		previous = p.Status.LastRun.Name
 	}
 	e.Log("backing up now: kubectl annotate vbp %s %s=%s", name, backupv1alpha1.AnnotationRunNow, token)
-	if _, err := e.Kubectl(ctx, "", "annotate", "--overwrite", "vbp", name, backupv1alpha1.AnnotationRunNow+"="+token); err != nil {
-		return nil, err
-	}
+	_, err = e.Kubectl(ctx, "", "annotate", "--overwrite", "vbp", name, backupv1alpha1.AnnotationRunNow+"="+token)
+	return previous, err
+}
+
+// startedRun waits until the policy handled token and started a run after previous,
+// and returns the policy once cond holds for it.
+func (e *Env) startedRun(ctx context.Context, name, token, previous string, timeout time.Duration, cond func(*backupv1alpha1.VolumeBackupPolicy) (bool, string, error)) (*backupv1alpha1.VolumeBackupPolicy, error) {
+	p := &backupv1alpha1.VolumeBackupPolicy{}
 	var why string
-	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		if err := e.Client.Get(ctx, client.ObjectKey{Name: name}, p); err != nil {
 			why = err.Error()
 			return false, nil
@@ -266,27 +298,68 @@ func (e *Env) RunPolicyNamed(ctx context.Context, name, token string) (*Run, err
 			why = fmt.Sprintf("run-now token %q not handled yet", token)
 			return false, nil
 		}
-		why = fmt.Sprintf("run %s: outcome %s", p.Status.LastRun.Name, p.Status.LastRun.Outcome)
-		return p.Status.LastRun.Outcome != "" && p.Status.LastRun.Outcome != backupv1alpha1.RunOutcomeInProgress, nil
+		ok, w, err := cond(p)
+		why = w
+		return ok, err
 	})
 	if err != nil {
 		out, _ := e.Kubectl(ctx, "", "get", "holdfast", "-A", "-o", "wide")
-		return nil, fmt.Errorf("waiting for the run: %w (%s)\n%s", err, why, out)
+		return nil, fmt.Errorf("waiting for the run of %s: %w (%s)\n%s", name, err, why, out)
 	}
-	list := &backupv1alpha1.PodVolumeBackupList{}
-	if err := e.Client.List(ctx, list, client.MatchingLabels{"backup.holdfast.dev/run": p.Status.LastRun.Name}); err != nil {
+	return p, nil
+}
+
+// WaitRunEnded waits until the run that token started has ended, whatever its outcome,
+// and returns it with its backups.
+func (e *Env) WaitRunEnded(ctx context.Context, name, token, previous string) (*Run, error) {
+	p, err := e.startedRun(ctx, name, token, previous, 4*time.Minute, func(p *backupv1alpha1.VolumeBackupPolicy) (bool, string, error) {
+		o := p.Status.LastRun.Outcome
+		return o != "" && o != backupv1alpha1.RunOutcomeInProgress, fmt.Sprintf("run %s: outcome %s", p.Status.LastRun.Name, o), nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
-	r := &Run{Policy: p, Backups: list.Items}
-	for _, b := range r.Backups {
-		e.Log("  %s/%s: %s, %d bytes uploaded, snapshot %s (parent %q)", b.Spec.Pod.Name, b.Spec.Volume, b.Status.Phase, b.Status.BytesUploaded, b.Status.SnapshotID, b.Status.ParentSnapshotID)
+	backups, err := e.backupsOfRun(ctx, p.Status.LastRun.Name)
+	if err != nil {
+		return nil, err
 	}
-	if p.Status.LastRun.Outcome != backupv1alpha1.RunOutcomeSucceeded {
-		out, _ := e.Kubectl(ctx, "", "get", "pvb", "-A", "-o", "wide")
-		return r, fmt.Errorf("run %s ended %s\n%s", p.Status.LastRun.Name, p.Status.LastRun.Outcome, out)
+	r := &Run{Policy: p, Backups: backups}
+	for _, b := range r.Backups {
+		e.Log("  %s/%s/%s: %s, %d bytes uploaded, snapshot %s (parent %q) %s", b.Namespace, b.Spec.Pod.Name, b.Spec.Volume, b.Status.Phase, b.Status.BytesUploaded, b.Status.SnapshotID, b.Status.ParentSnapshotID, b.Status.Message)
 	}
 	return r, nil
+}
+
+// WaitBackupInProgress waits until a backup of the run that token started is
+// InProgress (the agent is moving its data), and returns the run's name.
+func (e *Env) WaitBackupInProgress(ctx context.Context, name, token, previous string) (string, error) {
+	p, err := e.startedRun(ctx, name, token, previous, 2*time.Minute, func(p *backupv1alpha1.VolumeBackupPolicy) (bool, string, error) {
+		backups, err := e.backupsOfRun(ctx, p.Status.LastRun.Name)
+		if err != nil {
+			return false, "", err
+		}
+		for _, b := range backups {
+			if b.Status.Phase == backupv1alpha1.RunInProgress {
+				return true, "", nil
+			}
+		}
+		return false, fmt.Sprintf("no backup of run %s InProgress among %d", p.Status.LastRun.Name, len(backups)), nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return p.Status.LastRun.Name, nil
+}
+
+func (e *Env) backupsOfRun(ctx context.Context, run string) ([]backupv1alpha1.PodVolumeBackup, error) {
+	list := &backupv1alpha1.PodVolumeBackupList{}
+	if err := e.Client.List(ctx, list, client.MatchingLabels{backupv1alpha1.LabelRun: run}); err != nil {
+		return nil, err
+	}
+	sort.Slice(list.Items, func(i, j int) bool {
+		return list.Items[i].Namespace+"/"+list.Items[i].Name < list.Items[j].Namespace+"/"+list.Items[j].Name
+	})
+	return list.Items, nil
 }
 
 // WaitBackupsGone waits until the manager expired backups: their objects are deleted,
@@ -558,4 +631,151 @@ func (e *Env) ApplyPolicy(ctx context.Context, location string) error {
 	m = strings.Replace(m, "storageLocation: default", "storageLocation: "+location, 1)
 	_, err = e.Kubectl(ctx, m, "apply", "--server-side", "-f", "-")
 	return err
+}
+
+// FreezeMinIO stops (SIGSTOP) the MinIO server process of the MinIO pod, on the host:
+// connections stay open and requests hang, so a backup that reaches it stays
+// InProgress until ThawMinIO or StopMinIO. The returned function thaws it (for
+// cleanups; harmless when the process is gone).
+func (e *Env) FreezeMinIO() (thaw func(), err error) {
+	pids, err := minioPIDs()
+	if err != nil {
+		return func() {}, err
+	}
+	e.Log("freezing MinIO (SIGSTOP to pid %v): requests to it hang", pids)
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			return func() {}, err
+		}
+	}
+	return func() {
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}, nil
+}
+
+// minioPIDs finds the processes of the MinIO pod's server (manifests/minio.yaml) by
+// their command line.
+func minioPIDs() ([]int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, d := range entries {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		if len(args) >= 3 && args[0] == "/opt/minio/minio" && args[1] == "server" && args[2] == "/data" {
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) == 0 {
+		return nil, errors.New("no MinIO server process (/opt/minio/minio server /data) on the host")
+	}
+	return pids, nil
+}
+
+// StopMinIO deletes the MinIO pod: the store is gone until StartMinIOAgain.
+func (e *Env) StopMinIO(ctx context.Context) error {
+	e.Log("stopping MinIO: kubectl -n minio delete pod minio")
+	_, err := e.Kubectl(ctx, "", "-n", "minio", "delete", "pod", "minio", "--wait=true")
+	return err
+}
+
+// StartMinIOAgain recreates the MinIO pod on the same data and waits until it is
+// ready and the storage location named location is Ready again.
+func (e *Env) StartMinIOAgain(ctx context.Context, location string) error {
+	e.Log("starting MinIO again on the same data")
+	if err := e.Apply(ctx, "minio.yaml"); err != nil {
+		return err
+	}
+	if _, err := e.Kubectl(ctx, "", "-n", "minio", "wait", "--for=condition=Ready", "pod/minio", "--timeout=2m"); err != nil {
+		return e.withPodState(ctx, "minio", err)
+	}
+	return e.WaitLocationReady(ctx, location)
+}
+
+// WaitLocationReady waits until the storage location is Ready (the manager re-probes
+// a failing location with a back-off of at most 5 minutes; one that failed a few
+// seconds ago is probed again within a minute).
+func (e *Env) WaitLocationReady(ctx context.Context, location string) error {
+	if _, err := e.Kubectl(ctx, "", "wait", "--for=condition=Ready", "bsl/"+location, "--timeout=3m"); err != nil {
+		out, _ := e.Kubectl(ctx, "", "get", "bsl", "-o", "wide")
+		return fmt.Errorf("%w\n%s", err, out)
+	}
+	return nil
+}
+
+// RestartAgent deletes the agent pod, as a node drain or an upgrade does, calls gone
+// once it is gone, and waits until the DaemonSet's new pod is ready.
+func (e *Env) RestartAgent(ctx context.Context, gone func()) error {
+	e.Log("deleting the agent pod: kubectl -n holdfast-system delete pod -l app.kubernetes.io/component=agent")
+	if _, err := e.Kubectl(ctx, "", "-n", "holdfast-system", "delete", "pod", "-l", "app.kubernetes.io/component=agent", "--wait=true"); err != nil {
+		return err
+	}
+	gone()
+	if _, err := e.Kubectl(ctx, "", "-n", "holdfast-system", "rollout", "status", "daemonset/holdfast-agent", "--timeout=3m"); err != nil {
+		return e.withPodState(ctx, "holdfast-system", err)
+	}
+	return nil
+}
+
+// AllToMinIOPolicy backs up, to the MinIO location, the claims of the storage class
+// "fast" and the emptyDirs of pods labelled backup=true, in every namespace.
+const AllToMinIOPolicy = `apiVersion: backup.holdfast.dev/v1alpha1
+kind: VolumeBackupPolicy
+metadata:
+  name: all-to-minio
+spec:
+  selector:
+    volumes: |
+      (pvc != null && pvc.spec.storageClassName == "fast") ||
+      (has(volume.emptyDir) && pod.metadata.labels[?"backup"].orValue("") == "true")
+  storageLocation: minio
+`
+
+// DeployMoreApps deploys the namespaces billing and audit with their bare pods
+// (manifests/more-apps.yaml) and waits for the pods.
+func (e *Env) DeployMoreApps(ctx context.Context) error {
+	e.Log("deploying bare pods in the namespaces billing and audit")
+	if err := os.MkdirAll(e.ledgerPVPath(), 0o755); err != nil {
+		return err
+	}
+	if err := e.Apply(ctx, "more-apps.yaml"); err != nil {
+		return err
+	}
+	for _, p := range []string{"billing/ledger", "audit/collector", "audit/scratchpad"} {
+		ns, name, _ := strings.Cut(p, "/")
+		if _, err := e.Kubectl(ctx, "", "-n", ns, "wait", "--for=condition=Ready", "pod/"+name, "--timeout=3m"); err != nil {
+			return e.withPodState(ctx, ns, err)
+		}
+	}
+	return nil
+}
+
+// WaitBackupFinished waits until the backup b is Completed, Failed or Canceled.
+func (e *Env) WaitBackupFinished(ctx context.Context, b *backupv1alpha1.PodVolumeBackup) (*backupv1alpha1.PodVolumeBackup, error) {
+	got := &backupv1alpha1.PodVolumeBackup{}
+	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		if err := e.Client.Get(ctx, client.ObjectKeyFromObject(b), got); err != nil {
+			return false, nil
+		}
+		switch got.Status.Phase {
+		case backupv1alpha1.RunCompleted, backupv1alpha1.RunFailed, backupv1alpha1.RunCanceled:
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("waiting for %s/%s to finish (%s %q): %w", b.Namespace, b.Name, got.Status.Phase, got.Status.Message, err)
+	}
+	return got, nil
 }
