@@ -43,9 +43,9 @@ const (
 	// ReasonWaitingForStorageLocation: the storage location has not been probed yet;
 	// a due run waits for the probe.
 	ReasonWaitingForStorageLocation = "WaitingForStorageLocation"
-	TriggerSchedule       = "Schedule"
-	TriggerRunNow         = "RunNow"
-	fieldOwner            = "holdfast-policy-controller"
+	TriggerSchedule                 = "Schedule"
+	TriggerRunNow                   = "RunNow"
+	fieldOwner                      = "holdfast-policy-controller"
 )
 
 // VolumeBackupPolicyReconciler selects volumes for each VolumeBackupPolicy, reports the
