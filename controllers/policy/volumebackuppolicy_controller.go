@@ -527,7 +527,7 @@ func (r *VolumeBackupPolicyReconciler) reconcileLastRun(ctx context.Context, s *
 	p := s.policy
 	run := p.Status.LastRun
 	if run == nil || run.Message != "" {
-		return nil // no run, or one that could not start (startRun): nothing to count
+		return nil // no run, or one that backed up nothing and says why: nothing to count
 	}
 	var pvbs v1.PodVolumeBackupList
 	if err := r.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: p.Name, v1.LabelRun: run.Name}); err != nil {
@@ -541,8 +541,13 @@ func (r *VolumeBackupPolicyReconciler) reconcileLastRun(ctx context.Context, s *
 	}
 	creationOver := s.now.Sub(run.StartTime.Time) >= jitterFor(s, run)
 	switch {
+	case sum.total == 0 && creationOver && len(s.sel.targets) == 0 && run.VolumesSkipped > 0:
+		// Every selected volume was skipped (still in flight from an earlier run, or
+		// of a kind that cannot be backed up): nothing is protected by this run.
+		run.Outcome = v1.RunOutcomeFailed
+		run.Message = fmt.Sprintf("no volume was backed up: the %d selected volumes were all skipped (status.skipped says why)", run.VolumesSkipped)
 	case sum.total == 0 && creationOver && len(s.sel.targets) == 0:
-		run.Outcome = v1.RunOutcomeSucceeded // nothing to back up
+		run.Outcome = v1.RunOutcomeSucceeded // nothing selected, nothing to back up
 	case sum.total == 0 || sum.completed+sum.failed < sum.total || !creationOver:
 		run.Outcome = v1.RunOutcomeInProgress
 	case sum.failed == 0:
@@ -564,6 +569,9 @@ func (r *VolumeBackupPolicyReconciler) reconcileLastRun(ctx context.Context, s *
 		}
 		msg := fmt.Sprintf("run %s %s: %d of %d volumes backed up, %d failed, %d bytes uploaded",
 			run.Name, run.Outcome, sum.completed, sum.total, sum.failed, sum.bytes)
+		if run.Message != "" {
+			msg = fmt.Sprintf("run %s %s: %s", run.Name, run.Outcome, run.Message)
+		}
 		r.Recorder.Event(p, typ, "Run"+string(run.Outcome), msg)
 		log.FromContext(ctx).Info(msg)
 	}

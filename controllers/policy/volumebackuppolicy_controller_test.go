@@ -381,7 +381,8 @@ func TestScheduleTickAndInFlight(t *testing.T) {
 	})
 
 	// Three days pass with the backups still running (the manager was down): one run
-	// starts, for the latest tick, and it skips the volumes still in flight.
+	// starts, for the latest tick, and it skips the volumes still in flight, so it
+	// backs up nothing and is Failed, saying so.
 	testClock.SetTime(next.Add(72*time.Hour + time.Minute))
 	poke(t, e, ctx, p.Name, "2")
 	eventually(t, "one catch-up run with InFlight skips", func() error {
@@ -392,6 +393,10 @@ func TestScheduleTickAndInFlight(t *testing.T) {
 		}
 		if r.VolumesSkipped != 2 || r.VolumesTotal != 0 {
 			return fmt.Errorf("last run %+v, want both volumes skipped as InFlight", r)
+		}
+		// A run that protected nothing does not pass for a success.
+		if r.Outcome != v1.RunOutcomeFailed || !strings.Contains(r.Message, "the 2 selected volumes were all skipped") {
+			return fmt.Errorf("last run %+v, want Failed: all skipped", r)
 		}
 		for _, s := range p.Status.Skipped {
 			if s.Reason == SkipInFlight && s.Count == 2 {

@@ -273,8 +273,9 @@ type RunSummary struct {
 	// bytesUploaded is the new data the run sent to the store.
 	// +optional
 	BytesUploaded int64 `json:"bytesUploaded"`
-	// message says why a run backed up nothing because it could not start (its
-	// storage location was missing or not Ready); empty for runs that started.
+	// message says why a run backed up nothing: it could not start (its storage
+	// location was missing or not Ready), or every selected volume was skipped.
+	// Empty for runs that backed up volumes.
 	// +optional
 	// +kubebuilder:validation:MaxLength=2048
 	Message string `json:"message,omitempty"`
