@@ -395,10 +395,9 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 	})
 	defer stop()
 	stats, err := restore.Entry(ctx, r.rep, out, root, restore.Options{
-		// The kopia CLI's default: with many small files the writes wait on the file
-		// system as much as on the CPU, and with a few large ones 4 left most of the
-		// files waiting.
-		Parallel:               8,
+		// Not the kopia CLI's 8: more workers creating files in the same directory
+		// spend their CPU spinning on the directory's lock in the kernel.
+		Parallel:               4,
 		RestoreDirEntryAtDepth: math.MaxInt32,
 		Cancel:                 cancel,
 		ProgressCallback:       func(_ context.Context, s restore.Stats) { last.Store(&s) },
