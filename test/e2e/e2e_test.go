@@ -726,18 +726,7 @@ spec:
 // surely still in flight when the pod goes.
 func (s *stories) agentPodDeletedMidBackup(t *testing.T) {
 	ctx := t.Context()
-	thaw, err := s.e.FreezeMinIO()
-	t.Cleanup(thaw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	previous, err := s.e.StartRun(ctx, "all-to-minio", "agent-restart")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.e.WaitBackupInProgress(ctx, "all-to-minio", "agent-restart", previous); err != nil {
-		t.Fatal(err)
-	}
+	thaw, previous, _ := s.inFlightWithMinIOFrozen(t, "agent-restart")
 	// MinIO thaws once the old agent is gone, so that the new one finds it working.
 	if err := s.e.RestartAgent(ctx, thaw); err != nil {
 		t.Fatal(err)
@@ -769,7 +758,33 @@ func (s *stories) agentPodDeletedMidBackup(t *testing.T) {
 	if !strings.Contains(out, restarted) || !strings.Contains(out, "BackupFailed") {
 		t.Errorf("kubectl describe pvb %s does not say what happened:\n%s", interrupted.Name, out)
 	}
-	next, err := s.e.RunPolicyNamed(ctx, "all-to-minio", "after-agent-restart")
+	s.nextRunBacksUpEverything(t, "after-agent-restart")
+}
+
+// inFlightWithMinIOFrozen freezes MinIO, starts a run of all-to-minio with token and
+// returns once one of its backups is InProgress (and so stays): the function that
+// thaws MinIO, the run before and this run's name.
+func (s *stories) inFlightWithMinIOFrozen(t *testing.T, token string) (thaw func(), previous, run string) {
+	t.Helper()
+	thaw, err := s.e.FreezeMinIO()
+	t.Cleanup(thaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if previous, err = s.e.StartRun(t.Context(), "all-to-minio", token); err != nil {
+		t.Fatal(err)
+	}
+	if run, err = s.e.WaitBackupInProgress(t.Context(), "all-to-minio", token, previous); err != nil {
+		t.Fatal(err)
+	}
+	return thaw, previous, run
+}
+
+// nextRunBacksUpEverything runs all-to-minio again and expects all five volumes
+// backed up.
+func (s *stories) nextRunBacksUpEverything(t *testing.T, token string) {
+	t.Helper()
+	next, err := s.e.RunPolicyNamed(t.Context(), "all-to-minio", token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -783,19 +798,7 @@ func (s *stories) agentPodDeletedMidBackup(t *testing.T) {
 // back, and the next run backs up every volume.
 func (s *stories) minIOStoppedMidRunThenStarted(t *testing.T) {
 	ctx := t.Context()
-	thaw, err := s.e.FreezeMinIO()
-	t.Cleanup(thaw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	previous, err := s.e.StartRun(ctx, "all-to-minio", "minio-down")
-	if err != nil {
-		t.Fatal(err)
-	}
-	runName, err := s.e.WaitBackupInProgress(ctx, "all-to-minio", "minio-down", previous)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, previous, runName := s.inFlightWithMinIOFrozen(t, "minio-down")
 	inFlight, err := s.e.backupsOfRun(ctx, runName)
 	if err != nil {
 		t.Fatal(err)
@@ -828,11 +831,5 @@ func (s *stories) minIOStoppedMidRunThenStarted(t *testing.T) {
 	if o := run.Policy.Status.LastRun.Outcome; o == backupv1alpha1.RunOutcomeSucceeded || int(run.Policy.Status.LastRun.VolumesFailed) < len(failed) {
 		t.Errorf("run %+v; want the interrupted backups %v counted as failed", run.Policy.Status.LastRun, failed)
 	}
-	next, err := s.e.RunPolicyNamed(ctx, "all-to-minio", "after-minio-down")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(next.Backups) != 5 {
-		t.Errorf("the next run backed up %d volumes, want 5", len(next.Backups))
-	}
+	s.nextRunBacksUpEverything(t, "after-minio-down")
 }
