@@ -125,7 +125,7 @@ func (p *progressReader) Read(b []byte) (int, error) {
 
 // maxPrefetchFileSize is the largest file whose pack is prefetched. Per-file costs
 // dominate only for small files: on a tree of 1-512 KiB files (make bench, mixed set)
-// prefetching for every file made the restore 15-90 % slower, as reading whole packs
+// prefetching for every file made the restore 25-90 % slower, as reading whole packs
 // one at a time held up files whose contents were cheaper to read alone.
 const maxPrefetchFileSize = 16 << 10
 
