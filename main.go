@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -224,6 +225,9 @@ func runAgent(args []string, stderr io.Writer) error {
 	concurrency := fs.Int("concurrency", 1, "volumes backed up or restored at once on this node")
 	workDir := fs.String("work-dir", filepath.Join(os.TempDir(), "holdfast-agent"),
 		"private directory for repository config and caches (mount a memory-backed volume here)")
+	cacheDir := fs.String("cache-dir", filepath.Join(os.TempDir(), "holdfast-cache"),
+		"where backups keep each repository's kopia or restic cache between jobs (encrypted data only; a disk-backed volume)")
+	cacheSize := fs.String("cache-size", "1Gi", "the budget of those caches together; the least recently used are removed beyond it")
 	resticPath := fs.String("restic-path", "restic", "the restic binary")
 	progressInterval := fs.Duration("progress-interval", 5*time.Second, "how often a running backup or restore updates its status")
 	if err := fs.Parse(args); err != nil {
@@ -231,6 +235,10 @@ func runAgent(args []string, stderr io.Writer) error {
 	}
 	if *nodeName == "" {
 		return errors.New("--node-name is required (or set $NODE_NAME from the downward API)")
+	}
+	cacheBytes, err := resource.ParseQuantity(*cacheSize)
+	if err != nil || cacheBytes.Value() <= 0 {
+		return fmt.Errorf("--cache-size %q is not a positive quantity such as 1Gi or 500Mi", *cacheSize)
 	}
 	if st, err := os.Stat(*kubeletRoot); err != nil || !st.IsDir() {
 		return fmt.Errorf("--kubelet-root %s is not a readable directory: mount the kubelet root into the agent", *kubeletRoot)
@@ -252,7 +260,8 @@ func runAgent(args []string, stderr io.Writer) error {
 	}
 	if err := agent.SetupWithManager(mgr, agent.Options{
 		NodeName: *nodeName, KubeletRoot: *kubeletRoot, Namespace: *namespace, Concurrency: *concurrency,
-		WorkDir: *workDir, ResticPath: *resticPath, ProgressInterval: *progressInterval,
+		WorkDir: *workDir, CacheDir: *cacheDir, CacheSizeBytes: cacheBytes.Value(),
+		ResticPath: *resticPath, ProgressInterval: *progressInterval,
 	}); err != nil {
 		return err
 	}

@@ -36,6 +36,10 @@ type Options struct {
 	Concurrency int
 	// WorkDir holds a private directory per job (repository config, caches).
 	WorkDir string
+	// CacheDir holds the repository caches that backups keep between jobs (see
+	// caches); CacheSizeBytes is their budget together (default 1 GiB).
+	CacheDir       string
+	CacheSizeBytes int64
 	// ResticPath is the restic binary handed to the data mover.
 	ResticPath string
 	// ProgressInterval is how often status shows progress while data moves.
@@ -53,6 +57,7 @@ type Agent struct {
 	apiReader client.Reader
 	recorder  events.EventRecorder
 	opts      Options
+	caches    *caches
 }
 
 // SetupWithManager registers the PodVolumeBackup and PodVolumeRestore reconcilers of
@@ -79,11 +84,22 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	if err := os.MkdirAll(opts.WorkDir, 0o700); err != nil {
 		return fmt.Errorf("creating the agent work directory: %w", err)
 	}
+	if opts.CacheDir == "" {
+		opts.CacheDir = filepath.Join(os.TempDir(), "holdfast-cache")
+	}
+	if opts.CacheSizeBytes <= 0 {
+		opts.CacheSizeBytes = 1 << 30
+	}
+	caches, err := newCaches(opts.CacheDir, opts.CacheSizeBytes)
+	if err != nil {
+		return fmt.Errorf("creating the agent cache directory: %w", err)
+	}
 	a := &Agent{
 		Client:    mgr.GetClient(),
 		apiReader: mgr.GetAPIReader(),
 		recorder:  mgr.GetEventRecorder("holdfast-agent"),
 		opts:      opts,
+		caches:    caches,
 	}
 	if opts.Concurrency < 1 {
 		opts.Concurrency = 1
@@ -224,6 +240,13 @@ func (a *Agent) runMover(ctx context.Context, job mover.Job, publish func(mover.
 	}
 	defer os.RemoveAll(work)
 	job.WorkDir = work
+	if job.Kind == mover.KindBackup {
+		// Restores start cold: they fill the data cache with whole packs, which a
+		// kept cache would carry to the next job for nothing.
+		var giveBack func()
+		job.CacheDir, giveBack = a.caches.lend(cacheKey(job))
+		defer giveBack()
+	}
 	log := ctrl.LoggerFrom(ctx).WithName("mover")
 	var last time.Time
 	return mover.Run(ctx, a.opts.MoverCommand(ctx), job, func(p mover.Progress) {

@@ -333,6 +333,11 @@ func TestBackupAndRestore(t *testing.T) {
 			if up := second.Status.BytesUploaded; up > 1<<20 {
 				t.Errorf("second backup uploaded %d bytes after changing one small file; want only the change (< 1 MiB)", up)
 			}
+			// The second backup ran on the cache the first one left for the repository.
+			kept, _ := filepath.Glob(filepath.Join(fx.cacheDir(), string(uploader)+"-*", "*"))
+			if len(kept) == 0 {
+				t.Errorf("no %s repository cache kept in %s after two backups", uploader, fx.cacheDir())
+			}
 
 			vr := &v1.VolumeRestore{ObjectMeta: metav1.ObjectMeta{Name: "restore", Namespace: ns},
 				Spec: v1.VolumeRestoreSpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"none": "none"}}, Source: &v1.RestoreSource{Latest: true}}}

@@ -103,6 +103,7 @@ func runAgentProcess() int {
 		Namespace:        operatorNamespace,
 		Concurrency:      2,
 		WorkDir:          os.Getenv("HOLDFAST_TEST_WORK"),
+		CacheDir:         os.Getenv("HOLDFAST_TEST_CACHE"),
 		ResticPath:       filepath.Join(testenv.ToolsBin(), "restic"),
 		ProgressInterval: 500 * time.Millisecond,
 		MoverCommand: func(ctx context.Context) *exec.Cmd {
@@ -200,6 +201,9 @@ func (f *fixture) createLocations(ctx context.Context) error {
 	return nil
 }
 
+// cacheDir is where the agent keeps the repository caches of backups.
+func (f *fixture) cacheDir() string { return filepath.Join(f.work, "agent-cache") }
+
 // startAgent starts the agent process of node-1.
 func (f *fixture) startAgent() error {
 	f.mu.Lock()
@@ -208,7 +212,8 @@ func (f *fixture) startAgent() error {
 	cmd.Env = append(os.Environ(), roleEnv+"="+roleAgent,
 		"HOLDFAST_TEST_KUBECONFIG="+f.env.Kubeconfig,
 		"HOLDFAST_TEST_KUBELET_ROOT="+f.kubeletRoot,
-		"HOLDFAST_TEST_WORK="+filepath.Join(f.work, "agent"))
+		"HOLDFAST_TEST_WORK="+filepath.Join(f.work, "agent"),
+		"HOLDFAST_TEST_CACHE="+f.cacheDir())
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	// Its own process group, so killing it also kills a data mover it runs.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

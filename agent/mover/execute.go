@@ -32,6 +32,7 @@ func Execute(ctx context.Context, job Job, progress func(Progress)) (Result, err
 		Namespace:  job.Namespace,
 		Password:   job.Password,
 		WorkDir:    job.WorkDir,
+		CacheDir:   job.CacheDir,
 		ResticPath: job.ResticPath,
 		Owner:      AgentOwner,
 	})

@@ -35,6 +35,9 @@ type Job struct {
 	Password string `json:"password"`
 	// WorkDir is a private directory for repository config and caches.
 	WorkDir string `json:"workDir"`
+	// CacheDir, when set, is the repository's cache kept from earlier jobs (see
+	// repository.Config.CacheDir); this job has it to itself.
+	CacheDir string `json:"cacheDir,omitempty"`
 	// ResticPath is the restic binary.
 	ResticPath string `json:"resticPath,omitempty"`
 	// Dir is the volume directory to read (backup) or to write into (restore).

@@ -133,7 +133,11 @@ func openKopia(ctx context.Context, cfg Config) (*kopiaRepository, error) {
 		return nil, err
 	}
 	configFile := filepath.Join(dir, "repository.config")
-	err = writeKopiaConfig(ctx, cfg, st, configFile, filepath.Join(dir, "cache"))
+	cacheDir := cfg.CacheDir
+	if cacheDir == "" {
+		cacheDir = filepath.Join(dir, "cache")
+	}
+	err = writeKopiaConfig(ctx, cfg, st, configFile, cacheDir)
 	_ = st.Close(ctx)
 	if err != nil {
 		_ = os.Remove(configFile)

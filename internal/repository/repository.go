@@ -44,6 +44,12 @@ type Config struct {
 	Owner string
 	// CacheSizeBytes bounds the kopia content and metadata caches (default 256 MiB each).
 	CacheSizeBytes int64
+	// CacheDir, when set, is where kopia (or restic) keeps this repository's cache, so
+	// that it outlives the open: the next open reads indexes and directory manifests
+	// from it instead of the store. The cache holds only what the store holds
+	// (encrypted); give each repository its own, used by one process at a time. Empty:
+	// a cache in the private directory under WorkDir.
+	CacheDir string
 }
 
 // Repository is an open repository. It is safe for one goroutine at a time per

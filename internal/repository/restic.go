@@ -63,6 +63,13 @@ func newRestic(cfg Config) (*resticRepository, error) {
 
 func (r *resticRepository) caFile() string { return filepath.Join(r.dir, "ca.pem") }
 
+func (r *resticRepository) cacheDir() string {
+	if r.cfg.CacheDir != "" {
+		return r.cfg.CacheDir
+	}
+	return filepath.Join(r.dir, "cache")
+}
+
 // repository is the restic repository string; it holds no secret.
 func (r *resticRepository) repository() string {
 	st := r.cfg.Store
@@ -83,7 +90,7 @@ func (r *resticRepository) environment() []string {
 	env := []string{
 		"RESTIC_REPOSITORY=" + r.repository(),
 		"RESTIC_PASSWORD=" + r.cfg.Password,
-		"RESTIC_CACHE_DIR=" + filepath.Join(r.dir, "cache"),
+		"RESTIC_CACHE_DIR=" + r.cacheDir(),
 		"TMPDIR=" + filepath.Join(r.dir, "tmp"),
 		"HOME=" + r.dir,
 		"PATH=/usr/local/bin:/usr/bin:/bin",

@@ -45,8 +45,9 @@ const (
 
 // Holdfast runs the agent's data mover: the `holdfast agent-mover` child process, fed
 // a mover.Job on stdin through mover.Run exactly as the agent does, with a fresh work
-// directory per job (the agent's is per job too, so every job starts with a cold
-// kopia cache).
+// directory per job, and, for backups, the repository's cache kept from the backups
+// before (the agent keeps one per repository on its disk-backed /tmp; restores start
+// with an empty cache, as in the agent).
 type Holdfast struct {
 	// Binary is a holdfast binary built from this tree.
 	Binary string
@@ -149,6 +150,7 @@ func (h *Holdfast) Backup(ctx context.Context, data string) (Sample, string, err
 	if err != nil {
 		return Sample{}, "", err
 	}
+	job.CacheDir = filepath.Join(h.work, "cache")
 	s, res, err := h.run(ctx, job)
 	return s, res.SnapshotID, err
 }
