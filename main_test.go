@@ -94,7 +94,8 @@ func TestLongRunningCommandsStartCleanlyAndServeProbes(t *testing.T) {
 			args := append([]string{tc.command, "--kubeconfig", env.Kubeconfig,
 				"--health-probe-bind-address", probe, "--metrics-bind-address", "0"}, tc.args...)
 			cmd := exec.Command(os.Args[0], args...)
-			cmd.Env = append(os.Environ(), "HOLDFAST_TEST_RUN_MAIN=1")
+			// The default work and cache directories are under $TMPDIR: the test's own.
+			cmd.Env = append(os.Environ(), "HOLDFAST_TEST_RUN_MAIN=1", "TMPDIR="+t.TempDir())
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			if err := cmd.Start(); err != nil {

@@ -43,8 +43,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	defer os.RemoveAll(dir)
-	testenv.Run(m, &env, testenv.Options{WebhookPaths: []string{dir}})
+	testenv.Run(m, &env, testenv.Options{WebhookPaths: []string{dir}, Cleanup: func() { _ = os.RemoveAll(dir) }})
 }
 
 func policyWebhookManifest() (string, error) {

@@ -54,6 +54,9 @@ type Options struct {
 	// controllers) and returns what stops them; Run calls it before stopping the
 	// control plane.
 	Setup func(*Env) (stop func(), err error)
+	// Cleanup, if set, runs when Run ends, whatever happened (with -short too): for
+	// what TestMain made before calling Run, which os.Exit would skip.
+	Cleanup func()
 }
 
 // RepoRoot is the root of the Holdfast checkout, found from this file's location.
@@ -164,6 +167,9 @@ func Run(m *testing.M, out **Env, opts Options) {
 }
 
 func run(m *testing.M, out **Env, opts Options) int {
+	if opts.Cleanup != nil {
+		defer opts.Cleanup()
+	}
 	flag.Parse()
 	if testing.Short() {
 		return m.Run()
