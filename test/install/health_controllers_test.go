@@ -76,6 +76,20 @@ func TestHealthOfControllerOutput(t *testing.T) {
 	namespace := e.Namespace(t, nil)
 	suffix := "-" + namespace
 
+	// policy is a policy of this test's namespace on the location named location;
+	// change, if set, adjusts its spec.
+	policy := func(name, location string, change func(*v1.VolumeBackupPolicySpec)) *v1.VolumeBackupPolicy {
+		p := &v1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: name + suffix},
+			Spec: v1.VolumeBackupPolicySpec{
+				StorageLocation: location + suffix,
+				Selector:        v1.VolumeSelector{Namespaces: `namespace.metadata.name == "` + namespace + `"`},
+			}}
+		if change != nil {
+			change(&p.Spec)
+		}
+		return p
+	}
+
 	scripts := map[string]string{}
 	for _, k := range userKinds {
 		data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "docs", "gitops", "argocd", "backup.holdfast.dev_"+k.kind, "health.lua"))
@@ -108,40 +122,25 @@ func TestHealthOfControllerOutput(t *testing.T) {
 			wantArgo: "Degraded", wantKstatus: status.InProgressStatus, wantMessage: "missing" + suffix,
 		},
 		{
-			name: "policy on the working location",
-			obj: &v1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "ok" + suffix},
-				Spec: v1.VolumeBackupPolicySpec{
-					StorageLocation: "fs" + suffix,
-					Selector:        v1.VolumeSelector{Namespaces: `namespace.metadata.name == "` + namespace + `"`},
-				}},
+			name:     "policy on the working location",
+			obj:      policy("ok", "fs", nil),
 			wantArgo: "Healthy", wantKstatus: status.CurrentStatus, wantMessage: "volumes selected",
 		},
 		{
-			name: "policy on the location that does not work",
-			obj: &v1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "broken-location" + suffix},
-				Spec: v1.VolumeBackupPolicySpec{
-					StorageLocation: "s3" + suffix,
-					Selector:        v1.VolumeSelector{Namespaces: `namespace.metadata.name == "` + namespace + `"`},
-				}},
+			name:     "policy on the location that does not work",
+			obj:      policy("broken-location", "s3", nil),
 			wantArgo: "Degraded", wantKstatus: status.InProgressStatus, wantMessage: "is not Ready: ",
 		},
 		{
-			name: "suspended policy",
-			obj: &v1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "suspended" + suffix},
-				Spec: v1.VolumeBackupPolicySpec{
-					StorageLocation: "fs" + suffix,
-					Suspend:         true,
-					Selector:        v1.VolumeSelector{Namespaces: `namespace.metadata.name == "` + namespace + `"`},
-				}},
+			name:     "suspended policy",
+			obj:      policy("suspended", "fs", func(spec *v1.VolumeBackupPolicySpec) { spec.Suspend = true }),
 			wantArgo: "Suspended", wantKstatus: status.CurrentStatus, wantMessage: "suspended",
 		},
 		{
 			name: "policy whose selector does not compile",
-			obj: &v1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "bad" + suffix},
-				Spec: v1.VolumeBackupPolicySpec{
-					StorageLocation: "fs" + suffix,
-					Selector:        v1.VolumeSelector{Volumes: `pod.spec.noSuchField == "x"`},
-				}},
+			obj: policy("bad", "fs", func(spec *v1.VolumeBackupPolicySpec) {
+				spec.Selector = v1.VolumeSelector{Volumes: `pod.spec.noSuchField == "x"`}
+			}),
 			wantArgo: "Degraded", wantKstatus: status.FailedStatus, wantMessage: "noSuchField",
 		},
 		{
