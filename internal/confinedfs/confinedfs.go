@@ -277,12 +277,18 @@ func (w *Writer) forget(rel string) {
 	}
 }
 
-const chunk = 1 << 20
+// chunk is the unit of a file's content the Writer reads, checks for zeros and writes:
+// 32 KiB, about what the kopia CLI writes in. Restoring 8 files of 512 MiB from one
+// kopia repository (Linux 6.18, ext4; 10-15 alternating runs each) took a median of
+// 9.1 s with 1 MiB writes, 10.7 s of it system time, and 6.3 s with 32 KiB writes
+// (5.5 s system), against the CLI's 6.2 s. Runs of zeros become holes at this
+// granularity.
+const chunk = 32 << 10
 
 var zeros = make([]byte, chunk)
 
 // copyBuffers are reused across files: a restore writes file after file from several
-// goroutines, and a fresh 1 MiB buffer per file cost a restore of 200,000 small files
+// goroutines, and a fresh buffer per file (1 MiB then) cost a restore of 200,000 small files
 // more than a third of its CPU in allocation and garbage collection (make bench).
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, chunk); return &b }}
 
