@@ -9,7 +9,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/test/testenv"
@@ -107,5 +109,37 @@ func TestReconcileRunStep(t *testing.T) {
 				t.Error("a jittered run does not requeue for its next volume")
 			}
 		})
+	}
+}
+
+// TestEnsureRepositorySendsNoCreateForAnExistingRepository checks the one step that
+// keeps later runs from sending a create per namespace for repositories that exist.
+func TestEnsureRepositorySendsNoCreateForAnExistingRepository(t *testing.T) {
+	creates := 0
+	c := fake.NewClientBuilder().WithScheme(testenv.Scheme()).WithInterceptorFuncs(interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			if _, ok := obj.(*v1.BackupRepository); ok {
+				creates++
+			}
+			return c.Create(ctx, obj, opts...)
+		},
+	}).Build()
+	r := &VolumeBackupPolicyReconciler{Client: c, Recorder: record.NewFakeRecorder(10)}
+	p := &v1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: v1.VolumeBackupPolicySpec{StorageLocation: "default"}}
+	ctx := context.Background()
+	for run := 1; run <= 2; run++ {
+		if err := r.ensureRepository(ctx, p, "shop", "default-kopia", v1.UploaderKopia); err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		if creates != 1 {
+			t.Fatalf("after run %d: %d creates of the BackupRepository, want 1", run, creates)
+		}
+	}
+	repo := &v1.BackupRepository{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "default-kopia"}, repo); err != nil {
+		t.Fatal(err)
+	}
+	if repo.Spec.StorageLocation != "default" || repo.Spec.Uploader != v1.UploaderKopia {
+		t.Errorf("BackupRepository spec = %+v", repo.Spec)
 	}
 }
