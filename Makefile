@@ -128,17 +128,20 @@ test-unit: ## Only the tests that need no tools (quick feedback while editing).
 
 # BENCH_REPEAT runs of every measurement (the report gives the median); BENCH_SETS
 # picks data sets; BENCH_SCALE shrinks them (0.01 for a smoke test). Needs about
-# 25 GiB free under BENCH_TMP and about 45 minutes on 2 cores at the defaults.
+# 30 GiB free under BENCH_TMP and about 30 minutes on 2 cores at the defaults.
+# BENCH_DROP_CACHES=true empties the page cache before every measured run (needs root;
+# see docs/performance.md for what it changes).
 BENCH_REPEAT ?= 3
 BENCH_SETS ?= small,large,mixed
 BENCH_SCALE ?= 1
 BENCH_TMP ?= /var/tmp
 BENCH_OUT ?= docs/performance
+BENCH_DROP_CACHES ?= false
 
 .PHONY: bench
 bench: ## Data path beside the kopia and restic CLIs, then the policy controller at scale; writes docs/performance/.
 	go run ./test/bench/cmd/holdfast-bench -repeat $(BENCH_REPEAT) -sets $(BENCH_SETS) -scale $(BENCH_SCALE) \
-		-tools-bin $(TOOLS_BIN) -tmp $(BENCH_TMP) -out $(BENCH_OUT)
+		-tools-bin $(TOOLS_BIN) -tmp $(BENCH_TMP) -drop-caches=$(BENCH_DROP_CACHES) -out $(BENCH_OUT)
 	go run ./test/bench/cmd/holdfast-bench -control-plane -out $(BENCH_OUT)
 
 .PHONY: clean

@@ -34,7 +34,12 @@ type Options struct {
 	TempDir string
 	// ChangeFraction is the share changed before the changed re-backup (0.05).
 	ChangeFraction float64
-	Log            io.Writer
+	// DropCaches empties the kernel's page cache (and its dentry and inode caches)
+	// before every measured run, so that each starts from the same memory state and
+	// reads its data set or repository from disk, as a nightly backup or a restore
+	// would. Needs root.
+	DropCaches bool
+	Log        io.Writer
 }
 
 // SetResult is everything measured on one data set.
@@ -44,6 +49,9 @@ type SetResult struct {
 	Bytes int64
 	// Read is the page-cache read rate of the data set (the ceiling of any backup).
 	Read Throughput
+	// DiskRead is the rate of the same read with empty caches (with DropCaches only):
+	// the ceiling of a backup that starts from disk.
+	DiskRead Throughput `json:",omitempty"`
 	// Samples[tool][op] holds one sample per repetition.
 	Samples map[string]map[Op][]Sample
 }
@@ -82,10 +90,14 @@ func runSet(ctx context.Context, opts Options, set string) (SetResult, error) {
 		return res, err
 	}
 	res.Files, res.Bytes = ds.Files, ds.Bytes
-	if res.Read, err = ReadThroughput(ctx, ds.Dir); err != nil {
+	var drop func() error
+	if opts.DropCaches {
+		drop = DropCaches
+	}
+	if res.DiskRead, res.Read, err = ReadThroughput(ctx, ds.Dir, drop); err != nil {
 		return res, err
 	}
-	opts.logf("%s: %d files, %.2f GiB, page-cache read %s", set, ds.Files, float64(ds.Bytes)/(1<<30), res.Read)
+	opts.logf("%s: %d files, %.2f GiB, page-cache read %s, from disk %s", set, ds.Files, float64(ds.Bytes)/(1<<30), res.Read, res.DiskRead)
 
 	for rep := 0; rep < opts.Repeat; rep++ {
 		// Rotate who goes first so no tool always runs right after the data changed.
@@ -105,8 +117,14 @@ func runSet(ctx context.Context, opts Options, set string) (SetResult, error) {
 				}
 			}
 			for _, t := range tools {
-				// Every run starts with no dirty pages of the run before it to write back.
+				// Every run starts with no dirty pages of the run before it to write back,
+				// and, with DropCaches, with nothing of it in memory.
 				syscall.Sync()
+				if opts.DropCaches {
+					if err := DropCaches(); err != nil {
+						return res, err
+					}
+				}
 				var s Sample
 				if op == OpRestore {
 					target := filepath.Join(dir, fmt.Sprintf("restore-%s-%d", t.Name(), rep))
@@ -144,6 +162,16 @@ func runSet(ctx context.Context, opts Options, set string) (SetResult, error) {
 		syscall.Sync()
 	}
 	return res, nil
+}
+
+// DropCaches writes back dirty pages and empties the kernel's page cache and its
+// dentry and inode caches.
+func DropCaches() error {
+	syscall.Sync()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		return fmt.Errorf("emptying the page cache before a run needs root: %w", err)
+	}
+	return nil
 }
 
 // checkRestore compares the number and total size of the regular files restored with

@@ -26,20 +26,27 @@ type Throughput float64
 
 func (t Throughput) String() string { return fmt.Sprintf("%.0f MB/s", float64(t)/1e6) }
 
-// ReadThroughput reads every file of dir with one reader per CPU and returns the rate
-// of the second of two passes: the first warms the page cache.
-func ReadThroughput(ctx context.Context, dir string) (Throughput, error) {
+// ReadThroughput reads every file of dir twice with one reader per CPU and returns the
+// rate of each pass: the second reads from the page cache the first filled. With drop,
+// the first pass starts with empty caches and reads from disk; without it, the first
+// rate is not returned (0), as it reads whatever memory held.
+func ReadThroughput(ctx context.Context, dir string, drop func() error) (first, cached Throughput, err error) {
 	var files []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
 			files = append(files, p)
 		}
 		return err
 	})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	var rate Throughput
+	if drop != nil {
+		if err := drop(); err != nil {
+			return 0, 0, err
+		}
+	}
+	var rates [2]Throughput
 	for pass := 0; pass < 2; pass++ {
 		var total atomic.Int64
 		var next atomic.Int64
@@ -67,11 +74,14 @@ func ReadThroughput(ctx context.Context, dir string) (Throughput, error) {
 		}
 		wg.Wait()
 		if p := firstErr.Load(); p != nil {
-			return 0, *p
+			return 0, 0, *p
 		}
-		rate = Throughput(float64(total.Load()) / time.Since(start).Seconds())
+		rates[pass] = Throughput(float64(total.Load()) / time.Since(start).Seconds())
 	}
-	return rate, ctx.Err()
+	if drop == nil {
+		rates[0] = 0
+	}
+	return rates[0], rates[1], ctx.Err()
 }
 
 func readFile(p string, buf []byte) (int64, error) {

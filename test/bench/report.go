@@ -46,7 +46,11 @@ func secs(d time.Duration) string {
 func Markdown(results []SetResult, tools []string, repeat int) string {
 	var b strings.Builder
 	for _, r := range results {
-		fmt.Fprintf(&b, "#### %s: %d files, %.2f GiB (page-cache read %s; median of %d)\n\n", r.Set, r.Files, float64(r.Bytes)/(1<<30), r.Read, repeat)
+		read := "page-cache read " + r.Read.String()
+		if r.DiskRead > 0 {
+			read += ", from disk " + r.DiskRead.String()
+		}
+		fmt.Fprintf(&b, "#### %s: %d files, %.2f GiB (%s; median of %d)\n\n", r.Set, r.Files, float64(r.Bytes)/(1<<30), read, repeat)
 		b.WriteString("| operation | tool | wall | MB/s | CPU (user+sys) | peak RSS |")
 		ratios := []string{}
 		if slices.Contains(tools, "holdfast") {

@@ -42,6 +42,7 @@ func run() error {
 	tmp := flag.String("tmp", os.TempDir(), "where data sets and repositories go (needs about 3 × the largest data set)")
 	out := flag.String("out", "", "directory for results.md, results.json and the SVG charts (empty: print only)")
 	limits := flag.Bool("limits", true, "also measure the kopia algorithms in-process")
+	dropCaches := flag.Bool("drop-caches", false, "empty the page cache (and dentry and inode caches) before every measured run (needs root)")
 	controlPlane := flag.Bool("control-plane", false, "measure the policy controller against envtest instead of the data path")
 	cpNamespaces := flag.Int("cp-namespaces", 1000, "control plane: namespaces")
 	cpPods := flag.Int("cp-pods-per-namespace", 10, "control plane: pods per namespace")
@@ -55,6 +56,11 @@ func run() error {
 		return runControlPlane(ctx, controlplane.Options{Namespaces: *cpNamespaces, PodsPerNamespace: *cpPods, Policies: *cpPolicies, Log: os.Stderr}, *out)
 	}
 
+	if *dropCaches {
+		if err := bench.DropCaches(); err != nil {
+			return fmt.Errorf("%w (run as root, or leave -drop-caches off)", err)
+		}
+	}
 	work, err := os.MkdirTemp(*tmp, "holdfast-bench-")
 	if err != nil {
 		return err
@@ -125,7 +131,7 @@ func run() error {
 
 	results, err := bench.Run(ctx, bench.Options{
 		Sets: strings.Split(*sets, ","), Tools: chosen, Repeat: *repeat, Scale: bench.Scale(*scale),
-		TempDir: work, ChangeFraction: 0.05, Log: os.Stderr,
+		TempDir: work, ChangeFraction: 0.05, DropCaches: *dropCaches, Log: os.Stderr,
 	})
 	if err != nil {
 		return err
