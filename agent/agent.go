@@ -240,13 +240,17 @@ func (a *Agent) runMover(ctx context.Context, job mover.Job, publish func(mover.
 	}
 	defer os.RemoveAll(work)
 	job.WorkDir = work
+	// Backups borrow their repository's kept cache. Restores start cold in a cache of
+	// their own on the same disk: they fill the data cache with whole packs, which a
+	// kept cache would carry to the next job for nothing.
+	var release func()
 	if job.Kind == mover.KindBackup {
-		// Restores start cold: they fill the data cache with whole packs, which a
-		// kept cache would carry to the next job for nothing.
-		var giveBack func()
-		job.CacheDir, giveBack = a.caches.lend(cacheKey(job))
-		defer giveBack()
+		job.CacheDir, release = a.caches.lend(cacheKey(job))
+	} else if job.CacheDir, release, err = a.caches.scratch(); err != nil {
+		// The work directory still takes the cache, as before there was a cache volume.
+		ctrl.LoggerFrom(ctx).Error(err, "creating a restore cache; the restore keeps its cache in the work directory")
 	}
+	defer release()
 	log := ctrl.LoggerFrom(ctx).WithName("mover")
 	var last time.Time
 	return mover.Run(ctx, a.opts.MoverCommand(ctx), job, func(p mover.Progress) {

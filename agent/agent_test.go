@@ -360,6 +360,10 @@ func TestBackupAndRestore(t *testing.T) {
 				t.Fatalf("restore %s: %s", done.Status.Phase, done.Status.Message)
 			}
 			compareTrees(t, want, snapshotTree(t, dst.dir))
+			// The restore's cache, on the cache volume, went with its job.
+			if left, _ := filepath.Glob(filepath.Join(fx.cacheDir(), "restore-*")); len(left) != 0 {
+				t.Errorf("restore caches left after the restore: %v", left)
+			}
 			if entries, _ := os.ReadDir(outside); len(entries) != 0 {
 				t.Errorf("the restore wrote %d entries through the planted symlink, outside the volume", len(entries))
 			}

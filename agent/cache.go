@@ -32,11 +32,42 @@ type caches struct {
 	busy map[string]bool
 }
 
+// restorePrefix names the caches of restores, which live only as long as their job.
+const restorePrefix = "restore-"
+
 func newCaches(root string, budget int64) (*caches, error) {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, err
 	}
+	// A restore's cache left by an agent that stopped mid-job is of no use to anyone.
+	if stale, err := filepath.Glob(filepath.Join(root, restorePrefix+"*")); err == nil {
+		for _, dir := range stale {
+			_ = os.RemoveAll(dir)
+		}
+	}
 	return &caches{root: root, budget: budget, busy: map[string]bool{}}, nil
+}
+
+// scratch returns an empty cache directory for one restore and the function that
+// removes it. A restore reads each pack once, so nothing in its cache is worth
+// keeping, but it writes up to its data cache's size (256 MiB) into it: in the
+// memory-backed work directory that counts against the agent's memory limit, here it
+// is on the cache volume's disk, as the kopia CLI's cache is.
+func (c *caches) scratch() (string, func(), error) {
+	dir, err := os.MkdirTemp(c.root, restorePrefix)
+	if err != nil {
+		return "", func() {}, err
+	}
+	name := filepath.Base(dir)
+	c.mu.Lock()
+	c.busy[name] = true
+	c.mu.Unlock()
+	return dir, func() {
+		_ = os.RemoveAll(dir)
+		c.mu.Lock()
+		delete(c.busy, name)
+		c.mu.Unlock()
+	}, nil
 }
 
 // cacheKey names the cache of a job's repository: the same store, namespace and

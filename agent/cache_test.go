@@ -52,3 +52,42 @@ func TestCachesLendAndTrim(t *testing.T) {
 	}
 	giveBackBusy()
 }
+
+// A restore's cache is its own, is never trimmed while the restore runs, and is gone
+// when it ends; one left by an agent that stopped is removed when the next starts.
+func TestRestoreCachesLiveAsLongAsTheirJob(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, restorePrefix+"left-by-a-crash"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	c, err := newCaches(root, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, restorePrefix+"left-by-a-crash")); !os.IsNotExist(err) {
+		t.Fatalf("a restore cache left by an earlier agent is still there (%v)", err)
+	}
+	dir, release, err := c.scratch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, releaseOther, err := c.scratch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dir == other || filepath.Dir(dir) != root {
+		t.Fatalf("restore caches %s and %s: want two directories under %s", dir, other, root)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pack"), make([]byte, 1000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.trim() // 1000 bytes over a budget of 10
+	if _, err := os.Stat(filepath.Join(dir, "pack")); err != nil {
+		t.Fatalf("trim removed the cache of a running restore: %v", err)
+	}
+	release()
+	releaseOther()
+	if entries, _ := os.ReadDir(root); len(entries) != 0 {
+		t.Fatalf("restore caches left after their jobs: %v", entries)
+	}
+}

@@ -35,8 +35,9 @@ type Job struct {
 	Password string `json:"password"`
 	// WorkDir is a private directory for repository config and caches.
 	WorkDir string `json:"workDir"`
-	// CacheDir, when set, is the repository's cache kept from earlier jobs (see
-	// repository.Config.CacheDir); this job has it to itself.
+	// CacheDir, when set, is where the repository's cache goes (see
+	// repository.Config.CacheDir): for a backup, the cache kept from earlier jobs; for a
+	// restore, an empty directory on the same disk. This job has it to itself.
 	CacheDir string `json:"cacheDir,omitempty"`
 	// ResticPath is the restic binary.
 	ResticPath string `json:"resticPath,omitempty"`

@@ -47,7 +47,7 @@ const (
 // a mover.Job on stdin through mover.Run exactly as the agent does, with a fresh work
 // directory per job, and, for backups, the repository's cache kept from the backups
 // before (the agent keeps one per repository on its disk-backed /tmp; restores start
-// with an empty cache, as in the agent).
+// with an empty cache of their own on the same disk, as in the agent).
 type Holdfast struct {
 	// Binary is a holdfast binary built from this tree.
 	Binary string
@@ -160,6 +160,11 @@ func (h *Holdfast) Restore(ctx context.Context, id, target string) (Sample, erro
 	if err != nil {
 		return Sample{}, err
 	}
+	// An empty cache of its own beside the kept one, as the agent gives a restore.
+	if job.CacheDir, err = os.MkdirTemp(h.work, "restore-cache-"); err != nil {
+		return Sample{}, err
+	}
+	defer os.RemoveAll(job.CacheDir)
 	s, _, err := h.run(ctx, job)
 	return s, err
 }
