@@ -97,7 +97,11 @@ func runSet(ctx context.Context, opts Options, set string) (SetResult, error) {
 	if res.DiskRead, res.Read, err = ReadThroughput(ctx, ds.Dir, drop); err != nil {
 		return res, err
 	}
-	opts.logf("%s: %d files, %.2f GiB, page-cache read %s, from disk %s", set, ds.Files, float64(ds.Bytes)/(1<<30), res.Read, res.DiskRead)
+	fromDisk := ""
+	if res.DiskRead > 0 {
+		fromDisk = ", from disk " + res.DiskRead.String()
+	}
+	opts.logf("%s: %d files, %.2f GiB, page-cache read %s%s", set, ds.Files, float64(ds.Bytes)/(1<<30), res.Read, fromDisk)
 
 	for rep := 0; rep < opts.Repeat; rep++ {
 		// Rotate who goes first so no tool always runs right after the data changed.
