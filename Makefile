@@ -21,7 +21,7 @@ build: ## Build the holdfast binary into bin/holdfast (static, as in the image).
 	CGO_ENABLED=0 go build -trimpath -o bin/holdfast .
 
 .PHONY: tools
-tools: ## Build the test toolchain (cached outside the repo by version; ~20 min cold, seconds warm).
+tools: ## Build the test toolchain (cached outside the repo by version; 10-20 min cold, seconds warm).
 	bash test/tools/build.sh
 
 $(CONTROLLER_GEN):

@@ -3,9 +3,10 @@
 # keyed by tool version and by the hash of the tool's pinning module (go.mod + go.sum),
 # then links the binaries into bin/tools of this checkout.
 #
-# A cache hit costs a stat; a cold build of everything takes ~20 minutes on 2 cores,
-# most of it kube-apiserver. Each line says what is built and how long it usually takes,
-# so a first `make tools` does not look hung.
+# A cache hit costs a stat; a cold build of everything took 10 minutes on 2 cores with
+# empty Go caches (2026-11-24; about 20 on a busier day), most of it kube-apiserver,
+# whose dependencies the later tools share. Each line says what is built and how long
+# it takes at most when built alone, so a first `make tools` does not look hung.
 #
 # Usage: test/tools/build.sh [tool ...]   (no argument: every tool in the table)
 set -euo pipefail
@@ -54,7 +55,7 @@ build_one() {
 	key="$name-$version-$(hash_module "$mod")"
 	dest="$cache/$key/$name"
 	if [ ! -x "$dest" ]; then
-		echo "tools: building $name $version from the Go module proxy (usually $took cold on 2 cores)"
+		echo "tools: building $name $version from the Go module proxy (up to $took cold on 2 cores)"
 		mkdir -p "$cache/$key"
 		start=$(date +%s)
 		(cd "$here/$mod" && CGO_ENABLED=0 go build -trimpath "${tagflag[@]}" "$flags" -o "$dest.tmp" "$pkg")
