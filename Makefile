@@ -128,7 +128,7 @@ test-unit: ## Only the tests that need no tools (quick feedback while editing).
 
 # BENCH_REPEAT runs of every measurement (the report gives the median); BENCH_SETS
 # picks data sets; BENCH_SCALE shrinks them (0.01 for a smoke test). Needs about
-# 30 GiB free under BENCH_TMP and about 30 minutes on 2 cores at the defaults.
+# 30 GiB free under BENCH_TMP and about 25 minutes on 2 cores at the defaults.
 # BENCH_DROP_CACHES=true empties the page cache before every measured run (needs root;
 # see docs/performance.md for what it changes).
 BENCH_REPEAT ?= 3

@@ -224,10 +224,10 @@ func runAgent(args []string, stderr io.Writer) error {
 		"operator namespace: holds the repository key Secrets (default from $POD_NAMESPACE)")
 	concurrency := fs.Int("concurrency", 1, "volumes backed up or restored at once on this node")
 	workDir := fs.String("work-dir", filepath.Join(os.TempDir(), "holdfast-agent"),
-		"private directory for repository config and caches (mount a memory-backed volume here)")
+		"private directory for each job's repository config and credentials (mount a memory-backed volume here)")
 	cacheDir := fs.String("cache-dir", filepath.Join(os.TempDir(), "holdfast-cache"),
-		"where backups keep each repository's kopia or restic cache between jobs (encrypted data only; a disk-backed volume)")
-	cacheSize := fs.String("cache-size", "1Gi", "the budget of those caches together; the least recently used are removed beyond it")
+		"where backups keep each repository's kopia or restic cache between jobs, and restores their cache while they run (encrypted data only; a disk-backed volume)")
+	cacheSize := fs.String("cache-size", "1Gi", "the budget of the caches backups keep; the least recently used are removed beyond it")
 	resticPath := fs.String("restic-path", "restic", "the restic binary")
 	progressInterval := fs.Duration("progress-interval", 5*time.Second, "how often a running backup or restore updates its status")
 	if err := fs.Parse(args); err != nil {

@@ -34,10 +34,11 @@ type Options struct {
 	Namespace string
 	// Concurrency bounds the volumes moved at once on this node.
 	Concurrency int
-	// WorkDir holds a private directory per job (repository config, caches).
+	// WorkDir holds a private directory per job (repository config, credentials).
 	WorkDir string
-	// CacheDir holds the repository caches that backups keep between jobs (see
-	// caches); CacheSizeBytes is their budget together (default 1 GiB).
+	// CacheDir holds the repository caches that backups keep between jobs and each
+	// running restore's cache (see caches); CacheSizeBytes is the budget of the kept
+	// caches together (default 1 GiB).
 	CacheDir       string
 	CacheSizeBytes int64
 	// ResticPath is the restic binary handed to the data mover.

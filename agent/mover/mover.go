@@ -33,7 +33,8 @@ type Job struct {
 	Credentials map[string][]byte `json:"credentials,omitempty"`
 	// Password is the repository's own key.
 	Password string `json:"password"`
-	// WorkDir is a private directory for repository config and caches.
+	// WorkDir is a private directory for repository config, and for caches when
+	// CacheDir is empty.
 	WorkDir string `json:"workDir"`
 	// CacheDir, when set, is where the repository's cache goes (see
 	// repository.Config.CacheDir): for a backup, the cache kept from earlier jobs; for a

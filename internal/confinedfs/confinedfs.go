@@ -288,8 +288,8 @@ const chunk = 32 << 10
 var zeros = make([]byte, chunk)
 
 // copyBuffers are reused across files: a restore writes file after file from several
-// goroutines, and a fresh buffer per file (1 MiB then) cost a restore of 200,000 small files
-// more than a third of its CPU in allocation and garbage collection (make bench).
+// goroutines, and a fresh buffer per file (1 MiB then) cost a restore of 200,000 small
+// files more than a third of its CPU in allocation and garbage collection (make bench).
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, chunk); return &b }}
 
 func (w *Writer) copySparse(f *os.File, r io.Reader) (int64, error) {

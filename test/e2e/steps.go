@@ -635,8 +635,8 @@ func (e *Env) ApplyPolicy(ctx context.Context, location string) error {
 
 // FreezeMinIO stops (SIGSTOP) the MinIO server process of the MinIO pod, on the host:
 // connections stay open and requests hang, so a backup that reaches it stays
-// InProgress until ThawMinIO or StopMinIO. The returned function thaws it (for
-// cleanups; harmless when the process is gone).
+// InProgress until it is thawed or stopped (StopMinIO). The returned function thaws
+// it (for cleanups too; harmless when the process is gone).
 func (e *Env) FreezeMinIO() (thaw func(), err error) {
 	pids, err := minioPIDs()
 	if err != nil {
