@@ -821,6 +821,9 @@ func (s *stories) minIOStoppedMidRunThenStarted(t *testing.T) {
 		}
 		failed = append(failed, got.Name)
 	}
+	if len(failed) == 0 {
+		t.Fatal("no backup of the run was InProgress when MinIO was stopped")
+	}
 	if err := s.e.StartMinIOAgain(ctx, MinIOLocation); err != nil {
 		t.Fatal(err)
 	}

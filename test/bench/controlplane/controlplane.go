@@ -220,18 +220,22 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 
 	// A first run creates every namespace's repository and all the backups; a later
 	// run, the nightly case, finds the repositories there.
-	if res.Run, res.RunCPU, res.RunRequests, res.RunRequestsTotal, err = measureRun(ctx, c, count, opts.Policies, "bench-1", res.Pods); err != nil {
+	first, err := measureRun(ctx, c, count, opts.Policies, "bench-1", res.Pods)
+	if err != nil {
 		return res, fmt.Errorf("first run: %w", err)
 	}
+	res.Run, res.RunCPU, res.RunRequests, res.RunRequestsTotal = first.took, first.cpu, first.requests, first.requestsTotal
 	opts.logf("first run: %d PodVolumeBackups in %s, %d API requests", res.Pods, res.Run.Round(time.Millisecond), res.RunRequestsTotal)
 	// The agents would finish the first run's backups; until they do, a policy skips
 	// those volumes as in flight.
 	if err := completeBackups(ctx, c, opts.Policies); err != nil {
 		return res, err
 	}
-	if res.LaterRun, res.LaterRunCPU, res.LaterRunRequests, res.LaterRunRequestsTotal, err = measureRun(ctx, c, count, opts.Policies, "bench-2", 2*res.Pods); err != nil {
+	later, err := measureRun(ctx, c, count, opts.Policies, "bench-2", 2*res.Pods)
+	if err != nil {
 		return res, fmt.Errorf("later run: %w", err)
 	}
+	res.LaterRun, res.LaterRunCPU, res.LaterRunRequests, res.LaterRunRequestsTotal = later.took, later.cpu, later.requests, later.requestsTotal
 	opts.logf("later run: %d more PodVolumeBackups in %s, %d API requests", res.Pods, res.LaterRun.Round(time.Millisecond), res.LaterRunRequestsTotal)
 	res.Backups = res.Pods
 	var repos v1.BackupRepositoryList
@@ -247,17 +251,24 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 	return res, nil
 }
 
+// runCost is what one run of every policy took: the time and this process's CPU until
+// its backups existed, and the requests the manager sent until the policies settled.
+type runCost struct {
+	took, cpu     time.Duration
+	requests      map[string]int64
+	requestsTotal int64
+}
+
 // measureRun sets run-now token on every policy and waits until total
-// PodVolumeBackups exist and every policy has recorded the run. It returns the time
-// and this process's CPU until the backups existed, and the requests the manager sent
-// until the policies settled.
-func measureRun(ctx context.Context, c client.Client, count *counter, policies int, token string, total int) (took, cpuTime time.Duration, requests map[string]int64, requestsTotal int64, err error) {
+// PodVolumeBackups exist and every policy has recorded the run.
+func measureRun(ctx context.Context, c client.Client, count *counter, policies int, token string, total int) (runCost, error) {
+	var rc runCost
 	before := count.snapshot()
 	cpu0, start := cpu(), time.Now()
 	for i := 0; i < policies; i++ {
 		p := &v1.VolumeBackupPolicy{}
 		if err := c.Get(ctx, client.ObjectKey{Name: policyName(i)}, p); err != nil {
-			return 0, 0, nil, 0, err
+			return rc, err
 		}
 		patch := client.MergeFrom(p.DeepCopy())
 		if p.Annotations == nil {
@@ -265,42 +276,42 @@ func measureRun(ctx context.Context, c client.Client, count *counter, policies i
 		}
 		p.Annotations[v1.AnnotationRunNow] = token
 		if err := c.Patch(ctx, p, patch); err != nil {
-			return 0, 0, nil, 0, err
+			return rc, err
 		}
 	}
 	for {
 		var pvbs metav1.PartialObjectMetadataList
 		pvbs.SetGroupVersionKind(v1.GroupVersion.WithKind("PodVolumeBackupList"))
 		if err := c.List(ctx, &pvbs); err != nil {
-			return 0, 0, nil, 0, err
+			return rc, err
 		}
 		if len(pvbs.Items) >= total {
 			break
 		}
 		if time.Since(start) > 20*time.Minute {
-			return 0, 0, nil, 0, fmt.Errorf("%d of %d PodVolumeBackups exist after 20 minutes", len(pvbs.Items), total)
+			return rc, fmt.Errorf("%d of %d PodVolumeBackups exist after 20 minutes", len(pvbs.Items), total)
 		}
 		select {
 		case <-ctx.Done():
-			return 0, 0, nil, 0, ctx.Err()
+			return rc, ctx.Err()
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	took, cpuTime = time.Since(start), cpu()-cpu0
+	rc.took, rc.cpu = time.Since(start), cpu()-cpu0
 	// Let the controller settle (its last status patches) before counting.
 	if err := waitPolicies(ctx, c, policies, func(p *v1.VolumeBackupPolicy) bool {
 		return p.Status.LastRun != nil && p.Status.LastRunNowToken == token
 	}); err != nil {
-		return 0, 0, nil, 0, err
+		return rc, err
 	}
-	requests = map[string]int64{}
+	rc.requests = map[string]int64{}
 	for k, v := range count.snapshot() {
 		if d := v - before[k]; d > 0 {
-			requests[k] = d
-			requestsTotal += d
+			rc.requests[k] = d
+			rc.requestsTotal += d
 		}
 	}
-	return took, cpuTime, requests, requestsTotal, nil
+	return rc, nil
 }
 
 // completeBackups marks every PodVolumeBackup Completed, as the agents would, and
