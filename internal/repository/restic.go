@@ -419,7 +419,9 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 		}
 		extracted <- err
 	}()
-	runErr := r.run(dumpCtx, pw, "dump", "--archive", "tar", snap.ID+":"+snap.Paths[0], "/")
+	// --quiet: restic prints "repo already locked, waiting..." to stdout when the
+	// manager's prune holds the lock, and stdout is the tar stream.
+	runErr := r.run(dumpCtx, pw, "dump", "--quiet", "--archive", "tar", snap.ID+":"+snap.Paths[0], "/")
 	_ = pw.CloseWithError(runErr)
 	if err := <-extracted; err != nil {
 		if ctx.Err() != nil {
