@@ -22,8 +22,9 @@ import (
 // Output implements restore.Output on a confinedfs.Writer. Existing files are always
 // overwritten: a restore puts the snapshot's content in place.
 type Output struct {
-	w     *confinedfs.Writer
-	packs *packPrefetcher
+	w      *confinedfs.Writer
+	packs  *packPrefetcher
+	direct *DirectReads
 }
 
 var _ restore.Output = (*Output)(nil)
@@ -43,6 +44,13 @@ func (o *Output) WithPackPrefetch(rep repo.DirectRepository, cacheBytes int64) *
 		return o
 	}
 	o.packs = &packPrefetcher{rep: rep, window: int(cacheBytes / (2 * packSize))}
+	return o
+}
+
+// WithDirectReads makes the Output read files larger than smallFileSize through d,
+// past kopia's data cache.
+func (o *Output) WithDirectReads(d *DirectReads) *Output {
+	o.direct = d
 	return o
 }
 
@@ -68,10 +76,7 @@ func (o *Output) FinishDirectory(_ context.Context, rel string, e fs.Directory) 
 
 // WriteFile writes a file's content and metadata.
 func (o *Output) WriteFile(ctx context.Context, rel string, f fs.File, progress restore.FileWriteProgress) error {
-	if o.packs != nil && f.Size() <= maxPrefetchFileSize {
-		o.packs.prefetch(ctx, f)
-	}
-	r, err := f.Open(ctx)
+	r, err := o.open(ctx, f)
 	if err != nil {
 		return err
 	}
@@ -82,6 +87,22 @@ func (o *Output) WriteFile(ctx context.Context, rel string, f fs.File, progress 
 	}
 	_, err = o.w.WriteFileWithMetadata(rel, src, meta(f, false))
 	return err
+}
+
+// open opens a small file after prefetching its pack, a larger one past the cache.
+func (o *Output) open(ctx context.Context, f fs.File) (io.ReadCloser, error) {
+	if f.Size() <= smallFileSize {
+		if o.packs != nil {
+			o.packs.prefetch(ctx, f)
+		}
+		return f.Open(ctx)
+	}
+	if de, ok := f.(snapshot.HasDirEntry); ok && o.direct != nil {
+		if r, ok := o.direct.open(ctx, de.DirEntry().ObjectID); ok {
+			return r, nil
+		}
+	}
+	return f.Open(ctx)
 }
 
 // FileExists reports false so that every file is written.
@@ -123,11 +144,12 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// maxPrefetchFileSize is the largest file whose pack is prefetched. Per-file costs
-// dominate only for small files: on a tree of 1-512 KiB files (make bench, mixed set)
-// prefetching for every file made the restore 25-90 % slower, as reading whole packs
-// one at a time held up files whose contents were cheaper to read alone.
-const maxPrefetchFileSize = 16 << 10
+// smallFileSize is the largest file whose pack is prefetched; larger files are read
+// past the cache (WithDirectReads). Per-file costs dominate only for small files: on
+// a tree of 1-512 KiB files (make bench, mixed set) prefetching for every file made
+// the restore 25-90 % slower, as reading whole packs one at a time held up files whose
+// contents were cheaper to read alone.
+const smallFileSize = 16 << 10
 
 // packPrefetcher brings the pack holding a file's content into kopia's data cache with
 // one read, as restic restores from whole packs. It acts only for files stored as a

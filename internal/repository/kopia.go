@@ -384,7 +384,19 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 		return RestoreResult{}, err
 	}
 	defer w.Close()
-	out := kopiarestore.New(w).WithPackPrefetch(r.rep, r.cfg.cacheSize())
+	direct := kopiarestore.NewDirectReads(r.rep, func(ctx context.Context) (blob.Storage, error) {
+		return kopiaStorage(ctx, r.cfg, false)
+	})
+	defer func() {
+		log := ctrl.Log.WithName("repository")
+		if err := direct.Err(); err != nil {
+			log.Info("the restore read every file through kopia's cache", "url", r.URL(), "reason", err.Error())
+		}
+		if err := direct.Close(context.WithoutCancel(ctx)); err != nil {
+			log.Error(err, "closing the uncached reader of a restore", "url", r.URL())
+		}
+	}()
+	out := kopiarestore.New(w).WithPackPrefetch(r.rep, r.cfg.cacheSize()).WithDirectReads(direct)
 	cancel := make(chan struct{})
 	stopCancel := context.AfterFunc(ctx, func() { close(cancel) })
 	defer stopCancel()

@@ -60,6 +60,16 @@ func checkTree(t *testing.T, dir string, files map[string]string) {
 	}
 }
 
+// randomText is n bytes that neither compress nor deduplicate.
+func randomText(t *testing.T, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 func ctxFor(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
@@ -97,7 +107,8 @@ func TestRoundTrip(t *testing.T) {
 			}
 
 			src := t.TempDir()
-			files := map[string]string{"a.txt": "alpha", "dir/b.txt": "bravo", "dir/deep/c.txt": "charlie"}
+			// big.bin is above the small-file size: a kopia restore reads it past the cache.
+			files := map[string]string{"a.txt": "alpha", "dir/b.txt": "bravo", "dir/deep/c.txt": "charlie", "dir/big.bin": randomText(t, 300<<10)}
 			writeTree(t, src, files)
 			var progressCalls int
 			first, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/data", Tags: map[string]string{"policy": "nightly"},
@@ -105,7 +116,7 @@ func TestRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("first Backup: %v", err)
 			}
-			if first.SnapshotID == "" || first.ParentSnapshotID != "" || first.TotalFiles != 3 || progressCalls == 0 {
+			if first.SnapshotID == "" || first.ParentSnapshotID != "" || first.TotalFiles != 4 || progressCalls == 0 {
 				t.Errorf("first backup = %+v (progress calls %d)", first, progressCalls)
 			}
 			files["dir/b.txt"] = "bravo, changed"
@@ -133,8 +144,8 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatalf("Restore: %v", err)
 			}
 			checkTree(t, target, files)
-			if res.TotalFiles < 3 { // restic counts directories too
-				t.Errorf("restored %d files, want at least 3", res.TotalFiles)
+			if res.TotalFiles < 4 { // restic counts directories too
+				t.Errorf("restored %d files, want at least 4", res.TotalFiles)
 			}
 
 			if err := r.Delete(ctx, first.SnapshotID); err != nil {
@@ -307,11 +318,17 @@ func TestTLSAndCancellation(t *testing.T) {
 			}
 			defer r.Close(ctx)
 			src := t.TempDir()
-			writeTree(t, src, map[string]string{"f": "data"})
+			files := map[string]string{"f": "data", "big": randomText(t, 100<<10)}
+			writeTree(t, src, files)
 			done, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/x"})
 			if err != nil {
 				t.Fatalf("Backup over TLS: %v", err)
 			}
+			target := t.TempDir()
+			if _, err := r.Restore(ctx, RestoreRequest{SnapshotID: done.SnapshotID, TargetDir: target}); err != nil {
+				t.Fatalf("Restore over TLS: %v", err)
+			}
+			checkTree(t, target, files)
 			cancelled, cancel := context.WithCancel(ctx)
 			cancel()
 			if _, err := r.Backup(cancelled, BackupRequest{Dir: src, SourcePath: "/pvc/x"}); !errors.Is(err, context.Canceled) {
