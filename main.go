@@ -280,6 +280,9 @@ func runAgentMover(args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// What the repository code logs (a restore falling back to kopia's cache, a fatal
+	// kopia error) goes to stderr, whose lines the agent puts in its own log.
+	ctrl.SetLogger(zap.New(zap.WriteTo(stderr), zap.ConsoleEncoder()))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	return mover.Serve(ctx, os.Stdin, os.Stdout, mover.Execute, *interval)
