@@ -31,7 +31,6 @@ type DirectReads struct {
 	storage func(context.Context) (blob.Storage, error)
 
 	mu     sync.Mutex
-	tried  bool
 	st     blob.Storage
 	shared *content.SharedManager
 	reader *content.WriteManager // only read from
@@ -48,10 +47,9 @@ func NewDirectReads(rep repo.DirectRepository, storage func(context.Context) (bl
 func (d *DirectReads) setup(ctx context.Context) *content.WriteManager {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.tried {
+	if d.reader != nil || d.err != nil {
 		return d.reader
 	}
-	d.tried = true
 	st, err := d.storage(ctx)
 	if err != nil {
 		d.err = fmt.Errorf("opening the store for uncached reads: %w", err)

@@ -369,20 +369,13 @@ func TestMaintenanceReclaimsSpace(t *testing.T) {
 			}
 			defer r.Close(ctx)
 			const size = 4 << 20
-			random := func() string {
-				b := make([]byte, size)
-				if _, err := rand.Read(b); err != nil {
-					t.Fatal(err)
-				}
-				return string(b)
-			}
 			src := t.TempDir()
-			writeTree(t, src, map[string]string{"big": random()})
+			writeTree(t, src, map[string]string{"big": randomText(t, size)})
 			first, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/big"})
 			if err != nil {
 				t.Fatal(err)
 			}
-			writeTree(t, src, map[string]string{"big": random()})
+			writeTree(t, src, map[string]string{"big": randomText(t, size)})
 			if _, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/big"}); err != nil {
 				t.Fatal(err)
 			}

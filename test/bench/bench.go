@@ -123,11 +123,12 @@ func runSet(ctx context.Context, opts Options, set string) (SetResult, error) {
 			for _, t := range tools {
 				// Every run starts with no dirty pages of the run before it to write back,
 				// and, with DropCaches, with nothing of it in memory.
-				syscall.Sync()
 				if opts.DropCaches {
-					if err := DropCaches(); err != nil {
+					if err := DropCaches(); err != nil { // it syncs first
 						return res, err
 					}
+				} else {
+					syscall.Sync()
 				}
 				var s Sample
 				if op == OpRestore {

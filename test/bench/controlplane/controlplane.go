@@ -259,7 +259,7 @@ type runCost struct {
 	requestsTotal int64
 }
 
-// measureRun sets run-now token on every policy and waits until total
+// measureRun sets a run-now token on every policy and waits until total
 // PodVolumeBackups exist and every policy has recorded the run.
 func measureRun(ctx context.Context, c client.Client, count *counter, policies int, token string, total int) (runCost, error) {
 	var rc runCost
