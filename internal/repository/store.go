@@ -245,13 +245,18 @@ const KeySecretKey = "repository-password"
 // KeySecretName is the name, in the operator namespace, of the Secret that holds the
 // key of BackupRepository name in namespace. The BackupRepository's
 // status.keySecretName is the authority; this is how the manager names new ones.
+//
+// A name longer than a Secret's 253 characters is cut and ends in a hash. The cut can
+// land on a dot of a name with dots, and ".-" is not allowed in a Secret name, so the
+// dots at the cut go. Nothing else is trimmed: a cut on a dash gives "--", which is
+// valid, and an existing Secret named that way keeps its name.
 func KeySecretName(namespace, name string) string {
 	n := "repository-key-" + namespace + "-" + name
 	if len(n) <= 253 {
 		return n
 	}
 	sum := sha256.Sum256([]byte(namespace + "/" + name))
-	return n[:253-17] + "-" + hex.EncodeToString(sum[:8])
+	return strings.TrimRight(n[:253-17], ".") + "-" + hex.EncodeToString(sum[:8])
 }
 
 // PasswordFromSecret returns the repository key held by a key Secret.
