@@ -8,7 +8,11 @@
 # whose dependencies the later tools share. Each line says what is built and how long
 # it takes at most when built alone, so a first `make tools` does not look hung.
 #
-# Usage: test/tools/build.sh [tool ...]   (no argument: every tool in the table)
+# Usage: test/tools/build.sh [tool ...]   (no argument: every tool in the table, and
+#                                          restic for each platform of the image)
+#        test/tools/build.sh --platform linux/ARCH restic
+#                                         (restic cross-built for the image, `make image`:
+#                                          cached by platform, linked as bin/tools/linux-ARCH/restic)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -48,23 +52,47 @@ hash_module() {
 		sort | xargs cat | sha256sum | cut -c1-12
 }
 
+# The platforms the image (test/images, `make image`) is built for: it carries restic
+# for each.
+image_platforms="linux/amd64 linux/arm64"
+
+# build_one builds one tool for this machine, or with an eighth argument os/arch,
+# cross-built for that platform: cached apart (the key ends in -os-arch, unless it is
+# this machine's own platform, whose binary is the plain build's) and linked under
+# bin/tools/os-arch/.
 build_one() {
-	local name=$1 mod=$2 pkg=$3 version=$4 took=$5 tags=$6 flags=$7
-	local key dest start tagflag=()
+	local name=$1 mod=$2 pkg=$3 version=$4 took=$5 tags=$6 flags=$7 platform=${8:-}
+	local key dest start tagflag=() goenv=() suffix="" linkdir=$bindir what=$name
 	[ "$tags" = - ] || tagflag=("-tags=$tags")
-	key="$name-$version-$(hash_module "$mod")"
+	if [ -n "$platform" ]; then
+		goenv=("GOOS=${platform%/*}" "GOARCH=${platform#*/}")
+		linkdir=$bindir/${platform/\//-}
+		what="$name for $platform"
+		[ "$platform" = "$(go env GOOS)/$(go env GOARCH)" ] || suffix=-${platform/\//-}
+	fi
+	key="$name-$version-$(hash_module "$mod")$suffix"
 	dest="$cache/$key/$name"
 	if [ ! -x "$dest" ]; then
-		echo "tools: building $name $version from the Go module proxy (up to $took cold on 2 cores)"
+		echo "tools: building $what $version from the Go module proxy (up to $took cold on 2 cores)"
 		mkdir -p "$cache/$key"
 		start=$(date +%s)
-		(cd "$here/$mod" && CGO_ENABLED=0 go build -trimpath "${tagflag[@]}" "$flags" -o "$dest.tmp" "$pkg")
+		(cd "$here/$mod" && env "${goenv[@]}" CGO_ENABLED=0 go build -trimpath "${tagflag[@]}" "$flags" -o "$dest.tmp" "$pkg")
 		mv "$dest.tmp" "$dest"
-		echo "tools: built $name in $(($(date +%s) - start)) s"
+		echo "tools: built $what in $(($(date +%s) - start)) s"
 	fi
-	mkdir -p "$bindir"
-	ln -sfn "$dest" "$bindir/$name"
+	mkdir -p "$linkdir"
+	ln -sfn "$dest" "$linkdir/$name"
 }
+
+platform=""
+if [ "${1:-}" = --platform ]; then
+	if [ $# -ne 3 ] || [ "$3" != restic ] || [[ $2 != linux/?* ]]; then
+		echo "usage: $0 --platform linux/ARCH restic" >&2
+		exit 2
+	fi
+	platform=$2
+	shift 2
+fi
 
 want=" $* "
 found=0
@@ -74,11 +102,20 @@ while IFS='|' read -r name mod pkg version took tags flags; do
 		continue
 	fi
 	found=$((found + 1))
-	build_one "$name" "$mod" "$pkg" "$version" "$took" "$tags" "$flags"
+	build_one "$name" "$mod" "$pkg" "$version" "$took" "$tags" "$flags" "$platform"
+	if [ $# -eq 0 ] && [ "$name" = restic ]; then
+		for p in $image_platforms; do
+			build_one "$name" "$mod" "$pkg" "$version" "$took" "$tags" "$flags" "$p"
+		done
+	fi
 done < <(tools_table)
 
 if [ $# -gt 0 ] && [ "$found" -ne $# ]; then
 	echo "tools: unknown tool in: $*" >&2
 	exit 2
 fi
-echo "tools: ready in $bindir"
+if [ -n "$platform" ]; then
+	echo "tools: ready in $bindir/${platform/\//-}"
+else
+	echo "tools: ready in $bindir"
+fi
