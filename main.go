@@ -15,6 +15,9 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+	// Policies name IANA time zones (spec.schedule.timeZone) and the image has no
+	// zoneinfo files: the binary carries its own (about 450 KB).
+	_ "time/tzdata"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
