@@ -27,6 +27,24 @@ tools: ## Build the test toolchain (cached outside the repo by version; 10-20 mi
 $(CONTROLLER_GEN):
 	bash test/tools/build.sh controller-gen
 
+# The image (test/images): IMAGE_PLATFORMS to build, IMAGE_VERSION for the tag and the
+# version label (default `git describe --tags --always --dirty`), CA_CERTIFICATES the
+# directory of PEM roots (Debian's ca-certificates package) that become its CA bundle.
+IMAGE_ARCHIVE ?= bin/holdfast-image.tar
+IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
+IMAGE_VERSION ?=
+CA_CERTIFICATES ?= /usr/share/ca-certificates/mozilla
+
+.PHONY: image
+image: ## Build the Holdfast image (holdfast + restic, CA roots, user 65532) for linux/amd64 and linux/arm64 as one OCI archive: bin/holdfast-image.tar.
+	@if [ ! -d "$(CA_CERTIFICATES)" ] && [ "$(CA_CERTIFICATES)" = /usr/share/ca-certificates/mozilla ]; then \
+		echo "image: installing Debian's ca-certificates package: the image's CA roots"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ca-certificates; \
+	fi
+	@for p in $$(echo "$(IMAGE_PLATFORMS)" | tr , ' '); do bash test/tools/build.sh --platform "$$p" restic; done
+	go run ./test/images/cmd/holdfast-image -out $(IMAGE_ARCHIVE) -platforms $(IMAGE_PLATFORMS) \
+		-tools-bin $(TOOLS_BIN) -ca-certificates $(CA_CERTIFICATES) $(if $(IMAGE_VERSION),-version $(IMAGE_VERSION))
+
 ##@ Generated code
 
 .PHONY: generate

@@ -9,7 +9,8 @@
 // cluster per machine (fixed ports, /var/lib/kubelet); Lock serialises up and down.
 //
 // What code running on it can rely on:
-//   - Images holdfast:dev (holdfast and restic in /usr/local/bin), busybox:holdfast-local
+//   - Images holdfast:dev (the image of `make image`, built for this machine only:
+//     holdfast and restic in /usr/local/bin, default user 65532), busybox:holdfast-local
 //     and pause:holdfast-local (package test/images) are imported; pods must use
 //     imagePullPolicy: Never, as nothing can be pulled.
 //   - The node is NodeName with InternalIP 127.0.0.1 and kubelet root /var/lib/kubelet,

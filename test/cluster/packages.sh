@@ -14,6 +14,7 @@ containernetworking-plugins|the CNI bridge, host-local, portmap and loopback plu
 iptables|the CNI bridge (masquerade), portmap and kube-proxy program packet filtering with it
 conntrack|kube-proxy flushes stale connection tracking entries with it
 busybox-static|the static busybox binary that becomes the busybox workload image
+ca-certificates|the CA roots the holdfast image carries (test/images), as `make image` puts them in
 LIST
 }
 
@@ -27,7 +28,7 @@ while IFS='|' read -r pkg why; do
 done < <(packages)
 
 if [ ${#missing[@]} -eq 0 ]; then
-	echo "cluster-packages: all installed (runc, containernetworking-plugins, iptables, conntrack, busybox-static)"
+	echo "cluster-packages: all installed (runc, containernetworking-plugins, iptables, conntrack, busybox-static, ca-certificates)"
 	exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then

@@ -14,11 +14,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // The image names pods use (with imagePullPolicy: Never). They carry no registry
@@ -35,7 +35,7 @@ type Options struct {
 	// RepoRoot is the Holdfast checkout; its root package is the holdfast binary and
 	// test/images/pause the pause program.
 	RepoRoot string
-	// Restic is the static restic binary put at /usr/local/bin/restic.
+	// Restic is the static restic binary, for this machine, put at ResticBinary.
 	Restic string
 	// Busybox is the static busybox binary (Debian's busybox-static).
 	Busybox string
@@ -49,7 +49,8 @@ type Options struct {
 type Archive struct {
 	// Ref is the image reference pods use.
 	Ref string
-	// Path is a docker-format image archive (one layer).
+	// Path is an OCI archive (WriteArchive) of one image, for this machine's
+	// architecture, with one layer.
 	Path string
 }
 
@@ -62,7 +63,9 @@ type file struct {
 	dir  bool
 }
 
-// Build builds the holdfast, busybox and pause images as archives in OutDir.
+// Build builds the holdfast, busybox and pause images for this machine's architecture
+// as OCI archives in OutDir. The holdfast image is the one `make image` builds (see
+// HoldfastImage), for this platform only.
 func Build(ctx context.Context, o Options) ([]Archive, error) {
 	if o.Log == nil {
 		o.Log = func(string, ...any) {}
@@ -76,50 +79,53 @@ func Build(ctx context.Context, o Options) ([]Archive, error) {
 	}
 	defer os.RemoveAll(work)
 
-	holdfastBin := filepath.Join(work, "holdfast")
+	labels, err := LabelsFromGit(ctx, o.RepoRoot)
+	if err != nil {
+		o.Log("images: no version labels for the holdfast image: %v", err)
+		labels = Labels{Version: "dev"}
+	}
+	holdfast, err := HoldfastImage(ctx, HoldfastOptions{
+		RepoRoot:  o.RepoRoot,
+		Platforms: []Platform{{Arch: runtime.GOARCH, Restic: o.Restic}},
+		Labels:    labels,
+		Log:       o.Log,
+	})
+	if err != nil {
+		return nil, err
+	}
+
 	pauseBin := filepath.Join(work, "pause")
-	o.Log("images: building the holdfast binary (CGO_ENABLED=0) and the pause program")
-	if err := goBuild(ctx, o.RepoRoot, holdfastBin, "."); err != nil {
+	o.Log("images: building the pause program")
+	if err := goBuild(ctx, o.RepoRoot, pauseBin, "./test/images/pause", runtime.GOARCH); err != nil {
 		return nil, err
 	}
-	if err := goBuild(ctx, o.RepoRoot, pauseBin, "./test/images/pause"); err != nil {
+	busyboxFS, err := busyboxFiles(ctx, o.Busybox)
+	if err != nil {
 		return nil, err
+	}
+	pauseFS, err := readFiles(map[string]string{"/pause": pauseBin})
+	if err != nil {
+		return nil, err
+	}
+	busybox, err := hostIndex(busyboxFS, v1.Config{
+		Cmd: []string{"sh"},
+		Env: []string{"PATH=/bin:/sbin:/usr/bin:/usr/sbin", "HOME=/root"},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", Busybox, err)
+	}
+	pause, err := hostIndex(pauseFS, v1.Config{Entrypoint: []string{"/pause"}, User: "65535:65535"})
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", Pause, err)
 	}
 
-	holdfast, err := readFiles(map[string]string{"/usr/local/bin/holdfast": holdfastBin, "/usr/local/bin/restic": o.Restic})
-	if err != nil {
-		return nil, err
-	}
-	holdfast = append(holdfast, baseFiles()...)
-	busybox, err := busyboxFiles(ctx, o.Busybox)
-	if err != nil {
-		return nil, err
-	}
-	pause, err := readFiles(map[string]string{"/pause": pauseBin})
-	if err != nil {
-		return nil, err
-	}
-
-	specs := []struct {
-		ref   string
-		files []file
-		cfg   v1.Config
-	}{
-		{Holdfast, holdfast, v1.Config{
-			Entrypoint: []string{"/usr/local/bin/holdfast"},
-			Env:        []string{"PATH=/usr/local/bin:/bin", "HOME=/tmp"},
-			WorkingDir: "/",
-		}},
-		{Busybox, busybox, v1.Config{
-			Cmd: []string{"sh"},
-			Env: []string{"PATH=/bin:/sbin:/usr/bin:/usr/sbin", "HOME=/root"},
-		}},
-		{Pause, pause, v1.Config{Entrypoint: []string{"/pause"}, User: "65535:65535"}},
-	}
 	var out []Archive
-	for _, s := range specs {
+	for _, s := range []struct {
+		ref string
+		idx v1.ImageIndex
+	}{{Holdfast, holdfast}, {Busybox, busybox}, {Pause, pause}} {
 		path := filepath.Join(o.OutDir, strings.SplitN(s.ref, ":", 2)[0]+".tar")
-		if err := writeImage(path, s.ref, s.files, s.cfg); err != nil {
+		if err := WriteArchive(path, s.ref, s.idx); err != nil {
 			return nil, fmt.Errorf("image %s: %w", s.ref, err)
 		}
 		o.Log("images: wrote %s as %s", s.ref, path)
@@ -128,12 +134,26 @@ func Build(ctx context.Context, o Options) ([]Archive, error) {
 	return out, nil
 }
 
-func goBuild(ctx context.Context, dir, out, pkg string) error {
+// hostIndex is an index of one image, for this machine's architecture, of files.
+func hostIndex(files []file, cfg v1.Config) (v1.ImageIndex, error) {
+	img, err := newImage(files, cfg, runtime.GOARCH, time.Time{}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), mutate.IndexAddendum{
+		Add:        img,
+		Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}},
+	}), nil
+}
+
+// goBuild builds pkg of the module in dir for linux/arch, static and without the
+// build machine's paths.
+func goBuild(ctx context.Context, dir, out, pkg, arch string) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+		return fmt.Errorf("go build %s for linux/%s: %w\n%s", pkg, arch, err, b)
 	}
 	return nil
 }
@@ -151,12 +171,13 @@ func readFiles(m map[string]string) ([]file, error) {
 }
 
 // baseFiles are what most programs expect of a root file system: a writable /tmp and
-// names for root and nobody.
+// names for root, the image's non-root user and nobody. No account has a shell.
 func baseFiles() []file {
 	return []file{
 		{path: "/tmp", mode: 0o1777, dir: true},
-		{path: "/etc/passwd", mode: 0o644, data: []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")},
-		{path: "/etc/group", mode: 0o644, data: []byte("root:x:0:\nnogroup:x:65534:\n")},
+		{path: "/etc/passwd", mode: 0o644, data: []byte(fmt.Sprintf(
+			"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:%[1]d:%[1]d:nonroot:/tmp:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n", NonRootUser))},
+		{path: "/etc/group", mode: 0o644, data: []byte(fmt.Sprintf("root:x:0:\nnonroot:x:%d:\nnogroup:x:65534:\n", NonRootUser))},
 	}
 }
 
@@ -219,35 +240,36 @@ func layerTar(files []file) []byte {
 	return buf.Bytes()
 }
 
-func writeImage(path, ref string, files []file, cfg v1.Config) error {
+// newImage is a one-layer OCI image of files for linux/arch. created and annotations
+// may be empty.
+func newImage(files []file, cfg v1.Config, arch string, created time.Time, annotations map[string]string) (v1.Image, error) {
 	data := layerTar(files)
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(data)), nil
-	})
+	}, tarball.WithMediaType(types.OCILayer), tarball.WithCompressedCaching)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
+	base := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	img, err := mutate.AppendLayers(base, layer)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cf, err := img.ConfigFile()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", runtime.GOARCH // the binaries are built for this host
+	cf.OS, cf.Architecture = "linux", arch
 	cf.Config = cfg
+	if !created.IsZero() {
+		cf.Created = v1.Time{Time: created}
+	}
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		return err
+		return nil, err
 	}
-	tag, err := name.NewTag(ref)
-	if err != nil {
-		return err
+	if len(annotations) > 0 {
+		img = mutate.Annotations(img, annotations).(v1.Image)
 	}
-	tmp := path + ".tmp"
-	if err := tarball.WriteToFile(tmp, tag, img); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return img, nil
 }
