@@ -1,13 +1,18 @@
 package restore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"path"
 	"strconv"
+	"strings"
+	"time"
 
+	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,12 +36,41 @@ const RestoreWaitContainer = "holdfast-restore-wait"
 // restoreMountRoot is where the init container mounts the volumes it waits for.
 const restoreMountRoot = "/holdfast-restore"
 
-// The webhook is failurePolicy=ignore: if the manager is down, pods are still created
-// (without waiting for their data), rather than every pod creation in the cluster
-// failing. The restore then happens as a data-only restore into the running pod.
+// The webhook is failurePolicy=ignore, and the handler never denies a pod because of
+// its own trouble: if the manager is down, slow or cannot read what it needs, pods are
+// still created (without waiting for their data), rather than pod creation failing in
+// the cluster. The restore then happens as a data-only restore into the running pod.
 //
-// +kubebuilder:webhook:path=/mutate-v1-pod-restore-wait,mutating=true,failurePolicy=ignore,sideEffects=None,groups="",resources=pods,verbs=create,versions=v1,name=restore-wait.holdfast.dev,admissionReviewVersions=v1,reinvocationPolicy=Never,timeoutSeconds=5
+// Its scope, in one sentence for the docs: every pod creation except in kube-system,
+// kube-public, kube-node-lease and the operator namespace, and except in a namespace
+// or for a pod labelled backup.holdfast.dev/skip-restore-wait=true. The system
+// namespaces and the operator's own never hold an application restored by a
+// VolumeRestore, and excluding them keeps the control plane and the manager itself
+// (its next pod, after a crash) independent of the manager. The label lets a platform
+// team take high-churn or critical namespaces out of the webhook's path; nothing
+// carries it by default, so the GitOps flow (the restore committed with the
+// application) is unchanged. The operator namespace is named here as config/default
+// sets it; test/install checks that every overlay excludes the namespace it installs
+// the manager into.
+//
+// timeoutSeconds is 2: the API server waits that long on every pod creation in scope
+// when the manager hangs. The handler reads only the informer cache and, when it adds
+// the container, one ConfigMap: milliseconds. It gives up itself after handleBudget,
+// so a slow read ends in an answer with a warning rather than a timeout; the price of
+// a short timeout is that, under heavy load, a pod may be created without restore-wait.
+//
+// +kubebuilder:webhook:path=/mutate-v1-pod-restore-wait,mutating=true,failurePolicy=ignore,sideEffects=None,groups="",resources=pods,verbs=create,versions=v1,name=restore-wait.holdfast.dev,admissionReviewVersions=v1,reinvocationPolicy=Never,timeoutSeconds=2,patch=`{"namespaceSelector":{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"NotIn","values":["kube-system","kube-public","kube-node-lease","holdfast-system"]},{"key":"backup.holdfast.dev/skip-restore-wait","operator":"NotIn","values":["true"]}]},"objectSelector":{"matchExpressions":[{"key":"backup.holdfast.dev/skip-restore-wait","operator":"NotIn","values":["true"]}]}}`
 // +kubebuilder:rbac:groups="",namespace=holdfast-system,resources=configmaps,verbs=get
+
+// LabelSkipRestoreWait, set to "true" on a namespace or a pod, keeps the pod webhook
+// from being called for the pods there (the webhook's namespaceSelector and
+// objectSelector); such pods never wait in restore-wait.
+const LabelSkipRestoreWait = "backup.holdfast.dev/skip-restore-wait"
+
+// handleBudget is how long Handle works on a pod before it gives up and admits the pod
+// unchanged, with a warning: less than the webhook's timeoutSeconds (2), so that the
+// answer, and its warning, reach the API server before it stops waiting.
+const handleBudget = 1500 * time.Millisecond
 
 // PodWebhook adds the restore-wait init container to pods created while a
 // VolumeRestore that selects them is pending, so the application never starts on a
@@ -60,24 +94,53 @@ func (w *PodWebhook) SetupWithManager(mgr ctrl.Manager) {
 }
 
 // Handle adds one init container per pending VolumeRestore that selects the pod and
-// has at least one backed-up volume to restore into it.
+// has at least one backed-up volume to restore into it. Whatever goes wrong on the way
+// admits the pod unchanged, with a warning that says restore-wait was not added and why.
 func (w *PodWebhook) Handle(ctx context.Context, req admission.Request) admission.Response {
 	pod := &corev1.Pod{}
 	if err := w.decoder.Decode(req, pod); err != nil {
+		// The one refusal, and not the webhook's own trouble: the API server sends the
+		// pod it has itself decoded, validated and converted to v1, so a body that does
+		// not decode as a v1 Pod did not come from an API server acting on a pod (a
+		// hand-made call, or something broken in between). No real pod creation ends
+		// here; admitting the request would only hide that breakage.
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 	if pod.Namespace == "" {
 		pod.Namespace = req.Namespace
 	}
+	log := ctrl.LoggerFrom(ctx).WithValues("namespace", pod.Namespace, "pod", podName(pod))
+	ctx, cancel := context.WithTimeout(ctx, handleBudget)
+	defer cancel()
+	ops, warnings, err := w.restoreWait(ctx, req.Object.Raw, pod)
+	if err != nil {
+		log.Error(err, "restore-wait not added; the pod is admitted unchanged")
+		return admission.Allowed("restore-wait not added").WithWarnings(append(warnings,
+			fmt.Sprintf("Holdfast did not add restore-wait to this pod (%v); if a VolumeRestore selects it, it starts without waiting for its data", err))...)
+	}
+	if len(ops) == 0 {
+		return admission.Allowed("no pending VolumeRestore selects this pod")
+	}
+	return admission.Patched("restore-wait added", ops...).WithWarnings(warnings...)
+}
+
+// restoreWait returns the JSON patch that adds the restore-wait init containers and
+// annotation to the pod, nil when no pending VolumeRestore restores a volume of it.
+func (w *PodWebhook) restoreWait(ctx context.Context, raw []byte, pod *corev1.Pod) ([]jsonpatch.JsonPatchOperation, []string, error) {
+	if pod.Labels[LabelSkipRestoreWait] == "true" {
+		// The objectSelector keeps such pods away; a webhook configuration made by
+		// hand may not have it.
+		return nil, nil, nil
+	}
 	var restores v1.VolumeRestoreList
 	if err := w.Client.List(ctx, &restores, client.InNamespace(pod.Namespace)); err != nil {
-		return admission.Errored(http.StatusInternalServerError, err)
+		return nil, nil, fmt.Errorf("listing the VolumeRestores of namespace %s: %w", pod.Namespace, err)
 	}
 	p := &planner{client: w.Client}
 	waited := waitedVolumes(pod)
 	var warnings []string
 	var helper *helperSettings
-	added := 0
+	var containers []corev1.Container
 	for i := range restores.Items {
 		vr := &restores.Items[i]
 		if isFinal(vr.Status.Phase) || !vr.DeletionTimestamp.IsZero() {
@@ -89,60 +152,152 @@ func (w *PodWebhook) Handle(ctx context.Context, req admission.Request) admissio
 		}
 		var backups v1.PodVolumeBackupList
 		if err := w.Client.List(ctx, &backups, client.InNamespace(sourceNamespace(vr))); err != nil {
-			return admission.Errored(http.StatusInternalServerError, err)
+			return nil, nil, fmt.Errorf("listing the PodVolumeBackups of namespace %s: %w", sourceNamespace(vr), err)
 		}
 		plan, err := p.plan(ctx, vr, pod, backups.Items)
 		if err != nil {
-			return admission.Errored(http.StatusInternalServerError, err)
+			return nil, nil, fmt.Errorf("planning VolumeRestore %s: %w", vr.Name, err)
 		}
 		if len(plan.Volumes) == 0 {
 			continue
 		}
 		if helper == nil {
-			h, warn := w.helper(ctx)
+			h, warn, err := w.helper(ctx)
+			if err != nil {
+				return nil, nil, err
+			}
 			helper, warnings = &h, warn
 		}
-		name := RestoreWaitContainer
-		if added > 0 {
-			name += "-" + strconv.Itoa(added+1)
-		}
-		c := restoreWaitContainer(name, string(vr.UID), plan, *helper)
-		pod.Spec.InitContainers = append([]corev1.Container{c}, pod.Spec.InitContainers...)
+		containers = append(containers, restoreWaitContainer(containerName(pod, containers), string(vr.UID), plan, *helper))
 		var vols []string
 		for _, vp := range plan.Volumes {
 			vols = append(vols, vp.Volume)
 		}
 		waited[vr.Name] = vols
-		added++
 	}
-	if added == 0 {
-		return admission.Allowed("no pending VolumeRestore selects this pod")
+	if len(containers) == 0 {
+		return nil, nil, nil
 	}
-	raw, _ := json.Marshal(waited)
-	if pod.Annotations == nil {
-		pod.Annotations = map[string]string{}
-	}
-	pod.Annotations[v1.AnnotationRestoreWait] = string(raw)
-	patched, err := json.Marshal(pod)
+	annotation, err := json.Marshal(waited)
 	if err != nil {
-		return admission.Errored(http.StatusInternalServerError, err)
+		return nil, warnings, fmt.Errorf("building the %s annotation: %w", v1.AnnotationRestoreWait, err)
 	}
-	resp := admission.PatchResponseFromRaw(req.Object.Raw, patched)
-	resp.Warnings = warnings
-	return resp
+	ops, err := restoreWaitPatch(raw, containers, string(annotation))
+	if err != nil {
+		return nil, warnings, fmt.Errorf("building the patch: %w", err)
+	}
+	return ops, warnings, nil
 }
 
-func (w *PodWebhook) helper(ctx context.Context) (helperSettings, []string) {
+// restoreWaitPatch adds containers at the front of spec.initContainers and the
+// restore-wait annotation, by JSON patch operations on the pod as the API server sent
+// it (raw) and on nothing else. Computing the patch as the difference to the pod
+// re-encoded from Go types would remove every field this manager's k8s.io/api does
+// not know (a newer API server's pod fields), so the patch never touches anything but
+// these two places.
+func restoreWaitPatch(raw []byte, containers []corev1.Container, annotation string) ([]jsonpatch.JsonPatchOperation, error) {
+	var obj struct {
+		Metadata json.RawMessage `json:"metadata"`
+		Spec     json.RawMessage `json:"spec"`
+	}
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return nil, err
+	}
+	var spec struct {
+		InitContainers json.RawMessage `json:"initContainers"`
+	}
+	if !present(obj.Spec) {
+		return nil, errors.New("the pod has no spec")
+	}
+	if err := json.Unmarshal(obj.Spec, &spec); err != nil {
+		return nil, fmt.Errorf("reading spec: %w", err)
+	}
+	var ops []jsonpatch.JsonPatchOperation
+	if present(spec.InitContainers) {
+		// Add at index 0, 1, ...: each shifts the pod's own init containers back.
+		for i, c := range containers {
+			ops = append(ops, jsonpatch.NewOperation("add", "/spec/initContainers/"+strconv.Itoa(i), c))
+		}
+	} else {
+		ops = append(ops, jsonpatch.NewOperation("add", "/spec/initContainers", containers))
+	}
+
+	key := v1.AnnotationRestoreWait
+	var meta struct {
+		Annotations json.RawMessage `json:"annotations"`
+	}
+	if present(obj.Metadata) {
+		if err := json.Unmarshal(obj.Metadata, &meta); err != nil {
+			return nil, fmt.Errorf("reading metadata: %w", err)
+		}
+	}
+	switch {
+	case present(meta.Annotations):
+		// "add" on an existing member replaces its value.
+		ops = append(ops, jsonpatch.NewOperation("add", "/metadata/annotations/"+escapePointer(key), annotation))
+	case present(obj.Metadata):
+		ops = append(ops, jsonpatch.NewOperation("add", "/metadata/annotations", map[string]string{key: annotation}))
+	default:
+		ops = append(ops, jsonpatch.NewOperation("add", "/metadata", map[string]any{"annotations": map[string]string{key: annotation}}))
+	}
+	return ops, nil
+}
+
+// present says whether a JSON member was sent with a value other than null.
+func present(v json.RawMessage) bool {
+	v = bytes.TrimSpace(v)
+	return len(v) > 0 && !bytes.Equal(v, []byte("null"))
+}
+
+// escapePointer escapes one reference token of a JSON pointer (RFC 6901).
+func escapePointer(token string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(token, "~", "~0"), "/", "~1")
+}
+
+// containerName names the next restore-wait container: holdfast-restore-wait, then
+// with -2, -3, ..., skipping a name the pod already uses (a pod made from a copy of a
+// pod that waited), since a duplicate would make the API server refuse the pod.
+func containerName(pod *corev1.Pod, adding []corev1.Container) string {
+	taken := map[string]bool{}
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers, adding} {
+		for _, c := range cs {
+			taken[c.Name] = true
+		}
+	}
+	for _, c := range pod.Spec.EphemeralContainers {
+		taken[c.Name] = true
+	}
+	name := RestoreWaitContainer
+	for i := 2; taken[name]; i++ {
+		name = RestoreWaitContainer + "-" + strconv.Itoa(i)
+	}
+	return name
+}
+
+// podName names a pod in a log line; at admission a pod may have only generateName.
+func podName(pod *corev1.Pod) string {
+	if pod.Name != "" {
+		return pod.Name
+	}
+	return pod.GenerateName + "*"
+}
+
+// helper reads the restore-helper ConfigMap. A missing ConfigMap means the defaults;
+// one that cannot be read is an error, not the defaults: the administrator may have set
+// an image the nodes can pull or a securityContext the namespace's policy requires,
+// and a container made without them could keep the pod from starting.
+func (w *PodWebhook) helper(ctx context.Context) (helperSettings, []string, error) {
 	cm := &corev1.ConfigMap{}
 	err := w.APIReader.Get(ctx, types.NamespacedName{Namespace: w.Namespace, Name: HelperConfigMapName}, cm)
 	switch {
 	case apierrors.IsNotFound(err):
-		return helperFromConfigMap(nil, w.Image)
+		h, warnings := helperFromConfigMap(nil, w.Image)
+		return h, warnings, nil
 	case err != nil:
-		h, _ := helperFromConfigMap(nil, w.Image)
-		return h, []string{fmt.Sprintf("reading ConfigMap %s/%s failed, using the default restore-wait settings: %v", w.Namespace, HelperConfigMapName, err)}
+		return helperSettings{}, nil, fmt.Errorf("reading ConfigMap %s/%s: %w", w.Namespace, HelperConfigMapName, err)
 	}
-	return helperFromConfigMap(cm, w.Image)
+	h, warnings := helperFromConfigMap(cm, w.Image)
+	return h, warnings, nil
 }
 
 func restoreWaitContainer(name, restoreUID string, plan podPlan, h helperSettings) corev1.Container {
