@@ -17,6 +17,10 @@ import (
 	"time"
 
 	miniogo "github.com/minio/minio-go/v7"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
@@ -161,6 +165,7 @@ func TestStories(t *testing.T) {
 		{"WrongCredentialsSayWhyNoBackupRan", s.wrongCredentialsSayWhyNoBackupRan},
 		{"AgentPodDeletedMidBackup", s.agentPodDeletedMidBackup},
 		{"MinIOStoppedMidRunThenStarted", s.minIOStoppedMidRunThenStarted},
+		{"SamplePolicyAdmittedAsShipped", s.samplePolicyAdmittedAsShipped},
 	} {
 		if !t.Run(st.name, st.fn) {
 			t.Log(e.Diagnose(context.Background()))
@@ -835,4 +840,57 @@ func (s *stories) minIOStoppedMidRunThenStarted(t *testing.T) {
 		t.Errorf("run %+v; want the interrupted backups %v counted as failed", run.Policy.Status.LastRun, failed)
 	}
 	s.nextRunBacksUpEverything(t, "after-minio-down")
+}
+
+// samplePolicyAdmittedAsShipped applies the sample policy file of config/samples as it
+// is: nightly at 01:30 in Europe/Paris. The webhook in the cluster runs from the
+// image, which has no zoneinfo files, so it must know the zone from the binary; the
+// controller must be Ready with its next run at 01:30 Paris time. The sample has the
+// stories' policy name, so the stories' policy is put back afterwards.
+func (s *stories) samplePolicyAdmittedAsShipped(t *testing.T) {
+	ctx := t.Context()
+	var p backupv1alpha1.VolumeBackupPolicy
+	err := s.e.Client.Get(ctx, client.ObjectKey{Name: PolicyName}, &p)
+	if err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	existed, location := err == nil, p.Spec.StorageLocation
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if existed {
+			err = s.e.ApplyPolicy(ctx, location)
+		} else { // the story ran alone (go test -run TestStories/SamplePolicyAdmittedAsShipped)
+			err = client.IgnoreNotFound(s.e.Client.Delete(ctx, &backupv1alpha1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: PolicyName}}))
+		}
+		if err != nil {
+			t.Errorf("putting the stories' policy back: %v", err)
+		}
+	})
+	const sample = "config/samples/backup_v1alpha1_volumebackuppolicy.yaml"
+	if _, err := s.e.Kubectl(ctx, "", "apply", "--server-side", "-f", sample); err != nil {
+		t.Fatalf("the cluster refused the sample policy: %v", err)
+	}
+	paris, err := time.LoadLocation("Europe/Paris")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last string
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		if err := s.e.Client.Get(ctx, client.ObjectKey{Name: PolicyName}, &p); err != nil {
+			return false, err
+		}
+		ready := apimeta.FindStatusCondition(p.Status.Conditions, backupv1alpha1.ConditionReady)
+		last = fmt.Sprintf("generation %d, observed %d, Ready %+v, next run %v", p.Generation, p.Status.ObservedGeneration, ready, p.Status.NextScheduleTime)
+		return p.Spec.Schedule != nil && p.Status.ObservedGeneration == p.Generation && ready != nil &&
+			ready.Status == metav1.ConditionTrue && ready.ObservedGeneration == p.Generation && p.Status.NextScheduleTime != nil, nil
+	})
+	if err != nil {
+		t.Fatalf("the sample policy did not become Ready: %v (%s)", err, last)
+	}
+	if next := p.Status.NextScheduleTime.In(paris); next.Hour() != 1 || next.Minute() != 30 {
+		t.Errorf("next run at %s, want 01:30 Paris time", next.Format(time.RFC3339))
+	}
+	if _, err := s.e.show(ctx, "The sample policy as shipped, admitted and Ready:", "get", "vbp", PolicyName, "-o", "wide"); err != nil {
+		t.Error(err)
+	}
 }
