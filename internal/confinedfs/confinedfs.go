@@ -376,6 +376,12 @@ type Meta struct {
 // SetMetadata applies ownership, mode and modification time. For a symlink only the
 // ownership applies (its mode is not used and its time is not settable without
 // following it).
+//
+// None of the three follows a symlink at rel: what the pod may have swapped in since
+// the entry was written keeps its target untouched. The owner and the time are set
+// with the "at" system calls and AT_SYMLINK_NOFOLLOW on rel's parent directory; the
+// mode too (fchmodat2, Linux 6.6), and on older kernels through a descriptor of rel
+// itself. An entry that has become a symlink fails with ErrReplacedBySymlink.
 func (w *Writer) SetMetadata(name string, m Meta) error {
 	rel, err := Clean(name)
 	if err != nil {
@@ -389,16 +395,26 @@ func (w *Writer) SetMetadata(name string, m Meta) error {
 	if m.Symlink {
 		return nil
 	}
-	if err := w.root.Chmod(rel, m.Mode&modeBits); err != nil {
+	parent, err := w.root.OpenFile(filepath.Dir(rel), openDirFlags, 0)
+	if err != nil {
+		return fmt.Errorf("restoring the metadata of %s: %w", rel, wrapEscape(filepath.Dir(rel), err))
+	}
+	defer parent.Close()
+	base := filepath.Base(rel)
+	if err := chmodNoFollow(parent, base, m.Mode&modeBits); err != nil {
 		return fmt.Errorf("restoring the mode of %s: %w", rel, err)
 	}
 	if !m.ModTime.IsZero() {
-		if err := w.root.Chtimes(rel, m.ModTime, m.ModTime); err != nil {
+		if err := chtimesNoFollow(parent, base, m.ModTime); err != nil {
 			return fmt.Errorf("restoring the time of %s: %w", rel, err)
 		}
 	}
 	return nil
 }
+
+// ErrReplacedBySymlink is returned by SetMetadata for an entry that is a symlink
+// although the snapshot says otherwise: something replaced it after it was written.
+var ErrReplacedBySymlink = errors.New("it was replaced by a symlink, which is not followed")
 
 // modeBits are the parts of a mode that are restored.
 const modeBits = fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -275,5 +276,60 @@ func TestKeptDirectoryHandlesFollowReplacements(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
 		t.Errorf("the restore wrote %d entries outside the volume", len(entries))
+	}
+}
+
+// TestSetMetadataNeverFollowsASwappedSymlink replaces a directory the restore has just
+// made with a symlink, as a container sharing the volume can between the directory's
+// creation and the end of its restore: the metadata meant for the directory must not
+// land on the link's target, the volume root or a file in it.
+func TestSetMetadataNeverFollowsASwappedSymlink(t *testing.T) {
+	dir := t.TempDir()
+	old := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := os.WriteFile(filepath.Join(dir, "secret"), []byte("s"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Chmod(dir, 0o750))
+	must(os.Mkdir(filepath.Join(dir, "sub"), 0o700))
+	w, err := Open(dir)
+	must(err)
+	defer w.Close()
+	for _, swap := range []struct{ name, target string }{
+		{"d", "."}, {"d", "secret"}, {"sub/d", ".."}, {"sub/d", "../secret"}, {"sub/d", "."},
+	} {
+		must(w.Mkdir(swap.name))
+		must(os.Remove(filepath.Join(dir, swap.name)))
+		must(os.Symlink(swap.target, filepath.Join(dir, swap.name)))
+		before := map[string]os.FileInfo{}
+		for _, name := range []string{".", "secret", "sub"} {
+			before[name], err = os.Stat(filepath.Join(dir, name))
+			must(err)
+		}
+		err := w.SetMetadata(swap.name, Meta{Mode: 0o777 | fs.ModeSetuid, UID: -1, GID: -1, ModTime: old})
+		if !errors.Is(err, ErrReplacedBySymlink) {
+			t.Errorf("SetMetadata(%s -> %s) = %v, want ErrReplacedBySymlink", swap.name, swap.target, err)
+		}
+		for name, b := range before {
+			a, err := os.Stat(filepath.Join(dir, name))
+			must(err)
+			if a.Mode() != b.Mode() || !a.ModTime().Equal(b.ModTime()) {
+				t.Errorf("through %s -> %s: %s changed from %v %v to %v %v", swap.name, swap.target, name, b.Mode(), b.ModTime(), a.Mode(), a.ModTime())
+			}
+		}
+		must(os.Remove(filepath.Join(dir, swap.name)))
+	}
+	// A real directory still gets its metadata.
+	must(w.Mkdir("real"))
+	must(w.SetMetadata("real", Meta{Mode: 0o705 | fs.ModeSticky, UID: -1, GID: -1, ModTime: old}))
+	st, err := os.Stat(filepath.Join(dir, "real"))
+	must(err)
+	if st.Mode() != fs.ModeDir|fs.ModeSticky|0o705 || !st.ModTime().Equal(old) {
+		t.Errorf("real directory: %v %v, want drwx---r-t %v", st.Mode(), st.ModTime(), old)
 	}
 }

@@ -1,0 +1,88 @@
+package confinedfs
+
+import (
+	"io/fs"
+	"os"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// openDirFlags open a directory for the "at" calls; O_DIRECTORY fails on anything else
+// (a FIFO swapped in would otherwise block the open).
+const openDirFlags = os.O_RDONLY | unix.O_DIRECTORY
+
+// chmodNoFollow sets the mode of name in directory dir, never that of a symlink's
+// target. fchmodat2 (Linux 6.6) does it in one call and refuses a symlink with
+// EOPNOTSUPP; before 6.6 the same error means the call is missing. Either way the
+// entry is then opened without following it (O_PATH|O_NOFOLLOW): a symlink is
+// refused, anything else is changed through /proc/self/fd, which names exactly the
+// opened inode, as the C libraries emulate fchmodat2.
+func chmodNoFollow(dir *os.File, name string, mode fs.FileMode) error {
+	return atDir(dir, "fchmodat", name, func(dirfd int) error {
+		err := unix.Fchmodat(dirfd, name, unixMode(mode), unix.AT_SYMLINK_NOFOLLOW)
+		if err != unix.EOPNOTSUPP {
+			return err
+		}
+		return chmodByDescriptor(dirfd, name, mode)
+	})
+}
+
+// chmodByDescriptor is chmodNoFollow without fchmodat2.
+func chmodByDescriptor(dirfd int, name string, mode fs.FileMode) error {
+	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return ErrReplacedBySymlink
+	}
+	return unix.Chmod("/proc/self/fd/"+strconv.Itoa(fd), unixMode(mode))
+}
+
+// chtimesNoFollow sets the access and modification times of name in dir to t; on a
+// symlink it sets the link's own times.
+func chtimesNoFollow(dir *os.File, name string, t time.Time) error {
+	ts := []unix.Timespec{unix.NsecToTimespec(t.UnixNano()), unix.NsecToTimespec(t.UnixNano())}
+	return atDir(dir, "utimensat", name, func(dirfd int) error {
+		return unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+	})
+}
+
+// atDir runs op on the descriptor of dir and names its error after the call.
+func atDir(dir *os.File, call, name string, op func(dirfd int) error) error {
+	rc, err := dir.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var opErr error
+	if err := rc.Control(func(fd uintptr) { opErr = op(int(fd)) }); err != nil {
+		return err
+	}
+	if opErr != nil && opErr != ErrReplacedBySymlink {
+		return &os.PathError{Op: call, Path: name, Err: opErr}
+	}
+	return opErr
+}
+
+// unixMode is the mode word of the system calls for m: permissions and the set-id and
+// sticky bits.
+func unixMode(m fs.FileMode) uint32 {
+	mode := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		mode |= unix.S_ISUID
+	}
+	if m&fs.ModeSetgid != 0 {
+		mode |= unix.S_ISGID
+	}
+	if m&fs.ModeSticky != 0 {
+		mode |= unix.S_ISVTX
+	}
+	return mode
+}
