@@ -434,13 +434,15 @@ users:
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// The manager logs its webhook registrations before it first talks to the API
-	// server (which is not there); the first log line is enough.
+	// server (which is not there); the first log line is enough. It runs in a network
+	// namespace of its own, so that nothing it may bind before it is killed takes a
+	// port from another test.
 	cmd := exec.CommandContext(ctx, HoldfastBinary, "manager", "--kubeconfig=/kubeconfig",
 		"--metrics-bind-address=0", "--health-probe-bind-address=0",
 		"--webhook-cert-mode=external", "--webhook-cert-dir=/tmp", "--zap-time-encoding=rfc3339")
 	cmd.Dir = "/"
 	cmd.Env = []string{"TZ=Europe/Paris"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root, Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root, Credential: &syscall.Credential{Uid: uid, Gid: gid}, Cloneflags: syscall.CLONE_NEWNET}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
