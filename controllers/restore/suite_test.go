@@ -28,11 +28,17 @@ func TestMain(m *testing.M) {
 }
 
 // startManager runs the restore reconciler and the pod webhook for the whole package,
-// as the real manager does, against the test API server.
+// as the real manager does, against the test API server, as the manager's
+// ServiceAccount with the roles of config/rbac: a permission the code needs and the
+// markers do not grant fails these tests (on OwnerReferencesPermissionEnforcement too).
 func startManager(env *testenv.Env) (func(), error) {
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr)))
 	wh := env.WebhookInstallOptions()
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+	cfg, err := env.ManagerConfig(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  env.Scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
 		WebhookServer: webhook.NewServer(webhook.Options{

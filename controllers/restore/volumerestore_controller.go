@@ -40,6 +40,10 @@ const maxVolumeStatuses = 256
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumerestores,verbs=get;list;watch
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumerestores/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumerestores,verbs=get;list;watch;create
+// Each PodVolumeRestore is created with its VolumeRestore as controller owner, and
+// SetControllerReference sets blockOwnerDeletion: with OwnerReferencesPermissionEnforcement
+// (OpenShift) only who may update the owner's finalizers may do that.
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumerestores/finalizers,verbs=update
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods;namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch

@@ -86,7 +86,10 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 		"--kubelet-certificate-authority="+pki("ca.crt"),
 		"--kubelet-preferred-address-types=InternalIP",
 		"--authorization-mode=Node,RBAC",
-		"--enable-admission-plugins=NodeRestriction",
+		// OwnerReferencesPermissionEnforcement as OpenShift has it: setting
+		// blockOwnerDeletion on an ownerReference needs update on the owner's
+		// finalizers, which Holdfast's roles must grant.
+		"--enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement",
 		"--allow-privileged=true",
 		"--service-cluster-ip-range="+ServiceCIDR,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",

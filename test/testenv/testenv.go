@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,6 +24,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -105,6 +107,10 @@ func Start(opts Options) (*Env, error) {
 		ControlPlaneStartTimeout: 3 * time.Minute,
 		ControlPlaneStopTimeout:  time.Minute,
 	}
+	// As on OpenShift: an ownerReference with blockOwnerDeletion may only be set by who
+	// may update the owner's finalizers. Admin clients pass every check; a controller
+	// run as its ServiceAccount (ManagerConfig) is held to the roles in config/rbac.
+	env.ControlPlane.GetAPIServer().Configure().Append("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
 	if len(opts.WebhookPaths) > 0 {
 		env.WebhookInstallOptions = envtest.WebhookInstallOptions{
 			Paths:            opts.WebhookPaths,
@@ -126,6 +132,63 @@ func Start(opts Options) (*Env, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// The operator namespace and the ServiceAccounts of config/rbac.
+const (
+	OperatorNamespace     = "holdfast-system"
+	ManagerServiceAccount = "holdfast-manager"
+	AgentServiceAccount   = "holdfast-agent"
+)
+
+// InstallRBAC applies config/rbac as an install does: the ServiceAccounts of manager
+// and agent, the roles generated from the +kubebuilder:rbac markers, the hand-written
+// roles and every binding. It is idempotent.
+func (e *Env) InstallRBAC(ctx context.Context) error {
+	if err := e.EnsureNamespace(ctx, OperatorNamespace); err != nil {
+		return err
+	}
+	if _, err := e.Kubectl(ctx, "apply", "--server-side", "--field-manager=holdfast-test", "-k", filepath.Join(RepoRoot(), "config", "rbac")); err != nil {
+		return fmt.Errorf("applying config/rbac: %w", err)
+	}
+	return nil
+}
+
+// ManagerConfig installs config/rbac and returns a config that reaches the API server
+// as the manager's ServiceAccount, with a token of its own: a controller started with
+// it has exactly the permissions an install gives the manager, no more, so a missing
+// RBAC marker fails the test that needs it.
+func (e *Env) ManagerConfig(ctx context.Context) (*rest.Config, error) {
+	if err := e.InstallRBAC(ctx); err != nil {
+		return nil, err
+	}
+	return e.ServiceAccountConfig(ctx, OperatorNamespace, ManagerServiceAccount)
+}
+
+// ServiceAccountConfig returns a config that authenticates with a token of the
+// ServiceAccount (created if missing), as a pod running as it would.
+func (e *Env) ServiceAccountConfig(ctx context.Context, namespace, name string) (*rest.Config, error) {
+	token, err := e.ServiceAccountToken(ctx, namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	cfg := rest.AnonymousClientConfig(e.Config)
+	cfg.BearerToken = token
+	return cfg, nil
+}
+
+// ServiceAccountToken creates the ServiceAccount unless it exists and returns a token
+// for it from the TokenRequest API, valid for two hours (longer than any test run).
+func (e *Env) ServiceAccountToken(ctx context.Context, namespace, name string) (string, error) {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
+	if err := e.Client.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", fmt.Errorf("creating ServiceAccount %s/%s: %w", namespace, name, err)
+	}
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(2 * 60 * 60))}}
+	if err := e.Client.SubResource("token").Create(ctx, sa, tr); err != nil {
+		return "", fmt.Errorf("requesting a token of ServiceAccount %s/%s: %w", namespace, name, err)
+	}
+	return tr.Status.Token, nil
 }
 
 // WebhookInstallOptions tells where the API server expects the webhooks to be served.
