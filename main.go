@@ -280,8 +280,12 @@ func runAgent(args []string, stderr io.Writer) error {
 func runAgentMover(args []string, stderr io.Writer) error {
 	fs := newFlagSet("agent-mover", "Moves one volume's data for the agent: reads a job on stdin, reports on stdout.", stderr)
 	interval := fs.Duration("progress-interval", time.Second, "how often progress is reported to the agent")
+	confined := fs.Bool("confined", false, "the second stage, already inside the job's jail (the first stage starts it)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if !*confined {
+		return mover.Confine(os.Stdin, os.Stdout, []string{"holdfast", "agent-mover", "--confined", "--progress-interval", interval.String()})
 	}
 	// What the repository code logs (a restore falling back to kopia's cache, a fatal
 	// kopia error) goes to stderr, whose lines the agent puts in its own log.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -22,7 +21,6 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/holdfast-dev/holdfast/agent"
-	"github.com/holdfast-dev/holdfast/agent/mover"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/controllers/storage"
 	"github.com/holdfast-dev/holdfast/test/minio"
@@ -34,7 +32,6 @@ import (
 const (
 	roleEnv   = "HOLDFAST_TEST_ROLE"
 	roleAgent = "agent"
-	roleMover = "mover"
 )
 
 const (
@@ -51,6 +48,8 @@ type fixture struct {
 	kubeletRoot string
 	work        string
 	fsStore     string
+	// moverBinary is the holdfast binary the agent runs its data movers with.
+	moverBinary string
 
 	mu    sync.Mutex
 	agent *exec.Cmd
@@ -65,14 +64,6 @@ var (
 
 func TestMain(m *testing.M) {
 	switch os.Getenv(roleEnv) {
-	case roleMover:
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-		defer stop()
-		if err := mover.Serve(ctx, os.Stdin, os.Stdout, mover.Execute, 200*time.Millisecond); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
 	case roleAgent:
 		os.Exit(runAgentProcess())
 	}
@@ -96,7 +87,7 @@ func runAgentProcess() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	self, _ := os.Executable()
+	moverBinary := os.Getenv("HOLDFAST_TEST_MOVER")
 	err = agent.SetupWithManager(mgr, agent.Options{
 		NodeName:         nodeName,
 		KubeletRoot:      os.Getenv("HOLDFAST_TEST_KUBELET_ROOT"),
@@ -106,10 +97,10 @@ func runAgentProcess() int {
 		CacheDir:         os.Getenv("HOLDFAST_TEST_CACHE"),
 		ResticPath:       filepath.Join(testenv.ToolsBin(), "restic"),
 		ProgressInterval: 500 * time.Millisecond,
+		// The real data mover, as the agent runs it: it confines itself to the job's
+		// volume and re-executes inside that jail.
 		MoverCommand: func(ctx context.Context) *exec.Cmd {
-			cmd := exec.CommandContext(ctx, self)
-			cmd.Env = append(os.Environ(), roleEnv+"="+roleMover)
-			return cmd
+			return exec.CommandContext(ctx, moverBinary, "agent-mover", "--progress-interval", "200ms")
 		},
 	})
 	if err != nil {
@@ -148,6 +139,9 @@ func (f *fixture) setup(e *testenv.Env) (func(), error) {
 		}
 	}
 
+	if f.moverBinary, err = testenv.BuildHoldfast(dir); err != nil {
+		return fail(err)
+	}
 	if f.minio, err = minio.New(minio.Options{Buckets: []string{bucket}}); err != nil {
 		return fail(err)
 	}
@@ -213,7 +207,8 @@ func (f *fixture) startAgent() error {
 		"HOLDFAST_TEST_KUBECONFIG="+f.env.Kubeconfig,
 		"HOLDFAST_TEST_KUBELET_ROOT="+f.kubeletRoot,
 		"HOLDFAST_TEST_WORK="+filepath.Join(f.work, "agent"),
-		"HOLDFAST_TEST_CACHE="+f.cacheDir())
+		"HOLDFAST_TEST_CACHE="+f.cacheDir(),
+		"HOLDFAST_TEST_MOVER="+f.moverBinary)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	// Its own process group, so killing it also kills a data mover it runs.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

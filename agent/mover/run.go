@@ -36,7 +36,9 @@ func Run(ctx context.Context, cmd *exec.Cmd, job Job, onProgress func(Progress),
 	if err != nil {
 		return Result{}, err
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// A mount namespace of its own: the child builds the jail in it (see Confine)
+	// without changing the agent's view of the node.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Unshareflags: syscall.CLONE_NEWNS}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = StopGrace
 	if err := cmd.Start(); err != nil {

@@ -280,6 +280,9 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if failed := prog.failures(); failed != "" {
+				return fmt.Errorf("the snapshot of %s is incomplete: %s", req.Dir, failed)
+			}
 			return fmt.Errorf("the snapshot of %s is incomplete: %s", req.Dir, man.IncompleteReason)
 		}
 		man.Tags = map[string]string{}
@@ -313,6 +316,31 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 type kopiaProgress struct {
 	upload.NullUploadProgress
 	hashed, uploaded, files, totalBytes, totalFiles atomic.Int64
+
+	mu sync.Mutex
+	// failed are the first entries kopia could not read, "path: error".
+	failed []string
+}
+
+// maxReportedFailures bounds what a failed backup's message lists.
+const maxReportedFailures = 3
+
+// Error records an entry kopia could not read, so that a failed backup names it.
+func (p *kopiaProgress) Error(path string, err error, isIgnored bool) {
+	if isIgnored {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.failed) < maxReportedFailures {
+		p.failed = append(p.failed, fmt.Sprintf("cannot read %s: %v", path, err))
+	}
+}
+
+func (p *kopiaProgress) failures() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.failed, "; ")
 }
 
 func (p *kopiaProgress) Enabled() bool                { return true }
