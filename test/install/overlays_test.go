@@ -133,8 +133,9 @@ func TestDefaultInstall(t *testing.T) {
 		t.Error("the webhook Service does not select the manager pods")
 	}
 	metrics := into[corev1.Service](t, b.find("Service", "holdfast-manager-metrics"))
-	if metrics.Spec.Ports[0].Port != 8080 || !matches(metrics.Spec.Selector, d.Spec.Template.Labels) {
-		t.Errorf("metrics Service = %+v", metrics.Spec)
+	if p := metrics.Spec.Ports[0]; p.Port != 8080 || p.TargetPort.StrVal != "metrics" || p.AppProtocol == nil || *p.AppProtocol != "https" ||
+		!matches(metrics.Spec.Selector, d.Spec.Template.Labels) {
+		t.Errorf("metrics Service = %+v, want 8080 -> metrics, appProtocol https", metrics.Spec)
 	}
 }
 
@@ -177,7 +178,7 @@ func checkKubeletMount(t *testing.T, spec corev1.PodSpec, a *corev1.Container, h
 // never read Secrets outside the operator namespace.
 func TestRBAC(t *testing.T) {
 	b := build(t, "config/default")
-	bound := map[string]string{} // "<kind>/<name>" -> service account
+	bound := map[string][]string{} // "<kind>/<name>" -> service accounts
 	for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
 		for _, o := range b.ofKind(kind) {
 			rb := into[rbacv1.RoleBinding](t, o)
@@ -188,20 +189,37 @@ func TestRBAC(t *testing.T) {
 				if s.Kind != "ServiceAccount" || s.Namespace != ns {
 					t.Errorf("%s %s binds %s %s/%s", kind, rb.Name, s.Kind, s.Namespace, s.Name)
 				}
-				bound[rb.RoleRef.Kind+"/"+rb.RoleRef.Name] = s.Name
+				bound[rb.RoleRef.Kind+"/"+rb.RoleRef.Name] = append(bound[rb.RoleRef.Kind+"/"+rb.RoleRef.Name], s.Name)
 			}
 		}
 	}
-	for ref, sa := range map[string]string{
-		"ClusterRole/holdfast-manager":      "holdfast-manager",
-		"Role/holdfast-manager":             "holdfast-manager",
-		"ClusterRole/holdfast-agent":        "holdfast-agent",
-		"Role/holdfast-agent":               "holdfast-agent",
-		"ClusterRole/holdfast-webhook-cert": "holdfast-manager",
-		"Role/holdfast-webhook-cert":        "holdfast-manager",
+	for ref, sas := range map[string][]string{
+		"ClusterRole/holdfast-manager":      {"holdfast-manager"},
+		"Role/holdfast-manager":             {"holdfast-manager"},
+		"ClusterRole/holdfast-agent":        {"holdfast-agent"},
+		"Role/holdfast-agent":               {"holdfast-agent"},
+		"ClusterRole/holdfast-webhook-cert": {"holdfast-manager"},
+		"Role/holdfast-webhook-cert":        {"holdfast-manager"},
+		"ClusterRole/holdfast-metrics-auth": {"holdfast-manager", "holdfast-agent"},
+		// Bound by the user, to the ServiceAccount their Prometheus scrapes with.
+		"ClusterRole/holdfast-metrics-reader": nil,
 	} {
-		if bound[ref] != sa {
-			t.Errorf("%s is bound to %q, want service account %s", ref, bound[ref], sa)
+		got := slices.Sorted(slices.Values(bound[ref]))
+		if want := slices.Sorted(slices.Values(sas)); !slices.Equal(got, want) {
+			t.Errorf("%s is bound to %q, want service accounts %q", ref, got, want)
+		}
+	}
+	// The metrics endpoints' grants: ask the API server about a scrape's token, and
+	// read /metrics; nothing more.
+	for name, want := range map[string][]rbacv1.PolicyRule{
+		"holdfast-metrics-auth": {
+			{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
+			{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
+		},
+		"holdfast-metrics-reader": {{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}},
+	} {
+		if got := into[rbacv1.ClusterRole](t, b.find("ClusterRole", name)).Rules; !equality.Semantic.DeepEqual(got, want) {
+			t.Errorf("ClusterRole %s rules = %+v, want %+v", name, got, want)
 		}
 	}
 	agent := into[rbacv1.ClusterRole](t, b.find("ClusterRole", "holdfast-agent"))
