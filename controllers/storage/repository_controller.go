@@ -69,7 +69,7 @@ type RepositoryReconciler struct {
 	lastRun sync.Map // namespace/name -> time.Time
 }
 
-// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backuprepositories,verbs=get;list;watch;patch;update
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backuprepositories,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backuprepositories/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backupstoragelocations,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",namespace=holdfast-system,resources=secrets,verbs=get;list;watch;create

@@ -123,9 +123,9 @@ type RetentionReconciler struct {
 	Pool      *Pool
 }
 
-// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumebackuppolicies,verbs=get;list;watch;patch;update
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumebackuppolicies,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumebackuppolicies/finalizers,verbs=update
-// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups,verbs=get;list;watch;patch;update;delete
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
@@ -270,7 +270,7 @@ type SnapshotFinalizerReconciler struct {
 	Pool      *Pool
 }
 
-// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups,verbs=get;list;watch;patch;update;delete
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups/finalizers,verbs=update
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backuprepositories,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",namespace=holdfast-system,resources=secrets,verbs=get;list;watch
