@@ -1,5 +1,7 @@
-// Package restorewait is the restore-wait init container: it holds a pod until the agent
-// has restored every volume and written the done-marker .holdfast/<restore-uid> into it.
+// Package restorewait is the restore-wait protocol: the init container that holds a pod
+// until the agent has restored every volume and written the done-marker
+// .holdfast/<restore-uid> into it, and the agent's side, which writes that marker so
+// that nothing else in the volume can forge, hide or remove it (marker.go).
 package restorewait
 
 import (
@@ -7,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -18,11 +18,6 @@ const MarkerDir = ".holdfast"
 
 // FailedSuffix marks a restore the agent gave up on; the file holds the reason.
 const FailedSuffix = ".failed"
-
-// MarkerPath is where the agent writes the done-marker of a restore into a volume.
-func MarkerPath(volumeDir, restoreUID string) string {
-	return filepath.Join(volumeDir, MarkerDir, restoreUID)
-}
 
 // Options are what restore-wait waits for.
 type Options struct {
@@ -37,15 +32,16 @@ type Options struct {
 }
 
 // Wait returns nil once every volume holds its done-marker, after removing the markers
-// (so a later restore into the same volume does not see a stale one). It returns an
-// error as soon as a volume holds a failure marker, so the pod shows why instead of
-// starting on missing data.
+// (so that the application sees only its data). It returns an error as soon as a
+// volume holds a failure marker, so the pod shows why instead of starting on missing
+// data. Only markers the agent wrote count (see marker.go); anything else at their
+// place is logged once and waited past.
 func Wait(ctx context.Context, opts Options) error {
 	if len(opts.Volumes) == 0 {
 		return errors.New("no --volume given: nothing to wait for")
 	}
-	if opts.RestoreUID == "" || strings.ContainsAny(opts.RestoreUID, `/\`) || opts.RestoreUID == "." || opts.RestoreUID == ".." {
-		return fmt.Errorf("--restore-uid %q is not a UID", opts.RestoreUID)
+	if err := checkUID(opts.RestoreUID); err != nil {
+		return err
 	}
 	if opts.Interval <= 0 {
 		opts.Interval = time.Second
@@ -62,12 +58,18 @@ func Wait(ctx context.Context, opts Options) error {
 	ticker := time.NewTicker(opts.Interval)
 	defer ticker.Stop()
 	lastReport := time.Now()
+	told := map[string]bool{}
 	for {
 		for _, v := range opts.Volumes {
 			if !pending[v] {
 				continue
 			}
-			done, err := checkVolume(v, opts.RestoreUID)
+			done, err := checkVolume(v, opts.RestoreUID, func(why string) {
+				if !told[v+why] {
+					told[v+why] = true
+					fmt.Fprintf(opts.Log, "restore-wait: ignoring what is in %s: %s\n", v, why)
+				}
+			})
 			if err != nil {
 				return err
 			}
@@ -77,7 +79,8 @@ func Wait(ctx context.Context, opts Options) error {
 			}
 		}
 		if len(pending) == 0 {
-			return removeMarkers(opts.Volumes, opts.RestoreUID, opts.Log)
+			removeMarkers(opts.Volumes, opts.RestoreUID, opts.Log)
+			return nil
 		}
 		if time.Since(lastReport) >= time.Minute {
 			fmt.Fprintf(opts.Log, "restore-wait: still waiting for %d volume(s)\n", len(pending))
@@ -91,32 +94,31 @@ func Wait(ctx context.Context, opts Options) error {
 	}
 }
 
-func checkVolume(volume, uid string) (bool, error) {
-	marker := MarkerPath(volume, uid)
-	if msg, err := os.ReadFile(marker + FailedSuffix); err == nil {
-		return false, fmt.Errorf("the restore of %s failed: %s", volume, strings.TrimSpace(string(msg)))
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return false, fmt.Errorf("reading the failure marker in %s: %w", volume, err)
+// checkVolume says whether the agent has marked the volume restored, and returns the
+// agent's reason when it marked it failed. What the agent did not write is passed to
+// ignore, and waited past.
+func checkVolume(volume, uid string, ignore func(why string)) (bool, error) {
+	st, err := readMarkers(volume, uid)
+	if err != nil {
+		return false, fmt.Errorf("looking for the markers in %s: %w", volume, err)
 	}
-	_, err := os.Lstat(marker)
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, os.ErrNotExist):
-		return false, nil
-	default:
-		return false, fmt.Errorf("looking for the done-marker in %s: %w", volume, err)
+	if st.ignored != "" {
+		ignore(st.ignored)
 	}
+	if st.failed {
+		return false, fmt.Errorf("the restore of %s failed: %s", volume, strings.TrimSpace(st.reason))
+	}
+	return st.done, nil
 }
 
-func removeMarkers(volumes []string, uid string, log io.Writer) error {
+// removeMarkers removes the done-markers, so that the volume the application sees
+// holds only its data. A marker that cannot be removed is left, with a log line: the
+// data is there, and a marker left behind names only this restore.
+func removeMarkers(volumes []string, uid string, log io.Writer) {
 	for _, v := range volumes {
-		if err := os.Remove(MarkerPath(v, uid)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("removing the done-marker in %s: %w", v, err)
+		if err := removeMarker(v, uid); err != nil {
+			fmt.Fprintf(log, "restore-wait: left the done-marker in %s: %v\n", v, err)
 		}
-		// Leave the directory when another restore's marker is still in it.
-		_ = os.Remove(filepath.Join(v, MarkerDir))
 	}
 	fmt.Fprintln(log, "restore-wait: every volume restored; starting the application")
-	return nil
 }

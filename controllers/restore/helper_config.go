@@ -22,8 +22,9 @@ type helperSettings struct {
 	SecurityContext *corev1.SecurityContext
 }
 
-// defaultHelper runs restore-wait small, unprivileged and read-only: it only reads and
-// removes marker files that the agent makes world-writable for it.
+// defaultHelper runs restore-wait small, unprivileged and read-only: it only reads the
+// agent's markers and removes them from a directory the agent makes its user's (the
+// agent reads that user from the pod, so runAsUser is set here).
 func defaultHelper(image string) helperSettings {
 	return helperSettings{
 		Image: image,
