@@ -48,10 +48,12 @@ func ownerSites(t *testing.T, patterns ...string) []ownerSite {
 	t.Helper()
 	type listed struct {
 		ImportPath, Dir, Export string
-		GoFiles                 []string
-		DepOnly                 bool
+		// CompiledGoFiles, not GoFiles: a package that uses cgo type-checks only
+		// with the Go files cgo makes of it.
+		CompiledGoFiles []string
+		DepOnly         bool
 	}
-	cmd := exec.Command("go", append([]string{"list", "-export", "-deps", "-json=ImportPath,Dir,Export,GoFiles,DepOnly"}, patterns...)...)
+	cmd := exec.Command("go", append([]string{"list", "-export", "-compiled", "-deps", "-json=ImportPath,Dir,Export,CompiledGoFiles,DepOnly"}, patterns...)...)
 	cmd.Dir = testenv.RepoRoot()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -83,8 +85,11 @@ func ownerSites(t *testing.T, patterns ...string) []ownerSite {
 	var sites []ownerSite
 	for _, p := range targets {
 		var files []*ast.File
-		for _, f := range p.GoFiles {
-			af, err := parser.ParseFile(fset, filepath.Join(p.Dir, f), nil, 0)
+		for _, f := range p.CompiledGoFiles {
+			if !filepath.IsAbs(f) {
+				f = filepath.Join(p.Dir, f)
+			}
+			af, err := parser.ParseFile(fset, f, nil, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
