@@ -288,6 +288,58 @@ func TestImmutableFieldsCannotChange(t *testing.T) {
 	}
 }
 
+// TestRestoreCannotBeRedirected: every field of a PodVolumeRestore that says whose data
+// goes where is fixed at creation, so that nobody who may update a restore the manager
+// created (a namespace admin, a GitOps tool) can point it at another namespace's
+// snapshot (review H1).
+func TestRestoreCannotBeRedirected(t *testing.T) {
+	env := testenv.Require(t, env)
+	ctx := ctxFor(t)
+	ns := env.Namespace(t, nil)
+	pvr := &v1.PodVolumeRestore{
+		ObjectMeta: metav1.ObjectMeta{Name: "r", Namespace: ns},
+		Spec: v1.PodVolumeRestoreSpec{Node: "n1", Pod: v1.PodReference{Name: "p", UID: "u1"}, Volume: "data",
+			VolumeRestore: "vr", SnapshotID: "s1", SourceNamespace: ns, StorageLocation: "default",
+			Repository: "default-kopia", Uploader: v1.UploaderKopia},
+	}
+	if err := env.Client.Create(ctx, pvr); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		field  string
+		change func(*v1.PodVolumeRestoreSpec)
+		want   string
+	}{
+		{"sourceNamespace", func(s *v1.PodVolumeRestoreSpec) { s.SourceNamespace = "victim" }, "sourceNamespace is immutable"},
+		{"repository", func(s *v1.PodVolumeRestoreSpec) { s.Repository = "other-kopia" }, "repository is immutable"},
+		{"storageLocation", func(s *v1.PodVolumeRestoreSpec) { s.StorageLocation = "other" }, "storageLocation is immutable"},
+		{"snapshotID", func(s *v1.PodVolumeRestoreSpec) { s.SnapshotID = "s2" }, "snapshotID is immutable"},
+		{"volumeRestore", func(s *v1.PodVolumeRestoreSpec) { s.VolumeRestore = "other" }, "volumeRestore is immutable"},
+		{"uploader", func(s *v1.PodVolumeRestoreSpec) { s.Uploader = v1.UploaderRestic }, "uploader is immutable"},
+		{"podVolumeBackup added", func(s *v1.PodVolumeRestoreSpec) { s.PodVolumeBackup = "b" }, "fixed at creation"},
+		{"sourcePath added", func(s *v1.PodVolumeRestoreSpec) { s.SourcePath = "/pvc/x" }, "fixed at creation"},
+	} {
+		// From the stored object each time: a change that got through must not turn the
+		// next one into a conflict.
+		edited := &v1.PodVolumeRestore{}
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(pvr), edited); err != nil {
+			t.Fatal(err)
+		}
+		tc.change(&edited.Spec)
+		if err := env.Client.Update(ctx, edited); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("changing %s: err = %v, want %q", tc.field, err, tc.want)
+		}
+	}
+	canceled := &v1.PodVolumeRestore{}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(pvr), canceled); err != nil {
+		t.Fatal(err)
+	}
+	canceled.Spec.Cancel = true
+	if err := env.Client.Update(ctx, canceled); err != nil {
+		t.Errorf("setting spec.cancel must be allowed: %v", err)
+	}
+}
+
 func TestNodeIsASelectableField(t *testing.T) {
 	env := testenv.Require(t, env)
 	ctx := ctxFor(t)

@@ -5,7 +5,8 @@ import (
 )
 
 // PodVolumeBackupSpec is one volume of one pod to back up in one run. Everything but
-// cancel is fixed at creation.
+// cancel and tags is fixed at creation.
+// +kubebuilder:validation:XValidation:rule="has(self.claimName) == has(oldSelf.claimName)",message="claimName is fixed at creation"
 type PodVolumeBackupSpec struct {
 	// node is the node the pod runs on; only that node's agent handles the backup
 	// (a selectable field, so each agent watches only its own node's work).

@@ -5,7 +5,9 @@ import (
 )
 
 // PodVolumeRestoreSpec is one snapshot to restore into one volume of one pod. Everything
-// but cancel is fixed at creation.
+// but cancel is fixed at creation: a change could point the restore at another
+// namespace's data.
+// +kubebuilder:validation:XValidation:rule="has(self.podVolumeBackup) == has(oldSelf.podVolumeBackup) && has(self.sourcePath) == has(oldSelf.sourcePath)",message="podVolumeBackup and sourcePath are fixed at creation"
 type PodVolumeRestoreSpec struct {
 	// node is the node the pod is scheduled on; only that node's agent handles the
 	// restore (a selectable field).
@@ -32,6 +34,7 @@ type PodVolumeRestoreSpec struct {
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="volumeRestore is immutable"
 	VolumeRestore string `json:"volumeRestore"`
 
 	// snapshotID is the snapshot to restore.
@@ -44,33 +47,39 @@ type PodVolumeRestoreSpec struct {
 	// podVolumeBackup is the backup the snapshot came from, when it is known.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="podVolumeBackup is immutable"
 	PodVolumeBackup string `json:"podVolumeBackup,omitempty"`
 
 	// sourceNamespace is the namespace whose repository holds the snapshot.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="sourceNamespace is immutable"
 	SourceNamespace string `json:"sourceNamespace"`
 
 	// sourcePath is the source identity the snapshot was taken of.
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="sourcePath is immutable"
 	SourcePath string `json:"sourcePath,omitempty"`
 
 	// storageLocation is the BackupStorageLocation holding the repository.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="storageLocation is immutable"
 	StorageLocation string `json:"storageLocation"`
 
 	// repository is the BackupRepository, in sourceNamespace, holding the snapshot.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="repository is immutable"
 	Repository string `json:"repository"`
 
 	// uploader is the program that made the snapshot and restores it.
 	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="uploader is immutable"
 	Uploader Uploader `json:"uploader"`
 
 	// cancel asks the agent to stop the restore; it ends Canceled.
