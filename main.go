@@ -40,6 +40,7 @@ import (
 	policyctrl "github.com/holdfast-dev/holdfast/controllers/policy"
 	"github.com/holdfast-dev/holdfast/controllers/restore"
 	"github.com/holdfast-dev/holdfast/controllers/storage"
+	"github.com/holdfast-dev/holdfast/internal/jobcredentials"
 	"github.com/holdfast-dev/holdfast/internal/repository"
 	"github.com/holdfast-dev/holdfast/internal/webhookcert"
 )
@@ -190,6 +191,8 @@ func runManager(args []string, stderr io.Writer) error {
 		"private directory (mode 0700, memory-backed in the pod) for repository config files and bounded caches")
 	resticPathManager := fs.String("restic-path", "restic", "the restic binary, for restic repositories")
 	maxMaintenance := fs.Int("max-concurrent-maintenance", 2, "repository maintenance passes that may run at once")
+	agentServiceAccount := fs.String("agent-service-account", "holdfast-agent",
+		"ServiceAccount of the node agents in the operator namespace: only its node-bound tokens get a job's repository key")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -226,6 +229,7 @@ func runManager(args []string, stderr io.Writer) error {
 	if err := storage.Setup(mgr, storage.Options{Namespace: *namespace, WorkDir: *repoWorkDir, ResticPath: *resticPathManager, MaxConcurrentMaintenance: *maxMaintenance}); err != nil {
 		return err
 	}
+	storage.SetupJobCredentials(mgr, *namespace, *agentServiceAccount)
 	if err := policyctrl.Setup(mgr); err != nil {
 		return err
 	}
@@ -254,6 +258,14 @@ func runAgent(args []string, stderr io.Writer) error {
 	cacheSize := fs.String("cache-size", "1Gi", "the budget of the caches backups keep; the least recently used are removed beyond it")
 	resticPath := fs.String("restic-path", "restic", "the restic binary")
 	progressInterval := fs.Duration("progress-interval", 5*time.Second, "how often a running backup or restore updates its status")
+	var manager agent.ManagerOptions
+	fs.StringVar(&manager.Service, "manager-service", "holdfast-webhook-service",
+		"the manager's webhook Service in the operator namespace, through which the agent asks for each job's repository key")
+	fs.StringVar(&manager.WebhookConfiguration, "manager-webhook-configuration", "holdfast-mutating-webhook-configuration",
+		"the MutatingWebhookConfiguration whose caBundle signs the manager's serving certificate")
+	fs.StringVar(&manager.URL, "manager-url", "", "reach the manager at this https URL instead of through --manager-service")
+	fs.StringVar(&manager.TokenFile, "manager-token-file", "/var/run/secrets/holdfast/manager-token/token",
+		"the agent's projected ServiceAccount token for the manager (audience "+jobcredentials.Audience+")")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -285,7 +297,7 @@ func runAgent(args []string, stderr io.Writer) error {
 	if err := agent.SetupWithManager(mgr, agent.Options{
 		NodeName: *nodeName, KubeletRoot: *kubeletRoot, Namespace: *namespace, Concurrency: *concurrency,
 		WorkDir: *workDir, CacheDir: *cacheDir, CacheSizeBytes: cacheBytes.Value(),
-		ResticPath: *resticPath, ProgressInterval: *progressInterval,
+		ResticPath: *resticPath, ProgressInterval: *progressInterval, Manager: manager,
 	}); err != nil {
 		return err
 	}

@@ -2,10 +2,12 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,7 +23,7 @@ import (
 	"github.com/holdfast-dev/holdfast/agent/volumepath"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
-	"github.com/holdfast-dev/holdfast/internal/repository"
+	"github.com/holdfast-dev/holdfast/internal/jobcredentials"
 )
 
 // Options configure the agent of one node.
@@ -48,6 +50,23 @@ type Options struct {
 	// MoverCommand returns the command that runs mover.Serve in a child process.
 	// The default re-executes this binary as `holdfast agent-mover`.
 	MoverCommand func(ctx context.Context) *exec.Cmd
+	// Manager is how the agent asks the manager for a job's repository key and store
+	// credentials (package jobcredentials); the agent reads no Secret itself.
+	Manager ManagerOptions
+}
+
+// ManagerOptions locate the manager and say how the agent proves who it is.
+type ManagerOptions struct {
+	// Service is the manager's webhook Service in the operator namespace.
+	Service string
+	// WebhookConfiguration is the MutatingWebhookConfiguration whose caBundle signs
+	// the manager's serving certificate.
+	WebhookConfiguration string
+	// URL, when set, reaches the manager directly instead of through Service.
+	URL string
+	// TokenFile is the agent's projected ServiceAccount token with audience
+	// jobcredentials.Audience.
+	TokenFile string
 }
 
 // Agent holds what both reconcilers share.
@@ -59,6 +78,8 @@ type Agent struct {
 	recorder  events.EventRecorder
 	opts      Options
 	caches    *caches
+	// manager hands out each job's key and credentials.
+	manager *jobcredentials.Client
 }
 
 // SetupWithManager registers the PodVolumeBackup and PodVolumeRestore reconcilers of
@@ -95,12 +116,24 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("creating the agent cache directory: %w", err)
 	}
+	if opts.Manager.TokenFile == "" {
+		return fmt.Errorf("the agent needs the path of its ServiceAccount token for the manager")
+	}
+	if err := removeStaleJobs(opts.WorkDir); err != nil {
+		return err
+	}
 	a := &Agent{
 		Client:    mgr.GetClient(),
 		apiReader: mgr.GetAPIReader(),
 		recorder:  mgr.GetEventRecorder("holdfast-agent"),
 		opts:      opts,
 		caches:    caches,
+		manager: &jobcredentials.Client{
+			Reader:    mgr.GetAPIReader(),
+			Namespace: opts.Namespace, Service: opts.Manager.Service,
+			WebhookConfiguration: opts.Manager.WebhookConfiguration,
+			URL:                  opts.Manager.URL, TokenFile: opts.Manager.TokenFile,
+		},
 	}
 	if opts.Concurrency < 1 {
 		opts.Concurrency = 1
@@ -181,61 +214,86 @@ type errNotReady struct{ msg string }
 
 func (e errNotReady) Error() string { return e.msg }
 
-// repositoryJob fills the repository part of a mover job: the location, its
-// credentials and the repository's own key. A repository that is not Ready yet gives
-// errNotReady; one that is Stalled gives its reason.
-func (a *Agent) repositoryJob(ctx context.Context, namespace, repoName string) (mover.Job, error) {
+// repositoryReady checks, in the agent's own view, that a job's repository can be
+// used: errNotReady while it is being created, an error when it is Stalled. The
+// manager checks again before it hands over the key.
+func (a *Agent) repositoryReady(ctx context.Context, namespace, repoName string) error {
 	repo := &v1.BackupRepository{}
 	if err := a.Get(ctx, types.NamespacedName{Namespace: namespace, Name: repoName}, repo); err != nil {
 		if apierrors.IsNotFound(err) {
-			return mover.Job{}, errNotReady{fmt.Sprintf("waiting for BackupRepository %s/%s to be created", namespace, repoName)}
+			return errNotReady{fmt.Sprintf("waiting for BackupRepository %s/%s to be created", namespace, repoName)}
 		}
-		return mover.Job{}, err
+		return err
 	}
 	if !conditions.IsReady(repo.Status.Conditions) {
 		msg := conditions.ReadyMessage(repo.Status.Conditions)
 		if conditions.IsStalled(repo.Status.Conditions) {
-			return mover.Job{}, fmt.Errorf("BackupRepository %s/%s cannot be used: %s", namespace, repoName, msg)
+			return fmt.Errorf("BackupRepository %s/%s cannot be used: %s", namespace, repoName, msg)
 		}
 		if msg == "" {
 			msg = "not initialised yet"
 		}
-		return mover.Job{}, errNotReady{fmt.Sprintf("waiting for BackupRepository %s/%s to be ready: %s", namespace, repoName, msg)}
+		return errNotReady{fmt.Sprintf("waiting for BackupRepository %s/%s to be ready: %s", namespace, repoName, msg)}
 	}
-	loc := &v1.BackupStorageLocation{}
-	if err := a.apiReader.Get(ctx, types.NamespacedName{Name: repo.Spec.StorageLocation}, loc); err != nil {
-		return mover.Job{}, fmt.Errorf("reading BackupStorageLocation %s: %w", repo.Spec.StorageLocation, err)
-	}
-	job := mover.Job{
-		Uploader:   repo.Spec.Uploader,
-		Namespace:  namespace,
-		Location:   loc.Spec,
-		ResticPath: a.opts.ResticPath,
-	}
-	if s3 := loc.Spec.S3; s3 != nil {
-		creds := &corev1.Secret{}
-		if err := a.apiReader.Get(ctx, types.NamespacedName{Namespace: a.opts.Namespace, Name: s3.CredentialsSecretRef.Name}, creds); err != nil {
-			return mover.Job{}, fmt.Errorf("reading the credentials Secret %s/%s of BackupStorageLocation %s: %w",
-				a.opts.Namespace, s3.CredentialsSecretRef.Name, loc.Name, err)
-		}
-		job.Credentials = creds.Data
-	}
-	key := &corev1.Secret{}
-	if err := a.apiReader.Get(ctx, types.NamespacedName{Namespace: a.opts.Namespace, Name: repo.Status.KeySecretName}, key); err != nil {
-		return mover.Job{}, fmt.Errorf("reading the key Secret %s/%s of BackupRepository %s/%s: %w",
-			a.opts.Namespace, repo.Status.KeySecretName, namespace, repoName, err)
-	}
-	if len(key.Data[repository.KeySecretKey]) == 0 {
-		return mover.Job{}, fmt.Errorf("the key Secret %s/%s has no %q", a.opts.Namespace, repo.Status.KeySecretName, repository.KeySecretKey)
-	}
-	job.Password = string(key.Data[repository.KeySecretKey])
-	return job, nil
+	return nil
 }
+
+// credentialsRetryMax bounds the wait between two requests to a manager that cannot
+// be reached or whose repository is not ready yet.
+const credentialsRetryMax = 30 * time.Second
+
+// withCredentials fills the repository part of a job from the manager, just before
+// the job runs: the key is held only while it is needed, and a restore's grant is
+// checked when the data moves, not when it was planned. While the manager cannot be
+// reached or the repository is not ready, it reports the reason through waiting and
+// asks again; a refusal is returned (the job fails with it).
+func (a *Agent) withCredentials(ctx context.Context, req jobcredentials.Request, job mover.Job, waiting func(msg string)) (mover.Job, error) {
+	delay := time.Second
+	for {
+		g, err := a.manager.Fetch(ctx, req)
+		if err == nil {
+			job.Uploader, job.Namespace, job.Location = g.Uploader, g.Namespace, g.Location
+			job.Credentials, job.Password, job.ResticPath = g.Credentials, g.Password, a.opts.ResticPath
+			return job, nil
+		}
+		var e *jobcredentials.Error
+		if !errors.As(err, &e) || e.Outcome == jobcredentials.Denied {
+			return job, err
+		}
+		waiting(e.Message)
+		select {
+		case <-ctx.Done():
+			return job, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, credentialsRetryMax)
+	}
+}
+
+// removeStaleJobs removes what data movers of an earlier agent process left in the
+// work directory: their repository configs hold store credentials.
+func removeStaleJobs(workDir string) error {
+	entries, err := os.ReadDir(workDir)
+	if err != nil {
+		return fmt.Errorf("reading the agent work directory: %w", err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), jobDirPrefix) {
+			if err := os.RemoveAll(filepath.Join(workDir, e.Name())); err != nil {
+				return fmt.Errorf("removing the leftover job directory %s: %w", e.Name(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// jobDirPrefix names each job's private directory in the work directory.
+const jobDirPrefix = "job-"
 
 // runMover runs one job in a child process with a private work directory, publishing
 // progress at most every ProgressInterval.
 func (a *Agent) runMover(ctx context.Context, job mover.Job, publish func(mover.Progress)) (mover.Result, error) {
-	work, err := os.MkdirTemp(a.opts.WorkDir, "job-")
+	work, err := os.MkdirTemp(a.opts.WorkDir, jobDirPrefix)
 	if err != nil {
 		return mover.Result{}, fmt.Errorf("creating a work directory: %w", err)
 	}

@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
@@ -249,6 +250,9 @@ func createRestore(t *testing.T, v volume, name, snapshot, location, repo string
 		Spec: v1.PodVolumeRestoreSpec{Node: nodeName, Pod: v1.PodReference{Name: v.pod, UID: string(v.uid)}, Volume: v.name,
 			VolumeRestore: name, SnapshotID: snapshot, SourceNamespace: v.ns, SourcePath: "/deployment/app/data",
 			StorageLocation: location, Repository: repo, Uploader: uploader},
+	}
+	if err := controllerutil.SetControllerReference(vr, pvr, env.Scheme); err != nil {
+		t.Fatal(err)
 	}
 	if err := env.Client.Create(ctxFor(t), pvr); err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"github.com/holdfast-dev/holdfast/agent/mover"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
+	"github.com/holdfast-dev/holdfast/internal/jobcredentials"
 )
 
 // Reasons on PodVolumeBackup and PodVolumeRestore conditions.
@@ -36,10 +37,10 @@ const msgAgentRestarted = "the agent restarted while this volume was being moved
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups,verbs=get;list;watch
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backuprepositories,verbs=get;list;watch
-// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backupstoragelocations,verbs=get
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims;persistentvolumes,verbs=get
-// +kubebuilder:rbac:groups="",namespace=holdfast-system,resources=secrets,verbs=get
+// +kubebuilder:rbac:groups="",namespace=holdfast-system,resources=services,verbs=get,resourceNames=holdfast-webhook-service
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get,resourceNames=holdfast-mutating-webhook-configuration
 
 // PodVolumeBackupReconciler backs up the volumes of the PodVolumeBackups of its node.
 type PodVolumeBackupReconciler struct {
@@ -81,7 +82,7 @@ func (r *PodVolumeBackupReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		return ctrl.Result{}, r.finish(ctx, pvb, v1.RunCanceled, reasonCanceled, "canceled before the backup started", nil)
 	}
 
-	job, err := r.repositoryJob(ctx, pvb.Namespace, pvb.Spec.Repository)
+	err = r.repositoryReady(ctx, pvb.Namespace, pvb.Spec.Repository)
 	var wait errNotReady
 	switch {
 	case errors.As(err, &wait):
@@ -90,9 +91,7 @@ func (r *PodVolumeBackupReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	case err != nil:
 		return ctrl.Result{}, r.finish(ctx, pvb, v1.RunFailed, reasonFailed, err.Error(), nil)
 	}
-	job.Kind = mover.KindBackup
-	job.SourcePath = pvb.Spec.SourcePath
-	job.Tags = backupTags(pvb)
+	job := mover.Job{Kind: mover.KindBackup, SourcePath: pvb.Spec.SourcePath, Tags: backupTags(pvb)}
 	r.jobs.start(context.WithoutCancel(ctx), key, types.UID(pvb.Spec.Pod.UID), func(ctx context.Context, stopReason func() string) {
 		r.backup(ctx, pvb.DeepCopy(), job, stopReason)
 	})
@@ -116,11 +115,26 @@ func (r *PodVolumeBackupReconciler) backup(ctx context.Context, pvb *v1.PodVolum
 		return
 	}
 	job.Dir = tgt.dir
+	req := jobcredentials.Request{Kind: jobcredentials.KindBackup, Namespace: pvb.Namespace, Name: pvb.Name, UID: pvb.UID}
+	job, err = r.withCredentials(ctx, req, job, func(msg string) {
+		if err := r.waiting(bg, pvb, msg); err != nil {
+			log.Error(err, "reporting the wait for the repository key")
+		}
+	})
+	switch {
+	case ctx.Err() != nil:
+		r.finishOrLog(bg, pvb, v1.RunCanceled, reasonCanceled, "canceled before the backup started", nil)
+		return
+	case err != nil:
+		r.finishOrLog(bg, pvb, v1.RunFailed, reasonFailed, err.Error(), nil)
+		return
+	}
 	if err := r.patchStatus(bg, pvb, func(st *v1.PodVolumeBackupStatus) {
 		st.Phase = v1.RunInProgress
 		st.Message = ""
 		st.StartTime = now()
-		conditions.MarkReconciling(&st.Conditions, pvb.Generation, reasonInProgress, "backing up "+tgt.dir)
+		conditions.MarkReconciling(&st.Conditions, pvb.Generation, reasonInProgress,
+			fmt.Sprintf("backing up volume %s of pod %s", pvb.Spec.Volume, pvb.Spec.Pod.Name))
 	}); err != nil {
 		log.Error(err, "marking the backup InProgress")
 	}

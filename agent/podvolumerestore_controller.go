@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -16,14 +18,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/holdfast-dev/holdfast/agent/mover"
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	"github.com/holdfast-dev/holdfast/agent/volumepath"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
+	"github.com/holdfast-dev/holdfast/internal/jobcredentials"
+	"github.com/holdfast-dev/holdfast/internal/confinedfs"
 )
 
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumerestores,verbs=get;list;watch
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumerestores/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumerestores,verbs=get
 
 // PodVolumeRestoreReconciler restores snapshots into the pod volumes of its node and
 // writes the done-marker that releases the pod's restore-wait init container.
@@ -66,7 +70,7 @@ func (r *PodVolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Req
 		return ctrl.Result{}, r.finish(ctx, pvr, v1.RunCanceled, reasonCanceled, "canceled before the restore started", nil)
 	}
 
-	job, err := r.repositoryJob(ctx, pvr.Spec.SourceNamespace, pvr.Spec.Repository)
+	err = r.repositoryReady(ctx, pvr.Spec.SourceNamespace, pvr.Spec.Repository)
 	var wait errNotReady
 	switch {
 	case errors.As(err, &wait):
@@ -77,13 +81,8 @@ func (r *PodVolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	if msg, ok := r.volumeNotMountedYet(ctx, pvr); ok {
 		return ctrl.Result{RequeueAfter: 2 * time.Second}, r.waiting(ctx, pvr, msg)
 	}
-	restoreUID, err := r.restoreUID(ctx, pvr)
-	if err != nil {
-		return ctrl.Result{}, r.finish(ctx, pvr, v1.RunFailed, reasonFailed, err.Error(), nil)
-	}
-	job.Kind = mover.KindRestore
-	job.SnapshotID = pvr.Spec.SnapshotID
-	job.SourcePath = pvr.Spec.SourcePath
+	restoreUID := restoreUIDOf(pvr)
+	job := mover.Job{Kind: mover.KindRestore, SnapshotID: pvr.Spec.SnapshotID, SourcePath: pvr.Spec.SourcePath}
 	r.jobs.start(context.WithoutCancel(ctx), key, types.UID(pvr.Spec.Pod.UID), func(ctx context.Context, stopReason func() string) {
 		r.restore(ctx, pvr.DeepCopy(), job, restoreUID, stopReason)
 	})
@@ -108,18 +107,14 @@ func (r *PodVolumeRestoreReconciler) volumeNotMountedYet(ctx context.Context, pv
 	return fmt.Sprintf("waiting for the kubelet to set up volume %s of pod %s", pvr.Spec.Volume, pvr.Spec.Pod.Name), true
 }
 
-// restoreUID is the UID of the VolumeRestore the marker is named after.
-func (r *PodVolumeRestoreReconciler) restoreUID(ctx context.Context, pvr *v1.PodVolumeRestore) (string, error) {
-	for _, ref := range pvr.OwnerReferences {
-		if ref.Kind == "VolumeRestore" && ref.Name == pvr.Spec.VolumeRestore {
-			return string(ref.UID), nil
-		}
+// restoreUIDOf is the UID of the VolumeRestore the marker is named after: the
+// restore's controller owner. A restore without one was not made by the restore
+// controller; the manager refuses it its key.
+func restoreUIDOf(pvr *v1.PodVolumeRestore) string {
+	if ref := metav1.GetControllerOf(pvr); ref != nil && ref.Kind == "VolumeRestore" && ref.Name == pvr.Spec.VolumeRestore {
+		return string(ref.UID)
 	}
-	vr := &v1.VolumeRestore{}
-	if err := r.apiReader.Get(ctx, types.NamespacedName{Namespace: pvr.Namespace, Name: pvr.Spec.VolumeRestore}, vr); err != nil {
-		return "", fmt.Errorf("reading VolumeRestore %s: %w", pvr.Spec.VolumeRestore, err)
-	}
-	return string(vr.UID), nil
+	return ""
 }
 
 func (r *PodVolumeRestoreReconciler) restore(ctx context.Context, pvr *v1.PodVolumeRestore, job mover.Job, restoreUID string, stopReason func() string) {
@@ -136,11 +131,33 @@ func (r *PodVolumeRestoreReconciler) restore(ctx context.Context, pvr *v1.PodVol
 		return
 	}
 	job.Dir = tgt.dir
+	// Only a pod held by restore-wait gets a marker: in a running pod's volume (a
+	// data-only restore) nobody would remove it.
+	markerDir := ""
+	if restoreUID != "" && waitsFor(tgt.pod, restoreUID) {
+		markerDir = tgt.dir
+	}
+	req := jobcredentials.Request{Kind: jobcredentials.KindRestore, Namespace: pvr.Namespace, Name: pvr.Name, UID: pvr.UID}
+	job, err = r.withCredentials(ctx, req, job, func(msg string) {
+		if err := r.waiting(bg, pvr, msg); err != nil {
+			log.Error(err, "reporting the wait for the repository key")
+		}
+	})
+	switch {
+	case ctx.Err() != nil:
+		r.finishOrLog(bg, pvr, markerDir, restoreUID, v1.RunCanceled, reasonCanceled, "canceled before the restore started", nil)
+		return
+	case err != nil:
+		// Nothing was written; restore-wait, if it holds the pod, says why.
+		r.finishOrLog(bg, pvr, markerDir, restoreUID, v1.RunFailed, reasonFailed, err.Error(), nil)
+		return
+	}
 	if err := r.patchStatus(bg, pvr, func(st *v1.PodVolumeRestoreStatus) {
 		st.Phase = v1.RunInProgress
 		st.Message = ""
 		st.StartTime = now()
-		conditions.MarkReconciling(&st.Conditions, pvr.Generation, reasonInProgress, "restoring into "+tgt.dir)
+		conditions.MarkReconciling(&st.Conditions, pvr.Generation, reasonInProgress,
+			fmt.Sprintf("restoring snapshot %s into volume %s of pod %s", pvr.Spec.SnapshotID, pvr.Spec.Volume, pvr.Spec.Pod.Name))
 	}); err != nil {
 		log.Error(err, "marking the restore InProgress")
 	}
@@ -151,12 +168,6 @@ func (r *PodVolumeRestoreReconciler) restore(ctx context.Context, pvr *v1.PodVol
 			log.Error(err, "publishing progress")
 		}
 	})
-	// Only a pod held by restore-wait gets a marker: in a running pod's volume (a
-	// data-only restore) nobody would remove it.
-	markerDir := ""
-	if waitsFor(tgt.pod, restoreUID) {
-		markerDir = tgt.dir
-	}
 	switch {
 	case err != nil:
 		r.finishOrLog(bg, pvr, markerDir, restoreUID, v1.RunFailed, reasonFailed, err.Error(), &res)
@@ -174,7 +185,7 @@ func (r *PodVolumeRestoreReconciler) restore(ctx context.Context, pvr *v1.PodVol
 
 func (r *PodVolumeRestoreReconciler) finishOrLog(ctx context.Context, pvr *v1.PodVolumeRestore, dir, restoreUID string, phase v1.RunPhase, reason, msg string, res *mover.Result) {
 	if dir != "" {
-		if err := r.writeMarker(ctx, pvr, dir, restoreUID, phase, msg); err != nil {
+		if err := writeMarker(dir, restoreUID, phase, msg); err != nil {
 			phase, reason, msg = v1.RunFailed, reasonFailed, "the data was restored but the done-marker could not be written: "+err.Error()
 		}
 	}
@@ -194,6 +205,34 @@ func waitsFor(pod *corev1.Pod, restoreUID string) bool {
 		}
 	}
 	return false
+}
+
+// writeMarker tells restore-wait how the restore of this volume ended: the marker
+// .holdfast/<restore uid> on success, <marker>.failed holding the reason otherwise. It
+// writes through confinedfs, so a .holdfast symlink planted in the volume is replaced,
+// never followed.
+func writeMarker(dir, restoreUID string, phase v1.RunPhase, msg string) error {
+	w, err := confinedfs.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	if err := w.Mkdir(restorewait.MarkerDir); err != nil {
+		return err
+	}
+	// restore-wait runs unprivileged as any user: it must be able to read the marker
+	// and remove it, so the directory is world-writable.
+	if err := w.SetMetadata(restorewait.MarkerDir, confinedfs.Meta{Mode: 0o777, UID: -1, GID: -1}); err != nil {
+		return err
+	}
+	name, content := restorewait.MarkerDir+"/"+restoreUID, "restored\n"
+	if phase != v1.RunCompleted {
+		name, content = name+restorewait.FailedSuffix, msg+"\n"
+	}
+	if _, err := w.WriteFile(name, strings.NewReader(content)); err != nil {
+		return err
+	}
+	return w.SetMetadata(name, confinedfs.Meta{Mode: 0o644, UID: -1, GID: -1})
 }
 
 func (r *PodVolumeRestoreReconciler) finish(ctx context.Context, pvr *v1.PodVolumeRestore, phase v1.RunPhase, reason, msg string, res *mover.Result) error {

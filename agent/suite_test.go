@@ -50,6 +50,8 @@ type fixture struct {
 	fsStore     string
 	// moverBinary is the holdfast binary the agent runs its data movers with.
 	moverBinary string
+	// managerURL serves job credentials; managerToken is the agent's token for it.
+	managerURL, managerToken string
 
 	mu    sync.Mutex
 	agent *exec.Cmd
@@ -97,6 +99,11 @@ func runAgentProcess() int {
 		CacheDir:         os.Getenv("HOLDFAST_TEST_CACHE"),
 		ResticPath:       filepath.Join(testenv.ToolsBin(), "restic"),
 		ProgressInterval: 500 * time.Millisecond,
+		Manager: agent.ManagerOptions{
+			URL:                  os.Getenv("HOLDFAST_TEST_MANAGER_URL"),
+			WebhookConfiguration: managerWebhookConfigName,
+			TokenFile:            os.Getenv("HOLDFAST_TEST_MANAGER_TOKEN"),
+		},
 		// The real data mover, as the agent runs it: it confines itself to the job's
 		// volume and re-executes inside that jail.
 		MoverCommand: func(ctx context.Context) *exec.Cmd {
@@ -153,6 +160,16 @@ func (f *fixture) setup(e *testenv.Env) (func(), error) {
 	if err := f.createLocations(ctx); err != nil {
 		return fail(err)
 	}
+	// The agent reads no Secret: it asks the manager for each job's key.
+	if f.managerToken, err = f.agentToken(ctx); err != nil {
+		return fail(err)
+	}
+	managerURL, stopServing, err := f.serveJobCredentials(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	f.managerURL = managerURL
+	stops = append(stops, stopServing)
 
 	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{Scheme: e.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err != nil {
@@ -208,7 +225,9 @@ func (f *fixture) startAgent() error {
 		"HOLDFAST_TEST_KUBELET_ROOT="+f.kubeletRoot,
 		"HOLDFAST_TEST_WORK="+filepath.Join(f.work, "agent"),
 		"HOLDFAST_TEST_CACHE="+f.cacheDir(),
-		"HOLDFAST_TEST_MOVER="+f.moverBinary)
+		"HOLDFAST_TEST_MOVER="+f.moverBinary,
+		"HOLDFAST_TEST_MANAGER_URL="+f.managerURL,
+		"HOLDFAST_TEST_MANAGER_TOKEN="+f.managerToken)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	// Its own process group, so killing it also kills a data mover it runs.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
