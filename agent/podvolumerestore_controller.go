@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,12 +17,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/holdfast-dev/holdfast/agent/mover"
-	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	"github.com/holdfast-dev/holdfast/agent/volumepath"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
 	"github.com/holdfast-dev/holdfast/internal/jobcredentials"
-	"github.com/holdfast-dev/holdfast/internal/confinedfs"
 )
 
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumerestores,verbs=get;list;watch
@@ -185,7 +182,7 @@ func (r *PodVolumeRestoreReconciler) restore(ctx context.Context, pvr *v1.PodVol
 
 func (r *PodVolumeRestoreReconciler) finishOrLog(ctx context.Context, pvr *v1.PodVolumeRestore, dir, restoreUID string, phase v1.RunPhase, reason, msg string, res *mover.Result) {
 	if dir != "" {
-		if err := writeMarker(dir, restoreUID, phase, msg); err != nil {
+		if err := r.writeMarker(ctx, pvr, dir, restoreUID, phase, msg); err != nil {
 			phase, reason, msg = v1.RunFailed, reasonFailed, "the data was restored but the done-marker could not be written: "+err.Error()
 		}
 	}
@@ -205,34 +202,6 @@ func waitsFor(pod *corev1.Pod, restoreUID string) bool {
 		}
 	}
 	return false
-}
-
-// writeMarker tells restore-wait how the restore of this volume ended: the marker
-// .holdfast/<restore uid> on success, <marker>.failed holding the reason otherwise. It
-// writes through confinedfs, so a .holdfast symlink planted in the volume is replaced,
-// never followed.
-func writeMarker(dir, restoreUID string, phase v1.RunPhase, msg string) error {
-	w, err := confinedfs.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer w.Close()
-	if err := w.Mkdir(restorewait.MarkerDir); err != nil {
-		return err
-	}
-	// restore-wait runs unprivileged as any user: it must be able to read the marker
-	// and remove it, so the directory is world-writable.
-	if err := w.SetMetadata(restorewait.MarkerDir, confinedfs.Meta{Mode: 0o777, UID: -1, GID: -1}); err != nil {
-		return err
-	}
-	name, content := restorewait.MarkerDir+"/"+restoreUID, "restored\n"
-	if phase != v1.RunCompleted {
-		name, content = name+restorewait.FailedSuffix, msg+"\n"
-	}
-	if _, err := w.WriteFile(name, strings.NewReader(content)); err != nil {
-		return err
-	}
-	return w.SetMetadata(name, confinedfs.Meta{Mode: 0o644, UID: -1, GID: -1})
 }
 
 func (r *PodVolumeRestoreReconciler) finish(ctx context.Context, pvr *v1.PodVolumeRestore, phase v1.RunPhase, reason, msg string, res *mover.Result) error {
