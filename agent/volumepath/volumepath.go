@@ -70,14 +70,21 @@ func Resolve(kubeletRoot string, pod *corev1.Pod, volumeName string, pv *corev1.
 		return found[0], nil
 	case 0:
 		if !isDir(volumesDir) {
-			return "", notMounted{fmt.Sprintf("pod %s/%s has no volume directory %s on this node: the pod is not running here, or --kubelet-root is not the kubelet's root directory",
-				pod.Namespace, pod.Name, volumesDir)}
+			// Status messages are read by the pod's tenants: they name the kubelet's
+			// layout, never the node's paths.
+			return "", notMounted{fmt.Sprintf("pod %s/%s has no volumes directory on this node: the pod is not running here, or --kubelet-root is not the kubelet's root directory",
+				pod.Namespace, pod.Name)}
 		}
-		return "", notMounted{fmt.Sprintf("volume %q of pod %s/%s is not mounted: no %s under %s",
-			volumeName, pod.Namespace, pod.Name, filepath.Join(plugin, dir), volumesDir)}
+		return "", notMounted{fmt.Sprintf("volume %q of pod %s/%s is not mounted: no %s in the pod's volumes directory",
+			volumeName, pod.Namespace, pod.Name, filepath.Join(plugin, dir))}
 	default:
+		var plugins []string
+		for _, f := range found {
+			rel, _ := filepath.Rel(volumesDir, f)
+			plugins = append(plugins, rel)
+		}
 		return "", fmt.Errorf("volume %q of pod %s/%s is ambiguous: %d directories match (%v)",
-			volumeName, pod.Namespace, pod.Name, len(found), found)
+			volumeName, pod.Namespace, pod.Name, len(found), plugins)
 	}
 }
 

@@ -89,6 +89,11 @@ func TestResolve(t *testing.T) {
 				if errors.Is(err, ErrUnsupported) != tc.unsupp {
 					t.Errorf("errors.Is(err, ErrUnsupported) = %v, want %v", !tc.unsupp, tc.unsupp)
 				}
+				// The message goes into the status that the pod's tenants read
+				// (review L5): it must not show the node's directories.
+				if strings.Contains(err.Error(), root) {
+					t.Errorf("err = %v: names the node's path %s", err, root)
+				}
 				return
 			}
 			if err != nil {
