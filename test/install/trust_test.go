@@ -206,4 +206,3 @@ func as(t *testing.T, e *testenv.Env, who rest.ImpersonationConfig) client.Clien
 	}
 	return c
 }
-
