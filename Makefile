@@ -134,8 +134,12 @@ fmt-check: ## Fail when gofmt would change a file.
 vet: ## go vet the product module and the tools wrapper.
 	go vet ./...
 
+.PHONY: tidy-check
+tidy-check: ## Fail when go.mod or go.sum is not what go mod tidy makes.
+	@go mod tidy -diff || { echo "go.mod is not tidy: run go mod tidy and commit the result"; exit 1; }
+
 .PHONY: test
-test: tools cluster-packages verify-generated fmt-check vet ## The one test command: tools, cluster packages, generated code, gofmt, vet, every test.
+test: tools cluster-packages verify-generated fmt-check vet tidy-check ## The one test command: tools, cluster packages, generated code, gofmt, vet, go.mod, every test.
 	go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-unit
