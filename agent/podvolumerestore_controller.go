@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/holdfast-dev/holdfast/agent/mover"
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	"github.com/holdfast-dev/holdfast/agent/volumepath"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
@@ -131,7 +132,7 @@ func (r *PodVolumeRestoreReconciler) restore(ctx context.Context, pvr *v1.PodVol
 	// Only a pod held by restore-wait gets a marker: in a running pod's volume (a
 	// data-only restore) nobody would remove it.
 	markerDir := ""
-	if restoreUID != "" && waitsFor(tgt.pod, restoreUID) {
+	if restoreUID != "" && restorewait.Holds(tgt.pod, restoreUID) {
 		markerDir = tgt.dir
 	}
 	req := jobcredentials.Request{Kind: jobcredentials.KindRestore, Namespace: pvr.Namespace, Name: pvr.Name, UID: pvr.UID}
@@ -189,19 +190,6 @@ func (r *PodVolumeRestoreReconciler) finishOrLog(ctx context.Context, pvr *v1.Po
 	if err := r.finish(ctx, pvr, phase, reason, msg, res); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "recording the outcome of the restore", "phase", phase)
 	}
-}
-
-// waitsFor reports whether one of the pod's init containers is restore-wait for this
-// restore (the webhook gives it the argument --restore-uid <uid>).
-func waitsFor(pod *corev1.Pod, restoreUID string) bool {
-	for _, c := range pod.Spec.InitContainers {
-		for i, arg := range c.Args {
-			if arg == "--restore-uid" && i+1 < len(c.Args) && c.Args[i+1] == restoreUID {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 func (r *PodVolumeRestoreReconciler) finish(ctx context.Context, pvr *v1.PodVolumeRestore, phase v1.RunPhase, reason, msg string, res *mover.Result) error {

@@ -76,6 +76,18 @@ func RunsAs(pod *corev1.Pod, restoreUID string) Owner {
 	return UnknownOwner
 }
 
+// Holds reports whether restore-wait for restoreUID is one of the pod's init
+// containers: only then does a restore write a marker (in a running pod's volume
+// nobody would remove it).
+func Holds(pod *corev1.Pod, restoreUID string) bool {
+	for i := range pod.Spec.InitContainers {
+		if waitsFor(&pod.Spec.InitContainers[i], restoreUID) {
+			return true
+		}
+	}
+	return false
+}
+
 // waitsFor says whether c is restore-wait for restoreUID (the webhook gives it the
 // arguments --restore-uid <uid>).
 func waitsFor(c *corev1.Container, restoreUID string) bool {
