@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
@@ -137,31 +138,62 @@ func (r *RepositoryReconciler) connect(ctx context.Context, brepo *v1.BackupRepo
 		conditions.MarkNotReady(&brepo.Status.Conditions, gen, ReasonWaitingForLocation, err.Error())
 		return nil, ctrl.Result{RequeueAfter: storeRetry}, nil
 	}
-	password, err := r.ensureKey(ctx, brepo)
-	var missing errKeyMissing
-	if errors.As(err, &missing) {
-		conditions.MarkStalled(&brepo.Status.Conditions, gen, "KeySecretMissing", missing.Error())
-		return nil, ctrl.Result{}, nil // the Secret is watched
+	cfg := repository.Config{Store: store, Uploader: brepo.Spec.Uploader, Namespace: brepo.Namespace, Owner: repository.ManagerOwner}
+	brepo.Status.URL = cfg.URL()
+	secret, err := r.ensureKey(ctx, brepo, cfg)
+	if err == nil {
+		brepo.Status.KeySecretName = secret.Name
+		cfg.Password, err = repository.PasswordFromSecret(secret)
 	}
 	if err != nil {
-		return nil, ctrl.Result{}, err
+		result, err := r.keyFailed(ctx, brepo, err)
+		return nil, result, err
 	}
-	cfg := repository.Config{Store: store, Uploader: brepo.Spec.Uploader, Namespace: brepo.Namespace, Password: password, Owner: repository.ManagerOwner}
-	brepo.Status.URL = cfg.URL()
 	key := client.ObjectKeyFromObject(brepo).String()
 	rep, err := r.Pool.Open(ctx, key, cfg)
 	if errors.Is(err, repository.ErrNotInitialized) {
+		// The escrow goes first: no data may exist whose key is not escrowed where the
+		// location asks for it.
+		if err = r.escrowBeforeInit(ctx, brepo, bsl, cfg, secret); err != nil {
+			result, err := r.keyFailed(ctx, brepo, err)
+			return nil, result, err
+		}
 		if err = repository.Initialize(ctx, r.Pool.Config(cfg)); err == nil {
 			log.FromContext(ctx).Info("initialised repository", "url", cfg.URL())
 			r.Recorder.Event(brepo, corev1.EventTypeNormal, ReasonInitialized, "Initialised a new repository at "+cfg.URL())
 			rep, err = r.Pool.Open(ctx, key, cfg)
 		}
 	}
-	if err == nil {
-		return rep, ctrl.Result{}, nil
+	if err != nil {
+		result, err := r.openFailed(ctx, brepo, err)
+		return nil, result, err
 	}
-	result, err := r.openFailed(ctx, brepo, err)
-	return nil, result, err
+	if err := r.ensureEscrow(ctx, brepo, bsl, cfg, secret); err != nil {
+		result, err := r.keyFailed(ctx, brepo, err)
+		return nil, result, err
+	}
+	return rep, ctrl.Result{}, nil
+}
+
+// keyFailed stalls the repository on a key a person must fix (with an event when it
+// newly stalls) and returns other errors for a retry.
+func (r *RepositoryReconciler) keyFailed(ctx context.Context, brepo *v1.BackupRepository, err error) (ctrl.Result, error) {
+	var st *stallError
+	if !errors.As(err, &st) {
+		var re *repository.Error
+		if errors.As(err, &re) {
+			conditions.MarkNotReady(&brepo.Status.Conditions, brepo.Generation, re.Reason(), re.Error())
+			return ctrl.Result{RequeueAfter: storeRetry}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("repository %s/%s: %w", brepo.Namespace, brepo.Name, err)
+	}
+	log.FromContext(ctx).Info("repository key needs a person", "reason", st.reason, "message", st.message)
+	if c := meta.FindStatusCondition(brepo.Status.Conditions, v1.ConditionStalled); c == nil || c.Status != metav1.ConditionTrue || c.Reason != st.reason {
+		r.Recorder.Event(brepo, corev1.EventTypeWarning, st.reason, st.message)
+	}
+	conditions.MarkStalled(&brepo.Status.Conditions, brepo.Generation, st.reason, st.message)
+	brepo.Status.ObservedGeneration = brepo.Generation
+	return ctrl.Result{}, nil // Secrets and the location are watched
 }
 
 // openFailed classifies an open/initialise error: a wrong key, damage or foreign data
@@ -185,47 +217,6 @@ func (r *RepositoryReconciler) openFailed(ctx context.Context, brepo *v1.BackupR
 	}
 	conditions.MarkNotReady(&brepo.Status.Conditions, gen, re.Reason(), re.Error())
 	return ctrl.Result{RequeueAfter: storeRetry}, nil
-}
-
-// ensureKey returns the repository's key, creating its Secret with a new random key
-// first if there is none. The Secret exists before any repository data does.
-func (r *RepositoryReconciler) ensureKey(ctx context.Context, brepo *v1.BackupRepository) (string, error) {
-	name := brepo.Status.KeySecretName
-	if name == "" {
-		name = repository.KeySecretName(brepo.Namespace, brepo.Name)
-	}
-	secret := &corev1.Secret{}
-	err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: name}, secret)
-	if apierrors.IsNotFound(err) && brepo.Status.KeySecretName != "" {
-		// The repository had a key: a new one could never read its data.
-		return "", errKeyMissing{name: name, namespace: r.Namespace}
-	}
-	if apierrors.IsNotFound(err) {
-		key, kerr := repository.GenerateKey()
-		if kerr != nil {
-			return "", kerr
-		}
-		secret = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.Namespace, Labels: map[string]string{
-				v1.LabelManagedBy: v1.ManagedByValue, LabelRepositoryNamespace: brepo.Namespace, LabelRepositoryName: brepo.Name,
-				v1.LabelStorageLocation: brepo.Spec.StorageLocation,
-			}},
-			Type:      corev1.SecretTypeOpaque,
-			Immutable: ptr(true),
-			Data:      map[string][]byte{repository.KeySecretKey: []byte(key)},
-		}
-		if err = r.Create(ctx, secret); err == nil {
-			log.FromContext(ctx).Info("created the repository key Secret", "secret", name)
-			r.Recorder.Event(brepo, corev1.EventTypeNormal, ReasonKeySecretCreated, fmt.Sprintf("Stored a new repository key in Secret %s/%s", r.Namespace, name))
-		} else if apierrors.IsAlreadyExists(err) {
-			err = r.Secrets.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: name}, secret)
-		}
-	}
-	if err != nil {
-		return "", fmt.Errorf("getting the key Secret %s/%s of repository %s/%s: %w", r.Namespace, name, brepo.Namespace, brepo.Name, err)
-	}
-	brepo.Status.KeySecretName = name
-	return repository.PasswordFromSecret(secret)
 }
 
 // maintain runs maintenance when it is due and a slot is free, and records the
@@ -339,18 +330,28 @@ func (r *RepositoryReconciler) repositoriesForLocation(ctx context.Context, obj 
 	return reqs
 }
 
-func (r *RepositoryReconciler) repositoryForSecret(_ context.Context, s *corev1.Secret) []reconcile.Request {
-	ns, name := s.Labels[LabelRepositoryNamespace], s.Labels[LabelRepositoryName]
-	if s.Namespace != r.Namespace || ns == "" || name == "" {
+// repositoryForSecret maps a Secret of the operator namespace to the repository its
+// labels name, and to every repository waiting for a person to fix its key: creating
+// the recovery identity, restoring a key Secret or removing a conflicting one may be
+// that fix.
+func (r *RepositoryReconciler) repositoryForSecret(ctx context.Context, s *corev1.Secret) []reconcile.Request {
+	if s.Namespace != r.Namespace {
 		return nil
 	}
-	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}}
-}
-
-type errKeyMissing struct{ namespace, name string }
-
-func (e errKeyMissing) Error() string {
-	return fmt.Sprintf("The key Secret %s/%s of this repository is missing: restore it from your backup of repository keys (a new key cannot read the existing data)", e.namespace, e.name)
+	var reqs []reconcile.Request
+	if ns, name := s.Labels[LabelRepositoryNamespace], s.Labels[LabelRepositoryName]; ns != "" && name != "" {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
+	}
+	var list v1.BackupRepositoryList
+	if err := r.List(ctx, &list); err != nil {
+		return reqs
+	}
+	for i := range list.Items {
+		if stalledOnKey(&list.Items[i]) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		}
+	}
+	return reqs
 }
 
 func ptr[T any](v T) *T { return &v }

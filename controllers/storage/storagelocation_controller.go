@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -24,6 +26,7 @@ import (
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
+	"github.com/holdfast-dev/holdfast/internal/keyescrow"
 	"github.com/holdfast-dev/holdfast/internal/repository"
 )
 
@@ -60,6 +63,7 @@ type StorageLocationReconciler struct {
 
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backupstoragelocations,verbs=get;list;watch
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backupstoragelocations/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backuprepositories,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",namespace=holdfast-system,resources=secrets,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -75,8 +79,24 @@ func (r *StorageLocationReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	}
 	base := bsl.DeepCopy()
 	wasReady := conditions.IsReady(bsl.Status.Conditions)
+	wasStalled := conditions.IsStalled(bsl.Status.Conditions)
+	if r.checkRecipients(bsl) {
+		if err := r.Status().Patch(ctx, bsl, client.MergeFrom(base)); err != nil {
+			return ctrl.Result{}, fmt.Errorf("patching the status of storage location %s: %w", bsl.Name, err)
+		}
+		if !wasStalled {
+			r.Recorder.Event(bsl, corev1.EventTypeWarning, ReasonInvalidRecoveryRecipient, conditions.ReadyMessage(bsl.Status.Conditions))
+		}
+		return ctrl.Result{}, nil // the spec must change
+	}
 	result, probeErr := r.probe(ctx, bsl)
+	if err := r.summarizeEscrow(ctx, bsl); err != nil {
+		return ctrl.Result{}, err
+	}
 	if err := r.Status().Patch(ctx, bsl, client.MergeFrom(base)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, nil // deleted while it was probed
+		}
 		return ctrl.Result{}, fmt.Errorf("patching the status of storage location %s: %w", bsl.Name, err)
 	}
 	r.event(ctx, bsl, wasReady, probeErr)
@@ -109,9 +129,70 @@ func (r *StorageLocationReconciler) probe(ctx context.Context, bsl *v1.BackupSto
 		return ctrl.Result{RequeueAfter: r.backoff(bsl)}, err
 	}
 	r.forget(bsl.Name)
-	conditions.MarkReady(&bsl.Status.Conditions, gen, ReasonProbeSucceeded,
-		fmt.Sprintf("Wrote, read back and deleted a probe object at %s", bsl.Status.URL))
+	msg := fmt.Sprintf("Wrote, read back and deleted a probe object at %s", bsl.Status.URL)
+	if n := len(bsl.Spec.RecoveryRecipients); n > 0 {
+		msg += fmt.Sprintf("; repository keys are escrowed in the store to %d recovery recipient(s)", n)
+	} else {
+		msg += "; no recovery recipients: repository keys exist only in this cluster's Secrets, so losing the cluster loses the data"
+	}
+	conditions.MarkReady(&bsl.Status.Conditions, gen, ReasonProbeSucceeded, msg)
 	return ctrl.Result{RequeueAfter: probeInterval(bsl)}, nil
+}
+
+// Reasons of the KeysEscrowed condition (and of a Stalled location whose recipients
+// are not age public keys).
+const (
+	ReasonInvalidRecoveryRecipient = "InvalidRecoveryRecipient"
+	ReasonAllKeysEscrowed          = "AllKeysEscrowed"
+	ReasonEscrowPending            = "EscrowPending"
+)
+
+// checkRecipients stalls the location when a recovery recipient is not an age public
+// key (the CRD checks the form, not the checksum): its repositories then wait rather
+// than create data whose key cannot be escrowed.
+func (r *StorageLocationReconciler) checkRecipients(bsl *v1.BackupStorageLocation) bool {
+	if _, err := keyescrow.ParseRecipients(bsl.Spec.RecoveryRecipients); err != nil {
+		conditions.MarkStalled(&bsl.Status.Conditions, bsl.Generation, ReasonInvalidRecoveryRecipient, err.Error()+": copy it again from age-keygen's output")
+		bsl.Status.ObservedGeneration = bsl.Generation
+		return true
+	}
+	return false
+}
+
+// summarizeEscrow sets KeysEscrowed: True when every repository on the location has its
+// key escrowed to the location's current recipients, False while some have not, or
+// when the location names no recipients at all.
+func (r *StorageLocationReconciler) summarizeEscrow(ctx context.Context, bsl *v1.BackupStorageLocation) error {
+	set := func(status metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&bsl.Status.Conditions, metav1.Condition{Type: v1.ConditionKeysEscrowed, Status: status,
+			Reason: reason, Message: msg, ObservedGeneration: bsl.Generation})
+	}
+	if len(bsl.Spec.RecoveryRecipients) == 0 {
+		set(metav1.ConditionFalse, ReasonNoRecoveryRecipients, "No recovery recipients: each repository key is only in a Secret of this cluster; if the cluster and its Secrets are lost, the backups in this location cannot be read by anyone")
+		return nil
+	}
+	var list v1.BackupRepositoryList
+	if err := r.List(ctx, &list); err != nil {
+		return fmt.Errorf("listing the repositories of storage location %s: %w", bsl.Name, err)
+	}
+	digest := keyescrow.RecipientsDigest(bsl.Spec.RecoveryRecipients)
+	var total, escrowed int
+	for _, b := range list.Items {
+		if b.Spec.StorageLocation != bsl.Name {
+			continue
+		}
+		total++
+		if b.Status.KeyEscrow != nil && b.Status.KeyEscrow.RecipientsDigest == digest {
+			escrowed++
+		}
+	}
+	n := len(bsl.Spec.RecoveryRecipients)
+	if escrowed == total {
+		set(metav1.ConditionTrue, ReasonAllKeysEscrowed, fmt.Sprintf("The keys of all %d repositories on this location are escrowed in the store, encrypted to its %d recovery recipient(s)", total, n))
+		return nil
+	}
+	set(metav1.ConditionFalse, ReasonEscrowPending, fmt.Sprintf("%d of %d repositories on this location have their key escrowed to its %d recovery recipient(s); the others are escrowed when they are next reconciled (a repository that is not Ready says why)", escrowed, total, n))
+	return nil
 }
 
 // store builds the store; a missing or incomplete credentials Secret is reported with
@@ -196,6 +277,7 @@ func (r *StorageLocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.BackupStorageLocation{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesRawSource(source.Kind(r.SecretCache, &corev1.Secret{}, handler.TypedEnqueueRequestsFromMapFunc(r.locationsForSecret))).
+		Watches(&v1.BackupRepository{}, handler.EnqueueRequestsFromMapFunc(locationOfRepository), builder.WithPredicates(escrowChanged)).
 		Named("backupstoragelocation").
 		Complete(r)
 }
@@ -215,4 +297,29 @@ func (r *StorageLocationReconciler) locationsForSecret(ctx context.Context, obj 
 		}
 	}
 	return reqs
+}
+
+// escrowChanged passes the repository changes that change a location's KeysEscrowed:
+// an escrow written to other recipients, a repository gone.
+var escrowChanged = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld.(*v1.BackupRepository), e.ObjectNew.(*v1.BackupRepository)
+		digest := func(b *v1.BackupRepository) string {
+			if b.Status.KeyEscrow == nil {
+				return ""
+			}
+			return b.Status.KeyEscrow.RecipientsDigest
+		}
+		return digest(o) != digest(n)
+	},
+}
+
+func locationOfRepository(_ context.Context, obj client.Object) []reconcile.Request {
+	b, ok := obj.(*v1.BackupRepository)
+	if !ok {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: b.Spec.StorageLocation}}}
 }

@@ -136,3 +136,47 @@ func TestStorageLocationStoreGoesAway(t *testing.T) {
 	}
 	waitLocation(t, name, metav1.ConditionTrue)
 }
+
+// TestRecoveryRecipientsAreChecked: the CRD refuses a recipient that is not shaped like
+// an age public key, naming the field; one that is shaped like one but fails its
+// checksum (a typo) is admitted, and the location is Stalled saying which entry is
+// wrong, so that no repository is created whose key could not be escrowed; fixing it
+// makes the location Ready and describe shows whether keys are escrowed.
+func TestRecoveryRecipientsAreChecked(t *testing.T) {
+	testenv.Require(t, env)
+	id := newIdentity(t)
+	good := id.Recipient().String()
+	name := uniqueName(t, "bsl")
+	bad := &v1.BackupStorageLocation{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.BackupStorageLocationSpec{
+		Filesystem: &v1.FilesystemLocation{Path: t.TempDir()}, RecoveryRecipients: []string{good, "ssh-ed25519 AAAAC3Nza"}}}
+	err := env.Client.Create(ctxFor(t), bad)
+	if err == nil || !strings.Contains(err.Error(), "spec.recoveryRecipients must be age X25519 public keys") {
+		t.Fatalf("creating a location with an SSH key as recipient: %v", err)
+	}
+	t.Logf("refused: %v", err)
+
+	typo := good[:len(good)-1] + map[bool]string{true: "q", false: "p"}[good[len(good)-1] != 'q']
+	bsl := fsLocation(t, name, good, typo)
+	got := waitLocation(t, name, metav1.ConditionFalse)
+	if r := readyCondition(got.Status.Conditions); r.Reason != ReasonInvalidRecoveryRecipient || !conditions.IsStalled(got.Status.Conditions) ||
+		!strings.Contains(r.Message, "spec.recoveryRecipients[1]") {
+		t.Fatalf("Ready = %+v", r)
+	}
+	patch := client.MergeFrom(got.DeepCopy())
+	got.Spec.RecoveryRecipients = []string{good}
+	if err := env.Client.Patch(ctxFor(t), got, patch); err != nil {
+		t.Fatal(err)
+	}
+	ready := readyCondition(waitLocation(t, bsl.Name, metav1.ConditionTrue).Status.Conditions)
+	if !strings.Contains(ready.Message, "escrowed in the store to 1 recovery recipient") {
+		t.Errorf("Ready message %q", ready.Message)
+	}
+	waitLocationCondition(t, name, v1.ConditionKeysEscrowed, metav1.ConditionTrue)
+	out, err := env.Kubectl(ctxFor(t), "describe", "bsl", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "KeysEscrowed") {
+		t.Errorf("kubectl describe bsl does not say whether keys are escrowed:\n%s", out)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -242,21 +243,25 @@ func probeFilesystem(st Store, name string, body []byte) error {
 // KeySecretKey is the data key of a repository's key Secret.
 const KeySecretKey = "repository-password"
 
-// KeySecretName is the name, in the operator namespace, of the Secret that holds the
-// key of BackupRepository name in namespace. The BackupRepository's
-// status.keySecretName is the authority; this is how the manager names new ones.
+// KeySecretName is the name, in the operator namespace, under which the manager
+// creates the key Secret of BackupRepository name in namespace. It ends in a hash of
+// "namespace/name": joining the two with a dash alone made namespace team-a with
+// repository main-kopia and namespace team with a-main-kopia share one Secret, and so
+// one key. The readable part before the hash is cut, and the dots and dashes at the
+// cut dropped, when the whole would be longer than a Secret's 253 characters.
 //
-// A name longer than a Secret's 253 characters is cut and ends in a hash. The cut can
-// land on a dot of a name with dots, and ".-" is not allowed in a Secret name, so the
-// dots at the cut go. Nothing else is trimmed: a cut on a dash gives "--", which is
-// valid, and an existing Secret named that way keeps its name.
+// A Secret is this repository's key only when its labels say so (see
+// KeySecretLabels); the name merely makes collisions unlikely. Repositories whose key
+// Secret was made under the earlier scheme (repository-key-<namespace>-<name>) keep
+// it: status.keySecretName and the labels find it.
 func KeySecretName(namespace, name string) string {
-	n := "repository-key-" + namespace + "-" + name
-	if len(n) <= 253 {
-		return n
-	}
 	sum := sha256.Sum256([]byte(namespace + "/" + name))
-	return strings.TrimRight(n[:253-17], ".") + "-" + hex.EncodeToString(sum[:8])
+	suffix := "-" + hex.EncodeToString(sum[:8])
+	readable := "repository-key-" + namespace + "-" + name
+	if limit := 253 - len(suffix); len(readable) > limit {
+		readable = strings.TrimRight(readable[:limit], ".-")
+	}
+	return readable + suffix
 }
 
 // PasswordFromSecret returns the repository key held by a key Secret.
@@ -266,4 +271,181 @@ func PasswordFromSecret(s *corev1.Secret) (string, error) {
 		return "", fmt.Errorf("repository key Secret %s/%s has no %s", s.Namespace, s.Name, KeySecretKey)
 	}
 	return p, nil
+}
+
+// HasData reports whether anything at all is stored at the repository's location of
+// cfg (cfg.Password is not needed): a repository, or data that is not one.
+func HasData(ctx context.Context, cfg Config) (bool, error) {
+	if err := preflight(ctx, cfg.Store); err != nil {
+		return false, err
+	}
+	empty, err := locationEmpty(ctx, cfg.Store, cfg.location())
+	if err != nil {
+		return false, classify(err, cfg.Store)
+	}
+	return !empty, nil
+}
+
+// Location is the path of the repository of uploader for namespace relative to the
+// store's root: <uploader>/<namespace>. Objects Holdfast keeps beside a repository
+// (its key escrow) are named after it, outside the repository's own directory.
+func Location(uploader v1.Uploader, namespace string) string {
+	return Config{Uploader: uploader, Namespace: namespace}.location()
+}
+
+// maxObjectSize bounds what ReadObject reads: Holdfast's own objects are small.
+const maxObjectSize = 1 << 20
+
+// ReadObject returns the object at rel (relative to the store's root). An object that
+// does not exist is an error wrapping os.ErrNotExist.
+func (s Store) ReadObject(ctx context.Context, rel string) ([]byte, error) {
+	if s.Filesystem != nil {
+		f, err := os.Open(filepath.Join(s.Filesystem.Path, filepath.FromSlash(rel)))
+		if err != nil {
+			return nil, classifyObject(err, s)
+		}
+		defer f.Close()
+		return readLimited(f)
+	}
+	c, err := s.S3.client()
+	if err != nil {
+		return nil, err
+	}
+	obj, err := c.GetObject(ctx, s.S3.Bucket, s.S3.key(rel), miniogo.GetObjectOptions{})
+	if err != nil {
+		return nil, classifyObject(err, s)
+	}
+	defer obj.Close()
+	data, err := readLimited(obj)
+	if err != nil {
+		return nil, classifyObject(err, s)
+	}
+	return data, nil
+}
+
+func readLimited(r io.Reader) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxObjectSize+1))
+	if err == nil && len(data) > maxObjectSize {
+		err = fmt.Errorf("object is larger than %d bytes", maxObjectSize)
+	}
+	return data, err
+}
+
+// ObjectExists reports whether there is an object at rel.
+func (s Store) ObjectExists(ctx context.Context, rel string) (bool, error) {
+	if s.Filesystem != nil {
+		_, err := os.Stat(filepath.Join(s.Filesystem.Path, filepath.FromSlash(rel)))
+		if errors.Is(err, os.ErrNotExist) {
+			return false, nil
+		}
+		return err == nil, classify(err, s)
+	}
+	c, err := s.S3.client()
+	if err != nil {
+		return false, err
+	}
+	_, err = c.StatObject(ctx, s.S3.Bucket, s.S3.key(rel), miniogo.StatObjectOptions{})
+	if err = classifyObject(err, s); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// WriteObject stores data at rel, replacing what was there. On S3 that is one PUT; on a
+// filesystem a temporary file beside it, synced and renamed over it, so that a reader
+// never sees half an object. Files are shared with the group as repositories are
+// (filesystem.go).
+func (s Store) WriteObject(ctx context.Context, rel string, data []byte) error {
+	if s.Filesystem != nil {
+		return classify(writeFileAtomically(filepath.Join(s.Filesystem.Path, filepath.FromSlash(rel)), data), s)
+	}
+	c, err := s.S3.client()
+	if err != nil {
+		return err
+	}
+	_, err = c.PutObject(ctx, s.S3.Bucket, s.S3.key(rel), bytes.NewReader(data), int64(len(data)), miniogo.PutObjectOptions{ContentType: "application/octet-stream"})
+	return classify(err, s)
+}
+
+func writeFileAtomically(p string, data []byte) error {
+	dir := filepath.Dir(p)
+	if err := makeSharedDir(dir); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(p)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(sharedFileMode &^ 0o220); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), p)
+}
+
+// List returns the names directly below rel: the directories (without a trailing
+// slash) and the objects, each sorted. Nothing stored there is an empty answer.
+func (s Store) List(ctx context.Context, rel string) (dirs, objects []string, err error) {
+	if s.Filesystem != nil {
+		entries, err := os.ReadDir(filepath.Join(s.Filesystem.Path, filepath.FromSlash(rel)))
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil, nil
+		}
+		if err != nil {
+			return nil, nil, classify(err, s)
+		}
+		for _, e := range entries {
+			if e.IsDir() {
+				dirs = append(dirs, e.Name())
+			} else if e.Type().IsRegular() {
+				objects = append(objects, e.Name())
+			}
+		}
+		return dirs, objects, nil
+	}
+	c, err := s.S3.client()
+	if err != nil {
+		return nil, nil, err
+	}
+	prefix := strings.TrimPrefix(s.S3.key(rel)+"/", "/")
+	for obj := range c.ListObjects(ctx, s.S3.Bucket, miniogo.ListObjectsOptions{Prefix: prefix}) {
+		if obj.Err != nil {
+			return nil, nil, classify(obj.Err, s)
+		}
+		name := strings.TrimPrefix(obj.Key, prefix)
+		if d, ok := strings.CutSuffix(name, "/"); ok {
+			dirs = append(dirs, d)
+		} else {
+			objects = append(objects, name)
+		}
+	}
+	sort.Strings(dirs)
+	sort.Strings(objects)
+	return dirs, objects, nil
+}
+
+// classifyObject is classify, and a missing object wraps os.ErrNotExist.
+func classifyObject(err error, s Store) error {
+	if err == nil {
+		return nil
+	}
+	if s.Filesystem != nil && errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if resp := miniogo.ToErrorResponse(err); resp.Code == "NoSuchKey" {
+		return fmt.Errorf("%w: %s", os.ErrNotExist, resp.Key)
+	}
+	return classify(err, s)
 }

@@ -52,6 +52,12 @@ type BackupRepositoryStatus struct {
 	// +kubebuilder:validation:MaxLength=253
 	KeySecretName string `json:"keySecretName,omitempty"`
 
+	// keyEscrow says where the key is escrowed in the store, encrypted to the recovery
+	// recipients of the storage location; absent when it names none (condition
+	// KeyEscrowed says so).
+	// +optional
+	KeyEscrow *KeyEscrowStatus `json:"keyEscrow,omitempty"`
+
 	// lastMaintenanceTime is when the last maintenance finished.
 	// +optional
 	LastMaintenanceTime *metav1.Time `json:"lastMaintenanceTime,omitempty"`
@@ -95,6 +101,7 @@ type MaintenanceResult struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Last Maintenance",type=date,JSONPath=`.status.lastMaintenanceTime`
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.status.url`,priority=1
+// +kubebuilder:printcolumn:name="Key Escrowed",type=string,JSONPath=`.status.conditions[?(@.type=="KeyEscrowed")].status`,priority=1
 // +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type BackupRepository struct {

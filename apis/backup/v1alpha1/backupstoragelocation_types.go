@@ -17,6 +17,21 @@ type BackupStorageLocationSpec struct {
 	// +optional
 	Filesystem *FilesystemLocation `json:"filesystem,omitempty"`
 
+	// recoveryRecipients are age X25519 public keys (age1...) of the people or offline
+	// vaults that can recover repository keys without this cluster. Each repository's
+	// key is written into the store beside the repository
+	// (<prefix>/<uploader>/<namespace>.key.age), encrypted to all of them, before the
+	// repository is initialised; adding a recipient escrows every repository again.
+	// The cluster never needs a private identity, except to recover a key whose Secret
+	// is lost. Without recipients a repository's key exists only in a Secret of this
+	// cluster: losing the cluster loses the data.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=62
+	// +kubebuilder:validation:XValidation:rule="self.all(r, r.matches('^age1[02-9ac-hj-np-z]{58}$'))",message="spec.recoveryRecipients must be age X25519 public keys: age1 followed by 58 lowercase bech32 characters, as age-keygen prints them"
+	RecoveryRecipients []string `json:"recoveryRecipients,omitempty"`
+
 	// probeInterval is how often the store is probed (write, read back and delete a
 	// small object) while it is Ready. A failing store is re-probed sooner, on a back-off.
 	// +optional
@@ -123,6 +138,32 @@ type BackupStorageLocationStatus struct {
 	URL string `json:"url,omitempty"`
 }
 
+// Key escrow conditions: KeysEscrowed on a storage location (are the keys of all its
+// repositories escrowed to its current recipients?), KeyEscrowed on a repository.
+const (
+	ConditionKeysEscrowed = "KeysEscrowed"
+	ConditionKeyEscrowed  = "KeyEscrowed"
+)
+
+// KeyEscrowStatus says where a repository's key is escrowed and to which recipients.
+type KeyEscrowStatus struct {
+	// url of the escrow object (s3://bucket/prefix/kopia/<namespace>.key.age).
+	// +required
+	// +kubebuilder:validation:MaxLength=2048
+	URL string `json:"url"`
+	// recipients is how many recovery recipients it is encrypted to.
+	// +required
+	Recipients int32 `json:"recipients"`
+	// recipientsDigest identifies the set of recipients; when the storage location's
+	// set differs, the key is escrowed again.
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	RecipientsDigest string `json:"recipientsDigest"`
+	// time the escrow was written (or, after a recovery, found).
+	// +required
+	Time metav1.Time `json:"time"`
+}
+
 // BackupStorageLocation is where backups go: an S3-compatible bucket or a shared
 // filesystem. It is Ready only after a real probe of the store.
 //
@@ -132,6 +173,7 @@ type BackupStorageLocationStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.status.url`
 // +kubebuilder:printcolumn:name="Last Probe",type=date,JSONPath=`.status.lastProbeTime`
+// +kubebuilder:printcolumn:name="Keys Escrowed",type=string,JSONPath=`.status.conditions[?(@.type=="KeysEscrowed")].status`,priority=1
 // +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type BackupStorageLocation struct {
