@@ -41,6 +41,7 @@ import (
 	"github.com/holdfast-dev/holdfast/controllers/restore"
 	"github.com/holdfast-dev/holdfast/controllers/storage"
 	"github.com/holdfast-dev/holdfast/internal/jobcredentials"
+	"github.com/holdfast-dev/holdfast/internal/recovery"
 	"github.com/holdfast-dev/holdfast/internal/repository"
 	"github.com/holdfast-dev/holdfast/internal/webhookcert"
 )
@@ -54,6 +55,8 @@ Commands:
   manager        run the controllers and webhooks (one Deployment per cluster)
   agent          run the node agent (one DaemonSet pod per node)
   restore-wait   wait until a pod's volumes are restored (init container)
+  recover        without a cluster: list a store's repositories and restore points, and
+                 recover a repository's key for the kopia or restic CLI (docs/recover.md)
 
 Run "holdfast <command> --help" for the flags of a command.
 `
@@ -72,6 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"agent":        runAgent,
 		"restore-wait": runRestoreWait,
 		"agent-mover":  runAgentMover,
+		"recover":      func(args []string, stderr io.Writer) error { return recovery.Main(args, stdout, stderr) },
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
