@@ -147,7 +147,7 @@ func (s *Server) Restart() error {
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 	s.cmd, s.done, s.log = cmd, done, logFile
-	if err := s.waitLive(done); err != nil {
+	if err := s.waitReady(done); err != nil {
 		s.stopLocked()
 		out, _ := os.ReadFile(filepath.Join(s.dir, "minio.log"))
 		return fmt.Errorf("%w; minio log:\n%s", err, out)
@@ -155,9 +155,12 @@ func (s *Server) Restart() error {
 	return nil
 }
 
-func (s *Server) waitLive(done <-chan struct{}) error {
+// waitReady waits until MinIO serves S3 requests. Its liveness endpoint answers before
+// the object layer is initialised ("Server not initialized yet" to a request made
+// then, seen on a loaded machine); the readiness endpoint only after.
+func (s *Server) waitReady(done <-chan struct{}) error {
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: s.transport()}
-	url := s.URL() + "/minio/health/live"
+	url := s.URL() + "/minio/health/ready"
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		select {
@@ -177,7 +180,7 @@ func (s *Server) waitLive(done <-chan struct{}) error {
 		case <-time.After(100 * time.Millisecond): // polling an external process; nothing to watch
 		}
 	}
-	return errors.New("minio did not become live within 2 minutes")
+	return errors.New("minio did not become ready within 2 minutes")
 }
 
 // Stop kills the server (the data stays) so that tests can see a store go away.
