@@ -105,6 +105,7 @@ func (r *RepositoryReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if rep == nil {
 		return result, err
 	}
+	defer rep.Close(ctx) //nolint:errcheck // returns the pool's loan
 	conditions.MarkReady(&brepo.Status.Conditions, brepo.Generation, ReasonRepositoryReady, "Repository is ready at "+rep.URL())
 	brepo.Status.URL = rep.URL()
 	brepo.Status.ObservedGeneration = brepo.Generation
@@ -169,6 +170,7 @@ func (r *RepositoryReconciler) connect(ctx context.Context, brepo *v1.BackupRepo
 		return nil, result, err
 	}
 	if err := r.ensureEscrow(ctx, brepo, bsl, cfg, secret); err != nil {
+		_ = rep.Close(ctx) // returns the pool's loan
 		result, err := r.keyFailed(ctx, brepo, err)
 		return nil, result, err
 	}

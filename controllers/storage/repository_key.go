@@ -229,7 +229,10 @@ func (r *RepositoryReconciler) recoverKey(ctx context.Context, brepo *v1.BackupR
 	check := cfg
 	check.Password = esc.Password
 	// Opened through the pool, the checked repository is the one used from now on.
-	_, err = r.Pool.Open(ctx, client.ObjectKeyFromObject(brepo).String(), check)
+	opened, err := r.Pool.Open(ctx, client.ObjectKeyFromObject(brepo).String(), check)
+	if err == nil {
+		_ = opened.Close(ctx) // the pool keeps it open; this returns the loan
+	}
 	var re *repository.Error
 	if errors.As(err, &re) && (errors.Is(err, repository.ErrWrongKey) || errors.Is(err, repository.ErrDamaged) || errors.Is(err, repository.ErrNotInitialized)) {
 		return nil, failed("the escrowed key does not open the repository: %s", re.Error())

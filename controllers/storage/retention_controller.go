@@ -310,6 +310,7 @@ func (r *SnapshotFinalizerReconciler) deleteSnapshot(ctx context.Context, p *v1.
 	rep, err := openExisting(ctx, r.Client, r.Secrets, r.Namespace, r.Pool, brepo)
 	if err == nil {
 		err = rep.Delete(ctx, p.Status.SnapshotID)
+		_ = rep.Close(ctx) // returns the pool's loan
 	}
 	if err != nil {
 		r.Recorder.Event(p, corev1.EventTypeWarning, ReasonDeleteFailed, fmt.Sprintf("Deleting snapshot %s failed, will retry: %v", p.Status.SnapshotID, err))
@@ -324,8 +325,8 @@ func (r *SnapshotFinalizerReconciler) deleteSnapshot(ctx context.Context, p *v1.
 	return true, nil
 }
 
-// openExisting opens a repository that the repository controller made Ready; it never
-// initialises.
+// openExisting borrows from the pool a repository that the repository controller made
+// Ready (Close returns it); it never initialises.
 func openExisting(ctx context.Context, c client.Client, secrets client.Reader, namespace string, pool *Pool, brepo *v1.BackupRepository) (repository.Repository, error) {
 	if !conditions.IsReady(brepo.Status.Conditions) || brepo.Status.KeySecretName == "" {
 		return nil, fmt.Errorf("repository %s/%s is not Ready", brepo.Namespace, brepo.Name)
