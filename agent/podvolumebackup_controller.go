@@ -19,7 +19,10 @@ import (
 	"github.com/holdfast-dev/holdfast/agent/mover"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
+	"github.com/holdfast-dev/holdfast/internal/identity"
 	"github.com/holdfast-dev/holdfast/internal/jobcredentials"
+	"github.com/holdfast-dev/holdfast/internal/repository"
+	"github.com/holdfast-dev/holdfast/internal/version"
 )
 
 // Reasons on PodVolumeBackup and PodVolumeRestore conditions.
@@ -91,7 +94,12 @@ func (r *PodVolumeBackupReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	case err != nil:
 		return ctrl.Result{}, r.finish(ctx, pvb, v1.RunFailed, reasonFailed, err.Error(), nil)
 	}
-	job := mover.Job{Kind: mover.KindBackup, SourcePath: pvb.Spec.SourcePath, Tags: backupTags(pvb)}
+	job := mover.Job{Kind: mover.KindBackup, SourcePath: pvb.Spec.SourcePath, Tags: backupTags(pvb, r.opts.NodeName), Parent: pvb.Spec.ParentSnapshotID}
+	if job.Parent == "" {
+		// The policy controller found no earlier backup of this source that this
+		// namespace may continue.
+		job.Parent = repository.NoParent
+	}
 	r.jobs.start(context.WithoutCancel(ctx), key, types.UID(pvb.Spec.Pod.UID), func(ctx context.Context, stopReason func() string) {
 		r.backup(ctx, pvb.DeepCopy(), job, stopReason)
 	})
@@ -254,18 +262,29 @@ func (a *Agent) podGone(ctx context.Context, namespace string, ref v1.PodReferen
 	return false, ""
 }
 
-func backupTags(pvb *v1.PodVolumeBackup) map[string]string {
+// backupTags are what the snapshot records to be found again without the cluster
+// (identity.Tag*): the policy controller's tags (its namespace's UID among them) and
+// what the agent knows of the volume.
+func backupTags(pvb *v1.PodVolumeBackup, node string) map[string]string {
 	tags := map[string]string{
-		"namespace": pvb.Namespace,
-		"pod":       pvb.Spec.Pod.Name,
-		"volume":    pvb.Spec.Volume,
-		"backup":    pvb.Name,
+		identity.TagNamespace:       pvb.Namespace,
+		identity.TagSource:          pvb.Spec.SourcePath,
+		identity.TagPod:             pvb.Spec.Pod.Name,
+		identity.TagVolume:          pvb.Spec.Volume,
+		identity.TagBackup:          pvb.Name,
+		identity.TagUploader:        string(pvb.Spec.Uploader),
+		identity.TagStorageLocation: pvb.Spec.StorageLocation,
+		identity.TagNode:            node,
+		identity.TagVersion:         version.String(),
+	}
+	if c := pvb.Spec.ClaimName; c != "" {
+		tags[identity.TagClaim] = c
 	}
 	if p := pvb.Labels[v1.LabelPolicy]; p != "" {
-		tags["policy"] = p
+		tags[identity.TagPolicy] = p
 	}
 	if run := pvb.Labels[v1.LabelRun]; run != "" {
-		tags["run"] = run
+		tags[identity.TagRun] = run
 	}
 	for k, v := range pvb.Spec.Tags {
 		if _, reserved := tags[k]; !reserved {

@@ -46,7 +46,7 @@ func Execute(ctx context.Context, job Job, progress func(Progress)) (Result, err
 	}
 	switch job.Kind {
 	case KindBackup:
-		res, err := repo.Backup(ctx, repository.BackupRequest{Dir: job.Dir, SourcePath: job.SourcePath, Tags: job.Tags, Progress: report})
+		res, err := repo.Backup(ctx, repository.BackupRequest{Dir: job.Dir, SourcePath: job.SourcePath, Tags: job.Tags, Parent: job.Parent, Progress: report})
 		if err != nil {
 			return Result{}, err
 		}

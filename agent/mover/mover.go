@@ -48,6 +48,8 @@ type Job struct {
 	SourcePath string `json:"sourcePath"`
 	// Tags are recorded with a backup's snapshot.
 	Tags map[string]string `json:"tags,omitempty"`
+	// Parent is what a backup is incremental to (repository.BackupRequest.Parent).
+	Parent string `json:"parent,omitempty"`
 	// SnapshotID is the snapshot to restore.
 	SnapshotID string `json:"snapshotID,omitempty"`
 }

@@ -62,7 +62,9 @@ func TestReconcileRunStep(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := fake.NewClientBuilder().WithScheme(testenv.Scheme()).Build()
+			c := fake.NewClientBuilder().WithScheme(testenv.Scheme()).
+				WithObjects(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", UID: "uid-shop"}}).
+				WithIndex(&v1.PodVolumeBackup{}, sourceIndex, indexBySource).Build()
 			r := &VolumeBackupPolicyReconciler{Client: c, Recorder: record.NewFakeRecorder(10)}
 			p := &v1.VolumeBackupPolicy{
 				ObjectMeta: metav1.ObjectMeta{Name: "p", CreationTimestamp: metav1.Time{Time: created}, Generation: 1},

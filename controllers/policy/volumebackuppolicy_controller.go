@@ -503,6 +503,14 @@ func (r *VolumeBackupPolicyReconciler) ensureRepository(ctx context.Context, p *
 }
 
 func (r *VolumeBackupPolicyReconciler) createBackup(ctx context.Context, p *v1.VolumeBackupPolicy, run, repo string, uploader v1.Uploader, t target) error {
+	ns := &corev1.Namespace{}
+	if err := r.Get(ctx, client.ObjectKey{Name: t.pod.Namespace}, ns); err != nil {
+		return fmt.Errorf("reading namespace %s: %w", t.pod.Namespace, err)
+	}
+	parent, err := r.parentFor(ctx, ns, repo, t.sourcePath)
+	if err != nil {
+		return err
+	}
 	pvb := &v1.PodVolumeBackup{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      identity.PodVolumeBackupName(run, t.pod.Name, t.volume),
@@ -513,15 +521,16 @@ func (r *VolumeBackupPolicyReconciler) createBackup(ctx context.Context, p *v1.V
 			},
 		},
 		Spec: v1.PodVolumeBackupSpec{
-			Node:            t.pod.Spec.NodeName,
-			Pod:             v1.PodReference{Name: t.pod.Name, UID: string(t.pod.UID)},
-			Volume:          t.volume,
-			ClaimName:       t.claim,
-			SourcePath:      t.sourcePath,
-			StorageLocation: p.Spec.StorageLocation,
-			Repository:      repo,
-			Uploader:        uploader,
-			Tags:            map[string]string{"policy": p.Name, "run": run},
+			Node:             t.pod.Spec.NodeName,
+			Pod:              v1.PodReference{Name: t.pod.Name, UID: string(t.pod.UID)},
+			Volume:           t.volume,
+			ClaimName:        t.claim,
+			SourcePath:       t.sourcePath,
+			StorageLocation:  p.Spec.StorageLocation,
+			Repository:       repo,
+			Uploader:         uploader,
+			Tags:             map[string]string{identity.TagPolicy: p.Name, identity.TagRun: run, identity.TagNamespaceUID: string(ns.UID)},
+			ParentSnapshotID: parent,
 		},
 	}
 	if err := r.Create(ctx, pvb, client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -665,6 +674,9 @@ func runName(policy string, at time.Time, trigger string) string {
 func (r *VolumeBackupPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Recorder == nil {
 		r.Recorder = mgr.GetEventRecorderFor("volumebackuppolicy-controller")
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1.PodVolumeBackup{}, sourceIndex, indexBySource); err != nil {
+		return fmt.Errorf("indexing PodVolumeBackups by source: %w", err)
 	}
 	rsMeta := &metav1.PartialObjectMetadata{}
 	rsMeta.SetGroupVersionKind(replicaSetGVK)

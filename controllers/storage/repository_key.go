@@ -19,6 +19,7 @@ import (
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/keyescrow"
 	"github.com/holdfast-dev/holdfast/internal/repository"
+	"github.com/holdfast-dev/holdfast/internal/version"
 )
 
 // This file finds, makes, recovers and escrows repository keys. The rules:
@@ -294,7 +295,12 @@ func (r *RepositoryReconciler) writeEscrow(ctx context.Context, brepo *v1.Backup
 	esc := keyescrow.Escrow{
 		Password: password, Namespace: brepo.Namespace, Repository: brepo.Name,
 		Uploader: brepo.Spec.Uploader, StorageLocation: bsl.Name, RepositoryURL: cfg.URL(), KeySecretName: secret.Name,
-		KeyCreated: secret.CreationTimestamp.UTC(), Escrowed: time.Now().UTC(),
+		KeyCreated: secret.CreationTimestamp.UTC(), Escrowed: time.Now().UTC(), HoldfastVersion: version.String(),
+	}
+	// Which incarnation of the namespace the repository was made for (identity.Adopts).
+	ns := &corev1.Namespace{}
+	if err := r.Get(ctx, client.ObjectKey{Name: brepo.Namespace}, ns); err == nil {
+		esc.NamespaceUID = string(ns.UID)
 	}
 	if err := keyescrow.Write(ctx, cfg.Store, esc, bsl.Spec.RecoveryRecipients); err != nil {
 		setKeyEscrowed(brepo, metav1.ConditionFalse, ReasonEscrowFailed, fmt.Sprintf("Writing the key escrow %s failed, will retry: %v", escrowURL, err))

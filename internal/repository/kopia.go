@@ -254,14 +254,14 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 		if err != nil {
 			return fmt.Errorf("finding the previous snapshot: %w", err)
 		}
-		var parent *snapshot.Manifest
-		for _, m := range previous {
-			if m.IncompleteReason == "" && (parent == nil || m.StartTime.After(parent.StartTime)) {
-				parent = m
-			}
+		parent, err := chooseKopiaParent(ctx, w, si, previous, req.Parent)
+		if err != nil {
+			return err
 		}
+		var parents []*snapshot.Manifest
 		if parent != nil {
 			res.ParentSnapshotID = string(parent.ID)
+			parents = []*snapshot.Manifest{parent}
 		}
 		tree, err := policy.TreeForSource(ctx, w, si)
 		if err != nil {
@@ -272,7 +272,7 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 		u.FailFast = true
 		stopCancel := context.AfterFunc(ctx, u.Cancel)
 		defer stopCancel()
-		man, err := u.Upload(ctx, entry, tree, si, previous...)
+		man, err := u.Upload(ctx, entry, tree, si, parents...)
 		if err != nil {
 			return err
 		}
@@ -310,6 +310,34 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})
 	}
 	return res, nil
+}
+
+// chooseKopiaParent picks the manifest a backup is incremental to (see
+// BackupRequest.Parent): the newest complete one of the source's previous manifests,
+// none, or the named snapshot when it is a complete snapshot of this source.
+func chooseKopiaParent(ctx context.Context, rep repo.Repository, si snapshot.SourceInfo, previous []*snapshot.Manifest, want string) (*snapshot.Manifest, error) {
+	switch want {
+	case NoParent:
+		return nil, nil
+	case "":
+		var parent *snapshot.Manifest
+		for _, m := range previous {
+			if m.IncompleteReason == "" && (parent == nil || m.StartTime.After(parent.StartTime)) {
+				parent = m
+			}
+		}
+		return parent, nil
+	}
+	m, err := snapshot.LoadSnapshot(ctx, rep, manifest.ID(want))
+	switch {
+	case errors.Is(err, snapshot.ErrSnapshotNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("loading the parent snapshot %s: %w", want, err)
+	case m.Source != si || m.IncompleteReason != "":
+		return nil, nil
+	}
+	return m, nil
 }
 
 // kopiaProgress counts with atomics: the uploader calls it from many goroutines.

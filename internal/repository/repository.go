@@ -82,9 +82,17 @@ type BackupRequest struct {
 	SourcePath string
 	// Tags are recorded with the snapshot. Keys and values must not contain ','.
 	Tags map[string]string
+	// Parent is the snapshot the backup is incremental to: empty for the newest
+	// complete snapshot of SourcePath, NoParent for none, or a snapshot ID (none when
+	// that snapshot is not one of SourcePath's).
+	Parent string
 	// Progress, if set, is called every ProgressInterval and once at the end.
 	Progress func(Progress)
 }
+
+// NoParent as BackupRequest.Parent makes a backup read every file: the store still
+// keeps each piece of data once.
+const NoParent = "none"
 
 // ProgressInterval is how often Backup and Restore publish progress.
 const ProgressInterval = time.Second

@@ -411,3 +411,53 @@ func TestMaintenanceReclaimsSpace(t *testing.T) {
 		})
 	}
 }
+
+// TestChosenParent: the caller decides what a backup is incremental to, so that a
+// namespace created again under an old name does not continue (and learn the IDs of)
+// the chain of the namespace before it (review M14). An explicit parent is used only
+// when it is a snapshot of the same source; NoParent reads everything.
+func TestChosenParent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs restic")
+	}
+	for _, uploader := range []v1.Uploader{v1.UploaderKopia, v1.UploaderRestic} {
+		t.Run(string(uploader), func(t *testing.T) {
+			ctx := ctxFor(t)
+			cfg := testConfig(t, Store{Filesystem: &FilesystemStore{Path: t.TempDir()}}, uploader, "shop")
+			if err := Initialize(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
+			r, err := Open(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close(ctx)
+			src := t.TempDir()
+			writeTree(t, src, map[string]string{"a": "alpha"})
+			backup := func(source, parent string) BackupResult {
+				t.Helper()
+				res, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: source, Parent: parent})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res
+			}
+			first := backup("/pvc/data", "")
+			second := backup("/pvc/data", "")
+			other := backup("/pvc/other", "")
+			for _, tc := range []struct {
+				name, parent, want string
+			}{
+				{"newest by default", "", second.SnapshotID},
+				{"none", NoParent, ""},
+				{"an older one", first.SnapshotID, first.SnapshotID},
+				{"another source's", other.SnapshotID, ""},
+				{"one that does not exist", "0123456789abcdef0123456789abcdef", ""},
+			} {
+				if got := backup("/pvc/data", tc.parent).ParentSnapshotID; got != tc.want {
+					t.Errorf("%s: parent %q, want %q", tc.name, got, tc.want)
+				}
+			}
+		})
+	}
+}

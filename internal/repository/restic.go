@@ -297,9 +297,12 @@ func (r *resticRepository) Backup(ctx context.Context, req BackupRequest) (Backu
 	for _, k := range keys {
 		args = append(args, "--tag", k+"="+req.Tags[k])
 	}
-	if n := len(previous); n > 0 {
-		res.ParentSnapshotID = previous[n-1].ID
-		args = append(args, "--parent", res.ParentSnapshotID)
+	for i := len(previous) - 1; i >= 0 && req.Parent != NoParent; i-- {
+		if req.Parent == "" || previous[i].ID == req.Parent {
+			res.ParentSnapshotID = previous[i].ID
+			args = append(args, "--parent", res.ParentSnapshotID)
+			break
+		}
 	}
 	args = append(args, dir)
 

@@ -66,6 +66,56 @@ type BackupRepositoryStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxItems=5
 	Maintenance []MaintenanceResult `json:"maintenance,omitempty"`
+
+	// namespaceUID is the UID of the namespace the repository belongs to now. Snapshots
+	// carry the UID of the namespace they were taken in; those of an earlier namespace
+	// of the same name are restored, and continued, only where the namespace adopts
+	// them (annotation backup.holdfast.dev/adopt-backups).
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	NamespaceUID string `json:"namespaceUID,omitempty"`
+
+	// restorePoints are the restore points the store holds, one entry per source
+	// identity and namespace incarnation, read from the repository's snapshot list
+	// (not from PodVolumeBackups, which go with their namespace): after each backup
+	// and on an interval.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=500
+	RestorePoints []SourceRestorePoints `json:"restorePoints,omitempty"`
+
+	// restorePointsOmitted counts the sources left out of restorePoints beyond 500.
+	// +optional
+	RestorePointsOmitted int32 `json:"restorePointsOmitted,omitempty"`
+
+	// restorePointsTime is when restorePoints was read from the store.
+	// +optional
+	RestorePointsTime *metav1.Time `json:"restorePointsTime,omitempty"`
+}
+
+// SourceRestorePoints summarizes the snapshots of one source identity.
+type SourceRestorePoints struct {
+	// sourcePath is the source identity (/pvc/<claim>, /deployment/<name>/<volume>, ...).
+	// +required
+	// +kubebuilder:validation:MaxLength=1024
+	SourcePath string `json:"sourcePath"`
+	// namespaceUID is the namespace the snapshots were taken in; empty for snapshots
+	// written before Holdfast recorded it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	NamespaceUID string `json:"namespaceUID,omitempty"`
+	// snapshots is how many there are.
+	// +required
+	Snapshots int32 `json:"snapshots"`
+	// oldest and latest are when the first and the last were taken.
+	// +required
+	Oldest metav1.Time `json:"oldest"`
+	// +required
+	Latest metav1.Time `json:"latest"`
+	// latestSnapshotID is the newest snapshot.
+	// +required
+	// +kubebuilder:validation:MaxLength=128
+	LatestSnapshotID string `json:"latestSnapshotID"`
 }
 
 // MaintenanceResult is one maintenance pass over a repository.

@@ -6,7 +6,7 @@ import (
 
 // PodVolumeBackupSpec is one volume of one pod to back up in one run. Everything but
 // cancel and tags is fixed at creation.
-// +kubebuilder:validation:XValidation:rule="has(self.claimName) == has(oldSelf.claimName)",message="claimName is fixed at creation"
+// +kubebuilder:validation:XValidation:rule="has(self.claimName) == has(oldSelf.claimName) && has(self.tags) == has(oldSelf.tags) && has(self.parentSnapshotID) == has(oldSelf.parentSnapshotID) && (!has(self.parentSnapshotID) || self.parentSnapshotID == oldSelf.parentSnapshotID)",message="claimName, tags and parentSnapshotID are fixed at creation"
 type PodVolumeBackupSpec struct {
 	// node is the node the pod runs on; only that node's agent handles the backup
 	// (a selectable field, so each agent watches only its own node's work).
@@ -68,7 +68,16 @@ type PodVolumeBackupSpec struct {
 	// always recorded).
 	// +optional
 	// +kubebuilder:validation:MaxProperties=16
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="tags are immutable"
 	Tags map[string]string `json:"tags,omitempty"`
+
+	// parentSnapshotID is the snapshot this backup is incremental to: the policy
+	// controller picks the newest backup of the same source taken in this namespace
+	// (or in an earlier namespace of the same name that this one adopts). Empty: the
+	// backup reads every file, and the store still keeps each piece of data once.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	ParentSnapshotID string `json:"parentSnapshotID,omitempty"`
 
 	// cancel asks the agent to stop the backup; it ends Canceled.
 	// +optional

@@ -30,6 +30,13 @@ const (
 	// AnnotationRestoreInto on a Namespace lists, comma-separated, the namespaces that
 	// may restore its backups (VolumeRestore spec.sourceNamespace). Without it, none may.
 	AnnotationRestoreInto = "backup.holdfast.dev/restore-into"
+	// AnnotationAdoptBackups on a Namespace lets it restore, and continue, the backups
+	// of earlier namespaces of the same name (deleted and created again, or of a lost
+	// cluster): comma-separated namespace UIDs, or "*" for all of them. Without it a
+	// namespace sees only the backups taken in itself, so a namespace name that is
+	// freed and reused never inherits another team's data. Only who may update the
+	// Namespace object (an administrator, not its tenants) can set it.
+	AnnotationAdoptBackups = "backup.holdfast.dev/adopt-backups"
 	// AnnotationRestoreWait on a Pod names the VolumeRestores its restore-wait init
 	// containers wait for; the webhook sets it.
 	AnnotationRestoreWait = "backup.holdfast.dev/restore-wait"
