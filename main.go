@@ -226,13 +226,14 @@ func runManager(args []string, stderr io.Writer) error {
 			return err
 		}
 	}
-	if err := (&restore.VolumeRestoreReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+	catalog, err := storage.Setup(mgr, storage.Options{Namespace: *namespace, WorkDir: *repoWorkDir, ResticPath: *resticPathManager, MaxConcurrentMaintenance: *maxMaintenance})
+	if err != nil {
+		return err
+	}
+	if err := (&restore.VolumeRestoreReconciler{Client: mgr.GetClient(), Catalog: catalog}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the restore controller: %w", err)
 	}
 	(&restore.PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: *namespace, Image: *restoreHelperImage}).SetupWithManager(mgr)
-	if err := storage.Setup(mgr, storage.Options{Namespace: *namespace, WorkDir: *repoWorkDir, ResticPath: *resticPathManager, MaxConcurrentMaintenance: *maxMaintenance}); err != nil {
-		return err
-	}
 	storage.SetupJobCredentials(mgr, *namespace, *agentServiceAccount)
 	if err := policyctrl.Setup(mgr); err != nil {
 		return err

@@ -60,8 +60,14 @@ func newVolume(t *testing.T, ns, pod string) volume {
 // newVolumeWith is newVolume with init containers, such as the webhook's restore-wait.
 func newVolumeWith(t *testing.T, ns, pod string, inits []corev1.Container) volume {
 	t.Helper()
+	return newLabelledVolume(t, ns, pod, nil, inits)
+}
+
+// newLabelledVolume is newVolumeWith with pod labels, for a VolumeRestore to select.
+func newLabelledVolume(t *testing.T, ns, pod string, labels map[string]string, inits []corev1.Container) volume {
+	t.Helper()
 	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: pod, Namespace: ns},
+		ObjectMeta: metav1.ObjectMeta{Name: pod, Namespace: ns, Labels: labels},
 		Spec: corev1.PodSpec{
 			NodeName:       nodeName,
 			InitContainers: inits,

@@ -22,6 +22,7 @@ import (
 
 	"github.com/holdfast-dev/holdfast/agent"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/controllers/restore"
 	"github.com/holdfast-dev/holdfast/controllers/storage"
 	"github.com/holdfast-dev/holdfast/test/minio"
 	"github.com/holdfast-dev/holdfast/test/testenv"
@@ -175,8 +176,14 @@ func (f *fixture) setup(e *testenv.Env) (func(), error) {
 	if err != nil {
 		return fail(err)
 	}
-	if err := storage.Setup(mgr, storage.Options{Namespace: operatorNamespace, WorkDir: filepath.Join(f.work, "manager"),
-		ResticPath: filepath.Join(testenv.ToolsBin(), "restic")}); err != nil {
+	catalog, err := storage.Setup(mgr, storage.Options{Namespace: operatorNamespace, WorkDir: filepath.Join(f.work, "manager"),
+		ResticPath: filepath.Join(testenv.ToolsBin(), "restic")})
+	if err != nil {
+		return fail(err)
+	}
+	// The restore controller plans restores from what the store holds when the
+	// PodVolumeBackups are gone (catalog_test.go).
+	if err := (&restore.VolumeRestoreReconciler{Client: mgr.GetClient(), Catalog: catalog}).SetupWithManager(mgr); err != nil {
 		return fail(err)
 	}
 	done := make(chan error, 1)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -13,14 +14,113 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/controllers/storage"
 	"github.com/holdfast-dev/holdfast/internal/identity"
+	"github.com/holdfast-dev/holdfast/internal/repository"
 )
 
-// volumePlan is one volume of one pod and the backup it is restored from.
+// volumePlan is one volume of one pod and the restore point it is restored from.
 type volumePlan struct {
 	Volume     string
 	SourcePath string
-	Backup     *v1.PodVolumeBackup
+	Point      *restorePoint
+}
+
+// restorePoint is a snapshot a volume can be restored from: one that a PodVolumeBackup
+// of the source namespace records, or one the store holds whose PodVolumeBackup is gone
+// (the namespace was deleted, or this is a new cluster).
+type restorePoint struct {
+	SnapshotID, SourcePath                 string
+	Namespace, StorageLocation, Repository string
+	Uploader                               v1.Uploader
+	Time                                   time.Time
+	// Backup is the PodVolumeBackup, when the cluster still has it.
+	Backup *v1.PodVolumeBackup
+	// BackupName is the PodVolumeBackup that made the snapshot, also when it is gone.
+	BackupName string
+}
+
+// sources are what a restore can read: the PodVolumeBackups of its source namespace
+// and the restore points the store holds for it.
+type sources struct {
+	backups []v1.PodVolumeBackup
+	store   []storage.RestorePoint
+	// namespace is the source namespace: which incarnations of it it adopts. Nil when
+	// unknown, and then only its PodVolumeBackups are read.
+	namespace *corev1.Namespace
+	// waiting names the repositories whose restore points are not known yet, and why.
+	waiting []string
+}
+
+// sourcesFromStatus is sources for the pod webhook, which must answer at once: the
+// source namespace's PodVolumeBackups, and the restore points that its repositories'
+// status lists (the newest and the oldest of each source, which is enough to know
+// whether a volume has one at or before a time), all from the cache. The restore
+// controller reads the store itself and picks the snapshot.
+func sourcesFromStatus(ctx context.Context, c client.Reader, vr *v1.VolumeRestore) (sources, error) {
+	ns := sourceNamespace(vr)
+	var backups v1.PodVolumeBackupList
+	if err := c.List(ctx, &backups, client.InNamespace(ns)); err != nil {
+		return sources{}, fmt.Errorf("listing the PodVolumeBackups of namespace %s: %w", ns, err)
+	}
+	out := sources{backups: backups.Items}
+	namespace := &corev1.Namespace{}
+	if err := c.Get(ctx, types.NamespacedName{Name: ns}, namespace); err != nil {
+		return out, client.IgnoreNotFound(err)
+	}
+	out.namespace = namespace
+	var repos v1.BackupRepositoryList
+	if err := c.List(ctx, &repos, client.InNamespace(ns)); err != nil {
+		return sources{}, fmt.Errorf("listing the BackupRepositories of namespace %s: %w", ns, err)
+	}
+	for _, repo := range repos.Items {
+		for _, rp := range repo.Status.RestorePoints {
+			tags := map[string]string{identity.TagNamespaceUID: rp.NamespaceUID}
+			point := func(id string, at time.Time) storage.RestorePoint {
+				return storage.RestorePoint{Snapshot: repository.Snapshot{ID: id, SourcePath: rp.SourcePath, StartTime: at, Tags: tags},
+					Namespace: ns, StorageLocation: repo.Spec.StorageLocation, Uploader: repo.Spec.Uploader, Repository: repo.Name}
+			}
+			out.store = append(out.store, point(rp.LatestSnapshotID, rp.Latest.Time))
+			if rp.Snapshots > 1 {
+				out.store = append(out.store, point("", rp.Oldest.Time))
+			}
+		}
+	}
+	return out, nil
+}
+
+// points lists the restore points of path: every completed PodVolumeBackup, and each
+// snapshot the store holds that no PodVolumeBackup records, when the source namespace
+// adopts the namespace incarnation it was taken in. foreign counts those it does not
+// adopt, by their namespace UID.
+func (s sources) points(path string) (points []restorePoint, foreign map[string]int) {
+	recorded := map[string]bool{}
+	for i := range s.backups {
+		b := &s.backups[i]
+		if b.Spec.SourcePath != path || b.Status.Phase != v1.RunCompleted || b.Status.SnapshotID == "" {
+			continue
+		}
+		recorded[b.Status.SnapshotID] = true
+		points = append(points, restorePoint{SnapshotID: b.Status.SnapshotID, SourcePath: path, Namespace: b.Namespace,
+			StorageLocation: b.Spec.StorageLocation, Repository: b.Spec.Repository, Uploader: b.Spec.Uploader,
+			Time: backupTime(b).Time, Backup: b, BackupName: b.Name})
+	}
+	for _, p := range s.store {
+		if p.SourcePath != path || recorded[p.ID] || s.namespace == nil {
+			continue
+		}
+		if uid := p.NamespaceUID(); !identity.Adopts(s.namespace, uid) {
+			if foreign == nil {
+				foreign = map[string]int{}
+			}
+			foreign[uid]++
+			continue
+		}
+		points = append(points, restorePoint{SnapshotID: p.ID, SourcePath: path, Namespace: p.Namespace,
+			StorageLocation: p.StorageLocation, Repository: p.Repository, Uploader: p.Uploader,
+			Time: p.StartTime, BackupName: p.Tags[identity.TagBackup]})
+	}
+	return points, foreign
 }
 
 // podPlan is what a restore does to one pod.
@@ -29,9 +129,9 @@ type podPlan struct {
 	// Missing are the volumes the restore names but cannot restore; they make the
 	// restore fail for those volumes.
 	Missing []missingVolume
-	// NoBackup lists volumes of the pod that could be restored but have no backup;
-	// with no volumes named in the restore they are left as they are.
-	NoBackup []string
+	// NoBackup lists volumes of the pod that could be restored but have no backup,
+	// with why; with no volumes named in the restore they are left as they are.
+	NoBackup []missingVolume
 }
 
 // missingVolume is a volume that cannot be restored, with the sentence that says why.
@@ -55,9 +155,9 @@ func sourceNamespace(vr *v1.VolumeRestore) string {
 	return vr.Namespace
 }
 
-// plan resolves the volumes of pod for vr. backups are the PodVolumeBackups of the
-// source namespace (listed once by the caller for all pods).
-func (p *planner) plan(ctx context.Context, vr *v1.VolumeRestore, pod *corev1.Pod, backups []v1.PodVolumeBackup) (podPlan, error) {
+// plan resolves the volumes of pod for vr from src (read once by the caller for all
+// pods).
+func (p *planner) plan(ctx context.Context, vr *v1.VolumeRestore, pod *corev1.Pod, src sources) (podPlan, error) {
 	var out podPlan
 	named := map[string]*v1.RestoreSource{}
 	for i := range vr.Spec.Volumes {
@@ -65,7 +165,7 @@ func (p *planner) plan(ctx context.Context, vr *v1.VolumeRestore, pod *corev1.Po
 	}
 	for i := range pod.Spec.Volumes {
 		vol := &pod.Spec.Volumes[i]
-		src, isNamed := named[vol.Name]
+		rs, isNamed := named[vol.Name]
 		if len(named) > 0 && !isNamed {
 			continue
 		}
@@ -77,25 +177,22 @@ func (p *planner) plan(ctx context.Context, vr *v1.VolumeRestore, pod *corev1.Po
 			}
 			continue
 		}
-		if src == nil {
-			src = vr.Spec.Source
+		if rs == nil {
+			rs = vr.Spec.Source
 		}
-		if src == nil {
+		if rs == nil {
 			// The API server defaults it; an object from elsewhere may lack it.
-			src = &v1.RestoreSource{Latest: true}
+			rs = &v1.RestoreSource{Latest: true}
 		}
 		path := identity.SourcePath(pod, vol, p.replicaSetOwner(ctx))
-		backup, why, err := p.choose(ctx, vr, src, path, backups)
-		if err != nil {
-			return podPlan{}, err
-		}
+		point, why := choose(vr, rs, path, src)
 		switch {
-		case backup != nil:
-			out.Volumes = append(out.Volumes, volumePlan{Volume: vol.Name, SourcePath: path, Backup: backup})
+		case point != nil:
+			out.Volumes = append(out.Volumes, volumePlan{Volume: vol.Name, SourcePath: path, Point: point})
 		case isNamed || len(vr.Spec.Volumes) > 0:
 			out.Missing = append(out.Missing, missingVolume{vol.Name, fmt.Sprintf("volume %s of pod %s: %s", vol.Name, pod.Name, why)})
 		default:
-			out.NoBackup = append(out.NoBackup, vol.Name)
+			out.NoBackup = append(out.NoBackup, missingVolume{vol.Name, fmt.Sprintf("volume %s of pod %s: %s", vol.Name, pod.Name, why)})
 		}
 	}
 	for name := range named {
@@ -105,49 +202,79 @@ func (p *planner) plan(ctx context.Context, vr *v1.VolumeRestore, pod *corev1.Po
 	return out, nil
 }
 
-// choose picks the backup of one volume. It returns nil and a sentence when there is
-// none; an error only when the API cannot be read.
-func (p *planner) choose(ctx context.Context, vr *v1.VolumeRestore, src *v1.RestoreSource, path string, backups []v1.PodVolumeBackup) (*v1.PodVolumeBackup, string, error) {
+// choose picks the restore point of one volume. It returns nil and a sentence when
+// there is none.
+func choose(vr *v1.VolumeRestore, rs *v1.RestoreSource, path string, src sources) (*restorePoint, string) {
 	ns := sourceNamespace(vr)
-	if src.PodVolumeBackup != "" {
-		for i := range backups {
-			if b := &backups[i]; b.Name == src.PodVolumeBackup {
+	points, foreign := src.points(path)
+	if rs.PodVolumeBackup != "" {
+		for i := range src.backups {
+			if b := &src.backups[i]; b.Name == rs.PodVolumeBackup {
 				if b.Status.Phase != v1.RunCompleted || b.Status.SnapshotID == "" {
-					return nil, fmt.Sprintf("PodVolumeBackup %s/%s is %s, not Completed", ns, b.Name, phaseOf(b)), nil
+					return nil, fmt.Sprintf("PodVolumeBackup %s/%s is %s, not Completed", ns, b.Name, phaseOf(b))
 				}
-				return b, "", nil
 			}
 		}
-		return nil, fmt.Sprintf("PodVolumeBackup %s/%s does not exist", ns, src.PodVolumeBackup), nil
+		for i := range points {
+			if points[i].BackupName == rs.PodVolumeBackup {
+				return &points[i], ""
+			}
+		}
+		return nil, fmt.Sprintf("PodVolumeBackup %s/%s does not exist, and the store holds no snapshot of %s it made", ns, rs.PodVolumeBackup, path)
 	}
-	var best *v1.PodVolumeBackup
-	for i := range backups {
-		b := &backups[i]
-		if b.Spec.SourcePath != path || b.Status.Phase != v1.RunCompleted || b.Status.SnapshotID == "" {
+	var best *restorePoint
+	for i := range points {
+		pt := &points[i]
+		if vr.Spec.StorageLocation != "" && pt.StorageLocation != vr.Spec.StorageLocation {
 			continue
 		}
-		if vr.Spec.StorageLocation != "" && b.Spec.StorageLocation != vr.Spec.StorageLocation {
+		if rs.Before != nil && pt.Time.After(rs.Before.Time) {
 			continue
 		}
-		at := backupTime(b)
-		if src.Before != nil && at.After(src.Before.Time) {
-			continue
-		}
-		if best == nil || newer(b, best) {
-			best = b
+		if best == nil || newerPoint(pt, best) {
+			best = pt
 		}
 	}
 	if best != nil {
-		return best, "", nil
+		return best, ""
 	}
 	where := "in namespace " + ns
 	if vr.Spec.StorageLocation != "" {
 		where += " on storage location " + vr.Spec.StorageLocation
 	}
-	if src.Before != nil {
-		return nil, fmt.Sprintf("no completed backup of %s %s at or before %s", path, where, src.Before.UTC().Format("2006-01-02T15:04:05Z")), nil
+	why := fmt.Sprintf("no completed backup of %s %s", path, where)
+	if rs.Before != nil {
+		why = fmt.Sprintf("no completed backup of %s %s at or before %s", path, where, rs.Before.UTC().Format("2006-01-02T15:04:05Z"))
 	}
-	return nil, fmt.Sprintf("no completed backup of %s %s", path, where), nil
+	if len(foreign) > 0 {
+		uids := make([]string, 0, len(foreign))
+		n := 0
+		for uid, c := range foreign {
+			if uid == "" {
+				uid = "(recorded before namespace UIDs)"
+			}
+			uids = append(uids, uid)
+			n += c
+		}
+		slices.Sort(uids)
+		why += fmt.Sprintf("; the store holds %d backup(s) of it taken in an earlier namespace %s (uid %s), which an administrator lets this namespace restore with the annotation %s: <uid> (or *) on namespace %s",
+			n, ns, strings.Join(uids, ", "), v1.AnnotationAdoptBackups, ns)
+	}
+	if len(src.waiting) > 0 {
+		why += "; still reading the store: " + strings.Join(src.waiting, "; ")
+	}
+	return nil, why
+}
+
+// newerPoint orders restore points of one volume; two PodVolumeBackups as newer does.
+func newerPoint(a, b *restorePoint) bool {
+	if a.Backup != nil && b.Backup != nil {
+		return newer(a.Backup, b.Backup)
+	}
+	if !a.Time.Equal(b.Time) {
+		return a.Time.After(b.Time)
+	}
+	return a.BackupName > b.BackupName
 }
 
 // newer reports whether backup a of a volume holds later data than b. Times in status

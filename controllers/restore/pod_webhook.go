@@ -150,11 +150,11 @@ func (w *PodWebhook) restoreWait(ctx context.Context, raw []byte, pod *corev1.Po
 		if err != nil || !sel.Matches(labels.Set(pod.Labels)) {
 			continue
 		}
-		var backups v1.PodVolumeBackupList
-		if err := w.Client.List(ctx, &backups, client.InNamespace(sourceNamespace(vr))); err != nil {
-			return nil, nil, fmt.Errorf("listing the PodVolumeBackups of namespace %s: %w", sourceNamespace(vr), err)
+		src, err := sourcesFromStatus(ctx, w.Client, vr)
+		if err != nil {
+			return nil, nil, err
 		}
-		plan, err := p.plan(ctx, vr, pod, backups.Items)
+		plan, err := p.plan(ctx, vr, pod, src)
 		if err != nil {
 			return nil, nil, fmt.Errorf("planning VolumeRestore %s: %w", vr.Name, err)
 		}

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/controllers/storage"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
 	"github.com/holdfast-dev/holdfast/internal/identity"
 )
@@ -54,6 +55,14 @@ const maxVolumeStatuses = 256
 type VolumeRestoreReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
+	// Catalog lists the restore points the store holds, for volumes whose
+	// PodVolumeBackups are gone; nil reads PodVolumeBackups only.
+	Catalog RestorePointLister
+}
+
+// RestorePointLister is what the store holds for a namespace (storage.Catalog).
+type RestorePointLister interface {
+	RestorePoints(ctx context.Context, namespace, location string) ([]storage.RestorePoint, []string, error)
 }
 
 // SetupWithManager registers the reconciler.
@@ -66,6 +75,11 @@ func (r *VolumeRestoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&v1.PodVolumeRestore{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.restoresOfPod)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.restoresFromNamespace)).
+		// A repository that connects, or whose restore points change, can give a
+		// pending restore what it waits for.
+		Watches(&v1.BackupRepository{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.restoresReading(ctx, o.GetNamespace())
+		})).
 		Complete(r)
 }
 
@@ -73,10 +87,12 @@ func (r *VolumeRestoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 type scope struct {
 	vr       *v1.VolumeRestore
 	pods     []corev1.Pod
-	backups  []v1.PodVolumeBackup
+	src      sources
 	existing []v1.PodVolumeRestore
 	// missing are failures that have no PodVolumeRestore (no backup to restore).
 	missing []v1.RestoreVolumeStatus
+	// noBackup says why volumes the restore does not name have nothing to restore.
+	noBackup []string
 	// unscheduled counts matching pods that are not on a node yet.
 	unscheduled int
 }
@@ -171,17 +187,45 @@ func (r *VolumeRestoreReconciler) selectPods(ctx context.Context, sc *scope) (bo
 			sc.pods = append(sc.pods, pod)
 		}
 	}
-	var backups v1.PodVolumeBackupList
-	if err := r.List(ctx, &backups, client.InNamespace(sourceNamespace(vr))); err != nil {
-		return false, fmt.Errorf("listing the backups of namespace %s: %w", sourceNamespace(vr), err)
+	src, err := r.sources(ctx, vr)
+	if err != nil {
+		return false, err
 	}
-	sc.backups = backups.Items
+	sc.src = src
 	var existing v1.PodVolumeRestoreList
 	if err := r.List(ctx, &existing, client.InNamespace(vr.Namespace), client.MatchingLabels{v1.LabelRestore: vr.Name}); err != nil {
 		return false, fmt.Errorf("listing the PodVolumeRestores of %s/%s: %w", vr.Namespace, vr.Name, err)
 	}
 	sc.existing = existing.Items
 	return false, nil
+}
+
+// sources reads what the restore can restore from: the source namespace's
+// PodVolumeBackups and what the store holds. Reading the store also connects the
+// repositories it holds for the namespace, before any pod is planned: their restore
+// points (in their status) are what the pod webhook sees when the application's pods
+// are created.
+func (r *VolumeRestoreReconciler) sources(ctx context.Context, vr *v1.VolumeRestore) (sources, error) {
+	src := sourceNamespace(vr)
+	var backups v1.PodVolumeBackupList
+	if err := r.List(ctx, &backups, client.InNamespace(src)); err != nil {
+		return sources{}, fmt.Errorf("listing the backups of namespace %s: %w", src, err)
+	}
+	out := sources{backups: backups.Items}
+	ns := &corev1.Namespace{}
+	if err := r.Get(ctx, types.NamespacedName{Name: src}, ns); err != nil {
+		return sources{}, client.IgnoreNotFound(err)
+	}
+	out.namespace = ns
+	if r.Catalog == nil {
+		return out, nil
+	}
+	points, waiting, err := r.Catalog.RestorePoints(ctx, src, vr.Spec.StorageLocation)
+	if err != nil {
+		return sources{}, fmt.Errorf("reading the restore points of namespace %s from the store: %w", src, err)
+	}
+	out.store, out.waiting = points, waiting
+	return out, nil
 }
 
 // createRestores creates a PodVolumeRestore for every planned volume of every scheduled
@@ -197,13 +241,16 @@ func (r *VolumeRestoreReconciler) createRestores(ctx context.Context, sc *scope)
 	created := 0
 	for i := range sc.pods {
 		pod := &sc.pods[i]
-		plan, err := p.plan(ctx, vr, pod, sc.backups)
+		plan, err := p.plan(ctx, vr, pod, sc.src)
 		if err != nil {
 			return false, err
 		}
 		plan = restrictToWaited(plan, pod, vr.Name)
 		for _, m := range plan.Missing {
 			sc.missing = append(sc.missing, v1.RestoreVolumeStatus{Pod: pod.Name, Volume: m.Volume, Phase: v1.RunFailed, Message: m.Message})
+		}
+		for _, m := range plan.NoBackup {
+			sc.noBackup = append(sc.noBackup, m.Message)
 		}
 		if done[string(pod.UID)] {
 			continue
@@ -258,14 +305,14 @@ func waitedVolumes(pod *corev1.Pod) map[string][]string {
 }
 
 func (r *VolumeRestoreReconciler) newPodVolumeRestore(vr *v1.VolumeRestore, pod *corev1.Pod, vp volumePlan) (*v1.PodVolumeRestore, error) {
-	b := vp.Backup
+	pt := vp.Point
 	pvr := &v1.PodVolumeRestore{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      identity.PodVolumeRestoreName(vr.Name, pod.Name, vp.Volume),
 			Namespace: vr.Namespace,
 			Labels: map[string]string{
 				v1.LabelRestore:         vr.Name,
-				v1.LabelStorageLocation: b.Spec.StorageLocation,
+				v1.LabelStorageLocation: pt.StorageLocation,
 				v1.LabelManagedBy:       v1.ManagedByValue,
 			},
 		},
@@ -274,13 +321,13 @@ func (r *VolumeRestoreReconciler) newPodVolumeRestore(vr *v1.VolumeRestore, pod 
 			Pod:             v1.PodReference{Name: pod.Name, UID: string(pod.UID)},
 			Volume:          vp.Volume,
 			VolumeRestore:   vr.Name,
-			SnapshotID:      b.Status.SnapshotID,
-			PodVolumeBackup: b.Name,
-			SourceNamespace: b.Namespace,
-			SourcePath:      b.Spec.SourcePath,
-			StorageLocation: b.Spec.StorageLocation,
-			Repository:      b.Spec.Repository,
-			Uploader:        b.Spec.Uploader,
+			SnapshotID:      pt.SnapshotID,
+			PodVolumeBackup: pt.BackupName,
+			SourceNamespace: pt.Namespace,
+			SourcePath:      pt.SourcePath,
+			StorageLocation: pt.StorageLocation,
+			Repository:      pt.Repository,
+			Uploader:        pt.Uploader,
 		},
 	}
 	if err := controllerutil.SetControllerReference(vr, pvr, r.Scheme()); err != nil {
@@ -384,7 +431,17 @@ func waitingMessage(sc *scope) string {
 		return fmt.Sprintf("waiting for %d matching pod(s) to be scheduled", sc.unscheduled)
 	}
 	if len(sc.pods) > 0 {
-		return fmt.Sprintf("%d matching pod(s) have no volume with a backup to restore", len(sc.pods))
+		msg := fmt.Sprintf("%d matching pod(s) have no volume with a backup to restore", len(sc.pods))
+		if len(sc.noBackup) > 0 {
+			// Each says why, and what the store holds that this namespace may not read.
+			msg += ": " + strings.Join(first(sc.noBackup, 2), "; ")
+		} else if len(sc.src.waiting) > 0 {
+			msg += "; still reading the store: " + strings.Join(sc.src.waiting, "; ")
+		}
+		return msg
+	}
+	if len(sc.src.waiting) > 0 {
+		return "reading the store: " + strings.Join(sc.src.waiting, "; ")
 	}
 	return "waiting for pods matching spec.podSelector; pods created now wait for their data in a restore-wait init container"
 }
@@ -419,15 +476,20 @@ func (r *VolumeRestoreReconciler) restoresOfPod(ctx context.Context, obj client.
 }
 
 // restoresFromNamespace re-checks the restores that read a namespace's backups when
-// the namespace (and its restore-into grant) changes.
+// the namespace (its restore-into grant, the earlier namespaces it adopts) changes.
 func (r *VolumeRestoreReconciler) restoresFromNamespace(ctx context.Context, obj client.Object) []reconcile.Request {
+	return r.restoresReading(ctx, obj.GetName())
+}
+
+// restoresReading lists the unfinished restores whose source is namespace ns.
+func (r *VolumeRestoreReconciler) restoresReading(ctx context.Context, ns string) []reconcile.Request {
 	var list v1.VolumeRestoreList
 	if err := r.List(ctx, &list); err != nil {
 		return nil
 	}
 	var reqs []reconcile.Request
 	for _, vr := range list.Items {
-		if vr.Spec.SourceNamespace == obj.GetName() && vr.Namespace != obj.GetName() && !isFinal(vr.Status.Phase) {
+		if sourceNamespace(&vr) == ns && !isFinal(vr.Status.Phase) {
 			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&vr)})
 		}
 	}

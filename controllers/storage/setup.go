@@ -22,10 +22,11 @@ type Options struct {
 	ProbeTimeout time.Duration
 }
 
-// Setup registers the storage location, repository and retention controllers. The
-// controllers run only on the elected leader, so exactly one manager maintains and
-// expires.
-func Setup(mgr ctrl.Manager, opts Options) error {
+// Setup registers the storage location, repository, restore points and retention
+// controllers. The controllers run only on the elected leader, so exactly one manager
+// maintains and expires. It returns the Catalog the restore controller reads restore
+// points from when their PodVolumeBackups are gone.
+func Setup(mgr ctrl.Manager, opts Options) (*Catalog, error) {
 	if opts.MaxConcurrentMaintenance < 1 {
 		opts.MaxConcurrentMaintenance = 1
 	}
@@ -34,7 +35,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	}
 	pool := NewPool(opts.WorkDir, opts.ResticPath)
 	if err := mgr.Add(pool); err != nil {
-		return err
+		return nil, err
 	}
 	rec := mgr.GetEventRecorderFor("holdfast-storage")
 	// Secrets are read directly and watched through a cache of the operator namespace
@@ -44,24 +45,28 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		DefaultNamespaces: map[string]cache.Config{opts.Namespace: {}},
 	})
 	if err != nil {
-		return fmt.Errorf("creating the Secret cache: %w", err)
+		return nil, fmt.Errorf("creating the Secret cache: %w", err)
 	}
 	if err := mgr.Add(secretCache); err != nil {
-		return err
+		return nil, err
 	}
 	secrets := mgr.GetAPIReader()
 	if err := (&StorageLocationReconciler{Client: mgr.GetClient(), Secrets: secrets, SecretCache: secretCache, Recorder: rec, Namespace: opts.Namespace, ProbeTimeout: opts.ProbeTimeout}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the storage location controller: %w", err)
+		return nil, fmt.Errorf("setting up the storage location controller: %w", err)
 	}
 	if err := (&RepositoryReconciler{Client: mgr.GetClient(), Secrets: secrets, SecretCache: secretCache, Recorder: rec, Namespace: opts.Namespace, Pool: pool,
 		maintenance: make(chan struct{}, opts.MaxConcurrentMaintenance)}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the repository controller: %w", err)
+		return nil, fmt.Errorf("setting up the repository controller: %w", err)
 	}
 	if err := (&RetentionReconciler{Client: mgr.GetClient(), Recorder: rec, Namespace: opts.Namespace, Pool: pool}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the retention controller: %w", err)
+		return nil, fmt.Errorf("setting up the retention controller: %w", err)
 	}
 	if err := (&SnapshotFinalizerReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: rec, Namespace: opts.Namespace, Pool: pool}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the snapshot finalizer: %w", err)
+		return nil, fmt.Errorf("setting up the snapshot finalizer: %w", err)
 	}
-	return nil
+	catalog := &Catalog{Client: mgr.GetClient(), Secrets: secrets, Namespace: opts.Namespace, Pool: pool}
+	if err := (&RestorePointsReconciler{Client: mgr.GetClient(), Catalog: catalog}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the restore points controller: %w", err)
+	}
+	return catalog, nil
 }

@@ -76,7 +76,7 @@ func runSuite(m *testing.M) int {
 	}
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})
 	if err == nil {
-		err = Setup(mgr, Options{Namespace: operatorNamespace, WorkDir: workDir, ResticPath: filepath.Join(testenv.ToolsBin(), "restic"),
+		_, err = Setup(mgr, Options{Namespace: operatorNamespace, WorkDir: workDir, ResticPath: filepath.Join(testenv.ToolsBin(), "restic"),
 			MaxConcurrentMaintenance: 2, ProbeTimeout: 20 * time.Second})
 	}
 	if err != nil {

@@ -43,7 +43,7 @@ func startControllers(t *testing.T, e *testenv.Env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := storage.Setup(mgr, storage.Options{Namespace: ns, WorkDir: t.TempDir(), ResticPath: filepath.Join(testenv.ToolsBin(), "restic"), ProbeTimeout: 30 * time.Second}); err != nil {
+	if _, err := storage.Setup(mgr, storage.Options{Namespace: ns, WorkDir: t.TempDir(), ResticPath: filepath.Join(testenv.ToolsBin(), "restic"), ProbeTimeout: 30 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	engine, err := policy.NewEngine()
