@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,6 +23,7 @@ import (
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
+	"github.com/holdfast-dev/holdfast/internal/identity"
 	"github.com/holdfast-dev/holdfast/internal/repository"
 )
 
@@ -53,20 +55,36 @@ type RetentionGroup struct {
 	Namespace  string
 	Repository string
 	SourcePath string
-	// Total is the number of Completed backups of the source.
+	// Total is the number of Completed backups of the source, with the snapshots of
+	// it whose PodVolumeBackup is gone.
 	Total int
 	// Expire names the PodVolumeBackups retention does not keep.
 	Expire []string
+	// ExpireSnapshots are the IDs of snapshots without a PodVolumeBackup that
+	// retention does not keep.
+	ExpireSnapshots []string
 	// Refused is true when expiring them all would exceed maxExpirePercent; then
 	// nothing of this source is expired and Message says why.
 	Refused bool
 	Message string
 }
 
-// PlanRetention applies a policy's retention to its Completed PodVolumeBackups, per
-// source identity. It is pure: the policy controller can call it to show refusals in
-// the policy's status.
-func PlanRetention(policy *v1.VolumeBackupPolicy, pvbs []v1.PodVolumeBackup) []RetentionGroup {
+// OrphanSnapshot is a snapshot of a policy that the store holds and no PodVolumeBackup
+// records any more: its namespace was deleted and created again, or this is a new
+// cluster. Retention counts it with the source's backups, so that it is expired in turn
+// instead of staying forever.
+type OrphanSnapshot struct {
+	Namespace, Repository, SourcePath, ID string
+	Time                                  time.Time
+}
+
+// orphanPrefix marks the retention candidates that are orphan snapshots.
+const orphanPrefix = "snapshot:"
+
+// PlanRetention applies a policy's retention to its Completed PodVolumeBackups and
+// its orphan snapshots, per source identity. It is pure: the policy controller can
+// call it to show refusals in the policy's status.
+func PlanRetention(policy *v1.VolumeBackupPolicy, pvbs []v1.PodVolumeBackup, orphans []OrphanSnapshot) []RetentionGroup {
 	if policy.Spec.Retention == nil {
 		return nil
 	}
@@ -80,14 +98,25 @@ func PlanRetention(policy *v1.VolumeBackupPolicy, pvbs []v1.PodVolumeBackup) []R
 		k := key{p.Namespace, p.Spec.Repository, p.Spec.SourcePath}
 		groups[k] = append(groups[k], RetentionCandidate{Name: p.Name, Time: backupTime(p)})
 	}
+	for _, o := range orphans {
+		k := key{o.Namespace, o.Repository, o.SourcePath}
+		groups[k] = append(groups[k], RetentionCandidate{Name: orphanPrefix + o.ID, Time: o.Time})
+	}
 	var out []RetentionGroup
 	for k, backups := range groups {
-		g := RetentionGroup{Namespace: k.ns, Repository: k.repo, SourcePath: k.source, Total: len(backups),
-			Expire: Expired(backups, *policy.Spec.Retention)}
-		if len(g.Expire) > 0 && !GuardAllows(g.Total, len(g.Expire), policy.Spec.Retention.MaxExpirePercent) {
+		g := RetentionGroup{Namespace: k.ns, Repository: k.repo, SourcePath: k.source, Total: len(backups)}
+		expire := Expired(backups, *policy.Spec.Retention)
+		for _, name := range expire {
+			if id, ok := strings.CutPrefix(name, orphanPrefix); ok {
+				g.ExpireSnapshots = append(g.ExpireSnapshots, id)
+			} else {
+				g.Expire = append(g.Expire, name)
+			}
+		}
+		if len(expire) > 0 && !GuardAllows(g.Total, len(expire), policy.Spec.Retention.MaxExpirePercent) {
 			g.Refused = true
 			g.Message = fmt.Sprintf("Retention refused to expire %d of the %d backups of %s in namespace %s: more than maxExpirePercent (%d%%) in one pass; raise maxExpirePercent or the keep counts if this is intended",
-				len(g.Expire), g.Total, g.SourcePath, g.Namespace, maxPercent(policy.Spec.Retention.MaxExpirePercent))
+				len(expire), g.Total, g.SourcePath, g.Namespace, maxPercent(policy.Spec.Retention.MaxExpirePercent))
 		}
 		out = append(out, g)
 	}
@@ -121,6 +150,9 @@ type RetentionReconciler struct {
 	Recorder  record.EventRecorder
 	Namespace string
 	Pool      *Pool
+	// Catalog lists what the repositories hold, for the orphan snapshots; nil counts
+	// PodVolumeBackups only.
+	Catalog *Catalog
 }
 
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumebackuppolicies,verbs=get;list;watch;patch
@@ -161,8 +193,12 @@ func (r *RetentionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	for i := range pvbs {
 		byName[client.ObjectKeyFromObject(&pvbs[i])] = &pvbs[i]
 	}
+	orphans, err := r.orphans(ctx, policy, pvbs)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	logger := log.FromContext(ctx)
-	for _, g := range PlanRetention(policy, pvbs) {
+	for _, g := range PlanRetention(policy, pvbs, orphans) {
 		if g.Refused {
 			logger.Info("retention refused", "namespace", g.Namespace, "sourcePath", g.SourcePath, "total", g.Total, "expire", len(g.Expire))
 			if newest := newestOf(pvbs, g); newest != nil {
@@ -176,8 +212,100 @@ func (r *RetentionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 				return ctrl.Result{}, err
 			}
 		}
+		if len(g.ExpireSnapshots) > 0 {
+			if err := r.expireOrphans(ctx, policy, g); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
 	}
 	return ctrl.Result{}, nil
+}
+
+// orphans lists the policy's snapshots that no PodVolumeBackup records, in the
+// repositories its PodVolumeBackups write to: taken in the namespace's own
+// incarnation or one it adopts. Snapshots of an earlier namespace it does not adopt
+// are another team's: they are kept. So are those in repositories the policy no
+// longer writes to (a deleted namespace's backups stay as retention last left them).
+func (r *RetentionReconciler) orphans(ctx context.Context, policy *v1.VolumeBackupPolicy, pvbs []v1.PodVolumeBackup) ([]OrphanSnapshot, error) {
+	if r.Catalog == nil {
+		return nil, nil
+	}
+	recorded := map[string]bool{}
+	repos := map[types.NamespacedName]int32{} // repository -> snapshots its PodVolumeBackups record
+	for i := range pvbs {
+		p := &pvbs[i]
+		key := types.NamespacedName{Namespace: p.Namespace, Name: p.Spec.Repository}
+		if p.Status.SnapshotID != "" && !recorded[p.Status.SnapshotID] {
+			recorded[p.Status.SnapshotID] = true
+			repos[key]++
+		} else if _, ok := repos[key]; !ok {
+			repos[key] = 0
+		}
+	}
+	var out []OrphanSnapshot
+	for key, withObjects := range repos {
+		brepo := &v1.BackupRepository{}
+		if err := r.Get(ctx, key, brepo); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return nil, err
+		}
+		// The repository's status counts what the store holds: no more snapshots than
+		// PodVolumeBackups record means no orphan, and no need to read the store.
+		var held int32
+		for _, rp := range brepo.Status.RestorePoints {
+			held += rp.Snapshots
+		}
+		if brepo.Status.RestorePointsTime != nil && brepo.Status.RestorePointsOmitted == 0 && held <= withObjects {
+			continue
+		}
+		ns := &corev1.Namespace{}
+		if err := r.Get(ctx, types.NamespacedName{Name: key.Namespace}, ns); err != nil {
+			continue
+		}
+		if !conditions.IsReady(brepo.Status.Conditions) {
+			continue
+		}
+		snaps, err := r.Catalog.Snapshots(ctx, brepo)
+		if err != nil {
+			// The repository's own status says why; the PodVolumeBackups are still
+			// expired as before.
+			log.FromContext(ctx).Info("cannot read the repository's snapshots for retention", "repository", key, "reason", err.Error())
+			continue
+		}
+		for _, s := range snaps {
+			if s.Tags[identity.TagPolicy] != policy.Name || recorded[s.ID] || !identity.Adopts(ns, s.Tags[identity.TagNamespaceUID]) {
+				continue
+			}
+			out = append(out, OrphanSnapshot{Namespace: key.Namespace, Repository: key.Name, SourcePath: s.SourcePath, ID: s.ID, Time: s.StartTime})
+		}
+	}
+	return out, nil
+}
+
+// expireOrphans deletes the orphan snapshots of a group from their repository.
+func (r *RetentionReconciler) expireOrphans(ctx context.Context, policy *v1.VolumeBackupPolicy, g RetentionGroup) error {
+	key := types.NamespacedName{Namespace: g.Namespace, Name: g.Repository}
+	brepo := &v1.BackupRepository{}
+	if err := r.Get(ctx, key, brepo); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	rep, err := openExisting(ctx, r.Client, r.Catalog.Secrets, r.Namespace, r.Pool, brepo)
+	if err != nil {
+		return err
+	}
+	defer rep.Close(ctx) //nolint:errcheck // returns the pool's loan
+	for _, id := range g.ExpireSnapshots {
+		if err := rep.Delete(ctx, id); err != nil {
+			return fmt.Errorf("expiring snapshot %s of %s in %s: %w", id, g.SourcePath, key, err)
+		}
+		log.FromContext(ctx).Info("expired a snapshot whose PodVolumeBackup is gone", "repository", key, "sourcePath", g.SourcePath, "snapshot", id)
+		r.Recorder.Event(policy, corev1.EventTypeNormal, ReasonExpired,
+			fmt.Sprintf("Expired snapshot %s of %s in namespace %s (its PodVolumeBackup is gone) by the retention of policy %s", id, g.SourcePath, g.Namespace, policy.Name))
+	}
+	r.Catalog.Invalidate(key)
+	return nil
 }
 
 func newestOf(pvbs []v1.PodVolumeBackup, g RetentionGroup) *v1.PodVolumeBackup {
@@ -256,8 +384,27 @@ func (r *RetentionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			}
 			return nil
 		})).
+		// New restore points in a repository can be orphan snapshots to count.
+		Watches(&v1.BackupRepository{}, handler.EnqueueRequestsFromMapFunc(r.policiesWritingTo)).
 		Named("retention").
 		Complete(r)
+}
+
+// policiesWritingTo lists the policies whose PodVolumeBackups write to a repository.
+func (r *RetentionReconciler) policiesWritingTo(ctx context.Context, o client.Object) []reconcile.Request {
+	var list v1.PodVolumeBackupList
+	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	var reqs []reconcile.Request
+	for _, p := range list.Items {
+		if name := p.Labels[v1.LabelPolicy]; name != "" && p.Spec.Repository == o.GetName() && !seen[name] {
+			seen[name] = true
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: name}})
+		}
+	}
+	return reqs
 }
 
 // SnapshotFinalizerReconciler deletes the snapshot of a PodVolumeBackup marked with

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/internal/identity"
 	"github.com/holdfast-dev/holdfast/internal/repository"
 	"github.com/holdfast-dev/holdfast/test/testenv"
 )
@@ -221,5 +222,70 @@ func TestDeletingAPolicy(t *testing.T) {
 	}
 	if got, want := f.snapshotIDs("/pvc/kept"), ids(kept...); !reflect.DeepEqual(got, want) {
 		t.Errorf("snapshots of the Retain policy = %v, want %v", got, want)
+	}
+}
+
+// TestRetentionExpiresSnapshotsWhosePodVolumeBackupIsGone: after a namespace is
+// created again and adopts its earlier backups (or after a new cluster), the snapshots
+// the store holds have no PodVolumeBackup. Retention counts them with the source's
+// new backups and expires the oldest in turn, so they do not stay forever; a snapshot
+// of an earlier namespace that this one does not adopt is another team's and is kept.
+func TestRetentionExpiresSnapshotsWhosePodVolumeBackupIsGone(t *testing.T) {
+	testenv.Require(t, env)
+	f := newRetentionFixture(t)
+	policy := uniqueName(t, "vbp")
+	ns := &corev1.Namespace{}
+	if err := env.Client.Get(ctxFor(t), client.ObjectKey{Name: f.ns}, ns); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := openAsClient(t, f.bsl, f.brepo, f.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rep.Close(ctxFor(t))
+	take := func(i int, uid string) repository.BackupResult {
+		t.Helper()
+		res, err := rep.Backup(ctxFor(t), repository.BackupRequest{Dir: sourceDir(t, map[string]string{"n": fmt.Sprint(i)}),
+			SourcePath: "/pvc/orders", Tags: map[string]string{identity.TagPolicy: policy, identity.TagNamespaceUID: uid}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	foreign := take(0, "00000000-0000-4000-8000-00000000f0e1")
+	var orphans []string
+	for i := 1; i <= 3; i++ {
+		orphans = append(orphans, take(i, string(ns.UID)).SnapshotID)
+	}
+	newest := take(4, string(ns.UID))
+	snaps, err := rep.Snapshots(ctxFor(t), "/pvc/orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &v1.PodVolumeBackup{
+		ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: policy + "-new", Labels: map[string]string{v1.LabelPolicy: policy}},
+		Spec: v1.PodVolumeBackupSpec{Node: "node-1", Pod: v1.PodReference{Name: "db-0", UID: "uid-1"}, Volume: "data",
+			SourcePath: "/pvc/orders", StorageLocation: f.bsl.Name, Repository: f.brepo.Name, Uploader: v1.UploaderKopia},
+	}
+	create(t, p)
+	// A later run's backup: status times have whole seconds, and the snapshots above
+	// were all taken within one.
+	p.Status = v1.PodVolumeBackupStatus{Phase: v1.RunCompleted, SnapshotID: newest.SnapshotID,
+		StartTime: &metav1.Time{Time: snaps[len(snaps)-1].StartTime.Add(time.Minute)}}
+	if err := env.Client.Status().Update(ctxFor(t), p); err != nil {
+		t.Fatal(err)
+	}
+	newPolicy(t, policy, f.bsl.Name, &v1.Retention{KeepLast: 2, MaxExpirePercent: 50}, v1.DeletionRetain)
+
+	want := []string{foreign.SnapshotID, orphans[2], newest.SnapshotID}
+	sort.Strings(want)
+	eventually(t, 2*time.Minute, "the two oldest orphans to expire", func() error {
+		if got := f.snapshotIDs("/pvc/orders"); !reflect.DeepEqual(got, want) {
+			return fmt.Errorf("snapshots = %v, want %v (the newest orphan, the backup, the other team's)", got, want)
+		}
+		return nil
+	})
+	if got := f.remaining(policy); !reflect.DeepEqual(got, []string{p.Name}) {
+		t.Errorf("PodVolumeBackups = %v, want the new one kept", got)
 	}
 }

@@ -58,13 +58,13 @@ func Setup(mgr ctrl.Manager, opts Options) (*Catalog, error) {
 		maintenance: make(chan struct{}, opts.MaxConcurrentMaintenance)}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the repository controller: %w", err)
 	}
-	if err := (&RetentionReconciler{Client: mgr.GetClient(), Recorder: rec, Namespace: opts.Namespace, Pool: pool}).SetupWithManager(mgr); err != nil {
+	catalog := &Catalog{Client: mgr.GetClient(), Secrets: secrets, Namespace: opts.Namespace, Pool: pool}
+	if err := (&RetentionReconciler{Client: mgr.GetClient(), Recorder: rec, Namespace: opts.Namespace, Pool: pool, Catalog: catalog}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the retention controller: %w", err)
 	}
 	if err := (&SnapshotFinalizerReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: rec, Namespace: opts.Namespace, Pool: pool}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the snapshot finalizer: %w", err)
 	}
-	catalog := &Catalog{Client: mgr.GetClient(), Secrets: secrets, Namespace: opts.Namespace, Pool: pool}
 	if err := (&RestorePointsReconciler{Client: mgr.GetClient(), Catalog: catalog}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the restore points controller: %w", err)
 	}
