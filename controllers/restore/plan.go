@@ -123,6 +123,30 @@ func (s sources) points(path string) (points []restorePoint, foreign map[string]
 	return points, foreign
 }
 
+// unadopted counts, by namespace UID, the snapshots the store holds that no
+// PodVolumeBackup records and that the source namespace does not adopt: what a pod
+// created now would not wait for.
+func (s sources) unadopted() map[string]int {
+	if s.namespace == nil {
+		return nil
+	}
+	recorded := map[string]bool{}
+	for i := range s.backups {
+		recorded[s.backups[i].Status.SnapshotID] = true
+	}
+	var foreign map[string]int
+	for _, p := range s.store {
+		if recorded[p.ID] || identity.Adopts(s.namespace, p.NamespaceUID()) {
+			continue
+		}
+		if foreign == nil {
+			foreign = map[string]int{}
+		}
+		foreign[p.NamespaceUID()]++
+	}
+	return foreign
+}
+
 // podPlan is what a restore does to one pod.
 type podPlan struct {
 	Volumes []volumePlan
@@ -247,23 +271,30 @@ func choose(vr *v1.VolumeRestore, rs *v1.RestoreSource, path string, src sources
 		why = fmt.Sprintf("no completed backup of %s %s at or before %s", path, where, rs.Before.UTC().Format("2006-01-02T15:04:05Z"))
 	}
 	if len(foreign) > 0 {
-		uids := make([]string, 0, len(foreign))
-		n := 0
-		for uid, c := range foreign {
-			if uid == "" {
-				uid = "(recorded before namespace UIDs)"
-			}
-			uids = append(uids, uid)
-			n += c
-		}
-		slices.Sort(uids)
-		why += fmt.Sprintf("; the store holds %d backup(s) of it taken in an earlier namespace %s (uid %s), which an administrator lets this namespace restore with the annotation %s: <uid> (or *) on namespace %s",
-			n, ns, strings.Join(uids, ", "), v1.AnnotationAdoptBackups, ns)
+		why += "; " + earlierBackups(ns, "of it ", foreign)
 	}
 	if len(src.waiting) > 0 {
 		why += "; still reading the store: " + strings.Join(src.waiting, "; ")
 	}
 	return nil, why
+}
+
+// earlierBackups says what the store holds of namespace ns from earlier namespaces of
+// that name (foreign counts snapshots by namespace UID) and how an administrator lets
+// ns restore it. what says of what, e.g. "of it ".
+func earlierBackups(ns, what string, foreign map[string]int) string {
+	uids := make([]string, 0, len(foreign))
+	n := 0
+	for uid, c := range foreign {
+		if uid == "" {
+			uid = "(recorded before namespace UIDs)"
+		}
+		uids = append(uids, uid)
+		n += c
+	}
+	slices.Sort(uids)
+	return fmt.Sprintf("the store holds %d backup(s) %staken in an earlier namespace %s (uid %s), which an administrator lets this namespace restore with the annotation %s: <uid> (or *) on namespace %s",
+		n, what, ns, strings.Join(uids, ", "), v1.AnnotationAdoptBackups, ns)
 }
 
 // newerPoint orders restore points of one volume; two PodVolumeBackups as newer does.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -12,8 +13,36 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/holdfast-dev/holdfast/controllers/storage"
 	"github.com/holdfast-dev/holdfast/test/testenv"
 )
+
+// storeCatalog stands for what the store holds, per namespace; a namespace a test did
+// not fill holds nothing, as a store without its repositories.
+var storeCatalog = &fakeCatalog{points: map[string][]storage.RestorePoint{}}
+
+type fakeCatalog struct {
+	mu     sync.Mutex
+	points map[string][]storage.RestorePoint
+}
+
+func (c *fakeCatalog) set(ns string, points ...storage.RestorePoint) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.points[ns] = points
+}
+
+func (c *fakeCatalog) RestorePoints(_ context.Context, ns, location string) ([]storage.RestorePoint, []string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []storage.RestorePoint
+	for _, p := range c.points[ns] {
+		if location == "" || p.StorageLocation == location {
+			out = append(out, p)
+		}
+	}
+	return out, nil, nil
+}
 
 var env *testenv.Env
 
@@ -48,7 +77,7 @@ func startManager(env *testenv.Env) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := (&VolumeRestoreReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+	if err := (&VolumeRestoreReconciler{Client: mgr.GetClient(), Catalog: storeCatalog}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	(&PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: operatorNamespace, Image: "holdfast:test"}).SetupWithManager(mgr)

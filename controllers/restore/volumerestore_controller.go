@@ -27,7 +27,10 @@ import (
 
 // Condition reasons of a VolumeRestore.
 const (
-	ReasonWaitingForPods   = "WaitingForPods"
+	ReasonWaitingForPods = "WaitingForPods"
+	// ReasonReadingStore: the repositories of the source namespace are still being
+	// connected or read, so what a pod created now would wait for is not known yet.
+	ReasonReadingStore     = "ReadingStore"
 	ReasonRestoring        = "Restoring"
 	ReasonRestored         = "Restored"
 	ReasonRestoreFailed    = "RestoreFailed"
@@ -225,6 +228,21 @@ func (r *VolumeRestoreReconciler) sources(ctx context.Context, vr *v1.VolumeRest
 		return sources{}, fmt.Errorf("reading the restore points of namespace %s from the store: %w", src, err)
 	}
 	out.store, out.waiting = points, waiting
+	// The pod webhook plans from the restore points in the repositories' status, not
+	// from the store: until a connected repository's are there, a pod created now
+	// would not wait for its data, so the restore is still reading the store.
+	var repos v1.BackupRepositoryList
+	if err := r.List(ctx, &repos, client.InNamespace(src)); err != nil {
+		return sources{}, fmt.Errorf("listing the BackupRepositories of namespace %s: %w", src, err)
+	}
+	for _, repo := range repos.Items {
+		if vr.Spec.StorageLocation != "" && repo.Spec.StorageLocation != vr.Spec.StorageLocation {
+			continue
+		}
+		if conditions.IsReady(repo.Status.Conditions) && repo.Status.RestorePointsTime == nil {
+			out.waiting = append(out.waiting, fmt.Sprintf("BackupRepository %s/%s: listing its restore points", src, repo.Name))
+		}
+	}
 	return out, nil
 }
 
@@ -390,7 +408,8 @@ func (r *VolumeRestoreReconciler) summarize(ctx context.Context, sc *scope) erro
 	switch {
 	case total == 0:
 		vr.Status.Phase = v1.RestorePending
-		conditions.MarkReconciling(&vr.Status.Conditions, vr.Generation, ReasonWaitingForPods, waitingMessage(sc))
+		reason, msg := waitingMessage(sc)
+		conditions.MarkReconciling(&vr.Status.Conditions, vr.Generation, reason, msg)
 	case running > 0 || sc.unscheduled > 0:
 		vr.Status.Phase = v1.RestoreInProgress
 		msg := fmt.Sprintf("%d of %d volume(s) restored", completed, total)
@@ -426,9 +445,15 @@ func (r *VolumeRestoreReconciler) summarize(ctx context.Context, sc *scope) erro
 	return nil
 }
 
-func waitingMessage(sc *scope) string {
+// waitingMessage says why a restore has no volume to restore yet. Without pods, it is
+// what someone who applies the restore before the application waits for: reason
+// ReadingStore while what a new pod would wait for is not known yet, then
+// WaitingForPods, whose message says whether pods created now wait and, when the store
+// holds backups of an earlier namespace of this name that it does not adopt, that
+// those are not restored and how an administrator lets them be.
+func waitingMessage(sc *scope) (reason, msg string) {
 	if sc.unscheduled > 0 {
-		return fmt.Sprintf("waiting for %d matching pod(s) to be scheduled", sc.unscheduled)
+		return ReasonWaitingForPods, fmt.Sprintf("waiting for %d matching pod(s) to be scheduled", sc.unscheduled)
 	}
 	if len(sc.pods) > 0 {
 		msg := fmt.Sprintf("%d matching pod(s) have no volume with a backup to restore", len(sc.pods))
@@ -436,14 +461,18 @@ func waitingMessage(sc *scope) string {
 			// Each says why, and what the store holds that this namespace may not read.
 			msg += ": " + strings.Join(first(sc.noBackup, 2), "; ")
 		} else if len(sc.src.waiting) > 0 {
-			msg += "; still reading the store: " + strings.Join(sc.src.waiting, "; ")
+			return ReasonReadingStore, msg + "; still reading the store: " + strings.Join(sc.src.waiting, "; ")
 		}
-		return msg
+		return ReasonWaitingForPods, msg
 	}
 	if len(sc.src.waiting) > 0 {
-		return "reading the store: " + strings.Join(sc.src.waiting, "; ")
+		return ReasonReadingStore, "reading the store: " + strings.Join(sc.src.waiting, "; ")
 	}
-	return "waiting for pods matching spec.podSelector; pods created now wait for their data in a restore-wait init container"
+	if foreign := sc.src.unadopted(); len(foreign) > 0 {
+		return ReasonWaitingForPods, "waiting for pods matching spec.podSelector; " + earlierBackups(sourceNamespace(sc.vr), "", foreign) +
+			"; until then pods created now do not wait for those"
+	}
+	return ReasonWaitingForPods, "waiting for pods matching spec.podSelector; pods created now wait for their data in a restore-wait init container"
 }
 
 // stall holds a restore that only a change by the user can unblock (its spec, or the

@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -21,6 +22,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/controllers/storage"
+	"github.com/holdfast-dev/holdfast/internal/identity"
+	"github.com/holdfast-dev/holdfast/internal/repository"
 	"github.com/holdfast-dev/holdfast/test/testenv"
 )
 
@@ -461,4 +465,106 @@ func TestHelperConfigMapChangesTheInitContainer(t *testing.T) {
 	if len(sink.msgs) != 1 || !strings.Contains(sink.msgs[0], "key cpuRequest ignored") {
 		t.Errorf("admission warnings %q, want one about cpuRequest", sink.msgs)
 	}
+}
+
+// TestARestoreAppliedBeforeTheAppSaysWhenNewPodsWillWait is the namespace deleted and
+// applied again from Git: the restore is applied before the application, and its
+// message is what the person (or the pipeline) waits for before applying the
+// application. The pod webhook plans from the restore points in the repositories'
+// status, so until those are listed the restore must not say that pods created now
+// wait (they would not); while the store holds only backups of an earlier namespace
+// that this one does not adopt, it says so, naming the namespace UID and the
+// annotation, before any pod starts on an empty volume; once adopted, pods created
+// then wait for their data.
+func TestARestoreAppliedBeforeTheAppSaysWhenNewPodsWillWait(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	ctx := ctxFor(t)
+	const earlier = "00000000-0000-4000-8000-00000000ea71"
+	taken := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	storeCatalog.set(ns, storage.RestorePoint{
+		Snapshot: repository.Snapshot{ID: "k-earlier", SourcePath: "/deployment/web/cache", StartTime: taken,
+			Tags: map[string]string{identity.TagNamespaceUID: earlier}},
+		Namespace: ns, StorageLocation: "default", Uploader: v1.UploaderKopia, Repository: "default-kopia",
+	})
+	t.Cleanup(func() { storeCatalog.set(ns) })
+	// The repository the restore found in the store, connected: Ready, its restore
+	// points not listed yet.
+	brepo := &v1.BackupRepository{ObjectMeta: metav1.ObjectMeta{Name: "default-kopia", Namespace: ns},
+		Spec: v1.BackupRepositorySpec{StorageLocation: "default", Uploader: v1.UploaderKopia}}
+	if err := env.Client.Create(ctx, brepo); err != nil {
+		t.Fatal(err)
+	}
+	brepo.Status.Conditions = []metav1.Condition{{Type: v1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Connected",
+		Message: "connected", LastTransitionTime: metav1.Now(), ObservedGeneration: brepo.Generation}}
+	if err := env.Client.Status().Update(ctx, brepo); err != nil {
+		t.Fatal(err)
+	}
+	createRestore(t, ns, "web-restore", v1.VolumeRestoreSpec{
+		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+		Source:      &v1.RestoreSource{Latest: true},
+	})
+	waitingFor := func(what, reason string, want ...string) {
+		t.Helper()
+		testenv.Eventually(t, what, func() error {
+			vr := getRestore(t, ns, "web-restore")
+			c := apimeta.FindStatusCondition(vr.Status.Conditions, v1.ConditionReady)
+			if c == nil || c.Reason != reason || vr.Status.Phase != v1.RestorePending {
+				return fmt.Errorf("phase %s, Ready %+v", vr.Status.Phase, c)
+			}
+			for _, w := range want {
+				if !strings.Contains(c.Message, w) {
+					return fmt.Errorf("message %q lacks %q", c.Message, w)
+				}
+			}
+			return nil
+		})
+	}
+	waitingFor("the restore reading the store", ReasonReadingStore, "BackupRepository "+ns+"/default-kopia: listing its restore points")
+
+	brepo.Status.RestorePoints = []v1.SourceRestorePoints{{SourcePath: "/deployment/web/cache", NamespaceUID: earlier, Snapshots: 1,
+		Oldest: metav1.NewTime(taken), Latest: metav1.NewTime(taken), LatestSnapshotID: "k-earlier"}}
+	now := metav1.Now()
+	brepo.Status.RestorePointsTime = &now
+	if err := env.Client.Status().Update(ctx, brepo); err != nil {
+		t.Fatal(err)
+	}
+	waitingFor("the restore naming the earlier namespace", ReasonWaitingForPods,
+		"the store holds 1 backup(s) taken in an earlier namespace "+ns+" (uid "+earlier+")",
+		v1.AnnotationAdoptBackups+": <uid> (or *) on namespace "+ns, "pods created now do not wait for those")
+
+	nsObj := &corev1.Namespace{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	nsObj.Annotations = map[string]string{v1.AnnotationAdoptBackups: "*"}
+	if err := env.Client.Update(ctx, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	waitingFor("the restore ready for the application", ReasonWaitingForPods, "pods created now wait for their data")
+
+	// What the message promises: the application's pod, created now, waits.
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-7c4b", Namespace: ns, OwnerReferences: []metav1.OwnerReference{{
+			APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "dep-uid", Controller: ptr.To(true)}}},
+		Spec: appsv1.ReplicaSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "busybox"}}},
+			},
+		},
+	}
+	if err := env.Client.Create(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	owners := []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: ptr.To(true)}}
+	testenv.Eventually(t, "the webhook seeing the ReplicaSet", func() error {
+		p := createPod(t, ns, fmt.Sprintf("web-7c4b-%d", time.Now().UnixNano()%100000), map[string]string{"app": "web"}, "", owners, emptyDirVolume("cache"))
+		if len(p.Spec.InitContainers) == 0 || p.Spec.InitContainers[0].Name != RestoreWaitContainer {
+			_ = env.Client.Delete(ctx, p, client.GracePeriodSeconds(0))
+			return fmt.Errorf("pod %s got no restore-wait", p.Name)
+		}
+		return nil
+	})
 }
