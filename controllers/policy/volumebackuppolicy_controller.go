@@ -539,13 +539,18 @@ func (r *VolumeBackupPolicyReconciler) createBackup(ctx context.Context, p *v1.V
 	return nil
 }
 
-// reconcileLastRun aggregates the last run's PodVolumeBackups into status.lastRun and
-// emits an event when the run ends. Sets no condition.
+// reconcileLastRun aggregates the last run's PodVolumeBackups into status.lastRun
+// while it is in progress, and emits an event when it ends. Sets no condition.
 func (r *VolumeBackupPolicyReconciler) reconcileLastRun(ctx context.Context, s *scope) error {
 	p := s.policy
 	run := p.Status.LastRun
-	if run == nil || run.Message != "" {
-		return nil // no run, or one that backed up nothing and says why: nothing to count
+	if run == nil || run.Message != "" || run.Outcome != v1.RunOutcomeInProgress {
+		// No run, one that backed up nothing and says why, or one that ended: its
+		// summary is history. Counted again once its backups went with their
+		// namespace, an ended run would read as nothing backed up, and as in progress
+		// again as soon as the namespace's pods came back, whose backups it would then
+		// create under its old name.
+		return nil
 	}
 	var pvbs v1.PodVolumeBackupList
 	if err := r.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: p.Name, v1.LabelRun: run.Name}); err != nil {

@@ -549,3 +549,84 @@ func TestRunsWaitForAndFailOnTheStorageLocation(t *testing.T) {
 		return nil
 	})
 }
+
+// TestAnEndedRunIsNotReopenedWhenItsBackupsGo: a run ended, then its backups went with
+// their namespace, deleted by mistake, and the namespace and its application were
+// applied again at once. The run stays as it ended (its summary is history): it is not
+// counted again to nothing, not reopened, and it does not back up the new pod under its
+// old name; the next run does.
+func TestAnEndedRunIsNotReopenedWhenItsBackupsGo(t *testing.T) {
+	e := startManager(t)
+	ctx := t.Context()
+	w := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
+	old := w.pod("wiki-1", "node-a", corev1.PodRunning, nil, emptyDir("pages"))
+	p := newPolicy("ended-"+w.ns, w.ns)
+	p.Annotations = map[string]string{v1.AnnotationRunNow: "first"}
+	w.create(p)
+	var run string
+	eventually(t, "the run's backup", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		if p.Status.LastRun == nil {
+			return fmt.Errorf("no run yet")
+		}
+		run = p.Status.LastRun.Name
+		if n := len(backupsOf(t, e, ctx, w.ns, client.MatchingLabels{v1.LabelRun: run})); n != 1 {
+			return fmt.Errorf("%d backups of run %s", n, run)
+		}
+		return nil
+	})
+	pvb := backupsOf(t, e, ctx, w.ns, client.MatchingLabels{v1.LabelRun: run})[0]
+	pvb.Status.Phase, pvb.Status.BytesUploaded, pvb.Status.CompletionTime = v1.RunCompleted, 100, &metav1.Time{Time: time.Now()}
+	if err := e.Client.Status().Update(ctx, &pvb); err != nil {
+		t.Fatal(err)
+	}
+	ended := func(what string, selected int32) {
+		t.Helper()
+		eventually(t, what, func() error {
+			p = getPolicy(t, e, ctx, p.Name)
+			r := p.Status.LastRun
+			if p.Status.SelectedVolumes != selected {
+				return fmt.Errorf("%d volumes selected, want %d", p.Status.SelectedVolumes, selected)
+			}
+			if r == nil || r.Name != run || r.Outcome != v1.RunOutcomeSucceeded || r.VolumesTotal != 1 || r.VolumesCompleted != 1 {
+				return fmt.Errorf("last run %+v, want run %s Succeeded with its 1 volume", r, run)
+			}
+			return nil
+		})
+	}
+	ended("the run ended", 1)
+
+	// The namespace's deletion takes the backup and the pod (envtest has no namespace
+	// controller: the test deletes them).
+	for _, o := range []client.Object{&pvb, old} {
+		if err := e.Client.Delete(ctx, o, client.GracePeriodSeconds(0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ended("the run as it ended, its backup gone", 0)
+	// The application is applied again, within the run's first minute.
+	w.pod("wiki-2", "node-a", corev1.PodRunning, nil, emptyDir("pages"))
+	ended("the run as it ended, the new pod selected", 1)
+	for _, b := range backupsOf(t, e, ctx, w.ns, client.MatchingLabels{v1.LabelRun: run}) {
+		t.Errorf("the ended run %s backed up %s/%s", run, b.Spec.Pod.Name, b.Spec.Volume)
+	}
+
+	// The next run, an hour later, backs the new pod up.
+	testClock.SetTime(testClock.Now().Add(time.Hour))
+	patch := client.MergeFrom(p.DeepCopy())
+	p.Annotations[v1.AnnotationRunNow] = "second"
+	if err := e.Client.Patch(ctx, p, patch); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the next run's backup of the new pod", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		if p.Status.LastRun == nil || p.Status.LastRun.Name == run {
+			return fmt.Errorf("no next run yet")
+		}
+		bs := backupsOf(t, e, ctx, w.ns, client.MatchingLabels{v1.LabelRun: p.Status.LastRun.Name})
+		if len(bs) != 1 || bs[0].Spec.Pod.Name != "wiki-2" {
+			return fmt.Errorf("backups of run %s: %d", p.Status.LastRun.Name, len(bs))
+		}
+		return nil
+	})
+}
