@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -39,6 +40,9 @@ type Options struct {
 	TLS bool
 	// Buckets are created once the server is up.
 	Buckets []string
+	// Host is the IPv4 address to listen on, 127.0.0.1 when empty. The e2e tests
+	// listen on an address of a network device they made, which pods can reach.
+	Host string
 }
 
 // Server is one running (or stopped) MinIO.
@@ -87,19 +91,23 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{AccessKey: AccessKey, SecretKey: SecretKey, dir: dir, tls: opts.TLS}
-	ports, err := freePorts(2)
+	host := opts.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	ports, err := freePorts(host, 2)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	s.Endpoint = fmt.Sprintf("127.0.0.1:%d", ports[0])
-	s.console = fmt.Sprintf("127.0.0.1:%d", ports[1])
+	s.Endpoint = net.JoinHostPort(host, strconv.Itoa(ports[0]))
+	s.console = net.JoinHostPort(host, strconv.Itoa(ports[1]))
 	if opts.TLS {
 		if s.CA, err = NewCA(); err != nil {
 			_ = os.RemoveAll(dir)
 			return nil, err
 		}
-		if err := s.CA.WriteServerCertificate(filepath.Join(dir, "certs"), "127.0.0.1"); err != nil {
+		if err := s.CA.WriteServerCertificate(filepath.Join(dir, "certs"), host); err != nil {
 			_ = os.RemoveAll(dir)
 			return nil, err
 		}
@@ -264,7 +272,7 @@ func (s *Server) Objects(ctx context.Context, bucket, prefix string) ([]string, 
 	return names, nil
 }
 
-func freePorts(n int) ([]int, error) {
+func freePorts(host string, n int) ([]int, error) {
 	var ports []int
 	var ls []net.Listener
 	defer func() {
@@ -273,7 +281,7 @@ func freePorts(n int) ([]int, error) {
 		}
 	}()
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			return nil, err
 		}
