@@ -148,7 +148,7 @@ func TestStories(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	s := &stories{e: e}
+	s := &stories{e: e, parent: t}
 	for _, st := range []struct {
 		name string
 		fn   func(*testing.T)
@@ -166,21 +166,34 @@ func TestStories(t *testing.T) {
 		{"AgentPodDeletedMidBackup", s.agentPodDeletedMidBackup},
 		{"MinIOStoppedMidRunThenStarted", s.minIOStoppedMidRunThenStarted},
 		{"SamplePolicyAdmittedAsShipped", s.samplePolicyAdmittedAsShipped},
+		// recovery_test.go: the last two take the cluster down and bring up a new one.
+		{"NamespaceDeletedRestoredFromTheStore", s.namespaceDeletedRestoredFromTheStore},
+		{"ClusterLostRestoredFromTheStore", s.clusterLostRestoredFromTheStore},
+		{"WrongIdentityRecoversNothing", s.wrongIdentityRecoversNothing},
 	} {
 		if !t.Run(st.name, st.fn) {
-			t.Log(e.Diagnose(context.Background()))
+			t.Log(s.e.Diagnose(context.Background()))
 			t.Fatalf("story %s failed; the later stories depend on it", st.name)
 		}
 	}
 }
 
 type stories struct {
-	e     *Env
-	first *Run
+	e *Env
+	// parent is TestStories' test, for what lives as long as the stories.
+	parent *testing.T
+	first  *Run
 	// minio is the MinIO pod of the MinIO stories.
 	minio *MinIO
 	// cacheSums are the cache's checksums at the last backup.
 	cacheSums string
+	// store is the store outside the cluster of the recovery stories, started by the
+	// first of them.
+	store *offsiteStore
+	// wikiSums are the wiki's checksums at its last backup.
+	wikiSums string
+	// rebuilt says that the cluster was lost and a new one runs.
+	rebuilt bool
 }
 
 // The emptyDir volume of the cache Deployment and the claim volume of the db

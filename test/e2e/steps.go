@@ -12,9 +12,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	miniogo "github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	corev1 "k8s.io/api/core/v1"
@@ -25,6 +27,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/test/cluster"
@@ -55,8 +58,14 @@ type Env struct {
 	Show func(title, output string)
 }
 
+// silenceClientLogs gives controller-runtime a logger that discards, once: its client
+// logs nothing the stories need, and without one it prints a stack trace when a client
+// is made long after the process started (the stories' second cluster).
+var silenceClientLogs sync.Once
+
 // NewEnv returns an Env for the running cluster c.
 func NewEnv(c *cluster.Cluster, log func(string, ...any), show func(string, string)) (*Env, error) {
+	silenceClientLogs.Do(func() { ctrllog.SetLogger(logr.Discard()) })
 	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig())
 	if err != nil {
 		return nil, err
@@ -145,6 +154,7 @@ func (e *Env) Manifest(name string) (string, error) {
 	}
 	s := strings.ReplaceAll(string(b), "LOCAL_PV_PATH", e.localPVPath())
 	s = strings.ReplaceAll(s, "LEDGER_PV_PATH", e.ledgerPVPath())
+	s = strings.ReplaceAll(s, "CRM_PV_PATH", e.crmPVPath())
 	s = strings.ReplaceAll(s, "MINIO_DATA_DIR", filepath.Join(e.Cluster.StateDir, "minio-data"))
 	if minio, err := filepath.EvalSymlinks(filepath.Join(e.Cluster.ToolsBin, "minio")); err == nil {
 		s = strings.ReplaceAll(s, "MINIO_DIR", filepath.Dir(minio))
@@ -161,6 +171,12 @@ func (e *Env) localPVPath() string {
 // ledgerPVPath is the local PV of the billing namespace's bare pod (more-apps.yaml).
 func (e *Env) ledgerPVPath() string {
 	return filepath.Join(e.Cluster.StateDir, "local-volumes", "billing-ledger")
+}
+
+// crmPVPath is the local PV of the contacts StatefulSet (crm.yaml), under the state
+// directory: it goes with the cluster, as a node's disk goes with a lost cluster.
+func (e *Env) crmPVPath() string {
+	return filepath.Join(e.Cluster.StateDir, "local-volumes", "crm-contacts-0")
 }
 
 // Apply applies an embedded manifest with server-side apply.
@@ -391,7 +407,12 @@ const ChangeDB = "echo 'insert into orders values (42)' >> /var/lib/db/journal.l
 // Checksums returns `sha256sum` of the data files in the running pod of workload
 // (deployment/cache or statefulset/db), read inside the pod.
 func (e *Env) Checksums(ctx context.Context, workload, dir string) (string, error) {
-	return e.Kubectl(ctx, "", "-n", AppNamespace, "exec", workload, "--", "sh", "-c", "cd "+dir+" && sha256sum *")
+	return e.ChecksumsIn(ctx, AppNamespace, workload, dir)
+}
+
+// ChecksumsIn is Checksums for a workload of namespace ns.
+func (e *Env) ChecksumsIn(ctx context.Context, ns, workload, dir string) (string, error) {
+	return e.Kubectl(ctx, "", "-n", ns, "exec", workload, "--", "sh", "-c", "cd "+dir+" && sha256sum *")
 }
 
 // WritePod runs a shell command in the running pod of workload.
@@ -403,11 +424,16 @@ func (e *Env) WritePod(ctx context.Context, workload, script string) error {
 // PodOf returns the one pod matching selector in the app namespace once it is Ready
 // and not terminating.
 func (e *Env) PodOf(ctx context.Context, selector map[string]string, timeout time.Duration) (*corev1.Pod, error) {
+	return e.PodIn(ctx, AppNamespace, selector, timeout)
+}
+
+// PodIn is PodOf in namespace ns.
+func (e *Env) PodIn(ctx context.Context, ns string, selector map[string]string, timeout time.Duration) (*corev1.Pod, error) {
 	var pod *corev1.Pod
 	var why string
 	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		pods := &corev1.PodList{}
-		if err := e.Client.List(ctx, pods, client.InNamespace(AppNamespace), client.MatchingLabels(selector)); err != nil {
+		if err := e.Client.List(ctx, pods, client.InNamespace(ns), client.MatchingLabels(selector)); err != nil {
 			why = err.Error()
 			return false, nil
 		}
@@ -431,7 +457,7 @@ func (e *Env) PodOf(ctx context.Context, selector map[string]string, timeout tim
 		return false, nil
 	})
 	if err != nil {
-		return nil, e.withPodState(ctx, AppNamespace, fmt.Errorf("pod %v: %w (%s)", selector, err, why))
+		return nil, e.withPodState(ctx, ns, fmt.Errorf("pod %v: %w (%s)", selector, err, why))
 	}
 	return pod, nil
 }
@@ -480,10 +506,15 @@ func (e *Env) RestoreCache(ctx context.Context) (*Restored, error) {
 // WaitRestore waits until the VolumeRestore name in the app namespace finished, and
 // fails unless it Completed.
 func (e *Env) WaitRestore(ctx context.Context, name string) (*backupv1alpha1.VolumeRestore, error) {
+	return e.WaitRestoreIn(ctx, AppNamespace, name)
+}
+
+// WaitRestoreIn is WaitRestore in namespace ns.
+func (e *Env) WaitRestoreIn(ctx context.Context, ns, name string) (*backupv1alpha1.VolumeRestore, error) {
 	vr := &backupv1alpha1.VolumeRestore{}
 	var why string
 	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		if err := e.Client.Get(ctx, client.ObjectKey{Namespace: AppNamespace, Name: name}, vr); err != nil {
+		if err := e.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, vr); err != nil {
 			why = err.Error()
 			return false, nil
 		}
@@ -495,7 +526,7 @@ func (e *Env) WaitRestore(ctx context.Context, name string) (*backupv1alpha1.Vol
 		return nil, fmt.Errorf("VolumeRestore %s: %w (%s)", name, err, why)
 	}
 	if vr.Status.Phase != backupv1alpha1.RestoreCompleted {
-		out, _ := e.Kubectl(ctx, "", "-n", AppNamespace, "describe", "vr", name)
+		out, _ := e.Kubectl(ctx, "", "-n", ns, "describe", "vr", name)
 		return nil, fmt.Errorf("VolumeRestore %s ended %s\n%s", name, vr.Status.Phase, out)
 	}
 	return vr, nil
