@@ -107,6 +107,11 @@ func setUp(ctx context.Context, c *cluster.Cluster, logf func(string, ...any)) (
 		unlock()
 		return nil, nil, err
 	}
+	// The recovery stories' network device, if a test binary that made it was killed.
+	if err := removeOffsiteDevice(); err != nil {
+		unlock()
+		return nil, nil, err
+	}
 	teardown := func() error {
 		defer unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
