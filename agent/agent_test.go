@@ -226,12 +226,17 @@ func ensureRepository(t *testing.T, ns, location string, uploader v1.Uploader) s
 	return name
 }
 
-func createBackup(t *testing.T, v volume, name, location, repo string, uploader v1.Uploader) *v1.PodVolumeBackup {
+// createBackup creates a PodVolumeBackup (as the policy controller would), incremental
+// to the snapshot parent when one is given.
+func createBackup(t *testing.T, v volume, name, location, repo string, uploader v1.Uploader, parent ...string) *v1.PodVolumeBackup {
 	t.Helper()
 	pvb := &v1.PodVolumeBackup{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: v.ns, Labels: map[string]string{v1.LabelPolicy: "agent-test"}},
 		Spec: v1.PodVolumeBackupSpec{Node: nodeName, Pod: v1.PodReference{Name: v.pod, UID: string(v.uid)}, Volume: v.name,
 			SourcePath: "/deployment/app/data", StorageLocation: location, Repository: repo, Uploader: uploader},
+	}
+	if len(parent) > 0 {
+		pvb.Spec.ParentSnapshotID = parent[0]
 	}
 	if err := env.Client.Create(ctxFor(t), pvb); err != nil {
 		t.Fatal(err)
@@ -333,7 +338,10 @@ func TestBackupAndRestore(t *testing.T) {
 				t.Fatal(err)
 			}
 			want = snapshotTree(t, src.dir)
-			second := waitBackupPhase(t, createBackup(t, src, "second", "minio", repo, uploader), v1.RunCompleted, v1.RunFailed)
+			// The manager chooses a backup's parent (the policy controller); the agent
+			// takes it from the spec.
+			next := createBackup(t, src, "second", "minio", repo, uploader, st.SnapshotID)
+			second := waitBackupPhase(t, next, v1.RunCompleted, v1.RunFailed)
 			if second.Status.Phase != v1.RunCompleted {
 				t.Fatalf("second backup %s: %s", second.Status.Phase, second.Status.Message)
 			}
