@@ -236,8 +236,9 @@ func (f *fixture) startAgent() error {
 		"HOLDFAST_TEST_MANAGER_URL="+f.managerURL,
 		"HOLDFAST_TEST_MANAGER_TOKEN="+f.managerToken)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	// Its own process group, so killing it also kills a data mover it runs.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group, so killing it also kills a data mover it runs; and it
+	// dies with the test binary, also when a timeout ends that without cleanup.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting the agent: %w", err)
 	}
