@@ -1,12 +1,17 @@
 package restore
 
 import (
+	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/controllers/storage"
+	"github.com/holdfast-dev/holdfast/internal/identity"
+	"github.com/holdfast-dev/holdfast/internal/repository"
 )
 
 // Backups of one volume whose times tie to the second (their status has whole seconds)
@@ -63,5 +68,52 @@ func TestLatestIsTheNewerOfTwoBackupsOfTheSameSecond(t *testing.T) {
 	}
 	if got.SnapshotID != "e551" {
 		t.Errorf("chose snapshot %s, want the newer e551", got.SnapshotID)
+	}
+}
+
+// With no PodVolumeBackup left, each kind of source resolves from what the store holds,
+// for the namespace's own incarnation and the ones it adopts only.
+func TestChooseFromTheStoreAlone(t *testing.T) {
+	at := func(h int) time.Time { return time.Date(2026, 12, 1, h, 0, 0, 0, time.UTC) }
+	const own, earlier, other = "uid-own", "uid-earlier", "uid-other"
+	point := func(id string, h int, uid, backup string) storage.RestorePoint {
+		return storage.RestorePoint{Snapshot: repository.Snapshot{ID: id, SourcePath: "/pvc/data", StartTime: at(h),
+			Tags: map[string]string{identity.TagNamespaceUID: uid, identity.TagBackup: backup}},
+			Namespace: "shop", StorageLocation: "default", Uploader: v1.UploaderKopia, Repository: "default-kopia"}
+	}
+	store := []storage.RestorePoint{
+		point("s1", 1, earlier, "nightly-1"), point("s2", 2, own, "nightly-2"), point("s3", 3, own, "nightly-3"),
+		point("s9", 9, other, "nightly-9"),
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", UID: own}}
+	adopting := ns.DeepCopy()
+	adopting.Annotations = map[string]string{v1.AnnotationAdoptBackups: earlier}
+	before := func(h int) *metav1.Time { t := metav1.NewTime(at(h)); return &t }
+	for _, tc := range []struct {
+		name   string
+		ns     *corev1.Namespace
+		source v1.RestoreSource
+		want   string
+		why    string
+	}{
+		{"latest of its own", ns, v1.RestoreSource{Latest: true}, "s3", ""},
+		{"before a time", ns, v1.RestoreSource{Before: before(2)}, "s2", ""},
+		{"before its own first, another team's is not read", ns, v1.RestoreSource{Before: before(1)}, "", "uid uid-earlier"},
+		{"adopted earlier namespace", adopting, v1.RestoreSource{Before: before(1)}, "s1", ""},
+		{"named backup, object gone", ns, v1.RestoreSource{PodVolumeBackup: "nightly-2"}, "s2", ""},
+		{"named backup of a namespace not adopted", ns, v1.RestoreSource{PodVolumeBackup: "nightly-9"}, "", "does not exist"},
+	} {
+		vr := &v1.VolumeRestore{ObjectMeta: metav1.ObjectMeta{Namespace: "shop"}}
+		got, why := choose(vr, &tc.source, "/pvc/data", sources{store: store, namespace: tc.ns})
+		switch {
+		case tc.want != "" && (got == nil || got.SnapshotID != tc.want):
+			t.Errorf("%s: got %+v (%s), want %s", tc.name, got, why, tc.want)
+		case tc.want == "" && got != nil:
+			t.Errorf("%s: restored %s, want nothing", tc.name, got.SnapshotID)
+		case tc.want == "" && !strings.Contains(why, tc.why):
+			t.Errorf("%s: why = %q, want it to say %q", tc.name, why, tc.why)
+		case got != nil && (got.BackupName == "" || got.Repository != "default-kopia" || got.Backup != nil):
+			t.Errorf("%s: point %+v", tc.name, got)
+		}
 	}
 }
