@@ -427,10 +427,8 @@ func printCommands(w io.Writer, st repository.Store, uploader v1.Uploader, names
 		fmt.Fprintf(w, "set -a; . %s; set +a\n", sq(envFile))
 		key := strings.TrimPrefix(path.Join(s.Prefix, loc), "/")
 		kopiaConnect = fmt.Sprintf("s3 --bucket=%s --prefix=%s --endpoint=%s", sq(s.Bucket), sq(key+"/"), sq(s.Endpoint))
-		scheme := "https"
 		if s.Insecure {
 			kopiaConnect += " --disable-tls"
-			scheme = "http"
 		}
 		if s.Region != "" {
 			kopiaConnect += " --region=" + sq(s.Region)
@@ -447,12 +445,10 @@ func printCommands(w io.Writer, st repository.Store, uploader v1.Uploader, names
 		if s.ForcePathStyle {
 			resticOpts = append(resticOpts, "-o s3.bucket-lookup=path")
 		}
-		resticRepo = "s3:" + scheme + "://" + s.Endpoint + "/" + s.Bucket + "/" + key
 	} else {
-		p := filepath.Join(st.Filesystem.Path, filepath.FromSlash(loc))
-		kopiaConnect = "filesystem --path=" + sq(p)
-		resticRepo = p
+		kopiaConnect = "filesystem --path=" + sq(filepath.Join(st.Filesystem.Path, filepath.FromSlash(loc)))
 	}
+	resticRepo = repository.ResticRepository(repository.Config{Store: st, Uploader: v1.UploaderRestic, Namespace: namespace})
 	switch uploader {
 	case v1.UploaderKopia:
 		kopia := "kopia --config-file=" + sq(filepath.Join(dir, "kopia-"+namespace+".config"))

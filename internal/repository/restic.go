@@ -70,6 +70,12 @@ func (r *resticRepository) cacheDir() string {
 	return filepath.Join(r.dir, "cache")
 }
 
+// ResticRepository is the restic repository string (restic -r) of cfg's namespace in
+// its store, for the restic CLI; it holds no secret.
+func ResticRepository(cfg Config) string {
+	return (&resticRepository{cfg: cfg}).repository()
+}
+
 // repository is the restic repository string; it holds no secret.
 func (r *resticRepository) repository() string {
 	st := r.cfg.Store
