@@ -32,8 +32,14 @@ const (
 
 // Defaults of the timing options.
 const (
-	DefaultValidity      = 365 * 24 * time.Hour
-	DefaultRotateBefore  = 90 * 24 * time.Hour
+	DefaultValidity       = 365 * 24 * time.Hour
+	DefaultRotateBefore   = 90 * 24 * time.Hour
+	DefaultCAValidity     = 5 * 365 * 24 * time.Hour
+	DefaultCARotateBefore = 365 * 24 * time.Hour
+	// DefaultCAOverlap is how long a new CA is in every caBundle before the webhook
+	// serves a certificate it signed. Each kube-apiserver reads webhook configurations
+	// through its own watch; an hour is far more than one that is merely slow needs.
+	DefaultCAOverlap     = time.Hour
 	DefaultCheckInterval = time.Minute
 )
 
@@ -58,10 +64,19 @@ type Options struct {
 	// Nil takes the default name; an empty non-nil slice patches none.
 	ValidatingWebhookConfigurations []string
 	MutatingWebhookConfigurations   []string
-	// Validity is how long a new CA and certificate are valid.
+	// Validity is how long a new serving certificate is valid (never beyond its CA).
 	Validity time.Duration
-	// RotateBefore replaces the certificate this long before it expires.
+	// RotateBefore replaces the serving certificate this long before it expires, with
+	// one signed by the same CA, so the caBundle does not change.
 	RotateBefore time.Duration
+	// CAValidity is how long a new CA is valid.
+	CAValidity time.Duration
+	// CARotateBefore starts renewing the CA this long before it expires. It must be
+	// longer than RotateBefore and CAOverlap.
+	CARotateBefore time.Duration
+	// CAOverlap is how long a new CA is in every caBundle before a serving certificate
+	// it signed is served: the time every API server gets to see the new bundle.
+	CAOverlap time.Duration
 	// CheckInterval is how often the Secret and the caBundles are checked. A check
 	// costs a few GETs, and it is what repairs a caBundle that a sync from Git
 	// emptied, or patches a webhook configuration created after the manager started.
@@ -89,6 +104,15 @@ func (o *Options) setDefaults() {
 	}
 	if o.RotateBefore == 0 {
 		o.RotateBefore = DefaultRotateBefore
+	}
+	if o.CAValidity == 0 {
+		o.CAValidity = DefaultCAValidity
+	}
+	if o.CARotateBefore == 0 {
+		o.CARotateBefore = DefaultCARotateBefore
+	}
+	if o.CAOverlap == 0 {
+		o.CAOverlap = DefaultCAOverlap
 	}
 	if o.CheckInterval == 0 {
 		o.CheckInterval = DefaultCheckInterval
@@ -122,6 +146,14 @@ func New(opts Options) (*Rotator, error) {
 	}
 	if opts.RotateBefore >= opts.Validity {
 		return nil, fmt.Errorf("webhookcert: RotateBefore (%s) must be shorter than Validity (%s)", opts.RotateBefore, opts.Validity)
+	}
+	if opts.CARotateBefore >= opts.CAValidity {
+		return nil, fmt.Errorf("webhookcert: CARotateBefore (%s) must be shorter than CAValidity (%s)", opts.CARotateBefore, opts.CAValidity)
+	}
+	// A CA that is not yet due for renewal must sign serving certificates that are not
+	// due either, and the overlap must end while the old CA is still valid.
+	if opts.CARotateBefore <= opts.RotateBefore || opts.CARotateBefore <= opts.CAOverlap {
+		return nil, fmt.Errorf("webhookcert: CARotateBefore (%s) must be longer than RotateBefore (%s) and CAOverlap (%s)", opts.CARotateBefore, opts.RotateBefore, opts.CAOverlap)
 	}
 	return &Rotator{opts: opts, ready: make(chan struct{})}, nil
 }
@@ -202,16 +234,19 @@ func (r *Rotator) CABundle() []byte {
 }
 
 // sync brings the Secret, the served certificate, the files and the caBundles to a
-// valid certificate.
+// valid certificate. The order is what keeps API servers and webhook in agreement: the
+// Secret's bundle is written to every caBundle before its certificate is served, and a
+// new CA is recorded as trusted only after that write (see bundle.next).
 func (r *Rotator) sync(ctx context.Context, log logr.Logger) error {
-	b, pair, err := r.ensureSecret(ctx, log)
+	b, pair, secret, err := r.ensureSecret(ctx, log)
 	if err != nil {
 		return err
 	}
-	// Trust first, then serve: the new bundle also holds the previous CA, so clients
-	// accept both the certificate served until now and the new one.
 	if err := r.patchCABundles(ctx, log, b.caPEM); err != nil {
 		return err
+	}
+	if len(b.nextCAPEM) > 0 && b.nextTrustedSince.IsZero() {
+		r.recordTrusted(ctx, log, secret, b)
 	}
 	r.mu.Lock()
 	changed := r.cert == nil || !bytes.Equal(r.cert.Certificate[0], pair.Certificate[0]) || !bytes.Equal(r.caPEM, b.caPEM)
@@ -223,43 +258,60 @@ func (r *Rotator) sync(ctx context.Context, log logr.Logger) error {
 		}
 	}
 	if changed {
-		log.Info("serving the webhook certificate", "notAfter", pair.Leaf.NotAfter.UTC().Format(time.RFC3339), "serial", pair.Leaf.SerialNumber.String())
+		log.Info("serving the webhook certificate", "notAfter", stamp(pair.Leaf.NotAfter), "serial", pair.Leaf.SerialNumber.String(),
+			"issuer", fmt.Sprintf("%x", pair.Leaf.AuthorityKeyId), "trustedCAs", len(parseCerts(b.caPEM)))
 	}
 	r.readyO.Do(func() { close(r.ready) })
 	return nil
 }
 
-// ensureSecret returns a bundle valid beyond the rotation window, creating or
-// replacing the Secret when needed. Replicas race on it: a create or update that loses
-// (AlreadyExists, Conflict) reads the winner's Secret and checks it instead.
-func (r *Rotator) ensureSecret(ctx context.Context, log logr.Logger) (bundle, *tls.Certificate, error) {
+// recordTrusted notes in the Secret that every caBundle holds the next CA from now on,
+// which starts the overlap. A lost race is left to the next check.
+func (r *Rotator) recordTrusted(ctx context.Context, log logr.Logger, secret *corev1.Secret, b bundle) {
+	b.nextTrustedSince = r.opts.Now()
+	secret.Data = b.data()
+	if err := r.opts.Client.Update(ctx, secret); err != nil {
+		log.Info("could not record that the caBundles hold the next CA; trying again at the next check", "error", err.Error())
+		return
+	}
+	log.Info("every caBundle holds the next CA; it signs the served certificate after the overlap",
+		"overlap", r.opts.CAOverlap.String(), "after", stamp(b.nextTrustedSince.Add(r.opts.CAOverlap)))
+}
+
+// ensureSecret returns the bundle the Secret must hold now (see bundle.next), its key
+// pair and the Secret as written, creating or updating the Secret when needed. Replicas
+// race on it: a create or update that loses (AlreadyExists, Conflict) reads the
+// winner's Secret and decides again from it.
+func (r *Rotator) ensureSecret(ctx context.Context, log logr.Logger) (bundle, *tls.Certificate, *corev1.Secret, error) {
 	key := types.NamespacedName{Namespace: r.opts.Namespace, Name: r.opts.SecretName}
+	tm := timings{
+		validity: r.opts.Validity, rotateBefore: r.opts.RotateBefore,
+		caValidity: r.opts.CAValidity, caRotateBefore: r.opts.CARotateBefore, caOverlap: r.opts.CAOverlap,
+	}
 	for attempt := 0; ; attempt++ {
 		now := r.opts.Now()
 		secret := &corev1.Secret{}
 		err := r.opts.Client.Get(ctx, key, secret)
 		exists := err == nil
 		if err != nil && !apierrors.IsNotFound(err) {
-			return bundle{}, nil, fmt.Errorf("reading Secret %s: %w", key, err)
+			return bundle{}, nil, nil, fmt.Errorf("reading Secret %s: %w", key, err)
 		}
-		var previousCA []byte
+		var stored bundle
 		if exists {
-			stored := bundleFrom(secret.Data)
-			pair, why := stored.check(r.opts.ServiceName, r.opts.Namespace, now, r.opts.RotateBefore)
-			if why == nil {
-				return stored, pair, nil
-			}
-			log.Info("replacing the webhook serving certificate", "reason", why.Error())
-			previousCA = stored.caPEM
+			stored = bundleFrom(secret.Data)
 		}
-		b, err := issue(r.opts.ServiceName, r.opts.Namespace, now, r.opts.Validity, previousCA)
+		b, reason, err := stored.next(r.opts.ServiceName, r.opts.Namespace, now, tm)
 		if err != nil {
-			return bundle{}, nil, err
+			return bundle{}, nil, nil, err
 		}
-		pair, err := b.check(r.opts.ServiceName, r.opts.Namespace, now, r.opts.RotateBefore)
+		pair, err := b.checkLeaf(r.opts.ServiceName, r.opts.Namespace, now)
 		if err != nil {
-			return bundle{}, nil, fmt.Errorf("a freshly issued certificate fails its own check: %w", err)
+			return bundle{}, nil, nil, fmt.Errorf("the certificate to serve fails its own check: %w", err)
 		}
+		if reason == "" {
+			return b, pair, secret, nil
+		}
+		log.Info("changing the webhook certificate Secret", "reason", reason)
 		if exists {
 			secret.Type = corev1.SecretTypeTLS
 			secret.Data = b.data()
@@ -281,11 +333,11 @@ func (r *Rotator) ensureSecret(ctx context.Context, log logr.Logger) (bundle, *t
 		}
 		switch {
 		case err == nil:
-			return b, pair, nil
+			return b, pair, secret, nil
 		case (apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err)) && attempt < 3:
-			continue // another replica wrote it first: use theirs
+			continue // another replica wrote it first: decide again from theirs
 		default:
-			return bundle{}, nil, fmt.Errorf("writing Secret %s: %w", key, err)
+			return bundle{}, nil, nil, fmt.Errorf("writing Secret %s: %w", key, err)
 		}
 	}
 }
@@ -375,7 +427,7 @@ func writeFiles(dir string, b bundle) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating the webhook certificate directory: %w", err)
 	}
-	for name, data := range b.data() {
+	for name, data := range b.files() {
 		tmp, err := os.CreateTemp(dir, "."+name+"-")
 		if err != nil {
 			return fmt.Errorf("writing %s: %w", name, err)
