@@ -528,7 +528,7 @@ func TestCertManagerComponent(t *testing.T) {
 		t.Error("no webhook configuration in the build")
 	}
 	for _, o := range webhookConfigs {
-		if got := o.GetAnnotations()["cert-manager.io/inject-ca-from"]; got != ns+"/holdfast-webhook-serving-cert" {
+		if got := o.GetAnnotations()["cert-manager.io/inject-ca-from"]; got != ns+"/holdfast-webhook-ca" {
 			t.Errorf("%s %s: cert-manager.io/inject-ca-from = %q", o.GetKind(), o.GetName(), got)
 		}
 	}
