@@ -287,9 +287,15 @@ type errNotReady struct{ msg string }
 
 func (e errNotReady) Error() string { return e.msg }
 
+// errStalled means the repository cannot be used until a person acts; the work fails.
+type errStalled struct{ msg string }
+
+func (e errStalled) Error() string { return e.msg }
+
 // repositoryReady checks, in the agent's own view, that a job's repository can be
-// used: errNotReady while it is being created, an error when it is Stalled. The
-// manager checks again before it hands over the key.
+// used: errNotReady while it is being created, errStalled when it is Stalled, another
+// error when it could not be read (passing: the reconcile is retried). The manager
+// checks again before it hands over the key.
 func (a *Agent) repositoryReady(ctx context.Context, namespace, repoName string) error {
 	repo := &v1.BackupRepository{}
 	if err := a.Get(ctx, types.NamespacedName{Namespace: namespace, Name: repoName}, repo); err != nil {
@@ -301,7 +307,7 @@ func (a *Agent) repositoryReady(ctx context.Context, namespace, repoName string)
 	if !conditions.IsReady(repo.Status.Conditions) {
 		msg := conditions.ReadyMessage(repo.Status.Conditions)
 		if conditions.IsStalled(repo.Status.Conditions) {
-			return fmt.Errorf("BackupRepository %s/%s cannot be used: %s", namespace, repoName, msg)
+			return errStalled{fmt.Sprintf("BackupRepository %s/%s cannot be used: %s", namespace, repoName, msg)}
 		}
 		if msg == "" {
 			msg = "not initialised yet"

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/holdfast-dev/holdfast/agent/mover"
@@ -16,7 +17,14 @@ type BackupSteps struct{ r *PodVolumeBackupReconciler }
 
 func NewBackupSteps(c client.Client, node string) BackupSteps {
 	return BackupSteps{&PodVolumeBackupReconciler{Agent: &Agent{Client: c, apiReader: c,
-		recorder: events.NewFakeRecorder(100), opts: Options{NodeName: node}}}}
+		recorder: events.NewFakeRecorder(100), opts: Options{NodeName: node}}, jobs: newJobs(newSlots(1), priorityBackup)}}
+}
+
+// Reconcile is one reconcile of the backup; a test calls it only where it stops
+// before a job starts.
+func (s BackupSteps) Reconcile(ctx context.Context, key client.ObjectKey) error {
+	_, err := s.r.Reconcile(ctx, ctrl.Request{NamespacedName: key})
+	return err
 }
 
 // Claim is the Pending→InProgress claim an agent makes before it runs a backup.

@@ -93,12 +93,16 @@ func (r *PodVolumeBackupReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 
 	err = r.repositoryReady(ctx, pvb.Namespace, pvb.Spec.Repository)
 	var wait errNotReady
+	var stalled errStalled
 	switch {
 	case errors.As(err, &wait):
 		// The repository controller is still creating the repository: it is watched.
 		return ctrl.Result{RequeueAfter: time.Minute}, r.waiting(ctx, pvb, wait.msg)
+	case errors.As(err, &stalled):
+		return ctrl.Result{}, r.end(ctx, pvb, failed(reasonFailed, stalled.msg))
 	case err != nil:
-		return ctrl.Result{}, r.end(ctx, pvb, failed(reasonFailed, err.Error()))
+		// Reading the repository failed: a passing error, retried with backoff.
+		return ctrl.Result{}, fmt.Errorf("reading BackupRepository %s: %w", pvb.Spec.Repository, err)
 	}
 	job := mover.Job{Kind: mover.KindBackup, SourcePath: pvb.Spec.SourcePath, Tags: backupTags(pvb, r.opts.NodeName), Parent: pvb.Spec.ParentSnapshotID}
 	if job.Parent == "" {

@@ -76,11 +76,15 @@ func (r *PodVolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Req
 
 	err = r.repositoryReady(ctx, pvr.Spec.SourceNamespace, pvr.Spec.Repository)
 	var wait errNotReady
+	var stalled errStalled
 	switch {
 	case errors.As(err, &wait):
 		return ctrl.Result{RequeueAfter: time.Minute}, r.waiting(ctx, pvr, wait.msg)
+	case errors.As(err, &stalled):
+		return ctrl.Result{}, r.end(ctx, pvr, failed(reasonFailed, stalled.msg))
 	case err != nil:
-		return ctrl.Result{}, r.end(ctx, pvr, failed(reasonFailed, err.Error()))
+		// Reading the repository failed: a passing error, retried with backoff.
+		return ctrl.Result{}, fmt.Errorf("reading BackupRepository %s: %w", pvr.Spec.Repository, err)
 	}
 	tgt, err := r.resolveTarget(ctx, pvr.Namespace, pvr.Spec.Pod, pvr.Spec.Volume)
 	if msg, ok := r.volumeNotMountedYet(ctx, pvr, err); ok {

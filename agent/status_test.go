@@ -121,3 +121,34 @@ func TestTheOutcomeSurvivesAFailedStatusWrite(t *testing.T) {
 		})
 	}
 }
+
+// TestAPassingAPIErrorDoesNotFailTheWork: a repository that cannot be read for a
+// moment (an API server timeout) is retried, not taken for a Stalled repository that
+// fails the backup for good.
+func TestAPassingAPIErrorDoesNotFailTheWork(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	c, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	flaky := interceptor.NewClient(c, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if _, ok := obj.(*v1.BackupRepository); ok {
+				return errors.New("injected: the API server did not answer")
+			}
+			return c.Get(ctx, key, obj, opts...)
+		},
+	})
+	pvb := pendingBackup(t, ns, "passing")
+	if err := agent.NewBackupSteps(flaky, otherNode).Reconcile(ctxFor(t), client.ObjectKeyFromObject(pvb)); err == nil {
+		t.Errorf("the reconcile returned no error; want the read error, for a retry")
+	}
+	got := &v1.PodVolumeBackup{}
+	if err := env.Client.Get(ctxFor(t), client.ObjectKeyFromObject(pvb), got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.Phase == v1.RunFailed {
+		t.Errorf("a passing API error failed the backup: %s", got.Status.Message)
+	}
+}
