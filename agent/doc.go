@@ -34,3 +34,6 @@
 // Work no agent will do (its node is gone, not Linux, or runs no agent) is failed by
 // the manager (controllers/stranded), which loses to an agent's claim.
 package agent
+
+// Events, which every agent writes on the objects it works on.
+// +kubebuilder:rbac:groups="";events.k8s.io,resources=events,verbs=create;patch
