@@ -19,7 +19,7 @@ const operatorNamespace = testenv.OperatorNamespace
 
 // testDeadline stands for the manager's --stranded-work-deadline: short, so a test
 // waits seconds, not minutes, for work to be failed.
-const testDeadline = 2 * time.Second
+const testDeadline = 5 * time.Second
 
 func TestMain(m *testing.M) {
 	testenv.Run(m, &env, testenv.Options{Setup: startManager})
