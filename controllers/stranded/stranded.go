@@ -102,8 +102,8 @@ func (g *guard) strandedBy(ctx context.Context, node string, phase v1.RunPhase) 
 	if phase == v1.RunInProgress {
 		return "", "", nil
 	}
-	if os := n.Labels[corev1.LabelOSStable]; os != "" && os != "linux" {
-		return ReasonNodeNotLinux, fmt.Sprintf("node %s runs %s and Holdfast agents run on Linux nodes only", node, os), nil
+	if nodeOS := n.Labels[corev1.LabelOSStable]; nodeOS != "" && nodeOS != "linux" {
+		return ReasonNodeNotLinux, fmt.Sprintf("node %s runs %s and Holdfast agents run on Linux nodes only", node, nodeOS), nil
 	}
 	var pods corev1.PodList
 	if err := g.List(ctx, &pods, client.InNamespace(g.opts.Namespace), client.MatchingLabelsSelector{Selector: labels.SelectorFromSet(g.opts.AgentLabels)}); err != nil {
@@ -137,7 +137,7 @@ func isFinished(phase v1.RunPhase) bool {
 // kind is what the reconciler needs of PodVolumeBackup or PodVolumeRestore.
 type kind[T client.Object] interface {
 	name() string
-	// verb is what the work does to a volume ("back up"), for the sentence.
+	// verb is what the work does to a volume ("backed up"), for the sentence.
 	verb() string
 	newObject() T
 	state(T) (node string, phase v1.RunPhase, pod string, volume string)
