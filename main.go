@@ -40,6 +40,7 @@ import (
 	policyctrl "github.com/holdfast-dev/holdfast/controllers/policy"
 	"github.com/holdfast-dev/holdfast/controllers/restore"
 	"github.com/holdfast-dev/holdfast/controllers/storage"
+	"github.com/holdfast-dev/holdfast/controllers/stranded"
 	"github.com/holdfast-dev/holdfast/internal/jobcredentials"
 	"github.com/holdfast-dev/holdfast/internal/recovery"
 	"github.com/holdfast-dev/holdfast/internal/repository"
@@ -197,8 +198,13 @@ func runManager(args []string, stderr io.Writer) error {
 	maxMaintenance := fs.Int("max-concurrent-maintenance", 2, "repository maintenance passes that may run at once")
 	agentServiceAccount := fs.String("agent-service-account", "holdfast-agent",
 		"ServiceAccount of the node agents in the operator namespace: only its node-bound tokens get a job's repository key")
+	strandedDeadline := fs.Duration("stranded-work-deadline", stranded.DefaultDeadline,
+		"how long a PodVolumeBackup or PodVolumeRestore may wait for an agent that cannot come (its node is gone, is not Linux, or runs no Holdfast agent) before the manager fails it")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *strandedDeadline <= 0 {
+		return fmt.Errorf("--stranded-work-deadline must be positive, not %s", *strandedDeadline)
 	}
 	if *webhookCertMode != webhookcert.ModeSelfSigned && *webhookCertMode != webhookcert.ModeExternal {
 		return fmt.Errorf("--webhook-cert-mode must be %s or %s, not %q", webhookcert.ModeSelfSigned, webhookcert.ModeExternal, *webhookCertMode)
@@ -237,6 +243,9 @@ func runManager(args []string, stderr io.Writer) error {
 	storage.SetupJobCredentials(mgr, *namespace, *agentServiceAccount)
 	if err := policyctrl.Setup(mgr); err != nil {
 		return err
+	}
+	if err := stranded.Setup(mgr, stranded.Options{Namespace: *namespace, Deadline: *strandedDeadline}); err != nil {
+		return fmt.Errorf("setting up the stranded work guard: %w", err)
 	}
 	if err := addProbes(mgr); err != nil {
 		return err

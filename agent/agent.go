@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -138,17 +139,20 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	if opts.Concurrency < 1 {
 		opts.Concurrency = 1
 	}
-	slots := make(chan struct{}, opts.Concurrency)
-	if err := (&PodVolumeBackupReconciler{Agent: a, jobs: newJobs(slots)}).setup(mgr); err != nil {
+	// One set of slots bounds backups and restores together; restores go first.
+	slots := newSlots(opts.Concurrency)
+	if err := (&PodVolumeBackupReconciler{Agent: a, jobs: newJobs(slots, priorityBackup)}).setup(mgr); err != nil {
 		return err
 	}
-	return (&PodVolumeRestoreReconciler{Agent: a, jobs: newJobs(slots)}).setup(mgr)
+	return (&PodVolumeRestoreReconciler{Agent: a, jobs: newJobs(slots, priorityRestore)}).setup(mgr)
 }
 
-// target is a resolved volume: its pod and its directory on this node.
+// target is a resolved volume: its pod, its directory on this node and, for a claim,
+// its PersistentVolume.
 type target struct {
 	pod *corev1.Pod
 	dir string
+	pv  *corev1.PersistentVolume
 }
 
 // resolveTarget finds the pod (pinned by UID, on this node) and its volume directory.
@@ -164,8 +168,13 @@ func (a *Agent) resolveTarget(ctx context.Context, namespace string, ref v1.PodR
 	if string(pod.UID) != ref.UID {
 		return target{}, fmt.Errorf("pod %s was replaced by a new pod with the same name (uid %s, expected %s)", ref.Name, pod.UID, ref.UID)
 	}
+	return a.volumeOf(ctx, pod, volume)
+}
+
+// volumeOf finds a volume of a pod on this node.
+func (a *Agent) volumeOf(ctx context.Context, pod *corev1.Pod, volume string) (target, error) {
 	if pod.Spec.NodeName != a.opts.NodeName {
-		return target{}, fmt.Errorf("pod %s runs on node %q, not on %s", ref.Name, pod.Spec.NodeName, a.opts.NodeName)
+		return target{}, fmt.Errorf("pod %s runs on node %q, not on %s", pod.Name, pod.Spec.NodeName, a.opts.NodeName)
 	}
 	pv, err := a.boundVolume(ctx, pod, volume)
 	if err != nil {
@@ -175,7 +184,71 @@ func (a *Agent) resolveTarget(ctx context.Context, namespace string, ref v1.PodR
 	if err != nil {
 		return target{}, err
 	}
-	return target{pod: pod, dir: dir}, nil
+	return target{pod: pod, dir: dir, pv: pv}, nil
+}
+
+// readOnlyReason says why the pod mounts a volume read-only, or "" when a restore may
+// write it (review M9). A restore writes through the node's path of the volume, past
+// the container's mount: it must honour what the pod asks for itself. The mounts of
+// restore-wait containers do not count: they are read-write so that restore-wait can
+// remove its markers.
+func readOnlyReason(pod *corev1.Pod, volume string, pv *corev1.PersistentVolume) string {
+	for _, v := range pod.Spec.Volumes {
+		if v.Name != volume {
+			continue
+		}
+		switch {
+		case v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ReadOnly:
+			return "persistentVolumeClaim.readOnly is set"
+		case v.CSI != nil && v.CSI.ReadOnly != nil && *v.CSI.ReadOnly:
+			return "csi.readOnly is set"
+		case v.NFS != nil && v.NFS.ReadOnly:
+			return "nfs.readOnly is set"
+		}
+	}
+	if pv != nil {
+		switch {
+		case len(pv.Spec.AccessModes) > 0 && !slices.ContainsFunc(pv.Spec.AccessModes, func(m corev1.PersistentVolumeAccessMode) bool {
+			return m != corev1.ReadOnlyMany
+		}):
+			return fmt.Sprintf("PersistentVolume %s allows ReadOnlyMany access only", pv.Name)
+		case pv.Spec.CSI != nil && pv.Spec.CSI.ReadOnly:
+			return fmt.Sprintf("PersistentVolume %s sets csi.readOnly", pv.Name)
+		case pv.Spec.NFS != nil && pv.Spec.NFS.ReadOnly:
+			return fmt.Sprintf("PersistentVolume %s sets nfs.readOnly", pv.Name)
+		}
+	}
+	mounts, readOnly := 0, 0
+	count := func(c *corev1.Container) {
+		for _, m := range c.VolumeMounts {
+			if m.Name == volume {
+				mounts++
+				if m.ReadOnly {
+					readOnly++
+				}
+			}
+		}
+	}
+	for i := range pod.Spec.InitContainers {
+		if !isRestoreWait(&pod.Spec.InitContainers[i]) {
+			count(&pod.Spec.InitContainers[i])
+		}
+	}
+	for i := range pod.Spec.Containers {
+		count(&pod.Spec.Containers[i])
+	}
+	for i := range pod.Spec.EphemeralContainers {
+		count((*corev1.Container)(&pod.Spec.EphemeralContainers[i].EphemeralContainerCommon))
+	}
+	if mounts > 0 && readOnly == mounts {
+		return "every container mounts it with readOnly: true"
+	}
+	return ""
+}
+
+// isRestoreWait says whether an init container is a restore-wait (of any restore).
+func isRestoreWait(c *corev1.Container) bool {
+	return slices.Contains(c.Args, "--restore-uid")
 }
 
 // boundVolume returns the PersistentVolume behind a claim volume, nil for others.
@@ -214,9 +287,15 @@ type errNotReady struct{ msg string }
 
 func (e errNotReady) Error() string { return e.msg }
 
+// errStalled means the repository cannot be used until a person acts; the work fails.
+type errStalled struct{ msg string }
+
+func (e errStalled) Error() string { return e.msg }
+
 // repositoryReady checks, in the agent's own view, that a job's repository can be
-// used: errNotReady while it is being created, an error when it is Stalled. The
-// manager checks again before it hands over the key.
+// used: errNotReady while it is being created, errStalled when it is Stalled, another
+// error when it could not be read (passing: the reconcile is retried). The manager
+// checks again before it hands over the key.
 func (a *Agent) repositoryReady(ctx context.Context, namespace, repoName string) error {
 	repo := &v1.BackupRepository{}
 	if err := a.Get(ctx, types.NamespacedName{Namespace: namespace, Name: repoName}, repo); err != nil {
@@ -228,7 +307,7 @@ func (a *Agent) repositoryReady(ctx context.Context, namespace, repoName string)
 	if !conditions.IsReady(repo.Status.Conditions) {
 		msg := conditions.ReadyMessage(repo.Status.Conditions)
 		if conditions.IsStalled(repo.Status.Conditions) {
-			return fmt.Errorf("BackupRepository %s/%s cannot be used: %s", namespace, repoName, msg)
+			return errStalled{fmt.Sprintf("BackupRepository %s/%s cannot be used: %s", namespace, repoName, msg)}
 		}
 		if msg == "" {
 			msg = "not initialised yet"

@@ -10,9 +10,10 @@ import (
 // jobs tracks the data movements this agent process runs, so a reconcile can tell "in
 // flight here" from "left InProgress by an agent that restarted", and can cancel one.
 type jobs struct {
-	mu      sync.Mutex
-	running map[types.NamespacedName]*job
-	slots   chan struct{}
+	mu       sync.Mutex
+	running  map[types.NamespacedName]*job
+	slots    *slots
+	priority priority
 }
 
 type job struct {
@@ -23,14 +24,17 @@ type job struct {
 }
 
 // newJobs returns a registry whose jobs take a slot from slots, which the backup and
-// restore registries share so the node's concurrency bound covers both.
-func newJobs(slots chan struct{}) *jobs {
-	return &jobs{running: map[types.NamespacedName]*job{}, slots: slots}
+// restore registries share so the node's concurrency bound covers both; p says who
+// gets a slot first.
+func newJobs(s *slots, p priority) *jobs {
+	return &jobs{running: map[types.NamespacedName]*job{}, slots: s, priority: p}
 }
 
-// start runs fn in a goroutine once a slot is free; it returns false when a job with
-// this key already runs.
-func (j *jobs) start(parent context.Context, key types.NamespacedName, podUID types.UID, fn func(ctx context.Context, stopReason func() string)) bool {
+// start runs fn in a goroutine once a slot is free (fn runs with a canceled context
+// when the job is stopped before, to record that); it returns false when a job with
+// this key already runs. When fn returns true, again is called once the job is no
+// longer registered, so that a reconcile it triggers can start the job anew.
+func (j *jobs) start(parent context.Context, key types.NamespacedName, podUID types.UID, fn func(ctx context.Context, stopReason func() string) (retry bool), again func()) bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if _, ok := j.running[key]; ok {
@@ -40,18 +44,20 @@ func (j *jobs) start(parent context.Context, key types.NamespacedName, podUID ty
 	jb := &job{cancel: cancel, podUID: podUID}
 	j.running[key] = jb
 	go func() {
+		retry := false
 		defer func() {
 			cancel()
 			j.mu.Lock()
 			delete(j.running, key)
 			j.mu.Unlock()
+			if retry && again != nil {
+				again()
+			}
 		}()
-		select {
-		case j.slots <- struct{}{}:
-			defer func() { <-j.slots }()
-		case <-ctx.Done():
+		if j.slots.acquire(ctx, j.priority) {
+			defer j.slots.release()
 		}
-		fn(ctx, func() string {
+		retry = fn(ctx, func() string {
 			j.mu.Lock()
 			defer j.mu.Unlock()
 			return jb.reason
@@ -90,4 +96,90 @@ func (j *jobs) forPod(uid types.UID) []types.NamespacedName {
 		}
 	}
 	return keys
+}
+
+// priority orders the jobs waiting for a slot.
+type priority int
+
+const (
+	// priorityRestore: a restore holds an application in restore-wait (or is what a
+	// person waits for), so it takes the next free slot.
+	priorityRestore priority = iota
+	// priorityBackup: a backup holds nobody; it waits behind restores (review L7).
+	priorityBackup
+	priorities
+)
+
+// slots bound the jobs that move data at once on the node. A freed slot goes to the
+// longest-waiting restore, then to the longest-waiting backup.
+type slots struct {
+	mu      sync.Mutex
+	free    int
+	waiting [priorities][]chan struct{}
+}
+
+func newSlots(n int) *slots { return &slots{free: n} }
+
+// acquire takes a slot, waiting for one; it returns false, holding none, when ctx ends
+// first.
+func (s *slots) acquire(ctx context.Context, p priority) bool {
+	s.mu.Lock()
+	if s.free > 0 && s.queuedAhead(p) == 0 {
+		s.free--
+		s.mu.Unlock()
+		return true
+	}
+	granted := make(chan struct{})
+	s.waiting[p] = append(s.waiting[p], granted)
+	s.mu.Unlock()
+	select {
+	case <-granted:
+		return true
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, w := range s.waiting[p] {
+		if w == granted {
+			s.waiting[p] = append(s.waiting[p][:i], s.waiting[p][i+1:]...)
+			return false
+		}
+	}
+	// Handed a slot just as ctx ended: pass it on.
+	s.releaseLocked()
+	return false
+}
+
+// queuedAhead counts the waiters that come before a new one of priority p.
+func (s *slots) queuedAhead(p priority) int {
+	n := 0
+	for q := priority(0); q <= p; q++ {
+		n += len(s.waiting[q])
+	}
+	return n
+}
+
+func (s *slots) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.releaseLocked()
+}
+
+func (s *slots) releaseLocked() {
+	for p := range s.waiting {
+		if len(s.waiting[p]) > 0 {
+			next := s.waiting[p][0]
+			s.waiting[p] = s.waiting[p][1:]
+			close(next)
+			return
+		}
+	}
+	s.free++
+}
+
+// queued counts the jobs waiting for a slot.
+func (s *slots) queued() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queuedAhead(priorities - 1)
 }

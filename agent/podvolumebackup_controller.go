@@ -12,9 +12,11 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/holdfast-dev/holdfast/agent/mover"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
@@ -49,10 +51,14 @@ const msgAgentRestarted = "the agent restarted while this volume was being moved
 type PodVolumeBackupReconciler struct {
 	*Agent
 	jobs *jobs
+	// again brings back work whose claim failed for a passing reason.
+	again chan event.GenericEvent
 }
 
 func (r *PodVolumeBackupReconciler) setup(mgr ctrl.Manager) error {
+	r.again = make(chan event.GenericEvent)
 	return ctrl.NewControllerManagedBy(mgr).
+		WatchesRawSource(source.Channel(r.again, &handler.EnqueueRequestForObject{})).
 		Named("podvolumebackup").
 		For(&v1.PodVolumeBackup{}).
 		Watches(&v1.BackupRepository{}, handler.EnqueueRequestsFromMapFunc(r.backupsOfRepository),
@@ -80,19 +86,23 @@ func (r *PodVolumeBackupReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	case err != nil || v == verdictNone:
 		return ctrl.Result{}, err
 	case v == verdictRestarted:
-		return ctrl.Result{}, r.finish(ctx, pvb, v1.RunFailed, reasonAgentRestart, msgAgentRestarted, nil)
+		return ctrl.Result{}, r.end(ctx, pvb, failed(reasonAgentRestart, msgAgentRestarted))
 	case v == verdictCanceledEarly:
-		return ctrl.Result{}, r.finish(ctx, pvb, v1.RunCanceled, reasonCanceled, "canceled before the backup started", nil)
+		return ctrl.Result{}, r.end(ctx, pvb, canceled("canceled before the backup started"))
 	}
 
 	err = r.repositoryReady(ctx, pvb.Namespace, pvb.Spec.Repository)
 	var wait errNotReady
+	var stalled errStalled
 	switch {
 	case errors.As(err, &wait):
 		// The repository controller is still creating the repository: it is watched.
 		return ctrl.Result{RequeueAfter: time.Minute}, r.waiting(ctx, pvb, wait.msg)
+	case errors.As(err, &stalled):
+		return ctrl.Result{}, r.end(ctx, pvb, failed(reasonFailed, stalled.msg))
 	case err != nil:
-		return ctrl.Result{}, r.finish(ctx, pvb, v1.RunFailed, reasonFailed, err.Error(), nil)
+		// Reading the repository failed: a passing error, retried with backoff.
+		return ctrl.Result{}, fmt.Errorf("reading BackupRepository %s: %w", pvb.Spec.Repository, err)
 	}
 	job := mover.Job{Kind: mover.KindBackup, SourcePath: pvb.Spec.SourcePath, Tags: backupTags(pvb, r.opts.NodeName), Parent: pvb.Spec.ParentSnapshotID}
 	if job.Parent == "" {
@@ -100,27 +110,29 @@ func (r *PodVolumeBackupReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		// namespace may continue.
 		job.Parent = repository.NoParent
 	}
-	r.jobs.start(context.WithoutCancel(ctx), key, types.UID(pvb.Spec.Pod.UID), func(ctx context.Context, stopReason func() string) {
-		r.backup(ctx, pvb.DeepCopy(), job, stopReason)
-	})
+	work := pvb.DeepCopy()
+	r.jobs.start(context.WithoutCancel(ctx), key, types.UID(pvb.Spec.Pod.UID), func(ctx context.Context, stopReason func() string) bool {
+		return r.backup(ctx, work, job, stopReason)
+	}, func() { r.again <- event.GenericEvent{Object: work} })
 	return ctrl.Result{}, nil
 }
 
-// backup runs in its own goroutine once a slot is free, and always leaves the
-// PodVolumeBackup in a final phase.
-func (r *PodVolumeBackupReconciler) backup(ctx context.Context, pvb *v1.PodVolumeBackup, job mover.Job, stopReason func() string) {
+// backup runs in its own goroutine once a slot is free, and leaves the PodVolumeBackup
+// in a final phase unless another agent claimed it, or claiming it failed (then it
+// returns true: the work is reconciled again).
+func (r *PodVolumeBackupReconciler) backup(ctx context.Context, pvb *v1.PodVolumeBackup, job mover.Job, stopReason func() string) bool {
 	log := ctrl.LoggerFrom(ctx).WithValues("podvolumebackup", client.ObjectKeyFromObject(pvb))
 	ctx = ctrl.LoggerInto(ctx, log)
 	// Status writes must land even after the job's context is canceled.
 	bg := context.WithoutCancel(ctx)
 	if ctx.Err() != nil {
-		r.finishOrLog(bg, pvb, v1.RunCanceled, reasonCanceled, "canceled before the backup started", nil)
-		return
+		r.endOrLog(bg, pvb, canceled("canceled before the backup started"))
+		return false
 	}
 	tgt, err := r.resolveTarget(ctx, pvb.Namespace, pvb.Spec.Pod, pvb.Spec.Volume)
 	if err != nil {
-		r.finishOrLog(bg, pvb, v1.RunFailed, reasonFailed, err.Error(), nil)
-		return
+		r.endOrLog(bg, pvb, failed(reasonFailed, err.Error()))
+		return false
 	}
 	job.Dir = tgt.dir
 	req := jobcredentials.Request{Kind: jobcredentials.KindBackup, Namespace: pvb.Namespace, Name: pvb.Name, UID: pvb.UID}
@@ -131,77 +143,82 @@ func (r *PodVolumeBackupReconciler) backup(ctx context.Context, pvb *v1.PodVolum
 	})
 	switch {
 	case ctx.Err() != nil:
-		r.finishOrLog(bg, pvb, v1.RunCanceled, reasonCanceled, "canceled before the backup started", nil)
-		return
+		r.endOrLog(bg, pvb, canceled("canceled before the backup started"))
+		return false
 	case err != nil:
-		r.finishOrLog(bg, pvb, v1.RunFailed, reasonFailed, err.Error(), nil)
-		return
+		r.endOrLog(bg, pvb, failed(reasonFailed, err.Error()))
+		return false
 	}
-	if err := r.patchStatus(bg, pvb, func(st *v1.PodVolumeBackupStatus) {
-		st.Phase = v1.RunInProgress
-		st.Message = ""
-		st.StartTime = now()
-		conditions.MarkReconciling(&st.Conditions, pvb.Generation, reasonInProgress,
-			fmt.Sprintf("backing up volume %s of pod %s", pvb.Spec.Volume, pvb.Spec.Pod.Name))
-	}); err != nil {
-		log.Error(err, "marking the backup InProgress")
+	if claimed, err := r.claim(bg, pvb); !claimed {
+		if err != nil {
+			log.Error(err, "claiming the backup; trying again")
+			return true
+		}
+		log.Info("the backup is no longer Pending (claimed by another agent, canceled or deleted); not running it")
+		return false
 	}
 	r.recorder.Eventf(pvb, nil, corev1.EventTypeNormal, "BackupStarted", "Backup", "backing up volume %s of pod %s on %s", pvb.Spec.Volume, pvb.Spec.Pod.Name, r.opts.NodeName)
 
 	res, err := r.runMover(ctx, job, func(p mover.Progress) {
-		if err := r.patchStatus(bg, pvb, func(st *v1.PodVolumeBackupStatus) { st.Progress = toProgress(p) }); err != nil {
+		if err := patchStatus(bg, r.Client, pvb, func(o *v1.PodVolumeBackup) { o.Status.Progress = toProgress(p) }); err != nil {
 			log.Error(err, "publishing progress")
 		}
 	})
-	switch {
-	case err != nil:
-		r.finishOrLog(bg, pvb, v1.RunFailed, reasonFailed, err.Error(), &res)
-	case res.Canceled && stopReason() != "":
-		r.finishOrLog(bg, pvb, v1.RunFailed, reasonFailed, stopReason(), &res)
-	case res.Canceled:
-		r.finishOrLog(bg, pvb, v1.RunCanceled, reasonCanceled, "canceled: spec.cancel was set; earlier snapshots are untouched", &res)
-	case res.Error != "":
-		r.finishOrLog(bg, pvb, v1.RunFailed, reasonFailed, res.Error, &res)
-	default:
-		r.finishOrLog(bg, pvb, v1.RunCompleted, conditions.ReasonSucceeded,
-			fmt.Sprintf("snapshot %s stored: %d files, %d bytes, %d bytes uploaded", res.SnapshotID, res.Progress.TotalFiles, res.Progress.TotalBytes, res.BytesUploaded), &res)
+	r.endOrLog(bg, pvb, moverOutcome(res, err, stopReason(), "canceled: spec.cancel was set; earlier snapshots are untouched",
+		fmt.Sprintf("snapshot %s stored: %d files, %d bytes, %d bytes uploaded", res.SnapshotID, res.Progress.TotalFiles, res.Progress.TotalBytes, res.BytesUploaded)))
+	return false
+}
+
+// claim moves the backup from Pending to InProgress, unless another agent did (see
+// claimWork).
+func (r *PodVolumeBackupReconciler) claim(ctx context.Context, pvb *v1.PodVolumeBackup) (bool, error) {
+	return claimWork(ctx, r.Client, r.apiReader, pvb,
+		func(o *v1.PodVolumeBackup) bool { return isClaimable(backupState(o)) },
+		func(o *v1.PodVolumeBackup) {
+			o.Status.Phase = v1.RunInProgress
+			o.Status.Message = ""
+			o.Status.StartTime = now()
+			conditions.MarkReconciling(&o.Status.Conditions, o.Generation, reasonInProgress,
+				fmt.Sprintf("backing up volume %s of pod %s", o.Spec.Volume, o.Spec.Pod.Name))
+		})
+}
+
+func (r *PodVolumeBackupReconciler) endOrLog(ctx context.Context, pvb *v1.PodVolumeBackup, o outcome) {
+	if err := r.end(ctx, pvb, o); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "recording the outcome of the backup", "phase", o.phase)
 	}
 }
 
-func (r *PodVolumeBackupReconciler) finishOrLog(ctx context.Context, pvb *v1.PodVolumeBackup, phase v1.RunPhase, reason, msg string, res *mover.Result) {
-	if err := r.finish(ctx, pvb, phase, reason, msg, res); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "recording the outcome of the backup", "phase", phase)
-	}
-}
-
-// finish records a final phase with its one-sentence message and an event.
-func (r *PodVolumeBackupReconciler) finish(ctx context.Context, pvb *v1.PodVolumeBackup, phase v1.RunPhase, reason, msg string, res *mover.Result) error {
-	err := r.patchStatus(ctx, pvb, func(st *v1.PodVolumeBackupStatus) {
-		st.Phase = phase
+// end records a final phase with its one-sentence message (the write is retried) and
+// an event.
+func (r *PodVolumeBackupReconciler) end(ctx context.Context, pvb *v1.PodVolumeBackup, o outcome) error {
+	err := patchFinalStatus(ctx, r.Client, pvb, func(b *v1.PodVolumeBackup) {
+		st := &b.Status
+		st.Phase = o.phase
 		st.CompletionTime = now()
 		if st.StartTime == nil {
 			st.StartTime = st.CompletionTime
 		}
-		if res != nil {
-			st.Progress = toProgress(res.Progress)
-			st.SnapshotID = res.SnapshotID
-			st.ParentSnapshotID = res.ParentSnapshotID
-			st.BytesUploaded = res.BytesUploaded
+		if o.res != nil {
+			st.Progress = toProgress(o.res.Progress)
+			st.SnapshotID = o.res.SnapshotID
+			st.ParentSnapshotID = o.res.ParentSnapshotID
+			st.BytesUploaded = o.res.BytesUploaded
 		}
-		if phase == v1.RunCompleted {
+		if o.phase == v1.RunCompleted {
 			st.Message = ""
-			conditions.MarkReady(&st.Conditions, pvb.Generation, reason, msg)
+			conditions.MarkReady(&st.Conditions, b.Generation, o.reason, o.msg)
 			return
 		}
-		st.Message = msg
-		conditions.MarkStalled(&st.Conditions, pvb.Generation, reason, msg)
+		st.Message = o.msg
+		conditions.MarkStalled(&st.Conditions, b.Generation, o.reason, o.msg)
 	})
 	eventType := corev1.EventTypeNormal
-	if phase != v1.RunCompleted {
+	if o.phase != v1.RunCompleted {
 		eventType = corev1.EventTypeWarning
 	}
-	r.recorder.Eventf(pvb, nil, eventType, "Backup"+string(phase), "Backup", "%s", msg)
-	ctrl.LoggerFrom(ctx).Info("backup finished", "podvolumebackup", client.ObjectKeyFromObject(pvb), "phase", phase, "message", msg)
+	r.recorder.Eventf(pvb, nil, eventType, "Backup"+string(o.phase), "Backup", "%s", o.msg)
+	ctrl.LoggerFrom(ctx).Info("backup finished", "podvolumebackup", client.ObjectKeyFromObject(pvb), "phase", o.phase, "message", o.msg)
 	return err
 }
 
@@ -209,18 +226,11 @@ func (r *PodVolumeBackupReconciler) waiting(ctx context.Context, pvb *v1.PodVolu
 	if pvb.Status.Message == msg && pvb.Status.Phase == v1.RunPending {
 		return nil
 	}
-	return r.patchStatus(ctx, pvb, func(st *v1.PodVolumeBackupStatus) {
-		st.Phase = v1.RunPending
-		st.Message = msg
-		conditions.MarkReconciling(&st.Conditions, pvb.Generation, reasonWaiting, msg)
+	return patchStatus(ctx, r.Client, pvb, func(o *v1.PodVolumeBackup) {
+		o.Status.Phase = v1.RunPending
+		o.Status.Message = msg
+		conditions.MarkReconciling(&o.Status.Conditions, o.Generation, reasonWaiting, msg)
 	})
-}
-
-// patchStatus applies mutate to a fresh copy of the status and merge-patches it.
-func (r *PodVolumeBackupReconciler) patchStatus(ctx context.Context, pvb *v1.PodVolumeBackup, mutate func(*v1.PodVolumeBackupStatus)) error {
-	base := pvb.DeepCopy()
-	mutate(&pvb.Status)
-	return r.Status().Patch(ctx, pvb, client.MergeFrom(base))
 }
 
 func (r *PodVolumeBackupReconciler) backupsOfRepository(ctx context.Context, obj client.Object) []reconcile.Request {

@@ -12,12 +12,13 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/holdfast-dev/holdfast/agent/mover"
-	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	"github.com/holdfast-dev/holdfast/agent/volumepath"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
@@ -32,10 +33,14 @@ import (
 type PodVolumeRestoreReconciler struct {
 	*Agent
 	jobs *jobs
+	// again brings back work whose claim failed for a passing reason.
+	again chan event.GenericEvent
 }
 
 func (r *PodVolumeRestoreReconciler) setup(mgr ctrl.Manager) error {
+	r.again = make(chan event.GenericEvent)
 	return ctrl.NewControllerManagedBy(mgr).
+		WatchesRawSource(source.Channel(r.again, &handler.EnqueueRequestForObject{})).
 		Named("podvolumerestore").
 		For(&v1.PodVolumeRestore{}).
 		Watches(&v1.BackupRepository{}, handler.EnqueueRequestsFromMapFunc(r.restoresOfRepository),
@@ -45,7 +50,8 @@ func (r *PodVolumeRestoreReconciler) setup(mgr ctrl.Manager) error {
 }
 
 // Reconcile starts the restore of a Pending PodVolumeRestore, cancels one on request or
-// when its pod goes away, and fails one that an agent restart left InProgress.
+// when its pod goes away, and fails one that an agent restart left InProgress. Every
+// way it ends tells a restore-wait that holds the pod (end).
 func (r *PodVolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	pvr := &v1.PodVolumeRestore{}
 	if err := r.Get(ctx, req.NamespacedName, pvr); err != nil {
@@ -63,37 +69,46 @@ func (r *PodVolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	case err != nil || v == verdictNone:
 		return ctrl.Result{}, err
 	case v == verdictRestarted:
-		return ctrl.Result{}, r.finish(ctx, pvr, v1.RunFailed, reasonAgentRestart, msgAgentRestarted, nil)
+		return ctrl.Result{}, r.end(ctx, pvr, failed(reasonAgentRestart, msgAgentRestarted))
 	case v == verdictCanceledEarly:
-		return ctrl.Result{}, r.finish(ctx, pvr, v1.RunCanceled, reasonCanceled, "canceled before the restore started", nil)
+		return ctrl.Result{}, r.end(ctx, pvr, canceled("canceled before the restore started"))
 	}
 
 	err = r.repositoryReady(ctx, pvr.Spec.SourceNamespace, pvr.Spec.Repository)
 	var wait errNotReady
+	var stalled errStalled
 	switch {
 	case errors.As(err, &wait):
 		return ctrl.Result{RequeueAfter: time.Minute}, r.waiting(ctx, pvr, wait.msg)
+	case errors.As(err, &stalled):
+		return ctrl.Result{}, r.end(ctx, pvr, failed(reasonFailed, stalled.msg))
 	case err != nil:
-		return ctrl.Result{}, r.finish(ctx, pvr, v1.RunFailed, reasonFailed, err.Error(), nil)
+		// Reading the repository failed: a passing error, retried with backoff.
+		return ctrl.Result{}, fmt.Errorf("reading BackupRepository %s: %w", pvr.Spec.Repository, err)
 	}
-	if msg, ok := r.volumeNotMountedYet(ctx, pvr); ok {
+	tgt, err := r.resolveTarget(ctx, pvr.Namespace, pvr.Spec.Pod, pvr.Spec.Volume)
+	if msg, ok := r.volumeNotMountedYet(ctx, pvr, err); ok {
 		return ctrl.Result{RequeueAfter: 2 * time.Second}, r.waiting(ctx, pvr, msg)
 	}
-	restoreUID := restoreUIDOf(pvr)
+	if err == nil {
+		if o, ok := readOnlyOutcome(pvr, tgt); ok {
+			return ctrl.Result{}, r.end(ctx, pvr, o)
+		}
+	}
 	job := mover.Job{Kind: mover.KindRestore, SnapshotID: pvr.Spec.SnapshotID, SourcePath: pvr.Spec.SourcePath}
-	r.jobs.start(context.WithoutCancel(ctx), key, types.UID(pvr.Spec.Pod.UID), func(ctx context.Context, stopReason func() string) {
-		r.restore(ctx, pvr.DeepCopy(), job, restoreUID, stopReason)
-	})
+	work := pvr.DeepCopy()
+	r.jobs.start(context.WithoutCancel(ctx), key, types.UID(pvr.Spec.Pod.UID), func(ctx context.Context, stopReason func() string) bool {
+		return r.restore(ctx, work, job, stopReason)
+	}, func() { r.again <- event.GenericEvent{Object: work} })
 	return ctrl.Result{}, nil
 }
 
 // volumeNotMountedYet reports, with a message, that the target pod has not started
-// and the kubelet has not set up its volume yet. The restore controller creates the
-// restore as soon as the pod is scheduled, a moment before the kubelet makes the
-// pod's volume directories; that is a wait, not a failure. (The pod watch and the
-// requeue bring the restore back.)
-func (r *PodVolumeRestoreReconciler) volumeNotMountedYet(ctx context.Context, pvr *v1.PodVolumeRestore) (string, bool) {
-	_, err := r.resolveTarget(ctx, pvr.Namespace, pvr.Spec.Pod, pvr.Spec.Volume)
+// and the kubelet has not set up its volume yet (err is what resolving it returned).
+// The restore controller creates the restore as soon as the pod is scheduled, a
+// moment before the kubelet makes the pod's volume directories; that is a wait, not a
+// failure. (The pod watch and the requeue bring the restore back.)
+func (r *PodVolumeRestoreReconciler) volumeNotMountedYet(ctx context.Context, pvr *v1.PodVolumeRestore, err error) (string, bool) {
 	if !errors.Is(err, volumepath.ErrNotMounted) {
 		return "", false
 	}
@@ -103,6 +118,21 @@ func (r *PodVolumeRestoreReconciler) volumeNotMountedYet(ctx context.Context, pv
 		return "", false
 	}
 	return fmt.Sprintf("waiting for the kubelet to set up volume %s of pod %s", pvr.Spec.Volume, pvr.Spec.Pod.Name), true
+}
+
+// reasonReadOnly is the reason of a restore refused because the pod mounts the volume
+// read-only.
+const reasonReadOnly = "VolumeReadOnly"
+
+// readOnlyOutcome fails a restore into a volume the pod mounts read-only (review M9):
+// nothing is written, not even a marker.
+func readOnlyOutcome(pvr *v1.PodVolumeRestore, tgt target) (outcome, bool) {
+	why := readOnlyReason(tgt.pod, pvr.Spec.Volume, tgt.pv)
+	if why == "" {
+		return outcome{}, false
+	}
+	return failed(reasonReadOnly, fmt.Sprintf("the volume is mounted read-only (%s), so nothing was restored into volume %s of pod %s",
+		why, pvr.Spec.Volume, pvr.Spec.Pod.Name)), true
 }
 
 // restoreUIDOf is the UID of the VolumeRestore the marker is named after: the
@@ -115,26 +145,27 @@ func restoreUIDOf(pvr *v1.PodVolumeRestore) string {
 	return ""
 }
 
-func (r *PodVolumeRestoreReconciler) restore(ctx context.Context, pvr *v1.PodVolumeRestore, job mover.Job, restoreUID string, stopReason func() string) {
+// restore runs in its own goroutine once a slot is free, and leaves the
+// PodVolumeRestore in a final phase unless another agent claimed it, or claiming it
+// failed (then it returns true: the work is reconciled again).
+func (r *PodVolumeRestoreReconciler) restore(ctx context.Context, pvr *v1.PodVolumeRestore, job mover.Job, stopReason func() string) bool {
 	log := ctrl.LoggerFrom(ctx).WithValues("podvolumerestore", client.ObjectKeyFromObject(pvr))
 	ctx = ctrl.LoggerInto(ctx, log)
 	bg := context.WithoutCancel(ctx)
 	if ctx.Err() != nil {
-		r.finishOrLog(bg, pvr, "", restoreUID, v1.RunCanceled, reasonCanceled, "canceled before the restore started", nil)
-		return
+		r.endOrLog(bg, pvr, canceled("canceled before the restore started"))
+		return false
 	}
 	tgt, err := r.resolveTarget(ctx, pvr.Namespace, pvr.Spec.Pod, pvr.Spec.Volume)
 	if err != nil {
-		r.finishOrLog(bg, pvr, "", restoreUID, v1.RunFailed, reasonFailed, err.Error(), nil)
-		return
+		r.endOrLog(bg, pvr, failed(reasonFailed, err.Error()))
+		return false
+	}
+	if o, ok := readOnlyOutcome(pvr, tgt); ok {
+		r.endOrLog(bg, pvr, o)
+		return false
 	}
 	job.Dir = tgt.dir
-	// Only a pod held by restore-wait gets a marker: in a running pod's volume (a
-	// data-only restore) nobody would remove it.
-	markerDir := ""
-	if restoreUID != "" && restorewait.Holds(tgt.pod, restoreUID) {
-		markerDir = tgt.dir
-	}
 	req := jobcredentials.Request{Kind: jobcredentials.KindRestore, Namespace: pvr.Namespace, Name: pvr.Name, UID: pvr.UID}
 	job, err = r.withCredentials(ctx, req, job, func(msg string) {
 		if err := r.waiting(bg, pvr, msg); err != nil {
@@ -143,79 +174,82 @@ func (r *PodVolumeRestoreReconciler) restore(ctx context.Context, pvr *v1.PodVol
 	})
 	switch {
 	case ctx.Err() != nil:
-		r.finishOrLog(bg, pvr, markerDir, restoreUID, v1.RunCanceled, reasonCanceled, "canceled before the restore started", nil)
-		return
+		r.endOrLog(bg, pvr, canceled("canceled before the restore started"))
+		return false
 	case err != nil:
 		// Nothing was written; restore-wait, if it holds the pod, says why.
-		r.finishOrLog(bg, pvr, markerDir, restoreUID, v1.RunFailed, reasonFailed, err.Error(), nil)
-		return
+		r.endOrLog(bg, pvr, failed(reasonFailed, err.Error()))
+		return false
 	}
-	if err := r.patchStatus(bg, pvr, func(st *v1.PodVolumeRestoreStatus) {
-		st.Phase = v1.RunInProgress
-		st.Message = ""
-		st.StartTime = now()
-		conditions.MarkReconciling(&st.Conditions, pvr.Generation, reasonInProgress,
-			fmt.Sprintf("restoring snapshot %s into volume %s of pod %s", pvr.Spec.SnapshotID, pvr.Spec.Volume, pvr.Spec.Pod.Name))
-	}); err != nil {
-		log.Error(err, "marking the restore InProgress")
+	if claimed, err := r.claim(bg, pvr); !claimed {
+		if err != nil {
+			log.Error(err, "claiming the restore; trying again")
+			return true
+		}
+		log.Info("the restore is no longer Pending (claimed by another agent, canceled or deleted); not running it")
+		return false
 	}
 	r.recorder.Eventf(pvr, nil, corev1.EventTypeNormal, "RestoreStarted", "Restore", "restoring snapshot %s into volume %s of pod %s", pvr.Spec.SnapshotID, pvr.Spec.Volume, pvr.Spec.Pod.Name)
 
 	res, err := r.runMover(ctx, job, func(p mover.Progress) {
-		if err := r.patchStatus(bg, pvr, func(st *v1.PodVolumeRestoreStatus) { st.Progress = toProgress(p) }); err != nil {
+		if err := patchStatus(bg, r.Client, pvr, func(o *v1.PodVolumeRestore) { o.Status.Progress = toProgress(p) }); err != nil {
 			log.Error(err, "publishing progress")
 		}
 	})
-	switch {
-	case err != nil:
-		r.finishOrLog(bg, pvr, markerDir, restoreUID, v1.RunFailed, reasonFailed, err.Error(), &res)
-	case res.Canceled && stopReason() != "":
-		r.finishOrLog(bg, pvr, markerDir, restoreUID, v1.RunFailed, reasonFailed, stopReason(), &res)
-	case res.Canceled:
-		r.finishOrLog(bg, pvr, markerDir, restoreUID, v1.RunCanceled, reasonCanceled, "canceled: spec.cancel was set; the volume may hold part of the snapshot", &res)
-	case res.Error != "":
-		r.finishOrLog(bg, pvr, markerDir, restoreUID, v1.RunFailed, reasonFailed, res.Error, &res)
-	default:
-		r.finishOrLog(bg, pvr, markerDir, restoreUID, v1.RunCompleted, conditions.ReasonSucceeded,
-			fmt.Sprintf("snapshot %s restored: %d files, %d bytes", pvr.Spec.SnapshotID, res.Progress.FilesDone, res.Progress.BytesDone), &res)
+	r.endOrLog(bg, pvr, moverOutcome(res, err, stopReason(), "canceled: spec.cancel was set; the volume may hold part of the snapshot",
+		fmt.Sprintf("snapshot %s restored: %d files, %d bytes", pvr.Spec.SnapshotID, res.Progress.FilesDone, res.Progress.BytesDone)))
+	return false
+}
+
+// claim moves the restore from Pending to InProgress, unless another agent did (see
+// claimWork).
+func (r *PodVolumeRestoreReconciler) claim(ctx context.Context, pvr *v1.PodVolumeRestore) (bool, error) {
+	return claimWork(ctx, r.Client, r.apiReader, pvr,
+		func(o *v1.PodVolumeRestore) bool { return isClaimable(restoreState(o)) },
+		func(o *v1.PodVolumeRestore) {
+			o.Status.Phase = v1.RunInProgress
+			o.Status.Message = ""
+			o.Status.StartTime = now()
+			conditions.MarkReconciling(&o.Status.Conditions, o.Generation, reasonInProgress,
+				fmt.Sprintf("restoring snapshot %s into volume %s of pod %s", o.Spec.SnapshotID, o.Spec.Volume, o.Spec.Pod.Name))
+		})
+}
+
+func (r *PodVolumeRestoreReconciler) endOrLog(ctx context.Context, pvr *v1.PodVolumeRestore, o outcome) {
+	if err := r.end(ctx, pvr, o); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "recording the outcome of the restore", "phase", o.phase)
 	}
 }
 
-func (r *PodVolumeRestoreReconciler) finishOrLog(ctx context.Context, pvr *v1.PodVolumeRestore, dir, restoreUID string, phase v1.RunPhase, reason, msg string, res *mover.Result) {
-	if dir != "" {
-		if err := r.writeMarker(ctx, pvr, dir, restoreUID, phase, msg); err != nil {
-			phase, reason, msg = v1.RunFailed, reasonFailed, "the data was restored but the done-marker could not be written: "+err.Error()
-		}
-	}
-	if err := r.finish(ctx, pvr, phase, reason, msg, res); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "recording the outcome of the restore", "phase", phase)
-	}
-}
-
-func (r *PodVolumeRestoreReconciler) finish(ctx context.Context, pvr *v1.PodVolumeRestore, phase v1.RunPhase, reason, msg string, res *mover.Result) error {
-	err := r.patchStatus(ctx, pvr, func(st *v1.PodVolumeRestoreStatus) {
-		st.Phase = phase
+// end is the one way a restore ends: it tells restore-wait, when it holds the pod, how
+// the restore ended (markRestoreWait; a Completed restore whose marker cannot be
+// written fails), then records the final phase (the write is retried) and an event.
+func (r *PodVolumeRestoreReconciler) end(ctx context.Context, pvr *v1.PodVolumeRestore, o outcome) error {
+	o = r.markRestoreWait(ctx, pvr, o)
+	err := patchFinalStatus(ctx, r.Client, pvr, func(p *v1.PodVolumeRestore) {
+		st := &p.Status
+		st.Phase = o.phase
 		st.CompletionTime = now()
 		if st.StartTime == nil {
 			st.StartTime = st.CompletionTime
 		}
-		if res != nil {
-			st.Progress = toProgress(res.Progress)
+		if o.res != nil {
+			st.Progress = toProgress(o.res.Progress)
 		}
-		if phase == v1.RunCompleted {
+		if o.phase == v1.RunCompleted {
 			st.Message = ""
-			conditions.MarkReady(&st.Conditions, pvr.Generation, reason, msg)
+			conditions.MarkReady(&st.Conditions, p.Generation, o.reason, o.msg)
 			return
 		}
-		st.Message = msg
-		conditions.MarkStalled(&st.Conditions, pvr.Generation, reason, msg)
+		st.Message = o.msg
+		conditions.MarkStalled(&st.Conditions, p.Generation, o.reason, o.msg)
 	})
 	eventType := corev1.EventTypeNormal
-	if phase != v1.RunCompleted {
+	if o.phase != v1.RunCompleted {
 		eventType = corev1.EventTypeWarning
 	}
-	r.recorder.Eventf(pvr, nil, eventType, "Restore"+string(phase), "Restore", "%s", msg)
-	ctrl.LoggerFrom(ctx).Info("restore finished", "podvolumerestore", client.ObjectKeyFromObject(pvr), "phase", phase, "message", msg)
+	r.recorder.Eventf(pvr, nil, eventType, "Restore"+string(o.phase), "Restore", "%s", o.msg)
+	ctrl.LoggerFrom(ctx).Info("restore finished", "podvolumerestore", client.ObjectKeyFromObject(pvr), "phase", o.phase, "message", o.msg)
 	return err
 }
 
@@ -223,17 +257,11 @@ func (r *PodVolumeRestoreReconciler) waiting(ctx context.Context, pvr *v1.PodVol
 	if pvr.Status.Message == msg && pvr.Status.Phase == v1.RunPending {
 		return nil
 	}
-	return r.patchStatus(ctx, pvr, func(st *v1.PodVolumeRestoreStatus) {
-		st.Phase = v1.RunPending
-		st.Message = msg
-		conditions.MarkReconciling(&st.Conditions, pvr.Generation, reasonWaiting, msg)
+	return patchStatus(ctx, r.Client, pvr, func(o *v1.PodVolumeRestore) {
+		o.Status.Phase = v1.RunPending
+		o.Status.Message = msg
+		conditions.MarkReconciling(&o.Status.Conditions, o.Generation, reasonWaiting, msg)
 	})
-}
-
-func (r *PodVolumeRestoreReconciler) patchStatus(ctx context.Context, pvr *v1.PodVolumeRestore, mutate func(*v1.PodVolumeRestoreStatus)) error {
-	base := pvr.DeepCopy()
-	mutate(&pvr.Status)
-	return r.Status().Patch(ctx, pvr, client.MergeFrom(base))
 }
 
 func (r *PodVolumeRestoreReconciler) restoresOfRepository(ctx context.Context, obj client.Object) []reconcile.Request {

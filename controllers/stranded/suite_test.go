@@ -1,0 +1,47 @@
+package stranded
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/holdfast-dev/holdfast/test/testenv"
+)
+
+var env *testenv.Env
+
+const operatorNamespace = testenv.OperatorNamespace
+
+// testDeadline stands for the manager's --stranded-work-deadline: short, so a test
+// waits seconds, not minutes, for work to be failed.
+const testDeadline = 5 * time.Second
+
+func TestMain(m *testing.M) {
+	testenv.Run(m, &env, testenv.Options{Setup: startManager})
+}
+
+// startManager runs the guard as the real manager does, as the manager's
+// ServiceAccount with the roles of config/rbac, so a missing RBAC marker fails.
+func startManager(env *testenv.Env) (func(), error) {
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr)))
+	cfg, err := env.ManagerConfig(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+	if err != nil {
+		return nil, err
+	}
+	if err := Setup(mgr, Options{Namespace: operatorNamespace, Deadline: testDeadline}); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	return func() { cancel(); <-done }, nil
+}
