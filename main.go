@@ -230,7 +230,7 @@ func runManager(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := (&restore.VolumeRestoreReconciler{Client: mgr.GetClient(), Catalog: catalog}).SetupWithManager(mgr); err != nil {
+	if err := (&restore.VolumeRestoreReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Catalog: catalog}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the restore controller: %w", err)
 	}
 	(&restore.PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: *namespace, Image: *restoreHelperImage}).SetupWithManager(mgr)
@@ -348,9 +348,10 @@ func runRestoreWait(args []string, stderr io.Writer) error {
 		"Waits until every listed volume holds the done-marker .holdfast/<restore-uid> that the agent\n"+
 			"writes after restoring it, removes the markers and exits 0. Runs as an init container.", stderr)
 	var volumes stringList
-	fs.Var(&volumes, "volume", "mount path of a volume being restored (repeatable)")
-	restoreUID := fs.String("restore-uid", "", "UID of the VolumeRestore whose markers to wait for")
+	fs.Var(&volumes, restorewait.FlagVolume, "mount path of a volume being restored (repeatable)")
+	restoreUID := fs.String(restorewait.FlagRestoreUID, "", "UID of the VolumeRestore whose markers to wait for")
 	interval := fs.Duration("poll-interval", time.Second, "how often to look for the markers")
+	deadline := fs.Duration(restorewait.FlagDeadline, 0, "give up, exiting non-zero with the reason, after this long (0: wait without a limit)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -360,6 +361,7 @@ func runRestoreWait(args []string, stderr io.Writer) error {
 		Volumes:    volumes,
 		RestoreUID: *restoreUID,
 		Interval:   *interval,
+		Deadline:   *deadline,
 		Log:        stderr,
 	})
 }
