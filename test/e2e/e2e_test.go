@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/test/cluster"
 )
@@ -359,8 +360,8 @@ func (s *stories) restoreWaitsBeforeTheAppStarts(t *testing.T) {
 	for _, c := range r.Pod.Spec.InitContainers {
 		inits = append(inits, c.Name)
 	}
-	if len(inits) == 0 || inits[0] != "holdfast-restore-wait" {
-		t.Errorf("the recreated pod's init containers are %v, want holdfast-restore-wait", inits)
+	if len(inits) == 0 || inits[0] != restorewait.ContainerName {
+		t.Errorf("the recreated pod's init containers are %v, want %s", inits, restorewait.ContainerName)
 	}
 	if st := r.Pod.Status.InitContainerStatuses; len(st) == 0 || st[0].State.Terminated == nil || st[0].State.Terminated.ExitCode != 0 {
 		t.Errorf("restore-wait did not exit 0: %+v", st)
