@@ -30,12 +30,15 @@ const (
 	ReasonWaitingForPods = "WaitingForPods"
 	// ReasonReadingStore: the repositories of the source namespace are still being
 	// connected or read, so what a pod created now would wait for is not known yet.
-	ReasonReadingStore     = "ReadingStore"
-	ReasonRestoring        = "Restoring"
-	ReasonRestored         = "Restored"
-	ReasonRestoreFailed    = "RestoreFailed"
-	ReasonSourceNotGranted = "SourceNotGranted"
-	ReasonInvalidSelector  = "InvalidSelector"
+	ReasonReadingStore = "ReadingStore"
+	// ReasonBackupsNotAdopted: the store holds only backups of an earlier namespace
+	// of this name, which this one does not adopt; pods created now do not wait.
+	ReasonBackupsNotAdopted = "BackupsNotAdopted"
+	ReasonRestoring         = "Restoring"
+	ReasonRestored          = "Restored"
+	ReasonRestoreFailed     = "RestoreFailed"
+	ReasonSourceNotGranted  = "SourceNotGranted"
+	ReasonInvalidSelector   = "InvalidSelector"
 	// ReasonExpired: spec.pendingDeadline passed before any volume was restored.
 	ReasonExpired = "Expired"
 	// ReasonPodNotHeld, on a volume in status.volumes: restore-wait does not hold its
@@ -428,9 +431,11 @@ func (r *VolumeRestoreReconciler) summarize(ctx context.Context, sc *scope) erro
 // waitingMessage says why a restore has no volume to restore yet. Without pods, it is
 // what someone who applies the restore before the application waits for: reason
 // ReadingStore while what a new pod would wait for is not known yet, then
-// WaitingForPods, whose message says whether pods created now wait and, when the store
-// holds backups of an earlier namespace of this name that it does not adopt, that
-// those are not restored and how an administrator lets them be.
+// WaitingForPods (pods created now wait for their data: an application may be
+// applied), or BackupsNotAdopted when the store holds only backups of an earlier
+// namespace of this name that it does not adopt, whose message says that those are
+// not restored and how an administrator lets them be. The volumes of running pods it
+// leaves alone are named first.
 func waitingMessage(sc *scope) (reason, msg string) {
 	reason, msg = waitingFor(sc)
 	if len(sc.skipped) > 0 {
@@ -458,7 +463,7 @@ func waitingFor(sc *scope) (reason, msg string) {
 		return ReasonReadingStore, "reading the store: " + strings.Join(sc.src.waiting, "; ")
 	}
 	if foreign := sc.src.unadopted(); len(foreign) > 0 {
-		return ReasonWaitingForPods, "waiting for pods matching spec.podSelector; " + earlierBackups(sourceNamespace(sc.vr), "", foreign) +
+		return ReasonBackupsNotAdopted, "waiting for pods matching spec.podSelector; " + earlierBackups(sourceNamespace(sc.vr), "", foreign) +
 			"; until then pods created now do not wait for those"
 	}
 	return ReasonWaitingForPods, "waiting for pods matching spec.podSelector; pods created now wait for their data in a restore-wait init container"

@@ -535,7 +535,7 @@ func TestARestoreAppliedBeforeTheAppSaysWhenNewPodsWillWait(t *testing.T) {
 	if err := env.Client.Status().Update(ctx, brepo); err != nil {
 		t.Fatal(err)
 	}
-	waitingFor("the restore naming the earlier namespace", ReasonWaitingForPods,
+	waitingFor("the restore naming the earlier namespace", ReasonBackupsNotAdopted,
 		"the store holds 1 backup(s) taken in an earlier namespace "+ns+" (uid "+earlier+")",
 		v1.AnnotationAdoptBackups+": <uid> (or *) on namespace "+ns, "pods created now do not wait for those")
 
