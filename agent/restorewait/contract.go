@@ -28,6 +28,13 @@ const (
 	// volumes its restore-wait waits for (JSON: {"<restore>":["<volume>",...]}).
 	Annotation = v1.AnnotationRestoreWait
 
+	// SchedulingGate, on a pod, holds it unscheduled while a restore that selects it
+	// cannot say yet which of its volumes to wait for (it is still reading the store,
+	// or it is about to be created with the pod's namespace). The restore controller
+	// then lets the pod's controller create it again, now with restore-wait, or
+	// removes the gate.
+	SchedulingGate = "backup.holdfast.dev/restore-planning"
+
 	// FlagRestoreUID names the VolumeRestore (by UID) whose markers to wait for.
 	FlagRestoreUID = "restore-uid"
 	// FlagVolume is the mount path of one volume to wait for (repeated).
@@ -118,4 +125,14 @@ func UIDOf(c *corev1.Container) string {
 		}
 	}
 	return ""
+}
+
+// Gated says whether pod carries SchedulingGate.
+func Gated(pod *corev1.Pod) bool {
+	for _, g := range pod.Spec.SchedulingGates {
+		if g.Name == SchedulingGate {
+			return true
+		}
+	}
+	return false
 }

@@ -14,6 +14,7 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -132,12 +133,27 @@ func (w *PodWebhook) restoreWait(ctx context.Context, raw []byte, pod *corev1.Po
 	if err != nil {
 		return nil, nil, err
 	}
+	if !hasRestorableVolume(pod) {
+		return nil, nil, nil
+	}
+	// gate holds the pod unscheduled until a restore that selects it knows what it
+	// would wait for (heldpod_controller.go lets it be created again then).
+	gate := false
+	if len(restores) == 0 {
+		if gate, err = w.restoreMayFollow(ctx, pod.Namespace); err != nil {
+			return nil, nil, err
+		}
+	}
 	p := &planner{client: w.Client, live: w.APIReader}
 	waited := restorewait.WaitedVolumes(pod)
 	var warnings []string
 	var helper *helperSettings
 	var containers []corev1.Container
 	for _, vr := range restores {
+		if !readyForPods(vr) {
+			gate = true
+			continue
+		}
 		src, err := sourcesFromStatus(ctx, w.Client, vr)
 		if err != nil {
 			return nil, nil, err
@@ -163,18 +179,82 @@ func (w *PodWebhook) restoreWait(ctx context.Context, raw []byte, pod *corev1.Po
 		}
 		waited[vr.Name] = vols
 	}
-	if len(containers) == 0 {
+	if len(containers) == 0 && !gate {
 		return nil, nil, nil
 	}
-	annotation, err := json.Marshal(waited)
-	if err != nil {
-		return nil, warnings, fmt.Errorf("building the %s annotation: %w", restorewait.Annotation, err)
+	var annotation []byte
+	if len(containers) > 0 {
+		if annotation, err = json.Marshal(waited); err != nil {
+			return nil, warnings, fmt.Errorf("building the %s annotation: %w", restorewait.Annotation, err)
+		}
 	}
-	ops, err := restoreWaitPatch(raw, containers, string(annotation))
+	ops, err := restoreWaitPatch(raw, containers, string(annotation), gate)
 	if err != nil {
 		return nil, warnings, fmt.Errorf("building the patch: %w", err)
 	}
 	return ops, warnings, nil
+}
+
+// readyForPods says whether a restore knows what a pod created now would wait for:
+// the controller has seen its spec and read the store. Until then the webhook holds
+// the pods it selects behind the scheduling gate rather than let them start on
+// volumes whose backups are not known yet.
+func readyForPods(vr *v1.VolumeRestore) bool {
+	if vr.Status.ObservedGeneration != vr.Generation {
+		return false
+	}
+	c := apimeta.FindStatusCondition(vr.Status.Conditions, v1.ConditionReady)
+	return c == nil || c.Reason != ReasonReadingStore
+}
+
+// restoreHoldWindow is how long after its creation a namespace that adopts an earlier
+// namespace's backups holds new pods that no restore selects yet.
+const restoreHoldWindow = 30 * time.Second
+
+// restoreMayFollow says whether a pod that no restore selects is held anyway: its
+// namespace was created less than restoreHoldWindow ago and adopts the backups of an
+// earlier namespace of its name (the annotation an administrator sets on a namespace
+// rebuilt from Git). That is a namespace applied again with its application and its
+// VolumeRestore in one step (kubectl apply -k orders the restore after the
+// workloads), whose first pods are created a moment before the restore.
+func (w *PodWebhook) restoreMayFollow(ctx context.Context, namespace string) (bool, error) {
+	ns, err := getNamespace(ctx, w.Client, w.APIReader, namespace)
+	if err != nil || ns == nil {
+		return false, err
+	}
+	return namespaceMayRestore(ns, time.Now()), nil
+}
+
+// namespaceMayRestore is restoreMayFollow's rule, at time now.
+func namespaceMayRestore(ns *corev1.Namespace, now time.Time) bool {
+	return ns.Annotations[v1.AnnotationAdoptBackups] != "" && now.Before(ns.CreationTimestamp.Add(restoreHoldWindow))
+}
+
+// getNamespace reads a namespace from the cache and, when the cache does not hold it
+// yet (it was just created), from the API server; nil when it does not exist.
+func getNamespace(ctx context.Context, cached, live client.Reader, name string) (*corev1.Namespace, error) {
+	ns := &corev1.Namespace{}
+	err := cached.Get(ctx, types.NamespacedName{Name: name}, ns)
+	if apierrors.IsNotFound(err) && live != nil {
+		err = live.Get(ctx, types.NamespacedName{Name: name}, ns)
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading namespace %s: %w", name, err)
+	}
+	return ns, nil
+}
+
+// hasRestorableVolume says whether a pod has a volume a restore could write.
+func hasRestorableVolume(pod *corev1.Pod) bool {
+	for i := range pod.Spec.Volumes {
+		if restorable(&pod.Spec.Volumes[i]) {
+			return true
+		}
+	}
+	return false
 }
 
 // restoresHolding lists the VolumeRestores that take pod: in its namespace, selecting
@@ -222,7 +302,7 @@ func holding(restores []v1.VolumeRestore, pod *corev1.Pod, now time.Time) []*v1.
 // re-encoded from Go types would remove every field this manager's k8s.io/api does
 // not know (a newer API server's pod fields), so the patch never touches anything but
 // these two places.
-func restoreWaitPatch(raw []byte, containers []corev1.Container, annotation string) ([]jsonpatch.JsonPatchOperation, error) {
+func restoreWaitPatch(raw []byte, containers []corev1.Container, annotation string, gate bool) ([]jsonpatch.JsonPatchOperation, error) {
 	var obj struct {
 		Metadata json.RawMessage `json:"metadata"`
 		Spec     json.RawMessage `json:"spec"`
@@ -231,7 +311,8 @@ func restoreWaitPatch(raw []byte, containers []corev1.Container, annotation stri
 		return nil, err
 	}
 	var spec struct {
-		InitContainers json.RawMessage `json:"initContainers"`
+		InitContainers  json.RawMessage `json:"initContainers"`
+		SchedulingGates json.RawMessage `json:"schedulingGates"`
 	}
 	if !present(obj.Spec) {
 		return nil, errors.New("the pod has no spec")
@@ -240,6 +321,17 @@ func restoreWaitPatch(raw []byte, containers []corev1.Container, annotation stri
 		return nil, fmt.Errorf("reading spec: %w", err)
 	}
 	var ops []jsonpatch.JsonPatchOperation
+	gateOp := corev1.PodSchedulingGate{Name: restorewait.SchedulingGate}
+	switch {
+	case !gate:
+	case present(spec.SchedulingGates):
+		ops = append(ops, jsonpatch.NewOperation("add", "/spec/schedulingGates/-", gateOp))
+	default:
+		ops = append(ops, jsonpatch.NewOperation("add", "/spec/schedulingGates", []corev1.PodSchedulingGate{gateOp}))
+	}
+	if len(containers) == 0 {
+		return ops, nil
+	}
 	if present(spec.InitContainers) {
 		// Add at index 0, 1, ...: each shifts the pod's own init containers back.
 		for i, c := range containers {

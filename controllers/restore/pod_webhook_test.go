@@ -194,16 +194,16 @@ func (r ctxReader) List(ctx context.Context, list client.ObjectList, opts ...cli
 func TestRestoreWaitPatchNeedsASpec(t *testing.T) {
 	c := []corev1.Container{{Name: restorewait.ContainerName}}
 	for _, raw := range []string{`{"metadata":{}}`, `{"spec":null}`, `{"spec":[]}`, `{"metadata":[],"spec":{}}`, `[]`} {
-		if ops, err := restoreWaitPatch([]byte(raw), c, "{}"); err == nil {
+		if ops, err := restoreWaitPatch([]byte(raw), c, "{}", false); err == nil {
 			t.Errorf("%s: patch %v, want an error", raw, ops)
 		}
 	}
 	// A pod without metadata gets it, with the annotation.
-	ops, err := restoreWaitPatch([]byte(`{"spec":{}}`), c, "{}")
+	ops, err := restoreWaitPatch([]byte(`{"spec":{}}`), c, "{}", false)
 	if err != nil || len(ops) != 2 || ops[1].Path != "/metadata" {
 		t.Errorf("patch %v (%v), want initContainers and metadata added", ops, err)
 	}
-	ops, err = restoreWaitPatch([]byte(`{"metadata":{"annotations":{}},"spec":{}}`), c, "{}")
+	ops, err = restoreWaitPatch([]byte(`{"metadata":{"annotations":{}},"spec":{}}`), c, "{}", false)
 	if err != nil || len(ops) != 2 || ops[1].Path != "/metadata/annotations/backup.holdfast.dev~1restore-wait" {
 		t.Errorf("patch %v (%v), want the annotation added by an escaped pointer", ops, err)
 	}

@@ -80,6 +80,9 @@ func startManager(env *testenv.Env) (func(), error) {
 	if err := (&VolumeRestoreReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Catalog: storeCatalog}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
+	if err := (&HeldPodReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
 	(&PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: operatorNamespace, Image: "holdfast:test"}).SetupWithManager(mgr)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
