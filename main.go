@@ -71,11 +71,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	commands := map[string]func([]string, io.Writer) error{
-		"manager":      runManager,
-		"agent":        runAgent,
-		"restore-wait": runRestoreWait,
-		"agent-mover":  runAgentMover,
-		"recover":      func(args []string, stderr io.Writer) error { return recovery.Main(args, stdout, stderr) },
+		"manager":              runManager,
+		"agent":                runAgent,
+		restorewait.Subcommand: runRestoreWait,
+		"agent-mover":          runAgentMover,
+		"recover":              func(args []string, stderr io.Writer) error { return recovery.Main(args, stdout, stderr) },
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
@@ -347,7 +347,7 @@ func addProbes(mgr ctrl.Manager) error {
 }
 
 func runRestoreWait(args []string, stderr io.Writer) error {
-	fs := newFlagSet("restore-wait",
+	fs := newFlagSet(restorewait.Subcommand,
 		"Waits until every listed volume holds the done-marker .holdfast/<restore-uid> that the agent\n"+
 			"writes after restoring it, removes the markers and exits 0. Runs as an init container.", stderr)
 	var volumes stringList
