@@ -490,7 +490,8 @@ func (s *stories) resticBackupAndRestore(t *testing.T) {
 	}
 	incremental(t, second.Backup(dbVolume), 64<<10)
 
-	// Damage, then restore the first restic snapshot by name, into the running pod.
+	// Damage, then restore the first restic snapshot by name, into the running pod
+	// (which the restore must say: runningPods: Overwrite).
 	if err := s.e.WritePod(ctx, "statefulset/db", "echo garbage > /var/lib/db/table.dat && rm /var/lib/db/journal.log"); err != nil {
 		t.Fatal(err)
 	}
@@ -503,6 +504,7 @@ spec:
   podSelector:
     matchLabels:
       app: db
+  runningPods: Overwrite
   volumes:
   - name: %s
     source:
