@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 )
@@ -135,4 +136,15 @@ func Gated(pod *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// RestoreUIDOf is the UID a PodVolumeRestore's markers are named after: that of the
+// VolumeRestore that controls it (the restore controller creates every
+// PodVolumeRestore with its VolumeRestore as controller owner), "" when it has no such
+// owner, and then no marker is written.
+func RestoreUIDOf(pvr *v1.PodVolumeRestore) string {
+	if ref := metav1.GetControllerOf(pvr); ref != nil && ref.Kind == "VolumeRestore" && ref.Name == pvr.Spec.VolumeRestore {
+		return string(ref.UID)
+	}
+	return ""
 }

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 )
 
 func writeMarker(t *testing.T, volume, name, content string) {
@@ -128,5 +131,25 @@ func TestArgsCarryTheDeadline(t *testing.T) {
 	pod := &corev1.Pod{Spec: corev1.PodSpec{InitContainers: []corev1.Container{c}}}
 	if !Holds(pod, "u-1") || Holds(pod, "u-2") || Holds(pod, "") {
 		t.Errorf("Holds does not read the container Container makes")
+	}
+}
+
+func TestRestoreUIDOf(t *testing.T) {
+	yes := true
+	pvr := &v1.PodVolumeRestore{Spec: v1.PodVolumeRestoreSpec{VolumeRestore: "r"}}
+	if got := RestoreUIDOf(pvr); got != "" {
+		t.Errorf("no owner: %q", got)
+	}
+	pvr.OwnerReferences = []metav1.OwnerReference{{Kind: "VolumeRestore", Name: "other", UID: "u-other", Controller: &yes}}
+	if got := RestoreUIDOf(pvr); got != "" {
+		t.Errorf("an owner other than spec.volumeRestore: %q", got)
+	}
+	pvr.OwnerReferences = append(pvr.OwnerReferences, metav1.OwnerReference{Kind: "VolumeRestore", Name: "r", UID: "u-r"})
+	if got := RestoreUIDOf(pvr); got != "" {
+		t.Errorf("an owner that is not the controller: %q", got)
+	}
+	pvr.OwnerReferences[1].Controller = &yes
+	if got := RestoreUIDOf(pvr); got != "u-r" {
+		t.Errorf("RestoreUIDOf = %q, want u-r", got)
 	}
 }
