@@ -148,7 +148,8 @@ func TestRestoreUIDOf(t *testing.T) {
 	if got := RestoreUIDOf(pvr); got != "" {
 		t.Errorf("an owner that is not the controller: %q", got)
 	}
-	pvr.OwnerReferences[1].Controller = &yes
+	// An object has at most one controller.
+	pvr.OwnerReferences[0].Controller, pvr.OwnerReferences[1].Controller = nil, &yes
 	if got := RestoreUIDOf(pvr); got != "u-r" {
 		t.Errorf("RestoreUIDOf = %q, want u-r", got)
 	}
