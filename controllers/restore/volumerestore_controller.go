@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -56,6 +57,7 @@ const (
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods;namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // VolumeRestoreReconciler turns a VolumeRestore into PodVolumeRestores, one per
@@ -64,7 +66,8 @@ type VolumeRestoreReconciler struct {
 	client.Client
 	// APIReader reads, uncached, a ReplicaSet the cache does not hold yet (a
 	// Deployment's new ReplicaSet), so a pod's source identity is the one its backups
-	// have. Nil: the cache only.
+	// have, and the StatefulSets whose later pods a restore waits for. Nil: the cache
+	// only, and a restore does not wait for pods a StatefulSet has yet to create.
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	// Catalog lists the restore points the store holds, for volumes whose
@@ -112,6 +115,8 @@ type scope struct {
 	// unscheduled counts the pods the restore will restore into (held by its
 	// restore-wait, or any pod under runningPods: Overwrite) that are not on a node yet.
 	unscheduled int
+	// toCome counts the pods that StatefulSets it restores have still to create.
+	toCome int
 	// now is the time of this pass, for the pending deadline.
 	now time.Time
 }
@@ -212,6 +217,9 @@ func (r *VolumeRestoreReconciler) selectPods(ctx context.Context, sc *scope) (bo
 			sc.pods = append(sc.pods, pod)
 		}
 	}
+	if sc.toCome, err = r.podsToCome(ctx, sc, pods.Items); err != nil {
+		return false, err
+	}
 	src, err := r.sources(ctx, vr)
 	if err != nil {
 		return false, err
@@ -266,6 +274,63 @@ func (r *VolumeRestoreReconciler) sources(ctx context.Context, vr *v1.VolumeRest
 		}
 	}
 	return out, nil
+}
+
+// podsToCome counts the pods that the StatefulSets this restore holds pods of have
+// still to create. An OrderedReady StatefulSet (the default) creates its next pod only
+// once the previous one is Ready, that is after that pod's restore: the restore must
+// not end before the later pods exist, or they would start without waiting. Only
+// until the pending deadline, after which the restore takes no new pod.
+func (r *VolumeRestoreReconciler) podsToCome(ctx context.Context, sc *scope, pods []corev1.Pod) (int, error) {
+	vr := sc.vr
+	if r.APIReader == nil || !sc.now.Before(vr.PendingDeadlineOf()) {
+		return 0, nil
+	}
+	type statefulSet struct {
+		name    string
+		pods    int
+		holding bool
+	}
+	sets := map[types.UID]*statefulSet{}
+	for i := range pods {
+		pod := &pods[i]
+		owner := metav1.GetControllerOf(pod)
+		if owner == nil || owner.Kind != "StatefulSet" || !pod.DeletionTimestamp.IsZero() {
+			continue
+		}
+		set := sets[owner.UID]
+		if set == nil {
+			set = &statefulSet{name: owner.Name}
+			sets[owner.UID] = set
+		}
+		set.pods++
+		set.holding = set.holding || restorewait.Holds(pod, string(vr.UID))
+	}
+	n := 0
+	for uid, set := range sets {
+		if !set.holding {
+			continue
+		}
+		sts := &appsv1.StatefulSet{}
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: vr.Namespace, Name: set.name}, sts)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("reading StatefulSet %s/%s, whose pods VolumeRestore %s restores: %w", vr.Namespace, set.name, vr.Name, err)
+		}
+		if sts.UID != uid || sts.Spec.PodManagementPolicy == appsv1.ParallelPodManagement {
+			continue
+		}
+		want := 1
+		if sts.Spec.Replicas != nil {
+			want = int(*sts.Spec.Replicas)
+		}
+		if want > set.pods {
+			n += want - set.pods
+		}
+	}
+	return n, nil
 }
 
 // overwrites says whether this pass may restore into pods that restore-wait does not
@@ -414,6 +479,7 @@ func (r *VolumeRestoreReconciler) summarize(ctx context.Context, sc *scope) erro
 		sc.existing = existing.Items
 	}
 	t := tallyRestores(sc.existing, sc.missing, sc.skipped, sc.unscheduled)
+	t.toCome = sc.toCome
 	t.waitReason, t.waitMessage = waitingMessage(sc)
 	previous := vr.Status.Phase
 	setRestoreStatus(vr, t, sc.now)

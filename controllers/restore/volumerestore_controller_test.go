@@ -716,3 +716,83 @@ func TestARestoreThatRestoredNothingExpires(t *testing.T) {
 		t.Errorf("phase %s after expiry", p)
 	}
 }
+
+// bindPod schedules pod on node-1, as the scheduler does.
+func bindPod(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	if err := env.Client.SubResource("binding").Create(ctxFor(t), pod, &corev1.Binding{
+		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace},
+		Target:     corev1.ObjectReference{Kind: "Node", Name: "node-1"},
+	}); err != nil {
+		t.Fatalf("binding pod %s: %v", pod.Name, err)
+	}
+}
+
+// An OrderedReady StatefulSet creates its second pod only once the first is Ready,
+// after the first pod's restore: the restore must go on until the second pod exists
+// and has waited for its data too, rather than end and let it start empty.
+func TestARestoreWaitsForTheLaterPodsOfAStatefulSet(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	ctx := ctxFor(t)
+	createBackup(t, ns, "db-0-data", "/statefulset/db/0/data", "k0", time.Now())
+	createBackup(t, ns, "db-1-data", "/statefulset/db/1/data", "k1", time.Now())
+	createRestore(t, ns, "db", v1.VolumeRestoreSpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}})
+	testenv.Eventually(t, "the restore ready for pods", func() error {
+		if vr := getRestore(t, ns, "db"); !readyForPods(vr) {
+			return fmt.Errorf("status %+v", vr.Status.Conditions)
+		}
+		return nil
+	})
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas: ptr.To[int32](2),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "db"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "db", Image: "busybox"}}},
+			},
+		},
+	}
+	if err := env.Client.Create(ctx, sts); err != nil {
+		t.Fatal(err)
+	}
+	owners := []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "db", UID: sts.UID, Controller: ptr.To(true)}}
+	restoreOrdinal := func(name string) {
+		t.Helper()
+		pod := createPod(t, ns, name, map[string]string{"app": "db"}, "", owners, emptyDirVolume("data"))
+		if !restorewait.Holds(pod, string(getRestore(t, ns, "db").UID)) {
+			t.Fatalf("pod %s does not wait for its data: %v", name, pod.Spec.InitContainers)
+		}
+		bindPod(t, pod)
+		testenv.Eventually(t, "a restore of "+name, func() error {
+			for _, pvr := range restoresOf(t, ns, "db") {
+				if pvr.Spec.Pod.Name == name {
+					return nil
+				}
+			}
+			return fmt.Errorf("none")
+		})
+		finishRestores(t, ns, "db", v1.RunCompleted, "")
+	}
+
+	restoreOrdinal("db-0")
+	testenv.Eventually(t, "the restore waiting for db-1", func() error {
+		vr := getRestore(t, ns, "db")
+		c := apimeta.FindStatusCondition(vr.Status.Conditions, v1.ConditionReconciling)
+		if vr.Status.Phase != v1.RestoreInProgress || vr.Status.VolumesCompleted != 1 || c == nil ||
+			!strings.Contains(c.Message, "waiting for 1 more pod(s) of its StatefulSets to be created") {
+			return fmt.Errorf("phase %s, %d completed, Reconciling %+v", vr.Status.Phase, vr.Status.VolumesCompleted, c)
+		}
+		return nil
+	})
+
+	restoreOrdinal("db-1")
+	testenv.Eventually(t, "the restore Completed with both ordinals", func() error {
+		if vr := getRestore(t, ns, "db"); vr.Status.Phase != v1.RestoreCompleted || vr.Status.VolumesCompleted != 2 {
+			return fmt.Errorf("phase %s, %d completed", vr.Status.Phase, vr.Status.VolumesCompleted)
+		}
+		return nil
+	})
+}

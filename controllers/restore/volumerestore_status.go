@@ -24,6 +24,8 @@ type restoreTally struct {
 	failures []string
 	// unscheduled counts the pods the restore will restore into that have no node yet.
 	unscheduled int
+	// toCome counts the pods that StatefulSets it restores have still to create.
+	toCome int
 	// waitReason and waitMessage say why nothing is restored yet (waitingMessage).
 	waitReason, waitMessage string
 }
@@ -72,8 +74,8 @@ func tallyRestores(existing []v1.PodVolumeRestore, missing, skipped []v1.Restore
 //
 //	nothing to restore, before the pending deadline   Pending
 //	nothing to restore, past it                       Expired
-//	a volume still running, or a pod to restore       InProgress
-//	  into not scheduled yet
+//	a volume still running, a pod to restore into     InProgress
+//	  not scheduled yet, or a StatefulSet pod to come
 //	every volume restored                             Completed
 //	every volume failed                               Failed
 //	some restored, some failed                        PartiallyFailed
@@ -84,7 +86,7 @@ func restorePhase(t restoreTally, pastDeadline bool) v1.RestorePhase {
 		return v1.RestoreExpired
 	case total == 0:
 		return v1.RestorePending
-	case t.running > 0 || t.unscheduled > 0:
+	case t.running > 0 || t.unscheduled > 0 || t.toCome > 0:
 		return v1.RestoreInProgress
 	case t.failed == 0:
 		return v1.RestoreCompleted
@@ -123,6 +125,9 @@ func setRestoreStatus(vr *v1.VolumeRestore, t restoreTally, now time.Time) {
 		msg := fmt.Sprintf("%d of %d volume(s) restored", t.completed, total)
 		if t.unscheduled > 0 {
 			msg += fmt.Sprintf("; waiting for %d pod(s) to be scheduled", t.unscheduled)
+		}
+		if t.toCome > 0 {
+			msg += fmt.Sprintf("; waiting for %d more pod(s) of its StatefulSets to be created", t.toCome)
 		}
 		conditions.MarkReconciling(&st.Conditions, gen, ReasonRestoring, msg+skippedNote(t))
 	case v1.RestoreCompleted:

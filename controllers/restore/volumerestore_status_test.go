@@ -36,6 +36,7 @@ func TestSetRestoreStatus(t *testing.T) {
 		missing     []v1.RestoreVolumeStatus
 		skipped     []v1.RestoreVolumeStatus
 		unscheduled int
+		toCome      int
 		now         time.Time
 
 		phase                         v1.RestorePhase
@@ -59,6 +60,8 @@ func TestSetRestoreStatus(t *testing.T) {
 			phase: v1.RestoreInProgress, total: 2, done: 1, condition: v1.ConditionReconciling, reason: ReasonRestoring, message: "1 of 2 volume(s) restored"},
 		{name: "restored, a held pod still to schedule", existing: []v1.PodVolumeRestore{pvrIn("a", "data", v1.RunCompleted, "")}, unscheduled: 1, now: after,
 			phase: v1.RestoreInProgress, total: 1, done: 1, condition: v1.ConditionReconciling, message: "waiting for 1 pod(s) to be scheduled"},
+		{name: "restored, a StatefulSet pod still to be created", existing: []v1.PodVolumeRestore{pvrIn("db-0", "data", v1.RunCompleted, "")}, toCome: 2, now: before,
+			phase: v1.RestoreInProgress, total: 1, done: 1, condition: v1.ConditionReconciling, message: "waiting for 2 more pod(s) of its StatefulSets to be created"},
 		{name: "started restores finish past the deadline", existing: []v1.PodVolumeRestore{pvrIn("a", "data", v1.RunInProgress, "")}, now: after,
 			phase: v1.RestoreInProgress, total: 1, condition: v1.ConditionReconciling},
 		{name: "all restored", existing: []v1.PodVolumeRestore{pvrIn("a", "data", v1.RunCompleted, ""), pvrIn("a", "cache", v1.RunCompleted, "")}, now: before,
@@ -76,6 +79,7 @@ func TestSetRestoreStatus(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			vr := &v1.VolumeRestore{ObjectMeta: metav1.ObjectMeta{Name: "r", Generation: 2, CreationTimestamp: metav1.NewTime(created)}}
 			tally := tallyRestores(tc.existing, tc.missing, tc.skipped, tc.unscheduled)
+			tally.toCome = tc.toCome
 			tally.waitReason, tally.waitMessage = ReasonWaitingForPods, "waiting for pods matching spec.podSelector"
 			setRestoreStatus(vr, tally, tc.now)
 			st := vr.Status
