@@ -91,8 +91,10 @@ func (w *PodWebhook) SetupWithManager(mgr ctrl.Manager) {
 }
 
 // Handle adds one init container per pending VolumeRestore that selects the pod and
-// has at least one backed-up volume to restore into it. Whatever goes wrong on the way
-// admits the pod unchanged, with a warning that says restore-wait was not added and why.
+// has at least one backed-up volume to restore into it, or holds the pod behind the
+// scheduling gate while such a restore cannot say yet (restoreWait). Whatever goes
+// wrong on the way admits the pod unchanged, with a warning that says restore-wait was
+// not added and why.
 func (w *PodWebhook) Handle(ctx context.Context, req admission.Request) admission.Response {
 	pod := &corev1.Pod{}
 	if err := w.decoder.Decode(req, pod); err != nil {
@@ -297,11 +299,12 @@ func holding(restores []v1.VolumeRestore, pod *corev1.Pod, now time.Time) []*v1.
 }
 
 // restoreWaitPatch adds containers at the front of spec.initContainers and the
-// restore-wait annotation, by JSON patch operations on the pod as the API server sent
-// it (raw) and on nothing else. Computing the patch as the difference to the pod
-// re-encoded from Go types would remove every field this manager's k8s.io/api does
-// not know (a newer API server's pod fields), so the patch never touches anything but
-// these two places.
+// restore-wait annotation (when there are containers), and the scheduling gate (when
+// gate is set), by JSON patch operations on the pod as the API server sent it (raw)
+// and on nothing else. Computing the patch as the difference to the pod re-encoded
+// from Go types would remove every field this manager's k8s.io/api does not know (a
+// newer API server's pod fields), so the patch never touches anything but these
+// places.
 func restoreWaitPatch(raw []byte, containers []corev1.Container, annotation string, gate bool) ([]jsonpatch.JsonPatchOperation, error) {
 	var obj struct {
 		Metadata json.RawMessage `json:"metadata"`
