@@ -405,9 +405,11 @@ func (r *VolumeRestoreReconciler) createRestores(ctx context.Context, sc *scope)
 func notHeldMessage(vr *v1.VolumeRestore, pod *corev1.Pod, now time.Time) string {
 	why := "was created without waiting for it in restore-wait (the webhook did not hold it)"
 	switch {
-	case !vr.CreationTimestamp.Before(&pod.CreationTimestamp):
-		// Creation times have whole seconds: the same second counts as before.
+	case pod.CreationTimestamp.Before(&vr.CreationTimestamp):
 		why = "was created before this restore"
+	case pod.CreationTimestamp.Equal(&vr.CreationTimestamp):
+		// Creation times have whole seconds.
+		why = "was created before this restore or without waiting for it in restore-wait"
 	case !now.Before(vr.PendingDeadlineOf()):
 		why = "was created after spec.pendingDeadline, when this restore no longer holds new pods"
 	}

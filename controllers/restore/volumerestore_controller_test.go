@@ -796,3 +796,37 @@ func TestARestoreWaitsForTheLaterPodsOfAStatefulSet(t *testing.T) {
 		return nil
 	})
 }
+
+// A pod created after the restore that the webhook missed (here: it opted out by
+// label, as a pod admitted while the manager was down would be) runs without
+// restore-wait; the restore leaves it alone and says why.
+func TestAPodTheWebhookMissedIsNotOverwritten(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	createBackup(t, ns, "b", "/pod/late/data", "k1", time.Now())
+	createRestore(t, ns, "r", v1.VolumeRestoreSpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "late"}}})
+	testenv.Eventually(t, "the restore ready for pods", func() error {
+		if vr := getRestore(t, ns, "r"); !readyForPods(vr) {
+			return fmt.Errorf("status %+v", vr.Status.Conditions)
+		}
+		return nil
+	})
+	pod := createPod(t, ns, "late", map[string]string{"app": "late", LabelSkipRestoreWait: "true"}, "", nil, emptyDirVolume("data"))
+	if len(pod.Spec.InitContainers) != 0 || restorewait.Gated(pod) {
+		t.Fatalf("the webhook saw the pod: %+v", pod.Spec)
+	}
+	bindPod(t, pod)
+	testenv.Eventually(t, "the pod's volume reported skipped", func() error {
+		vr := getRestore(t, ns, "r")
+		if vr.Status.VolumesSkipped != 1 || len(vr.Status.Volumes) != 1 {
+			return fmt.Errorf("status %+v", vr.Status)
+		}
+		if v := vr.Status.Volumes[0]; v.Reason != ReasonPodNotHeld || !strings.Contains(v.Message, "without waiting for it in restore-wait") {
+			return fmt.Errorf("status.volumes[0] %+v", v)
+		}
+		return nil
+	})
+	if n := len(restoresOf(t, ns, "r")); n != 0 {
+		t.Errorf("%d PodVolumeRestores into a pod that runs without waiting", n)
+	}
+}
