@@ -72,11 +72,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	commands := map[string]func([]string, io.Writer) error{
-		"manager":      runManager,
-		"agent":        runAgent,
-		"restore-wait": runRestoreWait,
-		"agent-mover":  runAgentMover,
-		"recover":      func(args []string, stderr io.Writer) error { return recovery.Main(args, stdout, stderr) },
+		"manager":              runManager,
+		"agent":                runAgent,
+		restorewait.Subcommand: runRestoreWait,
+		"agent-mover":          runAgentMover,
+		"recover":              func(args []string, stderr io.Writer) error { return recovery.Main(args, stdout, stderr) },
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
@@ -236,8 +236,11 @@ func runManager(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := (&restore.VolumeRestoreReconciler{Client: mgr.GetClient(), Catalog: catalog}).SetupWithManager(mgr); err != nil {
+	if err := (&restore.VolumeRestoreReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Catalog: catalog}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the restore controller: %w", err)
+	}
+	if err := (&restore.HeldPodReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the held-pod controller: %w", err)
 	}
 	(&restore.PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: *namespace, Image: *restoreHelperImage}).SetupWithManager(mgr)
 	storage.SetupJobCredentials(mgr, *namespace, *agentServiceAccount)
@@ -353,13 +356,14 @@ func addProbes(mgr ctrl.Manager) error {
 }
 
 func runRestoreWait(args []string, stderr io.Writer) error {
-	fs := newFlagSet("restore-wait",
+	fs := newFlagSet(restorewait.Subcommand,
 		"Waits until every listed volume holds the done-marker .holdfast/<restore-uid> that the agent\n"+
 			"writes after restoring it, removes the markers and exits 0. Runs as an init container.", stderr)
 	var volumes stringList
-	fs.Var(&volumes, "volume", "mount path of a volume being restored (repeatable)")
-	restoreUID := fs.String("restore-uid", "", "UID of the VolumeRestore whose markers to wait for")
+	fs.Var(&volumes, restorewait.FlagVolume, "mount path of a volume being restored (repeatable)")
+	restoreUID := fs.String(restorewait.FlagRestoreUID, "", "UID of the VolumeRestore whose markers to wait for")
 	interval := fs.Duration("poll-interval", time.Second, "how often to look for the markers")
+	deadline := fs.Duration(restorewait.FlagDeadline, 0, "give up, exiting non-zero with the reason, after this long (0: wait without a limit)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -369,6 +373,7 @@ func runRestoreWait(args []string, stderr io.Writer) error {
 		Volumes:    volumes,
 		RestoreUID: *restoreUID,
 		Interval:   *interval,
+		Deadline:   *deadline,
 		Log:        stderr,
 	})
 }

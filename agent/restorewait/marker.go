@@ -91,12 +91,7 @@ func Holds(pod *corev1.Pod, restoreUID string) bool {
 // waitsFor says whether c is restore-wait for restoreUID (the webhook gives it the
 // arguments --restore-uid <uid>).
 func waitsFor(c *corev1.Container, restoreUID string) bool {
-	for i, arg := range c.Args {
-		if arg == "--restore-uid" && i+1 < len(c.Args) && c.Args[i+1] == restoreUID {
-			return true
-		}
-	}
-	return false
+	return restoreUID != "" && UIDOf(c) == restoreUID
 }
 
 // testHookMarkerDirMade runs, in tests, between the agent's mkdir of .holdfast and
@@ -406,11 +401,11 @@ func removeMarker(volume, restoreUID string) error {
 // checkUID refuses a restore uid that is not one file name.
 func checkUID(uid string) error {
 	if uid == "" || uid == "." || uid == ".." || len(uid) > 253 {
-		return fmt.Errorf("--restore-uid %q is not a UID", uid)
+		return fmt.Errorf("--%s %q is not a UID", FlagRestoreUID, uid)
 	}
 	for _, r := range uid {
 		if r == '/' || r == '\\' || r == 0 {
-			return fmt.Errorf("--restore-uid %q is not a UID", uid)
+			return fmt.Errorf("--%s %q is not a UID", FlagRestoreUID, uid)
 		}
 	}
 	return nil

@@ -27,15 +27,24 @@ type Options struct {
 	RestoreUID string
 	// Interval is how often the markers are looked for.
 	Interval time.Duration
+	// Deadline is how long Wait waits for every volume before it gives up with
+	// ErrDeadline; 0 waits without a limit.
+	Deadline time.Duration
 	// Log receives one line when a volume is done and one every minute while waiting.
 	Log io.Writer
 }
+
+// ErrDeadline is returned by Wait when the deadline passed before every volume was
+// restored.
+var ErrDeadline = errors.New("restore-wait deadline passed")
 
 // Wait returns nil once every volume holds its done-marker, after removing the markers
 // (so that the application sees only its data). It returns an error as soon as a
 // volume holds a failure marker, so the pod shows why instead of starting on missing
 // data. Only markers the agent wrote count (see marker.go); anything else at their
-// place is logged once and waited past.
+// place is logged once and waited past. After opts.Deadline it gives up with an error
+// that wraps ErrDeadline and names the volumes still waited for, so that a restore
+// that never comes ends the init container rather than holding the pod for ever.
 func Wait(ctx context.Context, opts Options) error {
 	if len(opts.Volumes) == 0 {
 		return errors.New("no --volume given: nothing to wait for")
@@ -45,6 +54,15 @@ func Wait(ctx context.Context, opts Options) error {
 	}
 	if opts.Interval <= 0 {
 		opts.Interval = time.Second
+	}
+	if opts.Deadline < 0 {
+		return fmt.Errorf("--%s %s is negative", FlagDeadline, opts.Deadline)
+	}
+	var deadline <-chan time.Time
+	if opts.Deadline > 0 {
+		timer := time.NewTimer(opts.Deadline)
+		defer timer.Stop()
+		deadline = timer.C
 	}
 	if opts.Log == nil {
 		opts.Log = io.Discard
@@ -89,6 +107,9 @@ func Wait(ctx context.Context, opts Options) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("stopped while waiting for %d volume(s): %w", len(pending), ctx.Err())
+		case <-deadline:
+			return fmt.Errorf("%w: gave up after %s waiting for restore %s into %s; `kubectl describe vr` in this namespace says why",
+				ErrDeadline, opts.Deadline, opts.RestoreUID, strings.Join(pendingOf(opts.Volumes, pending), ", "))
 		case <-ticker.C:
 		}
 	}
@@ -121,4 +142,15 @@ func removeMarkers(volumes []string, uid string, log io.Writer) {
 		}
 	}
 	fmt.Fprintln(log, "restore-wait: every volume restored; starting the application")
+}
+
+// pendingOf lists, in the order given, the volumes still waited for.
+func pendingOf(volumes []string, pending map[string]bool) []string {
+	var out []string
+	for _, v := range volumes {
+		if pending[v] {
+			out = append(out, v)
+		}
+	}
+	return out
 }

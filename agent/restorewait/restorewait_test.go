@@ -2,11 +2,17 @@ package restorewait
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 )
 
 func writeMarker(t *testing.T, volume, name, content string) {
@@ -82,5 +88,69 @@ func TestWaitStopsWhenCanceled(t *testing.T) {
 	err := Wait(ctx, Options{Volumes: []string{t.TempDir()}, RestoreUID: "u", Interval: time.Millisecond})
 	if err == nil || !strings.Contains(err.Error(), "stopped while waiting for 1 volume(s)") {
 		t.Fatalf("error = %v", err)
+	}
+}
+
+// restore-wait always ends: a restore whose markers never come (the agent never ran,
+// the restore was deleted) ends the init container with the reason after its deadline.
+func TestWaitGivesUpAtItsDeadline(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	writeMarker(t, a, "uid-1", "")
+	start := time.Now()
+	err := Wait(context.Background(), Options{Volumes: []string{a, b}, RestoreUID: "uid-1", Interval: 5 * time.Millisecond, Deadline: 100 * time.Millisecond})
+	if !errors.Is(err, ErrDeadline) {
+		t.Fatalf("error = %v, want ErrDeadline", err)
+	}
+	if took := time.Since(start); took < 100*time.Millisecond {
+		t.Errorf("gave up after %s, before the deadline", took)
+	}
+	for _, want := range []string{"gave up after 100ms", "restore uid-1", b, "kubectl describe vr"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), a+",") || strings.HasSuffix(err.Error(), a) {
+		t.Errorf("error %q names the volume that was restored", err)
+	}
+	// Nothing of the restored volume was released: its marker stays for a retry.
+	if _, err := os.Stat(filepath.Join(a, MarkerDir, "uid-1")); err != nil {
+		t.Errorf("the marker of the restored volume was removed although the pod does not start: %v", err)
+	}
+}
+
+func TestArgsCarryTheDeadline(t *testing.T) {
+	got := Args("u-1", []string{"data", "cache"}, 90*time.Minute)
+	want := []string{"restore-wait", "--restore-uid", "u-1", "--volume", "/holdfast-restore/data", "--volume", "/holdfast-restore/cache", "--deadline", "1h30m0s"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("Args = %v, want %v", got, want)
+	}
+	c := Container("holdfast-restore-wait", "u-1", []string{"data"}, 0, corev1.Container{Image: "img"})
+	if UIDOf(&c) != "u-1" || c.VolumeMounts[0].MountPath != "/holdfast-restore/data" || strings.Contains(strings.Join(c.Args, " "), "--deadline") {
+		t.Errorf("Container = %+v", c)
+	}
+	pod := &corev1.Pod{Spec: corev1.PodSpec{InitContainers: []corev1.Container{c}}}
+	if !Holds(pod, "u-1") || Holds(pod, "u-2") || Holds(pod, "") {
+		t.Errorf("Holds does not read the container Container makes")
+	}
+}
+
+func TestRestoreUIDOf(t *testing.T) {
+	yes := true
+	pvr := &v1.PodVolumeRestore{Spec: v1.PodVolumeRestoreSpec{VolumeRestore: "r"}}
+	if got := RestoreUIDOf(pvr); got != "" {
+		t.Errorf("no owner: %q", got)
+	}
+	pvr.OwnerReferences = []metav1.OwnerReference{{Kind: "VolumeRestore", Name: "other", UID: "u-other", Controller: &yes}}
+	if got := RestoreUIDOf(pvr); got != "" {
+		t.Errorf("an owner other than spec.volumeRestore: %q", got)
+	}
+	pvr.OwnerReferences = append(pvr.OwnerReferences, metav1.OwnerReference{Kind: "VolumeRestore", Name: "r", UID: "u-r"})
+	if got := RestoreUIDOf(pvr); got != "" {
+		t.Errorf("an owner that is not the controller: %q", got)
+	}
+	// An object has at most one controller.
+	pvr.OwnerReferences[0].Controller, pvr.OwnerReferences[1].Controller = nil, &yes
+	if got := RestoreUIDOf(pvr); got != "u-r" {
+		t.Errorf("RestoreUIDOf = %q, want u-r", got)
 	}
 }

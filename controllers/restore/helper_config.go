@@ -4,11 +4,14 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
+
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 )
 
 // HelperConfigMapName is the ConfigMap, in the operator namespace, that configures the
@@ -20,6 +23,9 @@ type helperSettings struct {
 	Image           string
 	Resources       corev1.ResourceRequirements
 	SecurityContext *corev1.SecurityContext
+	// Deadline is how long restore-wait waits before it exits non-zero with the
+	// reason; 0 waits without a limit.
+	Deadline time.Duration
 }
 
 // defaultHelper runs restore-wait small, unprivileged and read-only: it only reads the
@@ -27,7 +33,8 @@ type helperSettings struct {
 // agent reads that user from the pod, so runAsUser is set here).
 func defaultHelper(image string) helperSettings {
 	return helperSettings{
-		Image: image,
+		Image:    image,
+		Deadline: restorewait.DefaultDeadline,
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
 			Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
@@ -46,7 +53,7 @@ func defaultHelper(image string) helperSettings {
 
 // helperFromConfigMap applies the ConfigMap's keys (image, cpuRequest, memRequest,
 // cpuLimit, memLimit, secCtxRunAsUser, secCtxRunAsGroup, secCtxAllowPrivilegeEscalation,
-// secCtx) over the defaults. A value that does not parse keeps the default and gives a
+// secCtx, deadline) over the defaults. A value that does not parse keeps the default and gives a
 // warning naming the key, so a typo never blocks a pod or silently drops its restore.
 // secCtx is a whole securityContext in YAML or JSON and replaces the default one; the
 // secCtx* keys then adjust it.
@@ -115,6 +122,19 @@ func helperFromConfigMap(cm *corev1.ConfigMap, image string) (helperSettings, []
 			warn("secCtxAllowPrivilegeEscalation", err)
 		} else {
 			h.SecurityContext.AllowPrivilegeEscalation = ptr.To(b)
+		}
+	}
+	if v, ok := d["deadline"]; ok {
+		// A Go duration (90m, 6h); "0" or empty waits without a limit.
+		switch dl, err := time.ParseDuration(v); {
+		case v == "" || v == "0":
+			h.Deadline = 0
+		case err != nil:
+			warn("deadline", err)
+		case dl < 0:
+			warn("deadline", fmt.Errorf("%q is negative", v))
+		default:
+			h.Deadline = dl
 		}
 	}
 	sort.Strings(warnings)

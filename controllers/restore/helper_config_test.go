@@ -3,8 +3,11 @@ package restore
 import (
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 )
 
 func TestHelperFromConfigMap(t *testing.T) {
@@ -46,6 +49,26 @@ func TestHelperFromConfigMap(t *testing.T) {
 				t.Errorf("securityContext %+v", h.SecurityContext)
 			}
 		}, "key secCtx ignored"},
+		{"no deadline key: restore-wait gives up after the default", map[string]string{}, func(t *testing.T, h helperSettings) {
+			if h.Deadline != restorewait.DefaultDeadline {
+				t.Errorf("deadline %s, want %s", h.Deadline, restorewait.DefaultDeadline)
+			}
+		}, ""},
+		{"deadline key", map[string]string{"deadline": "90m"}, func(t *testing.T, h helperSettings) {
+			if h.Deadline != 90*time.Minute {
+				t.Errorf("deadline %s", h.Deadline)
+			}
+		}, ""},
+		{"deadline 0 waits without a limit", map[string]string{"deadline": "0"}, func(t *testing.T, h helperSettings) {
+			if h.Deadline != 0 {
+				t.Errorf("deadline %s", h.Deadline)
+			}
+		}, ""},
+		{"bad deadline keeps the default and warns", map[string]string{"deadline": "a day"}, func(t *testing.T, h helperSettings) {
+			if h.Deadline != restorewait.DefaultDeadline {
+				t.Errorf("deadline %s", h.Deadline)
+			}
+		}, "key deadline ignored"},
 		{"negative user warns", map[string]string{"secCtxRunAsUser": "-1"}, func(t *testing.T, h helperSettings) {}, `key secCtxRunAsUser ignored: "-1" is not a user or group ID`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

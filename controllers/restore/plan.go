@@ -9,6 +9,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -169,6 +170,8 @@ type missingVolume struct {
 // the volumes that get a PodVolumeRestore.
 type planner struct {
 	client client.Reader
+	// live, when set, reads what client (a cache) does not hold yet.
+	live client.Reader
 }
 
 // sourceNamespace is the namespace whose backups a restore reads.
@@ -208,7 +211,7 @@ func (p *planner) plan(ctx context.Context, vr *v1.VolumeRestore, pod *corev1.Po
 			// The API server defaults it; an object from elsewhere may lack it.
 			rs = &v1.RestoreSource{Latest: true}
 		}
-		path := identity.SourcePath(pod, vol, p.replicaSetOwner(ctx))
+		path := identity.SourcePath(identityPod(pod), vol, p.replicaSetOwner(ctx))
 		point, why := choose(vr, rs, path, src)
 		switch {
 		case point != nil:
@@ -343,16 +346,70 @@ func phaseOf(b *v1.PodVolumeBackup) string {
 	return string(b.Status.Phase)
 }
 
-// replicaSetOwner answers the owner of a ReplicaSet from the cache, so a Deployment
-// pod's source path is /deployment/<name>/<volume>, as at backup time.
+// replicaSetOwner answers the owner of a ReplicaSet, so a Deployment pod's source path
+// is /deployment/<name>/<volume>, as at backup time. It reads the cache and, when the
+// cache does not hold the ReplicaSet (a Deployment's brand-new one, whose first pods
+// are being admitted while the cache catches up), the API server.
 func (p *planner) replicaSetOwner(ctx context.Context) identity.OwnerOfReplicaSet {
 	return func(namespace, name string) *metav1.OwnerReference {
 		rs := &appsv1.ReplicaSet{}
-		if err := p.client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, rs); err != nil {
+		key := types.NamespacedName{Namespace: namespace, Name: name}
+		err := p.client.Get(ctx, key, rs)
+		if apierrors.IsNotFound(err) && p.live != nil {
+			err = p.live.Get(ctx, key, rs)
+		}
+		if err != nil {
 			return nil
 		}
 		return metav1.GetControllerOf(rs)
 	}
+}
+
+// identityPod is the pod as its source identity sees it. A DaemonSet pod is admitted
+// before it is scheduled, without spec.nodeName, but the DaemonSet controller pins it
+// to its node by a required node affinity on the field metadata.name; the node there
+// is the one its backups were taken on (/daemonset/<name>/<node>/<volume>).
+func identityPod(pod *corev1.Pod) *corev1.Pod {
+	if pod.Spec.NodeName != "" {
+		return pod
+	}
+	owner := metav1.GetControllerOf(pod)
+	if owner == nil || owner.Kind != "DaemonSet" {
+		return pod
+	}
+	node := nodeFromAffinity(pod)
+	if node == "" {
+		return pod
+	}
+	out := pod.DeepCopy()
+	out.Spec.NodeName = node
+	return out
+}
+
+// nodeFromAffinity is the one node a pod's required node affinity allows by name
+// (every term matching the field metadata.name to the same single value), "" when it
+// allows more or does not say.
+func nodeFromAffinity(pod *corev1.Pod) string {
+	a := pod.Spec.Affinity
+	if a == nil || a.NodeAffinity == nil || a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return ""
+	}
+	terms := a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+	node := ""
+	for _, term := range terms {
+		termNode := ""
+		for _, f := range term.MatchFields {
+			if f.Key == "metadata.name" && f.Operator == corev1.NodeSelectorOpIn && len(f.Values) == 1 {
+				termNode = f.Values[0]
+			}
+		}
+		// Terms are ORed: each must name the node, and the same one.
+		if termNode == "" || (node != "" && termNode != node) {
+			return ""
+		}
+		node = termNode
+	}
+	return node
 }
 
 // restorable says whether Holdfast can restore a volume of this kind at all.

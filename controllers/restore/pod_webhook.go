@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -23,18 +23,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 )
 
 // PodWebhookPath is where the pod webhook is served.
 const PodWebhookPath = "/mutate-v1-pod-restore-wait"
-
-// RestoreWaitContainer is the name of the init container the webhook adds (with a
-// numeric suffix when two restores match the same pod).
-const RestoreWaitContainer = "holdfast-restore-wait"
-
-// restoreMountRoot is where the init container mounts the volumes it waits for.
-const restoreMountRoot = "/holdfast-restore"
 
 // The webhook is failurePolicy=ignore, and the handler never denies a pod because of
 // its own trouble: if the manager is down, slow or cannot read what it needs, pods are
@@ -54,8 +48,10 @@ const restoreMountRoot = "/holdfast-restore"
 // the manager into.
 //
 // timeoutSeconds is 2: the API server waits that long on every pod creation in scope
-// when the manager hangs. The handler reads only the informer cache and, when it adds
-// the container, one ConfigMap: milliseconds. It gives up itself after handleBudget,
+// when the manager hangs. The handler reads the informer cache, the API server for
+// what the cache may lag on (the namespace's VolumeRestores when the cache has none
+// for the pod, a ReplicaSet the cache does not hold yet) and, when it adds the
+// container, one ConfigMap: milliseconds. It gives up itself after handleBudget,
 // so a slow read ends in an answer with a warning rather than a timeout; the price of
 // a short timeout is that, under heavy load, a pod may be created without restore-wait.
 //
@@ -78,7 +74,8 @@ const handleBudget = 1500 * time.Millisecond
 type PodWebhook struct {
 	// Client reads VolumeRestores, PodVolumeBackups and ReplicaSets (cached).
 	Client client.Reader
-	// APIReader reads the helper ConfigMap in the operator namespace (not cached).
+	// APIReader reads the helper ConfigMap in the operator namespace, and the
+	// VolumeRestores and ReplicaSets that Client does not hold yet (not cached).
 	APIReader client.Reader
 	// Namespace is the operator namespace.
 	Namespace string
@@ -94,8 +91,10 @@ func (w *PodWebhook) SetupWithManager(mgr ctrl.Manager) {
 }
 
 // Handle adds one init container per pending VolumeRestore that selects the pod and
-// has at least one backed-up volume to restore into it. Whatever goes wrong on the way
-// admits the pod unchanged, with a warning that says restore-wait was not added and why.
+// has at least one backed-up volume to restore into it, or holds the pod behind the
+// scheduling gate while such a restore cannot say yet (restoreWait). Whatever goes
+// wrong on the way admits the pod unchanged, with a warning that says restore-wait was
+// not added and why.
 func (w *PodWebhook) Handle(ctx context.Context, req admission.Request) admission.Response {
 	pod := &corev1.Pod{}
 	if err := w.decoder.Decode(req, pod); err != nil {
@@ -132,22 +131,29 @@ func (w *PodWebhook) restoreWait(ctx context.Context, raw []byte, pod *corev1.Po
 		// hand may not have it.
 		return nil, nil, nil
 	}
-	var restores v1.VolumeRestoreList
-	if err := w.Client.List(ctx, &restores, client.InNamespace(pod.Namespace)); err != nil {
-		return nil, nil, fmt.Errorf("listing the VolumeRestores of namespace %s: %w", pod.Namespace, err)
+	restores, err := w.restoresHolding(ctx, pod)
+	if err != nil {
+		return nil, nil, err
 	}
-	p := &planner{client: w.Client}
-	waited := waitedVolumes(pod)
+	if !hasRestorableVolume(pod) {
+		return nil, nil, nil
+	}
+	// gate holds the pod unscheduled until a restore that selects it knows what it
+	// would wait for (heldpod_controller.go lets it be created again then).
+	gate := false
+	if len(restores) == 0 {
+		if gate, err = w.restoreMayFollow(ctx, pod.Namespace); err != nil {
+			return nil, nil, err
+		}
+	}
+	p := &planner{client: w.Client, live: w.APIReader}
+	waited := restorewait.WaitedVolumes(pod)
 	var warnings []string
 	var helper *helperSettings
 	var containers []corev1.Container
-	for i := range restores.Items {
-		vr := &restores.Items[i]
-		if isFinal(vr.Status.Phase) || !vr.DeletionTimestamp.IsZero() {
-			continue
-		}
-		sel, err := metav1.LabelSelectorAsSelector(&vr.Spec.PodSelector)
-		if err != nil || !sel.Matches(labels.Set(pod.Labels)) {
+	for _, vr := range restores {
+		if !readyForPods(vr) {
+			gate = true
 			continue
 		}
 		src, err := sourcesFromStatus(ctx, w.Client, vr)
@@ -168,34 +174,138 @@ func (w *PodWebhook) restoreWait(ctx context.Context, raw []byte, pod *corev1.Po
 			}
 			helper, warnings = &h, warn
 		}
-		containers = append(containers, restoreWaitContainer(containerName(pod, containers), string(vr.UID), plan, *helper))
+		containers = append(containers, restoreWaitContainer(restorewait.NextContainerName(pod, containers), string(vr.UID), plan, *helper))
 		var vols []string
 		for _, vp := range plan.Volumes {
 			vols = append(vols, vp.Volume)
 		}
 		waited[vr.Name] = vols
 	}
-	if len(containers) == 0 {
+	if len(containers) == 0 && !gate {
 		return nil, nil, nil
 	}
-	annotation, err := json.Marshal(waited)
-	if err != nil {
-		return nil, warnings, fmt.Errorf("building the %s annotation: %w", v1.AnnotationRestoreWait, err)
+	var annotation []byte
+	if len(containers) > 0 {
+		if annotation, err = json.Marshal(waited); err != nil {
+			return nil, warnings, fmt.Errorf("building the %s annotation: %w", restorewait.Annotation, err)
+		}
 	}
-	ops, err := restoreWaitPatch(raw, containers, string(annotation))
+	ops, err := restoreWaitPatch(raw, containers, string(annotation), gate)
 	if err != nil {
 		return nil, warnings, fmt.Errorf("building the patch: %w", err)
 	}
 	return ops, warnings, nil
 }
 
+// readyForPods says whether a restore knows what a pod created now would wait for:
+// the controller has seen its spec and read the store. Until then the webhook holds
+// the pods it selects behind the scheduling gate rather than let them start on
+// volumes whose backups are not known yet.
+func readyForPods(vr *v1.VolumeRestore) bool {
+	if vr.Status.ObservedGeneration != vr.Generation {
+		return false
+	}
+	c := apimeta.FindStatusCondition(vr.Status.Conditions, v1.ConditionReady)
+	return c == nil || c.Reason != ReasonReadingStore
+}
+
+// restoreHoldWindow is how long after its creation a namespace that adopts an earlier
+// namespace's backups holds new pods that no restore selects yet.
+const restoreHoldWindow = 30 * time.Second
+
+// restoreMayFollow says whether a pod that no restore selects is held anyway: its
+// namespace was created less than restoreHoldWindow ago and adopts the backups of an
+// earlier namespace of its name (the annotation an administrator sets on a namespace
+// rebuilt from Git). That is a namespace applied again with its application and its
+// VolumeRestore in one step (kubectl apply -k orders the restore after the
+// workloads), whose first pods are created a moment before the restore.
+func (w *PodWebhook) restoreMayFollow(ctx context.Context, namespace string) (bool, error) {
+	ns, err := getNamespace(ctx, w.Client, w.APIReader, namespace)
+	if err != nil || ns == nil {
+		return false, err
+	}
+	return namespaceMayRestore(ns, time.Now()), nil
+}
+
+// namespaceMayRestore is restoreMayFollow's rule, at time now.
+func namespaceMayRestore(ns *corev1.Namespace, now time.Time) bool {
+	return ns.Annotations[v1.AnnotationAdoptBackups] != "" && now.Before(ns.CreationTimestamp.Add(restoreHoldWindow))
+}
+
+// getNamespace reads a namespace from the cache and, when the cache does not hold it
+// yet (it was just created), from the API server; nil when it does not exist.
+func getNamespace(ctx context.Context, cached, live client.Reader, name string) (*corev1.Namespace, error) {
+	ns := &corev1.Namespace{}
+	err := cached.Get(ctx, types.NamespacedName{Name: name}, ns)
+	if apierrors.IsNotFound(err) && live != nil {
+		err = live.Get(ctx, types.NamespacedName{Name: name}, ns)
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading namespace %s: %w", name, err)
+	}
+	return ns, nil
+}
+
+// hasRestorableVolume says whether a pod has a volume a restore could write.
+func hasRestorableVolume(pod *corev1.Pod) bool {
+	for i := range pod.Spec.Volumes {
+		if restorable(&pod.Spec.Volumes[i]) {
+			return true
+		}
+	}
+	return false
+}
+
+// restoresHolding lists the VolumeRestores that take pod: in its namespace, selecting
+// it, not ended, not being deleted, and within their pending deadline. It reads the
+// cache and, when the cache has none, the API server: a restore applied together with
+// the application (kubectl apply -k, a GitOps sync) is created a moment before the
+// pods, and the cache may not have it yet. In a namespace without restores that costs
+// one uncached list per pod creation.
+func (w *PodWebhook) restoresHolding(ctx context.Context, pod *corev1.Pod) ([]*v1.VolumeRestore, error) {
+	var cached v1.VolumeRestoreList
+	if err := w.Client.List(ctx, &cached, client.InNamespace(pod.Namespace)); err != nil {
+		return nil, fmt.Errorf("listing the VolumeRestores of namespace %s: %w", pod.Namespace, err)
+	}
+	now := time.Now()
+	if out := holding(cached.Items, pod, now); len(out) > 0 || w.APIReader == nil {
+		return out, nil
+	}
+	var live v1.VolumeRestoreList
+	if err := w.APIReader.List(ctx, &live, client.InNamespace(pod.Namespace)); err != nil {
+		return nil, fmt.Errorf("listing the VolumeRestores of namespace %s from the API server: %w", pod.Namespace, err)
+	}
+	return holding(live.Items, pod, now), nil
+}
+
+// holding keeps the restores that take pod at time now.
+func holding(restores []v1.VolumeRestore, pod *corev1.Pod, now time.Time) []*v1.VolumeRestore {
+	var out []*v1.VolumeRestore
+	for i := range restores {
+		vr := &restores[i]
+		if vr.Status.Phase.IsFinal() || !vr.DeletionTimestamp.IsZero() || !now.Before(vr.PendingDeadlineOf()) {
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsSelector(&vr.Spec.PodSelector)
+		if err != nil || !sel.Matches(labels.Set(pod.Labels)) {
+			continue
+		}
+		out = append(out, vr)
+	}
+	return out
+}
+
 // restoreWaitPatch adds containers at the front of spec.initContainers and the
-// restore-wait annotation, by JSON patch operations on the pod as the API server sent
-// it (raw) and on nothing else. Computing the patch as the difference to the pod
-// re-encoded from Go types would remove every field this manager's k8s.io/api does
-// not know (a newer API server's pod fields), so the patch never touches anything but
-// these two places.
-func restoreWaitPatch(raw []byte, containers []corev1.Container, annotation string) ([]jsonpatch.JsonPatchOperation, error) {
+// restore-wait annotation (when there are containers), and the scheduling gate (when
+// gate is set), by JSON patch operations on the pod as the API server sent it (raw)
+// and on nothing else. Computing the patch as the difference to the pod re-encoded
+// from Go types would remove every field this manager's k8s.io/api does not know (a
+// newer API server's pod fields), so the patch never touches anything but these
+// places.
+func restoreWaitPatch(raw []byte, containers []corev1.Container, annotation string, gate bool) ([]jsonpatch.JsonPatchOperation, error) {
 	var obj struct {
 		Metadata json.RawMessage `json:"metadata"`
 		Spec     json.RawMessage `json:"spec"`
@@ -204,7 +314,8 @@ func restoreWaitPatch(raw []byte, containers []corev1.Container, annotation stri
 		return nil, err
 	}
 	var spec struct {
-		InitContainers json.RawMessage `json:"initContainers"`
+		InitContainers  json.RawMessage `json:"initContainers"`
+		SchedulingGates json.RawMessage `json:"schedulingGates"`
 	}
 	if !present(obj.Spec) {
 		return nil, errors.New("the pod has no spec")
@@ -213,6 +324,17 @@ func restoreWaitPatch(raw []byte, containers []corev1.Container, annotation stri
 		return nil, fmt.Errorf("reading spec: %w", err)
 	}
 	var ops []jsonpatch.JsonPatchOperation
+	gateOp := corev1.PodSchedulingGate{Name: restorewait.SchedulingGate}
+	switch {
+	case !gate:
+	case present(spec.SchedulingGates):
+		ops = append(ops, jsonpatch.NewOperation("add", "/spec/schedulingGates/-", gateOp))
+	default:
+		ops = append(ops, jsonpatch.NewOperation("add", "/spec/schedulingGates", []corev1.PodSchedulingGate{gateOp}))
+	}
+	if len(containers) == 0 {
+		return ops, nil
+	}
 	if present(spec.InitContainers) {
 		// Add at index 0, 1, ...: each shifts the pod's own init containers back.
 		for i, c := range containers {
@@ -222,7 +344,7 @@ func restoreWaitPatch(raw []byte, containers []corev1.Container, annotation stri
 		ops = append(ops, jsonpatch.NewOperation("add", "/spec/initContainers", containers))
 	}
 
-	key := v1.AnnotationRestoreWait
+	key := restorewait.Annotation
 	var meta struct {
 		Annotations json.RawMessage `json:"annotations"`
 	}
@@ -254,26 +376,6 @@ func escapePointer(token string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(token, "~", "~0"), "/", "~1")
 }
 
-// containerName names the next restore-wait container: holdfast-restore-wait, then
-// with -2, -3, ..., skipping a name the pod already uses (a pod made from a copy of a
-// pod that waited), since a duplicate would make the API server refuse the pod.
-func containerName(pod *corev1.Pod, adding []corev1.Container) string {
-	taken := map[string]bool{}
-	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers, adding} {
-		for _, c := range cs {
-			taken[c.Name] = true
-		}
-	}
-	for _, c := range pod.Spec.EphemeralContainers {
-		taken[c.Name] = true
-	}
-	name := RestoreWaitContainer
-	for i := 2; taken[name]; i++ {
-		name = RestoreWaitContainer + "-" + strconv.Itoa(i)
-	}
-	return name
-}
-
 // podName names a pod in a log line; at admission a pod may have only generateName.
 func podName(pod *corev1.Pod) string {
 	if pod.Name != "" {
@@ -300,22 +402,16 @@ func (w *PodWebhook) helper(ctx context.Context) (helperSettings, []string, erro
 	return h, warnings, nil
 }
 
+// restoreWaitContainer is the init container that holds a pod until restoreUID has
+// restored the volumes of plan, made as the restore-helper settings h say.
 func restoreWaitContainer(name, restoreUID string, plan podPlan, h helperSettings) corev1.Container {
-	args := []string{"restore-wait", "--restore-uid", restoreUID}
-	var mounts []corev1.VolumeMount
+	var volumes []string
 	for _, vp := range plan.Volumes {
-		dir := path.Join(restoreMountRoot, vp.Volume)
-		args = append(args, "--volume", dir)
-		mounts = append(mounts, corev1.VolumeMount{Name: vp.Volume, MountPath: dir})
+		volumes = append(volumes, vp.Volume)
 	}
-	return corev1.Container{
-		Name:                     name,
-		Image:                    h.Image,
-		ImagePullPolicy:          corev1.PullIfNotPresent,
-		Args:                     args,
-		VolumeMounts:             mounts,
-		Resources:                h.Resources,
-		SecurityContext:          h.SecurityContext,
-		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-	}
+	return restorewait.Container(name, restoreUID, volumes, h.Deadline, corev1.Container{
+		Image:           h.Image,
+		Resources:       h.Resources,
+		SecurityContext: h.SecurityContext,
+	})
 }

@@ -10,15 +10,18 @@ import (
 
 	jsonpatchapply "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/test/testenv"
 )
@@ -29,7 +32,7 @@ import (
 func webhookFixture() []client.Object {
 	return []client.Object{
 		&v1.VolumeRestore{
-			ObjectMeta: metav1.ObjectMeta{Name: "r", Namespace: "shop", UID: "vr-uid"},
+			ObjectMeta: metav1.ObjectMeta{Name: "r", Namespace: "shop", UID: "vr-uid", CreationTimestamp: metav1.Now()},
 			Spec:       v1.VolumeRestoreSpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "solo"}}, Source: &v1.RestoreSource{Latest: true}},
 		},
 		&v1.PodVolumeBackup{
@@ -189,18 +192,18 @@ func (r ctxReader) List(ctx context.Context, list client.ObjectList, opts ...cli
 // A pod object the patch cannot be built on is an error (which Handle turns into an
 // admission with a warning), not a patch that replaces what is there.
 func TestRestoreWaitPatchNeedsASpec(t *testing.T) {
-	c := []corev1.Container{{Name: RestoreWaitContainer}}
+	c := []corev1.Container{{Name: restorewait.ContainerName}}
 	for _, raw := range []string{`{"metadata":{}}`, `{"spec":null}`, `{"spec":[]}`, `{"metadata":[],"spec":{}}`, `[]`} {
-		if ops, err := restoreWaitPatch([]byte(raw), c, "{}"); err == nil {
+		if ops, err := restoreWaitPatch([]byte(raw), c, "{}", false); err == nil {
 			t.Errorf("%s: patch %v, want an error", raw, ops)
 		}
 	}
 	// A pod without metadata gets it, with the annotation.
-	ops, err := restoreWaitPatch([]byte(`{"spec":{}}`), c, "{}")
+	ops, err := restoreWaitPatch([]byte(`{"spec":{}}`), c, "{}", false)
 	if err != nil || len(ops) != 2 || ops[1].Path != "/metadata" {
 		t.Errorf("patch %v (%v), want initContainers and metadata added", ops, err)
 	}
-	ops, err = restoreWaitPatch([]byte(`{"metadata":{"annotations":{}},"spec":{}}`), c, "{}")
+	ops, err = restoreWaitPatch([]byte(`{"metadata":{"annotations":{}},"spec":{}}`), c, "{}", false)
 	if err != nil || len(ops) != 2 || ops[1].Path != "/metadata/annotations/backup.holdfast.dev~1restore-wait" {
 		t.Errorf("patch %v (%v), want the annotation added by an escaped pointer", ops, err)
 	}
@@ -220,22 +223,22 @@ func TestWebhookPatchKeepsUnknownPodFields(t *testing.T) {
 			"spec":{"someFutureField":{"enabled":true},
 				"containers":[{"name":"app","image":"busybox","someFutureField":"keep-me"}],
 				"volumes":[{"name":"data","emptyDir":{},"someFutureField":3}]}}`,
-			[]string{RestoreWaitContainer}},
+			[]string{restorewait.ContainerName}},
 		{"init containers and annotations of its own",
 			`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"solo","namespace":"shop","labels":{"app":"solo"},"annotations":{"team":"a"},"someFutureField":"x"},
 			"spec":{"someFutureField":{"enabled":true},
 				"initContainers":[{"name":"setup","image":"busybox","someFutureField":"keep-me-too"}],
 				"containers":[{"name":"app","image":"busybox","someFutureField":"keep-me"}],
 				"volumes":[{"name":"data","emptyDir":{}}]}}`,
-			[]string{RestoreWaitContainer, "setup"}},
+			[]string{restorewait.ContainerName, "setup"}},
 		{"an empty init container list and a null annotations map",
 			`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"solo","namespace":"shop","labels":{"app":"solo"},"annotations":null},
 			"spec":{"initContainers":[],"someFutureField":1,"containers":[{"name":"app","image":"busybox"}],"volumes":[{"name":"data","emptyDir":{}}]}}`,
-			[]string{RestoreWaitContainer}},
+			[]string{restorewait.ContainerName}},
 		{"a copied pod that already has a container of that name",
 			`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"solo","namespace":"shop","labels":{"app":"solo"}},
 			"spec":{"initContainers":[{"name":"holdfast-restore-wait","image":"busybox"}],"containers":[{"name":"app","image":"busybox"}],"volumes":[{"name":"data","emptyDir":{}}]}}`,
-			[]string{RestoreWaitContainer + "-2", RestoreWaitContainer}},
+			[]string{restorewait.ContainerName + "-2", restorewait.ContainerName}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			base := fake.NewClientBuilder().WithScheme(testenv.Scheme()).WithObjects(webhookFixture()...).Build()
@@ -333,5 +336,119 @@ func TestWebhookLeavesOptedOutPodsAlone(t *testing.T) {
 	raw := strings.Replace(soloPod, `"labels":{"app":"solo"}`, `"labels":{"app":"solo","`+LabelSkipRestoreWait+`":"true"}`, 1)
 	if resp := w.Handle(context.Background(), podRequest(t, raw)); !resp.Allowed || len(resp.Patches) != 0 {
 		t.Errorf("response %+v, want the opted-out pod admitted unchanged", resp.AdmissionResponse)
+	}
+}
+
+// webhookPod is a pod of namespace shop labelled app=web with the emptyDir "data",
+// controlled by owner, with spec (JSON members) added.
+func webhookPod(owner, spec string) string {
+	return `{"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"web-","namespace":"shop","labels":{"app":"web"},
+	"ownerReferences":[` + owner + `]},
+	"spec":{` + spec + `"containers":[{"name":"app","image":"busybox"}],"volumes":[{"name":"data","emptyDir":{}}]}}`
+}
+
+func webRestore() *v1.VolumeRestore {
+	return &v1.VolumeRestore{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", UID: "vr-web", CreationTimestamp: metav1.Now()},
+		Spec:       v1.VolumeRestoreSpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}, Source: &v1.RestoreSource{Latest: true}},
+	}
+}
+
+func completedBackup(name, path string) *v1.PodVolumeBackup {
+	return &v1.PodVolumeBackup{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop"},
+		Spec:       v1.PodVolumeBackupSpec{SourcePath: path},
+		Status:     v1.PodVolumeBackupStatus{Phase: v1.RunCompleted, SnapshotID: "k-" + name, StartTime: &metav1.Time{Time: time.Now()}},
+	}
+}
+
+// waitsFor says whether the webhook's answer holds the pod in restore-wait for the
+// volume data.
+func waitsFor(t *testing.T, resp admission.Response) bool {
+	t.Helper()
+	if !resp.Allowed {
+		t.Fatalf("the pod was refused: %v", resp.Result)
+	}
+	for _, op := range resp.Patches {
+		if strings.HasPrefix(op.Path, "/spec/initContainers") {
+			raw, _ := json.Marshal(op.Value)
+			return strings.Contains(string(raw), restorewait.ContainerName) && strings.Contains(string(raw), restorewait.MountPath("data"))
+		}
+	}
+	return false
+}
+
+// The GitOps flow applies the Deployment and the restore together: the Deployment's
+// brand-new ReplicaSet, and the restore itself, may not be in the manager's cache yet
+// when the first pods are admitted. The webhook then reads them from the API server,
+// so the pod's source identity is the Deployment's and it waits for its data.
+func TestWebhookReadsWhatTheCacheDoesNotHoldYet(t *testing.T) {
+	rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: "web-5d9f", Namespace: "shop", OwnerReferences: []metav1.OwnerReference{{
+		APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "dep-uid", Controller: ptr.To(true)}}}}
+	owner := `{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"web-5d9f","uid":"rs-uid","controller":true}`
+	backup := completedBackup("b", "/deployment/web/data")
+	notFound := apierrors.NewNotFound(schema.GroupResource{Resource: "configmaps"}, HelperConfigMapName)
+	for _, tc := range []struct {
+		name        string
+		cached, api []client.Object
+	}{
+		{"the ReplicaSet is not cached yet", []client.Object{webRestore(), backup}, []client.Object{webRestore(), backup, rs}},
+		{"the VolumeRestore is not cached yet", []client.Object{backup, rs}, []client.Object{webRestore(), backup, rs}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cache := fake.NewClientBuilder().WithScheme(testenv.Scheme()).WithObjects(tc.cached...).Build()
+			api := fake.NewClientBuilder().WithScheme(testenv.Scheme()).WithObjects(tc.api...).Build()
+			w := newTestWebhook(cache, failingReader{api, "ConfigMap", notFound})
+			if resp := w.Handle(context.Background(), podRequest(t, webhookPod(owner, ""))); !waitsFor(t, resp) {
+				t.Errorf("the pod does not wait for its data: %+v", resp.AdmissionResponse)
+			}
+		})
+	}
+}
+
+// A DaemonSet pod is admitted before it is scheduled: its node is in the required node
+// affinity the DaemonSet controller gives it, and its backups are per node.
+func TestWebhookHoldsADaemonSetPodBeforeItIsScheduled(t *testing.T) {
+	owner := `{"apiVersion":"apps/v1","kind":"DaemonSet","name":"collector","uid":"ds-uid","controller":true}`
+	affinity := `"affinity":{"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":[
+		{"matchFields":[{"key":"metadata.name","operator":"In","values":["node-7"]}]}]}}},`
+	base := fake.NewClientBuilder().WithScheme(testenv.Scheme()).
+		WithObjects(webRestore(), completedBackup("on-7", "/daemonset/collector/node-7/data"), completedBackup("on-8", "/daemonset/collector/node-8/data")).Build()
+	w := newTestWebhook(base, failingReader{base, "ConfigMap", apierrors.NewNotFound(schema.GroupResource{Resource: "configmaps"}, HelperConfigMapName)})
+	if resp := w.Handle(context.Background(), podRequest(t, webhookPod(owner, affinity))); !waitsFor(t, resp) {
+		t.Errorf("the DaemonSet pod for node-7 does not wait for its data: %+v", resp.AdmissionResponse)
+	}
+}
+
+func TestNodeFromAffinity(t *testing.T) {
+	term := func(fields ...corev1.NodeSelectorRequirement) corev1.NodeSelectorTerm {
+		return corev1.NodeSelectorTerm{MatchFields: fields}
+	}
+	name := func(op corev1.NodeSelectorOperator, values ...string) corev1.NodeSelectorRequirement {
+		return corev1.NodeSelectorRequirement{Key: "metadata.name", Operator: op, Values: values}
+	}
+	for _, tc := range []struct {
+		name  string
+		terms []corev1.NodeSelectorTerm
+		want  string
+	}{
+		{"no terms", nil, ""},
+		{"the DaemonSet controller's term", []corev1.NodeSelectorTerm{term(name(corev1.NodeSelectorOpIn, "n1"))}, "n1"},
+		{"every term names the node", []corev1.NodeSelectorTerm{term(name(corev1.NodeSelectorOpIn, "n1")), term(name(corev1.NodeSelectorOpIn, "n1"))}, "n1"},
+		{"terms name two nodes", []corev1.NodeSelectorTerm{term(name(corev1.NodeSelectorOpIn, "n1")), term(name(corev1.NodeSelectorOpIn, "n2"))}, ""},
+		{"a term without the node", []corev1.NodeSelectorTerm{term(name(corev1.NodeSelectorOpIn, "n1")), {}}, ""},
+		{"two values", []corev1.NodeSelectorTerm{term(name(corev1.NodeSelectorOpIn, "n1", "n2"))}, ""},
+		{"NotIn", []corev1.NodeSelectorTerm{term(name(corev1.NodeSelectorOpNotIn, "n1"))}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := &corev1.Pod{}
+			if tc.terms != nil {
+				pod.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+					RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: tc.terms}}}
+			}
+			if got := nodeFromAffinity(pod); got != tc.want {
+				t.Errorf("nodeFromAffinity = %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

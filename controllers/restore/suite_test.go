@@ -77,7 +77,10 @@ func startManager(env *testenv.Env) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := (&VolumeRestoreReconciler{Client: mgr.GetClient(), Catalog: storeCatalog}).SetupWithManager(mgr); err != nil {
+	if err := (&VolumeRestoreReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Catalog: storeCatalog}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := (&HeldPodReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	(&PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: operatorNamespace, Image: "holdfast:test"}).SetupWithManager(mgr)

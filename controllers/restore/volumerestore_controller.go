@@ -2,11 +2,11 @@ package restore
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
+	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/controllers/storage"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
@@ -30,16 +31,21 @@ const (
 	ReasonWaitingForPods = "WaitingForPods"
 	// ReasonReadingStore: the repositories of the source namespace are still being
 	// connected or read, so what a pod created now would wait for is not known yet.
-	ReasonReadingStore     = "ReadingStore"
-	ReasonRestoring        = "Restoring"
-	ReasonRestored         = "Restored"
-	ReasonRestoreFailed    = "RestoreFailed"
-	ReasonSourceNotGranted = "SourceNotGranted"
-	ReasonInvalidSelector  = "InvalidSelector"
+	ReasonReadingStore = "ReadingStore"
+	// ReasonBackupsNotAdopted: the store holds only backups of an earlier namespace
+	// of this name, which this one does not adopt; pods created now do not wait.
+	ReasonBackupsNotAdopted = "BackupsNotAdopted"
+	ReasonRestoring         = "Restoring"
+	ReasonRestored          = "Restored"
+	ReasonRestoreFailed     = "RestoreFailed"
+	ReasonSourceNotGranted  = "SourceNotGranted"
+	ReasonInvalidSelector   = "InvalidSelector"
+	// ReasonExpired: spec.pendingDeadline passed before any volume was restored.
+	ReasonExpired = "Expired"
+	// ReasonPodNotHeld, on a volume in status.volumes: restore-wait does not hold its
+	// pod and spec.runningPods is Skip, so the volume is left as it is.
+	ReasonPodNotHeld = "PodNotHeld"
 )
-
-// maxVolumeStatuses bounds status.volumes (the API allows 256).
-const maxVolumeStatuses = 256
 
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumerestores,verbs=get;list;watch
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumerestores/status,verbs=get;update;patch
@@ -51,13 +57,19 @@ const maxVolumeStatuses = 256
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods;namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // VolumeRestoreReconciler turns a VolumeRestore into PodVolumeRestores, one per
 // (scheduled pod, volume), and reports their outcome.
 type VolumeRestoreReconciler struct {
 	client.Client
-	Recorder events.EventRecorder
+	// APIReader reads, uncached, a ReplicaSet the cache does not hold yet (a
+	// Deployment's new ReplicaSet), so a pod's source identity is the one its backups
+	// have, and the StatefulSets whose later pods a restore waits for. Nil: the cache
+	// only, and a restore does not wait for pods a StatefulSet has yet to create.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
 	// Catalog lists the restore points the store holds, for volumes whose
 	// PodVolumeBackups are gone; nil reads PodVolumeBackups only.
 	Catalog RestorePointLister
@@ -96,8 +108,17 @@ type scope struct {
 	missing []v1.RestoreVolumeStatus
 	// noBackup says why volumes the restore does not name have nothing to restore.
 	noBackup []string
-	// unscheduled counts matching pods that are not on a node yet.
+	// skipped are the volumes of selected pods that restore-wait does not hold, left
+	// as they are (spec.runningPods: Skip); skippedPods counts those pods.
+	skipped     []v1.RestoreVolumeStatus
+	skippedPods int
+	// unscheduled counts the pods the restore will restore into (held by its
+	// restore-wait, or any pod under runningPods: Overwrite) that are not on a node yet.
 	unscheduled int
+	// toCome counts the pods that StatefulSets it restores have still to create.
+	toCome int
+	// now is the time of this pass, for the pending deadline.
+	now time.Time
 }
 
 // Reconcile runs the steps of a restore and patches its status once at the end.
@@ -116,12 +137,12 @@ func (r *VolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		}
 	}()
 
-	if isFinal(vr.Status.Phase) {
-		// A restore happens once; its PodVolumeRestores are all finished, so its
-		// summary cannot change any more.
+	if vr.Status.Phase.IsFinal() {
+		// A restore happens once; its PodVolumeRestores are all finished (or it
+		// expired before it started any), so its summary cannot change any more.
 		return ctrl.Result{}, nil
 	}
-	sc := &scope{vr: vr}
+	sc := &scope{vr: vr, now: time.Now()}
 	for _, step := range []func(context.Context, *scope) (bool, error){
 		r.checkSource,
 		r.selectPods,
@@ -141,6 +162,10 @@ func (r *VolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, err
 	}
 	vr.Status.ObservedGeneration = vr.Generation
+	if vr.Status.Phase == v1.RestorePending {
+		// Nothing else may happen before the deadline: come back to expire it.
+		return ctrl.Result{RequeueAfter: time.Until(vr.PendingDeadlineOf()) + time.Second}, nil
+	}
 	return ctrl.Result{}, nil
 }
 
@@ -185,10 +210,15 @@ func (r *VolumeRestoreReconciler) selectPods(ctx context.Context, sc *scope) (bo
 		switch {
 		case !pod.DeletionTimestamp.IsZero(), pod.Status.Phase == corev1.PodSucceeded, pod.Status.Phase == corev1.PodFailed:
 		case pod.Spec.NodeName == "":
-			sc.unscheduled++
+			if restorewait.Holds(&pod, string(vr.UID)) || r.overwrites(sc) {
+				sc.unscheduled++
+			}
 		default:
 			sc.pods = append(sc.pods, pod)
 		}
+	}
+	if sc.toCome, err = r.podsToCome(ctx, sc, pods.Items); err != nil {
+		return false, err
 	}
 	src, err := r.sources(ctx, vr)
 	if err != nil {
@@ -246,8 +276,74 @@ func (r *VolumeRestoreReconciler) sources(ctx context.Context, vr *v1.VolumeRest
 	return out, nil
 }
 
+// podsToCome counts the pods that the StatefulSets this restore holds pods of have
+// still to create. An OrderedReady StatefulSet (the default) creates its next pod only
+// once the previous one is Ready, that is after that pod's restore: the restore must
+// not end before the later pods exist, or they would start without waiting. Only
+// until the pending deadline, after which the restore takes no new pod.
+func (r *VolumeRestoreReconciler) podsToCome(ctx context.Context, sc *scope, pods []corev1.Pod) (int, error) {
+	vr := sc.vr
+	if r.APIReader == nil || !sc.now.Before(vr.PendingDeadlineOf()) {
+		return 0, nil
+	}
+	type statefulSet struct {
+		name    string
+		pods    int
+		holding bool
+	}
+	sets := map[types.UID]*statefulSet{}
+	for i := range pods {
+		pod := &pods[i]
+		owner := metav1.GetControllerOf(pod)
+		if owner == nil || owner.Kind != "StatefulSet" || !pod.DeletionTimestamp.IsZero() {
+			continue
+		}
+		set := sets[owner.UID]
+		if set == nil {
+			set = &statefulSet{name: owner.Name}
+			sets[owner.UID] = set
+		}
+		set.pods++
+		set.holding = set.holding || restorewait.Holds(pod, string(vr.UID))
+	}
+	n := 0
+	for uid, set := range sets {
+		if !set.holding {
+			continue
+		}
+		sts := &appsv1.StatefulSet{}
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: vr.Namespace, Name: set.name}, sts)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("reading StatefulSet %s/%s, whose pods VolumeRestore %s restores: %w", vr.Namespace, set.name, vr.Name, err)
+		}
+		if sts.UID != uid || sts.Spec.PodManagementPolicy == appsv1.ParallelPodManagement {
+			continue
+		}
+		want := 1
+		if sts.Spec.Replicas != nil {
+			want = int(*sts.Spec.Replicas)
+		}
+		if want > set.pods {
+			n += want - set.pods
+		}
+	}
+	return n, nil
+}
+
+// overwrites says whether this pass may restore into pods that restore-wait does not
+// hold: only under runningPods: Overwrite, and only until the pending deadline (a
+// restore never takes new pods after it).
+func (r *VolumeRestoreReconciler) overwrites(sc *scope) bool {
+	return sc.vr.OverwritesRunningPods() && sc.now.Before(sc.vr.PendingDeadlineOf())
+}
+
 // createRestores creates a PodVolumeRestore for every planned volume of every scheduled
-// pod that has none yet. A pod is planned once: later backups do not restore again
+// pod that has none yet and that the restore may write into: a pod its restore-wait
+// holds, or, under runningPods: Overwrite, any selected pod. The volumes of other pods
+// are reported skipped. A pod is planned once: later backups do not restore again
 // into a pod that was already restored.
 func (r *VolumeRestoreReconciler) createRestores(ctx context.Context, sc *scope) (bool, error) {
 	vr := sc.vr
@@ -255,13 +351,25 @@ func (r *VolumeRestoreReconciler) createRestores(ctx context.Context, sc *scope)
 	for _, pvr := range sc.existing {
 		done[pvr.Spec.Pod.UID] = true
 	}
-	p := &planner{client: r.Client}
+	p := &planner{client: r.Client, live: r.APIReader}
 	created := 0
 	for i := range sc.pods {
 		pod := &sc.pods[i]
 		plan, err := p.plan(ctx, vr, pod, sc.src)
 		if err != nil {
 			return false, err
+		}
+		held := restorewait.Holds(pod, string(vr.UID))
+		if !done[string(pod.UID)] && !held && !r.overwrites(sc) {
+			// Never written into: a pod that runs without waiting for this restore.
+			for _, vp := range plan.Volumes {
+				sc.skipped = append(sc.skipped, v1.RestoreVolumeStatus{Pod: pod.Name, Volume: vp.Volume, SnapshotID: vp.Point.SnapshotID,
+					Reason: ReasonPodNotHeld, Message: notHeldMessage(vr, pod, sc.now)})
+			}
+			if len(plan.Volumes) > 0 {
+				sc.skippedPods++
+			}
+			continue
 		}
 		plan = restrictToWaited(plan, pod, vr.Name)
 		for _, m := range plan.Missing {
@@ -293,11 +401,27 @@ func (r *VolumeRestoreReconciler) createRestores(ctx context.Context, sc *scope)
 	return false, nil
 }
 
+// notHeldMessage says, for status.volumes, why a pod's volume is left as it is.
+func notHeldMessage(vr *v1.VolumeRestore, pod *corev1.Pod, now time.Time) string {
+	why := "was created without waiting for it in restore-wait (the webhook did not hold it)"
+	switch {
+	case pod.CreationTimestamp.Before(&vr.CreationTimestamp):
+		why = "was created before this restore"
+	case pod.CreationTimestamp.Equal(&vr.CreationTimestamp):
+		// Creation times have whole seconds.
+		why = "was created before this restore or without waiting for it in restore-wait"
+	case !now.Before(vr.PendingDeadlineOf()):
+		why = "was created after spec.pendingDeadline, when this restore no longer holds new pods"
+	}
+	return fmt.Sprintf("not restored: pod %s %s, and spec.runningPods is Skip, so its running application's files are not overwritten; "+
+		"set spec.runningPods: Overwrite in a new VolumeRestore to restore into it while it runs", pod.Name, why)
+}
+
 // restrictToWaited keeps only the volumes a pod's restore-wait init container waits
 // for, when the webhook gave it one: a volume whose backup appeared after the pod
 // started must not be restored under the running application.
 func restrictToWaited(plan podPlan, pod *corev1.Pod, restore string) podPlan {
-	waited, ok := waitedVolumes(pod)[restore]
+	waited, ok := restorewait.WaitedVolumes(pod)[restore]
 	if !ok {
 		return plan
 	}
@@ -311,15 +435,6 @@ func restrictToWaited(plan podPlan, pod *corev1.Pod, restore string) podPlan {
 	}
 	plan.Volumes = keep
 	return plan
-}
-
-// waitedVolumes reads the webhook's annotation: restore name → volumes waited for.
-func waitedVolumes(pod *corev1.Pod) map[string][]string {
-	out := map[string][]string{}
-	if raw := pod.Annotations[v1.AnnotationRestoreWait]; raw != "" {
-		_ = json.Unmarshal([]byte(raw), &out)
-	}
-	return out
 }
 
 func (r *VolumeRestoreReconciler) newPodVolumeRestore(vr *v1.VolumeRestore, pod *corev1.Pod, vp volumePlan) (*v1.PodVolumeRestore, error) {
@@ -354,9 +469,8 @@ func (r *VolumeRestoreReconciler) newPodVolumeRestore(vr *v1.VolumeRestore, pod 
 	return pvr, nil
 }
 
-// summarize aggregates the PodVolumeRestores into status: counts, per-volume outcome,
-// phase and conditions. Sets Ready when every volume is restored, Stalled when some
-// failed, Reconciling while pods or volumes are pending.
+// summarize aggregates the PodVolumeRestores into status (setRestoreStatus) and tells
+// people when the restore ends.
 func (r *VolumeRestoreReconciler) summarize(ctx context.Context, sc *scope) error {
 	vr := sc.vr
 	if sc.existing == nil {
@@ -366,75 +480,12 @@ func (r *VolumeRestoreReconciler) summarize(ctx context.Context, sc *scope) erro
 		}
 		sc.existing = existing.Items
 	}
-	volumes := append([]v1.RestoreVolumeStatus{}, sc.missing...)
-	var completed, failed, running int32
-	var failures []string
-	for _, pvr := range sc.existing {
-		st := v1.RestoreVolumeStatus{Pod: pvr.Spec.Pod.Name, Volume: pvr.Spec.Volume, PodVolumeRestore: pvr.Name,
-			SnapshotID: pvr.Spec.SnapshotID, Phase: pvr.Status.Phase, Message: pvr.Status.Message}
-		if st.Phase == "" {
-			st.Phase = v1.RunPending
-		}
-		switch st.Phase {
-		case v1.RunCompleted:
-			completed++
-		case v1.RunFailed, v1.RunCanceled:
-			failed++
-			failures = append(failures, fmt.Sprintf("%s/%s: %s", st.Pod, st.Volume, st.Message))
-		default:
-			running++
-		}
-		volumes = append(volumes, st)
-	}
-	for _, m := range sc.missing {
-		failed++
-		failures = append(failures, m.Message)
-	}
-	sort.Slice(volumes, func(i, j int) bool {
-		if volumes[i].Pod != volumes[j].Pod {
-			return volumes[i].Pod < volumes[j].Pod
-		}
-		return volumes[i].Volume < volumes[j].Volume
-	})
-	if len(volumes) > maxVolumeStatuses {
-		volumes = volumes[:maxVolumeStatuses]
-	}
-	vr.Status.Volumes = volumes
-	vr.Status.VolumesCompleted, vr.Status.VolumesFailed = completed, failed
-	vr.Status.VolumesTotal = completed + failed + running
-
+	t := tallyRestores(sc.existing, sc.missing, sc.skipped, sc.unscheduled)
+	t.toCome = sc.toCome
+	t.waitReason, t.waitMessage = waitingMessage(sc)
 	previous := vr.Status.Phase
-	total := vr.Status.VolumesTotal
-	switch {
-	case total == 0:
-		vr.Status.Phase = v1.RestorePending
-		reason, msg := waitingMessage(sc)
-		conditions.MarkReconciling(&vr.Status.Conditions, vr.Generation, reason, msg)
-	case running > 0 || sc.unscheduled > 0:
-		vr.Status.Phase = v1.RestoreInProgress
-		msg := fmt.Sprintf("%d of %d volume(s) restored", completed, total)
-		if sc.unscheduled > 0 {
-			msg += fmt.Sprintf("; waiting for %d pod(s) to be scheduled", sc.unscheduled)
-		}
-		conditions.MarkReconciling(&vr.Status.Conditions, vr.Generation, ReasonRestoring, msg)
-	case failed == 0:
-		vr.Status.Phase = v1.RestoreCompleted
-		conditions.MarkReady(&vr.Status.Conditions, vr.Generation, ReasonRestored,
-			fmt.Sprintf("restored %d volume(s) of %d pod(s)", completed, countPods(volumes)))
-	default:
-		vr.Status.Phase = v1.RestorePartiallyFailed
-		if completed == 0 {
-			vr.Status.Phase = v1.RestoreFailed
-		}
-		sort.Strings(failures)
-		msg := fmt.Sprintf("%d of %d volume(s) could not be restored: %s", failed, total, strings.Join(first(failures, 3), "; "))
-		conditions.MarkStalled(&vr.Status.Conditions, vr.Generation, ReasonRestoreFailed, msg)
-	}
-	if isFinal(vr.Status.Phase) && vr.Status.CompletionTime == nil {
-		now := metav1.Now()
-		vr.Status.CompletionTime = &now
-	}
-	if vr.Status.Phase != previous && isFinal(vr.Status.Phase) {
+	setRestoreStatus(vr, t, sc.now)
+	if vr.Status.Phase != previous && vr.Status.Phase.IsFinal() {
 		eventType, reason := corev1.EventTypeNormal, "RestoreCompleted"
 		if vr.Status.Phase != v1.RestoreCompleted {
 			eventType, reason = corev1.EventTypeWarning, "Restore"+string(vr.Status.Phase)
@@ -448,15 +499,26 @@ func (r *VolumeRestoreReconciler) summarize(ctx context.Context, sc *scope) erro
 // waitingMessage says why a restore has no volume to restore yet. Without pods, it is
 // what someone who applies the restore before the application waits for: reason
 // ReadingStore while what a new pod would wait for is not known yet, then
-// WaitingForPods, whose message says whether pods created now wait and, when the store
-// holds backups of an earlier namespace of this name that it does not adopt, that
-// those are not restored and how an administrator lets them be.
+// WaitingForPods (pods created now wait for their data: an application may be
+// applied), or BackupsNotAdopted when the store holds only backups of an earlier
+// namespace of this name that it does not adopt, whose message says that those are
+// not restored and how an administrator lets them be. The volumes of running pods it
+// leaves alone are named first.
 func waitingMessage(sc *scope) (reason, msg string) {
+	reason, msg = waitingFor(sc)
+	if len(sc.skipped) > 0 {
+		msg = fmt.Sprintf("left %d volume(s) of %d running pod(s) as they are (restore-wait does not hold them and spec.runningPods is Skip); %s",
+			len(sc.skipped), sc.skippedPods, msg)
+	}
+	return reason, msg
+}
+
+func waitingFor(sc *scope) (reason, msg string) {
 	if sc.unscheduled > 0 {
 		return ReasonWaitingForPods, fmt.Sprintf("waiting for %d matching pod(s) to be scheduled", sc.unscheduled)
 	}
-	if len(sc.pods) > 0 {
-		msg := fmt.Sprintf("%d matching pod(s) have no volume with a backup to restore", len(sc.pods))
+	if n := len(sc.pods) - sc.skippedPods; n > 0 {
+		msg := fmt.Sprintf("%d matching pod(s) have no volume with a backup to restore", n)
 		if len(sc.noBackup) > 0 {
 			// Each says why, and what the store holds that this namespace may not read.
 			msg += ": " + strings.Join(first(sc.noBackup, 2), "; ")
@@ -469,7 +531,7 @@ func waitingMessage(sc *scope) (reason, msg string) {
 		return ReasonReadingStore, "reading the store: " + strings.Join(sc.src.waiting, "; ")
 	}
 	if foreign := sc.src.unadopted(); len(foreign) > 0 {
-		return ReasonWaitingForPods, "waiting for pods matching spec.podSelector; " + earlierBackups(sourceNamespace(sc.vr), "", foreign) +
+		return ReasonBackupsNotAdopted, "waiting for pods matching spec.podSelector; " + earlierBackups(sourceNamespace(sc.vr), "", foreign) +
 			"; until then pods created now do not wait for those"
 	}
 	return ReasonWaitingForPods, "waiting for pods matching spec.podSelector; pods created now wait for their data in a restore-wait init container"
@@ -493,7 +555,7 @@ func (r *VolumeRestoreReconciler) restoresOfPod(ctx context.Context, obj client.
 	}
 	var reqs []reconcile.Request
 	for _, vr := range list.Items {
-		if isFinal(vr.Status.Phase) {
+		if vr.Status.Phase.IsFinal() {
 			continue
 		}
 		sel, err := metav1.LabelSelectorAsSelector(&vr.Spec.PodSelector)
@@ -518,23 +580,11 @@ func (r *VolumeRestoreReconciler) restoresReading(ctx context.Context, ns string
 	}
 	var reqs []reconcile.Request
 	for _, vr := range list.Items {
-		if sourceNamespace(&vr) == ns && !isFinal(vr.Status.Phase) {
+		if sourceNamespace(&vr) == ns && !vr.Status.Phase.IsFinal() {
 			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&vr)})
 		}
 	}
 	return reqs
-}
-
-func isFinal(p v1.RestorePhase) bool {
-	return p == v1.RestoreCompleted || p == v1.RestoreFailed || p == v1.RestorePartiallyFailed
-}
-
-func countPods(vols []v1.RestoreVolumeStatus) int {
-	seen := map[string]bool{}
-	for _, v := range vols {
-		seen[v.Pod] = true
-	}
-	return len(seen)
 }
 
 func first(s []string, n int) []string {

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/controllers/storage"
 	"github.com/holdfast-dev/holdfast/internal/identity"
@@ -156,6 +157,7 @@ func TestDataOnlyRestoreIntoARunningPodUsesTheLatestBackup(t *testing.T) {
 	}
 
 	createRestore(t, ns, "db", v1.VolumeRestoreSpec{
+		RunningPods: v1.RunningPodsOverwrite,
 		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
 		Source:      &v1.RestoreSource{Latest: true},
 	})
@@ -221,6 +223,7 @@ func TestRestoreBeforeATimePicksTheBackupOfThatTime(t *testing.T) {
 	createPod(t, ns, "app", map[string]string{"app": "x"}, "node-1", nil, claimVolume("data", "data"))
 	before := metav1.NewTime(now.Add(-30 * time.Hour))
 	createRestore(t, ns, "to-monday", v1.VolumeRestoreSpec{
+		RunningPods: v1.RunningPodsOverwrite,
 		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "x"}},
 		Source:      &v1.RestoreSource{Before: &before},
 	})
@@ -240,6 +243,7 @@ func TestANamedVolumeWithoutBackupFailsWithAReason(t *testing.T) {
 	createBackup(t, ns, "cache-backup", "/pod/app/cache", "k-cache", time.Now())
 	createRestore(t, ns, "r", v1.VolumeRestoreSpec{
 		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "y"}},
+		RunningPods: v1.RunningPodsOverwrite,
 		Volumes:     []v1.RestoreVolume{{Name: "data"}, {Name: "cache"}},
 		Source:      &v1.RestoreSource{Latest: true},
 	})
@@ -277,6 +281,7 @@ func TestRestoringAnotherNamespacesBackupsNeedsItsGrant(t *testing.T) {
 	createBackup(t, source, "b", "/pvc/data", "k-src", time.Now())
 	createPod(t, target, "app", map[string]string{"app": "z"}, "node-1", nil, claimVolume("data", "data"))
 	createRestore(t, target, "clone", v1.VolumeRestoreSpec{
+		RunningPods:     v1.RunningPodsOverwrite,
 		PodSelector:     metav1.LabelSelector{MatchLabels: map[string]string{"app": "z"}},
 		Source:          &v1.RestoreSource{Latest: true},
 		SourceNamespace: source,
@@ -354,10 +359,11 @@ func TestNewPodsWaitForTheirData(t *testing.T) {
 		return nil
 	})
 	init := pod.Spec.InitContainers[0]
-	if init.Name != RestoreWaitContainer || init.Image != "holdfast:test" {
+	if init.Name != restorewait.ContainerName || init.Image != "holdfast:test" {
 		t.Errorf("init container %s image %s", init.Name, init.Image)
 	}
-	wantArgs := []string{"restore-wait", "--restore-uid", string(getRestore(t, ns, "app-restore").UID), "--volume", "/holdfast-restore/cache"}
+	wantArgs := []string{"restore-wait", "--restore-uid", string(getRestore(t, ns, "app-restore").UID), "--volume", "/holdfast-restore/cache",
+		"--deadline", restorewait.DefaultDeadline.String()}
 	if !slices.Equal(init.Args, wantArgs) {
 		t.Errorf("args %v, want %v (only the volume with a backup)", init.Args, wantArgs)
 	}
@@ -529,7 +535,7 @@ func TestARestoreAppliedBeforeTheAppSaysWhenNewPodsWillWait(t *testing.T) {
 	if err := env.Client.Status().Update(ctx, brepo); err != nil {
 		t.Fatal(err)
 	}
-	waitingFor("the restore naming the earlier namespace", ReasonWaitingForPods,
+	waitingFor("the restore naming the earlier namespace", ReasonBackupsNotAdopted,
 		"the store holds 1 backup(s) taken in an earlier namespace "+ns+" (uid "+earlier+")",
 		v1.AnnotationAdoptBackups+": <uid> (or *) on namespace "+ns, "pods created now do not wait for those")
 
@@ -561,10 +567,266 @@ func TestARestoreAppliedBeforeTheAppSaysWhenNewPodsWillWait(t *testing.T) {
 	owners := []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: ptr.To(true)}}
 	testenv.Eventually(t, "the webhook seeing the ReplicaSet", func() error {
 		p := createPod(t, ns, fmt.Sprintf("web-7c4b-%d", time.Now().UnixNano()%100000), map[string]string{"app": "web"}, "", owners, emptyDirVolume("cache"))
-		if len(p.Spec.InitContainers) == 0 || p.Spec.InitContainers[0].Name != RestoreWaitContainer {
+		if len(p.Spec.InitContainers) == 0 || p.Spec.InitContainers[0].Name != restorewait.ContainerName {
 			_ = env.Client.Delete(ctx, p, client.GracePeriodSeconds(0))
 			return fmt.Errorf("pod %s got no restore-wait", p.Name)
 		}
 		return nil
 	})
+}
+
+// TestARunningPodIsOverwrittenOnlyWhenTheRestoreSaysSo is the review's H3 story: a
+// running pod, then a restore that finds no backup (Pending), then a backup of the
+// pod's volume completes and the pod changes. A restore left with the default
+// runningPods: Skip never writes into the running application and says so per
+// volume; only runningPods: Overwrite restores into it.
+func TestARunningPodIsOverwrittenOnlyWhenTheRestoreSaysSo(t *testing.T) {
+	testenv.Require(t, env)
+	for _, tc := range []struct {
+		name        string
+		runningPods v1.RunningPodsPolicy
+		wantRestore bool
+	}{
+		{"default Skip", "", false},
+		{"Overwrite", v1.RunningPodsOverwrite, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := env.Namespace(t, nil)
+			ctx := ctxFor(t)
+			pod := createPod(t, ns, "db-0", map[string]string{"app": "db"}, "node-1", nil, claimVolume("data", "data-db-0"))
+			createRestore(t, ns, "late", v1.VolumeRestoreSpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
+				RunningPods: tc.runningPods,
+			})
+			testenv.Eventually(t, "the restore Pending with nothing to restore", func() error {
+				vr := getRestore(t, ns, "late")
+				if vr.Status.Phase != v1.RestorePending || vr.Status.ObservedGeneration != vr.Generation {
+					return fmt.Errorf("phase %q, observedGeneration %d", vr.Status.Phase, vr.Status.ObservedGeneration)
+				}
+				return nil
+			})
+			if got := getRestore(t, ns, "late").Spec.RunningPods; got != tc.runningPods && !(tc.runningPods == "" && got == v1.RunningPodsSkip) {
+				t.Errorf("spec.runningPods = %q", got)
+			}
+
+			// A backup of the pod's claim completes later, and the pod changes.
+			createBackup(t, ns, "nightly", "/pvc/data-db-0", "k-night", time.Now())
+			pod.Labels["touched"] = "yes"
+			if err := env.Client.Update(ctx, pod); err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantRestore {
+				testenv.Eventually(t, "a data-only restore into the running pod", func() error {
+					if list := restoresOf(t, ns, "late"); len(list) != 1 || list[0].Spec.SnapshotID != "k-night" {
+						return fmt.Errorf("restores %+v", list)
+					}
+					return nil
+				})
+				return
+			}
+			var vr *v1.VolumeRestore
+			testenv.Eventually(t, "the pod's volume reported skipped", func() error {
+				vr = getRestore(t, ns, "late")
+				if vr.Status.VolumesSkipped != 1 || len(vr.Status.Volumes) != 1 || vr.Status.Volumes[0].Reason != ReasonPodNotHeld {
+					return fmt.Errorf("status %+v", vr.Status)
+				}
+				return nil
+			})
+			if n := len(restoresOf(t, ns, "late")); n != 0 {
+				t.Fatalf("%d PodVolumeRestores into the running pod; runningPods is Skip", n)
+			}
+			v := vr.Status.Volumes[0]
+			if v.Pod != "db-0" || v.Volume != "data" || !strings.Contains(v.Message, "was created before this restore") ||
+				!strings.Contains(v.Message, "spec.runningPods: Overwrite") {
+				t.Errorf("status.volumes[0] = %+v", v)
+			}
+			if vr.Status.Phase != v1.RestorePending || vr.Status.VolumesTotal != 0 {
+				t.Errorf("phase %s, total %d: a restore that restores nothing is still Pending", vr.Status.Phase, vr.Status.VolumesTotal)
+			}
+			out, err := env.Kubectl(ctx, "describe", "vr", "-n", ns, "late")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []string{"PodNotHeld", "Volumes Skipped:  1"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("kubectl describe vr does not show %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+}
+
+// TestARestoreThatRestoredNothingExpires: past spec.pendingDeadline a restore that
+// started nothing ends Expired, and then neither holds a new pod nor restores a
+// backup that appears later.
+func TestARestoreThatRestoredNothingExpires(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	createRestore(t, ns, "short", v1.VolumeRestoreSpec{
+		PodSelector:     metav1.LabelSelector{MatchLabels: map[string]string{"app": "solo"}},
+		RunningPods:     v1.RunningPodsOverwrite,
+		PendingDeadline: &metav1.Duration{Duration: time.Minute},
+	})
+	var vr *v1.VolumeRestore
+	// The shortest deadline the API takes is a minute.
+	if err := testenv.Poll(ctxFor(t), 150*time.Second, func() error {
+		vr = getRestore(t, ns, "short")
+		if vr.Status.Phase != v1.RestoreExpired {
+			return fmt.Errorf("phase %q", vr.Status.Phase)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the restore Expired: %v", err)
+	}
+	c := apimeta.FindStatusCondition(vr.Status.Conditions, v1.ConditionStalled)
+	if c == nil || c.Status != metav1.ConditionTrue || c.Reason != ReasonExpired || !strings.Contains(c.Message, "spec.pendingDeadline (1m0s") {
+		t.Errorf("Stalled condition %+v", c)
+	}
+	if vr.Status.CompletionTime == nil {
+		t.Error("an expired restore has no completionTime")
+	}
+	createBackup(t, ns, "b", "/pod/solo/data", "k1", time.Now())
+	p := createPod(t, ns, "solo", map[string]string{"app": "solo"}, "", nil, emptyDirVolume("data"))
+	if len(p.Spec.InitContainers) != 0 {
+		t.Errorf("an expired restore held a new pod: %v", p.Spec.InitContainers)
+	}
+	p.Spec.NodeName = "node-1"
+	if err := env.Client.SubResource("binding").Create(ctxFor(t), p, &corev1.Binding{
+		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: ns},
+		Target:     corev1.ObjectReference{Kind: "Node", Name: "node-1"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A second restore of the same pod restores it: by then the controller has seen
+	// the scheduled pod and the backup, and the expired one still created nothing.
+	createRestore(t, ns, "again", v1.VolumeRestoreSpec{
+		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "solo"}},
+		RunningPods: v1.RunningPodsOverwrite,
+	})
+	testenv.Eventually(t, "the new restore restoring the pod", func() error {
+		if n := len(restoresOf(t, ns, "again")); n != 1 {
+			return fmt.Errorf("%d PodVolumeRestores", n)
+		}
+		return nil
+	})
+	if n := len(restoresOf(t, ns, "short")); n != 0 {
+		t.Errorf("the expired restore created %d PodVolumeRestores", n)
+	}
+	if p := getRestore(t, ns, "short").Status.Phase; p != v1.RestoreExpired {
+		t.Errorf("phase %s after expiry", p)
+	}
+}
+
+// bindPod schedules pod on node-1, as the scheduler does.
+func bindPod(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	if err := env.Client.SubResource("binding").Create(ctxFor(t), pod, &corev1.Binding{
+		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace},
+		Target:     corev1.ObjectReference{Kind: "Node", Name: "node-1"},
+	}); err != nil {
+		t.Fatalf("binding pod %s: %v", pod.Name, err)
+	}
+}
+
+// An OrderedReady StatefulSet creates its second pod only once the first is Ready,
+// after the first pod's restore: the restore must go on until the second pod exists
+// and has waited for its data too, rather than end and let it start empty.
+func TestARestoreWaitsForTheLaterPodsOfAStatefulSet(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	ctx := ctxFor(t)
+	createBackup(t, ns, "db-0-data", "/statefulset/db/0/data", "k0", time.Now())
+	createBackup(t, ns, "db-1-data", "/statefulset/db/1/data", "k1", time.Now())
+	createRestore(t, ns, "db", v1.VolumeRestoreSpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}})
+	testenv.Eventually(t, "the restore ready for pods", func() error {
+		if vr := getRestore(t, ns, "db"); !readyForPods(vr) {
+			return fmt.Errorf("status %+v", vr.Status.Conditions)
+		}
+		return nil
+	})
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas: ptr.To[int32](2),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "db"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "db", Image: "busybox"}}},
+			},
+		},
+	}
+	if err := env.Client.Create(ctx, sts); err != nil {
+		t.Fatal(err)
+	}
+	owners := []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "db", UID: sts.UID, Controller: ptr.To(true)}}
+	restoreOrdinal := func(name string) {
+		t.Helper()
+		pod := createPod(t, ns, name, map[string]string{"app": "db"}, "", owners, emptyDirVolume("data"))
+		if !restorewait.Holds(pod, string(getRestore(t, ns, "db").UID)) {
+			t.Fatalf("pod %s does not wait for its data: %v", name, pod.Spec.InitContainers)
+		}
+		bindPod(t, pod)
+		testenv.Eventually(t, "a restore of "+name, func() error {
+			for _, pvr := range restoresOf(t, ns, "db") {
+				if pvr.Spec.Pod.Name == name {
+					return nil
+				}
+			}
+			return fmt.Errorf("none")
+		})
+		finishRestores(t, ns, "db", v1.RunCompleted, "")
+	}
+
+	restoreOrdinal("db-0")
+	testenv.Eventually(t, "the restore waiting for db-1", func() error {
+		vr := getRestore(t, ns, "db")
+		c := apimeta.FindStatusCondition(vr.Status.Conditions, v1.ConditionReconciling)
+		if vr.Status.Phase != v1.RestoreInProgress || vr.Status.VolumesCompleted != 1 || c == nil ||
+			!strings.Contains(c.Message, "waiting for 1 more pod(s) of its StatefulSets to be created") {
+			return fmt.Errorf("phase %s, %d completed, Reconciling %+v", vr.Status.Phase, vr.Status.VolumesCompleted, c)
+		}
+		return nil
+	})
+
+	restoreOrdinal("db-1")
+	testenv.Eventually(t, "the restore Completed with both ordinals", func() error {
+		if vr := getRestore(t, ns, "db"); vr.Status.Phase != v1.RestoreCompleted || vr.Status.VolumesCompleted != 2 {
+			return fmt.Errorf("phase %s, %d completed", vr.Status.Phase, vr.Status.VolumesCompleted)
+		}
+		return nil
+	})
+}
+
+// A pod created after the restore that the webhook missed (here: it opted out by
+// label, as a pod admitted while the manager was down would be) runs without
+// restore-wait; the restore leaves it alone and says why.
+func TestAPodTheWebhookMissedIsNotOverwritten(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	createBackup(t, ns, "b", "/pod/late/data", "k1", time.Now())
+	createRestore(t, ns, "r", v1.VolumeRestoreSpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "late"}}})
+	testenv.Eventually(t, "the restore ready for pods", func() error {
+		if vr := getRestore(t, ns, "r"); !readyForPods(vr) {
+			return fmt.Errorf("status %+v", vr.Status.Conditions)
+		}
+		return nil
+	})
+	pod := createPod(t, ns, "late", map[string]string{"app": "late", LabelSkipRestoreWait: "true"}, "", nil, emptyDirVolume("data"))
+	if len(pod.Spec.InitContainers) != 0 || restorewait.Gated(pod) {
+		t.Fatalf("the webhook saw the pod: %+v", pod.Spec)
+	}
+	bindPod(t, pod)
+	testenv.Eventually(t, "the pod's volume reported skipped", func() error {
+		vr := getRestore(t, ns, "r")
+		if vr.Status.VolumesSkipped != 1 || len(vr.Status.Volumes) != 1 {
+			return fmt.Errorf("status %+v", vr.Status)
+		}
+		if v := vr.Status.Volumes[0]; v.Reason != ReasonPodNotHeld || !strings.Contains(v.Message, "without waiting for it in restore-wait") {
+			return fmt.Errorf("status.volumes[0] %+v", v)
+		}
+		return nil
+	})
+	if n := len(restoresOf(t, ns, "r")); n != 0 {
+		t.Errorf("%d PodVolumeRestores into a pod that runs without waiting", n)
+	}
 }

@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/test/cluster"
 )
@@ -171,6 +172,8 @@ func TestStories(t *testing.T) {
 		{"AgentPodDeletedMidBackup", s.agentPodDeletedMidBackup},
 		{"MinIOStoppedMidRunThenStarted", s.minIOStoppedMidRunThenStarted},
 		{"SamplePolicyAdmittedAsShipped", s.samplePolicyAdmittedAsShipped},
+		// oneshot_test.go
+		{"OneApplyRestoresADeletedNamespace", s.oneApplyRestoresADeletedNamespace},
 		// recovery_test.go: the last two take the cluster down and bring up a new one.
 		{"NamespaceDeletedRestoredFromTheStore", s.namespaceDeletedRestoredFromTheStore},
 		{"ClusterLostRestoredFromTheStore", s.clusterLostRestoredFromTheStore},
@@ -359,8 +362,8 @@ func (s *stories) restoreWaitsBeforeTheAppStarts(t *testing.T) {
 	for _, c := range r.Pod.Spec.InitContainers {
 		inits = append(inits, c.Name)
 	}
-	if len(inits) == 0 || inits[0] != "holdfast-restore-wait" {
-		t.Errorf("the recreated pod's init containers are %v, want holdfast-restore-wait", inits)
+	if len(inits) == 0 || inits[0] != restorewait.ContainerName {
+		t.Errorf("the recreated pod's init containers are %v, want %s", inits, restorewait.ContainerName)
 	}
 	if st := r.Pod.Status.InitContainerStatuses; len(st) == 0 || st[0].State.Terminated == nil || st[0].State.Terminated.ExitCode != 0 {
 		t.Errorf("restore-wait did not exit 0: %+v", st)
@@ -487,7 +490,8 @@ func (s *stories) resticBackupAndRestore(t *testing.T) {
 	}
 	incremental(t, second.Backup(dbVolume), 64<<10)
 
-	// Damage, then restore the first restic snapshot by name, into the running pod.
+	// Damage, then restore the first restic snapshot by name, into the running pod
+	// (which the restore must say: runningPods: Overwrite).
 	if err := s.e.WritePod(ctx, "statefulset/db", "echo garbage > /var/lib/db/table.dat && rm /var/lib/db/journal.log"); err != nil {
 		t.Fatal(err)
 	}
@@ -500,6 +504,7 @@ spec:
   podSelector:
     matchLabels:
       app: db
+  runningPods: Overwrite
   volumes:
   - name: %s
     source:

@@ -73,32 +73,34 @@ func (e *Env) DeleteNamespace(ctx context.Context, ns string) error {
 // ApplyRestoreFirst applies the VolumeRestore manifest file, as a person or a pipeline
 // does before the application, and waits as they would until the restore knows what
 // the store holds for the namespace (it may first connect the repositories the store
-// holds, and recover their keys):
-//
-//	kubectl -n <ns> wait vr/<name> --for=jsonpath='{.status.conditions[?(@.type=="Ready")].reason}'=WaitingForPods
-//
-// It returns the restore's Ready message, which says whether pods created now wait
+// holds, and recover their keys): its Ready reason is WaitingForPods, or
+// BackupsNotAdopted when the store holds only an earlier namespace's backups. It
+// returns the restore's Ready message, which says whether pods created now wait
 // for their data (ReadyForPods) or why not.
 func (e *Env) ApplyRestoreFirst(ctx context.Context, ns, file, name string) (string, error) {
 	e.Log("applying the VolumeRestore %s/%s (%s) before the application, and waiting until it has read the store", ns, name, file)
 	if err := e.Apply(ctx, file); err != nil {
 		return "", err
 	}
-	if _, err := e.Kubectl(ctx, "", "-n", ns, "wait", "vr/"+name,
-		`--for=jsonpath={.status.conditions[?(@.type=="Ready")].reason}=WaitingForPods`, "--timeout=5m"); err != nil {
+	vr := &backupv1alpha1.VolumeRestore{}
+	var msg string
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+		if err := e.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, vr); err != nil {
+			return false, nil
+		}
+		c := apimeta.FindStatusCondition(vr.Status.Conditions, backupv1alpha1.ConditionReady)
+		if c == nil {
+			return false, nil
+		}
+		msg = c.Message
+		return c.Reason == "WaitingForPods" || c.Reason == "BackupsNotAdopted", nil
+	})
+	if err != nil {
 		out, _ := e.Kubectl(ctx, "", "-n", ns, "get", "vr", name, "-o", "wide")
 		repos, _ := e.Kubectl(ctx, "", "-n", ns, "get", "brepo", "-o", "wide")
-		return "", fmt.Errorf("%w\n%s\n%s", err, out, repos)
+		return "", fmt.Errorf("VolumeRestore %s/%s did not finish reading the store: %w\n%s\n%s", ns, name, err, out, repos)
 	}
-	vr := &backupv1alpha1.VolumeRestore{}
-	if err := e.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, vr); err != nil {
-		return "", err
-	}
-	c := apimeta.FindStatusCondition(vr.Status.Conditions, backupv1alpha1.ConditionReady)
-	if c == nil {
-		return "", fmt.Errorf("VolumeRestore %s/%s has no Ready condition", ns, name)
-	}
-	return c.Message, nil
+	return msg, nil
 }
 
 // RestoreNamespace applies, from the same manifests as at first, namespace ns, then

@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/test/minio"
 )
@@ -324,7 +325,7 @@ func (s *stories) namespaceDeletedRestoredFromTheStore(t *testing.T) {
 // 0, and the application then found its data (its log says logLine).
 func checkRestoredPod(t *testing.T, r *Restored, logLine string) {
 	t.Helper()
-	if ic := r.Pod.Spec.InitContainers; len(ic) == 0 || ic[0].Name != "holdfast-restore-wait" {
+	if ic := r.Pod.Spec.InitContainers; len(ic) == 0 || ic[0].Name != restorewait.ContainerName {
 		t.Errorf("pod %s has no restore-wait init container: %v", r.Pod.Name, ic)
 	}
 	if st := r.Pod.Status.InitContainerStatuses; len(st) == 0 || st[0].State.Terminated == nil || st[0].State.Terminated.ExitCode != 0 {

@@ -519,8 +519,7 @@ func (e *Env) WaitRestoreIn(ctx context.Context, ns, name string) (*backupv1alph
 			return false, nil
 		}
 		why = fmt.Sprintf("phase %s", vr.Status.Phase)
-		return vr.Status.Phase == backupv1alpha1.RestoreCompleted || vr.Status.Phase == backupv1alpha1.RestoreFailed ||
-			vr.Status.Phase == backupv1alpha1.RestorePartiallyFailed, nil
+		return vr.Status.Phase.IsFinal(), nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("VolumeRestore %s: %w (%s)", name, err, why)

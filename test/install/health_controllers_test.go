@@ -150,7 +150,9 @@ func TestHealthOfControllerOutput(t *testing.T) {
 					PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "not-yet"}},
 					Source:      &v1.RestoreSource{Latest: true},
 				}},
-			wantArgo: "Progressing", wantKstatus: status.InProgressStatus, wantMessage: "",
+			// Healthy once it knows what new pods wait for, so that an application in a
+			// later Argo CD sync wave is applied (the restore waits for its pods).
+			wantArgo: "Healthy", wantKstatus: status.InProgressStatus, wantMessage: "pods created now wait for their data",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

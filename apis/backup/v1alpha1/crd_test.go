@@ -130,6 +130,9 @@ spec:
 	if !vr.Spec.Source.Latest {
 		t.Errorf("a restore without a source should default to latest: true, got %+v", vr.Spec.Source)
 	}
+	if vr.Spec.RunningPods != v1.RunningPodsSkip || vr.Spec.PendingDeadline == nil || vr.Spec.PendingDeadline.Duration != v1.DefaultPendingDeadline {
+		t.Errorf("a restore should default to runningPods: Skip and pendingDeadline: 1h, got %q and %v", vr.Spec.RunningPods, vr.Spec.PendingDeadline)
+	}
 }
 
 // TestCarelessManifestsAreRejected applies what a person gets wrong when writing YAML by
@@ -217,6 +220,12 @@ func TestCarelessManifestsAreRejected(t *testing.T) {
 		{"selector longer than the cap",
 			policy("  storageLocation: default\n  selector: {volumes: \"" + strings.Repeat("true && ", 600) + "true\"}\n"),
 			[]string{"spec.selector.volumes", "Too long"}},
+		{"restore that overwrites running pods by another word",
+			restore("  podSelector: {}\n  runningPods: Always\n"),
+			[]string{"spec.runningPods", `Unsupported value: "Always"`, `"Skip"`, `"Overwrite"`}},
+		{"restore pending deadline shorter than a minute",
+			restore("  podSelector: {}\n  pendingDeadline: 10s\n"),
+			[]string{"spec.pendingDeadline", "pendingDeadline must be between 1m and 720h"}},
 		{"restore with two sources",
 			restore("  podSelector: {matchLabels: {app: db}}\n  source: {latest: true, podVolumeBackup: b1}\n  volumes: [{name: data}]\n"),
 			[]string{"spec.source", "source must set exactly one of latest: true, before or podVolumeBackup"}},

@@ -1,17 +1,40 @@
 package v1alpha1
 
 import (
+	"time"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // VolumeRestoreSpec says which pods' volumes to restore and from which backups.
 // +kubebuilder:validation:XValidation:rule="!has(self.source.podVolumeBackup) || (has(self.volumes) && self.volumes.size() == 1)",message="source.podVolumeBackup names the backup of one volume: list exactly that volume in spec.volumes"
 type VolumeRestoreSpec struct {
-	// podSelector picks the pods, in this namespace, to restore into: pods running now
-	// get a data-only restore; pods created while the restore is pending wait in a
-	// restore-wait init container until their data is back.
+	// podSelector picks the pods, in this namespace, to restore into. Pods created
+	// while the restore is pending wait in a restore-wait init container until their
+	// data is back; what happens to selected pods that restore-wait does not hold is
+	// spec.runningPods.
 	// +required
 	PodSelector metav1.LabelSelector `json:"podSelector"`
+
+	// runningPods says what the restore does to a selected pod that restore-wait does
+	// not hold: one that ran before the restore was created, or one created without
+	// the init container (the webhook was down or missed it). Skip (the default)
+	// leaves it as it is and reports its volumes as skipped in status.volumes;
+	// Overwrite restores into it while it runs (a data-only restore: the snapshot's
+	// files are written over the live volume).
+	// +optional
+	// +kubebuilder:default=Skip
+	RunningPods RunningPodsPolicy `json:"runningPods,omitempty"`
+
+	// pendingDeadline is how long after its creation a restore that has restored
+	// nothing yet may wait for pods and backups. Past it, a restore that started no
+	// volume ends Expired: it never holds or restores a pod afterwards. A restore
+	// that started goes on until its volumes are done. Default 1h; between 1m and
+	// 720h.
+	// +optional
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('720h')",message="pendingDeadline must be between 1m and 720h"
+	PendingDeadline *metav1.Duration `json:"pendingDeadline,omitempty"`
 
 	// volumes limits the restore to these volumes of each pod and can give each its
 	// own source. Empty: every volume of the pod that has a backup.
@@ -40,6 +63,36 @@ type VolumeRestoreSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=63
 	SourceNamespace string `json:"sourceNamespace,omitempty"`
+}
+
+// RunningPodsPolicy is what a restore does to the pods it selects that restore-wait
+// does not hold.
+// +kubebuilder:validation:Enum=Skip;Overwrite
+type RunningPodsPolicy string
+
+const (
+	// RunningPodsSkip never writes into a pod that restore-wait does not hold.
+	RunningPodsSkip RunningPodsPolicy = "Skip"
+	// RunningPodsOverwrite restores into such pods while they run.
+	RunningPodsOverwrite RunningPodsPolicy = "Overwrite"
+)
+
+// DefaultPendingDeadline is spec.pendingDeadline when it is not set.
+const DefaultPendingDeadline = time.Hour
+
+// PendingDeadlineOf is when a restore that restored nothing yet expires.
+func (vr *VolumeRestore) PendingDeadlineOf() time.Time {
+	d := DefaultPendingDeadline
+	if vr.Spec.PendingDeadline != nil && vr.Spec.PendingDeadline.Duration > 0 {
+		d = vr.Spec.PendingDeadline.Duration
+	}
+	return vr.CreationTimestamp.Add(d)
+}
+
+// OverwritesRunningPods says whether the restore writes into pods that restore-wait
+// does not hold.
+func (vr *VolumeRestore) OverwritesRunningPods() bool {
+	return vr.Spec.RunningPods == RunningPodsOverwrite
 }
 
 // RestoreVolume is one volume to restore, optionally from its own source.
@@ -75,7 +128,7 @@ type RestoreSource struct {
 }
 
 // RestorePhase is how far a VolumeRestore has come.
-// +kubebuilder:validation:Enum=Pending;InProgress;Completed;PartiallyFailed;Failed
+// +kubebuilder:validation:Enum=Pending;InProgress;Completed;PartiallyFailed;Failed;Expired
 type RestorePhase string
 
 const (
@@ -89,7 +142,16 @@ const (
 	RestorePartiallyFailed RestorePhase = "PartiallyFailed"
 	// RestoreFailed: no volume could be restored.
 	RestoreFailed RestorePhase = "Failed"
+	// RestoreExpired: spec.pendingDeadline passed before any volume was restored;
+	// the restore holds and restores nothing any more.
+	RestoreExpired RestorePhase = "Expired"
 )
+
+// IsFinal says whether a restore in phase p has ended: it holds no new pod and
+// restores nothing more.
+func (p RestorePhase) IsFinal() bool {
+	return p == RestoreCompleted || p == RestoreFailed || p == RestorePartiallyFailed || p == RestoreExpired
+}
 
 // VolumeRestoreStatus reports each volume's restore and the whole.
 type VolumeRestoreStatus struct {
@@ -105,7 +167,8 @@ type VolumeRestoreStatus struct {
 	// +kubebuilder:validation:MaxItems=8
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
-	// phase summarises the restore: Pending, InProgress, Completed, PartiallyFailed, Failed.
+	// phase summarises the restore: Pending, InProgress, Completed, PartiallyFailed,
+	// Failed, Expired.
 	// +optional
 	Phase RestorePhase `json:"phase,omitempty"`
 
@@ -118,6 +181,10 @@ type VolumeRestoreStatus struct {
 	// volumesFailed is the number of volumes whose restore failed.
 	// +optional
 	VolumesFailed int32 `json:"volumesFailed"`
+	// volumesSkipped is the number of volumes of selected pods that were left as they
+	// are because restore-wait does not hold their pod (spec.runningPods: Skip).
+	// +optional
+	VolumesSkipped int32 `json:"volumesSkipped,omitempty"`
 
 	// volumes is the outcome per (pod, volume).
 	// +optional
@@ -150,9 +217,14 @@ type RestoreVolumeStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=128
 	SnapshotID string `json:"snapshotID,omitempty"`
-	// phase of the volume's restore.
+	// phase of the volume's restore; empty for a volume that is skipped.
 	// +optional
 	Phase RunPhase `json:"phase,omitempty"`
+	// reason is why a volume is not restored, in one word: PodNotHeld when restore-wait
+	// does not hold its pod and spec.runningPods is Skip.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Reason string `json:"reason,omitempty"`
 	// message says why it failed, in one sentence.
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
@@ -169,6 +241,7 @@ type RestoreVolumeStatus struct {
 // +kubebuilder:printcolumn:name="Done",type=integer,JSONPath=`.status.volumesCompleted`
 // +kubebuilder:printcolumn:name="Total",type=integer,JSONPath=`.status.volumesTotal`
 // +kubebuilder:printcolumn:name="Failed",type=integer,JSONPath=`.status.volumesFailed`
+// +kubebuilder:printcolumn:name="Skipped",type=integer,JSONPath=`.status.volumesSkipped`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`,priority=1
 // +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

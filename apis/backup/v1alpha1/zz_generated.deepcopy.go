@@ -932,6 +932,11 @@ func (in *VolumeRestoreList) DeepCopyObject() runtime.Object {
 func (in *VolumeRestoreSpec) DeepCopyInto(out *VolumeRestoreSpec) {
 	*out = *in
 	in.PodSelector.DeepCopyInto(&out.PodSelector)
+	if in.PendingDeadline != nil {
+		in, out := &in.PendingDeadline, &out.PendingDeadline
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	if in.Volumes != nil {
 		in, out := &in.Volumes, &out.Volumes
 		*out = make([]RestoreVolume, len(*in))

@@ -6,7 +6,13 @@
 --   generation not observed -> Progressing  (the controller has not seen this spec yet)
 --   Ready=True              -> Healthy      (every selected volume has been restored)
 --   Ready=False             -> Degraded     (not working now; the controller keeps retrying)
+--   Pending, reason WaitingForPods
+--                           -> Healthy      (it has read the store and holds the pods
+--                                            created from now on: an application in a
+--                                            later sync wave may be applied)
 --   anything else           -> Progressing  (Reconciling, or no status yet)
+-- Without the WaitingForPods rule a restore in an earlier sync wave than its
+-- application would deadlock: it waits for the pods, the next wave waits for it.
 -- The message is the condition's own one-sentence message.
 local hs = { status = "Progressing", message = "Waiting for the Holdfast controller to report status" }
 if obj.status == nil or obj.status.conditions == nil then
@@ -56,6 +62,11 @@ end
 if ready ~= nil and ready.status == "False" then
   hs.status = "Degraded"
   hs.message = ready.message or ready.reason or "Not ready"
+  return hs
+end
+if obj.status.phase == "Pending" and reconciling ~= nil and reconciling.status == "True" and reconciling.reason == "WaitingForPods" then
+  hs.status = "Healthy"
+  hs.message = reconciling.message or ""
   return hs
 end
 if reconciling ~= nil and reconciling.status == "True" and reconciling.message ~= nil then

@@ -1,0 +1,163 @@
+package restore
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/internal/conditions"
+)
+
+// maxVolumeStatuses bounds status.volumes (the API allows 256).
+const maxVolumeStatuses = 256
+
+// restoreTally is what one pass found, volume by volume: the input of the status.
+type restoreTally struct {
+	// volumes is one entry per (pod, volume), sorted, failed, skipped and restored.
+	volumes                             []v1.RestoreVolumeStatus
+	completed, failed, running, skipped int32
+	// failures say why each failed volume failed.
+	failures []string
+	// unscheduled counts the pods the restore will restore into that have no node yet.
+	unscheduled int
+	// toCome counts the pods that StatefulSets it restores have still to create.
+	toCome int
+	// waitReason and waitMessage say why nothing is restored yet (waitingMessage).
+	waitReason, waitMessage string
+}
+
+// tallyRestores counts the PodVolumeRestores of a restore with the volumes that have
+// none: missing (a volume the restore names but cannot restore: failed) and skipped (a
+// volume of a pod restore-wait does not hold).
+func tallyRestores(existing []v1.PodVolumeRestore, missing, skipped []v1.RestoreVolumeStatus, unscheduled int) restoreTally {
+	t := restoreTally{unscheduled: unscheduled}
+	t.volumes = append(t.volumes, missing...)
+	t.volumes = append(t.volumes, skipped...)
+	for _, pvr := range existing {
+		st := v1.RestoreVolumeStatus{Pod: pvr.Spec.Pod.Name, Volume: pvr.Spec.Volume, PodVolumeRestore: pvr.Name,
+			SnapshotID: pvr.Spec.SnapshotID, Phase: pvr.Status.Phase, Message: pvr.Status.Message}
+		if st.Phase == "" {
+			st.Phase = v1.RunPending
+		}
+		switch st.Phase {
+		case v1.RunCompleted:
+			t.completed++
+		case v1.RunFailed, v1.RunCanceled:
+			t.failed++
+			t.failures = append(t.failures, fmt.Sprintf("%s/%s: %s", st.Pod, st.Volume, st.Message))
+		default:
+			t.running++
+		}
+		t.volumes = append(t.volumes, st)
+	}
+	for _, m := range missing {
+		t.failed++
+		t.failures = append(t.failures, m.Message)
+	}
+	t.skipped = int32(len(skipped))
+	sort.Slice(t.volumes, func(i, j int) bool {
+		if t.volumes[i].Pod != t.volumes[j].Pod {
+			return t.volumes[i].Pod < t.volumes[j].Pod
+		}
+		return t.volumes[i].Volume < t.volumes[j].Volume
+	})
+	sort.Strings(t.failures)
+	return t
+}
+
+// restorePhase is the phase of a restore from its counts. Skipped volumes do not count:
+// the restore never meant to write them.
+//
+//	nothing to restore, before the pending deadline   Pending
+//	nothing to restore, past it                       Expired
+//	a volume still running, a pod to restore into     InProgress
+//	  not scheduled yet, or a StatefulSet pod to come
+//	every volume restored                             Completed
+//	every volume failed                               Failed
+//	some restored, some failed                        PartiallyFailed
+func restorePhase(t restoreTally, pastDeadline bool) v1.RestorePhase {
+	total := t.completed + t.failed + t.running
+	switch {
+	case total == 0 && pastDeadline:
+		return v1.RestoreExpired
+	case total == 0:
+		return v1.RestorePending
+	case t.running > 0 || t.unscheduled > 0 || t.toCome > 0:
+		return v1.RestoreInProgress
+	case t.failed == 0:
+		return v1.RestoreCompleted
+	case t.completed == 0:
+		return v1.RestoreFailed
+	}
+	return v1.RestorePartiallyFailed
+}
+
+// setRestoreStatus writes a tally into vr's status at time now: counts, status.volumes,
+// phase, the conditions and the completion time. Sets Ready when every volume is
+// restored; Stalled when some failed or the restore expired (only a new restore can
+// change that); Reconciling while it waits for pods or volumes.
+func setRestoreStatus(vr *v1.VolumeRestore, t restoreTally, now time.Time) {
+	st := &vr.Status
+	volumes := t.volumes
+	if len(volumes) > maxVolumeStatuses {
+		volumes = volumes[:maxVolumeStatuses]
+	}
+	st.Volumes = volumes
+	st.VolumesCompleted, st.VolumesFailed, st.VolumesSkipped = t.completed, t.failed, t.skipped
+	total := t.completed + t.failed + t.running
+	st.VolumesTotal = total
+
+	deadline := vr.PendingDeadlineOf()
+	st.Phase = restorePhase(t, !now.Before(deadline))
+	gen := vr.Generation
+	switch st.Phase {
+	case v1.RestorePending:
+		conditions.MarkReconciling(&st.Conditions, gen, t.waitReason, t.waitMessage)
+	case v1.RestoreExpired:
+		conditions.MarkStalled(&st.Conditions, gen, ReasonExpired, fmt.Sprintf(
+			"expired: nothing was restored within spec.pendingDeadline (%s after creation); it holds and restores no pod any more (%s)",
+			deadline.Sub(vr.CreationTimestamp.Time), t.waitMessage))
+	case v1.RestoreInProgress:
+		msg := fmt.Sprintf("%d of %d volume(s) restored", t.completed, total)
+		if t.unscheduled > 0 {
+			msg += fmt.Sprintf("; waiting for %d pod(s) to be scheduled", t.unscheduled)
+		}
+		if t.toCome > 0 {
+			msg += fmt.Sprintf("; waiting for %d more pod(s) of its StatefulSets to be created", t.toCome)
+		}
+		conditions.MarkReconciling(&st.Conditions, gen, ReasonRestoring, msg+skippedNote(t))
+	case v1.RestoreCompleted:
+		conditions.MarkReady(&st.Conditions, gen, ReasonRestored,
+			fmt.Sprintf("restored %d volume(s) of %d pod(s)", t.completed, restoredPods(volumes))+skippedNote(t))
+	default:
+		msg := fmt.Sprintf("%d of %d volume(s) could not be restored: %s", t.failed, total, strings.Join(first(t.failures, 3), "; "))
+		conditions.MarkStalled(&st.Conditions, gen, ReasonRestoreFailed, msg+skippedNote(t))
+	}
+	if st.Phase.IsFinal() && st.CompletionTime == nil {
+		at := metav1.NewTime(now)
+		st.CompletionTime = &at
+	}
+}
+
+// skippedNote adds the skipped volumes to a message about the restored ones.
+func skippedNote(t restoreTally) string {
+	if t.skipped == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; left %d volume(s) of running pods as they are (spec.runningPods: Skip)", t.skipped)
+}
+
+// restoredPods counts the pods that have a volume restored or being restored.
+func restoredPods(vols []v1.RestoreVolumeStatus) int {
+	seen := map[string]bool{}
+	for _, v := range vols {
+		if v.Reason == "" {
+			seen[v.Pod] = true
+		}
+	}
+	return len(seen)
+}
