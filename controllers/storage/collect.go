@@ -21,10 +21,11 @@ import (
 // source stays until a newer backup of the source fails or ends).
 const DefaultFinishedTTL = 72 * time.Hour
 
-// finishedAt is when a run object ended: its completionTime, unless that is missing
-// or ahead of the API server (a node clock), then its creation.
+// finishedAt is when a run object ended: its completionTime (the agent's clock; a
+// skew of minutes does not matter against a TTL of days), unless that is missing or
+// ahead of the API server, then its creation.
 func finishedAt(created metav1.Time, completion *metav1.Time, now time.Time) time.Time {
-	if completion != nil && !completion.After(now) && completion.After(created.Time) {
+	if completion != nil && !completion.After(now) {
 		return completion.Time
 	}
 	return created.Time
