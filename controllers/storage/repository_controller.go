@@ -36,6 +36,10 @@ const (
 	LabelRepositoryName      = "backup.holdfast.dev/repository"
 	// AnnotationLastFullMaintenance records when kopia full maintenance last ran.
 	AnnotationLastFullMaintenance = "backup.holdfast.dev/last-full-maintenance"
+	// AnnotationMaintenanceRequested (an RFC 3339 time) on a BackupRepository asks
+	// for one maintenance pass now, unless one has finished since that time: a way
+	// to maintain (restic: prune) before the next maintenanceInterval.
+	AnnotationMaintenanceRequested = "backup.holdfast.dev/maintenance-requested"
 )
 
 // Condition and event reasons of repositories.
@@ -237,7 +241,8 @@ func (r *RepositoryReconciler) maintain(ctx context.Context, brepo *v1.BackupRep
 	if v, ok := r.lastRun.Load(key); ok && v.(time.Time).After(last) {
 		last = v.(time.Time)
 	}
-	if !last.IsZero() {
+	requested, _ := time.Parse(time.RFC3339Nano, brepo.Annotations[AnnotationMaintenanceRequested])
+	if !last.IsZero() && !requested.After(last) {
 		if due := last.Add(interval); due.After(now) {
 			return ctrl.Result{RequeueAfter: due.Sub(now)}, nil
 		}
@@ -300,13 +305,23 @@ func (r *RepositoryReconciler) clock() time.Time {
 // Secrets. Maintenance slots bound the passes; other reconciles still proceed.
 func (r *RepositoryReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&v1.BackupRepository{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&v1.BackupRepository{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, maintenanceRequested))).
 		Watches(&v1.BackupStorageLocation{}, handler.EnqueueRequestsFromMapFunc(r.repositoriesForLocation),
 			builder.WithPredicates(locationReadinessChanged)).
 		WatchesRawSource(source.Kind(r.SecretCache, &corev1.Secret{}, handler.TypedEnqueueRequestsFromMapFunc(r.repositoryForSecret))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: cap(r.maintenance) + 2}).
 		Named("backuprepository").
 		Complete(r)
+}
+
+// maintenanceRequested passes a change of AnnotationMaintenanceRequested.
+var maintenanceRequested = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		return e.ObjectOld.GetAnnotations()[AnnotationMaintenanceRequested] != e.ObjectNew.GetAnnotations()[AnnotationMaintenanceRequested]
+	},
 }
 
 // locationReadinessChanged passes a storage location's changes that matter to its
