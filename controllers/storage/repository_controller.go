@@ -50,7 +50,13 @@ const (
 	ReasonInitialized          = "Initialized"
 	ReasonMaintenanceSucceeded = "MaintenanceSucceeded"
 	ReasonMaintenanceFailed    = "MaintenanceFailed"
+	// ReasonMaintenanceDeferred: the repository was locked by a backup or restore.
+	ReasonMaintenanceDeferred = "MaintenanceDeferred"
 )
+
+// maintenanceDeferRetry is when maintenance that met a locked repository is tried
+// again.
+const maintenanceDeferRetry = 5 * time.Minute
 
 // Repository-side retry when the store is unreachable.
 const storeRetry = time.Minute
@@ -264,9 +270,21 @@ func (r *RepositoryReconciler) maintain(ctx context.Context, brepo *v1.BackupRep
 	// Closing waits for kopia's asynchronous writes (maintenance logs), so that once
 	// status says the pass finished, the store no longer changes because of it.
 	r.Pool.Forget(ctx, key)
-	r.lastRun.Store(key, res.CompletionTime)
 	entry := v1.MaintenanceResult{Mode: string(mode), Result: "Succeeded", StartTime: metav1.NewTime(res.StartTime),
 		CompletionTime: ptr(metav1.NewTime(res.CompletionTime)), Message: truncate(res.Message, 1024)}
+	if errors.Is(err, repository.ErrLocked) {
+		// A long backup or restore holds the lock: not a failure, and maintenance stays
+		// due, so it runs in the next gap between them.
+		entry.Result, entry.Message = "Deferred", truncate(err.Error(), 1024)
+		r.Recorder.Event(brepo, corev1.EventTypeNormal, ReasonMaintenanceDeferred, fmt.Sprintf("%s maintenance deferred, tried again in %s: %v", mode, maintenanceDeferRetry, err))
+		log.FromContext(ctx).Info("maintenance deferred: the repository is locked", "mode", mode)
+		brepo.Status.Maintenance = append([]v1.MaintenanceResult{entry}, brepo.Status.Maintenance...)
+		if len(brepo.Status.Maintenance) > 5 {
+			brepo.Status.Maintenance = brepo.Status.Maintenance[:5]
+		}
+		return ctrl.Result{RequeueAfter: min(maintenanceDeferRetry, interval)}, nil
+	}
+	r.lastRun.Store(key, res.CompletionTime)
 	if err != nil {
 		entry.Result, entry.Message = "Failed", truncate(err.Error(), 1024)
 		r.Recorder.Event(brepo, corev1.EventTypeWarning, ReasonMaintenanceFailed, fmt.Sprintf("%s maintenance failed: %v", mode, err))

@@ -126,9 +126,10 @@ type MaintenanceResult struct {
 	// +required
 	// +kubebuilder:validation:Enum=Quick;Full;Prune
 	Mode string `json:"mode"`
-	// result of the pass.
+	// result of the pass: Deferred when another restic process (a long backup or
+	// restore) held the repository's lock; it is tried again within minutes.
 	// +required
-	// +kubebuilder:validation:Enum=Succeeded;Failed
+	// +kubebuilder:validation:Enum=Succeeded;Failed;Deferred
 	Result string `json:"result"`
 	// startTime is when the pass started.
 	// +required
