@@ -548,23 +548,26 @@ func (r *SnapshotFinalizerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, nil
 	}
 	if p.Annotations[AnnotationDeleteSnapshot] == "true" && p.Status.SnapshotID != "" {
-		pins, err := restorePins(ctx, r.Client)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		if restore, pinned := pins.restoreOf(p.Namespace, p.Status.SnapshotID); pinned {
-			// PodVolumeRestores are watched: the restore ending brings this back.
-			log.FromContext(ctx).Info("waiting for a restore to end before deleting its snapshot", "snapshot", p.Status.SnapshotID, "podVolumeRestore", restore)
-			return ctrl.Result{}, nil
-		}
+		// Abandoning keeps the snapshot, so a restore that reads it is no reason to wait.
 		abandoned, err := r.abandoned(ctx, p)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
 		if abandoned != "" {
 			r.keep(ctx, p, abandoned)
-		} else if wait, err := r.deleteSnapshot(ctx, p); err != nil || wait > 0 {
-			return ctrl.Result{RequeueAfter: wait}, err
+		} else {
+			pins, err := restorePins(ctx, r.Client)
+			if err != nil {
+				return ctrl.Result{}, err
+			}
+			if restore, pinned := pins.restoreOf(p.Namespace, p.Status.SnapshotID); pinned {
+				// PodVolumeRestores are watched: the restore ending brings this back.
+				log.FromContext(ctx).Info("waiting for a restore to end before deleting its snapshot", "snapshot", p.Status.SnapshotID, "podVolumeRestore", restore)
+				return ctrl.Result{}, nil
+			}
+			if wait, err := r.deleteSnapshot(ctx, p); err != nil || wait > 0 {
+				return ctrl.Result{RequeueAfter: wait}, err
+			}
 		}
 	}
 	patch := client.MergeFrom(p.DeepCopy())

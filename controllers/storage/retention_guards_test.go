@@ -224,3 +224,42 @@ func TestDeletingAPolicyWhoseStorageLocationIsGone(t *testing.T) {
 		t.Errorf("SnapshotKept event = %s %q, want a Warning naming snapshot %s", e.Type, e.Message, b.Status.SnapshotID)
 	}
 }
+
+// TestAbandoningSnapshots (M7): a policy annotated backup.holdfast.dev/abandon-snapshots
+// and deleted with deletionPolicy: Delete goes at once with its PodVolumeBackups,
+// without touching the store: the snapshot stays, named in a SnapshotKept event.
+func TestAbandoningSnapshots(t *testing.T) {
+	testenv.Require(t, env)
+	f := newRetentionFixture(t)
+	policy := uniqueName(t, "vbp")
+	b := f.backup(policy, "/pvc/orders", policy+"-1", nil)
+	p := newPolicy(t, policy, f.bsl.Name, nil, v1.DeletionDelete)
+	eventually(t, time.Minute, "the delete-backups finalizer", func() error {
+		got := &v1.VolumeBackupPolicy{}
+		if err := env.Client.Get(ctxFor(t), client.ObjectKeyFromObject(p), got); err != nil {
+			return err
+		}
+		if len(got.Finalizers) == 0 {
+			return fmt.Errorf("no finalizer yet")
+		}
+		patch := client.MergeFrom(got.DeepCopy())
+		got.Annotations = map[string]string{AnnotationAbandonSnapshots: "true"}
+		return env.Client.Patch(ctxFor(t), got, patch)
+	})
+	if err := env.Client.Delete(ctxFor(t), p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "the policy gone", func() error {
+		if err := env.Client.Get(ctxFor(t), client.ObjectKeyFromObject(p), &v1.VolumeBackupPolicy{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("policy still there (%v)", err)
+		}
+		return nil
+	})
+	e := f.eventOn(b.Name, ReasonSnapshotKept, nil)
+	if !strings.Contains(e.Message, b.Status.SnapshotID) || !strings.Contains(e.Message, AnnotationAbandonSnapshots) {
+		t.Errorf("SnapshotKept event = %q", e.Message)
+	}
+	if got, want := f.snapshotIDs("/pvc/orders"), ids(b); !reflect.DeepEqual(got, want) {
+		t.Errorf("snapshots = %v, want the abandoned one kept %v", got, want)
+	}
+}
