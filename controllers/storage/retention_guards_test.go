@@ -15,6 +15,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/internal/identity"
+	"github.com/holdfast-dev/holdfast/internal/repository"
 	"github.com/holdfast-dev/holdfast/test/testenv"
 )
 
@@ -262,4 +264,49 @@ func TestAbandoningSnapshots(t *testing.T) {
 	if got, want := f.snapshotIDs("/pvc/orders"), ids(b); !reflect.DeepEqual(got, want) {
 		t.Errorf("snapshots = %v, want the abandoned one kept %v", got, want)
 	}
+}
+
+// TestRetentionExpiresTheSnapshotOfAFailedBackup (L2): restic stores a snapshot when
+// some files could not be read and the backup then ends Failed, and a backup whose
+// final status write was lost ends Failed after an agent restart: either way the
+// store holds a snapshot of the policy that no PodVolumeBackup records. Retention
+// counts it with the source's backups and expires it in turn.
+func TestRetentionExpiresTheSnapshotOfAFailedBackup(t *testing.T) {
+	testenv.Require(t, env)
+	f := newRetentionFixture(t)
+	policy := uniqueName(t, "vbp")
+	ns := &corev1.Namespace{}
+	if err := env.Client.Get(ctxFor(t), client.ObjectKey{Name: f.ns}, ns); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := openAsClient(t, f.bsl, f.brepo, f.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, err := rep.Backup(ctxFor(t), repository.BackupRequest{Dir: sourceDir(t, map[string]string{"n": "failed"}), SourcePath: "/pvc/orders",
+		Tags: map[string]string{identity.TagPolicy: policy, identity.TagNamespaceUID: string(ns.UID)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := &v1.PodVolumeBackup{
+		ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: policy + "-0", Labels: map[string]string{v1.LabelPolicy: policy}},
+		Spec: v1.PodVolumeBackupSpec{Node: "node-1", Pod: v1.PodReference{Name: "db-0", UID: "uid-1"}, Volume: "data",
+			SourcePath: "/pvc/orders", StorageLocation: f.bsl.Name, Repository: f.brepo.Name, Uploader: v1.UploaderKopia},
+	}
+	create(t, failed)
+	failed.Status = v1.PodVolumeBackupStatus{Phase: v1.RunFailed, Message: "agent restarted while the backup ran"}
+	if err := env.Client.Status().Update(ctxFor(t), failed); err != nil {
+		t.Fatal(err)
+	}
+	b1 := f.backup(policy, "/pvc/orders", policy+"-1", nil)
+	b2 := f.backup(policy, "/pvc/orders", policy+"-2", nil)
+	newPolicy(t, policy, f.bsl.Name, &v1.Retention{KeepLast: 2, MaxExpirePercent: 50}, v1.DeletionRetain)
+
+	want := ids(b1, b2)
+	eventually(t, 2*time.Minute, "the failed backup's snapshot to expire", func() error {
+		if got := f.snapshotIDs("/pvc/orders"); !reflect.DeepEqual(got, want) {
+			return fmt.Errorf("snapshots = %v, want %v (not %s)", got, want, left.SnapshotID)
+		}
+		return nil
+	})
 }
