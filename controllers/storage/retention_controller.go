@@ -229,8 +229,10 @@ func (r *RetentionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.checkFileCounts(ctx, pvbs); err != nil {
+	if stale, err := r.checkFileCounts(ctx, pvbs); err != nil {
 		return ctrl.Result{}, err
+	} else if stale {
+		return ctrl.Result{RequeueAfter: staleRetry}, nil
 	}
 	next, err := r.collectFailed(ctx, pvbs)
 	if err != nil {
@@ -383,17 +385,25 @@ func (r *RetentionReconciler) expireOrphans(ctx context.Context, policy *v1.Volu
 	return nil
 }
 
+// newestOf is the newest backup of a group, in retention's order.
 func newestOf(pvbs []v1.PodVolumeBackup, g RetentionGroup) *v1.PodVolumeBackup {
 	var newest *v1.PodVolumeBackup
+	candidate := func(p *v1.PodVolumeBackup) RetentionCandidate {
+		return RetentionCandidate{Name: p.Name, Time: BackupTime(p)}
+	}
 	for i := range pvbs {
 		p := &pvbs[i]
 		if p.Namespace == g.Namespace && p.Spec.SourcePath == g.SourcePath && p.Spec.Repository == g.Repository &&
-			(newest == nil || BackupTime(p).After(BackupTime(newest))) {
+			(newest == nil || candidate(p).newerThan(candidate(newest))) {
 			newest = p
 		}
 	}
 	return newest
 }
+
+// staleRetry is when a retention pass that met a cache behind the API server runs
+// again.
+const staleRetry = 2 * time.Second
 
 func (r *RetentionReconciler) policyBackups(ctx context.Context, policy string) ([]v1.PodVolumeBackup, error) {
 	var list v1.PodVolumeBackupList

@@ -124,7 +124,10 @@ func hasGoodData(p *v1.PodVolumeBackup) bool {
 // checked yet, comparing it with the newest earlier Completed backup of its source
 // that has files; a drop is also a Warning event. pvbs are updated in place, so the
 // retention pass that follows keeps the last good backup.
-func (r *RetentionReconciler) checkFileCounts(ctx context.Context, pvbs []v1.PodVolumeBackup) error {
+//
+// It returns stale = true when the cache was behind a backup (a conflict): retention
+// must not run before the check has, so the caller comes back shortly instead.
+func (r *RetentionReconciler) checkFileCounts(ctx context.Context, pvbs []v1.PodVolumeBackup) (stale bool, err error) {
 	type key struct{ ns, repo, source string }
 	bySource := map[key][]*v1.PodVolumeBackup{}
 	for i := range pvbs {
@@ -152,8 +155,10 @@ func (r *RetentionReconciler) checkFileCounts(ctx context.Context, pvbs []v1.Pod
 					if apierrors.IsNotFound(err) {
 						continue
 					}
-					// A conflict too: retention must not run before the check has.
-					return fmt.Errorf("setting FilesDropped on PodVolumeBackup %s/%s: %w", p.Namespace, p.Name, err)
+					if apierrors.IsConflict(err) {
+						return true, nil
+					}
+					return false, fmt.Errorf("setting FilesDropped on PodVolumeBackup %s/%s: %w", p.Namespace, p.Name, err)
 				}
 				if c.Status == metav1.ConditionTrue {
 					log.FromContext(ctx).Info("a backup suddenly holds no or very few files", "podVolumeBackup", client.ObjectKeyFromObject(p), "reason", c.Reason)
@@ -165,5 +170,5 @@ func (r *RetentionReconciler) checkFileCounts(ctx context.Context, pvbs []v1.Pod
 			}
 		}
 	}
-	return nil
+	return false, nil
 }
