@@ -196,6 +196,10 @@ func runManager(args []string, stderr io.Writer) error {
 		"private directory (mode 0700, memory-backed in the pod) for repository config files and bounded caches")
 	resticPathManager := fs.String("restic-path", "restic", "the restic binary, for restic repositories")
 	maxMaintenance := fs.Int("max-concurrent-maintenance", 2, "repository maintenance passes that may run at once")
+	snapshotDeleteTimeout := fs.Duration("snapshot-delete-timeout", storage.DefaultSnapshotDeleteTimeout,
+		"how long a deleted PodVolumeBackup waits for its snapshot to be deleted before it goes and leaves the snapshot in the store (event SnapshotKept)")
+	finishedTTL := fs.Duration("finished-ttl", storage.DefaultFinishedTTL,
+		"how long Failed/Canceled PodVolumeBackups (but the newest of each source) and ended PodVolumeRestores stay")
 	agentServiceAccount := fs.String("agent-service-account", "holdfast-agent",
 		"ServiceAccount of the node agents in the operator namespace: only its node-bound tokens get a job's repository key")
 	strandedDeadline := fs.Duration("stranded-work-deadline", stranded.DefaultDeadline,
@@ -232,7 +236,8 @@ func runManager(args []string, stderr io.Writer) error {
 			return err
 		}
 	}
-	catalog, err := storage.Setup(mgr, storage.Options{Namespace: *namespace, WorkDir: *repoWorkDir, ResticPath: *resticPathManager, MaxConcurrentMaintenance: *maxMaintenance})
+	catalog, err := storage.Setup(mgr, storage.Options{Namespace: *namespace, WorkDir: *repoWorkDir, ResticPath: *resticPathManager, MaxConcurrentMaintenance: *maxMaintenance,
+		SnapshotDeleteTimeout: *snapshotDeleteTimeout, FinishedTTL: *finishedTTL})
 	if err != nil {
 		return err
 	}

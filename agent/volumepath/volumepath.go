@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -15,8 +16,11 @@ import (
 // message says why, in a sentence a user can act on.
 var ErrUnsupported = errors.New("unsupported volume")
 
-// ErrNotMounted marks a volume whose directory is not on the node: the pod does not run
-// here, or the kubelet has not set up its volumes yet (a moment after scheduling).
+// ErrNotMounted marks a volume whose directory is not on the node, or, for a volume
+// the kubelet mounts (CSI, local, NFS), a directory that is not a mount point: the pod
+// does not run here, the kubelet has not set up its volumes yet (a moment after
+// scheduling) or is tearing them down, or the agent does not see the node's mounts.
+// Reading such a directory would store an empty backup as a good one.
 var ErrNotMounted = errors.New("volume not mounted")
 
 // notMounted is an ErrNotMounted with its own sentence.
@@ -37,6 +41,39 @@ const (
 // PersistentVolume bound to the volume's claim (for persistentVolumeClaim and ephemeral
 // volumes) and nil otherwise. The directory must exist, and exactly one must match.
 func Resolve(kubeletRoot string, pod *corev1.Pod, volumeName string, pv *corev1.PersistentVolume) (string, error) {
+	dir, err := find(kubeletRoot, pod, volumeName, pv)
+	if err != nil {
+		return "", err
+	}
+	return dir, checkMounted(filepath.Join(kubeletRoot, "pods", string(pod.UID), "volumes"), dir, pod, volumeName, isMountPoint)
+}
+
+// checkMounted fails with ErrNotMounted when dir belongs to a plugin whose volumes the
+// kubelet mounts and it is not a mount point.
+func checkMounted(volumesDir, dir string, pod *corev1.Pod, volumeName string, mounted func(string) (bool, error)) error {
+	rel, err := filepath.Rel(volumesDir, dir)
+	if err != nil {
+		return err
+	}
+	plugin, _, _ := strings.Cut(rel, string(filepath.Separator))
+	switch plugin {
+	case pluginCSI, pluginLocal, pluginNFS:
+	default:
+		return nil
+	}
+	ok, err := mounted(dir)
+	if err != nil {
+		return fmt.Errorf("checking that volume %q of pod %s/%s is mounted: %w", volumeName, pod.Namespace, pod.Name, err)
+	}
+	if !ok {
+		return notMounted{fmt.Sprintf("volume %q of pod %s/%s is not mounted: its %s directory is not a mount point (the kubelet is still setting it up or tearing it down, or the agent does not see the node's mounts: its kubelet directory needs mountPropagation: HostToContainer); an empty directory is not backed up or restored into",
+			volumeName, pod.Namespace, pod.Name, plugin)}
+	}
+	return nil
+}
+
+// find locates the volume's directory.
+func find(kubeletRoot string, pod *corev1.Pod, volumeName string, pv *corev1.PersistentVolume) (string, error) {
 	vol := findVolume(pod, volumeName)
 	if vol == nil {
 		return "", fmt.Errorf("pod %s/%s has no volume named %q", pod.Namespace, pod.Name, volumeName)

@@ -81,7 +81,10 @@ func TestResolve(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
 			mkdirs(t, root, tc.dirs...)
-			got, err := Resolve(root, tc.pod, tc.volume, tc.pv)
+			got, err := find(root, tc.pod, tc.volume, tc.pv)
+			if err == nil {
+				err = checkMounted(filepath.Join(root, "pods", "uid-1", "volumes"), got, tc.pod, tc.volume, func(string) (bool, error) { return true, nil })
+			}
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)
@@ -103,5 +106,56 @@ func TestResolve(t *testing.T) {
 				t.Errorf("got %s, want %s", got, want)
 			}
 		})
+	}
+}
+
+// TestResolveRefusesAnUnmountedVolumeDirectory (review M6): a CSI, local or NFS volume
+// directory that is not a mount point (the kubelet is setting it up or tearing it
+// down, or the agent does not see the node's mounts) is ErrNotMounted, not an empty
+// volume to back up; an emptyDir is a plain directory and is fine.
+func TestResolveRefusesAnUnmountedVolumeDirectory(t *testing.T) {
+	claim := corev1.Volume{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data-db-0"}}}
+	base := "pods/uid-1/volumes/"
+	for _, tc := range []struct {
+		name, dir string
+		pod       *corev1.Pod
+		pv        *corev1.PersistentVolume
+		volume    string
+		wantErr   bool
+	}{
+		{name: "CSI", dir: base + "kubernetes.io~csi/pvc-123/mount", pod: pod(claim), volume: "data", wantErr: true,
+			pv: pv("pvc-123", corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: "ebs"}}, corev1.PersistentVolumeFilesystem)},
+		{name: "local", dir: base + "kubernetes.io~local-volume/local-pv-1", pod: pod(claim), volume: "data", wantErr: true,
+			pv: pv("local-pv-1", corev1.PersistentVolumeSource{Local: &corev1.LocalVolumeSource{Path: "/mnt/disk1"}}, corev1.PersistentVolumeFilesystem)},
+		{name: "NFS", dir: base + "kubernetes.io~nfs/share", pod: pod(corev1.Volume{Name: "share", VolumeSource: corev1.VolumeSource{NFS: &corev1.NFSVolumeSource{Server: "nfs", Path: "/"}}}),
+			volume: "share", wantErr: true},
+		{name: "emptyDir", dir: base + "kubernetes.io~empty-dir/cache", pod: pod(corev1.Volume{Name: "cache", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}),
+			volume: "cache"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			mkdirs(t, root, tc.dir)
+			got, err := Resolve(root, tc.pod, tc.volume, tc.pv)
+			if !tc.wantErr {
+				if err != nil || got != filepath.Join(root, tc.dir) {
+					t.Fatalf("Resolve = %q, %v", got, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrNotMounted) || !strings.Contains(err.Error(), "is not a mount point") {
+				t.Fatalf("err = %v, want ErrNotMounted saying the directory is not a mount point", err)
+			}
+			if strings.Contains(err.Error(), root) {
+				t.Errorf("err = %v: names the node's path %s", err, root)
+			}
+		})
+	}
+}
+
+func TestIsMountPoint(t *testing.T) {
+	for dir, want := range map[string]bool{t.TempDir(): false, "/proc": true} {
+		if got, err := isMountPoint(dir); err != nil || got != want {
+			t.Errorf("isMountPoint(%s) = %v, %v; want %v", dir, got, err, want)
+		}
 	}
 }

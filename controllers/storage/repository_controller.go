@@ -36,6 +36,10 @@ const (
 	LabelRepositoryName      = "backup.holdfast.dev/repository"
 	// AnnotationLastFullMaintenance records when kopia full maintenance last ran.
 	AnnotationLastFullMaintenance = "backup.holdfast.dev/last-full-maintenance"
+	// AnnotationMaintenanceRequested (an RFC 3339 time) on a BackupRepository asks
+	// for one maintenance pass now, unless one has finished since that time: a way
+	// to maintain (restic: prune) before the next maintenanceInterval.
+	AnnotationMaintenanceRequested = "backup.holdfast.dev/maintenance-requested"
 )
 
 // Condition and event reasons of repositories.
@@ -46,7 +50,13 @@ const (
 	ReasonInitialized          = "Initialized"
 	ReasonMaintenanceSucceeded = "MaintenanceSucceeded"
 	ReasonMaintenanceFailed    = "MaintenanceFailed"
+	// ReasonMaintenanceDeferred: the repository was locked by a backup or restore.
+	ReasonMaintenanceDeferred = "MaintenanceDeferred"
 )
+
+// maintenanceDeferRetry is when maintenance that met a locked repository is tried
+// again.
+const maintenanceDeferRetry = 5 * time.Minute
 
 // Repository-side retry when the store is unreachable.
 const storeRetry = time.Minute
@@ -237,7 +247,8 @@ func (r *RepositoryReconciler) maintain(ctx context.Context, brepo *v1.BackupRep
 	if v, ok := r.lastRun.Load(key); ok && v.(time.Time).After(last) {
 		last = v.(time.Time)
 	}
-	if !last.IsZero() {
+	requested, _ := time.Parse(time.RFC3339Nano, brepo.Annotations[AnnotationMaintenanceRequested])
+	if !last.IsZero() && !requested.After(last) {
 		if due := last.Add(interval); due.After(now) {
 			return ctrl.Result{RequeueAfter: due.Sub(now)}, nil
 		}
@@ -259,9 +270,21 @@ func (r *RepositoryReconciler) maintain(ctx context.Context, brepo *v1.BackupRep
 	// Closing waits for kopia's asynchronous writes (maintenance logs), so that once
 	// status says the pass finished, the store no longer changes because of it.
 	r.Pool.Forget(ctx, key)
-	r.lastRun.Store(key, res.CompletionTime)
 	entry := v1.MaintenanceResult{Mode: string(mode), Result: "Succeeded", StartTime: metav1.NewTime(res.StartTime),
 		CompletionTime: ptr(metav1.NewTime(res.CompletionTime)), Message: truncate(res.Message, 1024)}
+	if errors.Is(err, repository.ErrLocked) {
+		// A long backup or restore holds the lock: not a failure, and maintenance stays
+		// due, so it runs in the next gap between them.
+		entry.Result, entry.Message = "Deferred", truncate(err.Error(), 1024)
+		r.Recorder.Event(brepo, corev1.EventTypeNormal, ReasonMaintenanceDeferred, fmt.Sprintf("%s maintenance deferred, tried again in %s: %v", mode, maintenanceDeferRetry, err))
+		log.FromContext(ctx).Info("maintenance deferred: the repository is locked", "mode", mode)
+		brepo.Status.Maintenance = append([]v1.MaintenanceResult{entry}, brepo.Status.Maintenance...)
+		if len(brepo.Status.Maintenance) > 5 {
+			brepo.Status.Maintenance = brepo.Status.Maintenance[:5]
+		}
+		return ctrl.Result{RequeueAfter: min(maintenanceDeferRetry, interval)}, nil
+	}
+	r.lastRun.Store(key, res.CompletionTime)
 	if err != nil {
 		entry.Result, entry.Message = "Failed", truncate(err.Error(), 1024)
 		r.Recorder.Event(brepo, corev1.EventTypeWarning, ReasonMaintenanceFailed, fmt.Sprintf("%s maintenance failed: %v", mode, err))
@@ -300,13 +323,23 @@ func (r *RepositoryReconciler) clock() time.Time {
 // Secrets. Maintenance slots bound the passes; other reconciles still proceed.
 func (r *RepositoryReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&v1.BackupRepository{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&v1.BackupRepository{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, maintenanceRequested))).
 		Watches(&v1.BackupStorageLocation{}, handler.EnqueueRequestsFromMapFunc(r.repositoriesForLocation),
 			builder.WithPredicates(locationReadinessChanged)).
 		WatchesRawSource(source.Kind(r.SecretCache, &corev1.Secret{}, handler.TypedEnqueueRequestsFromMapFunc(r.repositoryForSecret))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: cap(r.maintenance) + 2}).
 		Named("backuprepository").
 		Complete(r)
+}
+
+// maintenanceRequested passes a change of AnnotationMaintenanceRequested.
+var maintenanceRequested = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		return e.ObjectOld.GetAnnotations()[AnnotationMaintenanceRequested] != e.ObjectNew.GetAnnotations()[AnnotationMaintenanceRequested]
+	},
 }
 
 // locationReadinessChanged passes a storage location's changes that matter to its

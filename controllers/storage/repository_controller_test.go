@@ -61,6 +61,23 @@ func maintainedAfter(t0 time.Time) func(*v1.BackupRepository) error {
 	}
 }
 
+// requestMaintenance asks for a maintenance pass now, as an operator can.
+func requestMaintenance(t *testing.T, b *v1.BackupRepository) {
+	t.Helper()
+	got := &v1.BackupRepository{}
+	if err := env.Client.Get(ctxFor(t), client.ObjectKeyFromObject(b), got); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(got.DeepCopy())
+	if got.Annotations == nil {
+		got.Annotations = map[string]string{}
+	}
+	got.Annotations[AnnotationMaintenanceRequested] = time.Now().UTC().Format(time.RFC3339Nano)
+	if err := env.Client.Patch(ctxFor(t), got, patch); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func keyOf(t *testing.T, b *v1.BackupRepository) string {
 	t.Helper()
 	s := &corev1.Secret{}
@@ -109,9 +126,8 @@ func TestRepositoriesOwnKeysAndMaintenance(t *testing.T) {
 	bsl := location(t, uniqueName(t, "bsl"), plainS3, nil)
 	waitLocation(t, bsl.Name, metav1.ConditionTrue)
 	nsA, nsB := env.Namespace(t, nil), env.Namespace(t, nil)
-	interval := 3 * time.Second
-	kopiaA := newRepository(t, nsA, bsl.Name, v1.UploaderKopia, interval)
-	resticA := newRepository(t, nsA, bsl.Name, v1.UploaderRestic, interval)
+	kopiaA := newRepository(t, nsA, bsl.Name, v1.UploaderKopia, time.Hour)
+	resticA := newRepository(t, nsA, bsl.Name, v1.UploaderRestic, time.Hour)
 	kopiaB := newRepository(t, nsB, bsl.Name, v1.UploaderKopia, time.Hour)
 
 	kopiaA = waitRepository(t, kopiaA, "Ready", isReady)
@@ -148,6 +164,7 @@ func TestRepositoriesOwnKeysAndMaintenance(t *testing.T) {
 			}
 		}
 		wrote := time.Now()
+		requestMaintenance(t, b)
 		got := waitRepository(t, b, "maintained after the backup", maintainedAfter(wrote))
 		m := got.Status.Maintenance[0]
 		t.Logf("%s maintenance: %s %s %q", b.Spec.Uploader, m.Mode, m.Result, m.Message)
@@ -160,6 +177,7 @@ func TestRepositoriesOwnKeysAndMaintenance(t *testing.T) {
 	}
 	// kopia runs full maintenance first (recorded in an annotation, since the history
 	// keeps only five passes), and quick passes until a day has gone by.
+	requestMaintenance(t, kopiaA)
 	waitRepository(t, kopiaA, "a quick pass after the full one", func(b *v1.BackupRepository) error {
 		full, err := time.Parse(time.RFC3339, b.Annotations[AnnotationLastFullMaintenance])
 		if err != nil {

@@ -12,6 +12,25 @@ import (
 type RetentionCandidate struct {
 	Name string
 	Time time.Time
+	// Orphan marks a snapshot that no PodVolumeBackup records. Its time is the
+	// snapshot's own (sub-second) start, a PodVolumeBackup's is its creation (whole
+	// seconds): within one second, the recorded backup counts as the newer.
+	Orphan bool
+}
+
+// newerThan orders candidates newest first: by time at one-second resolution, then
+// a recorded backup before an orphan snapshot, then by exact time, then by name.
+func (c RetentionCandidate) newerThan(o RetentionCandidate) bool {
+	if ts, to := c.Time.Truncate(time.Second), o.Time.Truncate(time.Second); !ts.Equal(to) {
+		return ts.After(to)
+	}
+	if c.Orphan != o.Orphan {
+		return !c.Orphan
+	}
+	if !c.Time.Equal(o.Time) {
+		return c.Time.After(o.Time)
+	}
+	return c.Name > o.Name
 }
 
 // Expired returns the names of the backups that retention r does not keep. A backup
@@ -20,12 +39,7 @@ type RetentionCandidate struct {
 // ISO weeks, months, years) that have one. Periods are in UTC.
 func Expired(backups []RetentionCandidate, r v1.Retention) []string {
 	sorted := append([]RetentionCandidate(nil), backups...)
-	sort.SliceStable(sorted, func(i, j int) bool {
-		if !sorted[i].Time.Equal(sorted[j].Time) {
-			return sorted[i].Time.After(sorted[j].Time)
-		}
-		return sorted[i].Name > sorted[j].Name
-	})
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].newerThan(sorted[j]) })
 	keep := make([]bool, len(sorted))
 	for i := range sorted {
 		if i < int(r.KeepLast) {

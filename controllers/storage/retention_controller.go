@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -47,6 +47,15 @@ const (
 	ReasonSnapshotDeleted  = "SnapshotDeleted"
 	ReasonSnapshotKept     = "SnapshotKept"
 	ReasonDeleteFailed     = "SnapshotDeleteFailed"
+	// ReasonRetentionPinned: retention keeps a backup a restore not yet ended reads.
+	ReasonRetentionPinned = "RetentionPinned"
+	// ReasonKeptLastGood: retention keeps the newest backup of a source with files.
+	ReasonKeptLastGood = "KeptLastGood"
+	// ReasonFilesDropped: a backup suddenly holds no or very few files.
+	ReasonFilesDropped = "FilesDropped"
+	// ReasonCollected: a Failed or Canceled backup, or an ended restore, was deleted
+	// after FinishedTTL.
+	ReasonCollected = "Collected"
 )
 
 // RetentionGroup is the retention decision for one source identity of one policy:
@@ -67,6 +76,19 @@ type RetentionGroup struct {
 	// nothing of this source is expired and Message says why.
 	Refused bool
 	Message string
+	// Pinned are backups (or orphan snapshots, "snapshot:<id>") the rules do not
+	// keep but a restore not yet ended reads: a later pass expires them.
+	Pinned []PinnedBackup
+	// KeptLastGood names the backup the rules do not keep but that is the newest of
+	// its source with good data, kept because newer ones hold no or very few files.
+	KeptLastGood string
+}
+
+// PinnedBackup is a backup retention keeps for a restore that still reads it.
+type PinnedBackup struct {
+	Name, SnapshotID string
+	// Restore is the PodVolumeRestore, "namespace/name".
+	Restore string
 }
 
 // OrphanSnapshot is a snapshot of a policy that the store holds and no PodVolumeBackup
@@ -82,30 +104,54 @@ type OrphanSnapshot struct {
 const orphanPrefix = "snapshot:"
 
 // PlanRetention applies a policy's retention to its Completed PodVolumeBackups and
-// its orphan snapshots, per source identity. It is pure: the policy controller can
-// call it to show refusals in the policy's status.
-func PlanRetention(policy *v1.VolumeBackupPolicy, pvbs []v1.PodVolumeBackup, orphans []OrphanSnapshot) []RetentionGroup {
+// its orphan snapshots, per source identity. Besides what the rules keep, it keeps the
+// snapshots that pins name (a restore not yet ended reads them) and the newest backup
+// of each source with good data (files, not flagged FilesDropped). It is pure: the
+// policy controller can call it to show refusals in the policy's status.
+func PlanRetention(policy *v1.VolumeBackupPolicy, pvbs []v1.PodVolumeBackup, orphans []OrphanSnapshot, pins Pins) []RetentionGroup {
 	if policy.Spec.Retention == nil {
 		return nil
 	}
 	type key struct{ ns, repo, source string }
 	groups := map[key][]RetentionCandidate{}
+	snapshotOf := map[string]string{} // candidate name -> snapshot ID
+	lastGood := map[key]RetentionCandidate{}
 	for i := range pvbs {
 		p := &pvbs[i]
 		if p.Labels[v1.LabelPolicy] != policy.Name || p.Status.Phase != v1.RunCompleted || p.DeletionTimestamp != nil {
 			continue
 		}
 		k := key{p.Namespace, p.Spec.Repository, p.Spec.SourcePath}
-		groups[k] = append(groups[k], RetentionCandidate{Name: p.Name, Time: backupTime(p)})
+		c := RetentionCandidate{Name: p.Name, Time: BackupTime(p)}
+		groups[k] = append(groups[k], c)
+		snapshotOf[p.Namespace+"/"+p.Name] = p.Status.SnapshotID
+		if good, ok := lastGood[k]; hasGoodData(p) && (!ok || c.newerThan(good)) {
+			lastGood[k] = c
+		}
 	}
 	for _, o := range orphans {
 		k := key{o.Namespace, o.Repository, o.SourcePath}
-		groups[k] = append(groups[k], RetentionCandidate{Name: orphanPrefix + o.ID, Time: o.Time})
+		groups[k] = append(groups[k], RetentionCandidate{Name: orphanPrefix + o.ID, Time: o.Time, Orphan: true})
 	}
 	var out []RetentionGroup
 	for k, backups := range groups {
 		g := RetentionGroup{Namespace: k.ns, Repository: k.repo, SourcePath: k.source, Total: len(backups)}
-		expire := Expired(backups, *policy.Spec.Retention)
+		var expire []string
+		for _, name := range Expired(backups, *policy.Spec.Retention) {
+			id, orphan := strings.CutPrefix(name, orphanPrefix)
+			if !orphan {
+				id = snapshotOf[k.ns+"/"+name]
+			}
+			if restore, pinned := pins.restoreOf(k.ns, id); pinned {
+				g.Pinned = append(g.Pinned, PinnedBackup{Name: name, SnapshotID: id, Restore: restore})
+				continue
+			}
+			if good, ok := lastGood[k]; ok && !orphan && good.Name == name {
+				g.KeptLastGood = name
+				continue
+			}
+			expire = append(expire, name)
+		}
 		for _, name := range expire {
 			if id, ok := strings.CutPrefix(name, orphanPrefix); ok {
 				g.ExpireSnapshots = append(g.ExpireSnapshots, id)
@@ -136,13 +182,6 @@ func maxPercent(p int32) int32 {
 	return p
 }
 
-func backupTime(p *v1.PodVolumeBackup) time.Time {
-	if p.Status.StartTime != nil {
-		return p.Status.StartTime.Time
-	}
-	return p.CreationTimestamp.Time
-}
-
 // RetentionReconciler expires the backups a policy's retention no longer keeps, and
 // deletes a policy's backups when the policy is deleted with deletionPolicy: Delete.
 type RetentionReconciler struct {
@@ -153,12 +192,16 @@ type RetentionReconciler struct {
 	// Catalog lists what the repositories hold, for the orphan snapshots; nil counts
 	// PodVolumeBackups only.
 	Catalog *Catalog
+	// FinishedTTL is how long Failed and Canceled backups stay (DefaultFinishedTTL).
+	FinishedTTL time.Duration
 }
 
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumebackuppolicies,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumebackuppolicies/finalizers,verbs=update
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups/finalizers,verbs=update
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups/status,verbs=get;patch
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumerestores,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 // Reconcile applies one policy's retention, or its deletion policy when it is deleted.
@@ -182,12 +225,22 @@ func (r *RetentionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			return ctrl.Result{}, fmt.Errorf("updating the finalizers of policy %s: %w", policy.Name, err)
 		}
 	}
-	if policy.Spec.Retention == nil {
-		return ctrl.Result{}, nil
-	}
 	pvbs, err := r.policyBackups(ctx, policy.Name)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if stale, err := r.checkFileCounts(ctx, pvbs); err != nil {
+		return ctrl.Result{}, err
+	} else if stale {
+		return ctrl.Result{RequeueAfter: staleRetry}, nil
+	}
+	next, err := r.collectFailed(ctx, pvbs)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	result := ctrl.Result{RequeueAfter: next}
+	if policy.Spec.Retention == nil {
+		return result, nil
 	}
 	byName := map[types.NamespacedName]*v1.PodVolumeBackup{}
 	for i := range pvbs {
@@ -197,8 +250,23 @@ func (r *RetentionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	pins, err := restorePins(ctx, r.Client)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	logger := log.FromContext(ctx)
-	for _, g := range PlanRetention(policy, pvbs, orphans) {
+	for _, g := range PlanRetention(policy, pvbs, orphans, pins) {
+		for _, pin := range g.Pinned {
+			logger.Info("retention keeps a snapshot a restore reads", "namespace", g.Namespace, "backup", pin.Name, "snapshot", pin.SnapshotID, "podVolumeRestore", pin.Restore)
+			if p := byName[types.NamespacedName{Namespace: g.Namespace, Name: pin.Name}]; p != nil {
+				r.Recorder.Event(p, corev1.EventTypeNormal, ReasonRetentionPinned,
+					fmt.Sprintf("Kept past the retention of policy %s: PodVolumeRestore %s still reads snapshot %s; it expires once that restore has ended", policy.Name, pin.Restore, pin.SnapshotID))
+			}
+		}
+		if p := byName[types.NamespacedName{Namespace: g.Namespace, Name: g.KeptLastGood}]; p != nil {
+			r.Recorder.Event(p, corev1.EventTypeNormal, ReasonKeptLastGood,
+				fmt.Sprintf("Kept past the retention of policy %s: the newest backup of %s with files; newer backups hold no or very few files (see their FilesDropped condition)", policy.Name, g.SourcePath))
+		}
 		if g.Refused {
 			logger.Info("retention refused", "namespace", g.Namespace, "sourcePath", g.SourcePath, "total", g.Total, "expire", len(g.Expire))
 			if newest := newestOf(pvbs, g); newest != nil {
@@ -218,7 +286,16 @@ func (r *RetentionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			}
 		}
 	}
-	return ctrl.Result{}, nil
+	return result, nil
+}
+
+// restorePins lists the snapshots that PodVolumeRestores not yet ended read.
+func restorePins(ctx context.Context, c client.Reader) (Pins, error) {
+	var list v1.PodVolumeRestoreList
+	if err := c.List(ctx, &list); err != nil {
+		return nil, fmt.Errorf("listing the PodVolumeRestores: %w", err)
+	}
+	return PinsOf(list.Items), nil
 }
 
 // orphans lists the policy's snapshots that no PodVolumeBackup records, in the
@@ -308,17 +385,25 @@ func (r *RetentionReconciler) expireOrphans(ctx context.Context, policy *v1.Volu
 	return nil
 }
 
+// newestOf is the newest backup of a group, in retention's order.
 func newestOf(pvbs []v1.PodVolumeBackup, g RetentionGroup) *v1.PodVolumeBackup {
 	var newest *v1.PodVolumeBackup
+	candidate := func(p *v1.PodVolumeBackup) RetentionCandidate {
+		return RetentionCandidate{Name: p.Name, Time: BackupTime(p)}
+	}
 	for i := range pvbs {
 		p := &pvbs[i]
 		if p.Namespace == g.Namespace && p.Spec.SourcePath == g.SourcePath && p.Spec.Repository == g.Repository &&
-			(newest == nil || backupTime(p).After(backupTime(newest))) {
+			(newest == nil || candidate(p).newerThan(candidate(newest))) {
 			newest = p
 		}
 	}
 	return newest
 }
+
+// staleRetry is when a retention pass that met a cache behind the API server runs
+// again.
+const staleRetry = 2 * time.Second
 
 func (r *RetentionReconciler) policyBackups(ctx context.Context, policy string) ([]v1.PodVolumeBackup, error) {
 	var list v1.PodVolumeBackupList
@@ -386,20 +471,41 @@ func (r *RetentionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		})).
 		// New restore points in a repository can be orphan snapshots to count.
 		Watches(&v1.BackupRepository{}, handler.EnqueueRequestsFromMapFunc(r.policiesWritingTo)).
+		// A restore that starts or ends pins or releases a snapshot of a repository.
+		Watches(&v1.PodVolumeRestore{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			pvr := o.(*v1.PodVolumeRestore)
+			return r.policiesWritingToRepository(ctx, pvr.Spec.SourceNamespace, pvr.Spec.Repository)
+		}), builder.WithPredicates(restorePhaseChanged)).
 		Named("retention").
 		Complete(r)
 }
 
+// restorePhaseChanged passes the PodVolumeRestore events that can pin or release a
+// snapshot: creation, deletion and a change of phase (not progress updates).
+var restorePhaseChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, ok1 := e.ObjectOld.(*v1.PodVolumeRestore)
+		n, ok2 := e.ObjectNew.(*v1.PodVolumeRestore)
+		return !ok1 || !ok2 || o.Status.Phase != n.Status.Phase
+	},
+}
+
 // policiesWritingTo lists the policies whose PodVolumeBackups write to a repository.
 func (r *RetentionReconciler) policiesWritingTo(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.policiesWritingToRepository(ctx, o.GetNamespace(), o.GetName())
+}
+
+// policiesWritingToRepository lists the policies whose PodVolumeBackups write to
+// repository name in namespace.
+func (r *RetentionReconciler) policiesWritingToRepository(ctx context.Context, namespace, repo string) []reconcile.Request {
 	var list v1.PodVolumeBackupList
-	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
+	if err := r.List(ctx, &list, client.InNamespace(namespace)); err != nil {
 		return nil
 	}
 	seen := map[string]bool{}
 	var reqs []reconcile.Request
 	for _, p := range list.Items {
-		if name := p.Labels[v1.LabelPolicy]; name != "" && p.Spec.Repository == o.GetName() && !seen[name] {
+		if name := p.Labels[v1.LabelPolicy]; name != "" && p.Spec.Repository == repo && !seen[name] {
 			seen[name] = true
 			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: name}})
 		}
@@ -408,18 +514,38 @@ func (r *RetentionReconciler) policiesWritingTo(ctx context.Context, o client.Ob
 }
 
 // SnapshotFinalizerReconciler deletes the snapshot of a PodVolumeBackup marked with
-// AnnotationDeleteSnapshot before letting the object go.
+// AnnotationDeleteSnapshot before letting the object go. It waits while a restore not
+// yet ended reads the snapshot. It never blocks deletion for ever: when the snapshot
+// cannot be deleted for DeleteTimeout (the storage location or the key is gone, the
+// repository is Stalled), or the backup or its policy carries
+// AnnotationAbandonSnapshots, it lets the object go and leaves the snapshot in the
+// store with a SnapshotKept Warning event that names it.
 type SnapshotFinalizerReconciler struct {
 	client.Client
 	Secrets   client.Reader
 	Recorder  record.EventRecorder
 	Namespace string
 	Pool      *Pool
+	// DeleteTimeout bounds how long a deleted PodVolumeBackup waits for its snapshot
+	// to be deleted (DefaultSnapshotDeleteTimeout).
+	DeleteTimeout time.Duration
 }
+
+// AnnotationAbandonSnapshots = "true" on a PodVolumeBackup, or on the
+// VolumeBackupPolicy it belongs to, lets the backup go without deleting its snapshot
+// (which stays in the store, named in a SnapshotKept event): the way out when the
+// store or the repository key is gone for good.
+const AnnotationAbandonSnapshots = "backup.holdfast.dev/abandon-snapshots"
+
+// DefaultSnapshotDeleteTimeout is how long a deleted PodVolumeBackup waits for its
+// snapshot to be deleted before it goes without.
+const DefaultSnapshotDeleteTimeout = time.Hour
 
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups/finalizers,verbs=update
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backuprepositories,verbs=get;list;watch
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumerestores,verbs=get;list;watch
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumebackuppolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",namespace=holdfast-system,resources=secrets,verbs=get;list;watch
 
 // Reconcile deletes the snapshot, then removes the finalizer.
@@ -432,9 +558,26 @@ func (r *SnapshotFinalizerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, nil
 	}
 	if p.Annotations[AnnotationDeleteSnapshot] == "true" && p.Status.SnapshotID != "" {
-		done, err := r.deleteSnapshot(ctx, p)
-		if err != nil || !done {
-			return ctrl.Result{RequeueAfter: storeRetry}, err
+		// Abandoning keeps the snapshot, so a restore that reads it is no reason to wait.
+		abandoned, err := r.abandoned(ctx, p)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if abandoned != "" {
+			r.keep(ctx, p, abandoned)
+		} else {
+			pins, err := restorePins(ctx, r.Client)
+			if err != nil {
+				return ctrl.Result{}, err
+			}
+			if restore, pinned := pins.restoreOf(p.Namespace, p.Status.SnapshotID); pinned {
+				// PodVolumeRestores are watched: the restore ending brings this back.
+				log.FromContext(ctx).Info("waiting for a restore to end before deleting its snapshot", "snapshot", p.Status.SnapshotID, "podVolumeRestore", restore)
+				return ctrl.Result{}, nil
+			}
+			if wait, err := r.deleteSnapshot(ctx, p); err != nil || wait > 0 {
+				return ctrl.Result{RequeueAfter: wait}, err
+			}
 		}
 	}
 	patch := client.MergeFrom(p.DeepCopy())
@@ -442,17 +585,53 @@ func (r *SnapshotFinalizerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	return ctrl.Result{}, client.IgnoreNotFound(r.Patch(ctx, p, patch))
 }
 
-// deleteSnapshot returns true once the snapshot is gone or can never be deleted (its
-// repository was deleted, as when the namespace goes: then the data stays and an event
-// says so, rather than blocking the namespace's deletion forever).
-func (r *SnapshotFinalizerReconciler) deleteSnapshot(ctx context.Context, p *v1.PodVolumeBackup) (bool, error) {
+// abandoned says why the snapshot is to be left in the store ("" if not): the backup
+// or its policy carries AnnotationAbandonSnapshots.
+func (r *SnapshotFinalizerReconciler) abandoned(ctx context.Context, p *v1.PodVolumeBackup) (string, error) {
+	if p.Annotations[AnnotationAbandonSnapshots] == "true" {
+		return fmt.Sprintf("the PodVolumeBackup is annotated %s", AnnotationAbandonSnapshots), nil
+	}
+	name := p.Labels[v1.LabelPolicy]
+	if name == "" {
+		return "", nil
+	}
+	policy := &v1.VolumeBackupPolicy{}
+	if err := r.Get(ctx, types.NamespacedName{Name: name}, policy); err != nil {
+		return "", client.IgnoreNotFound(err)
+	}
+	if policy.Annotations[AnnotationAbandonSnapshots] == "true" {
+		return fmt.Sprintf("policy %s is annotated %s", name, AnnotationAbandonSnapshots), nil
+	}
+	return "", nil
+}
+
+// keep lets the snapshot stay in the store and says so, naming it.
+func (r *SnapshotFinalizerReconciler) keep(ctx context.Context, p *v1.PodVolumeBackup, why string) {
+	msg := fmt.Sprintf("Snapshot %s of %s stays in repository %s on storage location %s, not deleted: %s",
+		p.Status.SnapshotID, p.Spec.SourcePath, p.Spec.Repository, p.Spec.StorageLocation, why)
+	log.FromContext(ctx).Info("leaving a snapshot in the store", "podVolumeBackup", client.ObjectKeyFromObject(p), "snapshot", p.Status.SnapshotID, "reason", why)
+	r.Recorder.Event(p, corev1.EventTypeWarning, ReasonSnapshotKept, msg)
+}
+
+func (r *SnapshotFinalizerReconciler) deleteTimeout() time.Duration {
+	if r.DeleteTimeout > 0 {
+		return r.DeleteTimeout
+	}
+	return DefaultSnapshotDeleteTimeout
+}
+
+// deleteSnapshot deletes the snapshot and returns 0 once it is gone or can never be
+// deleted: its repository was deleted (as when the namespace goes), or it could not
+// be deleted for DeleteTimeout. Then the data stays and a SnapshotKept event says so,
+// rather than blocking deletion for ever. Otherwise it returns when to try again.
+func (r *SnapshotFinalizerReconciler) deleteSnapshot(ctx context.Context, p *v1.PodVolumeBackup) (time.Duration, error) {
 	brepo := &v1.BackupRepository{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Spec.Repository}, brepo); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.Recorder.Event(p, corev1.EventTypeWarning, ReasonSnapshotKept, fmt.Sprintf("Snapshot %s was not deleted: repository %s no longer exists", p.Status.SnapshotID, p.Spec.Repository))
-			return true, nil
+			r.keep(ctx, p, fmt.Sprintf("repository %s no longer exists", p.Spec.Repository))
+			return 0, nil
 		}
-		return false, err
+		return 0, err
 	}
 	rep, err := openExisting(ctx, r.Client, r.Secrets, r.Namespace, r.Pool, brepo)
 	if err == nil {
@@ -460,16 +639,18 @@ func (r *SnapshotFinalizerReconciler) deleteSnapshot(ctx context.Context, p *v1.
 		_ = rep.Close(ctx) // returns the pool's loan
 	}
 	if err != nil {
-		r.Recorder.Event(p, corev1.EventTypeWarning, ReasonDeleteFailed, fmt.Sprintf("Deleting snapshot %s failed, will retry: %v", p.Status.SnapshotID, err))
-		var re *repository.Error
-		if errors.As(err, &re) {
-			return false, nil // logged via the event; retried after storeRetry
+		timeout := r.deleteTimeout()
+		waited := time.Since(p.DeletionTimestamp.Time)
+		if waited >= timeout {
+			r.keep(ctx, p, fmt.Sprintf("it could not be deleted for %s (%v); delete it from the store by hand if it must go, or restore the repository's storage location and key", timeout, err))
+			return 0, nil
 		}
-		return false, err
+		r.Recorder.Event(p, corev1.EventTypeWarning, ReasonDeleteFailed, fmt.Sprintf("Deleting snapshot %s failed, will retry; after %s it is left in the store: %v", p.Status.SnapshotID, timeout, err))
+		return min(storeRetry, timeout-waited), nil
 	}
 	log.FromContext(ctx).Info("deleted snapshot", "snapshot", p.Status.SnapshotID, "repository", brepo.Status.URL)
 	r.Recorder.Event(p, corev1.EventTypeNormal, ReasonSnapshotDeleted, fmt.Sprintf("Deleted snapshot %s from %s", p.Status.SnapshotID, brepo.Status.URL))
-	return true, nil
+	return 0, nil
 }
 
 // openExisting borrows from the pool a repository that the repository controller made
@@ -498,13 +679,41 @@ func openExisting(ctx context.Context, c client.Client, secrets client.Reader, n
 		Store: store, Uploader: brepo.Spec.Uploader, Namespace: brepo.Namespace, Password: password, Owner: repository.ManagerOwner})
 }
 
-// SetupWithManager watches PodVolumeBackups that carry the finalizer and are being deleted.
+// SetupWithManager watches PodVolumeBackups that carry the finalizer and are being
+// deleted, the restores that pin their snapshots, and their policies (for
+// AnnotationAbandonSnapshots).
 func (r *SnapshotFinalizerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	deleting := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return !o.GetDeletionTimestamp().IsZero() && controllerutil.ContainsFinalizer(o, FinalizerSnapshot)
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.PodVolumeBackup{}, builder.WithPredicates(deleting)).
+		Watches(&v1.PodVolumeRestore{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			pvr := o.(*v1.PodVolumeRestore)
+			return r.deletingBackups(ctx, client.InNamespace(pvr.Spec.SourceNamespace), func(p *v1.PodVolumeBackup) bool {
+				return p.Status.SnapshotID == pvr.Spec.SnapshotID
+			})
+		}), builder.WithPredicates(restorePhaseChanged)).
+		Watches(&v1.VolumeBackupPolicy{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.deletingBackups(ctx, client.MatchingLabels{v1.LabelPolicy: o.GetName()}, func(*v1.PodVolumeBackup) bool { return true })
+		})).
 		Named("snapshotfinalizer").
 		Complete(r)
+}
+
+// deletingBackups lists the PodVolumeBackups being deleted with the snapshot
+// finalizer that match.
+func (r *SnapshotFinalizerReconciler) deletingBackups(ctx context.Context, opt client.ListOption, match func(*v1.PodVolumeBackup) bool) []reconcile.Request {
+	var list v1.PodVolumeBackupList
+	if err := r.List(ctx, &list, opt); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		p := &list.Items[i]
+		if !p.DeletionTimestamp.IsZero() && controllerutil.ContainsFinalizer(p, FinalizerSnapshot) && match(p) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(p)})
+		}
+	}
+	return reqs
 }

@@ -39,34 +39,45 @@ func newRetentionFixture(t *testing.T) *retentionFixture {
 // backups takes n snapshots of sourcePath through internal/repository (as the agent
 // will) and records each in a Completed PodVolumeBackup of policy, an hour apart.
 func (f *retentionFixture) backups(policy, sourcePath string, n int) []v1.PodVolumeBackup {
+	start := time.Now().Add(-time.Duration(n) * time.Hour).Truncate(time.Second)
+	var out []v1.PodVolumeBackup
+	for i := range n {
+		out = append(out, f.backup(policy, sourcePath, fmt.Sprintf("%s-%d", policy, i), func(st *v1.PodVolumeBackupStatus) {
+			st.StartTime = &metav1.Time{Time: start.Add(time.Duration(i) * time.Hour)}
+		}))
+	}
+	return out
+}
+
+// backup takes one snapshot of sourcePath and records it in a Completed
+// PodVolumeBackup name of policy, whose status adjust can change.
+func (f *retentionFixture) backup(policy, sourcePath, name string, adjust func(*v1.PodVolumeBackupStatus)) v1.PodVolumeBackup {
 	t := f.t
+	t.Helper()
 	rep, err := openAsClient(t, f.bsl, f.brepo, f.key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now().Add(-time.Duration(n) * time.Hour).Truncate(time.Second)
-	var out []v1.PodVolumeBackup
-	for i := range n {
-		res, err := rep.Backup(ctxFor(t), repository.BackupRequest{Dir: sourceDir(t, map[string]string{"n": fmt.Sprint(i)}), SourcePath: sourcePath})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := &v1.PodVolumeBackup{
-			ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: fmt.Sprintf("%s-%d", policy, i), Labels: map[string]string{v1.LabelPolicy: policy}},
-			Spec: v1.PodVolumeBackupSpec{Node: "node-1", Pod: v1.PodReference{Name: "db-0", UID: "uid-1"}, Volume: "data",
-				SourcePath: sourcePath, StorageLocation: f.bsl.Name, Repository: f.brepo.Name, Uploader: v1.UploaderKopia},
-		}
-		if err := env.Client.Create(ctxFor(t), p); err != nil {
-			t.Fatal(err)
-		}
-		p.Status = v1.PodVolumeBackupStatus{Phase: v1.RunCompleted, SnapshotID: res.SnapshotID,
-			StartTime: &metav1.Time{Time: start.Add(time.Duration(i) * time.Hour)}}
-		if err := env.Client.Status().Update(ctxFor(t), p); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, *p)
+	res, err := rep.Backup(ctxFor(t), repository.BackupRequest{Dir: sourceDir(t, map[string]string{"n": name}), SourcePath: sourcePath})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	p := &v1.PodVolumeBackup{
+		ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: name, Labels: map[string]string{v1.LabelPolicy: policy}},
+		Spec: v1.PodVolumeBackupSpec{Node: "node-1", Pod: v1.PodReference{Name: "db-0", UID: "uid-1"}, Volume: "data",
+			SourcePath: sourcePath, StorageLocation: f.bsl.Name, Repository: f.brepo.Name, Uploader: v1.UploaderKopia},
+	}
+	if err := env.Client.Create(ctxFor(t), p); err != nil {
+		t.Fatal(err)
+	}
+	p.Status = v1.PodVolumeBackupStatus{Phase: v1.RunCompleted, SnapshotID: res.SnapshotID}
+	if adjust != nil {
+		adjust(&p.Status)
+	}
+	if err := env.Client.Status().Update(ctxFor(t), p); err != nil {
+		t.Fatal(err)
+	}
+	return *p
 }
 
 // snapshotIDs lists the snapshots of sourcePath as the store holds them now, through

@@ -20,6 +20,12 @@ type Options struct {
 	MaxConcurrentMaintenance int
 	// ProbeTimeout bounds one probe of a store (default 30s).
 	ProbeTimeout time.Duration
+	// FinishedTTL is how long Failed and Canceled PodVolumeBackups and ended
+	// PodVolumeRestores stay (DefaultFinishedTTL).
+	FinishedTTL time.Duration
+	// SnapshotDeleteTimeout bounds how long a deleted PodVolumeBackup waits for its
+	// snapshot to be deleted before it goes without (DefaultSnapshotDeleteTimeout).
+	SnapshotDeleteTimeout time.Duration
 }
 
 // Setup registers the storage location, repository, restore points and retention
@@ -59,11 +65,15 @@ func Setup(mgr ctrl.Manager, opts Options) (*Catalog, error) {
 		return nil, fmt.Errorf("setting up the repository controller: %w", err)
 	}
 	catalog := &Catalog{Client: mgr.GetClient(), Secrets: secrets, Namespace: opts.Namespace, Pool: pool}
-	if err := (&RetentionReconciler{Client: mgr.GetClient(), Recorder: rec, Namespace: opts.Namespace, Pool: pool, Catalog: catalog}).SetupWithManager(mgr); err != nil {
+	if err := (&RetentionReconciler{Client: mgr.GetClient(), Recorder: rec, Namespace: opts.Namespace, Pool: pool, Catalog: catalog, FinishedTTL: opts.FinishedTTL}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the retention controller: %w", err)
 	}
-	if err := (&SnapshotFinalizerReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: rec, Namespace: opts.Namespace, Pool: pool}).SetupWithManager(mgr); err != nil {
+	if err := (&SnapshotFinalizerReconciler{Client: mgr.GetClient(), Secrets: secrets, Recorder: rec, Namespace: opts.Namespace, Pool: pool,
+		DeleteTimeout: opts.SnapshotDeleteTimeout}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the snapshot finalizer: %w", err)
+	}
+	if err := (&FinishedRestoreCollector{Client: mgr.GetClient(), Recorder: rec, TTL: opts.FinishedTTL}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the collector of ended restores: %w", err)
 	}
 	if err := (&RestorePointsReconciler{Client: mgr.GetClient(), Catalog: catalog}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the restore points controller: %w", err)

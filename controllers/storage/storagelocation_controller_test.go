@@ -112,7 +112,7 @@ func TestStorageLocationStoreGoesAway(t *testing.T) {
 	name := uniqueName(t, "bsl")
 	bsl := location(t, name, s, nil)
 	patch := client.MergeFrom(bsl.DeepCopy())
-	bsl.Spec.ProbeInterval = &metav1.Duration{Duration: 2 * time.Second}
+	bsl.Spec.ProbeInterval = &metav1.Duration{Duration: 30 * time.Second} // the least the API accepts
 	if err := env.Client.Patch(ctxFor(t), bsl, patch); err != nil {
 		t.Fatal(err)
 	}

@@ -77,7 +77,7 @@ func runSuite(m *testing.M) int {
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})
 	if err == nil {
 		_, err = Setup(mgr, Options{Namespace: operatorNamespace, WorkDir: workDir, ResticPath: filepath.Join(testenv.ToolsBin(), "restic"),
-			MaxConcurrentMaintenance: 2, ProbeTimeout: 20 * time.Second})
+			MaxConcurrentMaintenance: 2, ProbeTimeout: 20 * time.Second, SnapshotDeleteTimeout: 20 * time.Second})
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "suite:", err)

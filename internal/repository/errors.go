@@ -72,6 +72,10 @@ var (
 	ErrUntrustedCertificate = kind("UntrustedCertificate")
 	// ErrSnapshotNotFound: no snapshot has this ID.
 	ErrSnapshotNotFound = kind("SnapshotNotFound")
+	// ErrLocked: another process held the repository's lock for longer than the
+	// operation waits (restic: a prune or forget holds it exclusively, a backup or
+	// restore shares it). Nothing is wrong: try again later, do not fail the work.
+	ErrLocked = kind("RepositoryLocked")
 )
 
 func newError(k *Error, msg string, cause error) *Error {

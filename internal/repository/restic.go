@@ -28,6 +28,7 @@ const resticSourceTag = "holdfast-source"
 // Exit codes of restic 0.17+.
 const (
 	resticExitNoRepository = 10
+	resticExitLocked       = 11
 	resticExitWrongKey     = 12
 )
 
@@ -36,6 +37,9 @@ type resticRepository struct {
 	dir    string
 	binary string
 	mu     sync.Mutex
+	// dataLockWait and adminLockWait are how long a command waits for a lock another
+	// process holds (see resticDataLockWait); tests shorten them.
+	dataLockWait, adminLockWait time.Duration
 }
 
 func newRestic(cfg Config) (*resticRepository, error) {
@@ -47,7 +51,7 @@ func newRestic(cfg Config) (*resticRepository, error) {
 	if bin == "" {
 		bin = "restic"
 	}
-	r := &resticRepository{cfg: cfg, dir: dir, binary: bin}
+	r := &resticRepository{cfg: cfg, dir: dir, binary: bin, dataLockWait: resticDataLockWait, adminLockWait: resticAdminLockWait}
 	if cfg.Store.S3 != nil && len(cfg.Store.S3.CABundle) > 0 {
 		if err := os.WriteFile(r.caFile(), cfg.Store.S3.CABundle, 0o600); err != nil {
 			return nil, err
@@ -113,13 +117,30 @@ func (r *resticRepository) environment() []string {
 	return env
 }
 
-// resticLockWait is how long a restic command waits for a lock another holds: an
-// agent's backup or restore and the manager's prune (which locks the repository
-// exclusively) take turns instead of failing each other.
-const resticLockWait = "2m"
+// How long a restic command waits for a lock another process holds. A prune or a
+// forget locks the repository exclusively; a backup or a restore shares the lock.
+//   - A backup or restore (the agent's, which a pod may be waiting for) waits out a
+//     long prune: resticDataLockWait. Past that it ends with ErrLocked, which the
+//     agent treats as "try again later", not as a failed backup.
+//   - The manager's prune and forget wait resticAdminLockWait, then end with
+//     ErrLocked: maintenance is deferred and tried again soon, between backups, rather
+//     than holding a maintenance slot for as long as a large backup runs.
+const (
+	resticDataLockWait  = 30 * time.Minute
+	resticAdminLockWait = 2 * time.Minute
+)
 
-func (r *resticRepository) globalArgs() []string {
-	args := []string{"--retry-lock", resticLockWait}
+// lockWait is how long the restic command cmd waits for a lock.
+func (r *resticRepository) lockWait(cmd string) time.Duration {
+	switch cmd {
+	case "backup", "dump", "restore":
+		return r.dataLockWait
+	}
+	return r.adminLockWait
+}
+
+func (r *resticRepository) globalArgs(cmd string) []string {
+	args := []string{"--retry-lock", r.lockWait(cmd).String()}
 	if s := r.cfg.Store.S3; s != nil {
 		if s.ForcePathStyle {
 			args = append(args, "-o", "s3.bucket-lookup=path")
@@ -147,7 +168,7 @@ func (e *resticError) Error() string {
 // run runs restic with args; stdout goes to out (if not nil). Cancelling ctx sends
 // SIGINT (restic then removes its locks) and SIGKILL 30 seconds later.
 func (r *resticRepository) run(ctx context.Context, out io.Writer, args ...string) error {
-	all := append(append([]string{}, args[:1]...), r.globalArgs()...)
+	all := append(append([]string{}, args[:1]...), r.globalArgs(args[0])...)
 	all = append(all, args[1:]...)
 	cmd := exec.CommandContext(ctx, r.binary, all...)
 	cmd.Env = r.environment()
@@ -189,6 +210,8 @@ func (r *resticRepository) classify(err error) error {
 	switch {
 	case re.code == resticExitWrongKey || strings.Contains(msg, "wrong password"):
 		return newError(ErrWrongKey, fmt.Sprintf("The restic repository at %s cannot be opened with this repository's key: the key Secret was replaced, or the data belongs to another repository; restore the original key Secret", r.cfg.URL()), err)
+	case re.code == resticExitLocked:
+		return newError(ErrLocked, fmt.Sprintf("The restic repository at %s stayed locked by another restic process (a prune, a forget, a backup or a restore) for longer than this operation waits; it is tried again later", r.cfg.URL()), err)
 	case re.code == resticExitNoRepository:
 		return newError(ErrNotInitialized, fmt.Sprintf("No restic repository exists at %s yet", r.cfg.URL()), err)
 	case st.S3 != nil && (strings.Contains(msg, "bucket does not exist") || strings.Contains(msg, "nosuchbucket")):
@@ -489,6 +512,13 @@ func (r *resticRepository) Maintain(ctx context.Context, req MaintenanceRequest)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	res := MaintenanceResult{Mode: MaintenancePrune, StartTime: time.Now()}
+	// A mover killed mid-backup (OOM, node drain) leaves its lock behind, and restic
+	// waits for it like for a live one. unlock removes only stale locks: those of a
+	// process gone from this host, or not refreshed for 30 minutes.
+	if err := r.run(ctx, io.Discard, "unlock"); err != nil {
+		res.CompletionTime = time.Now()
+		return res, r.classify(err)
+	}
 	var out bytes.Buffer
 	err := r.run(ctx, &out, "prune")
 	res.CompletionTime = time.Now()

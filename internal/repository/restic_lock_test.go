@@ -2,6 +2,9 @@ package repository
 
 import (
 	"bytes"
+	"errors"
+	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -132,5 +135,127 @@ func (w *dirWatch) next(t *testing.T, mask uint32, name string) string {
 			t.Fatalf("reading inotify events: %v", err)
 		}
 		w.got = append(w.got, w.buf[:n]...)
+	}
+}
+
+// lockHolder is a restic process that holds the repository's lock until released.
+type lockHolder struct {
+	cmd      *exec.Cmd
+	out      bytes.Buffer
+	stdin    io.WriteCloser
+	lock     string // the lock file's name
+	released bool
+}
+
+// holdLock starts restic with args, a command that locks the repository and then
+// reads stdin ("key passwd" locks it exclusively, as prune does; "backup --stdin"
+// shares the lock, as a long backup does), and returns once its lock is in place.
+func holdLock(t *testing.T, r *resticRepository, locks *dirWatch, args ...string) *lockHolder {
+	t.Helper()
+	h := &lockHolder{cmd: exec.Command(r.binary, args...)}
+	h.cmd.Env, h.cmd.Dir = r.environment(), r.dir
+	h.cmd.Stdout, h.cmd.Stderr = &h.out, &h.out
+	var err error
+	if h.stdin, err = h.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.release)
+	h.lock = locks.next(t, unix.IN_MOVED_TO, "")
+	return h
+}
+
+// release lets the process finish, which removes its lock.
+func (h *lockHolder) release() {
+	if !h.released {
+		h.released = true
+		_ = h.stdin.Close()
+		_ = h.cmd.Wait()
+	}
+}
+
+// kill ends the process the way the OOM killer does: its lock stays behind.
+func (h *lockHolder) kill(t *testing.T) {
+	t.Helper()
+	h.released = true
+	if err := h.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = h.cmd.Wait()
+}
+
+func lockedRestic(t *testing.T) (*resticRepository, *dirWatch) {
+	ctx := ctxFor(t)
+	cfg := testConfig(t, Store{Filesystem: &FilesystemStore{Path: t.TempDir()}}, v1.UploaderRestic, "locked")
+	if err := Initialize(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	repo, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = repo.Close(ctx) })
+	r := repo.(*resticRepository)
+	// Short waits: what is tested is what happens when the wait runs out.
+	r.dataLockWait, r.adminLockWait = time.Second, time.Second
+	return r, newDirWatch(t, filepath.Join(r.repository(), "locks"))
+}
+
+// TestResticMaintenanceIsDeferredByALongBackup (review M11): a prune that meets a
+// backup still running ends with ErrLocked (the manager defers it and tries again
+// soon), leaves the backup's live lock alone, and succeeds once the backup is done.
+func TestResticMaintenanceIsDeferredByALongBackup(t *testing.T) {
+	ctx := ctxFor(t)
+	r, locks := lockedRestic(t)
+	backup := holdLock(t, r, locks, "backup", "--stdin", "--stdin-filename", "big.bin", "--host", SnapshotHost)
+	_, err := r.Maintain(ctx, MaintenanceRequest{Mode: MaintenancePrune})
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("prune during a backup: %v, want ErrLocked", err)
+	}
+	if _, err := os.Stat(filepath.Join(r.repository(), "locks", backup.lock)); err != nil {
+		t.Fatalf("the running backup's lock was removed: %v", err)
+	}
+	if _, err := io.WriteString(backup.stdin, "the volume's data"); err != nil {
+		t.Fatal(err)
+	}
+	backup.release()
+	if code := backup.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("the backup holding the lock failed (%d): %s", code, backup.out.String())
+	}
+	if _, err := r.Maintain(ctx, MaintenanceRequest{Mode: MaintenancePrune}); err != nil {
+		t.Fatalf("prune after the backup: %v", err)
+	}
+}
+
+// TestResticBackupMeetsALongPrune (review M11): a backup that meets the repository
+// locked exclusively for longer than it waits ends with ErrLocked, which the agent
+// turns into "Pending, try again" rather than a failed backup.
+func TestResticBackupMeetsALongPrune(t *testing.T) {
+	ctx := ctxFor(t)
+	r, locks := lockedRestic(t)
+	holdLock(t, r, locks, "key", "passwd")
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{"orders.db": "42 orders"})
+	_, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/orders"})
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("backup during an exclusive lock: %v, want ErrLocked", err)
+	}
+}
+
+// TestResticMaintenanceRemovesAKilledMoversLock (review M11): a backup killed mid-way
+// leaves its lock behind; maintenance removes such a stale lock and prunes, instead
+// of failing until restic's 30 minutes are up.
+func TestResticMaintenanceRemovesAKilledMoversLock(t *testing.T) {
+	ctx := ctxFor(t)
+	r, locks := lockedRestic(t)
+	backup := holdLock(t, r, locks, "backup", "--stdin", "--stdin-filename", "big.bin", "--host", SnapshotHost)
+	backup.kill(t)
+	if _, err := os.Stat(filepath.Join(r.repository(), "locks", backup.lock)); err != nil {
+		t.Fatalf("the killed backup's lock is not there: %v", err)
+	}
+	if _, err := r.Maintain(ctx, MaintenanceRequest{Mode: MaintenancePrune}); err != nil {
+		t.Fatalf("prune after a killed backup: %v", err)
 	}
 }

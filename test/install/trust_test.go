@@ -167,7 +167,7 @@ func TestOnlyTheManagerWritesWorkObjects(t *testing.T) {
 		t.Errorf("tenant canceling a backup must be allowed: %v", err)
 	}
 	longer := repo.DeepCopy()
-	longer.Spec.MaintenanceInterval = &metav1.Duration{Duration: time.Second}
+	longer.Spec.MaintenanceInterval = &metav1.Duration{Duration: 10 * time.Minute}
 	denied("tenant changing a repository's spec", tenant.Update(ctx, longer), "only the Holdfast manager changes")
 
 	status := func(c client.Client, node string) error {

@@ -20,9 +20,11 @@ type BackupRepositorySpec struct {
 	Uploader Uploader `json:"uploader"`
 
 	// maintenanceInterval is how often maintenance runs (kopia quick maintenance,
-	// restic prune); kopia full maintenance runs every 24 hours.
+	// restic prune); kopia full maintenance runs every 24 hours. At least 5m: a pass
+	// holds one of the manager's few maintenance slots (and restic's exclusive lock).
 	// +optional
 	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5m')",message="maintenanceInterval must be at least 5m"
 	MaintenanceInterval *metav1.Duration `json:"maintenanceInterval,omitempty"`
 }
 
@@ -124,9 +126,10 @@ type MaintenanceResult struct {
 	// +required
 	// +kubebuilder:validation:Enum=Quick;Full;Prune
 	Mode string `json:"mode"`
-	// result of the pass.
+	// result of the pass: Deferred when another restic process (a long backup or
+	// restore) held the repository's lock; it is tried again within minutes.
 	// +required
-	// +kubebuilder:validation:Enum=Succeeded;Failed
+	// +kubebuilder:validation:Enum=Succeeded;Failed;Deferred
 	Result string `json:"result"`
 	// startTime is when the pass started.
 	// +required

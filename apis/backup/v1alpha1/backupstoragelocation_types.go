@@ -34,8 +34,10 @@ type BackupStorageLocationSpec struct {
 
 	// probeInterval is how often the store is probed (write, read back and delete a
 	// small object) while it is Ready. A failing store is re-probed sooner, on a back-off.
+	// At least 30s: each probe is three requests to the store.
 	// +optional
 	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('30s')",message="probeInterval must be at least 30s"
 	ProbeInterval *metav1.Duration `json:"probeInterval,omitempty"`
 }
 

@@ -84,13 +84,34 @@ type PodVolumeBackupSpec struct {
 	Cancel bool `json:"cancel,omitempty"`
 }
 
+// The condition the manager sets on a Completed PodVolumeBackup once it has compared
+// its file count with the earlier backups of the same source, and its reasons.
+const (
+	// ConditionFilesDropped is True when a Completed backup holds no files, or a tiny
+	// fraction of them, where the newest earlier backup of the same source with files
+	// had many: the volume may not have been mounted when it was read, or it was
+	// wiped. Retention then also keeps that earlier backup, and restoring "latest"
+	// does not pick this one silently. False once the count was checked and is
+	// plausible.
+	ConditionFilesDropped = "FilesDropped"
+	// ReasonNoFiles: the backup holds no file, the earlier one had some.
+	ReasonNoFiles = "NoFiles"
+	// ReasonFewFiles: the backup holds under 1% of the files of an earlier one that
+	// had at least 1000.
+	ReasonFewFiles = "FewFiles"
+	// ReasonFileCountPlausible: the count was checked and nothing dropped.
+	ReasonFileCountPlausible = "FileCountPlausible"
+)
+
 // PodVolumeBackupStatus is the progress and outcome of one volume's backup.
 type PodVolumeBackupStatus struct {
 	// phase is where the backup is: Pending, InProgress, Completed, Failed, Canceled.
 	// +optional
 	Phase RunPhase `json:"phase,omitempty"`
 
-	// conditions: Ready is True once the snapshot is stored; Stalled when it failed.
+	// conditions: Ready is True once the snapshot is stored; Stalled when it failed;
+	// FilesDropped (set by the manager) when a Completed backup suddenly holds no or
+	// very few files.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
