@@ -1,0 +1,90 @@
+package install
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
+	"github.com/holdfast-dev/holdfast/test/testenv"
+)
+
+// TestTheManagerTouchesOnlyThePodsItHolds: RBAC lets the manager patch and delete every
+// pod, because it releases the pods the restore webhook held behind its scheduling gate.
+// The plain install's ValidatingAdmissionPolicy narrows that to exactly those pods, and
+// to removing the gate, so a stolen manager token cannot stop or rewrite an application.
+func TestTheManagerTouchesOnlyThePodsItHolds(t *testing.T) {
+	e := testenv.Require(t, env)
+	installTrust(t, e)
+	ctx := t.Context()
+	ns := e.Namespace(t, nil)
+	manager := as(t, e, rest.ImpersonationConfig{UserName: managerUser, Groups: []string{"system:serviceaccounts", "system:authenticated"}})
+
+	pod := func(name string, gated bool) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": "db"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
+		if gated {
+			p.Spec.SchedulingGates = []corev1.PodSchedulingGate{{Name: restorewait.SchedulingGate}}
+		}
+		if err := e.Client.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	running := pod("running", false)
+
+	// The policy is in force once the API server has loaded it: wait for its first
+	// denial rather than for a time.
+	if err := testenv.Poll(ctx, 2*time.Minute, func() error {
+		err := manager.Delete(ctx, running.DeepCopy(), client.DryRunAll)
+		if err == nil {
+			return fmt.Errorf("the manager could still delete a pod it does not hold")
+		}
+		if !strings.Contains(err.Error(), "changes or deletes only pods it holds") {
+			return err
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	denied := func(what string, err error, want string) {
+		t.Helper()
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want a denial saying %q", what, err, want)
+		}
+	}
+	relabeled := running.DeepCopy()
+	relabeled.Labels["app"] = "other"
+	denied("the manager relabeling a pod it does not hold", manager.Patch(ctx, relabeled, client.MergeFrom(running)), "carries none")
+	reimaged := running.DeepCopy()
+	reimaged.Spec.Containers[0].Image = "evil:1"
+	denied("the manager changing the image of a pod it does not hold", manager.Patch(ctx, reimaged, client.MergeFrom(running)), "carries none")
+
+	held := pod("held", true)
+	heldReimaged := held.DeepCopy()
+	heldReimaged.Spec.Containers[0].Image = "evil:1"
+	denied("the manager changing a held pod's image", manager.Patch(ctx, heldReimaged, client.MergeFrom(held)), "only remove its scheduling gate")
+	heldRelabeled := held.DeepCopy()
+	heldRelabeled.Labels["app"] = "other"
+	denied("the manager relabeling a held pod", manager.Patch(ctx, heldRelabeled, client.MergeFrom(held)), "only remove its scheduling gate")
+
+	// What the manager does need: remove the gate of a bare held pod, delete a held pod.
+	released := held.DeepCopy()
+	released.Spec.SchedulingGates = nil
+	if err := manager.Patch(ctx, released, client.MergeFrom(held)); err != nil {
+		t.Errorf("the manager removing its gate from a held pod: %v", err)
+	}
+	deletable := pod("held-for-deletion", true)
+	if err := manager.Delete(ctx, deletable, client.Preconditions{UID: &deletable.UID}); err != nil {
+		t.Errorf("the manager deleting a held pod: %v", err)
+	}
+	// Once released, the pod is like any other.
+	denied("the manager deleting a pod it released", manager.Delete(ctx, released, client.DryRunAll), "carries none")
+}
