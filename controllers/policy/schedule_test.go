@@ -93,17 +93,28 @@ func TestJitterOffset(t *testing.T) {
 
 func TestRunName(t *testing.T) {
 	at := mustTime("2026-01-02T03:04:05Z")
-	if got := runName("nightly", at, TriggerSchedule); got != "nightly-20260102030405" {
+	if got := runName("nightly", at, TriggerSchedule, ""); got != "nightly-20260102030405" {
 		t.Errorf("runName = %q", got)
 	}
-	if got := runName("nightly", at, TriggerRunNow); got != "nightly-20260102030405n" {
-		t.Errorf("run-now runName = %q", got)
+	now := runName("nightly", at, TriggerRunNow, "commit-1")
+	if !strings.HasPrefix(now, "nightly-20260102030405n") || len(now) != len("nightly-20260102030405n")+6 {
+		t.Errorf("run-now runName = %q", now)
+	}
+	// Two tokens in the same second are two runs (review L9); the same token is the
+	// same run, so a pass retried after a crash finds the backups it created.
+	if other := runName("nightly", at, TriggerRunNow, "commit-2"); other == now {
+		t.Errorf("two run-now tokens in one second share the run name %q", now)
+	}
+	if again := runName("nightly", at, TriggerRunNow, "commit-1"); again != now {
+		t.Errorf("the same token gave %q, then %q", now, again)
 	}
 	long := strings.Repeat("p", 253)
-	if got := runName(long, at, TriggerRunNow); len(got) > 63 {
-		t.Errorf("runName of a long policy is %d characters: %q", len(got), got)
+	for _, trigger := range []string{TriggerSchedule, TriggerRunNow} {
+		if got := runName(long, at, trigger, "t"); len(got) > 63 {
+			t.Errorf("runName of a long policy is %d characters: %q", len(got), got)
+		}
 	}
-	if runName(long+"a", at, TriggerSchedule) == runName(long+"b", at, TriggerSchedule) {
+	if runName(long+"a", at, TriggerSchedule, "") == runName(long+"b", at, TriggerSchedule, "") {
 		t.Error("long policy names collide")
 	}
 }

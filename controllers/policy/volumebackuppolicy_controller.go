@@ -70,28 +70,37 @@ type VolumeBackupPolicyReconciler struct {
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// scope carries what the steps of one reconcile found.
+// scope carries what the steps of one reconcile found. Each field says which step
+// sets it; doc.go describes the run state machine these steps drive.
 type scope struct {
-	policy   *v1.VolumeBackupPolicy
+	policy *v1.VolumeBackupPolicy
+	// selector and schedule are set by reconcileSpec.
 	selector *celpolicy.Selector
 	schedule *cronSchedule
 	now      time.Time
-	sel      *selection
-	requeue  time.Duration
-	// stale is set when the cached policy is older than the API server's: the pass
-	// ends without writing anything.
+	// sel is set by reconcileSelection (InFlight applied for the current run) and
+	// filtered again by startRun for a new run.
+	sel *selection
+	// requeue is the shortest wait any step asked for.
+	requeue time.Duration
+	// stale is set by staleView when the cached policy is older than the API
+	// server's: the pass ends without writing anything.
 	stale bool
-	// done is set by a step that ends the pass early (a stalled policy).
-	done bool
-	// creating is set while a jittered run still has volumes to start.
+	// creating is set by createDueBackups while the last run still has volumes to
+	// start (jitter) or creates to retry: the policy is Reconciling.
 	creating bool
-	// unfinished maps <namespace><sourcePath> to the run of its unfinished backup.
+	// created is set by createDueBackups: <namespace>/<name> of the last run's
+	// PodVolumeBackups that exist after this pass, some perhaps not in the cache yet.
+	created map[string]bool
+	// unfinished is set by reconcileSelection: <namespace><sourcePath> to the run of
+	// its unfinished backup.
 	unfinished map[string]string
-	// locationProblem says why the storage location cannot take backups (missing,
-	// not Ready); a run started now fails at once with it.
+	// locationProblem is set by reconcileStorageLocation: why the storage location
+	// cannot take backups (missing, not Ready); a run started now fails at once with it.
 	locationProblem string
-	// locationUnprobed is set while the storage location has not been probed yet: a
-	// due run waits instead of failing on a location that may well be fine.
+	// locationUnprobed is set by reconcileStorageLocation while the storage location
+	// has not been probed yet: a due run waits instead of failing on a location that
+	// may well be fine.
 	locationUnprobed bool
 }
 
@@ -135,15 +144,22 @@ func (r *VolumeBackupPolicyReconciler) Reconcile(ctx context.Context, req ctrl.R
 	}
 	for _, step := range steps {
 		if err := step(ctx, s); err != nil {
-			conditions.MarkNotReady(&p.Status.Conditions, p.Generation, "Error", err.Error())
-			return ctrl.Result{}, fmt.Errorf("VolumeBackupPolicy %s: %w", p.Name, err)
-		}
-		if s.done {
-			return ctrl.Result{RequeueAfter: s.requeue}, nil
+			// A step stops in one of three typed ways (conditions.Stall, Wait, or a
+			// transient error), mapped to conditions and a requeue in one place.
+			res, err := conditions.Result(&p.Status.Conditions, p.Generation, err)
+			if err != nil {
+				return res, fmt.Errorf("VolumeBackupPolicy %s: %w", p.Name, err)
+			}
+			return res, nil
 		}
 	}
 	return ctrl.Result{RequeueAfter: s.requeue}, nil
 }
+
+// policyLabel and locationLabel are the label values naming a policy and a storage
+// location on the objects a run creates, and the values they are selected by.
+func policyLabel(name string) string   { return name }
+func locationLabel(name string) string { return name }
 
 func (r *VolumeBackupPolicyReconciler) now() time.Time {
 	if r.Clock == nil {
@@ -164,22 +180,18 @@ func (r *VolumeBackupPolicyReconciler) reconcileSpec(ctx context.Context, s *sco
 			r.Recorder.Event(p, corev1.EventTypeWarning, ReasonInvalidSelector, err.Error())
 			log.FromContext(ctx).Info("selector does not compile", "error", err.Error())
 		}
-		conditions.MarkStalled(&p.Status.Conditions, p.Generation, ReasonInvalidSelector, err.Error())
 		p.Status.ObservedGeneration = p.Generation
 		p.Status.NextScheduleTime = nil
-		s.done = true
-		return nil
+		return conditions.Stall(ReasonInvalidSelector, "%s", err.Error())
 	}
 	sched, err := parseSchedule(p.Spec.Schedule)
 	if err != nil {
 		if !stalledWith(p, ReasonInvalidSchedule, err.Error()) {
 			r.Recorder.Event(p, corev1.EventTypeWarning, ReasonInvalidSchedule, err.Error())
 		}
-		conditions.MarkStalled(&p.Status.Conditions, p.Generation, ReasonInvalidSchedule, err.Error())
 		p.Status.ObservedGeneration = p.Generation
 		p.Status.NextScheduleTime = nil
-		s.done = true
-		return nil
+		return conditions.Stall(ReasonInvalidSchedule, "%s", err.Error())
 	}
 	s.selector, s.schedule = sel, sched
 	return nil
@@ -252,7 +264,7 @@ func applyInFlight(s *scope, run string) {
 // this policy.
 func (r *VolumeBackupPolicyReconciler) unfinishedBackups(ctx context.Context, p *v1.VolumeBackupPolicy) (map[string]string, error) {
 	var pvbs v1.PodVolumeBackupList
-	if err := r.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: p.Name}); err != nil {
+	if err := r.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: policyLabel(p.Name)}); err != nil {
 		return nil, fmt.Errorf("listing PodVolumeBackups: %w", err)
 	}
 	out := map[string]string{}
@@ -262,10 +274,6 @@ func (r *VolumeBackupPolicyReconciler) unfinishedBackups(ctx context.Context, p 
 		}
 	}
 	return out, nil
-}
-
-func finished(phase v1.RunPhase) bool {
-	return phase == v1.RunCompleted || phase == v1.RunFailed || phase == v1.RunCanceled
 }
 
 // snapshot reads namespaces, pods, claims and ReplicaSet owners from the informer

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -36,22 +37,26 @@ func (r *VolumeBackupPolicyReconciler) reconcileRun(ctx context.Context, s *scop
 			// (watched) brings the policy back.
 			s.requeueAt(time.Minute)
 		case token != "" && token != st.LastRunNowToken:
-			if stale, err := r.staleView(ctx, s); err != nil || stale {
+			if err := r.staleView(ctx, s); err != nil {
 				return err
 			}
 			st.LastRunNowToken = token
-			r.startRun(ctx, s, TriggerRunNow, s.now)
+			if err := r.startRun(ctx, s, TriggerRunNow, token, s.now); err != nil {
+				return err
+			}
 		case s.schedule != nil:
 			after := p.CreationTimestamp.UTC()
 			if st.LastScheduleTime != nil {
 				after = st.LastScheduleTime.UTC()
 			}
 			if tick, due := s.schedule.latestDue(after, s.now); due {
-				if stale, err := r.staleView(ctx, s); err != nil || stale {
+				if err := r.staleView(ctx, s); err != nil {
 					return err
 				}
 				st.LastScheduleTime = &metav1.Time{Time: tick}
-				r.startRun(ctx, s, TriggerSchedule, tick)
+				if err := r.startRun(ctx, s, TriggerSchedule, "", tick); err != nil {
+					return err
+				}
 			}
 		}
 		if s.schedule != nil {
@@ -63,22 +68,22 @@ func (r *VolumeBackupPolicyReconciler) reconcileRun(ctx context.Context, s *scop
 	return r.createDueBackups(ctx, s)
 }
 
-// staleView reports whether the API server holds a newer version of the policy than
-// the cache gave this pass; the pass then ends without writing (and is requeued).
-func (r *VolumeBackupPolicyReconciler) staleView(ctx context.Context, s *scope) (bool, error) {
+// staleView stops the pass, with a conditions.Wait of a second and nothing written,
+// when the API server holds a newer version of the policy than the cache gave it:
+// consuming a run-now token or a tick from a stale view would start the run twice.
+func (r *VolumeBackupPolicyReconciler) staleView(ctx context.Context, s *scope) error {
 	if r.APIReader == nil {
-		return false, nil
+		return nil
 	}
 	fresh := &v1.VolumeBackupPolicy{}
 	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(s.policy), fresh); err != nil {
-		return false, client.IgnoreNotFound(err)
+		return client.IgnoreNotFound(err)
 	}
 	if fresh.ResourceVersion == s.policy.ResourceVersion {
-		return false, nil
+		return nil
 	}
-	s.stale, s.done = true, true
-	s.requeueAt(time.Second)
-	return true, nil
+	s.stale = true
+	return conditions.Wait("StaleCache", time.Second, "the cache is behind the API server")
 }
 
 func (s *scope) requeueAt(d time.Duration) {
@@ -90,10 +95,19 @@ func (s *scope) requeueAt(d time.Duration) {
 	}
 }
 
-func (r *VolumeBackupPolicyReconciler) startRun(ctx context.Context, s *scope, trigger string, at time.Time) {
+// startRun records a new run in status.lastRun. A run whose storage location cannot
+// take backups ends at once, Failed with the location's sentence. A previous run that
+// was still creating is superseded: the volumes it had not started yet are targets of
+// the new run, which says so in an event.
+func (r *VolumeBackupPolicyReconciler) startRun(ctx context.Context, s *scope, trigger, token string, at time.Time) error {
 	p := s.policy
+	if prev := p.Status.LastRun; prev != nil && prev.Outcome == v1.RunOutcomeInProgress && prev.CreationEndTime == nil {
+		if err := r.supersede(ctx, s, prev, runName(p.Name, at, trigger, token)); err != nil {
+			return err
+		}
+	}
 	run := &v1.RunSummary{
-		Name:      runName(p.Name, at, trigger),
+		Name:      runName(p.Name, at, trigger, token),
 		Trigger:   trigger,
 		Outcome:   v1.RunOutcomeInProgress,
 		StartTime: &metav1.Time{Time: at},
@@ -102,67 +116,159 @@ func (r *VolumeBackupPolicyReconciler) startRun(ctx context.Context, s *scope, t
 	applyInFlight(s, run.Name)
 	if s.locationProblem != "" {
 		run.Outcome = v1.RunOutcomeFailed
+		run.CreationEndTime = &metav1.Time{Time: s.now}
 		run.CompletionTime = &metav1.Time{Time: s.now}
 		run.VolumesSkipped = int32(len(s.sel.targets)) + p.Status.SkippedVolumes
 		run.Message = "no volume was backed up: " + s.locationProblem
-		msg := fmt.Sprintf("run %s (%s) Failed: %s", run.Name, trigger, run.Message)
-		r.Recorder.Event(p, corev1.EventTypeWarning, "RunFailed", msg)
-		log.FromContext(ctx).Info(msg)
-		return
+		r.event(ctx, p, corev1.EventTypeWarning, "RunFailed", "run %s (%s) Failed: %s", run.Name, trigger, run.Message)
+		return nil
 	}
-	msg := fmt.Sprintf("run %s started (%s): %d volumes selected, %d skipped", run.Name, trigger, len(s.sel.targets), p.Status.SkippedVolumes)
-	r.Recorder.Event(p, corev1.EventTypeNormal, "RunStarted", msg)
-	log.FromContext(ctx).Info(msg)
+	r.event(ctx, p, corev1.EventTypeNormal, "RunStarted", "run %s started (%s): %d volumes selected, %d skipped",
+		run.Name, trigger, len(s.sel.targets), p.Status.SkippedVolumes)
+	return nil
 }
 
-// createDueBackups creates, for the last run while it is being created, the
-// PodVolumeBackups whose jitter offset has passed, and the BackupRepository of each
-// namespace they are in. Names are deterministic, so creating twice is harmless.
+// supersede reports, when a new run starts while prev is still creating, what becomes
+// of prev's volumes: those it has not started yet are the new run's (they have no
+// backup in flight, so the new run selects them), those it started finish and are
+// skipped by the new run as InFlight. Nothing of prev is dropped without a word.
+func (r *VolumeBackupPolicyReconciler) supersede(ctx context.Context, s *scope, prev *v1.RunSummary, next string) error {
+	existing, err := r.runBackups(ctx, s.policy, prev.Name)
+	if err != nil {
+		return err
+	}
+	names := map[string]bool{}
+	for _, b := range existing {
+		names[b.Namespace+"/"+b.Name] = true
+	}
+	notStarted := 0
+	for _, t := range s.sel.targets {
+		if !names[t.pod.Namespace+"/"+identity.PodVolumeBackupName(prev.Name, t.pod.Name, t.volume)] {
+			notStarted++
+		}
+	}
+	r.event(ctx, s.policy, corev1.EventTypeWarning, "RunSuperseded",
+		"run %s was still starting its volumes when run %s started: run %s backs up the %d volumes it had not started; its %d started backups finish and run %s skips them as %s",
+		prev.Name, next, next, notStarted, len(existing), next, SkipInFlight)
+	return nil
+}
+
+// event emits an event on the policy and logs the same sentence.
+func (r *VolumeBackupPolicyReconciler) event(ctx context.Context, p *v1.VolumeBackupPolicy, typ, reason, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.Recorder.Event(p, typ, reason, msg)
+	log.FromContext(ctx).Info(msg, "reason", reason)
+}
+
+// runBackups lists the PodVolumeBackups of one run of the policy.
+func (r *VolumeBackupPolicyReconciler) runBackups(ctx context.Context, p *v1.VolumeBackupPolicy, run string) ([]v1.PodVolumeBackup, error) {
+	var pvbs v1.PodVolumeBackupList
+	if err := r.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: policyLabel(p.Name), v1.LabelRun: run}); err != nil {
+		return nil, fmt.Errorf("listing the PodVolumeBackups of run %s: %w", run, err)
+	}
+	return pvbs.Items, nil
+}
+
+// createGrace is how long after its jitter window a run keeps retrying the
+// PodVolumeBackups it could not create; createRetry is how often.
+const (
+	createGrace = time.Minute
+	createRetry = 10 * time.Second
+)
+
+// createDueBackups creates, while the last run is creating, the PodVolumeBackups
+// whose jitter offset has passed, and the BackupRepository of each namespace they are
+// in. Names are deterministic, so creating twice is harmless. A create that fails (a
+// quota, an admission policy) does not stop the others: it is recorded in
+// lastRun.failures with the API server's message and retried every createRetry until
+// the creation window (jitter + createGrace) closes. Creation ends when every volume
+// has its backup and the jitter window has passed, or when the window closes; then
+// volumesSelected is fixed and the volumes still without a backup stay CreateFailed.
+// Sets Reconciling while the run is creating.
 func (r *VolumeBackupPolicyReconciler) createDueBackups(ctx context.Context, s *scope) error {
 	p := s.policy
 	run := p.Status.LastRun
-	if run == nil || run.Outcome != v1.RunOutcomeInProgress || run.StartTime == nil {
+	if run == nil || run.Outcome != v1.RunOutcomeInProgress || run.StartTime == nil || run.CreationEndTime != nil {
 		return nil
 	}
 	jitter := jitterFor(s, run)
-	// A run takes its volumes during the jitter window after its start; a minute's
-	// grace lets a pass that failed half-way finish the set. After that, pods that
-	// appear belong to the next run.
-	elapsed := s.now.Sub(run.StartTime.Time)
-	if elapsed > jitter+time.Minute || (elapsed > jitter && run.VolumesTotal > 0) {
-		return nil
+	windowEnd := run.StartTime.Add(jitter + createGrace)
+	existing, err := r.runBackups(ctx, p, run.Name)
+	if err != nil {
+		return err
+	}
+	created := map[string]bool{}
+	for _, b := range existing {
+		created[b.Namespace+"/"+b.Name] = true
 	}
 	uploader := p.Spec.Uploader
 	if uploader == "" {
 		uploader = v1.UploaderKopia
 	}
 	repo := identity.RepositoryName(p.Spec.StorageLocation, uploader)
-	ensured := map[string]bool{}
-	pending := false
+	repoErr := map[string]error{}
+	var failed []string
+	notDue := 0
 	for _, t := range s.sel.targets {
-		offset := jitterOffset(jitter, t.pod.Namespace, t.sourcePath)
-		if run.StartTime.Add(offset).After(s.now) {
-			pending = true
-			s.requeueAt(run.StartTime.Add(offset).Sub(s.now))
+		name := identity.PodVolumeBackupName(run.Name, t.pod.Name, t.volume)
+		key := t.pod.Namespace + "/" + name
+		if created[key] {
 			continue
 		}
-		if !ensured[t.pod.Namespace] {
-			if err := r.ensureRepository(ctx, p, t.pod.Namespace, repo, uploader); err != nil {
-				return err
-			}
-			ensured[t.pod.Namespace] = true
+		if at := run.StartTime.Add(jitterOffset(jitter, t.pod.Namespace, t.sourcePath)); at.After(s.now) {
+			notDue++
+			s.requeueAt(at.Sub(s.now))
+			continue
 		}
-		if err := r.createBackup(ctx, p, run.Name, repo, uploader, t); err != nil {
-			return err
+		err, tried := repoErr[t.pod.Namespace]
+		if !tried {
+			err = r.ensureRepository(ctx, p, t.pod.Namespace, repo, uploader)
+			repoErr[t.pod.Namespace] = err
 		}
+		if err == nil {
+			err = r.createBackup(ctx, p, run.Name, name, repo, uploader, t)
+		}
+		if err != nil {
+			failed = append(failed, volumeKey(t)+": "+err.Error())
+			continue
+		}
+		created[key] = true
 	}
-	if pending {
+	s.created = created
+	hadFailures := failuresOf(run, ReasonCreateFailed) > 0
+	run.Failures = setFailures(run.Failures, ReasonCreateFailed, failed)
+	run.VolumesSelected = int32(len(created) + len(failed) + notDue)
+	run.VolumesSkipped = p.Status.SkippedVolumes
+	if len(failed) > 0 && !hadFailures {
+		r.event(ctx, p, corev1.EventTypeWarning, "BackupCreateFailed",
+			"run %s could not create the backups of %d volumes, retrying until %s; first %s",
+			run.Name, len(failed), windowEnd.Format(time.RFC3339), failed[0])
+	}
+	switch {
+	case !s.now.Before(windowEnd), !s.now.Before(run.StartTime.Add(jitter)) && notDue == 0 && len(failed) == 0:
+		// Creation ends: every volume has its backup, or the window closed and the
+		// volumes without one count as failed.
+		run.CreationEndTime = &metav1.Time{Time: s.now}
+		return nil
+	case len(failed) > 0:
+		s.requeueAt(min(createRetry, windowEnd.Sub(s.now)))
+		s.creating = true
+		conditions.MarkReconciling(&p.Status.Conditions, p.Generation, ReasonRunInProgress,
+			fmt.Sprintf("run %s could not create the backups of %d volumes and retries until %s; first %s",
+				run.Name, len(failed), windowEnd.Format(time.RFC3339), failed[0]))
+	default:
+		s.requeueAt(run.StartTime.Add(jitter).Sub(s.now))
+		if notDue == 0 {
+			return nil // every volume has its backup; creation ends with the jitter window
+		}
 		s.creating = true
 		conditions.MarkReconciling(&p.Status.Conditions, p.Generation, ReasonRunInProgress,
 			fmt.Sprintf("run %s is starting its volumes over the %s jitter window", run.Name, jitter))
 	}
 	return nil
 }
+
+func volumeKey(t target) string { return t.pod.Namespace + "/" + t.pod.Name + "/" + t.volume }
 
 func (r *VolumeBackupPolicyReconciler) ensureRepository(ctx context.Context, p *v1.VolumeBackupPolicy, ns, name string, uploader v1.Uploader) error {
 	// The repository usually exists from an earlier run: look in the cache first, so
@@ -176,7 +282,7 @@ func (r *VolumeBackupPolicyReconciler) ensureRepository(ctx context.Context, p *
 	}
 	repo := &v1.BackupRepository{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{
-			v1.LabelStorageLocation: p.Spec.StorageLocation, v1.LabelManagedBy: v1.ManagedByValue}},
+			v1.LabelStorageLocation: locationLabel(p.Spec.StorageLocation), v1.LabelManagedBy: v1.ManagedByValue}},
 		Spec: v1.BackupRepositorySpec{StorageLocation: p.Spec.StorageLocation, Uploader: uploader},
 	}
 	if err := r.Create(ctx, repo, client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -185,7 +291,7 @@ func (r *VolumeBackupPolicyReconciler) ensureRepository(ctx context.Context, p *
 	return nil
 }
 
-func (r *VolumeBackupPolicyReconciler) createBackup(ctx context.Context, p *v1.VolumeBackupPolicy, run, repo string, uploader v1.Uploader, t target) error {
+func (r *VolumeBackupPolicyReconciler) createBackup(ctx context.Context, p *v1.VolumeBackupPolicy, run, name, repo string, uploader v1.Uploader, t target) error {
 	ns := &corev1.Namespace{}
 	if err := r.Get(ctx, client.ObjectKey{Name: t.pod.Namespace}, ns); err != nil {
 		return fmt.Errorf("reading namespace %s: %w", t.pod.Namespace, err)
@@ -196,11 +302,11 @@ func (r *VolumeBackupPolicyReconciler) createBackup(ctx context.Context, p *v1.V
 	}
 	pvb := &v1.PodVolumeBackup{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:      identity.PodVolumeBackupName(run, t.pod.Name, t.volume),
+			Name:      name,
 			Namespace: t.pod.Namespace,
 			Labels: map[string]string{
-				v1.LabelPolicy: p.Name, v1.LabelRun: run,
-				v1.LabelStorageLocation: p.Spec.StorageLocation, v1.LabelManagedBy: v1.ManagedByValue,
+				v1.LabelPolicy: policyLabel(p.Name), v1.LabelRun: run,
+				v1.LabelStorageLocation: locationLabel(p.Spec.StorageLocation), v1.LabelManagedBy: v1.ManagedByValue,
 			},
 		},
 		Spec: v1.PodVolumeBackupSpec{
@@ -223,64 +329,59 @@ func (r *VolumeBackupPolicyReconciler) createBackup(ctx context.Context, p *v1.V
 }
 
 // reconcileLastRun aggregates the last run's PodVolumeBackups into status.lastRun
-// while it is in progress, and emits an event when it ends. Sets no condition.
+// while it is in progress, decides its outcome with runOutcome once its creation has
+// ended, and emits an event when it ends. An ended run is history and is not counted
+// again. Sets no condition.
 func (r *VolumeBackupPolicyReconciler) reconcileLastRun(ctx context.Context, s *scope) error {
 	p := s.policy
 	run := p.Status.LastRun
-	if run == nil || run.Message != "" || run.Outcome != v1.RunOutcomeInProgress {
-		// No run, one that backed up nothing and says why, or one that ended: its
-		// summary is history. Counted again once its backups went with their
-		// namespace, an ended run would read as nothing backed up, and as in progress
-		// again as soon as the namespace's pods came back, whose backups it would then
-		// create under its old name.
+	if run == nil || run.Outcome != v1.RunOutcomeInProgress {
+		// No run, or one that ended: its summary is history. Counted again once its
+		// backups went with their namespace, an ended run would read as nothing backed
+		// up, and as in progress again as soon as the namespace's pods came back, whose
+		// backups it would then create under its old name.
 		return nil
 	}
-	var pvbs v1.PodVolumeBackupList
-	if err := r.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: p.Name, v1.LabelRun: run.Name}); err != nil {
-		return fmt.Errorf("listing the PodVolumeBackups of run %s: %w", run.Name, err)
+	pvbs, err := r.runBackups(ctx, p, run.Name)
+	if err != nil {
+		return err
 	}
-	wasInProgress := run.Outcome == v1.RunOutcomeInProgress
-	sum := summarize(pvbs.Items)
-	run.VolumesTotal, run.VolumesCompleted, run.VolumesFailed, run.BytesUploaded = sum.total, sum.completed, sum.failed, sum.bytes
-	if wasInProgress {
-		run.VolumesSkipped = p.Status.SkippedVolumes
-	}
-	creationOver := s.now.Sub(run.StartTime.Time) >= jitterFor(s, run)
-	switch {
-	case sum.total == 0 && creationOver && len(s.sel.targets) == 0 && run.VolumesSkipped > 0:
-		// Every selected volume was skipped (still in flight from an earlier run, or
-		// of a kind that cannot be backed up): nothing is protected by this run.
-		run.Outcome = v1.RunOutcomeFailed
-		run.Message = fmt.Sprintf("no volume was backed up: the %d selected volumes were all skipped (status.skipped says why)", run.VolumesSkipped)
-	case sum.total == 0 && creationOver && len(s.sel.targets) == 0:
-		run.Outcome = v1.RunOutcomeSucceeded // nothing selected, nothing to back up
-	case sum.total == 0 || sum.completed+sum.failed < sum.total || !creationOver:
-		run.Outcome = v1.RunOutcomeInProgress
-	case sum.failed == 0:
-		run.Outcome = v1.RunOutcomeSucceeded
-	case sum.completed == 0:
-		run.Outcome = v1.RunOutcomeFailed
-	default:
-		run.Outcome = v1.RunOutcomePartiallyFailed
-	}
-	if wasInProgress && run.Outcome != v1.RunOutcomeInProgress {
-		if sum.lastDone != nil {
-			run.CompletionTime = sum.lastDone
-		} else {
-			run.CompletionTime = &metav1.Time{Time: s.now}
+	sum := summarize(pvbs)
+	// Backups created in this pass may not be in the cache yet: they are unfinished.
+	for key := range s.created {
+		if !sum.names[key] {
+			sum.total++
+			sum.unfinished++
 		}
-		typ := corev1.EventTypeNormal
-		if run.Outcome != v1.RunOutcomeSucceeded {
-			typ = corev1.EventTypeWarning
-		}
-		msg := fmt.Sprintf("run %s %s: %d of %d volumes backed up, %d failed, %d bytes uploaded",
-			run.Name, run.Outcome, sum.completed, sum.total, sum.failed, sum.bytes)
-		if run.Message != "" {
-			msg = fmt.Sprintf("run %s %s: %s", run.Name, run.Outcome, run.Message)
-		}
-		r.Recorder.Event(p, typ, "Run"+string(run.Outcome), msg)
-		log.FromContext(ctx).Info(msg)
 	}
+	createFailed := failuresOf(run, ReasonCreateFailed)
+	run.VolumesTotal, run.VolumesCompleted, run.BytesUploaded = sum.total, sum.completed, sum.bytes
+	run.VolumesFailed = sum.failed + createFailed
+	run.Failures = mergeFailures(run.Failures, sum.failures)
+	if run.CreationEndTime == nil {
+		return nil // still creating: InProgress
+	}
+	c := runCounts{selected: run.VolumesSelected, backedUp: sum.completed, failed: run.VolumesFailed,
+		skipped: run.VolumesSkipped, pending: sum.unfinished}
+	run.Outcome = runOutcome(c)
+	if run.Outcome == v1.RunOutcomeInProgress {
+		return nil
+	}
+	run.Message = runMessage(c, run.Failures)
+	run.CompletionTime = sum.lastDone
+	if run.CompletionTime == nil {
+		run.CompletionTime = &metav1.Time{Time: s.now}
+	}
+	typ := corev1.EventTypeNormal
+	if run.Outcome != v1.RunOutcomeSucceeded {
+		typ = corev1.EventTypeWarning
+	}
+	msg := fmt.Sprintf("%d of %d volumes backed up, %d failed, %d skipped, %d bytes uploaded",
+		sum.completed, run.VolumesSelected, run.VolumesFailed, run.VolumesSkipped, sum.bytes)
+	if run.Message != "" {
+		msg = run.Message
+	}
+	r.event(ctx, p, typ, "Run"+string(run.Outcome), "run %s %s: %s", run.Name, run.Outcome, msg)
 	return nil
 }
 
@@ -291,17 +392,20 @@ func jitterFor(s *scope, run *v1.RunSummary) time.Duration {
 	return 0
 }
 
-// runName is <policy>-<UTC time>[n], at most 63 characters (it is a label value). A run
-// started by run-now ends in "n" so that it never shares a name with a schedule tick.
-func runName(policy string, at time.Time, trigger string) string {
+// runName is <policy>-<UTC time>[n<token hash>], at most 63 characters (it is a label
+// value). A run started by run-now ends in "n" and 6 hex digits of its token, so that it
+// never shares a name with a schedule tick, and two tokens in the same second are two
+// runs, while the same token (a pass retried after a crash) is the same run.
+func runName(policy string, at time.Time, trigger, token string) string {
 	suffix := at.UTC().Format("20060102150405")
 	if trigger == TriggerRunNow {
-		suffix += "n"
+		sum := sha256.Sum256([]byte(token))
+		suffix += "n" + hex.EncodeToString(sum[:])[:6]
 	}
-	const maxPrefix = 63 - 1 - 15
+	maxPrefix := 63 - 1 - len(suffix)
 	if len(policy) > maxPrefix {
 		sum := sha256.Sum256([]byte(policy))
-		policy = policy[:maxPrefix-9] + "-" + hex.EncodeToString(sum[:])[:8]
+		policy = strings.TrimRight(policy[:maxPrefix-9], "-.") + "-" + hex.EncodeToString(sum[:])[:8]
 	}
 	return policy + "-" + suffix
 }

@@ -1,0 +1,200 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/test/testenv"
+)
+
+// completeBackups plays the agent: it marks the PodVolumeBackups Completed.
+func completeBackups(t *testing.T, e *testenv.Env, ctx context.Context, pvbs []v1.PodVolumeBackup) {
+	t.Helper()
+	for i := range pvbs {
+		b := &pvbs[i]
+		b.Status.Phase, b.Status.BytesUploaded = v1.RunCompleted, 100
+		b.Status.CompletionTime = &metav1.Time{Time: time.Now()}
+		if err := e.Client.Status().Update(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func setRunNow(t *testing.T, e *testenv.Env, ctx context.Context, name, token string) {
+	t.Helper()
+	p := getPolicy(t, e, ctx, name)
+	patch := client.MergeFrom(p.DeepCopy())
+	if p.Annotations == nil {
+		p.Annotations = map[string]string{}
+	}
+	p.Annotations[v1.AnnotationRunNow] = token
+	if err := e.Client.Patch(ctx, p, patch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A run never reports success for a volume it did not back up (review H5). Namespace a
+// has a ResourceQuota that allows no PodVolumeBackup; namespace b has none. The quota
+// does not stop b's backups, a's creates are retried and reported while the run is
+// creating, and once the creation window closes and b's backups complete, the run is
+// PartiallyFailed with a's volumes counted as CreateFailed with the quota's message.
+func TestARunCountsTheVolumesItCouldNotCreate(t *testing.T) {
+	e := startManager(t)
+	ctx := t.Context()
+	wa := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
+	wb := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
+	quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Name: "no-backups", Namespace: wa.ns},
+		Spec: corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{"count/podvolumebackups.backup.holdfast.dev": mustQuantity("0")}}}
+	wa.create(quota)
+	// envtest runs no quota controller: the test writes the usage it would.
+	quota.Status = corev1.ResourceQuotaStatus{Hard: quota.Spec.Hard,
+		Used: corev1.ResourceList{"count/podvolumebackups.backup.holdfast.dev": mustQuantity("0")}}
+	if err := e.Client.Status().Update(ctx, quota); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []*workload{wa, wb} {
+		w.pod("app-1", "node-a", corev1.PodRunning, nil, emptyDir("data"))
+		w.pod("app-2", "node-a", corev1.PodRunning, nil, emptyDir("data"))
+	}
+	p := newPolicy("quota-"+wa.ns, wa.ns)
+	p.Spec.Selector.Namespaces = fmt.Sprintf("namespace.metadata.name in [%q, %q]", wa.ns, wb.ns)
+	w := wa
+	w.create(p)
+	eventually(t, "four volumes selected", func() error {
+		if n := getPolicy(t, e, ctx, p.Name).Status.SelectedVolumes; n != 4 {
+			return fmt.Errorf("%d volumes selected", n)
+		}
+		return nil
+	})
+	start := testClock.Now()
+	setRunNow(t, e, ctx, p.Name, "quota-1")
+
+	// b's backups are created although a's are refused, and the refusal is in status
+	// while the run retries.
+	var run string
+	eventually(t, "b's backups and a's failures reported", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		r := p.Status.LastRun
+		if r == nil {
+			return fmt.Errorf("no run yet")
+		}
+		run = r.Name
+		if n := len(backupsOf(t, e, ctx, wb.ns, client.MatchingLabels{v1.LabelRun: run})); n != 2 {
+			return fmt.Errorf("%d backups in namespace b", n)
+		}
+		if r.Outcome != v1.RunOutcomeInProgress || r.CreationEndTime != nil || failuresOf(r, ReasonCreateFailed) != 2 {
+			return fmt.Errorf("last run %+v, want creating with 2 CreateFailed", r)
+		}
+		if c := meta(p, v1.ConditionReconciling); c == nil || !strings.Contains(c.Message, "exceeded quota") {
+			return fmt.Errorf("Reconciling = %+v, want the quota's message", c)
+		}
+		return nil
+	})
+	if n := len(backupsOf(t, e, ctx, wa.ns, client.MatchingLabels{v1.LabelRun: run})); n != 0 {
+		t.Fatalf("%d backups in namespace a despite its quota", n)
+	}
+
+	// The agent completes b's backups; the run stays in progress while it may still
+	// create a's.
+	completeBackups(t, e, ctx, backupsOf(t, e, ctx, wb.ns, client.MatchingLabels{v1.LabelRun: run}))
+	eventually(t, "b's backups counted", func() error {
+		r := getPolicy(t, e, ctx, p.Name).Status.LastRun
+		if r.VolumesCompleted != 2 || r.Outcome != v1.RunOutcomeInProgress {
+			return fmt.Errorf("last run %+v", r)
+		}
+		return nil
+	})
+
+	// The creation window (no jitter: one minute of retries) closes.
+	testClock.SetTime(start.Add(createGrace + time.Second))
+	poke(t, e, ctx, p.Name, "window-closed")
+	eventually(t, "the run's outcome", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		r := p.Status.LastRun
+		if r.Outcome != v1.RunOutcomePartiallyFailed || r.VolumesSelected != 4 || r.VolumesCompleted != 2 ||
+			r.VolumesFailed != 2 || r.VolumesTotal != 2 || r.CreationEndTime == nil || r.CompletionTime == nil {
+			return fmt.Errorf("last run %+v, want PartiallyFailed: 2 of 4 backed up, 2 CreateFailed", r)
+		}
+		return nil
+	})
+	r := p.Status.LastRun
+	if len(r.Failures) != 1 || r.Failures[0].Reason != ReasonCreateFailed || r.Failures[0].Count != 2 || len(r.Failures[0].Examples) != 2 {
+		t.Fatalf("failures %+v", r.Failures)
+	}
+	for _, ex := range r.Failures[0].Examples {
+		if !strings.HasPrefix(ex, wa.ns+"/app-") || !strings.Contains(ex, "exceeded quota: no-backups") {
+			t.Errorf("example %q does not name a's volume and the quota", ex)
+		}
+	}
+	if !strings.Contains(r.Message, "2 of 4 selected volumes were not backed up: 2 CreateFailed") {
+		t.Errorf("message %q", r.Message)
+	}
+	// `kubectl describe vbp` shows why: a warning event names the failures.
+	eventually(t, "the RunPartiallyFailed event", func() error {
+		var events corev1.EventList
+		if err := e.Client.List(ctx, &events, client.InNamespace(metav1.NamespaceDefault)); err != nil {
+			return err
+		}
+		for _, ev := range events.Items {
+			if ev.InvolvedObject.Name == p.Name && ev.Reason == "RunPartiallyFailed" && strings.Contains(ev.Message, "CreateFailed") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no RunPartiallyFailed event naming CreateFailed")
+	})
+}
+
+// Two run-now tokens in the same second are two runs, and the second backs up
+// (review L9).
+func TestTwoRunNowTokensInOneSecondAreTwoRuns(t *testing.T) {
+	e := startManager(t)
+	ctx := t.Context()
+	w := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
+	w.pod("app", "node-a", corev1.PodRunning, nil, emptyDir("data"))
+	p := newPolicy("twice-"+w.ns, w.ns)
+	p.Annotations = map[string]string{v1.AnnotationRunNow: "first"}
+	w.create(p)
+	var first string
+	eventually(t, "the first run's backup", func() error {
+		r := getPolicy(t, e, ctx, p.Name).Status.LastRun
+		if r == nil {
+			return fmt.Errorf("no run yet")
+		}
+		first = r.Name
+		if n := len(backupsOf(t, e, ctx, w.ns, client.MatchingLabels{v1.LabelRun: first})); n != 1 {
+			return fmt.Errorf("%d backups", n)
+		}
+		return nil
+	})
+	completeBackups(t, e, ctx, backupsOf(t, e, ctx, w.ns, client.MatchingLabels{v1.LabelRun: first}))
+	eventually(t, "the first run Succeeded", func() error {
+		if r := getPolicy(t, e, ctx, p.Name).Status.LastRun; r.Outcome != v1.RunOutcomeSucceeded {
+			return fmt.Errorf("last run %+v", r)
+		}
+		return nil
+	})
+	// The test clock has not moved: the second token comes in the same second.
+	setRunNow(t, e, ctx, p.Name, "second")
+	eventually(t, "the second run's own backup", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		r := p.Status.LastRun
+		if p.Status.LastRunNowToken != "second" {
+			return fmt.Errorf("token %q not handled yet", p.Status.LastRunNowToken)
+		}
+		if r.Name == first {
+			return fmt.Errorf("the second token reused run %s", first)
+		}
+		if n := len(backupsOf(t, e, ctx, w.ns, client.MatchingLabels{v1.LabelRun: r.Name})); n != 1 {
+			return fmt.Errorf("%d backups of run %s", n, r.Name)
+		}
+		return nil
+	})
+}
