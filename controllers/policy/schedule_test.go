@@ -181,3 +181,27 @@ func TestSummarize(t *testing.T) {
 		t.Errorf("summarize = %+v", s)
 	}
 }
+
+func TestShortestInterval(t *testing.T) {
+	from := mustTime("2026-01-01T00:00:00Z")
+	tests := []struct {
+		cron, tz string
+		want     time.Duration
+	}{
+		{"0 * * * *", "UTC", time.Hour},
+		{"*/15 * * * 1-5", "UTC", 15 * time.Minute},
+		{"0 2 * * *", "UTC", 24 * time.Hour},
+		// The day clocks go forward has 23 hours: a daily 03:00 comes an hour early.
+		{"0 3 * * *", "Europe/Paris", 23 * time.Hour},
+		{"0 0 1 1 *", "UTC", 365 * 24 * time.Hour},
+	}
+	for _, tt := range tests {
+		s, err := parseSchedule(&v1.Schedule{Cron: tt.cron, TimeZone: tt.tz})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.shortestInterval(from); got != tt.want {
+			t.Errorf("shortestInterval(%q in %s) = %s, want %s", tt.cron, tt.tz, got, tt.want)
+		}
+	}
+}

@@ -94,7 +94,9 @@ type Schedule struct {
 
 	// jitter spreads the start of each volume's backup over this window after the
 	// tick, by a stable hash of the volume, so that a thousand volumes do not start in
-	// the same second. Zero starts them all at the tick.
+	// the same second. Zero starts them all at the tick. The jitter plus a minute of
+	// retries must fit in the shortest interval between two ticks (the webhook
+	// rejects a longer one): a tick that comes first would supersede the run.
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('24h')",message="jitter must be between 0s and 24h"
 	Jitter *metav1.Duration `json:"jitter,omitempty"`
