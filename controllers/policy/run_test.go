@@ -198,3 +198,45 @@ func TestTwoRunNowTokensInOneSecondAreTwoRuns(t *testing.T) {
 		return nil
 	})
 }
+
+// A namespace expression that fails at runtime is seen in the policy's status and in
+// an event (review M2), as docs/policies.md promises.
+func TestNamespaceSelectorErrorsAreCountedAndReported(t *testing.T) {
+	e := startManager(t)
+	ctx := t.Context()
+	w := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
+	nsObj := &corev1.Namespace{}
+	if err := e.Client.Get(ctx, client.ObjectKey{Name: w.ns}, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(nsObj.DeepCopy())
+	nsObj.Annotations = map[string]string{"tier": "gold"}
+	if err := e.Client.Patch(ctx, nsObj, patch); err != nil {
+		t.Fatal(err)
+	}
+	w.pod("app", "node-a", corev1.PodRunning, nil, emptyDir("data"))
+	p := newPolicy("nserr-"+w.ns, w.ns)
+	p.Spec.Selector.Namespaces = fmt.Sprintf(`namespace.metadata.name == %q && int(namespace.metadata.annotations[?"tier"].orValue("0")) > 1`, w.ns)
+	w.create(p)
+	eventually(t, "NamespaceSelectorError in status", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		for _, s := range p.Status.Skipped {
+			if s.Reason == SkipNamespaceSelectorError && s.Count == 1 && len(s.Examples) == 1 && s.Examples[0] == w.ns+"/app/data" {
+				return nil
+			}
+		}
+		return fmt.Errorf("skipped %+v", p.Status.Skipped)
+	})
+	eventually(t, "the SelectorEvaluationFailed event", func() error {
+		var events corev1.EventList
+		if err := e.Client.List(ctx, &events, client.InNamespace(metav1.NamespaceDefault)); err != nil {
+			return err
+		}
+		for _, ev := range events.Items {
+			if ev.InvolvedObject.Name == p.Name && ev.Reason == "SelectorEvaluationFailed" && strings.Contains(ev.Message, "namespace "+w.ns) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no SelectorEvaluationFailed event naming namespace %s", w.ns)
+	})
+}

@@ -26,8 +26,11 @@ const (
 	SkipClaimNotFound       = "ClaimNotFound"
 	SkipImage               = "Image"
 	SkipSelectorError       = "SelectorError"
-	SkipInFlight            = "InFlight"
-	maxExamples             = 5
+	// SkipNamespaceSelectorError: the namespace expression failed on the volume's
+	// namespace, so whether the policy selects it is unknown.
+	SkipNamespaceSelectorError = "NamespaceSelectorError"
+	SkipInFlight               = "InFlight"
+	maxExamples                = 5
 )
 
 // snapshot is what the controller's caches hold, indexed for one selection pass.
@@ -70,7 +73,11 @@ func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
 	out := &selection{}
 	cache := &celpolicy.Cache{}
 	for _, ns := range snap.namespaces {
-		if ok, err := sel.MatchNamespace(ns, cache); err != nil || !ok {
+		nsOK, nsErr := sel.MatchNamespace(ns, cache)
+		if nsErr != nil && out.firstError == nil {
+			out.firstError = fmt.Errorf("namespace %s: %w", ns.Name, nsErr)
+		}
+		if nsErr == nil && !nsOK {
 			continue
 		}
 		selectedHere := false
@@ -86,6 +93,14 @@ func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
 					pvc = snap.claims[claimKey(pod.Namespace, claimName)]
 				}
 				ok, err := sel.MatchVolume(celpolicy.Volume{Namespace: ns, Pod: pod, Volume: vol, PVC: pvc}, cache)
+				if nsErr != nil {
+					// The namespace expression failed here: the volumes the policy would
+					// back up if it had matched are counted, never silently dropped.
+					if (ok || err != nil) && skipReason(pod, vol, claimName, pvc) == "" {
+						out.skip(SkipNamespaceSelectorError, pod, vol.Name)
+					}
+					continue
+				}
 				if err != nil {
 					out.skip(SkipSelectorError, pod, vol.Name)
 					if out.firstError == nil {

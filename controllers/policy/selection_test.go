@@ -101,3 +101,45 @@ func TestSelectVolumesCountsEvaluationErrors(t *testing.T) {
 		t.Errorf("firstError = %v", out.firstError)
 	}
 }
+
+// A runtime error of the namespace expression does not silently drop the namespace
+// (review M2): the volumes the policy would back up there are skipped as
+// NamespaceSelectorError and the first error is kept for the event.
+func TestSelectVolumesCountsNamespaceEvaluationErrors(t *testing.T) {
+	engine, err := celpolicy.NewEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The review's example: an annotation with an unexpected value fails int().
+	sel, err := engine.Compile(v1.VolumeSelector{
+		Namespaces: `int(namespace.metadata.annotations[?"tier"].orValue("0")) > 1`,
+		Volumes:    `has(volume.emptyDir)`,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := func(name, tier string) *corev1.Namespace {
+		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{"tier": tier}}}
+	}
+	pod := func(ns, name string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: corev1.PodSpec{NodeName: "n", Volumes: []corev1.Volume{
+				{Name: "cache", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+				{Name: "conf", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{}}},
+			}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+	}
+	snap := &snapshot{namespaces: []*corev1.Namespace{ns("gold", "gold"), ns("high", "3"), ns("low", "1")},
+		pods: map[string][]*corev1.Pod{"gold": {pod("gold", "web")}, "high": {pod("high", "db")}, "low": {pod("low", "app")}}}
+	out := selectVolumes(sel, snap)
+	if len(out.targets) != 1 || out.targets[0].pod.Name != "db" || out.namespaces != 1 {
+		t.Errorf("targets %+v in %d namespaces, want high/db/cache", out.targets, out.namespaces)
+	}
+	if got := out.skipped[SkipNamespaceSelectorError]; len(got) != 1 || got[0] != "gold/web/cache" {
+		t.Errorf("NamespaceSelectorError skips %v, want gold/web/cache", got)
+	}
+	if out.firstError == nil || !strings.Contains(out.firstError.Error(), "namespace gold") ||
+		!strings.Contains(out.firstError.Error(), "spec.selector.namespaces") {
+		t.Errorf("firstError = %v", out.firstError)
+	}
+}

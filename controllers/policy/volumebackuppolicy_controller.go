@@ -213,13 +213,13 @@ func (r *VolumeBackupPolicyReconciler) reconcileSelection(ctx context.Context, s
 	if err != nil {
 		return err
 	}
-	hadErrors := hasSkip(s.policy.Status.Skipped, SkipSelectorError)
+	hadErrors := hasSkip(s.policy.Status.Skipped, SkipSelectorError) || hasSkip(s.policy.Status.Skipped, SkipNamespaceSelectorError)
 	s.sel = selectVolumes(s.selector, snap)
 	if s.sel.firstError != nil && !hadErrors {
-		msg := fmt.Sprintf("the selector failed on %d volumes (skipped as %s), first %v",
-			len(s.sel.skipped[SkipSelectorError]), SkipSelectorError, s.sel.firstError)
-		r.Recorder.Event(s.policy, corev1.EventTypeWarning, "SelectorEvaluationFailed", msg)
-		log.FromContext(ctx).Info(msg)
+		r.event(ctx, s.policy, corev1.EventTypeWarning, "SelectorEvaluationFailed",
+			"the selector failed on %d volumes (skipped as %s) and %d more in namespaces where the namespace expression failed (skipped as %s), first %v",
+			len(s.sel.skipped[SkipSelectorError]), SkipSelectorError,
+			len(s.sel.skipped[SkipNamespaceSelectorError]), SkipNamespaceSelectorError, s.sel.firstError)
 	}
 	if s.unfinished, err = r.unfinishedBackups(ctx, s.policy); err != nil {
 		return err
