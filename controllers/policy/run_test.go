@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/internal/identity"
 	"github.com/holdfast-dev/holdfast/test/testenv"
 )
 
@@ -238,5 +239,57 @@ func TestNamespaceSelectorErrorsAreCountedAndReported(t *testing.T) {
 			}
 		}
 		return fmt.Errorf("no SelectorEvaluationFailed event naming namespace %s", w.ns)
+	})
+}
+
+// Names up to 253 characters work (review M8): a policy and a storage location with
+// 100-character names get their PodVolumeBackups and BackupRepository, labelled with
+// values that fit, and the run is counted from them.
+func TestLongPolicyAndLocationNames(t *testing.T) {
+	e := startManager(t)
+	ctx := t.Context()
+	w := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
+	w.pod("app", "node-a", corev1.PodRunning, nil, emptyDir("data"))
+	long := func(prefix string) string {
+		name := prefix + "-" + w.ns + "-"
+		return name + strings.Repeat("x", 100-len(name))
+	}
+	loc := long("store")
+	setLocationReady(t, e, loc, metav1.ConditionTrue, "Probed", "probed")
+	p := newPolicy(long("policy"), w.ns)
+	if len(p.Name) != 100 || len(loc) != 100 {
+		t.Fatalf("names of %d and %d characters", len(p.Name), len(loc))
+	}
+	p.Spec.StorageLocation = loc
+	p.Annotations = map[string]string{v1.AnnotationRunNow: "long"}
+	w.create(p)
+	var pvbs []v1.PodVolumeBackup
+	eventually(t, "the run's backup", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		if p.Status.LastRun == nil {
+			return fmt.Errorf("no run yet (conditions %+v)", p.Status.Conditions)
+		}
+		pvbs = backupsOf(t, e, ctx, w.ns, client.MatchingLabels{v1.LabelPolicy: identity.LabelValue(p.Name)})
+		if len(pvbs) != 1 {
+			return fmt.Errorf("%d backups; last run %+v", len(pvbs), p.Status.LastRun)
+		}
+		return nil
+	})
+	if got := pvbs[0].Labels[v1.LabelStorageLocation]; got != identity.LabelValue(loc) || pvbs[0].Spec.StorageLocation != loc {
+		t.Errorf("backup labelled %q for location %q", got, pvbs[0].Spec.StorageLocation)
+	}
+	repo := &v1.BackupRepository{}
+	if err := e.Client.Get(ctx, client.ObjectKey{Namespace: w.ns, Name: identity.RepositoryName(loc, v1.UploaderKopia)}, repo); err != nil {
+		t.Fatalf("the BackupRepository of the long location: %v", err)
+	}
+	if repo.Labels[v1.LabelStorageLocation] != identity.LabelValue(loc) {
+		t.Errorf("BackupRepository labels %v", repo.Labels)
+	}
+	completeBackups(t, e, ctx, pvbs)
+	eventually(t, "the run Succeeded", func() error {
+		if r := getPolicy(t, e, ctx, p.Name).Status.LastRun; r.Outcome != v1.RunOutcomeSucceeded || r.VolumesCompleted != 1 {
+			return fmt.Errorf("last run %+v", r)
+		}
+		return nil
 	})
 }

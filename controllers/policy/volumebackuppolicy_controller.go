@@ -24,6 +24,7 @@ import (
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
+	"github.com/holdfast-dev/holdfast/internal/identity"
 	celpolicy "github.com/holdfast-dev/holdfast/policy"
 )
 
@@ -157,9 +158,10 @@ func (r *VolumeBackupPolicyReconciler) Reconcile(ctx context.Context, req ctrl.R
 }
 
 // policyLabel and locationLabel are the label values naming a policy and a storage
-// location on the objects a run creates, and the values they are selected by.
-func policyLabel(name string) string   { return name }
-func locationLabel(name string) string { return name }
+// location on the objects a run creates, and the values they are selected by: names
+// of up to 253 characters are shortened with a hash to fit a label value (review M8).
+func policyLabel(name string) string   { return identity.LabelValue(name) }
+func locationLabel(name string) string { return identity.LabelValue(name) }
 
 func (r *VolumeBackupPolicyReconciler) now() time.Time {
 	if r.Clock == nil {
@@ -458,7 +460,11 @@ func (r *VolumeBackupPolicyReconciler) allPolicies(ctx context.Context, _ client
 }
 
 func policyOfBackup(_ context.Context, obj client.Object) []reconcile.Request {
-	name := obj.GetLabels()[v1.LabelPolicy]
+	pvb, ok := obj.(*v1.PodVolumeBackup)
+	if !ok {
+		return nil
+	}
+	name := identity.PolicyOfBackup(pvb)
 	if name == "" {
 		return nil
 	}

@@ -92,7 +92,7 @@ func PlanRetention(policy *v1.VolumeBackupPolicy, pvbs []v1.PodVolumeBackup, orp
 	groups := map[key][]RetentionCandidate{}
 	for i := range pvbs {
 		p := &pvbs[i]
-		if p.Labels[v1.LabelPolicy] != policy.Name || p.Status.Phase != v1.RunCompleted || p.DeletionTimestamp != nil {
+		if p.Labels[v1.LabelPolicy] != identity.LabelValue(policy.Name) || p.Status.Phase != v1.RunCompleted || p.DeletionTimestamp != nil {
 			continue
 		}
 		k := key{p.Namespace, p.Spec.Repository, p.Spec.SourcePath}
@@ -322,7 +322,7 @@ func newestOf(pvbs []v1.PodVolumeBackup, g RetentionGroup) *v1.PodVolumeBackup {
 
 func (r *RetentionReconciler) policyBackups(ctx context.Context, policy string) ([]v1.PodVolumeBackup, error) {
 	var list v1.PodVolumeBackupList
-	if err := r.List(ctx, &list, client.MatchingLabels{v1.LabelPolicy: policy}); err != nil {
+	if err := r.List(ctx, &list, client.MatchingLabels{v1.LabelPolicy: identity.LabelValue(policy)}); err != nil {
 		return nil, fmt.Errorf("listing the backups of policy %s: %w", policy, err)
 	}
 	return list.Items, nil
@@ -379,7 +379,8 @@ func (r *RetentionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.VolumeBackupPolicy{}).
 		Watches(&v1.PodVolumeBackup{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			if name := o.GetLabels()[v1.LabelPolicy]; name != "" {
+			if pvb, ok := o.(*v1.PodVolumeBackup); ok && identity.PolicyOfBackup(pvb) != "" {
+				name := identity.PolicyOfBackup(pvb)
 				return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: name}}}
 			}
 			return nil
@@ -399,7 +400,7 @@ func (r *RetentionReconciler) policiesWritingTo(ctx context.Context, o client.Ob
 	seen := map[string]bool{}
 	var reqs []reconcile.Request
 	for _, p := range list.Items {
-		if name := p.Labels[v1.LabelPolicy]; name != "" && p.Spec.Repository == o.GetName() && !seen[name] {
+		if name := identity.PolicyOfBackup(&p); name != "" && p.Spec.Repository == o.GetName() && !seen[name] {
 			seen[name] = true
 			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: name}})
 		}
