@@ -293,3 +293,86 @@ func TestLongPolicyAndLocationNames(t *testing.T) {
 		return nil
 	})
 }
+
+// A backup that no agent will ever take does not block its volume (review M4): a pod
+// for Windows is skipped with a reason instead of selected, and a volume whose backup
+// on a node that went away was failed (by the manager's deadline, played here by the
+// test) is backed up by the next run from the node its new pod runs on.
+func TestStrandedAndWindowsVolumes(t *testing.T) {
+	e := startManager(t)
+	ctx := t.Context()
+	w := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
+	win := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "win-" + w.ns, Labels: map[string]string{labelOS: "windows"}}}
+	w.create(win)
+	t.Cleanup(func() { _ = e.Client.Delete(context.Background(), win) })
+	w.pod("iis", win.Name, corev1.PodRunning, nil, emptyDir("logs"))
+	winPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "pending-iis", Namespace: w.ns},
+		Spec: corev1.PodSpec{NodeSelector: map[string]string{labelOS: "windows"}, Volumes: []corev1.Volume{emptyDir("logs")},
+			Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
+	w.create(winPod)
+	w.claim("data", corev1.PersistentVolumeFilesystem)
+	old := w.pod("db-old", "gone", corev1.PodRunning, nil, claimVol("data", "data"))
+
+	p := newPolicy("stranded-"+w.ns, w.ns)
+	p.Annotations = map[string]string{v1.AnnotationRunNow: "first"}
+	w.create(p)
+	var first string
+	eventually(t, "the Windows pods skipped, the claim backed up on node gone", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		if p.Status.LastRun == nil {
+			return fmt.Errorf("no run yet")
+		}
+		first = p.Status.LastRun.Name
+		var windows int32
+		for _, s := range p.Status.Skipped {
+			if s.Reason == SkipWindows {
+				windows = s.Count
+			}
+		}
+		if windows != 2 || p.Status.SelectedVolumes != 1 {
+			return fmt.Errorf("%d volumes selected, skipped %+v, want 1 and 2 Windows", p.Status.SelectedVolumes, p.Status.Skipped)
+		}
+		if pvbs := backupsOf(t, e, ctx, w.ns, client.MatchingLabels{v1.LabelRun: first}); len(pvbs) != 1 || pvbs[0].Spec.Node != "gone" {
+			return fmt.Errorf("backups of run %s: %+v", first, pvbs)
+		}
+		return nil
+	})
+	// No agent on node gone takes it; the manager's deadline fails it.
+	pvb := backupsOf(t, e, ctx, w.ns, client.MatchingLabels{v1.LabelRun: first})[0]
+	pvb.Status.Phase, pvb.Status.Message = v1.RunFailed, "no agent picked the backup up on node gone"
+	pvb.Status.CompletionTime = &metav1.Time{Time: time.Now()}
+	if err := e.Client.Status().Update(ctx, &pvb); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the first run Failed with the reason", func() error {
+		r := getPolicy(t, e, ctx, p.Name).Status.LastRun
+		if r.Outcome != v1.RunOutcomeFailed || failuresOf(r, ReasonBackupFailed) != 1 {
+			return fmt.Errorf("last run %+v", r)
+		}
+		return nil
+	})
+	// The pod is replaced on another node; the next run backs the claim up from there.
+	if err := e.Client.Delete(ctx, old, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	w.pod("db-new", "node-b", corev1.PodRunning, nil, claimVol("data", "data"))
+	testClock.SetTime(testClock.Now().Add(time.Hour))
+	setRunNow(t, e, ctx, p.Name, "second")
+	eventually(t, "the next run's backup on node-b", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		r := p.Status.LastRun
+		if r == nil || r.Name == first {
+			return fmt.Errorf("no second run yet")
+		}
+		pvbs := backupsOf(t, e, ctx, w.ns, client.MatchingLabels{v1.LabelRun: r.Name})
+		if len(pvbs) != 1 || pvbs[0].Spec.Node != "node-b" || pvbs[0].Spec.SourcePath != "/pvc/data" {
+			return fmt.Errorf("backups of run %s: %d; skipped %+v", r.Name, len(pvbs), p.Status.Skipped)
+		}
+		return nil
+	})
+	for _, s := range p.Status.Skipped {
+		if s.Reason == SkipInFlight {
+			t.Errorf("the failed backup blocks its volume: %+v", s)
+		}
+	}
+}

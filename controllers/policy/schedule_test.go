@@ -148,8 +148,35 @@ func TestSkipReason(t *testing.T) {
 	}
 	for _, tt := range tests {
 		vol := &corev1.Volume{Name: "v", VolumeSource: tt.vol}
-		if got := skipReason(tt.pod, vol, tt.claim, tt.pvc); got != tt.want {
+		if got := skipReason(tt.pod, vol, tt.claim, tt.pvc, false); got != tt.want {
 			t.Errorf("%s: skipReason = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+	// A pod for Windows is skipped, scheduled or not: no agent would ever take it.
+	empty := &corev1.Volume{Name: "v", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
+	for _, pod := range []*corev1.Pod{running, {}} {
+		if got := skipReason(pod, empty, "", nil, true); got != SkipWindows {
+			t.Errorf("a Windows pod on node %q: skipReason = %q", pod.Spec.NodeName, got)
+		}
+	}
+}
+
+func TestSnapshotWindows(t *testing.T) {
+	snap := &snapshot{nodeOS: map[string]string{"win-1": "windows", "linux-1": "linux"}}
+	tests := []struct {
+		name string
+		spec corev1.PodSpec
+		want bool
+	}{
+		{"on a Linux node", corev1.PodSpec{NodeName: "linux-1"}, false},
+		{"on a node without the label", corev1.PodSpec{NodeName: "other"}, false},
+		{"on a Windows node", corev1.PodSpec{NodeName: "win-1"}, true},
+		{"node selector", corev1.PodSpec{NodeSelector: map[string]string{labelOS: "windows"}}, true},
+		{"pod OS", corev1.PodSpec{OS: &corev1.PodOS{Name: corev1.Windows}}, true},
+	}
+	for _, tt := range tests {
+		if got := snap.windows(&corev1.Pod{Spec: tt.spec}); got != tt.want {
+			t.Errorf("%s: windows = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }

@@ -30,7 +30,9 @@ const (
 	// namespace, so whether the policy selects it is unknown.
 	SkipNamespaceSelectorError = "NamespaceSelectorError"
 	SkipInFlight               = "InFlight"
-	maxExamples                = 5
+	// SkipWindows: a pod for Windows, or on a Windows node; the agent runs on Linux.
+	SkipWindows = "Windows"
+	maxExamples = 5
 )
 
 // snapshot is what the controller's caches hold, indexed for one selection pass.
@@ -39,6 +41,18 @@ type snapshot struct {
 	pods       map[string][]*corev1.Pod // by namespace
 	claims     map[string]*corev1.PersistentVolumeClaim
 	rsOwner    identity.OwnerOfReplicaSet
+	// nodeOS is the kubernetes.io/os label of each node that has one.
+	nodeOS map[string]string
+}
+
+// labelOS is the well-known label (and node selector) of a node's operating system.
+const labelOS = "kubernetes.io/os"
+
+// windows reports whether the pod runs, or is meant to run, on Windows.
+func (s *snapshot) windows(pod *corev1.Pod) bool {
+	return (pod.Spec.OS != nil && pod.Spec.OS.Name == corev1.Windows) ||
+		pod.Spec.NodeSelector[labelOS] == "windows" ||
+		(pod.Spec.NodeName != "" && s.nodeOS[pod.Spec.NodeName] == "windows")
 }
 
 func claimKey(ns, name string) string { return ns + "/" + name }
@@ -96,7 +110,7 @@ func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
 				if nsErr != nil {
 					// The namespace expression failed here: the volumes the policy would
 					// back up if it had matched are counted, never silently dropped.
-					if (ok || err != nil) && skipReason(pod, vol, claimName, pvc) == "" {
+					if (ok || err != nil) && skipReason(pod, vol, claimName, pvc, snap.windows(pod)) == "" {
 						out.skip(SkipNamespaceSelectorError, pod, vol.Name)
 					}
 					continue
@@ -111,7 +125,7 @@ func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
 				if !ok {
 					continue
 				}
-				if reason := skipReason(pod, vol, claimName, pvc); reason != "" {
+				if reason := skipReason(pod, vol, claimName, pvc, snap.windows(pod)); reason != "" {
 					out.skip(reason, pod, vol.Name)
 					continue
 				}
@@ -128,7 +142,7 @@ func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
 }
 
 // skipReason says why a selected volume cannot be backed up, or "".
-func skipReason(pod *corev1.Pod, vol *corev1.Volume, claimName string, pvc *corev1.PersistentVolumeClaim) string {
+func skipReason(pod *corev1.Pod, vol *corev1.Volume, claimName string, pvc *corev1.PersistentVolumeClaim, windows bool) string {
 	switch {
 	case vol.HostPath != nil:
 		return SkipHostPath
@@ -155,6 +169,11 @@ func skipReason(pod *corev1.Pod, vol *corev1.Volume, claimName string, pvc *core
 		if pvc.Spec.VolumeMode != nil && *pvc.Spec.VolumeMode == corev1.PersistentVolumeBlock {
 			return SkipBlockMode
 		}
+	}
+	if windows {
+		// No agent runs there: a backup would wait for ever and block the volume as
+		// InFlight in every later run (review M4).
+		return SkipWindows
 	}
 	if pod.Spec.NodeName == "" {
 		return SkipNoNode

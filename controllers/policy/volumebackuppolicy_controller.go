@@ -67,6 +67,7 @@ type VolumeBackupPolicyReconciler struct {
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backuprepositories,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backupstoragelocations,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods;persistentvolumeclaims;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -309,6 +310,17 @@ func (r *VolumeBackupPolicyReconciler) snapshot(ctx context.Context) (*snapshot,
 	}
 	for i := range pvcs.Items {
 		snap.claims[claimKey(pvcs.Items[i].Namespace, pvcs.Items[i].Name)] = &pvcs.Items[i]
+	}
+	var nodes metav1.PartialObjectMetadataList
+	nodes.SetGroupVersionKind(nodeListGVK)
+	if err := r.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	snap.nodeOS = make(map[string]string, len(nodes.Items))
+	for i := range nodes.Items {
+		if os := nodes.Items[i].Labels[labelOS]; os != "" {
+			snap.nodeOS[nodes.Items[i].Name] = os
+		}
 	}
 	owners := map[string]*metav1.OwnerReference{}
 	for i := range rss.Items {
