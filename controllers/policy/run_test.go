@@ -376,3 +376,72 @@ func TestStrandedAndWindowsVolumes(t *testing.T) {
 		}
 	}
 }
+
+// A run that supersedes one still creating does not drop the volumes the first had
+// not started (review H5): the new run backs them up and an event says so.
+func TestASupersededRunLeavesNoVolumeBehind(t *testing.T) {
+	e := startManager(t)
+	ctx := t.Context()
+	w := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
+	for i := range 4 {
+		w.pod(fmt.Sprintf("app-%d", i), "node-a", corev1.PodRunning, nil, emptyDir("data"))
+	}
+	p := newPolicy("superseded-"+w.ns, w.ns)
+	p.Spec.Schedule = &v1.Schedule{Cron: "0 * * * *", Jitter: &metav1.Duration{Duration: 50 * time.Minute}}
+	testClock.SetTime(time.Now().UTC().Truncate(time.Second))
+	w.create(p)
+	var next time.Time
+	eventually(t, "the next schedule time", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		if p.Status.NextScheduleTime == nil || p.Status.SelectedVolumes != 4 {
+			return fmt.Errorf("next %v, %d volumes", p.Status.NextScheduleTime, p.Status.SelectedVolumes)
+		}
+		next = p.Status.NextScheduleTime.UTC()
+		return nil
+	})
+	testClock.SetTime(next.Add(time.Second))
+	poke(t, e, ctx, p.Name, "tick")
+	var scheduled string
+	eventually(t, "the scheduled run creating over its jitter window", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		r := p.Status.LastRun
+		if r == nil || r.Trigger != TriggerSchedule || r.CreationEndTime != nil {
+			return fmt.Errorf("last run %+v", r)
+		}
+		scheduled = r.Name
+		return nil
+	})
+	started := len(backupsOf(t, e, ctx, w.ns, client.MatchingLabels{v1.LabelRun: scheduled}))
+
+	setRunNow(t, e, ctx, p.Name, "now")
+	eventually(t, "the run-now run backs up what the scheduled run had not started", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		r := p.Status.LastRun
+		if r == nil || r.Trigger != TriggerRunNow {
+			return fmt.Errorf("last run %+v", r)
+		}
+		got := map[string]bool{}
+		for _, run := range []string{scheduled, r.Name} {
+			for _, b := range backupsOf(t, e, ctx, w.ns, client.MatchingLabels{v1.LabelRun: run}) {
+				got[b.Spec.Pod.Name] = true
+			}
+		}
+		if len(got) != 4 {
+			return fmt.Errorf("volumes with a backup: %v, want all 4", got)
+		}
+		return nil
+	})
+	eventually(t, "the RunSuperseded event", func() error {
+		var events corev1.EventList
+		if err := e.Client.List(ctx, &events, client.InNamespace(metav1.NamespaceDefault)); err != nil {
+			return err
+		}
+		want := fmt.Sprintf("backs up the %d volumes it had not started", 4-started)
+		for _, ev := range events.Items {
+			if ev.InvolvedObject.Name == p.Name && ev.Reason == "RunSuperseded" && strings.Contains(ev.Message, want) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no RunSuperseded event saying %q", want)
+	})
+}
