@@ -30,6 +30,9 @@ const (
 	// namespace, so whether the policy selects it is unknown.
 	SkipNamespaceSelectorError = "NamespaceSelectorError"
 	SkipInFlight               = "InFlight"
+	// SkipSelectorBudgetExceeded: the selection pass spent its CEL cost budget
+	// before the volume (or its namespace) was evaluated.
+	SkipSelectorBudgetExceeded = "SelectorBudgetExceeded"
 	// SkipWindows: a pod for Windows, or on a Windows node; the agent runs on Linux.
 	SkipWindows = "Windows"
 	maxExamples = 5
@@ -43,6 +46,8 @@ type snapshot struct {
 	rsOwner    identity.OwnerOfReplicaSet
 	// nodeOS is the kubernetes.io/os label of each node that has one.
 	nodeOS map[string]string
+	// costBudget is the CEL cost the pass may spend; 0 is celpolicy.PassCostBudget.
+	costBudget uint64
 }
 
 // labelOS is the well-known label (and node selector) of a node's operating system.
@@ -72,6 +77,21 @@ type selection struct {
 	skipped    map[string][]string // reason -> <ns>/<pod>/<volume>
 	// firstError is the first evaluation error, for the event that reports it.
 	firstError error
+	// budgetExceeded is set when the pass spent its CEL cost budget: the volumes not
+	// evaluated are skipped as SelectorBudgetExceeded. spent is the cost it spent.
+	budgetExceeded bool
+	spent          uint64
+}
+
+// isBudget reports whether err is an evaluation refused because the pass spent its
+// cost budget.
+func isBudget(err error) bool {
+	for _, e := range celpolicy.Errors(err) {
+		if e.Type == celpolicy.ErrorBudget {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *selection) skip(reason string, pod *corev1.Pod, volume string) {
@@ -85,10 +105,14 @@ func (s *selection) skip(reason string, pod *corev1.Pod, volume string) {
 // call: everything comes from the informer caches.
 func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
 	out := &selection{}
-	cache := &celpolicy.Cache{}
+	cache := &celpolicy.Cache{Budget: snap.costBudget}
+	defer func() { out.spent = cache.Spent() }()
 	for _, ns := range snap.namespaces {
 		nsOK, nsErr := sel.MatchNamespace(ns, cache)
-		if nsErr != nil && out.firstError == nil {
+		nsReason := SkipNamespaceSelectorError
+		if isBudget(nsErr) {
+			nsReason, out.budgetExceeded = SkipSelectorBudgetExceeded, true
+		} else if nsErr != nil && out.firstError == nil {
 			out.firstError = fmt.Errorf("namespace %s: %w", ns.Name, nsErr)
 		}
 		if nsErr == nil && !nsOK {
@@ -111,8 +135,13 @@ func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
 					// The namespace expression failed here: the volumes the policy would
 					// back up if it had matched are counted, never silently dropped.
 					if (ok || err != nil) && skipReason(pod, vol, claimName, pvc, snap.windows(pod)) == "" {
-						out.skip(SkipNamespaceSelectorError, pod, vol.Name)
+						out.skip(nsReason, pod, vol.Name)
 					}
+					continue
+				}
+				if isBudget(err) {
+					out.budgetExceeded = true
+					out.skip(SkipSelectorBudgetExceeded, pod, vol.Name)
 					continue
 				}
 				if err != nil {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 
@@ -70,6 +71,8 @@ func BenchmarkSelectVolumes(b *testing.B) {
 		b.Fatalf("source path %q", got)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/pods, "ns/pod")
+	// The CEL cost of the pass, against celpolicy.PassCostBudget.
+	b.ReportMetric(float64(out.spent), "cel-cost/pass")
 }
 
 func TestSelectVolumesCountsEvaluationErrors(t *testing.T) {
@@ -141,5 +144,57 @@ func TestSelectVolumesCountsNamespaceEvaluationErrors(t *testing.T) {
 	if out.firstError == nil || !strings.Contains(out.firstError.Error(), "namespace gold") ||
 		!strings.Contains(out.firstError.Error(), "spec.selector.namespaces") {
 		t.Errorf("firstError = %v", out.firstError)
+	}
+}
+
+// A selection pass has a CEL cost budget (review L4): once spent, the volumes not
+// evaluated are skipped as SelectorBudgetExceeded (never silently dropped), and the
+// policy is Ready=False saying so.
+func TestSelectVolumesStopsAtTheCostBudget(t *testing.T) {
+	engine, err := celpolicy.NewEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel, err := engine.Compile(v1.VolumeSelector{Volumes: `pod.metadata.annotations.exists(k, k.startsWith("backup"))`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	annotations := map[string]string{}
+	for i := range 50 {
+		annotations[fmt.Sprintf("tenant.example.com/key-%d", i)] = strings.Repeat("v", 100)
+	}
+	snap := &snapshot{namespaces: []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}}, pods: map[string][]*corev1.Pod{}}
+	for i := range 20 {
+		annotations := maps.Clone(annotations)
+		annotations["backup"] = "yes"
+		snap.pods["shop"] = append(snap.pods["shop"], &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("app-%02d", i), Namespace: "shop", Annotations: annotations},
+			Spec:       corev1.PodSpec{NodeName: "n", Volumes: []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}},
+			Status:     corev1.PodStatus{Phase: corev1.PodRunning}})
+	}
+	all := selectVolumes(sel, snap)
+	if len(all.targets) != 20 || all.budgetExceeded || all.spent == 0 {
+		t.Fatalf("with the default budget: %d targets, exceeded %v, spent %d", len(all.targets), all.budgetExceeded, all.spent)
+	}
+	snap.costBudget = all.spent / 4 // a quarter of what the pass needs
+	out := selectVolumes(sel, snap)
+	skipped := len(out.skipped[SkipSelectorBudgetExceeded])
+	if !out.budgetExceeded || skipped == 0 || len(out.targets)+skipped != 20 || len(out.targets) > 6 {
+		t.Errorf("with a quarter of the budget: %d targets, %d skipped as %s, exceeded %v",
+			len(out.targets), skipped, SkipSelectorBudgetExceeded, out.budgetExceeded)
+	}
+	if out.firstError != nil {
+		t.Errorf("a spent budget is reported as a selector error: %v", out.firstError)
+	}
+
+	r := &VolumeBackupPolicyReconciler{}
+	p := &v1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Generation: 1}}
+	if err := r.reconcileReady(t.Context(), &scope{policy: p, sel: out}); err != nil {
+		t.Fatal(err)
+	}
+	ready := meta(p, v1.ConditionReady)
+	if ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != ReasonSelectorBudgetExceeded ||
+		!strings.Contains(ready.Message, fmt.Sprintf("did not evaluate %d volumes", skipped)) {
+		t.Errorf("Ready = %+v", ready)
 	}
 }

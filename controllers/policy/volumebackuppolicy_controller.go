@@ -38,6 +38,9 @@ const (
 	// ReasonStorageLocationNotReady: the storage location is missing or not Ready;
 	// runs back up nothing until it is.
 	ReasonStorageLocationNotReady = "StorageLocationNotReady"
+	// ReasonSelectorBudgetExceeded: a selection pass spent its CEL cost budget; the
+	// volumes it did not evaluate are skipped as SelectorBudgetExceeded.
+	ReasonSelectorBudgetExceeded = "SelectorBudgetExceeded"
 	// ReasonWaitingForStorageLocation: the storage location has not been probed yet;
 	// a due run waits for the probe.
 	ReasonWaitingForStorageLocation = "WaitingForStorageLocation"
@@ -59,6 +62,9 @@ type VolumeBackupPolicyReconciler struct {
 	APIReader client.Reader
 	// Clock is the time source; tests drive it. Nil is the real clock.
 	Clock clock.PassiveClock
+	// CostBudget is the CEL cost one selection pass may spend; 0 is
+	// celpolicy.PassCostBudget.
+	CostBudget uint64
 }
 
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumebackuppolicies,verbs=get;list;watch
@@ -158,6 +164,12 @@ func (r *VolumeBackupPolicyReconciler) Reconcile(ctx context.Context, req ctrl.R
 	return ctrl.Result{RequeueAfter: s.requeue}, nil
 }
 
+// budgetMessage says that a selection pass spent its CEL cost budget and what to do.
+func budgetMessage(sel *selection) string {
+	return fmt.Sprintf("a selection pass spent its CEL cost budget (%d units spent) and did not evaluate %d volumes (skipped as %s): narrow the namespace expression, or test cheap fields before iterating over labels and annotations",
+		sel.spent, len(sel.skipped[SkipSelectorBudgetExceeded]), SkipSelectorBudgetExceeded)
+}
+
 // policyLabel and locationLabel are the label values naming a policy and a storage
 // location on the objects a run creates, and the values they are selected by: names
 // of up to 253 characters are shortened with a hash to fit a label value (review M8).
@@ -217,7 +229,12 @@ func (r *VolumeBackupPolicyReconciler) reconcileSelection(ctx context.Context, s
 		return err
 	}
 	hadErrors := hasSkip(s.policy.Status.Skipped, SkipSelectorError) || hasSkip(s.policy.Status.Skipped, SkipNamespaceSelectorError)
+	snap.costBudget = r.CostBudget
+	hadBudget := hasSkip(s.policy.Status.Skipped, SkipSelectorBudgetExceeded)
 	s.sel = selectVolumes(s.selector, snap)
+	if s.sel.budgetExceeded && !hadBudget {
+		r.event(ctx, s.policy, corev1.EventTypeWarning, ReasonSelectorBudgetExceeded, "%s", budgetMessage(s.sel))
+	}
 	if s.sel.firstError != nil && !hadErrors {
 		r.event(ctx, s.policy, corev1.EventTypeWarning, "SelectorEvaluationFailed",
 			"the selector failed on %d volumes (skipped as %s) and %d more in namespaces where the namespace expression failed (skipped as %s), first %v",
@@ -371,6 +388,9 @@ func (r *VolumeBackupPolicyReconciler) reconcileReady(ctx context.Context, s *sc
 	case s.locationUnprobed:
 		conditions.MarkReconciling(&p.Status.Conditions, p.Generation, ReasonWaitingForStorageLocation,
 			fmt.Sprintf("waiting for the first probe of storage location %q (%s)", p.Spec.StorageLocation, msg))
+		return nil
+	case s.sel != nil && s.sel.budgetExceeded:
+		conditions.MarkNotReady(&p.Status.Conditions, p.Generation, ReasonSelectorBudgetExceeded, budgetMessage(s.sel)+" ("+msg+")")
 		return nil
 	}
 	reason := conditions.ReasonSucceeded
