@@ -41,9 +41,7 @@ func (r *VolumeBackupPolicyReconciler) reconcileRun(ctx context.Context, s *scop
 				return err
 			}
 			st.LastRunNowToken = token
-			if err := r.startRun(ctx, s, TriggerRunNow, token, s.now); err != nil {
-				return err
-			}
+			r.startRun(ctx, s, TriggerRunNow, token, s.now)
 		case s.schedule != nil:
 			after := p.CreationTimestamp.UTC()
 			if st.LastScheduleTime != nil {
@@ -54,9 +52,7 @@ func (r *VolumeBackupPolicyReconciler) reconcileRun(ctx context.Context, s *scop
 					return err
 				}
 				st.LastScheduleTime = &metav1.Time{Time: tick}
-				if err := r.startRun(ctx, s, TriggerSchedule, "", tick); err != nil {
-					return err
-				}
+				r.startRun(ctx, s, TriggerSchedule, "", tick)
 			}
 		}
 		if s.schedule != nil {
@@ -99,12 +95,10 @@ func (s *scope) requeueAt(d time.Duration) {
 // take backups ends at once, Failed with the location's sentence. A previous run that
 // was still creating is superseded: the volumes it had not started yet are targets of
 // the new run, which says so in an event.
-func (r *VolumeBackupPolicyReconciler) startRun(ctx context.Context, s *scope, trigger, token string, at time.Time) error {
+func (r *VolumeBackupPolicyReconciler) startRun(ctx context.Context, s *scope, trigger, token string, at time.Time) {
 	p := s.policy
 	if prev := p.Status.LastRun; prev != nil && prev.Outcome == v1.RunOutcomeInProgress && prev.CreationEndTime == nil {
-		if err := r.supersede(ctx, s, prev, runName(p.Name, at, trigger, token)); err != nil {
-			return err
-		}
+		r.supersede(ctx, s, prev, runName(p.Name, at, trigger, token))
 	}
 	run := &v1.RunSummary{
 		Name:      runName(p.Name, at, trigger, token),
@@ -121,21 +115,24 @@ func (r *VolumeBackupPolicyReconciler) startRun(ctx context.Context, s *scope, t
 		run.VolumesSkipped = int32(len(s.sel.targets)) + p.Status.SkippedVolumes
 		run.Message = "no volume was backed up: " + s.locationProblem
 		r.event(ctx, p, corev1.EventTypeWarning, "RunFailed", "run %s (%s) Failed: %s", run.Name, trigger, run.Message)
-		return nil
+		return
 	}
 	r.event(ctx, p, corev1.EventTypeNormal, "RunStarted", "run %s started (%s): %d volumes selected, %d skipped",
 		run.Name, trigger, len(s.sel.targets), p.Status.SkippedVolumes)
-	return nil
 }
 
 // supersede reports, when a new run starts while prev is still creating, what becomes
 // of prev's volumes: those it has not started yet are the new run's (they have no
 // backup in flight, so the new run selects them), those it started finish and are
-// skipped by the new run as InFlight. Nothing of prev is dropped without a word.
-func (r *VolumeBackupPolicyReconciler) supersede(ctx context.Context, s *scope, prev *v1.RunSummary, next string) error {
+// skipped by the new run as InFlight. Nothing of prev is dropped without a word. The
+// new run starts even when prev's backups cannot be listed (its token or tick is
+// already consumed); the event then gives no counts.
+func (r *VolumeBackupPolicyReconciler) supersede(ctx context.Context, s *scope, prev *v1.RunSummary, next string) {
 	existing, err := r.runBackups(ctx, s.policy, prev.Name)
 	if err != nil {
-		return err
+		r.event(ctx, s.policy, corev1.EventTypeWarning, "RunSuperseded",
+			"run %s was still starting its volumes when run %s started: run %s backs up the volumes it had not started (%v)", prev.Name, next, next, err)
+		return
 	}
 	names := map[string]bool{}
 	for _, b := range existing {
@@ -150,7 +147,6 @@ func (r *VolumeBackupPolicyReconciler) supersede(ctx context.Context, s *scope, 
 	r.event(ctx, s.policy, corev1.EventTypeWarning, "RunSuperseded",
 		"run %s was still starting its volumes when run %s started: run %s backs up the %d volumes it had not started; its %d started backups finish and run %s skips them as %s",
 		prev.Name, next, next, notStarted, len(existing), next, SkipInFlight)
-	return nil
 }
 
 // event emits an event on the policy and logs the same sentence.
