@@ -6,8 +6,10 @@
 // # Files
 //
 //   - volumebackuppolicy_controller.go: Reconcile, the scope of one pass, the steps
-//     that read the spec, the selection and the storage location, Ready, and the
-//     watches that map changes to policies.
+//     that read the spec and the storage location, Ready, and the watches that map
+//     changes to policies.
+//   - selection.go: the selection step (reconcileSelection over a snapshot of the
+//     informer caches), skip reasons and InFlight.
 //   - volumebackuppolicy_run.go: the run steps (start, create, count).
 //   - volumebackuppolicy_status.go: pure functions of status (runOutcome, summarize,
 //     the failure lists), table-tested beside it.
