@@ -290,7 +290,7 @@ func backupTags(pvb *v1.PodVolumeBackup, node string) map[string]string {
 	if c := pvb.Spec.ClaimName; c != "" {
 		tags[identity.TagClaim] = c
 	}
-	if p := pvb.Labels[v1.LabelPolicy]; p != "" {
+	if p := identity.PolicyOfBackup(pvb); p != "" {
 		tags[identity.TagPolicy] = p
 	}
 	if run := pvb.Labels[v1.LabelRun]; run != "" {

@@ -20,6 +20,9 @@ const (
 	// ErrorEvaluation: evaluating the expression failed on one object (a missing
 	// field without has(), a runtime cost limit, a bad conversion).
 	ErrorEvaluation ErrorType = "Evaluation"
+	// ErrorBudget: the selection pass spent its cost budget (Cache.Budget) before this
+	// evaluation; the object was not evaluated.
+	ErrorBudget ErrorType = "BudgetExceeded"
 	// ErrorInternal: the environment itself is broken; a bug in Holdfast.
 	ErrorInternal ErrorType = "Internal"
 )

@@ -36,6 +36,11 @@ const (
 	MaxExpressionLength        = v1.MaxExpressionLength
 	MaxEstimatedCost    uint64 = 1_000_000
 	RuntimeCostLimit    uint64 = 1_000_000
+	// PassCostBudget bounds the cost of all the evaluations of one selection pass
+	// (one Cache): the per-evaluation limit alone lets tenant-sized labels and
+	// annotations on thousands of pods keep the controller's one worker busy. A
+	// pass that spends it evaluates nothing more (ErrorBudget).
+	PassCostBudget uint64 = 100_000_000
 )
 
 // Variable names the expressions see.
@@ -241,7 +246,7 @@ func (s *Selector) MatchNamespace(ns *corev1.Namespace, cache *Cache) (bool, err
 	if err != nil {
 		return false, errorf(FieldNamespaces, ErrorEvaluation, "%v", err)
 	}
-	return eval(s.namespaces, FieldNamespaces, map[string]any{nsIdent: nsVal})
+	return cache.eval(s.namespaces, FieldNamespaces, map[string]any{nsIdent: nsVal})
 }
 
 // Volume is what the volume expression sees. PVC is nil when the volume is not a
@@ -271,7 +276,7 @@ func (s *Selector) MatchVolume(in Volume, cache *Cache) (bool, error) {
 			return v
 		}
 	}
-	return eval(s.volumes, FieldVolumes, map[string]any{
+	return cache.eval(s.volumes, FieldVolumes, map[string]any{
 		nsIdent:   lazy(in.Namespace, e.nsSchema),
 		VarPod:    lazy(in.Pod, e.podSchema),
 		VarVolume: lazy(in.Volume, e.volSchema),
@@ -285,6 +290,37 @@ func (s *Selector) MatchVolume(in Volume, cache *Cache) (bool, error) {
 // object while a Cache that saw it is in use.
 type Cache struct {
 	vals map[any]ref.Val
+	// Budget is the cost the evaluations through this Cache may spend together;
+	// 0 is PassCostBudget.
+	Budget uint64
+	spent  uint64
+}
+
+// Spent is the cost of the evaluations made through the Cache so far.
+func (c *Cache) Spent() uint64 {
+	if c == nil {
+		return 0
+	}
+	return c.spent
+}
+
+// eval evaluates prg, charging its cost to the Cache's budget; once the budget is
+// spent it evaluates nothing more.
+func (c *Cache) eval(prg cel.Program, field string, vars map[string]any) (bool, error) {
+	if c == nil {
+		matched, _, err := eval(prg, field, vars)
+		return matched, err
+	}
+	budget := c.Budget
+	if budget == 0 {
+		budget = PassCostBudget
+	}
+	if c.spent >= budget {
+		return false, errorf(field, ErrorBudget, "the selection pass spent its cost budget of %d before this evaluation", budget)
+	}
+	matched, cost, err := eval(prg, field, vars)
+	c.spent += cost
+	return matched, err
 }
 
 func (c *Cache) value(obj any, schema common.Schema) (ref.Val, error) {
@@ -343,7 +379,7 @@ func isNil(obj any) bool {
 // HasNamespaceExpression reports whether the namespace expression is set.
 func (s *Selector) HasNamespaceExpression() bool { return s.namespaces != nil }
 
-func eval(prg cel.Program, field string, vars map[string]any) (matched bool, err error) {
+func eval(prg cel.Program, field string, vars map[string]any) (matched bool, cost uint64, err error) {
 	// The CEL interpreter turns most faults into error values; this guards the rest
 	// (a panic in a reflection-based value) so that one odd object cannot take the
 	// controller down.
@@ -352,13 +388,16 @@ func eval(prg cel.Program, field string, vars map[string]any) (matched bool, err
 			matched, err = false, errorf(field, ErrorEvaluation, "evaluation panicked: %v", r)
 		}
 	}()
-	out, _, evalErr := prg.Eval(vars)
+	out, det, evalErr := prg.Eval(vars)
+	if c := det.ActualCost(); c != nil {
+		cost = *c
+	}
 	if evalErr != nil {
-		return false, errorf(field, ErrorEvaluation, "%v", evalErr)
+		return false, cost, errorf(field, ErrorEvaluation, "%v", evalErr)
 	}
 	b, ok := out.(types.Bool)
 	if !ok {
-		return false, errorf(field, ErrorEvaluation, "expression returned %s, not bool", out.Type())
+		return false, cost, errorf(field, ErrorEvaluation, "expression returned %s, not bool", out.Type())
 	}
-	return bool(b), nil
+	return bool(b), cost, nil
 }

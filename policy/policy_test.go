@@ -238,3 +238,29 @@ func ExampleEngine_Validate() {
 	}
 	// Output: spec.selector.volumes at 1:9
 }
+
+// TestPassCostBudget: the evaluations through one Cache share a budget; once it is
+// spent, the next evaluation is refused with ErrorBudget instead of run (review L4).
+func TestPassCostBudget(t *testing.T) {
+	e := newEngine(t)
+	sel, err := e.Compile(v1.VolumeSelector{Volumes: `pod.metadata.annotations.exists(k, k == "backup")`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := fixture()
+	cache := &Cache{Budget: 1}
+	if _, err := sel.MatchVolume(in, cache); err != nil {
+		t.Fatalf("the first evaluation: %v", err)
+	}
+	if cache.Spent() == 0 {
+		t.Fatal("the evaluation was not charged to the budget")
+	}
+	_, err = sel.MatchVolume(in, cache)
+	var perr *Error
+	if !errors.As(err, &perr) || perr.Type != ErrorBudget || perr.Field != FieldVolumes {
+		t.Fatalf("MatchVolume after the budget = %v, want ErrorBudget", err)
+	}
+	if _, err := sel.MatchVolume(in, &Cache{}); err != nil {
+		t.Errorf("a fresh pass with the default budget: %v", err)
+	}
+}

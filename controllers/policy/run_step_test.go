@@ -2,6 +2,8 @@ package policy
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,5 +145,73 @@ func TestEnsureRepositorySendsNoCreateForAnExistingRepository(t *testing.T) {
 	}
 	if repo.Spec.StorageLocation != "default" || repo.Spec.Uploader != v1.UploaderKopia {
 		t.Errorf("BackupRepository spec = %+v", repo.Spec)
+	}
+}
+
+// TestCreateDueBackupsStep table-tests the creation window of a run: a create the API
+// server refuses does not stop the others, is recorded with its message and retried,
+// and counts as CreateFailed once the window closes (review H5).
+func TestCreateDueBackupsStep(t *testing.T) {
+	start := mustTime("2026-01-02T02:00:00Z")
+	pod := func(name string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", UID: types.UID("uid-" + name)},
+			Spec: corev1.PodSpec{NodeName: "node-1"}}
+	}
+	targets := []target{
+		{pod: pod("a"), volume: "data", sourcePath: "/pod/a/data"},
+		{pod: pod("b"), volume: "data", sourcePath: "/pod/b/data"},
+		{pod: pod("c"), volume: "data", sourcePath: "/pod/c/data"},
+	}
+	tests := []struct {
+		name         string
+		now          time.Time
+		refuse       string // the pod whose backup the API server refuses
+		wantCreated  int
+		wantFailed   int32
+		wantEnded    bool
+		wantCreating bool
+	}{
+		{name: "all created at once", now: start, wantCreated: 3, wantEnded: true},
+		{name: "one refused, retried", now: start.Add(10 * time.Second), refuse: "b", wantCreated: 2, wantFailed: 1, wantCreating: true},
+		{name: "one refused when the window closes", now: start.Add(createGrace), refuse: "b", wantCreated: 2, wantFailed: 1, wantEnded: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := fake.NewClientBuilder().WithScheme(testenv.Scheme()).
+				WithObjects(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", UID: "uid-shop"}}).
+				WithIndex(&v1.PodVolumeBackup{}, sourceIndex, indexBySource).
+				WithInterceptorFuncs(interceptor.Funcs{Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+					if b, ok := obj.(*v1.PodVolumeBackup); ok && tt.refuse != "" && b.Spec.Pod.Name == tt.refuse {
+						return fmt.Errorf("exceeded quota: no-backups")
+					}
+					return c.Create(ctx, obj, opts...)
+				}}).Build()
+			r := &VolumeBackupPolicyReconciler{Client: c, Recorder: record.NewFakeRecorder(10)}
+			p := &v1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Generation: 1},
+				Spec: v1.VolumeBackupPolicySpec{StorageLocation: "default"},
+				Status: v1.VolumeBackupPolicyStatus{LastRun: &v1.RunSummary{Name: "p-run", Trigger: TriggerRunNow,
+					Outcome: v1.RunOutcomeInProgress, StartTime: &metav1.Time{Time: start}}}}
+			s := &scope{policy: p, now: tt.now, sel: &selection{targets: append([]target(nil), targets...)}}
+			if err := r.createDueBackups(context.Background(), s); err != nil {
+				t.Fatal(err)
+			}
+			var pvbs v1.PodVolumeBackupList
+			if err := c.List(context.Background(), &pvbs); err != nil {
+				t.Fatal(err)
+			}
+			run := p.Status.LastRun
+			if len(pvbs.Items) != tt.wantCreated || failuresOf(run, ReasonCreateFailed) != tt.wantFailed || run.VolumesSelected != 3 {
+				t.Errorf("%d created, failures %+v, %d selected", len(pvbs.Items), run.Failures, run.VolumesSelected)
+			}
+			if (run.CreationEndTime != nil) != tt.wantEnded || s.creating != tt.wantCreating {
+				t.Errorf("creationEndTime %v, creating %v", run.CreationEndTime, s.creating)
+			}
+			if tt.wantCreating && (s.requeue <= 0 || s.requeue > createRetry) {
+				t.Errorf("requeue after %s, want a retry within %s", s.requeue, createRetry)
+			}
+			if tt.wantFailed > 0 && !strings.Contains(run.Failures[0].Examples[0], "shop/b/data: ") {
+				t.Errorf("example %q", run.Failures[0].Examples[0])
+			}
+		})
 	}
 }

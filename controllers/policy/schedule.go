@@ -55,6 +55,31 @@ func (c *cronSchedule) next(t time.Time) time.Time {
 	return c.cron.Next(t.In(c.loc)).UTC()
 }
 
+// maxIntervalTicks bounds the ticks shortestInterval looks at: a minutely schedule
+// shows its interval in two ticks, a yearly one within a few.
+const maxIntervalTicks = 1000
+
+// shortestInterval is the shortest time between two consecutive ticks in the next
+// maxIntervalTicks ticks (or the next four years) after from, in the schedule's time
+// zone, so a daylight-saving day that shortens an interval counts. Zero when the
+// schedule has fewer than two ticks there.
+func (c *cronSchedule) shortestInterval(from time.Time) time.Duration {
+	var shortest time.Duration
+	end := from.AddDate(4, 0, 0)
+	prev := c.next(from)
+	for i := 0; i < maxIntervalTicks && !prev.IsZero() && prev.Before(end); i++ {
+		t := c.next(prev)
+		if t.IsZero() {
+			break
+		}
+		if d := t.Sub(prev); shortest == 0 || d < shortest {
+			shortest = d
+		}
+		prev = t
+	}
+	return shortest
+}
+
 // latestDue returns the latest tick in (after, now], and whether there is one. However
 // many ticks were missed (the manager was down), a run starts once, for the latest.
 func (c *cronSchedule) latestDue(after, now time.Time) (time.Time, bool) {

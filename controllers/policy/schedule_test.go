@@ -93,17 +93,28 @@ func TestJitterOffset(t *testing.T) {
 
 func TestRunName(t *testing.T) {
 	at := mustTime("2026-01-02T03:04:05Z")
-	if got := runName("nightly", at, TriggerSchedule); got != "nightly-20260102030405" {
+	if got := runName("nightly", at, TriggerSchedule, ""); got != "nightly-20260102030405" {
 		t.Errorf("runName = %q", got)
 	}
-	if got := runName("nightly", at, TriggerRunNow); got != "nightly-20260102030405n" {
-		t.Errorf("run-now runName = %q", got)
+	now := runName("nightly", at, TriggerRunNow, "commit-1")
+	if !strings.HasPrefix(now, "nightly-20260102030405n") || len(now) != len("nightly-20260102030405n")+6 {
+		t.Errorf("run-now runName = %q", now)
+	}
+	// Two tokens in the same second are two runs (review L9); the same token is the
+	// same run, so a pass retried after a crash finds the backups it created.
+	if other := runName("nightly", at, TriggerRunNow, "commit-2"); other == now {
+		t.Errorf("two run-now tokens in one second share the run name %q", now)
+	}
+	if again := runName("nightly", at, TriggerRunNow, "commit-1"); again != now {
+		t.Errorf("the same token gave %q, then %q", now, again)
 	}
 	long := strings.Repeat("p", 253)
-	if got := runName(long, at, TriggerRunNow); len(got) > 63 {
-		t.Errorf("runName of a long policy is %d characters: %q", len(got), got)
+	for _, trigger := range []string{TriggerSchedule, TriggerRunNow} {
+		if got := runName(long, at, trigger, "t"); len(got) > 63 {
+			t.Errorf("runName of a long policy is %d characters: %q", len(got), got)
+		}
 	}
-	if runName(long+"a", at, TriggerSchedule) == runName(long+"b", at, TriggerSchedule) {
+	if runName(long+"a", at, TriggerSchedule, "") == runName(long+"b", at, TriggerSchedule, "") {
 		t.Error("long policy names collide")
 	}
 }
@@ -137,8 +148,35 @@ func TestSkipReason(t *testing.T) {
 	}
 	for _, tt := range tests {
 		vol := &corev1.Volume{Name: "v", VolumeSource: tt.vol}
-		if got := skipReason(tt.pod, vol, tt.claim, tt.pvc); got != tt.want {
+		if got := skipReason(tt.pod, vol, tt.claim, tt.pvc, false); got != tt.want {
 			t.Errorf("%s: skipReason = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+	// A pod for Windows is skipped, scheduled or not: no agent would ever take it.
+	empty := &corev1.Volume{Name: "v", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
+	for _, pod := range []*corev1.Pod{running, {}} {
+		if got := skipReason(pod, empty, "", nil, true); got != SkipWindows {
+			t.Errorf("a Windows pod on node %q: skipReason = %q", pod.Spec.NodeName, got)
+		}
+	}
+}
+
+func TestSnapshotWindows(t *testing.T) {
+	snap := &snapshot{nodeOS: map[string]string{"win-1": "windows", "linux-1": "linux"}}
+	tests := []struct {
+		name string
+		spec corev1.PodSpec
+		want bool
+	}{
+		{"on a Linux node", corev1.PodSpec{NodeName: "linux-1"}, false},
+		{"on a node without the label", corev1.PodSpec{NodeName: "other"}, false},
+		{"on a Windows node", corev1.PodSpec{NodeName: "win-1"}, true},
+		{"node selector", corev1.PodSpec{NodeSelector: map[string]string{labelOS: "windows"}}, true},
+		{"pod OS", corev1.PodSpec{OS: &corev1.PodOS{Name: corev1.Windows}}, true},
+	}
+	for _, tt := range tests {
+		if got := snap.windows(&corev1.Pod{Spec: tt.spec}); got != tt.want {
+			t.Errorf("%s: windows = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }
@@ -168,5 +206,29 @@ func TestSummarize(t *testing.T) {
 	})
 	if s.total != 3 || s.completed != 1 || s.failed != 1 || s.bytes != 15 || s.lastDone == nil {
 		t.Errorf("summarize = %+v", s)
+	}
+}
+
+func TestShortestInterval(t *testing.T) {
+	from := mustTime("2026-01-01T00:00:00Z")
+	tests := []struct {
+		cron, tz string
+		want     time.Duration
+	}{
+		{"0 * * * *", "UTC", time.Hour},
+		{"*/15 * * * 1-5", "UTC", 15 * time.Minute},
+		{"0 2 * * *", "UTC", 24 * time.Hour},
+		// The day clocks go forward has 23 hours: a daily 03:00 comes an hour early.
+		{"0 3 * * *", "Europe/Paris", 23 * time.Hour},
+		{"0 0 1 1 *", "UTC", 365 * 24 * time.Hour},
+	}
+	for _, tt := range tests {
+		s, err := parseSchedule(&v1.Schedule{Cron: tt.cron, TimeZone: tt.tz})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.shortestInterval(from); got != tt.want {
+			t.Errorf("shortestInterval(%q in %s) = %s, want %s", tt.cron, tt.tz, got, tt.want)
+		}
 	}
 }

@@ -1,11 +1,13 @@
 package policy
 
 import (
+	"context"
 	"fmt"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/identity"
@@ -26,8 +28,16 @@ const (
 	SkipClaimNotFound       = "ClaimNotFound"
 	SkipImage               = "Image"
 	SkipSelectorError       = "SelectorError"
-	SkipInFlight            = "InFlight"
-	maxExamples             = 5
+	// SkipNamespaceSelectorError: the namespace expression failed on the volume's
+	// namespace, so whether the policy selects it is unknown.
+	SkipNamespaceSelectorError = "NamespaceSelectorError"
+	SkipInFlight               = "InFlight"
+	// SkipSelectorBudgetExceeded: the selection pass spent its CEL cost budget
+	// before the volume (or its namespace) was evaluated.
+	SkipSelectorBudgetExceeded = "SelectorBudgetExceeded"
+	// SkipWindows: a pod for Windows, or on a Windows node; the agent runs on Linux.
+	SkipWindows = "Windows"
+	maxExamples = 5
 )
 
 // snapshot is what the controller's caches hold, indexed for one selection pass.
@@ -36,6 +46,20 @@ type snapshot struct {
 	pods       map[string][]*corev1.Pod // by namespace
 	claims     map[string]*corev1.PersistentVolumeClaim
 	rsOwner    identity.OwnerOfReplicaSet
+	// nodeOS is the kubernetes.io/os label of each node that has one.
+	nodeOS map[string]string
+	// costBudget is the CEL cost the pass may spend; 0 is celpolicy.PassCostBudget.
+	costBudget uint64
+}
+
+// labelOS is the well-known label (and node selector) of a node's operating system.
+const labelOS = "kubernetes.io/os"
+
+// windows reports whether the pod runs, or is meant to run, on Windows.
+func (s *snapshot) windows(pod *corev1.Pod) bool {
+	return (pod.Spec.OS != nil && pod.Spec.OS.Name == corev1.Windows) ||
+		pod.Spec.NodeSelector[labelOS] == "windows" ||
+		(pod.Spec.NodeName != "" && s.nodeOS[pod.Spec.NodeName] == "windows")
 }
 
 func claimKey(ns, name string) string { return ns + "/" + name }
@@ -55,6 +79,21 @@ type selection struct {
 	skipped    map[string][]string // reason -> <ns>/<pod>/<volume>
 	// firstError is the first evaluation error, for the event that reports it.
 	firstError error
+	// budgetExceeded is set when the pass spent its CEL cost budget: the volumes not
+	// evaluated are skipped as SelectorBudgetExceeded. spent is the cost it spent.
+	budgetExceeded bool
+	spent          uint64
+}
+
+// isBudget reports whether err is an evaluation refused because the pass spent its
+// cost budget.
+func isBudget(err error) bool {
+	for _, e := range celpolicy.Errors(err) {
+		if e.Type == celpolicy.ErrorBudget {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *selection) skip(reason string, pod *corev1.Pod, volume string) {
@@ -68,9 +107,17 @@ func (s *selection) skip(reason string, pod *corev1.Pod, volume string) {
 // call: everything comes from the informer caches.
 func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
 	out := &selection{}
-	cache := &celpolicy.Cache{}
+	cache := &celpolicy.Cache{Budget: snap.costBudget}
+	defer func() { out.spent = cache.Spent() }()
 	for _, ns := range snap.namespaces {
-		if ok, err := sel.MatchNamespace(ns, cache); err != nil || !ok {
+		nsOK, nsErr := sel.MatchNamespace(ns, cache)
+		nsReason := SkipNamespaceSelectorError
+		if isBudget(nsErr) {
+			nsReason, out.budgetExceeded = SkipSelectorBudgetExceeded, true
+		} else if nsErr != nil && out.firstError == nil {
+			out.firstError = fmt.Errorf("namespace %s: %w", ns.Name, nsErr)
+		}
+		if nsErr == nil && !nsOK {
 			continue
 		}
 		selectedHere := false
@@ -86,6 +133,19 @@ func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
 					pvc = snap.claims[claimKey(pod.Namespace, claimName)]
 				}
 				ok, err := sel.MatchVolume(celpolicy.Volume{Namespace: ns, Pod: pod, Volume: vol, PVC: pvc}, cache)
+				if nsErr != nil {
+					// The namespace expression failed here: the volumes the policy would
+					// back up if it had matched are counted, never silently dropped.
+					if (ok || err != nil) && skipReason(pod, vol, claimName, pvc, snap.windows(pod)) == "" {
+						out.skip(nsReason, pod, vol.Name)
+					}
+					continue
+				}
+				if isBudget(err) {
+					out.budgetExceeded = true
+					out.skip(SkipSelectorBudgetExceeded, pod, vol.Name)
+					continue
+				}
 				if err != nil {
 					out.skip(SkipSelectorError, pod, vol.Name)
 					if out.firstError == nil {
@@ -96,7 +156,7 @@ func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
 				if !ok {
 					continue
 				}
-				if reason := skipReason(pod, vol, claimName, pvc); reason != "" {
+				if reason := skipReason(pod, vol, claimName, pvc, snap.windows(pod)); reason != "" {
 					out.skip(reason, pod, vol.Name)
 					continue
 				}
@@ -113,7 +173,7 @@ func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
 }
 
 // skipReason says why a selected volume cannot be backed up, or "".
-func skipReason(pod *corev1.Pod, vol *corev1.Volume, claimName string, pvc *corev1.PersistentVolumeClaim) string {
+func skipReason(pod *corev1.Pod, vol *corev1.Volume, claimName string, pvc *corev1.PersistentVolumeClaim, windows bool) string {
 	switch {
 	case vol.HostPath != nil:
 		return SkipHostPath
@@ -140,6 +200,11 @@ func skipReason(pod *corev1.Pod, vol *corev1.Volume, claimName string, pvc *core
 		if pvc.Spec.VolumeMode != nil && *pvc.Spec.VolumeMode == corev1.PersistentVolumeBlock {
 			return SkipBlockMode
 		}
+	}
+	if windows {
+		// No agent runs there: a backup would wait for ever and block the volume as
+		// InFlight in every later run (review M4).
+		return SkipWindows
 	}
 	if pod.Spec.NodeName == "" {
 		return SkipNoNode
@@ -171,4 +236,132 @@ func skippedStatus(skipped map[string][]string) (int32, []v1.SkippedVolumes) {
 // ownerFromCache answers identity.OwnerOfReplicaSet from a list of ReplicaSet metadata.
 func ownerFromCache(owners map[string]*metav1.OwnerReference) identity.OwnerOfReplicaSet {
 	return func(ns, name string) *metav1.OwnerReference { return owners[ns+"/"+name] }
+}
+
+// reconcileSelection evaluates the selector over the cached namespaces, pods and
+// claims and records the counts and skip reasons. Sets no condition.
+func (r *VolumeBackupPolicyReconciler) reconcileSelection(ctx context.Context, s *scope) error {
+	snap, err := r.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	hadErrors := hasSkip(s.policy.Status.Skipped, SkipSelectorError) || hasSkip(s.policy.Status.Skipped, SkipNamespaceSelectorError)
+	snap.costBudget = r.CostBudget
+	hadBudget := hasSkip(s.policy.Status.Skipped, SkipSelectorBudgetExceeded)
+	s.sel = selectVolumes(s.selector, snap)
+	if s.sel.budgetExceeded && !hadBudget {
+		r.event(ctx, s.policy, corev1.EventTypeWarning, ReasonSelectorBudgetExceeded, "%s", budgetMessage(s.sel))
+	}
+	if s.sel.firstError != nil && !hadErrors {
+		r.event(ctx, s.policy, corev1.EventTypeWarning, "SelectorEvaluationFailed",
+			"the selector failed on %d volumes (skipped as %s) and %d more in namespaces where the namespace expression failed (skipped as %s), first %v",
+			len(s.sel.skipped[SkipSelectorError]), SkipSelectorError,
+			len(s.sel.skipped[SkipNamespaceSelectorError]), SkipNamespaceSelectorError, s.sel.firstError)
+	}
+	if s.unfinished, err = r.unfinishedBackups(ctx, s.policy); err != nil {
+		return err
+	}
+	current := ""
+	if s.policy.Status.LastRun != nil {
+		current = s.policy.Status.LastRun.Name
+	}
+	applyInFlight(s, current)
+	return nil
+}
+
+func hasSkip(skipped []v1.SkippedVolumes, reason string) bool {
+	for _, s := range skipped {
+		if s.Reason == reason {
+			return true
+		}
+	}
+	return false
+}
+
+// applyInFlight moves to InFlight the selected volumes that still have an unfinished
+// backup of this policy from a run other than run (the run whose backups are being
+// created is expected to have some), and updates the selection counts in status.
+func applyInFlight(s *scope, run string) {
+	kept := s.sel.targets[:0]
+	for _, t := range s.sel.targets {
+		if r, ok := s.unfinished[t.pod.Namespace+t.sourcePath]; ok && r != run {
+			s.sel.skip(SkipInFlight, t.pod, t.volume)
+			continue
+		}
+		kept = append(kept, t)
+	}
+	s.sel.targets = kept
+	st := &s.policy.Status
+	st.SelectedNamespaces = int32(s.sel.namespaces)
+	st.SelectedVolumes = int32(len(s.sel.targets))
+	st.SkippedVolumes, st.Skipped = skippedStatus(s.sel.skipped)
+}
+
+// unfinishedBackups maps <namespace><sourcePath> to the run of each unfinished backup of
+// this policy.
+func (r *VolumeBackupPolicyReconciler) unfinishedBackups(ctx context.Context, p *v1.VolumeBackupPolicy) (map[string]string, error) {
+	var pvbs v1.PodVolumeBackupList
+	if err := r.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: policyLabel(p.Name)}); err != nil {
+		return nil, fmt.Errorf("listing PodVolumeBackups: %w", err)
+	}
+	out := map[string]string{}
+	for _, b := range pvbs.Items {
+		if !finished(b.Status.Phase) {
+			out[b.Namespace+b.Spec.SourcePath] = b.Labels[v1.LabelRun]
+		}
+	}
+	return out, nil
+}
+
+// snapshot reads namespaces, pods, claims and ReplicaSet owners from the informer
+// caches without copying them (nothing here modifies them): one pass over 10,000 pods
+// costs no API call and no deep copy.
+func (r *VolumeBackupPolicyReconciler) snapshot(ctx context.Context) (*snapshot, error) {
+	var nss corev1.NamespaceList
+	if err := r.List(ctx, &nss, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing namespaces: %w", err)
+	}
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing pods: %w", err)
+	}
+	var pvcs corev1.PersistentVolumeClaimList
+	if err := r.List(ctx, &pvcs, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing claims: %w", err)
+	}
+	var rss metav1.PartialObjectMetadataList
+	rss.SetGroupVersionKind(replicaSetListGVK)
+	if err := r.List(ctx, &rss, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing replica sets: %w", err)
+	}
+	snap := &snapshot{pods: map[string][]*corev1.Pod{}, claims: map[string]*corev1.PersistentVolumeClaim{}}
+	for i := range nss.Items {
+		snap.namespaces = append(snap.namespaces, &nss.Items[i])
+	}
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		snap.pods[pod.Namespace] = append(snap.pods[pod.Namespace], pod)
+	}
+	for i := range pvcs.Items {
+		snap.claims[claimKey(pvcs.Items[i].Namespace, pvcs.Items[i].Name)] = &pvcs.Items[i]
+	}
+	var nodes metav1.PartialObjectMetadataList
+	nodes.SetGroupVersionKind(nodeListGVK)
+	if err := r.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	snap.nodeOS = make(map[string]string, len(nodes.Items))
+	for i := range nodes.Items {
+		if os := nodes.Items[i].Labels[labelOS]; os != "" {
+			snap.nodeOS[nodes.Items[i].Name] = os
+		}
+	}
+	owners := map[string]*metav1.OwnerReference{}
+	for i := range rss.Items {
+		if o := metav1.GetControllerOf(&rss.Items[i]); o != nil {
+			owners[rss.Items[i].Namespace+"/"+rss.Items[i].Name] = o
+		}
+	}
+	snap.rsOwner = ownerFromCache(owners)
+	return snap, nil
 }

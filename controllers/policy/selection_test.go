@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 
@@ -70,6 +71,8 @@ func BenchmarkSelectVolumes(b *testing.B) {
 		b.Fatalf("source path %q", got)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/pods, "ns/pod")
+	// The CEL cost of the pass, against celpolicy.PassCostBudget.
+	b.ReportMetric(float64(out.spent), "cel-cost/pass")
 }
 
 func TestSelectVolumesCountsEvaluationErrors(t *testing.T) {
@@ -99,5 +102,101 @@ func TestSelectVolumesCountsEvaluationErrors(t *testing.T) {
 	}
 	if out.firstError == nil || !strings.Contains(out.firstError.Error(), "shop/bare/v") || !strings.Contains(out.firstError.Error(), "spec.selector.volumes") {
 		t.Errorf("firstError = %v", out.firstError)
+	}
+}
+
+// A runtime error of the namespace expression does not silently drop the namespace
+// (review M2): the volumes the policy would back up there are skipped as
+// NamespaceSelectorError and the first error is kept for the event.
+func TestSelectVolumesCountsNamespaceEvaluationErrors(t *testing.T) {
+	engine, err := celpolicy.NewEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The review's example: an annotation with an unexpected value fails int().
+	sel, err := engine.Compile(v1.VolumeSelector{
+		Namespaces: `int(namespace.metadata.annotations[?"tier"].orValue("0")) > 1`,
+		Volumes:    `has(volume.emptyDir)`,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := func(name, tier string) *corev1.Namespace {
+		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{"tier": tier}}}
+	}
+	pod := func(ns, name string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: corev1.PodSpec{NodeName: "n", Volumes: []corev1.Volume{
+				{Name: "cache", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+				{Name: "conf", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{}}},
+			}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+	}
+	snap := &snapshot{namespaces: []*corev1.Namespace{ns("gold", "gold"), ns("high", "3"), ns("low", "1")},
+		pods: map[string][]*corev1.Pod{"gold": {pod("gold", "web")}, "high": {pod("high", "db")}, "low": {pod("low", "app")}}}
+	out := selectVolumes(sel, snap)
+	if len(out.targets) != 1 || out.targets[0].pod.Name != "db" || out.namespaces != 1 {
+		t.Errorf("targets %+v in %d namespaces, want high/db/cache", out.targets, out.namespaces)
+	}
+	if got := out.skipped[SkipNamespaceSelectorError]; len(got) != 1 || got[0] != "gold/web/cache" {
+		t.Errorf("NamespaceSelectorError skips %v, want gold/web/cache", got)
+	}
+	if out.firstError == nil || !strings.Contains(out.firstError.Error(), "namespace gold") ||
+		!strings.Contains(out.firstError.Error(), "spec.selector.namespaces") {
+		t.Errorf("firstError = %v", out.firstError)
+	}
+}
+
+// A selection pass has a CEL cost budget (review L4): once spent, the volumes not
+// evaluated are skipped as SelectorBudgetExceeded (never silently dropped), and the
+// policy is Ready=False saying so.
+func TestSelectVolumesStopsAtTheCostBudget(t *testing.T) {
+	engine, err := celpolicy.NewEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// all() over every key, with no short cut: each pod costs the same whatever the
+	// map's iteration order.
+	sel, err := engine.Compile(v1.VolumeSelector{Volumes: `pod.metadata.annotations.all(k, !k.startsWith("skip"))`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	annotations := map[string]string{}
+	for i := range 50 {
+		annotations[fmt.Sprintf("tenant.example.com/key-%d", i)] = strings.Repeat("v", 100)
+	}
+	snap := &snapshot{namespaces: []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}}, pods: map[string][]*corev1.Pod{}}
+	for i := range 20 {
+		annotations := maps.Clone(annotations)
+		annotations["backup"] = "yes"
+		snap.pods["shop"] = append(snap.pods["shop"], &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("app-%02d", i), Namespace: "shop", Annotations: annotations},
+			Spec:       corev1.PodSpec{NodeName: "n", Volumes: []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}},
+			Status:     corev1.PodStatus{Phase: corev1.PodRunning}})
+	}
+	all := selectVolumes(sel, snap)
+	if len(all.targets) != 20 || all.budgetExceeded || all.spent == 0 {
+		t.Fatalf("with the default budget: %d targets, exceeded %v, spent %d", len(all.targets), all.budgetExceeded, all.spent)
+	}
+	snap.costBudget = all.spent / 4 // a quarter of what the pass needs
+	out := selectVolumes(sel, snap)
+	skipped := len(out.skipped[SkipSelectorBudgetExceeded])
+	if !out.budgetExceeded || skipped == 0 || len(out.targets)+skipped != 20 || len(out.targets) > 6 {
+		t.Errorf("with a quarter of the budget: %d targets, %d skipped as %s, exceeded %v",
+			len(out.targets), skipped, SkipSelectorBudgetExceeded, out.budgetExceeded)
+	}
+	if out.firstError != nil {
+		t.Errorf("a spent budget is reported as a selector error: %v", out.firstError)
+	}
+
+	r := &VolumeBackupPolicyReconciler{}
+	p := &v1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Generation: 1}}
+	if err := r.reconcileReady(t.Context(), &scope{policy: p, sel: out}); err != nil {
+		t.Fatal(err)
+	}
+	ready := meta(p, v1.ConditionReady)
+	if ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != ReasonSelectorBudgetExceeded ||
+		!strings.Contains(ready.Message, fmt.Sprintf("did not evaluate %d volumes", skipped)) {
+		t.Errorf("Ready = %+v", ready)
 	}
 }

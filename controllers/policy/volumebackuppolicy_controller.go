@@ -2,8 +2,6 @@ package policy
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -40,6 +38,9 @@ const (
 	// ReasonStorageLocationNotReady: the storage location is missing or not Ready;
 	// runs back up nothing until it is.
 	ReasonStorageLocationNotReady = "StorageLocationNotReady"
+	// ReasonSelectorBudgetExceeded: a selection pass spent its CEL cost budget; the
+	// volumes it did not evaluate are skipped as SelectorBudgetExceeded.
+	ReasonSelectorBudgetExceeded = "SelectorBudgetExceeded"
 	// ReasonWaitingForStorageLocation: the storage location has not been probed yet;
 	// a due run waits for the probe.
 	ReasonWaitingForStorageLocation = "WaitingForStorageLocation"
@@ -61,6 +62,9 @@ type VolumeBackupPolicyReconciler struct {
 	APIReader client.Reader
 	// Clock is the time source; tests drive it. Nil is the real clock.
 	Clock clock.PassiveClock
+	// CostBudget is the CEL cost one selection pass may spend; 0 is
+	// celpolicy.PassCostBudget.
+	CostBudget uint64
 }
 
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumebackuppolicies,verbs=get;list;watch
@@ -69,32 +73,42 @@ type VolumeBackupPolicyReconciler struct {
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backuprepositories,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backupstoragelocations,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods;persistentvolumeclaims;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// scope carries what the steps of one reconcile found.
+// scope carries what the steps of one reconcile found. Each field says which step
+// sets it; doc.go describes the run state machine these steps drive.
 type scope struct {
-	policy   *v1.VolumeBackupPolicy
+	policy *v1.VolumeBackupPolicy
+	// selector and schedule are set by reconcileSpec.
 	selector *celpolicy.Selector
 	schedule *cronSchedule
 	now      time.Time
-	sel      *selection
-	requeue  time.Duration
-	// stale is set when the cached policy is older than the API server's: the pass
-	// ends without writing anything.
+	// sel is set by reconcileSelection (InFlight applied for the current run) and
+	// filtered again by startRun for a new run.
+	sel *selection
+	// requeue is the shortest wait any step asked for.
+	requeue time.Duration
+	// stale is set by staleView when the cached policy is older than the API
+	// server's: the pass ends without writing anything.
 	stale bool
-	// done is set by a step that ends the pass early (a stalled policy).
-	done bool
-	// creating is set while a jittered run still has volumes to start.
+	// creating is set by createDueBackups while the last run still has volumes to
+	// start (jitter) or creates to retry: the policy is Reconciling.
 	creating bool
-	// unfinished maps <namespace><sourcePath> to the run of its unfinished backup.
+	// created is set by createDueBackups: <namespace>/<name> of the last run's
+	// PodVolumeBackups that exist after this pass, some perhaps not in the cache yet.
+	created map[string]bool
+	// unfinished is set by reconcileSelection: <namespace><sourcePath> to the run of
+	// its unfinished backup.
 	unfinished map[string]string
-	// locationProblem says why the storage location cannot take backups (missing,
-	// not Ready); a run started now fails at once with it.
+	// locationProblem is set by reconcileStorageLocation: why the storage location
+	// cannot take backups (missing, not Ready); a run started now fails at once with it.
 	locationProblem string
-	// locationUnprobed is set while the storage location has not been probed yet: a
-	// due run waits instead of failing on a location that may well be fine.
+	// locationUnprobed is set by reconcileStorageLocation while the storage location
+	// has not been probed yet: a due run waits instead of failing on a location that
+	// may well be fine.
 	locationUnprobed bool
 }
 
@@ -138,15 +152,29 @@ func (r *VolumeBackupPolicyReconciler) Reconcile(ctx context.Context, req ctrl.R
 	}
 	for _, step := range steps {
 		if err := step(ctx, s); err != nil {
-			conditions.MarkNotReady(&p.Status.Conditions, p.Generation, "Error", err.Error())
-			return ctrl.Result{}, fmt.Errorf("VolumeBackupPolicy %s: %w", p.Name, err)
-		}
-		if s.done {
-			return ctrl.Result{RequeueAfter: s.requeue}, nil
+			// A step stops in one of three typed ways (conditions.Stall, Wait, or a
+			// transient error), mapped to conditions and a requeue in one place.
+			res, err := conditions.Result(&p.Status.Conditions, p.Generation, err)
+			if err != nil {
+				return res, fmt.Errorf("VolumeBackupPolicy %s: %w", p.Name, err)
+			}
+			return res, nil
 		}
 	}
 	return ctrl.Result{RequeueAfter: s.requeue}, nil
 }
+
+// budgetMessage says that a selection pass spent its CEL cost budget and what to do.
+func budgetMessage(sel *selection) string {
+	return fmt.Sprintf("a selection pass spent its CEL cost budget (%d units spent) and did not evaluate %d volumes (skipped as %s): narrow the namespace expression, or test cheap fields before iterating over labels and annotations",
+		sel.spent, len(sel.skipped[SkipSelectorBudgetExceeded]), SkipSelectorBudgetExceeded)
+}
+
+// policyLabel and locationLabel are the label values naming a policy and a storage
+// location on the objects a run creates, and the values they are selected by: names
+// of up to 253 characters are shortened with a hash to fit a label value (review M8).
+func policyLabel(name string) string   { return identity.LabelValue(name) }
+func locationLabel(name string) string { return identity.LabelValue(name) }
 
 func (r *VolumeBackupPolicyReconciler) now() time.Time {
 	if r.Clock == nil {
@@ -167,22 +195,18 @@ func (r *VolumeBackupPolicyReconciler) reconcileSpec(ctx context.Context, s *sco
 			r.Recorder.Event(p, corev1.EventTypeWarning, ReasonInvalidSelector, err.Error())
 			log.FromContext(ctx).Info("selector does not compile", "error", err.Error())
 		}
-		conditions.MarkStalled(&p.Status.Conditions, p.Generation, ReasonInvalidSelector, err.Error())
 		p.Status.ObservedGeneration = p.Generation
 		p.Status.NextScheduleTime = nil
-		s.done = true
-		return nil
+		return conditions.Stall(ReasonInvalidSelector, "%s", err.Error())
 	}
 	sched, err := parseSchedule(p.Spec.Schedule)
 	if err != nil {
 		if !stalledWith(p, ReasonInvalidSchedule, err.Error()) {
 			r.Recorder.Event(p, corev1.EventTypeWarning, ReasonInvalidSchedule, err.Error())
 		}
-		conditions.MarkStalled(&p.Status.Conditions, p.Generation, ReasonInvalidSchedule, err.Error())
 		p.Status.ObservedGeneration = p.Generation
 		p.Status.NextScheduleTime = nil
-		s.done = true
-		return nil
+		return conditions.Stall(ReasonInvalidSchedule, "%s", err.Error())
 	}
 	s.selector, s.schedule = sel, sched
 	return nil
@@ -195,122 +219,6 @@ func stalledWith(p *v1.VolumeBackupPolicy, reason, msg string) bool {
 		}
 	}
 	return false
-}
-
-// reconcileSelection evaluates the selector over the cached namespaces, pods and
-// claims and records the counts and skip reasons. Sets no condition.
-func (r *VolumeBackupPolicyReconciler) reconcileSelection(ctx context.Context, s *scope) error {
-	snap, err := r.snapshot(ctx)
-	if err != nil {
-		return err
-	}
-	hadErrors := hasSkip(s.policy.Status.Skipped, SkipSelectorError)
-	s.sel = selectVolumes(s.selector, snap)
-	if s.sel.firstError != nil && !hadErrors {
-		msg := fmt.Sprintf("the selector failed on %d volumes (skipped as %s), first %v",
-			len(s.sel.skipped[SkipSelectorError]), SkipSelectorError, s.sel.firstError)
-		r.Recorder.Event(s.policy, corev1.EventTypeWarning, "SelectorEvaluationFailed", msg)
-		log.FromContext(ctx).Info(msg)
-	}
-	if s.unfinished, err = r.unfinishedBackups(ctx, s.policy); err != nil {
-		return err
-	}
-	current := ""
-	if s.policy.Status.LastRun != nil {
-		current = s.policy.Status.LastRun.Name
-	}
-	applyInFlight(s, current)
-	return nil
-}
-
-func hasSkip(skipped []v1.SkippedVolumes, reason string) bool {
-	for _, s := range skipped {
-		if s.Reason == reason {
-			return true
-		}
-	}
-	return false
-}
-
-// applyInFlight moves to InFlight the selected volumes that still have an unfinished
-// backup of this policy from a run other than run (the run whose backups are being
-// created is expected to have some), and updates the selection counts in status.
-func applyInFlight(s *scope, run string) {
-	kept := s.sel.targets[:0]
-	for _, t := range s.sel.targets {
-		if r, ok := s.unfinished[t.pod.Namespace+t.sourcePath]; ok && r != run {
-			s.sel.skip(SkipInFlight, t.pod, t.volume)
-			continue
-		}
-		kept = append(kept, t)
-	}
-	s.sel.targets = kept
-	st := &s.policy.Status
-	st.SelectedNamespaces = int32(s.sel.namespaces)
-	st.SelectedVolumes = int32(len(s.sel.targets))
-	st.SkippedVolumes, st.Skipped = skippedStatus(s.sel.skipped)
-}
-
-// unfinishedBackups maps <namespace><sourcePath> to the run of each unfinished backup of
-// this policy.
-func (r *VolumeBackupPolicyReconciler) unfinishedBackups(ctx context.Context, p *v1.VolumeBackupPolicy) (map[string]string, error) {
-	var pvbs v1.PodVolumeBackupList
-	if err := r.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: p.Name}); err != nil {
-		return nil, fmt.Errorf("listing PodVolumeBackups: %w", err)
-	}
-	out := map[string]string{}
-	for _, b := range pvbs.Items {
-		if !finished(b.Status.Phase) {
-			out[b.Namespace+b.Spec.SourcePath] = b.Labels[v1.LabelRun]
-		}
-	}
-	return out, nil
-}
-
-func finished(phase v1.RunPhase) bool {
-	return phase == v1.RunCompleted || phase == v1.RunFailed || phase == v1.RunCanceled
-}
-
-// snapshot reads namespaces, pods, claims and ReplicaSet owners from the informer
-// caches without copying them (nothing here modifies them): one pass over 10,000 pods
-// costs no API call and no deep copy.
-func (r *VolumeBackupPolicyReconciler) snapshot(ctx context.Context) (*snapshot, error) {
-	var nss corev1.NamespaceList
-	if err := r.List(ctx, &nss, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("listing namespaces: %w", err)
-	}
-	var pods corev1.PodList
-	if err := r.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("listing pods: %w", err)
-	}
-	var pvcs corev1.PersistentVolumeClaimList
-	if err := r.List(ctx, &pvcs, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("listing claims: %w", err)
-	}
-	var rss metav1.PartialObjectMetadataList
-	rss.SetGroupVersionKind(replicaSetListGVK)
-	if err := r.List(ctx, &rss, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("listing replica sets: %w", err)
-	}
-	snap := &snapshot{pods: map[string][]*corev1.Pod{}, claims: map[string]*corev1.PersistentVolumeClaim{}}
-	for i := range nss.Items {
-		snap.namespaces = append(snap.namespaces, &nss.Items[i])
-	}
-	for i := range pods.Items {
-		pod := &pods.Items[i]
-		snap.pods[pod.Namespace] = append(snap.pods[pod.Namespace], pod)
-	}
-	for i := range pvcs.Items {
-		snap.claims[claimKey(pvcs.Items[i].Namespace, pvcs.Items[i].Name)] = &pvcs.Items[i]
-	}
-	owners := map[string]*metav1.OwnerReference{}
-	for i := range rss.Items {
-		if o := metav1.GetControllerOf(&rss.Items[i]); o != nil {
-			owners[rss.Items[i].Namespace+"/"+rss.Items[i].Name] = o
-		}
-	}
-	snap.rsOwner = ownerFromCache(owners)
-	return snap, nil
 }
 
 // reconcileStorageLocation reads the policy's storage location. A missing or failing
@@ -335,303 +243,6 @@ func (r *VolumeBackupPolicyReconciler) reconcileStorageLocation(ctx context.Cont
 	return nil
 }
 
-// reconcileRun starts a run when a new run-now token or a due schedule tick asks for
-// one (unless suspended), and keeps creating the PodVolumeBackups of a jittered run as
-// their offsets come. Sets Reconciling while a run is being created.
-func (r *VolumeBackupPolicyReconciler) reconcileRun(ctx context.Context, s *scope) error {
-	p := s.policy
-	st := &p.Status
-	token := p.Annotations[v1.AnnotationRunNow]
-	if p.Spec.Suspend {
-		st.NextScheduleTime = nil
-		// A token seen while suspended is consumed, so resuming does not start a run.
-		st.LastRunNowToken = token
-	} else {
-		switch {
-		case s.locationUnprobed:
-			// Neither the token nor the tick is consumed: the location's first probe
-			// (watched) brings the policy back.
-			s.requeueAt(time.Minute)
-		case token != "" && token != st.LastRunNowToken:
-			if stale, err := r.staleView(ctx, s); err != nil || stale {
-				return err
-			}
-			st.LastRunNowToken = token
-			r.startRun(ctx, s, TriggerRunNow, s.now)
-		case s.schedule != nil:
-			after := p.CreationTimestamp.UTC()
-			if st.LastScheduleTime != nil {
-				after = st.LastScheduleTime.UTC()
-			}
-			if tick, due := s.schedule.latestDue(after, s.now); due {
-				if stale, err := r.staleView(ctx, s); err != nil || stale {
-					return err
-				}
-				st.LastScheduleTime = &metav1.Time{Time: tick}
-				r.startRun(ctx, s, TriggerSchedule, tick)
-			}
-		}
-		if s.schedule != nil {
-			next := s.schedule.next(s.now)
-			st.NextScheduleTime = &metav1.Time{Time: next}
-			s.requeueAt(next.Sub(s.now))
-		}
-	}
-	return r.createDueBackups(ctx, s)
-}
-
-// staleView reports whether the API server holds a newer version of the policy than
-// the cache gave this pass; the pass then ends without writing (and is requeued).
-func (r *VolumeBackupPolicyReconciler) staleView(ctx context.Context, s *scope) (bool, error) {
-	if r.APIReader == nil {
-		return false, nil
-	}
-	fresh := &v1.VolumeBackupPolicy{}
-	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(s.policy), fresh); err != nil {
-		return false, client.IgnoreNotFound(err)
-	}
-	if fresh.ResourceVersion == s.policy.ResourceVersion {
-		return false, nil
-	}
-	s.stale, s.done = true, true
-	s.requeueAt(time.Second)
-	return true, nil
-}
-
-func (s *scope) requeueAt(d time.Duration) {
-	if d <= 0 {
-		d = time.Second
-	}
-	if s.requeue == 0 || d < s.requeue {
-		s.requeue = d
-	}
-}
-
-func (r *VolumeBackupPolicyReconciler) startRun(ctx context.Context, s *scope, trigger string, at time.Time) {
-	p := s.policy
-	run := &v1.RunSummary{
-		Name:      runName(p.Name, at, trigger),
-		Trigger:   trigger,
-		Outcome:   v1.RunOutcomeInProgress,
-		StartTime: &metav1.Time{Time: at},
-	}
-	p.Status.LastRun = run
-	applyInFlight(s, run.Name)
-	if s.locationProblem != "" {
-		run.Outcome = v1.RunOutcomeFailed
-		run.CompletionTime = &metav1.Time{Time: s.now}
-		run.VolumesSkipped = int32(len(s.sel.targets)) + p.Status.SkippedVolumes
-		run.Message = "no volume was backed up: " + s.locationProblem
-		msg := fmt.Sprintf("run %s (%s) Failed: %s", run.Name, trigger, run.Message)
-		r.Recorder.Event(p, corev1.EventTypeWarning, "RunFailed", msg)
-		log.FromContext(ctx).Info(msg)
-		return
-	}
-	msg := fmt.Sprintf("run %s started (%s): %d volumes selected, %d skipped", run.Name, trigger, len(s.sel.targets), p.Status.SkippedVolumes)
-	r.Recorder.Event(p, corev1.EventTypeNormal, "RunStarted", msg)
-	log.FromContext(ctx).Info(msg)
-}
-
-// createDueBackups creates, for the last run while it is being created, the
-// PodVolumeBackups whose jitter offset has passed, and the BackupRepository of each
-// namespace they are in. Names are deterministic, so creating twice is harmless.
-func (r *VolumeBackupPolicyReconciler) createDueBackups(ctx context.Context, s *scope) error {
-	p := s.policy
-	run := p.Status.LastRun
-	if run == nil || run.Outcome != v1.RunOutcomeInProgress || run.StartTime == nil {
-		return nil
-	}
-	jitter := jitterFor(s, run)
-	// A run takes its volumes during the jitter window after its start; a minute's
-	// grace lets a pass that failed half-way finish the set. After that, pods that
-	// appear belong to the next run.
-	elapsed := s.now.Sub(run.StartTime.Time)
-	if elapsed > jitter+time.Minute || (elapsed > jitter && run.VolumesTotal > 0) {
-		return nil
-	}
-	uploader := p.Spec.Uploader
-	if uploader == "" {
-		uploader = v1.UploaderKopia
-	}
-	repo := identity.RepositoryName(p.Spec.StorageLocation, uploader)
-	ensured := map[string]bool{}
-	pending := false
-	for _, t := range s.sel.targets {
-		offset := jitterOffset(jitter, t.pod.Namespace, t.sourcePath)
-		if run.StartTime.Add(offset).After(s.now) {
-			pending = true
-			s.requeueAt(run.StartTime.Add(offset).Sub(s.now))
-			continue
-		}
-		if !ensured[t.pod.Namespace] {
-			if err := r.ensureRepository(ctx, p, t.pod.Namespace, repo, uploader); err != nil {
-				return err
-			}
-			ensured[t.pod.Namespace] = true
-		}
-		if err := r.createBackup(ctx, p, run.Name, repo, uploader, t); err != nil {
-			return err
-		}
-	}
-	if pending {
-		s.creating = true
-		conditions.MarkReconciling(&p.Status.Conditions, p.Generation, ReasonRunInProgress,
-			fmt.Sprintf("run %s is starting its volumes over the %s jitter window", run.Name, jitter))
-	}
-	return nil
-}
-
-func (r *VolumeBackupPolicyReconciler) ensureRepository(ctx context.Context, p *v1.VolumeBackupPolicy, ns, name string, uploader v1.Uploader) error {
-	// The repository usually exists from an earlier run: look in the cache first, so
-	// that a run does not send one create per namespace only to be told it exists
-	// (1,000 of a run's 11,054 requests in make bench). A cache that is behind only
-	// costs that create.
-	if err := r.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &v1.BackupRepository{}); err == nil {
-		return nil
-	} else if !apierrors.IsNotFound(err) {
-		return fmt.Errorf("reading BackupRepository %s/%s: %w", ns, name, err)
-	}
-	repo := &v1.BackupRepository{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{
-			v1.LabelStorageLocation: p.Spec.StorageLocation, v1.LabelManagedBy: v1.ManagedByValue}},
-		Spec: v1.BackupRepositorySpec{StorageLocation: p.Spec.StorageLocation, Uploader: uploader},
-	}
-	if err := r.Create(ctx, repo, client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating BackupRepository %s/%s: %w", ns, name, err)
-	}
-	return nil
-}
-
-func (r *VolumeBackupPolicyReconciler) createBackup(ctx context.Context, p *v1.VolumeBackupPolicy, run, repo string, uploader v1.Uploader, t target) error {
-	ns := &corev1.Namespace{}
-	if err := r.Get(ctx, client.ObjectKey{Name: t.pod.Namespace}, ns); err != nil {
-		return fmt.Errorf("reading namespace %s: %w", t.pod.Namespace, err)
-	}
-	parent, err := r.parentFor(ctx, ns, repo, t.sourcePath)
-	if err != nil {
-		return err
-	}
-	pvb := &v1.PodVolumeBackup{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      identity.PodVolumeBackupName(run, t.pod.Name, t.volume),
-			Namespace: t.pod.Namespace,
-			Labels: map[string]string{
-				v1.LabelPolicy: p.Name, v1.LabelRun: run,
-				v1.LabelStorageLocation: p.Spec.StorageLocation, v1.LabelManagedBy: v1.ManagedByValue,
-			},
-		},
-		Spec: v1.PodVolumeBackupSpec{
-			Node:             t.pod.Spec.NodeName,
-			Pod:              v1.PodReference{Name: t.pod.Name, UID: string(t.pod.UID)},
-			Volume:           t.volume,
-			ClaimName:        t.claim,
-			SourcePath:       t.sourcePath,
-			StorageLocation:  p.Spec.StorageLocation,
-			Repository:       repo,
-			Uploader:         uploader,
-			Tags:             map[string]string{identity.TagPolicy: p.Name, identity.TagRun: run, identity.TagNamespaceUID: string(ns.UID)},
-			ParentSnapshotID: parent,
-		},
-	}
-	if err := r.Create(ctx, pvb, client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating PodVolumeBackup %s/%s: %w", pvb.Namespace, pvb.Name, err)
-	}
-	return nil
-}
-
-// reconcileLastRun aggregates the last run's PodVolumeBackups into status.lastRun
-// while it is in progress, and emits an event when it ends. Sets no condition.
-func (r *VolumeBackupPolicyReconciler) reconcileLastRun(ctx context.Context, s *scope) error {
-	p := s.policy
-	run := p.Status.LastRun
-	if run == nil || run.Message != "" || run.Outcome != v1.RunOutcomeInProgress {
-		// No run, one that backed up nothing and says why, or one that ended: its
-		// summary is history. Counted again once its backups went with their
-		// namespace, an ended run would read as nothing backed up, and as in progress
-		// again as soon as the namespace's pods came back, whose backups it would then
-		// create under its old name.
-		return nil
-	}
-	var pvbs v1.PodVolumeBackupList
-	if err := r.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: p.Name, v1.LabelRun: run.Name}); err != nil {
-		return fmt.Errorf("listing the PodVolumeBackups of run %s: %w", run.Name, err)
-	}
-	wasInProgress := run.Outcome == v1.RunOutcomeInProgress
-	sum := summarize(pvbs.Items)
-	run.VolumesTotal, run.VolumesCompleted, run.VolumesFailed, run.BytesUploaded = sum.total, sum.completed, sum.failed, sum.bytes
-	if wasInProgress {
-		run.VolumesSkipped = p.Status.SkippedVolumes
-	}
-	creationOver := s.now.Sub(run.StartTime.Time) >= jitterFor(s, run)
-	switch {
-	case sum.total == 0 && creationOver && len(s.sel.targets) == 0 && run.VolumesSkipped > 0:
-		// Every selected volume was skipped (still in flight from an earlier run, or
-		// of a kind that cannot be backed up): nothing is protected by this run.
-		run.Outcome = v1.RunOutcomeFailed
-		run.Message = fmt.Sprintf("no volume was backed up: the %d selected volumes were all skipped (status.skipped says why)", run.VolumesSkipped)
-	case sum.total == 0 && creationOver && len(s.sel.targets) == 0:
-		run.Outcome = v1.RunOutcomeSucceeded // nothing selected, nothing to back up
-	case sum.total == 0 || sum.completed+sum.failed < sum.total || !creationOver:
-		run.Outcome = v1.RunOutcomeInProgress
-	case sum.failed == 0:
-		run.Outcome = v1.RunOutcomeSucceeded
-	case sum.completed == 0:
-		run.Outcome = v1.RunOutcomeFailed
-	default:
-		run.Outcome = v1.RunOutcomePartiallyFailed
-	}
-	if wasInProgress && run.Outcome != v1.RunOutcomeInProgress {
-		if sum.lastDone != nil {
-			run.CompletionTime = sum.lastDone
-		} else {
-			run.CompletionTime = &metav1.Time{Time: s.now}
-		}
-		typ := corev1.EventTypeNormal
-		if run.Outcome != v1.RunOutcomeSucceeded {
-			typ = corev1.EventTypeWarning
-		}
-		msg := fmt.Sprintf("run %s %s: %d of %d volumes backed up, %d failed, %d bytes uploaded",
-			run.Name, run.Outcome, sum.completed, sum.total, sum.failed, sum.bytes)
-		if run.Message != "" {
-			msg = fmt.Sprintf("run %s %s: %s", run.Name, run.Outcome, run.Message)
-		}
-		r.Recorder.Event(p, typ, "Run"+string(run.Outcome), msg)
-		log.FromContext(ctx).Info(msg)
-	}
-	return nil
-}
-
-func jitterFor(s *scope, run *v1.RunSummary) time.Duration {
-	if s.schedule != nil && run.Trigger == TriggerSchedule {
-		return s.schedule.jitter
-	}
-	return 0
-}
-
-type runSum struct {
-	total, completed, failed int32
-	bytes                    int64
-	lastDone                 *metav1.Time
-}
-
-func summarize(pvbs []v1.PodVolumeBackup) runSum {
-	var s runSum
-	for _, b := range pvbs {
-		s.total++
-		switch b.Status.Phase {
-		case v1.RunCompleted:
-			s.completed++
-		case v1.RunFailed, v1.RunCanceled:
-			s.failed++
-		}
-		s.bytes += b.Status.BytesUploaded
-		if t := b.Status.CompletionTime; t != nil && (s.lastDone == nil || t.After(s.lastDone.Time)) {
-			s.lastDone = t
-		}
-	}
-	return s
-}
-
 // reconcileReady marks the policy Ready when its selector and schedule work, unless a
 // run is still being created (Reconciling). Sets observedGeneration after a clean pass.
 func (r *VolumeBackupPolicyReconciler) reconcileReady(ctx context.Context, s *scope) error {
@@ -650,6 +261,9 @@ func (r *VolumeBackupPolicyReconciler) reconcileReady(ctx context.Context, s *sc
 		conditions.MarkReconciling(&p.Status.Conditions, p.Generation, ReasonWaitingForStorageLocation,
 			fmt.Sprintf("waiting for the first probe of storage location %q (%s)", p.Spec.StorageLocation, msg))
 		return nil
+	case s.sel != nil && s.sel.budgetExceeded:
+		conditions.MarkNotReady(&p.Status.Conditions, p.Generation, ReasonSelectorBudgetExceeded, budgetMessage(s.sel)+" ("+msg+")")
+		return nil
 	}
 	reason := conditions.ReasonSucceeded
 	if p.Spec.Suspend {
@@ -657,21 +271,6 @@ func (r *VolumeBackupPolicyReconciler) reconcileReady(ctx context.Context, s *sc
 	}
 	conditions.MarkReady(&p.Status.Conditions, p.Generation, reason, msg)
 	return nil
-}
-
-// runName is <policy>-<UTC time>[n], at most 63 characters (it is a label value). A run
-// started by run-now ends in "n" so that it never shares a name with a schedule tick.
-func runName(policy string, at time.Time, trigger string) string {
-	suffix := at.UTC().Format("20060102150405")
-	if trigger == TriggerRunNow {
-		suffix += "n"
-	}
-	const maxPrefix = 63 - 1 - 15
-	if len(policy) > maxPrefix {
-		sum := sha256.Sum256([]byte(policy))
-		policy = policy[:maxPrefix-9] + "-" + hex.EncodeToString(sum[:])[:8]
-	}
-	return policy + "-" + suffix
 }
 
 // SetupWithManager watches policies and everything a selection reads, mapping each
@@ -765,7 +364,11 @@ func (r *VolumeBackupPolicyReconciler) allPolicies(ctx context.Context, _ client
 }
 
 func policyOfBackup(_ context.Context, obj client.Object) []reconcile.Request {
-	name := obj.GetLabels()[v1.LabelPolicy]
+	pvb, ok := obj.(*v1.PodVolumeBackup)
+	if !ok {
+		return nil
+	}
+	name := identity.PolicyOfBackup(pvb)
 	if name == "" {
 		return nil
 	}

@@ -3,7 +3,9 @@ package policy
 import (
 	"context"
 	"fmt"
+	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -29,7 +31,7 @@ func (v *VolumeBackupPolicyValidator) SetupWebhookWithManager(mgr ctrl.Manager) 
 
 // ValidateCreate validates a new policy with the strict environment.
 func (v *VolumeBackupPolicyValidator) ValidateCreate(_ context.Context, p *v1.VolumeBackupPolicy) (admission.Warnings, error) {
-	return nil, v.validate(p, v.Engine.Validate)
+	return nil, v.validate(p, v.Engine.Validate, true)
 }
 
 // ValidateUpdate validates a changed selector with the strict environment, and an
@@ -44,7 +46,9 @@ func (v *VolumeBackupPolicyValidator) ValidateUpdate(_ context.Context, old, p *
 			return err
 		}
 	}
-	return nil, v.validate(p, check)
+	// A stored schedule whose jitter no longer fits (admitted by an older Holdfast)
+	// does not block unrelated edits; changing the schedule checks it.
+	return nil, v.validate(p, check, !equality.Semantic.DeepEqual(old.Spec.Schedule, p.Spec.Schedule))
 }
 
 // ValidateDelete allows every deletion.
@@ -52,7 +56,7 @@ func (v *VolumeBackupPolicyValidator) ValidateDelete(context.Context, *v1.Volume
 	return nil, nil
 }
 
-func (v *VolumeBackupPolicyValidator) validate(p *v1.VolumeBackupPolicy, check func(v1.VolumeSelector) error) error {
+func (v *VolumeBackupPolicyValidator) validate(p *v1.VolumeBackupPolicy, check func(v1.VolumeSelector) error, checkJitter bool) error {
 	var errs field.ErrorList
 	for _, e := range celpolicy.Errors(check(p.Spec.Selector)) {
 		path := field.NewPath("spec", "selector", "volumes")
@@ -70,12 +74,33 @@ func (v *VolumeBackupPolicyValidator) validate(p *v1.VolumeBackupPolicy, check f
 		}
 	}
 	if p.Spec.Schedule != nil {
-		if _, err := parseSchedule(p.Spec.Schedule); err != nil {
+		sched, err := parseSchedule(p.Spec.Schedule)
+		switch {
+		case err != nil:
 			errs = append(errs, field.Invalid(field.NewPath("spec", "schedule"), p.Spec.Schedule.Cron+" "+p.Spec.Schedule.TimeZone, err.Error()))
+		case checkJitter:
+			errs = append(errs, jitterFits(sched, p.Spec.Schedule, time.Now())...)
 		}
 	}
 	if len(errs) == 0 {
 		return nil
 	}
 	return apierrors.NewInvalid(v1.GroupVersion.WithKind("VolumeBackupPolicy").GroupKind(), p.Name, errs)
+}
+
+// jitterFits rejects a jitter that cannot fit between two ticks: a run creates its
+// volumes over the jitter window plus a minute of retries (createGrace), and a tick
+// that comes before that supersedes the run, so the volumes whose offset falls after
+// the next tick would never be backed up (review H5).
+func jitterFits(sched *cronSchedule, s *v1.Schedule, now time.Time) field.ErrorList {
+	if s.Jitter == nil || s.Jitter.Duration <= 0 {
+		return nil
+	}
+	interval := sched.shortestInterval(now)
+	if interval == 0 || s.Jitter.Duration+createGrace <= interval {
+		return nil
+	}
+	return field.ErrorList{field.Invalid(field.NewPath("spec", "schedule", "jitter"), s.Jitter.Duration.String(),
+		fmt.Sprintf("must be at most %s: the shortest interval between ticks of %q is %s, and a run needs its jitter plus %s of retries before the next tick",
+			max(interval-createGrace, 0), s.Cron, interval, createGrace))}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -39,6 +40,14 @@ func TestWebhookRejectsInvalidPolicies(t *testing.T) {
 			[]string{"spec.schedule", "unknown time zone"}},
 		{"bad cron", func(p *v1.VolumeBackupPolicy) { p.Spec.Schedule = &v1.Schedule{Cron: "0 25 * * *"} },
 			[]string{"spec.schedule", "cron"}},
+		// A jitter longer than the interval between ticks would leave the volumes whose
+		// offset comes after the next tick never backed up (review H5).
+		{"jitter longer than the interval", func(p *v1.VolumeBackupPolicy) {
+			p.Spec.Schedule = &v1.Schedule{Cron: "0 * * * *", Jitter: &metav1.Duration{Duration: 2 * time.Hour}}
+		}, []string{"spec.schedule.jitter", "2h0m0s", "must be at most 59m0s", "the shortest interval between ticks of \"0 * * * *\" is 1h0m0s"}},
+		{"jitter leaving no minute of retries", func(p *v1.VolumeBackupPolicy) {
+			p.Spec.Schedule = &v1.Schedule{Cron: "*/15 * * * 1-5", Jitter: &metav1.Duration{Duration: 15 * time.Minute}}
+		}, []string{"spec.schedule.jitter", "must be at most 14m0s", "is 15m0s"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -63,7 +72,7 @@ func TestWebhookRejectsInvalidPolicies(t *testing.T) {
 	// A valid policy is admitted.
 	p := newPolicy("valid-"+e.Namespace(t, nil), "none")
 	p.Spec.Selector.Volumes = `volume.name in pod.metadata.annotations[?"backup.velero.io/backup-volumes"].orValue("").split(",")`
-	p.Spec.Schedule = &v1.Schedule{Cron: "0 2 * * *", TimeZone: "America/New_York"}
+	p.Spec.Schedule = &v1.Schedule{Cron: "0 2 * * *", TimeZone: "America/New_York", Jitter: &metav1.Duration{Duration: 6 * time.Hour}}
 	if err := e.Client.Create(ctx, p); err != nil {
 		t.Fatalf("a valid policy was rejected: %v", err)
 	}

@@ -226,7 +226,7 @@ func (r *VolumeRestoreReconciler) selectPods(ctx context.Context, sc *scope) (bo
 	}
 	sc.src = src
 	var existing v1.PodVolumeRestoreList
-	if err := r.List(ctx, &existing, client.InNamespace(vr.Namespace), client.MatchingLabels{v1.LabelRestore: vr.Name}); err != nil {
+	if err := r.List(ctx, &existing, client.InNamespace(vr.Namespace), client.MatchingLabels{v1.LabelRestore: identity.LabelValue(vr.Name)}); err != nil {
 		return false, fmt.Errorf("listing the PodVolumeRestores of %s/%s: %w", vr.Namespace, vr.Name, err)
 	}
 	sc.existing = existing.Items
@@ -444,8 +444,8 @@ func (r *VolumeRestoreReconciler) newPodVolumeRestore(vr *v1.VolumeRestore, pod 
 			Name:      identity.PodVolumeRestoreName(vr.Name, pod.Name, vp.Volume),
 			Namespace: vr.Namespace,
 			Labels: map[string]string{
-				v1.LabelRestore:         vr.Name,
-				v1.LabelStorageLocation: pt.StorageLocation,
+				v1.LabelRestore:         identity.LabelValue(vr.Name),
+				v1.LabelStorageLocation: identity.LabelValue(pt.StorageLocation),
 				v1.LabelManagedBy:       v1.ManagedByValue,
 			},
 		},
@@ -475,7 +475,7 @@ func (r *VolumeRestoreReconciler) summarize(ctx context.Context, sc *scope) erro
 	vr := sc.vr
 	if sc.existing == nil {
 		var existing v1.PodVolumeRestoreList
-		if err := r.List(ctx, &existing, client.InNamespace(vr.Namespace), client.MatchingLabels{v1.LabelRestore: vr.Name}); err != nil {
+		if err := r.List(ctx, &existing, client.InNamespace(vr.Namespace), client.MatchingLabels{v1.LabelRestore: identity.LabelValue(vr.Name)}); err != nil {
 			return err
 		}
 		sc.existing = existing.Items

@@ -177,7 +177,7 @@ func (c *Catalog) connect(ctx context.Context, ns, name string, bsl *v1.BackupSt
 	}
 	brepo := &v1.BackupRepository{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{
-			v1.LabelStorageLocation: bsl.Name, v1.LabelManagedBy: v1.ManagedByValue}},
+			v1.LabelStorageLocation: identity.LabelValue(bsl.Name), v1.LabelManagedBy: v1.ManagedByValue}},
 		Spec: v1.BackupRepositorySpec{StorageLocation: bsl.Name, Uploader: uploader},
 	}
 	if err := c.Client.Create(ctx, brepo); err != nil && !apierrors.IsAlreadyExists(err) {

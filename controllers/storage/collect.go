@@ -115,7 +115,9 @@ func (r *FinishedRestoreCollector) Reconcile(ctx context.Context, req ctrl.Reque
 	if wait := finishedAt(pvr.CreationTimestamp, pvr.Status.CompletionTime, now).Add(ttl).Sub(now); wait > 0 {
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
-	if name := pvr.Labels[v1.LabelRestore]; name != "" {
+	// The owner reference holds the VolumeRestore's whole name; its label may be shortened.
+	if owner := metav1.GetControllerOf(pvr); owner != nil && owner.Kind == "VolumeRestore" {
+		name := owner.Name
 		vr := &v1.VolumeRestore{}
 		err := r.Get(ctx, types.NamespacedName{Namespace: pvr.Namespace, Name: name}, vr)
 		if client.IgnoreNotFound(err) != nil {

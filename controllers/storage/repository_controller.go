@@ -27,6 +27,7 @@ import (
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
+	"github.com/holdfast-dev/holdfast/internal/identity"
 	"github.com/holdfast-dev/holdfast/internal/repository"
 )
 
@@ -382,6 +383,11 @@ func (r *RepositoryReconciler) repositoryForSecret(ctx context.Context, s *corev
 		return reqs
 	}
 	for i := range list.Items {
+		// The label holds identity.LabelValue of a long repository name: match it here.
+		if b := &list.Items[i]; b.Namespace == s.Labels[LabelRepositoryNamespace] && b.Name != s.Labels[LabelRepositoryName] &&
+			identity.LabelValue(b.Name) == s.Labels[LabelRepositoryName] {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(b)})
+		}
 		if stalledOnKey(&list.Items[i]) {
 			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
 		}

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/internal/identity"
 	"github.com/holdfast-dev/holdfast/internal/keyescrow"
 	"github.com/holdfast-dev/holdfast/internal/repository"
 	"github.com/holdfast-dev/holdfast/internal/version"
@@ -60,8 +61,8 @@ func stall(reason, format string, args ...any) error {
 func keySecretLabels(brepo *v1.BackupRepository) map[string]string {
 	return map[string]string{
 		LabelRepositoryNamespace: brepo.Namespace,
-		LabelRepositoryName:      brepo.Name,
-		v1.LabelStorageLocation:  brepo.Spec.StorageLocation,
+		LabelRepositoryName:      identity.LabelValue(brepo.Name),
+		v1.LabelStorageLocation:  identity.LabelValue(brepo.Spec.StorageLocation),
 	}
 }
 
@@ -121,7 +122,7 @@ func (r *RepositoryReconciler) findKeySecret(ctx context.Context, brepo *v1.Back
 			return nil, fmt.Errorf("getting Secret %s/%s: %w", r.Namespace, name, err)
 		}
 		return nil, stall(ReasonKeySecretConflict, "Secret %s/%s %s, not of this one, so Holdfast does not use it: if it holds this repository's key, label it %s=%s, %s=%s and %s=%s; otherwise rename one of the two repositories' storage locations or namespaces",
-			r.Namespace, name, describeOwner(s), LabelRepositoryNamespace, brepo.Namespace, LabelRepositoryName, brepo.Name, v1.LabelStorageLocation, brepo.Spec.StorageLocation)
+			r.Namespace, name, describeOwner(s), LabelRepositoryNamespace, brepo.Namespace, LabelRepositoryName, identity.LabelValue(brepo.Name), v1.LabelStorageLocation, identity.LabelValue(brepo.Spec.StorageLocation))
 	}
 	return nil, nil
 }

@@ -118,7 +118,7 @@ func PlanRetention(policy *v1.VolumeBackupPolicy, pvbs []v1.PodVolumeBackup, orp
 	lastGood := map[key]RetentionCandidate{}
 	for i := range pvbs {
 		p := &pvbs[i]
-		if p.Labels[v1.LabelPolicy] != policy.Name || p.Status.Phase != v1.RunCompleted || p.DeletionTimestamp != nil {
+		if p.Labels[v1.LabelPolicy] != identity.LabelValue(policy.Name) || p.Status.Phase != v1.RunCompleted || p.DeletionTimestamp != nil {
 			continue
 		}
 		k := key{p.Namespace, p.Spec.Repository, p.Spec.SourcePath}
@@ -407,7 +407,7 @@ const staleRetry = 2 * time.Second
 
 func (r *RetentionReconciler) policyBackups(ctx context.Context, policy string) ([]v1.PodVolumeBackup, error) {
 	var list v1.PodVolumeBackupList
-	if err := r.List(ctx, &list, client.MatchingLabels{v1.LabelPolicy: policy}); err != nil {
+	if err := r.List(ctx, &list, client.MatchingLabels{v1.LabelPolicy: identity.LabelValue(policy)}); err != nil {
 		return nil, fmt.Errorf("listing the backups of policy %s: %w", policy, err)
 	}
 	return list.Items, nil
@@ -464,7 +464,8 @@ func (r *RetentionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.VolumeBackupPolicy{}).
 		Watches(&v1.PodVolumeBackup{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			if name := o.GetLabels()[v1.LabelPolicy]; name != "" {
+			if pvb, ok := o.(*v1.PodVolumeBackup); ok && identity.PolicyOfBackup(pvb) != "" {
+				name := identity.PolicyOfBackup(pvb)
 				return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: name}}}
 			}
 			return nil
@@ -505,7 +506,7 @@ func (r *RetentionReconciler) policiesWritingToRepository(ctx context.Context, n
 	seen := map[string]bool{}
 	var reqs []reconcile.Request
 	for _, p := range list.Items {
-		if name := p.Labels[v1.LabelPolicy]; name != "" && p.Spec.Repository == repo && !seen[name] {
+		if name := identity.PolicyOfBackup(&p); name != "" && p.Spec.Repository == repo && !seen[name] {
 			seen[name] = true
 			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: name}})
 		}
@@ -591,7 +592,7 @@ func (r *SnapshotFinalizerReconciler) abandoned(ctx context.Context, p *v1.PodVo
 	if p.Annotations[AnnotationAbandonSnapshots] == "true" {
 		return fmt.Sprintf("the PodVolumeBackup is annotated %s", AnnotationAbandonSnapshots), nil
 	}
-	name := p.Labels[v1.LabelPolicy]
+	name := identity.PolicyOfBackup(p)
 	if name == "" {
 		return "", nil
 	}
@@ -695,7 +696,7 @@ func (r *SnapshotFinalizerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			})
 		}), builder.WithPredicates(restorePhaseChanged)).
 		Watches(&v1.VolumeBackupPolicy{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-			return r.deletingBackups(ctx, client.MatchingLabels{v1.LabelPolicy: o.GetName()}, func(*v1.PodVolumeBackup) bool { return true })
+			return r.deletingBackups(ctx, client.MatchingLabels{v1.LabelPolicy: identity.LabelValue(o.GetName())}, func(p *v1.PodVolumeBackup) bool { return identity.PolicyOfBackup(p) == o.GetName() })
 		})).
 		Named("snapshotfinalizer").
 		Complete(r)

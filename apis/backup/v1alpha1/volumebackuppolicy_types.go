@@ -94,7 +94,9 @@ type Schedule struct {
 
 	// jitter spreads the start of each volume's backup over this window after the
 	// tick, by a stable hash of the volume, so that a thousand volumes do not start in
-	// the same second. Zero starts them all at the tick.
+	// the same second. Zero starts them all at the tick. The jitter plus a minute of
+	// retries must fit in the shortest interval between two ticks (the webhook
+	// rejects a longer one): a tick that comes first would supersede the run.
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('24h')",message="jitter must be between 0s and 24h"
 	Jitter *metav1.Duration `json:"jitter,omitempty"`
@@ -229,9 +231,10 @@ type RunOutcome string
 const (
 	// RunOutcomeInProgress: some volumes are still being backed up.
 	RunOutcomeInProgress RunOutcome = "InProgress"
-	// RunOutcomeSucceeded: every volume was backed up.
+	// RunOutcomeSucceeded: every selected volume was backed up (skipped volumes aside).
 	RunOutcomeSucceeded RunOutcome = "Succeeded"
-	// RunOutcomePartiallyFailed: some volumes were backed up, some failed.
+	// RunOutcomePartiallyFailed: some selected volumes were backed up, some were not
+	// (their backup failed, or their PodVolumeBackup could not be created).
 	RunOutcomePartiallyFailed RunOutcome = "PartiallyFailed"
 	// RunOutcomeFailed: no volume was backed up.
 	RunOutcomeFailed RunOutcome = "Failed"
@@ -257,12 +260,35 @@ type RunSummary struct {
 	// completionTime is when the last volume of the run finished.
 	// +optional
 	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+	// creationEndTime is when the run stopped creating PodVolumeBackups: every volume
+	// it selected had one, or its creation window (the jitter, plus a minute of
+	// retries) closed. A volume still without a PodVolumeBackup then counts as failed
+	// with reason CreateFailed. Absent while the run is still creating.
+	// +optional
+	CreationEndTime *metav1.Time `json:"creationEndTime,omitempty"`
+	// volumesSelected is the number of volumes the run set out to back up: those it
+	// created a PodVolumeBackup for and those it could not. Skipped volumes are not
+	// in it. The run is Succeeded only when all of them were backed up.
+	// +optional
+	VolumesSelected int32 `json:"volumesSelected"`
 	// volumesCompleted is the number of volumes backed up.
 	// +optional
 	VolumesCompleted int32 `json:"volumesCompleted"`
-	// volumesFailed is the number of volumes whose backup failed or was canceled.
+	// volumesFailed is the number of selected volumes that were not backed up: their
+	// backup failed or was canceled, or their PodVolumeBackup could not be created
+	// before the creation window closed. failures says which and why.
 	// +optional
 	VolumesFailed int32 `json:"volumesFailed"`
+	// failures counts the volumes of volumesFailed by reason: CreateFailed (the API
+	// server refused the PodVolumeBackup or its BackupRepository: a quota, an
+	// admission policy), BackupFailed or Canceled, with a few examples each. While the
+	// run is creating, CreateFailed counts the creates that failed on the last attempt
+	// and are being retried.
+	// +optional
+	// +listType=map
+	// +listMapKey=reason
+	// +kubebuilder:validation:MaxItems=8
+	Failures []RunFailures `json:"failures,omitempty"`
 	// volumesSkipped is the number of selected volumes the run did not back up
 	// (for example InFlight: the previous backup of the volume was still running).
 	// +optional
@@ -273,12 +299,30 @@ type RunSummary struct {
 	// bytesUploaded is the new data the run sent to the store.
 	// +optional
 	BytesUploaded int64 `json:"bytesUploaded"`
-	// message says why a run backed up nothing: it could not start (its storage
-	// location was missing or not Ready), or every selected volume was skipped.
-	// Empty for runs that backed up volumes.
+	// message says why a run did not back up every selected volume: it could not
+	// start (its storage location was missing or not Ready), every selected volume
+	// was skipped, or some failed (failures says which). Empty for runs in progress
+	// and runs that Succeeded.
 	// +optional
 	// +kubebuilder:validation:MaxLength=2048
 	Message string `json:"message,omitempty"`
+}
+
+// RunFailures counts the volumes of a run that were not backed up for one reason.
+type RunFailures struct {
+	// reason the volumes were not backed up: CreateFailed, BackupFailed or Canceled.
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	Reason string `json:"reason"`
+	// count of volumes that failed for this reason.
+	// +required
+	Count int32 `json:"count"`
+	// examples are a few of them, as <namespace>/<pod>/<volume>: <message>, the
+	// message being the API server's or the agent's own.
+	// +optional
+	// +kubebuilder:validation:MaxItems=5
+	// +kubebuilder:validation:items:MaxLength=1024
+	Examples []string `json:"examples,omitempty"`
 }
 
 // VolumeBackupPolicy selects pod volumes with CEL and backs them up on a schedule.
@@ -291,6 +335,7 @@ type RunSummary struct {
 // +kubebuilder:printcolumn:name="Skipped",type=integer,JSONPath=`.status.skippedVolumes`
 // +kubebuilder:printcolumn:name="Last Run",type=date,JSONPath=`.status.lastRun.startTime`
 // +kubebuilder:printcolumn:name="Outcome",type=string,JSONPath=`.status.lastRun.outcome`
+// +kubebuilder:printcolumn:name="Failed",type=integer,JSONPath=`.status.lastRun.volumesFailed`,priority=1
 // +kubebuilder:printcolumn:name="Next Run",type=date,JSONPath=`.status.nextScheduleTime`
 // +kubebuilder:printcolumn:name="Location",type=string,JSONPath=`.spec.storageLocation`,priority=1
 // +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
