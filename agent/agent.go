@@ -171,7 +171,8 @@ func (a *Agent) resolveTarget(ctx context.Context, namespace string, ref v1.PodR
 	return a.volumeOf(ctx, pod, volume)
 }
 
-// volumeOf finds a volume of a pod on this node.
+// volumeOf finds a volume of a pod on this node. When only its directory cannot be
+// resolved, the target still names the pod and its PersistentVolume.
 func (a *Agent) volumeOf(ctx context.Context, pod *corev1.Pod, volume string) (target, error) {
 	if pod.Spec.NodeName != a.opts.NodeName {
 		return target{}, fmt.Errorf("pod %s runs on node %q, not on %s", pod.Name, pod.Spec.NodeName, a.opts.NodeName)
@@ -182,7 +183,9 @@ func (a *Agent) volumeOf(ctx context.Context, pod *corev1.Pod, volume string) (t
 	}
 	dir, err := volumepath.Resolve(a.opts.KubeletRoot, pod, volume, pv)
 	if err != nil {
-		return target{}, err
+		// The pod and its volume are known even when the directory is not usable:
+		// a read-only mount is refused before anything looks at the node.
+		return target{pod: pod, pv: pv}, err
 	}
 	return target{pod: pod, dir: dir, pv: pv}, nil
 }

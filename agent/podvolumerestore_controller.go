@@ -87,13 +87,13 @@ func (r *PodVolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Req
 		return ctrl.Result{}, fmt.Errorf("reading BackupRepository %s: %w", pvr.Spec.Repository, err)
 	}
 	tgt, err := r.resolveTarget(ctx, pvr.Namespace, pvr.Spec.Pod, pvr.Spec.Volume)
-	if msg, ok := r.volumeNotMountedYet(ctx, pvr, err); ok {
-		return ctrl.Result{RequeueAfter: 2 * time.Second}, r.waiting(ctx, pvr, msg)
-	}
-	if err == nil {
+	if tgt.pod != nil {
 		if o, ok := readOnlyOutcome(pvr, tgt); ok {
 			return ctrl.Result{}, r.end(ctx, pvr, o)
 		}
+	}
+	if msg, ok := r.volumeNotMountedYet(ctx, pvr, err); ok {
+		return ctrl.Result{RequeueAfter: 2 * time.Second}, r.waiting(ctx, pvr, msg)
 	}
 	job := mover.Job{Kind: mover.KindRestore, SnapshotID: pvr.Spec.SnapshotID, SourcePath: pvr.Spec.SourcePath}
 	work := pvr.DeepCopy()
@@ -157,12 +157,14 @@ func (r *PodVolumeRestoreReconciler) restore(ctx context.Context, pvr *v1.PodVol
 		return false
 	}
 	tgt, err := r.resolveTarget(ctx, pvr.Namespace, pvr.Spec.Pod, pvr.Spec.Volume)
+	if tgt.pod != nil {
+		if o, ok := readOnlyOutcome(pvr, tgt); ok {
+			r.endOrLog(bg, pvr, o)
+			return false
+		}
+	}
 	if err != nil {
 		r.endOrLog(bg, pvr, failed(reasonFailed, err.Error()))
-		return false
-	}
-	if o, ok := readOnlyOutcome(pvr, tgt); ok {
-		r.endOrLog(bg, pvr, o)
 		return false
 	}
 	job.Dir = tgt.dir
