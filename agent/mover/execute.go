@@ -50,7 +50,12 @@ func Execute(ctx context.Context, job Job, progress func(Progress)) (Result, err
 		if err != nil {
 			return Result{}, err
 		}
+		var skipped *Skipped
+		if s := res.Skipped; s.Total() > 0 {
+			skipped = &Skipped{Vanished: s.Vanished, ChangedType: s.ChangedType, Sockets: s.Sockets, FIFOs: s.FIFOs, Devices: s.Devices}
+		}
 		return Result{
+			Skipped:          skipped,
 			SnapshotID:       res.SnapshotID,
 			ParentSnapshotID: res.ParentSnapshotID,
 			BytesUploaded:    res.BytesUploaded,

@@ -72,10 +72,24 @@ type Result struct {
 	BytesUploaded int64 `json:"bytesUploaded"`
 	// Progress is the final count.
 	Progress Progress `json:"progress"`
+	// Skipped counts what a backup left out of its snapshot, by why; nil when nothing.
+	Skipped *Skipped `json:"skipped,omitempty"`
 	// Canceled is true when the job stopped because it was asked to.
 	Canceled bool `json:"canceled,omitempty"`
 	// Error is one readable sentence when the job failed.
 	Error string `json:"error,omitempty"`
+}
+
+// Skipped counts entries a backup left out (repository.Skipped).
+type Skipped struct {
+	// Vanished entries were deleted between the listing of their directory and their reading.
+	Vanished int64 `json:"vanished,omitempty"`
+	// ChangedType entries were replaced by another kind of entry while read.
+	ChangedType int64 `json:"changedType,omitempty"`
+	// Sockets, FIFOs and Devices are special files the uploader does not store.
+	Sockets int64 `json:"sockets,omitempty"`
+	FIFOs   int64 `json:"fifos,omitempty"`
+	Devices int64 `json:"devices,omitempty"`
 }
 
 // Event is one line the child writes: a progress update or the result.

@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kopia/kopia/fs/localfs"
 	"github.com/kopia/kopia/repo"
 	"github.com/kopia/kopia/repo/blob"
 	"github.com/kopia/kopia/repo/blob/filesystem"
@@ -240,13 +239,14 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	entry, err := localfs.Directory(req.Dir)
+	skips := &skipCounter{}
+	entry, err := volumeRoot(req.Dir, skips)
 	if err != nil {
 		return BackupResult{}, fmt.Errorf("reading %s: %w", req.Dir, err)
 	}
 	si := r.source(req.SourcePath)
 	var res BackupResult
-	prog := &kopiaProgress{}
+	prog := &kopiaProgress{skips: skips}
 	stop := publish(ctx, req.Progress, prog.snapshot)
 	defer stop()
 	err = repo.WriteSession(ctx, r.rep, repo.WriteSessionOptions{Purpose: "holdfast backup", OnUpload: prog.UploadedBytes}, func(ctx context.Context, w repo.RepositoryWriter) error {
@@ -263,13 +263,13 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 			res.ParentSnapshotID = string(parent.ID)
 			parents = []*snapshot.Manifest{parent}
 		}
-		tree, err := policy.TreeForSource(ctx, w, si)
-		if err != nil {
-			return fmt.Errorf("loading the snapshot policy: %w", err)
-		}
+		// Not the policy stored in the repository: see backupPolicy.
+		tree := policy.BuildTree(nil, backupPolicy())
 		u := upload.NewUploader(w)
 		u.Progress = prog
-		u.FailFast = true
+		// With backupPolicy kopia ignores every entry's read error; prog.Error
+		// cancels the upload on the first one a live volume does not explain.
+		prog.cancel = u.Cancel
 		stopCancel := context.AfterFunc(ctx, u.Cancel)
 		defer stopCancel()
 		man, err := u.Upload(ctx, entry, tree, si, parents...)
@@ -296,6 +296,7 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 		res.SnapshotID = string(id)
 		res.TotalBytes = man.Stats.TotalFileSize
 		res.TotalFiles = int64(man.Stats.TotalFileCount)
+		res.Skipped = skips.result()
 		return nil
 	})
 	if err != nil {
@@ -344,6 +345,9 @@ func chooseKopiaParent(ctx context.Context, rep repo.Repository, si snapshot.Sou
 type kopiaProgress struct {
 	upload.NullUploadProgress
 	hashed, uploaded, files, totalBytes, totalFiles atomic.Int64
+	skips                                           *skipCounter
+	// cancel stops the upload (set once the uploader exists).
+	cancel func()
 
 	mu sync.Mutex
 	// failed are the first entries kopia could not read, "path: error".
@@ -353,15 +357,25 @@ type kopiaProgress struct {
 // maxReportedFailures bounds what a failed backup's message lists.
 const maxReportedFailures = 3
 
-// Error records an entry kopia could not read, so that a failed backup names it.
-func (p *kopiaProgress) Error(path string, err error, isIgnored bool) {
-	if isIgnored {
+// Error counts an entry that vanished or changed its type while the backup read it,
+// and for any other error records the entry, so that the failed backup names it, and
+// cancels the upload.
+func (p *kopiaProgress) Error(path string, err error, _ bool) {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		p.skips.vanished.Add(1)
+		return
+	case errors.Is(err, errChangedType):
+		p.skips.changedType.Add(1)
 		return
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if len(p.failed) < maxReportedFailures {
 		p.failed = append(p.failed, fmt.Sprintf("cannot read %s: %v", path, err))
+	}
+	p.mu.Unlock()
+	if p.cancel != nil {
+		p.cancel()
 	}
 }
 

@@ -110,6 +110,28 @@ type BackupResult struct {
 	BytesUploaded int64
 	TotalBytes    int64
 	TotalFiles    int64
+	// Skipped counts the entries of the volume the snapshot does not hold.
+	Skipped Skipped
+}
+
+// Skipped counts entries of a volume that a backup left out of its snapshot, by why.
+// None of them fails the backup. A file deleted before its directory was listed is
+// not in the snapshot either, and not counted: it was gone before it was seen.
+type Skipped struct {
+	// Vanished entries were deleted or renamed away between the listing of their
+	// directory and their reading: a live volume's temporary files, rotated logs,
+	// recycled WAL segments.
+	Vanished int64
+	// ChangedType entries were replaced by another kind of entry (a file by a
+	// symlink, FIFO or directory) between listing and reading.
+	ChangedType int64
+	// Sockets, FIFOs and Devices are special files the uploader does not store.
+	Sockets, FIFOs, Devices int64
+}
+
+// Total is the number of entries skipped for any reason.
+func (s Skipped) Total() int64 {
+	return s.Vanished + s.ChangedType + s.Sockets + s.FIFOs + s.Devices
 }
 
 // RestoreRequest is one snapshot to restore.

@@ -147,6 +147,12 @@ func (e *resticError) Error() string {
 // run runs restic with args; stdout goes to out (if not nil). Cancelling ctx sends
 // SIGINT (restic then removes its locks) and SIGKILL 30 seconds later.
 func (r *resticRepository) run(ctx context.Context, out io.Writer, args ...string) error {
+	return r.runTee(ctx, out, nil, args...)
+}
+
+// runTee is run that also copies restic's stderr to errOut (if not nil): restic backup
+// --json reports the entries it could not read there.
+func (r *resticRepository) runTee(ctx context.Context, out, errOut io.Writer, args ...string) error {
 	all := append(append([]string{}, args[:1]...), r.globalArgs()...)
 	all = append(all, args[1:]...)
 	cmd := exec.CommandContext(ctx, r.binary, all...)
@@ -156,6 +162,9 @@ func (r *resticRepository) run(ctx context.Context, out io.Writer, args ...strin
 	cmd.WaitDelay = 30 * time.Second
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = out, &stderr
+	if errOut != nil {
+		cmd.Stderr = io.MultiWriter(&stderr, errOut)
+	}
 	err := cmd.Run()
 	if err == nil {
 		return nil
@@ -327,6 +336,7 @@ func (r *resticRepository) Backup(ctx context.Context, req BackupRequest) (Backu
 		TotalFilesProcessed int64  `json:"total_files_processed"`
 		TotalBytesProcessed int64  `json:"total_bytes_processed"`
 	}
+	var itemErrors resticItemErrors
 	parsed := make(chan struct{})
 	go func() {
 		defer close(parsed)
@@ -352,9 +362,42 @@ func (r *resticRepository) Backup(ctx context.Context, req BackupRequest) (Backu
 		}
 		_, _ = io.Copy(io.Discard, pr)
 	}()
-	err = r.run(ctx, pw, args...)
+	epr, epw := io.Pipe()
+	errorsParsed := make(chan struct{})
+	go func() {
+		defer close(errorsParsed)
+		sc := bufio.NewScanner(epr)
+		sc.Buffer(make([]byte, 64<<10), 4<<20)
+		for sc.Scan() {
+			var e resticItemError
+			if json.Unmarshal(sc.Bytes(), &e) == nil && e.Type == "error" {
+				itemErrors.add(e)
+			}
+		}
+		_, _ = io.Copy(io.Discard, epr)
+	}()
+	err = r.runTee(ctx, pw, epw, args...)
 	_ = pw.Close()
+	_ = epw.Close()
 	<-parsed
+	<-errorsParsed
+	var re *resticError
+	if errors.As(err, &re) && re.code == resticExitIncomplete && summary.SnapshotID != "" {
+		// restic stored a snapshot without the entries it could not read.
+		if len(itemErrors.failed) == 0 && itemErrors.skipped.Total() > 0 {
+			err = nil // all of them vanished or changed type: a live volume
+		} else {
+			if len(itemErrors.failed) == 0 {
+				itemErrors.failed = []string{re.stderr}
+			}
+			// Not a snapshot to restore from: it lacks files for no reason a live
+			// volume explains, and would otherwise be listed as complete.
+			if ferr := r.run(context.WithoutCancel(ctx), io.Discard, "forget", summary.SnapshotID); ferr != nil {
+				return BackupResult{}, fmt.Errorf("restic could not read %s, and forgetting its incomplete snapshot %s failed: %w", strings.Join(itemErrors.failed, "; "), summary.SnapshotID, r.classify(ferr))
+			}
+			return BackupResult{}, fmt.Errorf("the snapshot of %s is incomplete: %s", req.Dir, strings.Join(itemErrors.failed, "; "))
+		}
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return BackupResult{}, ctx.Err()
@@ -368,11 +411,49 @@ func (r *resticRepository) Backup(ctx context.Context, req BackupRequest) (Backu
 	res.BytesUploaded = summary.DataAdded
 	res.TotalBytes = summary.TotalBytesProcessed
 	res.TotalFiles = summary.TotalFilesProcessed
+	res.Skipped = itemErrors.skipped
 	stop()
 	if req.Progress != nil {
 		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})
 	}
 	return res, nil
+}
+
+// resticExitIncomplete is restic backup's exit code when it stored a snapshot
+// without some entries it could not read.
+const resticExitIncomplete = 3
+
+// resticItemError is restic backup's JSON message about an entry it could not read.
+type resticItemError struct {
+	Type  string `json:"message_type"`
+	Error struct {
+		Message string `json:"message"`
+	} `json:"error"`
+	During string `json:"during"`
+	Item   string `json:"item"`
+}
+
+// resticItemErrors sorts restic's read errors: what a live volume causes is counted
+// as skipped, anything else makes the backup fail.
+type resticItemErrors struct {
+	skipped Skipped
+	// failed are the first other errors, "item: message".
+	failed []string
+}
+
+func (e *resticItemErrors) add(m resticItemError) {
+	msg := m.Error.Message
+	switch {
+	// restic reports errno text; the item was listed, then gone (lstat, open).
+	case strings.Contains(msg, syscall.ENOENT.Error()):
+		e.skipped.Vanished++
+	case strings.Contains(msg, "changed type"), strings.Contains(msg, syscall.ENOTDIR.Error()):
+		e.skipped.ChangedType++
+	default:
+		if len(e.failed) < maxReportedFailures {
+			e.failed = append(e.failed, fmt.Sprintf("cannot read %s: %s", m.Item, msg))
+		}
+	}
 }
 
 func (r *resticRepository) find(ctx context.Context, id string) (*resticSnapshot, error) {
