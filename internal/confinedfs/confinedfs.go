@@ -373,9 +373,8 @@ type Meta struct {
 	Symlink bool
 }
 
-// SetMetadata applies ownership, mode and modification time. For a symlink only the
-// ownership applies (its mode is not used and its time is not settable without
-// following it).
+// SetMetadata applies ownership, mode and modification time. For a symlink the
+// ownership and its own time apply (its mode is not used).
 //
 // None of the three follows a symlink at rel: what the pod may have swapped in since
 // the entry was written keeps its target untouched. The owner and the time are set
@@ -392,7 +391,7 @@ func (w *Writer) SetMetadata(name string, m Meta) error {
 			return fmt.Errorf("restoring the owner of %s: %w", rel, err)
 		}
 	}
-	if m.Symlink {
+	if m.Symlink && m.ModTime.IsZero() {
 		return nil
 	}
 	parent, err := w.root.OpenFile(filepath.Dir(rel), openDirFlags, 0)
@@ -401,6 +400,13 @@ func (w *Writer) SetMetadata(name string, m Meta) error {
 	}
 	defer parent.Close()
 	base := filepath.Base(rel)
+	if m.Symlink {
+		// The link's own time (Linux); elsewhere it cannot be set without following it.
+		if err := chtimesNoFollow(parent, base, m.ModTime); err != nil && !errors.Is(err, ErrReplacedBySymlink) {
+			return fmt.Errorf("restoring the time of %s: %w", rel, err)
+		}
+		return nil
+	}
 	if err := chmodNoFollow(parent, base, m.Mode&modeBits); err != nil {
 		return fmt.Errorf("restoring the mode of %s: %w", rel, err)
 	}
@@ -408,6 +414,24 @@ func (w *Writer) SetMetadata(name string, m Meta) error {
 		if err := chtimesNoFollow(parent, base, m.ModTime); err != nil {
 			return fmt.Errorf("restoring the time of %s: %w", rel, err)
 		}
+	}
+	return nil
+}
+
+// SetModTime sets only the modification (and access) time of entry name, never
+// following a symlink at it.
+func (w *Writer) SetModTime(name string, t time.Time) error {
+	rel, err := Clean(name)
+	if err != nil {
+		return err
+	}
+	parent, err := w.root.OpenFile(filepath.Dir(rel), openDirFlags, 0)
+	if err != nil {
+		return fmt.Errorf("restoring the time of %s: %w", rel, wrapEscape(filepath.Dir(rel), err))
+	}
+	defer parent.Close()
+	if err := chtimesNoFollow(parent, filepath.Base(rel), t); err != nil {
+		return fmt.Errorf("restoring the time of %s: %w", rel, err)
 	}
 	return nil
 }

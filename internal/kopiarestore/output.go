@@ -5,7 +5,10 @@ package kopiarestore
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
+	"path"
 	"slices"
 	"sync"
 
@@ -25,6 +28,7 @@ type Output struct {
 	w      *confinedfs.Writer
 	packs  *packPrefetcher
 	direct *DirectReads
+	rep    repo.Repository // see WithDirectoryTimes
 }
 
 var _ restore.Output = (*Output)(nil)
@@ -69,9 +73,52 @@ func (o *Output) WriteDirEntry(context.Context, string, *snapshot.DirEntry, fs.D
 }
 
 // FinishDirectory applies the directory's metadata after its entries, so its
-// modification time is not disturbed by them.
-func (o *Output) FinishDirectory(_ context.Context, rel string, e fs.Directory) error {
-	return o.w.SetMetadata(rel, meta(e, false))
+// modification time is not disturbed by them, then corrects the times of its
+// subdirectories (see WithDirectoryTimes).
+func (o *Output) FinishDirectory(ctx context.Context, rel string, e fs.Directory) error {
+	if err := o.w.SetMetadata(rel, meta(e, false)); err != nil {
+		return err
+	}
+	if o.rep == nil {
+		return nil
+	}
+	return o.restoreSubdirectoryTimes(ctx, rel, e)
+}
+
+// WithDirectoryTimes makes the Output restore directories' own modification times,
+// read from rep. kopia's snapshot file system reports a directory's time as the
+// newest time of anything below it (DirSummary.MaxModTime), although the snapshot
+// records the directory's own time in its parent's listing.
+func (o *Output) WithDirectoryTimes(rep repo.Repository) *Output {
+	o.rep = rep
+	return o
+}
+
+// restoreSubdirectoryTimes sets the time of each subdirectory of e (restored and
+// finished before e) from e's listing as stored.
+func (o *Output) restoreSubdirectoryTimes(ctx context.Context, rel string, e fs.Directory) error {
+	de, ok := e.(snapshot.HasDirEntry)
+	if !ok {
+		return nil
+	}
+	r, err := o.rep.OpenObject(ctx, de.DirEntry().ObjectID)
+	if err != nil {
+		return fmt.Errorf("reading the listing of %s: %w", rel, err)
+	}
+	defer r.Close()
+	var dir snapshot.DirManifest
+	if err := json.NewDecoder(r).Decode(&dir); err != nil {
+		return fmt.Errorf("reading the listing of %s: %w", rel, err)
+	}
+	for _, child := range dir.Entries {
+		if child.Type != snapshot.EntryTypeDirectory {
+			continue
+		}
+		if err := o.w.SetModTime(path.Join(rel, child.Name), child.ModTime.ToTime()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // WriteFile writes a file's content and metadata.

@@ -466,7 +466,7 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 			log.Error(err, "closing the uncached reader of a restore", "url", r.URL())
 		}
 	}()
-	out := kopiarestore.New(w).WithPackPrefetch(r.rep, r.cfg.cacheSize()).WithDirectReads(direct)
+	out := kopiarestore.New(w).WithPackPrefetch(r.rep, r.cfg.cacheSize()).WithDirectReads(direct).WithDirectoryTimes(r.rep)
 	cancel := make(chan struct{})
 	stopCancel := context.AfterFunc(ctx, func() { close(cancel) })
 	defer stopCancel()
