@@ -86,3 +86,43 @@ func unixMode(m fs.FileMode) uint32 {
 	}
 	return mode
 }
+
+// mknodAt makes name in dir a FIFO or device node of mode m (type and permission
+// bits) and device number dev.
+func mknodAt(dir *os.File, name string, m fs.FileMode, dev uint64) error {
+	typ := uint32(unix.S_IFIFO)
+	switch {
+	case m&fs.ModeCharDevice != 0:
+		typ = unix.S_IFCHR
+	case m&fs.ModeDevice != 0:
+		typ = unix.S_IFBLK
+	}
+	return atDir(dir, "mknodat", name, func(dirfd int) error {
+		return unix.Mknodat(dirfd, name, typ|unixMode(m&modeBits), int(dev))
+	})
+}
+
+// Mkdev is the device number of major and minor.
+func Mkdev(major, minor uint32) uint64 { return unix.Mkdev(major, minor) }
+
+// setxattrNoFollow sets the extended attribute attr of name in dir, never that of a
+// symlink's target: the entry is opened without following (O_PATH|O_NOFOLLOW) and
+// changed through /proc/self/fd, as chmodByDescriptor does. Attributes on a symlink
+// itself are not set (Linux allows no user.* attribute there).
+func setxattrNoFollow(dir *os.File, name, attr string, value []byte) error {
+	return atDir(dir, "setxattr", name, func(dirfd int) error {
+		fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return err
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return ErrReplacedBySymlink
+		}
+		return unix.Setxattr("/proc/self/fd/"+strconv.Itoa(fd), attr, value, 0)
+	})
+}

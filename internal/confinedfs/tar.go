@@ -7,26 +7,57 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"strings"
 )
 
 // TarStats counts what ExtractTar restored and what it had to leave out.
 type TarStats struct {
 	Dirs, Files, Symlinks, HardLinks int64
-	// Skipped counts device nodes, FIFOs and sockets, which a volume restore does not
+	// FIFOs and Devices are the named pipes and device nodes recreated.
+	FIFOs, Devices int64
+	// DevicesSkipped are device nodes not recreated: the writer may not make them
+	// (no CAP_MKNOD, or the device cgroup refuses) or the stream lacks their number.
+	DevicesSkipped int64
+	// Skipped counts entries of other kinds (sockets), which a restore does not
 	// recreate.
 	Skipped int64
+	// AttributesRefused counts extended attributes the target's file system or the
+	// writer's privileges refused (a file system mounted without user_xattr, a
+	// trusted.* attribute without CAP_SYS_ADMIN).
+	AttributesRefused int64
 }
+
+// TarOptions says what the stream itself cannot.
+type TarOptions struct {
+	// Special names, by entry path as Clean returns it, the entries that the stream
+	// writes as empty regular files but that are FIFOs (fs.ModeNamedPipe) or device
+	// nodes (fs.ModeDevice, with fs.ModeCharDevice): restic dump does so. A device
+	// named here has no number in the stream, so it is counted as skipped.
+	Special map[string]fs.FileMode
+}
+
+// xattrPrefix marks an extended attribute among a tar entry's PAX records, as GNU
+// tar, bsdtar and restic dump write them.
+const xattrPrefix = "SCHILY.xattr."
 
 // ExtractTar restores a tar stream (restic dump, kopia's tar output) into the writer's
 // directory: every entry goes through the Writer, so none can land outside it.
-// Directory metadata is applied after their contents, so their times stick.
-func ExtractTar(ctx context.Context, w *Writer, r io.Reader) (TarStats, error) {
+// Directory metadata is applied after their contents, so their times stick, and so
+// is a directory's default ACL, so that it is not inherited by entries that did not
+// have it. Extended attributes come from the entries' SCHILY.xattr PAX records.
+func ExtractTar(ctx context.Context, w *Writer, r io.Reader, opts TarOptions) (TarStats, error) {
 	var stats TarStats
 	type dirMeta struct {
-		name string
-		meta Meta
+		name   string
+		meta   Meta
+		xattrs map[string]string
 	}
 	var dirs []dirMeta
+	setXattrs := func(name string, attrs map[string]string) error {
+		refused, err := w.SetXattrs(name, attrs)
+		stats.AttributesRefused += int64(refused)
+		return err
+	}
 	tr := tar.NewReader(r)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -40,16 +71,38 @@ func ExtractTar(ctx context.Context, w *Writer, r io.Reader) (TarStats, error) {
 			return stats, fmt.Errorf("reading the snapshot stream: %w", err)
 		}
 		meta := Meta{Mode: fs.FileMode(hdr.Mode).Perm() | specialBits(hdr.Mode), UID: hdr.Uid, GID: hdr.Gid, ModTime: hdr.ModTime}
-		switch hdr.Typeflag {
+		xattrs, bad := paxXattrs(hdr.PAXRecords)
+		stats.AttributesRefused += int64(bad)
+		typ := hdr.Typeflag
+		if typ == tar.TypeReg || typ == tar.TypeRegA {
+			if special, ok := specialEntry(hdr, opts); ok {
+				switch {
+				case special&fs.ModeNamedPipe != 0:
+					typ = tar.TypeFifo
+				case special&fs.ModeDevice != 0:
+					stats.DevicesSkipped++
+					continue
+				default:
+					stats.Skipped++
+					continue
+				}
+			}
+		}
+		switch typ {
 		case tar.TypeDir:
 			if err := w.Mkdir(hdr.Name); err != nil {
 				return stats, err
 			}
-			dirs = append(dirs, dirMeta{hdr.Name, meta})
+			dirs = append(dirs, dirMeta{hdr.Name, meta, xattrs})
 			stats.Dirs++
 			continue
-		case tar.TypeReg:
+		case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+			// The reader expands a sparse entry (GNU or PAX) to its full content, and
+			// the Writer writes runs of zeros as holes again.
 			if _, err := w.WriteFileWithMetadata(hdr.Name, tr, meta); err != nil {
+				return stats, err
+			}
+			if err := setXattrs(hdr.Name, xattrs); err != nil {
 				return stats, err
 			}
 			stats.Files++
@@ -66,6 +119,24 @@ func ExtractTar(ctx context.Context, w *Writer, r io.Reader) (TarStats, error) {
 			}
 			stats.HardLinks++
 			continue // the link shares the metadata of its target
+		case tar.TypeFifo:
+			if err := w.Mknod(hdr.Name, fs.ModeNamedPipe|meta.Mode, 0); err != nil {
+				return stats, fmt.Errorf("making the FIFO %s: %w", hdr.Name, err)
+			}
+			stats.FIFOs++
+		case tar.TypeChar, tar.TypeBlock:
+			mode := fs.ModeDevice | meta.Mode
+			if typ == tar.TypeChar {
+				mode |= fs.ModeCharDevice
+			}
+			if err := w.Mknod(hdr.Name, mode, Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))); err != nil {
+				if errors.Is(err, fs.ErrPermission) {
+					stats.DevicesSkipped++
+					continue
+				}
+				return stats, fmt.Errorf("making the device node %s: %w", hdr.Name, err)
+			}
+			stats.Devices++
 		default:
 			stats.Skipped++
 			continue
@@ -73,13 +144,67 @@ func ExtractTar(ctx context.Context, w *Writer, r io.Reader) (TarStats, error) {
 		if err := w.SetMetadata(hdr.Name, meta); err != nil {
 			return stats, err
 		}
+		if !meta.Symlink {
+			if err := setXattrs(hdr.Name, xattrs); err != nil {
+				return stats, err
+			}
+		}
 	}
 	for i := len(dirs) - 1; i >= 0; i-- {
 		if err := w.SetMetadata(dirs[i].name, dirs[i].meta); err != nil {
 			return stats, err
 		}
+		if err := setXattrs(dirs[i].name, dirs[i].xattrs); err != nil {
+			return stats, err
+		}
 	}
 	return stats, nil
+}
+
+// specialEntry reports the kind opts.Special gives an empty regular entry.
+func specialEntry(hdr *tar.Header, opts TarOptions) (fs.FileMode, bool) {
+	if hdr.Size != 0 || len(opts.Special) == 0 {
+		return 0, false
+	}
+	rel, err := Clean(hdr.Name)
+	if err != nil {
+		return 0, false
+	}
+	m, ok := opts.Special[rel]
+	return m, ok
+}
+
+// paxXattrs are the extended attributes among records, POSIX ACLs included; nil when
+// there are none. bad counts ACLs that could not be read.
+func paxXattrs(records map[string]string) (attrs map[string]string, bad int) {
+	set := func(name, value string) {
+		if attrs == nil {
+			attrs = map[string]string{}
+		}
+		attrs[name] = value
+	}
+	for k, v := range records {
+		if name, ok := strings.CutPrefix(k, xattrPrefix); ok {
+			set(name, v)
+			continue
+		}
+		var name string
+		switch k {
+		case paxACLAccess:
+			name = "system.posix_acl_access"
+		case paxACLDefault:
+			name = "system.posix_acl_default"
+		default:
+			continue
+		}
+		value, err := aclXattr(v)
+		if err != nil {
+			bad++
+			continue
+		}
+		set(name, string(value))
+	}
+	return attrs, bad
 }
 
 func specialBits(mode int64) fs.FileMode {

@@ -145,7 +145,24 @@ type RestoreRequest struct {
 type RestoreResult struct {
 	TotalBytes int64
 	TotalFiles int64
+	// NotRestored counts what the snapshot holds but the restore did not give back.
+	NotRestored NotRestored
 }
+
+// NotRestored counts, by why, what a restore left out. None of it fails the restore.
+type NotRestored struct {
+	// Devices are device nodes the restore may not make (the data mover has no
+	// CAP_MKNOD) or whose device number the snapshot's stream lacks (restic dump).
+	Devices int64
+	// Attributes are extended attributes the target's file system or the restore's
+	// privileges refused (no user_xattr, trusted.* without CAP_SYS_ADMIN, ...).
+	Attributes int64
+	// Other are entries of kinds a restore does not recreate (sockets).
+	Other int64
+}
+
+// Total is the number of entries and attributes left out for any reason.
+func (n NotRestored) Total() int64 { return n.Devices + n.Attributes + n.Other }
 
 // Snapshot is one stored snapshot.
 type Snapshot struct {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -498,8 +499,16 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 	defer cancelDump()
 	pr, pw := io.Pipe()
 	extracted := make(chan error, 1)
+	// restic dump writes FIFOs and device nodes as empty regular files; restic ls
+	// says which entries they are.
+	special, err := r.specialNodes(ctx, snap)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	var stats confinedfs.TarStats
 	go func() {
-		_, err := confinedfs.ExtractTar(dumpCtx, w, pr)
+		var err error
+		stats, err = confinedfs.ExtractTar(dumpCtx, w, pr, confinedfs.TarOptions{Special: special})
 		if err != nil {
 			// Stop restic: the rest of the stream is not wanted.
 			cancelDump()
@@ -526,11 +535,63 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 		return RestoreResult{}, r.classify(runErr)
 	}
 	stop()
-	res := RestoreResult{TotalBytes: w.BytesDone(), TotalFiles: w.FilesDone()}
+	res := RestoreResult{TotalBytes: w.BytesDone(), TotalFiles: w.FilesDone(), NotRestored: NotRestored{
+		Devices: stats.DevicesSkipped, Attributes: stats.AttributesRefused, Other: stats.Skipped,
+	}}
 	if req.Progress != nil {
 		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})
 	}
 	return res, nil
+}
+
+// specialNodes are the FIFOs, device nodes and sockets of snap, by path relative to
+// its root (as confinedfs.Clean gives it), from restic ls.
+func (r *resticRepository) specialNodes(ctx context.Context, snap *resticSnapshot) (map[string]fs.FileMode, error) {
+	pr, pw := io.Pipe()
+	special := map[string]fs.FileMode{}
+	parsed := make(chan struct{})
+	go func() {
+		defer close(parsed)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 4<<20)
+		for sc.Scan() {
+			var node struct {
+				StructType string `json:"struct_type"`
+				Type       string `json:"type"`
+				Path       string `json:"path"`
+			}
+			if json.Unmarshal(sc.Bytes(), &node) != nil || node.StructType != "node" {
+				continue
+			}
+			var m fs.FileMode
+			switch node.Type {
+			case "fifo":
+				m = fs.ModeNamedPipe
+			case "chardev":
+				m = fs.ModeDevice | fs.ModeCharDevice
+			case "dev":
+				m = fs.ModeDevice
+			case "socket":
+				m = fs.ModeSocket
+			default:
+				continue
+			}
+			if rel, err := confinedfs.Clean(node.Path); err == nil {
+				special[rel] = m
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	err := r.run(ctx, pw, "ls", "--json", "--no-lock", snap.ID+":"+snap.Paths[0])
+	_ = pw.Close()
+	<-parsed
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, r.classify(err)
+	}
+	return special, nil
 }
 
 func (r *resticRepository) Snapshots(ctx context.Context, sourcePath string) ([]Snapshot, error) {

@@ -1,0 +1,134 @@
+package confinedfs
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestExtractRestoresSpecialFilesAndAttributes: FIFOs and device nodes come back as
+// what they were (a device only with the privilege to make it, else counted), also
+// when the stream writes them as empty files and opts.Special says what they are (as
+// restic dump does); extended attributes in SCHILY.xattr PAX records are applied, and
+// one the file system refuses is counted, not fatal.
+func TestExtractRestoresSpecialFilesAndAttributes(t *testing.T) {
+	dir := t.TempDir()
+	w, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	stream := tarOf(t,
+		entry{name: "d/", typ: tar.TypeDir, mode: 0o755, pax: map[string]string{"SCHILY.xattr.user.dir": "on the dir"}},
+		entry{name: "d/f", typ: tar.TypeReg, mode: 0o644, body: []byte("x"),
+			pax: map[string]string{"SCHILY.xattr.user.a": "1", "SCHILY.xattr.user.bin": "\x00\xff", "SCHILY.xattr.nonsense.ns": "refused"}},
+		entry{name: "pipe", typ: tar.TypeFifo, mode: 0o600},
+		entry{name: "null", typ: tar.TypeChar, mode: 0o666, major: 1, minor: 3},
+		entry{name: "looks-empty-but-fifo", typ: tar.TypeReg, mode: 0o640},
+		entry{name: "looks-empty-but-device", typ: tar.TypeReg, mode: 0o640},
+		entry{name: "really-empty", typ: tar.TypeReg, mode: 0o640},
+	)
+	stats, err := ExtractTar(context.Background(), w, stream, TarOptions{Special: map[string]fs.FileMode{
+		"looks-empty-but-fifo":   fs.ModeNamedPipe,
+		"looks-empty-but-device": fs.ModeDevice | fs.ModeCharDevice,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := os.Geteuid() == 0
+	want := TarStats{Dirs: 1, Files: 2, FIFOs: 2, DevicesSkipped: 1, AttributesRefused: 1}
+	if root {
+		want.Devices = 1
+	} else {
+		want.DevicesSkipped++
+	}
+	if stats != want {
+		t.Errorf("stats = %+v, want %+v", stats, want)
+	}
+	for name, mode := range map[string]os.FileMode{"pipe": os.ModeNamedPipe | 0o600, "looks-empty-but-fifo": os.ModeNamedPipe | 0o640, "really-empty": 0o640} {
+		if st, err := os.Lstat(filepath.Join(dir, name)); err != nil || st.Mode() != mode {
+			t.Errorf("%s: mode %v (err %v), want %v", name, st.Mode(), err, mode)
+		}
+	}
+	if root {
+		st, err := os.Lstat(filepath.Join(dir, "null"))
+		if err != nil || st.Mode()&os.ModeCharDevice == 0 || st.Sys().(*syscall.Stat_t).Rdev != unix.Mkdev(1, 3) {
+			t.Errorf("null: %v (err %v), want the character device 1,3", st.Mode(), err)
+		}
+	}
+	for name, attrs := range map[string]map[string]string{"d": {"user.dir": "on the dir"}, "d/f": {"user.a": "1", "user.bin": "\x00\xff"}} {
+		for attr, value := range attrs {
+			buf := make([]byte, 256)
+			n, err := unix.Lgetxattr(filepath.Join(dir, name), attr, buf)
+			if err != nil || string(buf[:n]) != value {
+				t.Errorf("%s %s = %q (err %v), want %q", name, attr, buf[:max(n, 0)], err, value)
+			}
+		}
+	}
+}
+
+// TestExtractRestoresGNUSparseEntries: an old-GNU sparse entry (type 'S') is restored
+// as the file it stands for, sparse, not skipped.
+func TestExtractRestoresGNUSparseEntries(t *testing.T) {
+	const size = 1<<20 + 4
+	var stream bytes.Buffer
+	stream.Write(gnuSparseHeader(t, "gnu.sparse", size, 1<<20, 4))
+	data := make([]byte, 512)
+	copy(data, "tail")
+	stream.Write(data)
+	stream.Write(make([]byte, 1024))
+	dir := t.TempDir()
+	stats, err := extract(t, dir, &stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Files != 1 || stats.Skipped != 0 {
+		t.Errorf("stats = %+v, want one file", stats)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "gnu.sparse"))
+	if want := append(make([]byte, 1<<20), "tail"...); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("gnu.sparse: %d bytes (err %v), want 1 MiB of zeros and \"tail\"", len(got), err)
+	}
+	st, _ := os.Stat(filepath.Join(dir, "gnu.sparse"))
+	if blocks := st.Sys().(*syscall.Stat_t).Blocks * 512; blocks >= size {
+		t.Errorf("gnu.sparse uses %d bytes on disk for %d: not sparse", blocks, size)
+	}
+}
+
+// gnuSparseHeader is an old-GNU sparse header (archive/tar cannot write one) for a
+// file of realSize bytes whose only data is length bytes at offset.
+func gnuSparseHeader(t *testing.T, name string, realSize, offset, length int64) []byte {
+	t.Helper()
+	h := make([]byte, 512)
+	octal := func(at, width int, v int64) {
+		copy(h[at:at+width], fmt.Sprintf("%0*o\x00", width-1, v))
+	}
+	copy(h[0:], name)
+	octal(100, 8, 0o644)
+	octal(108, 8, int64(os.Getuid()))
+	octal(116, 8, int64(os.Getgid()))
+	octal(124, 12, length) // the data stored
+	octal(136, 12, 1767323045)
+	h[156] = 'S'
+	copy(h[257:], "ustar  \x00")
+	octal(386, 12, offset) // sparse[0]
+	octal(398, 12, length)
+	octal(483, 12, realSize)
+	for i := 148; i < 156; i++ {
+		h[i] = ' '
+	}
+	var sum int64
+	for _, b := range h {
+		sum += int64(b)
+	}
+	copy(h[148:], fmt.Sprintf("%06o\x00 ", sum))
+	return h
+}
