@@ -1,6 +1,8 @@
 // Package kopiarestore is the kopia restore.Output Holdfast restores through: every
 // entry of the snapshot is written by a confinedfs.Writer, so a snapshot cannot make
 // kopia write outside the volume, whatever its entry names or the volume's symlinks.
+// It also holds what Holdfast stores in a kopia snapshot beyond kopia's own fields:
+// the encoding of file names that are not UTF-8 (names.go).
 package kopiarestore
 
 import (
@@ -64,7 +66,7 @@ func (o *Output) Parallelizable() bool { return true }
 
 // BeginDirectory makes the directory before its entries are written.
 func (o *Output) BeginDirectory(_ context.Context, rel string, _ fs.Directory) error {
-	return o.w.Mkdir(rel)
+	return o.w.Mkdir(DecodePath(rel))
 }
 
 // WriteDirEntry is not needed for a file system output.
@@ -76,6 +78,7 @@ func (o *Output) WriteDirEntry(context.Context, string, *snapshot.DirEntry, fs.D
 // modification time is not disturbed by them, then corrects the times of its
 // subdirectories (see WithDirectoryTimes).
 func (o *Output) FinishDirectory(ctx context.Context, rel string, e fs.Directory) error {
+	rel = DecodePath(rel)
 	if err := o.w.SetMetadata(rel, meta(e, false)); err != nil {
 		return err
 	}
@@ -114,7 +117,7 @@ func (o *Output) restoreSubdirectoryTimes(ctx context.Context, rel string, e fs.
 		if child.Type != snapshot.EntryTypeDirectory {
 			continue
 		}
-		if err := o.w.SetModTime(path.Join(rel, child.Name), child.ModTime.ToTime()); err != nil {
+		if err := o.w.SetModTime(path.Join(rel, DecodeName(child.Name)), child.ModTime.ToTime()); err != nil {
 			return err
 		}
 	}
@@ -132,7 +135,7 @@ func (o *Output) WriteFile(ctx context.Context, rel string, f fs.File, progress 
 	if progress != nil {
 		src = &progressReader{r: r, report: progress}
 	}
-	_, err = o.w.WriteFileWithMetadata(rel, src, meta(f, false))
+	_, err = o.w.WriteFileWithMetadata(DecodePath(rel), src, meta(f, false))
 	return err
 }
 
@@ -161,6 +164,7 @@ func (o *Output) CreateSymlink(ctx context.Context, rel string, e fs.Symlink) er
 	if err != nil {
 		return err
 	}
+	rel = DecodePath(rel)
 	if err := o.w.Symlink(rel, target); err != nil {
 		return err
 	}

@@ -15,14 +15,6 @@ var knownDifferences = map[v1.Uploader][]fidelity.Known{
 	v1.UploaderKopia: concat(
 		xattrsLost("kopia has no field for extended attributes"),
 		[]fidelity.Known{
-			known(fidelity.BadUTF8, "missing", "kopia stores names that are not UTF-8 with U+FFFD in place of each bad byte"),
-			known("bad-\uFFFD\uFFFD.txt", "content", "bad-\xff\xfe.txt comes back under this name, over the file that has it"),
-			known("bad-\uFFFD\uFFFD.txt", "size", "as content"),
-			known("bad-\uFFFD\uFFFD.txt", "mtime", "as content"),
-			known(fidelity.BadUTF8Dir, "missing", "as "+fidelity.BadUTF8),
-			known(fidelity.BadUTF8Dir+"/inside", "missing", "as "+fidelity.BadUTF8),
-			known("dir-\uFFFD(", "extra", "the directory "+fidelity.BadUTF8Dir+" under its U+FFFD name"),
-			known("dir-\uFFFD(/inside", "extra", "as the directory"),
 			known(fidelity.FIFO, "missing", "kopia stores no FIFOs (counted at backup)"),
 			known(fidelity.Socket, "missing", "kopia stores no sockets (counted at backup)"),
 			known(fidelity.CharDev, "missing", "kopia stores no device nodes (counted at backup)"),

@@ -14,6 +14,8 @@ import (
 	"github.com/kopia/kopia/fs/localfs"
 	"github.com/kopia/kopia/snapshot/policy"
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast-dev/holdfast/internal/kopiarestore"
 )
 
 // A live volume changes while it is backed up: files are deleted between the listing
@@ -104,6 +106,9 @@ type volumeDir struct {
 	skips *skipCounter
 }
 
+// Name is the name kopia stores (see kopiarestore.EncodeName).
+func (d *volumeDir) Name() string { return kopiarestore.EncodeName(d.Directory.Name()) }
+
 func (d *volumeDir) Iterate(ctx context.Context) (fs.DirectoryIterator, error) {
 	it, err := d.Directory.Iterate(ctx)
 	if err != nil {
@@ -116,7 +121,7 @@ func (d *volumeDir) Iterate(ctx context.Context) (fs.DirectoryIterator, error) {
 }
 
 func (d *volumeDir) Child(ctx context.Context, name string) (fs.Entry, error) {
-	e, err := d.Directory.Child(ctx, name)
+	e, err := d.Directory.Child(ctx, kopiarestore.DecodeName(name))
 	if err != nil {
 		return nil, err
 	}
@@ -150,6 +155,8 @@ func wrapVolumeEntry(e fs.Entry, skips *skipCounter, count bool) fs.Entry {
 		return &volumeDir{Directory: v, skips: skips}
 	case fs.File:
 		return &volumeFile{File: v}
+	case fs.Symlink:
+		return &volumeSymlink{Symlink: v}
 	case fs.ErrorEntry:
 		if !errors.Is(v.ErrorInfo(), fs.ErrUnknown) {
 			return e
@@ -166,6 +173,16 @@ func wrapVolumeEntry(e fs.Entry, skips *skipCounter, count bool) fs.Entry {
 type volumeFile struct {
 	fs.File
 }
+
+// Name is the name kopia stores (see kopiarestore.EncodeName).
+func (f *volumeFile) Name() string { return kopiarestore.EncodeName(f.File.Name()) }
+
+type volumeSymlink struct {
+	fs.Symlink
+}
+
+// Name is the name kopia stores (see kopiarestore.EncodeName).
+func (l *volumeSymlink) Name() string { return kopiarestore.EncodeName(l.Symlink.Name()) }
 
 // beforeOpen, when set by a test, runs before a file of the volume is opened.
 var beforeOpen func(path string)

@@ -299,7 +299,7 @@ func Check(diffs []Difference, known []Known, source Manifest) (unknown []Differ
 	}
 	for _, k := range known {
 		_, inSource := source[k.Path]
-		if (inSource || k.Path == AnyPath) && !seen[[2]string{k.Path, k.Field}] {
+		if (inSource || k.Path == AnyPath || k.Field == "extra") && !seen[[2]string{k.Path, k.Field}] {
 			stale = append(stale, k)
 		}
 	}

@@ -52,7 +52,9 @@ var LongName = strings.Repeat("L", 251) + ".txt"
 
 // EscapeLookalikes are names that look like encodings of invalid UTF-8: an escaping
 // scheme must keep them apart from the names they look like.
-var EscapeLookalikes = []string{"bad-%FF%FE.txt", "bad-\\xff\\xfe.txt", "bad-%25FF.txt", "bad-\uFFFD\uFFFD.txt", "bad-~ff~fe.txt"}
+// The "%hf%" ones look like Holdfast's own encoding for kopia (kopiarestore.EncodeName).
+var EscapeLookalikes = []string{"bad-%FF%FE.txt", "bad-\\xff\\xfe.txt", "bad-%25FF.txt", "bad-\uFFFD\uFFFD.txt", "bad-~ff~fe.txt",
+	"%hf%bad-%FF%FE.txt", "%hf%", "%hf%%25"}
 
 const otherUID, otherGID = 4321, 8765
 
