@@ -13,6 +13,7 @@ import (
 	"path"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/kopia/kopia/fs"
 	"github.com/kopia/kopia/repo"
@@ -31,7 +32,20 @@ type Output struct {
 	packs  *packPrefetcher
 	direct *DirectReads
 	rep    repo.Repository // see WithDirectoryTimes
+
+	mu         sync.Mutex
+	attributes map[string]map[string]string // from the attributes file, by decoded path
+	refused    atomic.Int64
+	// attributesSize is the attributes file's size plus one, 0 before it is read.
+	attributesSize atomic.Int64
 }
+
+// AttributesRefused is the number of extended attributes the target refused.
+func (o *Output) AttributesRefused() int64 { return o.refused.Load() }
+
+// AttributesFileSize is the size of the snapshot's attributes file, which kopia's
+// restore counts as a file restored; -1 when the snapshot has none.
+func (o *Output) AttributesFileSize() int64 { return o.attributesSize.Load() - 1 }
 
 var _ restore.Output = (*Output)(nil)
 
@@ -82,6 +96,14 @@ func (o *Output) FinishDirectory(ctx context.Context, rel string, e fs.Directory
 	if err := o.w.SetMetadata(rel, meta(e, false)); err != nil {
 		return err
 	}
+	if rel == "" || rel == "." {
+		// The root is finished last: every entry is written, its owner and mode
+		// set (a file capability must come after the owner, which clears it), and
+		// a directory's default ACL no longer applies to entries made in it.
+		if err := o.applyAttributes(); err != nil {
+			return err
+		}
+	}
 	if o.rep == nil {
 		return nil
 	}
@@ -124,8 +146,45 @@ func (o *Output) restoreSubdirectoryTimes(ctx context.Context, rel string, e fs.
 	return nil
 }
 
+// applyAttributes sets the extended attributes read from the attributes file.
+func (o *Output) applyAttributes() error {
+	o.mu.Lock()
+	attrs := o.attributes
+	o.attributes = nil
+	o.mu.Unlock()
+	for p, a := range attrs {
+		refused, err := o.w.SetXattrs(p, a)
+		if err != nil {
+			return err
+		}
+		o.refused.Add(int64(refused))
+	}
+	return nil
+}
+
+// readAttributes reads the attributes file instead of writing it to the volume.
+func (o *Output) readAttributes(ctx context.Context, f fs.File) error {
+	r, err := f.Open(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	attrs, err := ReadAttributes(r)
+	if err != nil {
+		return fmt.Errorf("reading the snapshot's extended attributes: %w", err)
+	}
+	o.mu.Lock()
+	o.attributes = attrs
+	o.mu.Unlock()
+	o.attributesSize.Store(f.Size() + 1)
+	return nil
+}
+
 // WriteFile writes a file's content and metadata.
 func (o *Output) WriteFile(ctx context.Context, rel string, f fs.File, progress restore.FileWriteProgress) error {
+	if rel == AttributesName {
+		return o.readAttributes(ctx, f)
+	}
 	r, err := o.open(ctx, f)
 	if err != nil {
 		return err

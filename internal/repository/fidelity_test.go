@@ -1,7 +1,11 @@
 package repository
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/test/fidelity"
@@ -13,7 +17,6 @@ import (
 // occurs, as on a difference that is not listed).
 var knownDifferences = map[v1.Uploader][]fidelity.Known{
 	v1.UploaderKopia: concat(
-		xattrsLost("kopia has no field for extended attributes"),
 		[]fidelity.Known{
 			known(fidelity.FIFO, "missing", "kopia stores no FIFOs (counted at backup)"),
 			known(fidelity.Socket, "missing", "kopia stores no sockets (counted at backup)"),
@@ -32,14 +35,6 @@ var knownDifferences = map[v1.Uploader][]fidelity.Known{
 		hardLinksCopied("restic dump's tar writes each name as a copy"),
 		zerosBecomeHoles,
 	),
-}
-
-func xattrsLost(why string) []fidelity.Known {
-	var out []fidelity.Known
-	for _, p := range []string{fidelity.XattrFile, fidelity.XattrDir, fidelity.ACLFile, fidelity.ACLDir, fidelity.CapFile} {
-		out = append(out, fidelity.Known{Path: p, Field: "xattrs", Why: why})
-	}
-	return out
 }
 
 func hardLinksCopied(why string) []fidelity.Known {
@@ -110,5 +105,40 @@ func TestRoundTripFidelity(t *testing.T) {
 				t.Errorf("known difference %q %s (%s) no longer occurs: remove it from the list and from docs/agent.md", k.Path, k.Field, k.Why)
 			}
 		})
+	}
+}
+
+// TestKopiaAttributesFileIsNotCounted: the attributes file Holdfast adds to a kopia
+// snapshot is neither counted as a file of the volume nor restored into it.
+func TestKopiaAttributesFileIsNotCounted(t *testing.T) {
+	ctx := ctxFor(t)
+	r := filesystemRepository(t, v1.UploaderKopia)
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{"a": "alpha", "b": "bravo"})
+	if err := unix.Lsetxattr(filepath.Join(src, "a"), "user.note", []byte("kept"), 0); err != nil {
+		t.Skipf("the file system keeps no user.* attributes: %v", err)
+	}
+	res, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/attrs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.TotalFiles != 2 || res.TotalBytes != 10 {
+		t.Errorf("backup counted %d files, %d bytes; want 2, 10", res.TotalFiles, res.TotalBytes)
+	}
+	target := t.TempDir()
+	restored, err := r.Restore(ctx, RestoreRequest{SnapshotID: res.SnapshotID, TargetDir: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if restored.TotalFiles != 2 || restored.TotalBytes != 10 {
+		t.Errorf("restore counted %d files, %d bytes; want 2, 10", restored.TotalFiles, restored.TotalBytes)
+	}
+	entries, _ := os.ReadDir(target)
+	if len(entries) != 2 {
+		t.Errorf("restored %v, want a and b only", entries)
+	}
+	buf := make([]byte, 16)
+	if n, err := unix.Lgetxattr(filepath.Join(target, "a"), "user.note", buf); err != nil || string(buf[:n]) != "kept" {
+		t.Errorf("a's user.note = %q (err %v), want \"kept\"", buf[:max(n, 0)], err)
 	}
 }

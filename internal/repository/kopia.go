@@ -240,7 +240,11 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	skips := &skipCounter{}
-	entry, err := volumeRoot(req.Dir, skips)
+	attributes, err := volumeAttributes(req.Dir)
+	if err != nil {
+		return BackupResult{}, err
+	}
+	entry, err := volumeRoot(req.Dir, skips, attributes)
 	if err != nil {
 		return BackupResult{}, fmt.Errorf("reading %s: %w", req.Dir, err)
 	}
@@ -296,6 +300,10 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 		res.SnapshotID = string(id)
 		res.TotalBytes = man.Stats.TotalFileSize
 		res.TotalFiles = int64(man.Stats.TotalFileCount)
+		if attributes != nil { // not a file of the volume
+			res.TotalBytes -= int64(len(attributes))
+			res.TotalFiles--
+		}
 		res.Skipped = skips.result()
 		return nil
 	})
@@ -495,7 +503,12 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 		return RestoreResult{}, classify(err, r.cfg.Store)
 	}
 	stop()
-	res := RestoreResult{TotalBytes: stats.RestoredTotalFileSize, TotalFiles: int64(stats.RestoredFileCount)}
+	res := RestoreResult{TotalBytes: stats.RestoredTotalFileSize, TotalFiles: int64(stats.RestoredFileCount),
+		NotRestored: NotRestored{Attributes: out.AttributesRefused()}}
+	if n := out.AttributesFileSize(); n >= 0 { // not a file of the volume
+		res.TotalBytes -= n
+		res.TotalFiles--
+	}
 	if req.Progress != nil {
 		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})
 	}

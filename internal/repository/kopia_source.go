@@ -1,17 +1,22 @@
 package repository
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	iofs "io/fs"
 	"math"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/kopia/kopia/fs"
 	"github.com/kopia/kopia/fs/localfs"
+	"github.com/kopia/kopia/fs/virtualfs"
 	"github.com/kopia/kopia/snapshot/policy"
 	"golang.org/x/sys/unix"
 
@@ -92,18 +97,21 @@ func (c *skipCounter) result() Skipped {
 	}
 }
 
-// volumeRoot is the directory dir to back up, read through the wrappers.
-func volumeRoot(dir string, skips *skipCounter) (fs.Directory, error) {
+// volumeRoot is the directory dir to back up, read through the wrappers, with the
+// attributes file (kopiarestore.AttributesName) holding attributes at its root.
+func volumeRoot(dir string, skips *skipCounter, attributes []byte) (fs.Directory, error) {
 	d, err := localfs.Directory(dir)
 	if err != nil {
 		return nil, err
 	}
-	return &volumeDir{Directory: d, skips: skips}, nil
+	return &volumeDir{Directory: d, skips: skips, attributes: attributes}, nil
 }
 
 type volumeDir struct {
 	fs.Directory
 	skips *skipCounter
+	// attributes, at the root only, is the content of the attributes file.
+	attributes []byte
 }
 
 // Name is the name kopia stores (see kopiarestore.EncodeName).
@@ -117,7 +125,12 @@ func (d *volumeDir) Iterate(ctx context.Context) (fs.DirectoryIterator, error) {
 		}
 		return nil, err
 	}
-	return &volumeIterator{it: it, skips: d.skips}, nil
+	vi := &volumeIterator{it: it, skips: d.skips}
+	if d.attributes != nil {
+		// A new reader for each listing: kopia lists the root twice.
+		vi.extra = virtualfs.StreamingFileFromReader(kopiarestore.AttributesName, io.NopCloser(bytes.NewReader(d.attributes)))
+	}
+	return vi, nil
 }
 
 func (d *volumeDir) Child(ctx context.Context, name string) (fs.Entry, error) {
@@ -131,13 +144,18 @@ func (d *volumeDir) Child(ctx context.Context, name string) (fs.Entry, error) {
 type volumeIterator struct {
 	it    fs.DirectoryIterator
 	skips *skipCounter
+	extra fs.Entry // listed after the directory's own entries
 }
 
 func (i *volumeIterator) Next(ctx context.Context) (fs.Entry, error) {
 	for {
 		e, err := i.it.Next(ctx)
-		if e == nil || err != nil {
-			return e, err
+		if err != nil {
+			return nil, err
+		}
+		if e == nil {
+			e, i.extra = i.extra, nil
+			return e, nil
 		}
 		if w := wrapVolumeEntry(e, i.skips, true); w != nil {
 			return w, nil
@@ -235,4 +253,97 @@ func typeName(m iofs.FileMode) string {
 		return "device node"
 	}
 	return "regular file"
+}
+
+// volumeAttributes reads the extended attributes of every entry of dir (SELinux
+// labels excepted: the target's policy sets those) and returns them in the form of
+// the attributes file, or nil when no entry has any. An entry deleted meanwhile is
+// passed over, as the backup passes over it.
+func volumeAttributes(dir string) ([]byte, error) {
+	var out bytes.Buffer
+	err := filepath.WalkDir(dir, func(p string, d iofs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, iofs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		attrs, err := entryAttributes(p)
+		if err != nil || len(attrs) == 0 {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		return kopiarestore.WriteAttributes(&out, rel, attrs)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the extended attributes of %s: %w", dir, err)
+	}
+	if out.Len() == 0 {
+		return nil, nil
+	}
+	return out.Bytes(), nil
+}
+
+// entryAttributes are the extended attributes of the entry at p itself (never of a
+// symlink's target); none where the file system has none or the entry is gone.
+func entryAttributes(p string) (map[string][]byte, error) {
+	var attrs map[string][]byte
+	for range 3 { // the list may grow between asking its size and reading it
+		size, err := unix.Llistxattr(p, nil)
+		if err != nil || size == 0 {
+			return nil, ignoreAbsent(err)
+		}
+		buf := make([]byte, size)
+		n, err := unix.Llistxattr(p, buf)
+		if err == unix.ERANGE {
+			continue
+		}
+		if err != nil {
+			return nil, ignoreAbsent(err)
+		}
+		attrs = map[string][]byte{}
+		for _, name := range strings.Split(string(buf[:n]), "\x00") {
+			if name == "" || name == "security.selinux" {
+				continue
+			}
+			v, err := getxattr(p, name)
+			if err == unix.ENODATA {
+				continue // removed meanwhile
+			}
+			if err != nil {
+				return nil, ignoreAbsent(err)
+			}
+			attrs[name] = v
+		}
+		return attrs, nil
+	}
+	return nil, fmt.Errorf("the extended attributes of %s keep changing", p)
+}
+
+func getxattr(p, name string) ([]byte, error) {
+	for range 3 {
+		size, err := unix.Lgetxattr(p, name, nil)
+		if err != nil {
+			return nil, err
+		}
+		buf := make([]byte, size)
+		n, err := unix.Lgetxattr(p, name, buf)
+		if err == unix.ERANGE {
+			continue
+		}
+		return buf[:n], err
+	}
+	return nil, unix.ERANGE
+}
+
+// ignoreAbsent drops the errors of an entry that is gone or of a file system without
+// extended attributes.
+func ignoreAbsent(err error) error {
+	if err == unix.ENOENT || err == unix.ENOTSUP || err == unix.EOPNOTSUPP {
+		return nil
+	}
+	return err
 }
