@@ -174,8 +174,13 @@ func specialEntry(hdr *tar.Header, opts TarOptions) (fs.FileMode, bool) {
 	return m, ok
 }
 
-// paxXattrs are the extended attributes among records, POSIX ACLs included; nil when
-// there are none. bad counts ACLs that could not be read.
+// selinuxLabel is left to the target's policy: a label from another cluster or node
+// could deny the pod its own files.
+const selinuxLabel = "security.selinux"
+
+// paxXattrs are the extended attributes among records, POSIX ACLs included and the
+// SELinux label excepted; nil when there are none. bad counts ACLs that could not be
+// read.
 func paxXattrs(records map[string]string) (attrs map[string]string, bad int) {
 	set := func(name, value string) {
 		if attrs == nil {
@@ -185,7 +190,9 @@ func paxXattrs(records map[string]string) (attrs map[string]string, bad int) {
 	}
 	for k, v := range records {
 		if name, ok := strings.CutPrefix(k, xattrPrefix); ok {
-			set(name, v)
+			if name != selinuxLabel {
+				set(name, v)
+			}
 			continue
 		}
 		var name string

@@ -29,7 +29,7 @@ func TestExtractRestoresSpecialFilesAndAttributes(t *testing.T) {
 	stream := tarOf(t,
 		entry{name: "d/", typ: tar.TypeDir, mode: 0o755, pax: map[string]string{"SCHILY.xattr.user.dir": "on the dir"}},
 		entry{name: "d/f", typ: tar.TypeReg, mode: 0o644, body: []byte("x"),
-			pax: map[string]string{"SCHILY.xattr.user.a": "1", "SCHILY.xattr.user.bin": "\x00\xff", "SCHILY.xattr.nonsense.ns": "refused"}},
+			pax: map[string]string{"SCHILY.xattr.user.a": "1", "SCHILY.xattr.user.bin": "\x00\xff", "SCHILY.xattr.nonsense.ns": "refused", "SCHILY.xattr.security.selinux": "system_u:object_r:etc_t:s0"}},
 		entry{name: "pipe", typ: tar.TypeFifo, mode: 0o600},
 		entry{name: "null", typ: tar.TypeChar, mode: 0o666, major: 1, minor: 3},
 		entry{name: "looks-empty-but-fifo", typ: tar.TypeReg, mode: 0o640},
@@ -62,6 +62,14 @@ func TestExtractRestoresSpecialFilesAndAttributes(t *testing.T) {
 		st, err := os.Lstat(filepath.Join(dir, "null"))
 		if err != nil || st.Mode()&os.ModeCharDevice == 0 || st.Sys().(*syscall.Stat_t).Rdev != unix.Mkdev(1, 3) {
 			t.Errorf("null: %v (err %v), want the character device 1,3", st.Mode(), err)
+		}
+	}
+	if n, err := unix.Lgetxattr(filepath.Join(dir, "d/f"), "security.selinux", make([]byte, 256)); err == nil && n > 0 {
+		// Only an SELinux system labels every file; the stream's label must not be the one.
+		buf := make([]byte, n)
+		_, _ = unix.Lgetxattr(filepath.Join(dir, "d/f"), "security.selinux", buf)
+		if string(bytes.TrimRight(buf, "\x00")) == "system_u:object_r:etc_t:s0" {
+			t.Error("d/f got the SELinux label of the stream; the target's policy sets labels")
 		}
 	}
 	for name, attrs := range map[string]map[string]string{"d": {"user.dir": "on the dir"}, "d/f": {"user.a": "1", "user.bin": "\x00\xff"}} {
