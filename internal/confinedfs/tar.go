@@ -34,6 +34,73 @@ type TarOptions struct {
 	// nodes (fs.ModeDevice, with fs.ModeCharDevice): restic dump does so. A device
 	// named here has no number in the stream, so it is counted as skipped.
 	Special map[string]fs.FileMode
+	// HardLinks, if set, names the regular entries that are further names of one file
+	// (a stream that writes each name as a copy, as restic dump does): each is made
+	// a hard link to the first name written instead.
+	HardLinks *HardLinks
+}
+
+// HardLinks groups the names of files with more than one, by inode, compactly: a
+// restore of millions of files keeps one small map entry per file. Add the regular
+// files of the tree in the order of the stream.
+type HardLinks struct {
+	first   map[uint64]uint64 // inode: PathHash of its first name
+	targets map[uint64]uint64 // PathHash of a first name with further names: inode
+	later   map[string]uint64 // a further name: inode
+	written map[uint64]string // inode: the entry name its first name was written as
+}
+
+// Add records that the regular file at rel (as Clean gives it) is inode ino.
+func (h *HardLinks) Add(rel string, ino uint64) {
+	if h.first == nil {
+		h.first, h.targets, h.later, h.written = map[uint64]uint64{}, map[uint64]uint64{}, map[string]uint64{}, map[uint64]string{}
+	}
+	if first, ok := h.first[ino]; ok {
+		h.targets[first] = ino
+		h.later[rel] = ino
+		return
+	}
+	h.first[ino] = PathHash(rel)
+}
+
+// Groups is the number of files that have more than one name.
+func (h *HardLinks) Groups() int { return len(h.targets) }
+
+// PathHash is the FNV-1a hash of rel.
+func PathHash(rel string) uint64 {
+	hash := uint64(14695981039346656037)
+	for i := 0; i < len(rel); i++ {
+		hash ^= uint64(rel[i])
+		hash *= 1099511628211
+	}
+	return hash
+}
+
+// linkTo returns the entry name to hard-link rel to, if rel is a further name of a
+// file already written.
+func (h *HardLinks) linkTo(rel string) (string, bool) {
+	if h == nil || h.later == nil {
+		return "", false
+	}
+	ino, ok := h.later[rel]
+	if !ok {
+		return "", false
+	}
+	first, ok := h.written[ino]
+	return first, ok
+}
+
+// wrote records that rel was written as entry name, if it is the first name of a
+// file with more.
+func (h *HardLinks) wrote(rel, name string) {
+	if h == nil || h.targets == nil {
+		return
+	}
+	if ino, ok := h.targets[PathHash(rel)]; ok {
+		if _, later := h.later[rel]; !later {
+			h.written[ino] = name
+		}
+	}
 }
 
 // xattrPrefix marks an extended attribute among a tar entry's PAX records, as GNU
@@ -97,11 +164,20 @@ func ExtractTar(ctx context.Context, w *Writer, r io.Reader, opts TarOptions) (T
 			stats.Dirs++
 			continue
 		case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+			rel, _ := Clean(hdr.Name)
+			if first, ok := opts.HardLinks.linkTo(rel); ok {
+				if err := w.Link(hdr.Name, first); err != nil {
+					return stats, err
+				}
+				stats.HardLinks++
+				continue
+			}
 			// The reader expands a sparse entry (GNU or PAX) to its full content, and
 			// the Writer writes runs of zeros as holes again.
 			if _, err := w.WriteFileWithMetadata(hdr.Name, tr, meta); err != nil {
 				return stats, err
 			}
+			opts.HardLinks.wrote(rel, hdr.Name)
 			if err := setXattrs(hdr.Name, xattrs); err != nil {
 				return stats, err
 			}

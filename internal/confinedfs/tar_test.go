@@ -140,3 +140,47 @@ func gnuSparseHeader(t *testing.T, name string, realSize, offset, length int64) 
 	copy(h[148:], fmt.Sprintf("%06o\x00 ", sum))
 	return h
 }
+
+// TestExtractMakesHardLinksOfCopies: a stream that writes every name of a hard-linked
+// file as a copy (restic dump) comes back with one file of three names when
+// opts.HardLinks groups them; other files stay apart.
+func TestExtractMakesHardLinksOfCopies(t *testing.T) {
+	dir := t.TempDir()
+	w, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var links HardLinks
+	for _, f := range []struct {
+		rel string
+		ino uint64
+	}{{"a", 7}, {"d/b", 7}, {"c", 7}, {"other", 8}} {
+		links.Add(f.rel, f.ino)
+	}
+	body := []byte("one inode")
+	stream := tarOf(t,
+		entry{name: "a", typ: tar.TypeReg, mode: 0o644, body: body},
+		entry{name: "d/", typ: tar.TypeDir, mode: 0o755},
+		entry{name: "d/b", typ: tar.TypeReg, mode: 0o644, body: body},
+		entry{name: "c", typ: tar.TypeReg, mode: 0o644, body: body},
+		entry{name: "other", typ: tar.TypeReg, mode: 0o644, body: body},
+	)
+	stats, err := ExtractTar(context.Background(), w, stream, TarOptions{HardLinks: &links})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Files != 2 || stats.HardLinks != 2 || links.Groups() != 1 {
+		t.Errorf("stats = %+v, groups %d; want 2 files, 2 links, 1 group", stats, links.Groups())
+	}
+	a, _ := os.Stat(filepath.Join(dir, "a"))
+	for _, name := range []string{"d/b", "c"} {
+		st, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || !os.SameFile(a, st) {
+			t.Errorf("%s is not a hard link of a (err %v)", name, err)
+		}
+	}
+	if st, _ := os.Stat(filepath.Join(dir, "other")); os.SameFile(a, st) {
+		t.Error("other is linked to a")
+	}
+}

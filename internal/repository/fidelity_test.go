@@ -28,11 +28,9 @@ var knownDifferences = map[v1.Uploader][]fidelity.Known{
 	v1.UploaderRestic: concat(
 		[]fidelity.Known{
 			known(fidelity.AnyPath, "mtime-subsecond", "restic dump's tar carries whole seconds"),
-			known(".", "mtime", "restic dump's tar has no entry for the volume's root"),
 			known(fidelity.CharDev, "missing", "restic dump writes a device node as an empty file and restic ls does not give its number: counted as not restored"),
 			known(fidelity.Socket, "missing", "restic does not store sockets"),
 		},
-		hardLinksCopied("restic dump's tar writes each name as a copy"),
 		zerosBecomeHoles,
 	),
 }

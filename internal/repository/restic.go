@@ -499,16 +499,17 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 	defer cancelDump()
 	pr, pw := io.Pipe()
 	extracted := make(chan error, 1)
-	// restic dump writes FIFOs and device nodes as empty regular files; restic ls
-	// says which entries they are.
-	special, err := r.specialNodes(ctx, snap)
+	// restic dump writes FIFOs and device nodes as empty regular files, each name
+	// of a hard-linked file as a copy, and nothing for the root: restic ls says what
+	// they are.
+	tree, err := r.tree(ctx, snap)
 	if err != nil {
 		return RestoreResult{}, err
 	}
 	var stats confinedfs.TarStats
 	go func() {
 		var err error
-		stats, err = confinedfs.ExtractTar(dumpCtx, w, pr, confinedfs.TarOptions{Special: special})
+		stats, err = confinedfs.ExtractTar(dumpCtx, w, pr, confinedfs.TarOptions{Special: tree.special, HardLinks: &tree.links})
 		if err != nil {
 			// Stop restic: the rest of the stream is not wanted.
 			cancelDump()
@@ -534,6 +535,12 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 		}
 		return RestoreResult{}, r.classify(runErr)
 	}
+	if tree.root != nil {
+		// The tar has no entry for the root: restic ls gave its metadata.
+		if err := w.SetMetadata(".", *tree.root); err != nil {
+			return RestoreResult{}, fmt.Errorf("restoring snapshot %s: %w", snap.ID, err)
+		}
+	}
 	stop()
 	res := RestoreResult{TotalBytes: w.BytesDone(), TotalFiles: w.FilesDone(), NotRestored: NotRestored{
 		Devices: stats.DevicesSkipped, Attributes: stats.AttributesRefused, Other: stats.Skipped,
@@ -544,45 +551,70 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 	return res, nil
 }
 
-// specialNodes are the FIFOs, device nodes and sockets of snap, by path relative to
-// its root (as confinedfs.Clean gives it), from restic ls.
-func (r *resticRepository) specialNodes(ctx context.Context, snap *resticSnapshot) (map[string]fs.FileMode, error) {
+// resticTree is what restic ls says of a snapshot that restic dump's tar does not.
+type resticTree struct {
+	// special are the FIFOs, device nodes and sockets, by path as confinedfs.Clean
+	// gives it: dump writes them as empty regular files.
+	special map[string]fs.FileMode
+	// links groups the names of hard-linked files: dump writes each as a copy.
+	links confinedfs.HardLinks
+	// root is the metadata of the snapshot's root directory, which the tar lacks.
+	root *confinedfs.Meta
+}
+
+// resticNode is a node of restic ls --json.
+type resticNode struct {
+	StructType string      `json:"struct_type"`
+	Type       string      `json:"type"`
+	Path       string      `json:"path"`
+	UID        int         `json:"uid"`
+	GID        int         `json:"gid"`
+	Mode       fs.FileMode `json:"mode"`
+	ModTime    time.Time   `json:"mtime"`
+	Inode      uint64      `json:"inode"`
+}
+
+// tree lists snap with restic ls: one more walk of its tree (restic's cache holds
+// the tree), holding one small map entry per file for the hard links.
+func (r *resticRepository) tree(ctx context.Context, snap *resticSnapshot) (*resticTree, error) {
 	pr, pw := io.Pipe()
-	special := map[string]fs.FileMode{}
+	t := &resticTree{special: map[string]fs.FileMode{}}
 	parsed := make(chan struct{})
 	go func() {
 		defer close(parsed)
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 4<<20)
+		rootPath := ""
 		for sc.Scan() {
-			var node struct {
-				StructType string `json:"struct_type"`
-				Type       string `json:"type"`
-				Path       string `json:"path"`
-			}
+			var node resticNode
 			if json.Unmarshal(sc.Bytes(), &node) != nil || node.StructType != "node" {
 				continue
 			}
-			var m fs.FileMode
-			switch node.Type {
-			case "fifo":
-				m = fs.ModeNamedPipe
-			case "chardev":
-				m = fs.ModeDevice | fs.ModeCharDevice
-			case "dev":
-				m = fs.ModeDevice
-			case "socket":
-				m = fs.ModeSocket
-			default:
+			if t.root == nil { // the first node is the directory the snapshot was taken of
+				rootPath = node.Path
+				t.root = &confinedfs.Meta{Mode: node.Mode, UID: node.UID, GID: node.GID, ModTime: node.ModTime}
 				continue
 			}
-			if rel, err := confinedfs.Clean(node.Path); err == nil {
-				special[rel] = m
+			rel, err := confinedfs.Clean(strings.TrimPrefix(node.Path, rootPath+"/"))
+			if err != nil {
+				continue
+			}
+			switch node.Type {
+			case "file":
+				t.links.Add(rel, node.Inode)
+			case "fifo":
+				t.special[rel] = fs.ModeNamedPipe
+			case "chardev":
+				t.special[rel] = fs.ModeDevice | fs.ModeCharDevice
+			case "dev":
+				t.special[rel] = fs.ModeDevice
+			case "socket":
+				t.special[rel] = fs.ModeSocket
 			}
 		}
 		_, _ = io.Copy(io.Discard, pr)
 	}()
-	err := r.run(ctx, pw, "ls", "--json", "--no-lock", snap.ID+":"+snap.Paths[0])
+	err := r.run(ctx, pw, "ls", "--json", "--no-lock", "--recursive", snap.ID, snap.Paths[0])
 	_ = pw.Close()
 	<-parsed
 	if err != nil {
@@ -591,7 +623,7 @@ func (r *resticRepository) specialNodes(ctx context.Context, snap *resticSnapsho
 		}
 		return nil, r.classify(err)
 	}
-	return special, nil
+	return t, nil
 }
 
 func (r *resticRepository) Snapshots(ctx context.Context, sourcePath string) ([]Snapshot, error) {

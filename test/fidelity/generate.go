@@ -207,6 +207,10 @@ func (g *generator) build() {
 	} else {
 		g.skipped[CapFile] = "security.capability: needs root"
 	}
+	// The volume's root: a database's data directory is often 0700 or 0750 and
+	// owned by the database's user.
+	g.check(os.Chmod(g.dir, 0o750))
+	g.chown(".", otherUID, otherGID)
 	g.date()
 }
 
