@@ -54,14 +54,17 @@ func TestExtractRestoresSpecialFilesAndAttributes(t *testing.T) {
 		t.Errorf("stats = %+v, want %+v", stats, want)
 	}
 	for name, mode := range map[string]os.FileMode{"pipe": os.ModeNamedPipe | 0o600, "looks-empty-but-fifo": os.ModeNamedPipe | 0o640, "really-empty": 0o640} {
-		if st, err := os.Lstat(filepath.Join(dir, name)); err != nil || st.Mode() != mode {
-			t.Errorf("%s: mode %v (err %v), want %v", name, st.Mode(), err, mode)
+		if st, err := os.Lstat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("%s: %v", name, err)
+		} else if st.Mode() != mode {
+			t.Errorf("%s: mode %v, want %v", name, st.Mode(), mode)
 		}
 	}
 	if root {
-		st, err := os.Lstat(filepath.Join(dir, "null"))
-		if err != nil || st.Mode()&os.ModeCharDevice == 0 || st.Sys().(*syscall.Stat_t).Rdev != unix.Mkdev(1, 3) {
-			t.Errorf("null: %v (err %v), want the character device 1,3", st.Mode(), err)
+		if st, err := os.Lstat(filepath.Join(dir, "null")); err != nil {
+			t.Errorf("null: %v", err)
+		} else if st.Mode()&os.ModeCharDevice == 0 || st.Sys().(*syscall.Stat_t).Rdev != unix.Mkdev(1, 3) {
+			t.Errorf("null: %v, want the character device 1,3", st.Mode())
 		}
 	}
 	if n, err := unix.Lgetxattr(filepath.Join(dir, "d/f"), "security.selinux", make([]byte, 256)); err == nil && n > 0 {

@@ -8,8 +8,10 @@ package kopiarestore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"path"
 	"slices"
 	"sync"
@@ -36,16 +38,55 @@ type Output struct {
 	mu         sync.Mutex
 	attributes map[string]map[string]string // from the attributes file, by decoded path
 	refused    atomic.Int64
-	// attributesSize is the attributes file's size plus one, 0 before it is read.
-	attributesSize atomic.Int64
+
+	special                      map[string][]Special // by directory; see WithSpecialFiles
+	devicesSkipped               atomic.Int64
+	holdfastFiles, holdfastBytes atomic.Int64
 }
 
 // AttributesRefused is the number of extended attributes the target refused.
 func (o *Output) AttributesRefused() int64 { return o.refused.Load() }
 
-// AttributesFileSize is the size of the snapshot's attributes file, which kopia's
-// restore counts as a file restored; -1 when the snapshot has none.
-func (o *Output) AttributesFileSize() int64 { return o.attributesSize.Load() - 1 }
+// HoldfastFiles are the files and bytes of Holdfast's own files at the snapshot's
+// root (the attributes file, the list of special files), which kopia's restore
+// counts as restored although they are not written to the volume.
+func (o *Output) HoldfastFiles() (files, bytes int64) {
+	return o.holdfastFiles.Load(), o.holdfastBytes.Load()
+}
+
+// DevicesNotRestored is the number of device nodes the writer may not make.
+func (o *Output) DevicesNotRestored() int64 { return o.devicesSkipped.Load() }
+
+// WithSpecialFiles makes the Output make the FIFOs and device nodes of special (from
+// ReadSpecial) when it makes their directories.
+func (o *Output) WithSpecialFiles(special map[string][]Special) *Output {
+	o.special = special
+	return o
+}
+
+// makeSpecial makes the special files of directory rel.
+func (o *Output) makeSpecial(rel string) error {
+	if rel == "" {
+		rel = "."
+	}
+	for _, s := range o.special[rel] {
+		var dev uint64
+		if s.Mode&iofs.ModeDevice != 0 {
+			dev = confinedfs.Mkdev(s.Major, s.Minor)
+		}
+		if err := o.w.Mknod(s.Path, s.Mode, dev); err != nil {
+			if s.Mode&iofs.ModeDevice != 0 && errors.Is(err, iofs.ErrPermission) {
+				o.devicesSkipped.Add(1)
+				continue
+			}
+			return fmt.Errorf("making %s: %w", s.Path, err)
+		}
+		if err := o.w.SetMetadata(s.Path, confinedfs.Meta{Mode: s.Mode, UID: s.UID, GID: s.GID, ModTime: s.ModTime}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 var _ restore.Output = (*Output)(nil)
 
@@ -80,7 +121,11 @@ func (o *Output) Parallelizable() bool { return true }
 
 // BeginDirectory makes the directory before its entries are written.
 func (o *Output) BeginDirectory(_ context.Context, rel string, _ fs.Directory) error {
-	return o.w.Mkdir(DecodePath(rel))
+	rel = DecodePath(rel)
+	if err := o.w.Mkdir(rel); err != nil {
+		return err
+	}
+	return o.makeSpecial(rel)
 }
 
 // WriteDirEntry is not needed for a file system output.
@@ -176,14 +221,20 @@ func (o *Output) readAttributes(ctx context.Context, f fs.File) error {
 	o.mu.Lock()
 	o.attributes = attrs
 	o.mu.Unlock()
-	o.attributesSize.Store(f.Size() + 1)
+	o.holdfastFiles.Add(1)
+	o.holdfastBytes.Add(f.Size())
 	return nil
 }
 
 // WriteFile writes a file's content and metadata.
 func (o *Output) WriteFile(ctx context.Context, rel string, f fs.File, progress restore.FileWriteProgress) error {
-	if rel == AttributesName {
+	switch rel {
+	case AttributesName:
 		return o.readAttributes(ctx, f)
+	case SpecialName: // read before the restore began
+		o.holdfastFiles.Add(1)
+		o.holdfastBytes.Add(f.Size())
+		return nil
 	}
 	r, err := o.open(ctx, f)
 	if err != nil {

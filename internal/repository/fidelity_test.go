@@ -18,9 +18,7 @@ import (
 var knownDifferences = map[v1.Uploader][]fidelity.Known{
 	v1.UploaderKopia: concat(
 		[]fidelity.Known{
-			known(fidelity.FIFO, "missing", "kopia stores no FIFOs (counted at backup)"),
-			known(fidelity.Socket, "missing", "kopia stores no sockets (counted at backup)"),
-			known(fidelity.CharDev, "missing", "kopia stores no device nodes (counted at backup)"),
+			known(fidelity.Socket, "missing", "sockets are not backed up (counted at backup)"),
 		},
 		hardLinksCopied("kopia does not record hard links"),
 		zerosBecomeHoles,

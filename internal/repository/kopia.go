@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kopia/kopia/fs"
 	"github.com/kopia/kopia/repo"
 	"github.com/kopia/kopia/repo/blob"
 	"github.com/kopia/kopia/repo/blob/filesystem"
@@ -240,11 +241,11 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	skips := &skipCounter{}
-	attributes, err := volumeAttributes(req.Dir)
+	meta, err := volumeMetadata(req.Dir)
 	if err != nil {
 		return BackupResult{}, err
 	}
-	entry, err := volumeRoot(req.Dir, skips, attributes)
+	entry, err := volumeRoot(req.Dir, skips, meta)
 	if err != nil {
 		return BackupResult{}, fmt.Errorf("reading %s: %w", req.Dir, err)
 	}
@@ -300,10 +301,9 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 		res.SnapshotID = string(id)
 		res.TotalBytes = man.Stats.TotalFileSize
 		res.TotalFiles = int64(man.Stats.TotalFileCount)
-		if attributes != nil { // not a file of the volume
-			res.TotalBytes -= int64(len(attributes))
-			res.TotalFiles--
-		}
+		// Holdfast's own files are not files of the volume.
+		res.TotalBytes -= meta.bytes
+		res.TotalFiles -= int64(len(meta.files))
 		res.Skipped = skips.result()
 		return nil
 	})
@@ -474,7 +474,11 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 			log.Error(err, "closing the uncached reader of a restore", "url", r.URL())
 		}
 	}()
-	out := kopiarestore.New(w).WithPackPrefetch(r.rep, r.cfg.cacheSize()).WithDirectReads(direct).WithDirectoryTimes(r.rep)
+	special, err := readSpecialFiles(ctx, root)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	out := kopiarestore.New(w).WithPackPrefetch(r.rep, r.cfg.cacheSize()).WithDirectReads(direct).WithDirectoryTimes(r.rep).WithSpecialFiles(special)
 	cancel := make(chan struct{})
 	stopCancel := context.AfterFunc(ctx, func() { close(cancel) })
 	defer stopCancel()
@@ -505,14 +509,45 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 	stop()
 	res := RestoreResult{TotalBytes: stats.RestoredTotalFileSize, TotalFiles: int64(stats.RestoredFileCount),
 		NotRestored: NotRestored{Attributes: out.AttributesRefused()}}
-	if n := out.AttributesFileSize(); n >= 0 { // not a file of the volume
-		res.TotalBytes -= n
-		res.TotalFiles--
-	}
+	files, bytes := out.HoldfastFiles() // not files of the volume
+	res.TotalFiles -= files
+	res.TotalBytes -= bytes
+	res.NotRestored.Devices = out.DevicesNotRestored()
 	if req.Progress != nil {
 		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})
 	}
 	return res, nil
+}
+
+// readSpecialFiles reads the snapshot's list of FIFOs and device nodes
+// (kopiarestore.SpecialName) before the restore, so that each is made with its
+// directory, before the directory's time is set; nil when there is none.
+func readSpecialFiles(ctx context.Context, root fs.Entry) (map[string][]kopiarestore.Special, error) {
+	dir, ok := root.(fs.Directory)
+	if !ok {
+		return nil, nil
+	}
+	e, err := dir.Child(ctx, kopiarestore.SpecialName)
+	if errors.Is(err, fs.ErrEntryNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("looking for the snapshot's special files: %w", err)
+	}
+	f, ok := e.(fs.File)
+	if !ok {
+		return nil, nil
+	}
+	rd, err := f.Open(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the snapshot's special files: %w", err)
+	}
+	defer rd.Close()
+	special, err := kopiarestore.ReadSpecial(rd)
+	if err != nil {
+		return nil, fmt.Errorf("reading the snapshot's special files: %w", err)
+	}
+	return special, nil
 }
 
 func (r *kopiaRepository) Snapshots(ctx context.Context, sourcePath string) ([]Snapshot, error) {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/kopia/kopia/fs"
 	"github.com/kopia/kopia/fs/localfs"
@@ -67,6 +68,9 @@ type skipCounter struct {
 	// estimate its size), and each is counted once.
 	mu      sync.Mutex
 	special map[string]bool
+	// stored are the FIFOs and device nodes in Holdfast's list of them, by path:
+	// not skipped.
+	stored map[string]bool
 }
 
 // countSpecial counts the special file at path, once.
@@ -97,21 +101,27 @@ func (c *skipCounter) result() Skipped {
 	}
 }
 
-// volumeRoot is the directory dir to back up, read through the wrappers, with the
-// attributes file (kopiarestore.AttributesName) holding attributes at its root.
-func volumeRoot(dir string, skips *skipCounter, attributes []byte) (fs.Directory, error) {
+// volumeRoot is the directory dir to back up, read through the wrappers, with
+// Holdfast's own files (see volumeMetadata) at its root.
+func volumeRoot(dir string, skips *skipCounter, meta *volumeMeta) (fs.Directory, error) {
 	d, err := localfs.Directory(dir)
 	if err != nil {
 		return nil, err
 	}
-	return &volumeDir{Directory: d, skips: skips, attributes: attributes}, nil
+	skips.stored = meta.special
+	return &volumeDir{Directory: d, skips: skips, extra: meta.files}, nil
 }
 
 type volumeDir struct {
 	fs.Directory
 	skips *skipCounter
-	// attributes, at the root only, is the content of the attributes file.
-	attributes []byte
+	// extra, at the root only, are Holdfast's own files: name and content.
+	extra []holdfastFile
+}
+
+type holdfastFile struct {
+	name    string
+	content []byte
 }
 
 // Name is the name kopia stores (see kopiarestore.EncodeName).
@@ -126,9 +136,9 @@ func (d *volumeDir) Iterate(ctx context.Context) (fs.DirectoryIterator, error) {
 		return nil, err
 	}
 	vi := &volumeIterator{it: it, skips: d.skips}
-	if d.attributes != nil {
+	for _, f := range d.extra {
 		// A new reader for each listing: kopia lists the root twice.
-		vi.extra = virtualfs.StreamingFileFromReader(kopiarestore.AttributesName, io.NopCloser(bytes.NewReader(d.attributes)))
+		vi.extra = append(vi.extra, virtualfs.StreamingFileFromReader(f.name, io.NopCloser(bytes.NewReader(f.content))))
 	}
 	return vi, nil
 }
@@ -144,7 +154,7 @@ func (d *volumeDir) Child(ctx context.Context, name string) (fs.Entry, error) {
 type volumeIterator struct {
 	it    fs.DirectoryIterator
 	skips *skipCounter
-	extra fs.Entry // listed after the directory's own entries
+	extra []fs.Entry // listed after the directory's own entries
 }
 
 func (i *volumeIterator) Next(ctx context.Context) (fs.Entry, error) {
@@ -154,7 +164,10 @@ func (i *volumeIterator) Next(ctx context.Context) (fs.Entry, error) {
 			return nil, err
 		}
 		if e == nil {
-			e, i.extra = i.extra, nil
+			if len(i.extra) == 0 {
+				return nil, nil
+			}
+			e, i.extra = i.extra[0], i.extra[1:]
 			return e, nil
 		}
 		if w := wrapVolumeEntry(e, i.skips, true); w != nil {
@@ -179,7 +192,7 @@ func wrapVolumeEntry(e fs.Entry, skips *skipCounter, count bool) fs.Entry {
 		if !errors.Is(v.ErrorInfo(), fs.ErrUnknown) {
 			return e
 		}
-		if count {
+		if count && !skips.stored[v.LocalFilesystemPath()] {
 			skips.countSpecial(v.LocalFilesystemPath(), v.Mode())
 		}
 		e.Close()
@@ -255,12 +268,24 @@ func typeName(m iofs.FileMode) string {
 	return "regular file"
 }
 
-// volumeAttributes reads the extended attributes of every entry of dir (SELinux
-// labels excepted: the target's policy sets those) and returns them in the form of
-// the attributes file, or nil when no entry has any. An entry deleted meanwhile is
-// passed over, as the backup passes over it.
-func volumeAttributes(dir string) ([]byte, error) {
-	var out bytes.Buffer
+// volumeMeta is what kopia cannot store of a volume, read before the upload.
+type volumeMeta struct {
+	// files are Holdfast's own files for the snapshot's root: the attributes file
+	// and the list of FIFOs and device nodes (kopiarestore), when there is anything
+	// to put in them.
+	files []holdfastFile
+	// special are the paths of the FIFOs and device nodes listed.
+	special map[string]bool
+	bytes   int64
+}
+
+// volumeMetadata walks dir once and reads what kopia has no field for: the extended
+// attributes of every entry (SELinux labels excepted: the target's policy sets those)
+// and the FIFOs and device nodes. An entry deleted meanwhile is passed over, as the
+// backup passes over it.
+func volumeMetadata(dir string) (*volumeMeta, error) {
+	var attrs, special bytes.Buffer
+	meta := &volumeMeta{special: map[string]bool{}}
 	err := filepath.WalkDir(dir, func(p string, d iofs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, iofs.ErrNotExist) {
@@ -268,23 +293,72 @@ func volumeAttributes(dir string) ([]byte, error) {
 			}
 			return err
 		}
-		attrs, err := entryAttributes(p)
-		if err != nil || len(attrs) == 0 {
-			return err
-		}
 		rel, err := filepath.Rel(dir, p)
 		if err != nil {
 			return err
 		}
-		return kopiarestore.WriteAttributes(&out, rel, attrs)
+		if t := d.Type(); t&(iofs.ModeNamedPipe|iofs.ModeDevice) != 0 {
+			s, ok, err := specialFile(p, rel)
+			if err != nil || !ok {
+				return err
+			}
+			meta.special[p] = true
+			if err := kopiarestore.WriteSpecial(&special, s); err != nil {
+				return err
+			}
+		}
+		a, err := entryAttributes(p)
+		if err != nil || len(a) == 0 {
+			return err
+		}
+		return kopiarestore.WriteAttributes(&attrs, rel, a)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading the extended attributes of %s: %w", dir, err)
+		return nil, fmt.Errorf("reading the attributes and special files of %s: %w", dir, err)
 	}
-	if out.Len() == 0 {
-		return nil, nil
+	if attrs.Len() > 0 {
+		meta.files = append(meta.files, holdfastFile{kopiarestore.AttributesName, attrs.Bytes()})
 	}
-	return out.Bytes(), nil
+	if special.Len() > 0 {
+		meta.files = append(meta.files, holdfastFile{kopiarestore.SpecialName, special.Bytes()})
+	}
+	for _, f := range meta.files {
+		meta.bytes += int64(len(f.content))
+	}
+	return meta, nil
+}
+
+// specialFile describes the FIFO or device node at p; not ok when it is gone.
+func specialFile(p, rel string) (kopiarestore.Special, bool, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return kopiarestore.Special{}, false, ignoreAbsent(err)
+	}
+	s := kopiarestore.Special{Path: rel, UID: int(st.Uid), GID: int(st.Gid),
+		ModTime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec), Mode: iofs.FileMode(st.Mode & 0o777)}
+	if st.Mode&unix.S_ISUID != 0 {
+		s.Mode |= iofs.ModeSetuid
+	}
+	if st.Mode&unix.S_ISGID != 0 {
+		s.Mode |= iofs.ModeSetgid
+	}
+	if st.Mode&unix.S_ISVTX != 0 {
+		s.Mode |= iofs.ModeSticky
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFIFO:
+		s.Mode |= iofs.ModeNamedPipe
+	case unix.S_IFCHR:
+		s.Mode |= iofs.ModeDevice | iofs.ModeCharDevice
+	case unix.S_IFBLK:
+		s.Mode |= iofs.ModeDevice
+	default:
+		return kopiarestore.Special{}, false, nil // changed meanwhile: the upload sees what it is
+	}
+	if s.Mode&iofs.ModeDevice != 0 {
+		s.Major, s.Minor = unix.Major(st.Rdev), unix.Minor(st.Rdev)
+	}
+	return s, true, nil
 }
 
 // entryAttributes are the extended attributes of the entry at p itself (never of a
