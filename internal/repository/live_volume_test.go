@@ -117,36 +117,41 @@ func TestKopiaBackupIgnoresInVolumeIgnoreFiles(t *testing.T) {
 	checkTree(t, target, files)
 }
 
-// TestKopiaBackupCountsSpecialFiles: a socket is not backed up and is counted as
-// skipped; a FIFO is kept (in Holdfast's list of special files) and is not.
-func TestKopiaBackupCountsSpecialFiles(t *testing.T) {
-	ctx := ctxFor(t)
-	r := filesystemRepository(t, v1.UploaderKopia)
-	src := t.TempDir()
-	writeTree(t, src, map[string]string{"a.txt": "a"})
-	if err := syscall.Mkfifo(filepath.Join(src, "fifo"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("unix", filepath.Join(src, "sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	res, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/special"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := (Skipped{Sockets: 1}); res.Skipped != want {
-		t.Errorf("skipped %+v, want %+v", res.Skipped, want)
-	}
-	target := t.TempDir()
-	if _, err := r.Restore(ctx, RestoreRequest{SnapshotID: res.SnapshotID, TargetDir: target}); err != nil {
-		t.Fatal(err)
-	}
-	if st, err := os.Lstat(filepath.Join(target, "fifo")); err != nil {
-		t.Errorf("fifo not restored: %v", err)
-	} else if st.Mode() != os.ModeNamedPipe|0o644 {
-		t.Errorf("fifo restored as %v, want a FIFO, mode 0644", st.Mode())
+// TestBackupCountsSocketsAndKeepsFIFOs: a socket is not backed up and is counted as
+// skipped by both uploaders; a FIFO is kept (kopia: in Holdfast's list of special
+// files) and comes back as a FIFO.
+func TestBackupCountsSocketsAndKeepsFIFOs(t *testing.T) {
+	for _, uploader := range []v1.Uploader{v1.UploaderKopia, v1.UploaderRestic} {
+		t.Run(string(uploader), func(t *testing.T) {
+			ctx := ctxFor(t)
+			r := filesystemRepository(t, uploader)
+			src := t.TempDir()
+			writeTree(t, src, map[string]string{"a.txt": "a"})
+			if err := syscall.Mkfifo(filepath.Join(src, "fifo"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			l, err := net.Listen("unix", filepath.Join(src, "sock"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			res, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/special"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := (Skipped{Sockets: 1}); res.Skipped != want {
+				t.Errorf("skipped %+v, want %+v", res.Skipped, want)
+			}
+			target := t.TempDir()
+			if _, err := r.Restore(ctx, RestoreRequest{SnapshotID: res.SnapshotID, TargetDir: target}); err != nil {
+				t.Fatal(err)
+			}
+			if st, err := os.Lstat(filepath.Join(target, "fifo")); err != nil {
+				t.Errorf("fifo not restored: %v", err)
+			} else if st.Mode() != os.ModeNamedPipe|0o644 {
+				t.Errorf("fifo restored as %v, want a FIFO, mode 0644", st.Mode())
+			}
+		})
 	}
 }
 
