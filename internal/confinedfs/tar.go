@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"strings"
+	"time"
 )
 
 // TarStats counts what ExtractTar restored and what it had to leave out.
@@ -38,6 +39,10 @@ type TarOptions struct {
 	// (a stream that writes each name as a copy, as restic dump does): each is made
 	// a hard link to the first name written instead.
 	HardLinks *HardLinks
+	// ModTimes, if set, holds modification times to the nanosecond (Unix ns) by
+	// PathHash of the entry path, for a stream that carries whole seconds (restic
+	// dump). A time is used only within a second of the stream's own.
+	ModTimes map[uint64]int64
 }
 
 // HardLinks groups the names of files with more than one, by inode, compactly: a
@@ -137,7 +142,7 @@ func ExtractTar(ctx context.Context, w *Writer, r io.Reader, opts TarOptions) (T
 		if err != nil {
 			return stats, fmt.Errorf("reading the snapshot stream: %w", err)
 		}
-		meta := Meta{Mode: fs.FileMode(hdr.Mode).Perm() | specialBits(hdr.Mode), UID: hdr.Uid, GID: hdr.Gid, ModTime: hdr.ModTime}
+		meta := Meta{Mode: fs.FileMode(hdr.Mode).Perm() | specialBits(hdr.Mode), UID: hdr.Uid, GID: hdr.Gid, ModTime: preciseTime(hdr, opts.ModTimes)}
 		xattrs, bad := paxXattrs(hdr.PAXRecords)
 		stats.AttributesRefused += int64(bad)
 		typ := hdr.Typeflag
@@ -235,6 +240,26 @@ func ExtractTar(ctx context.Context, w *Writer, r io.Reader, opts TarOptions) (T
 		}
 	}
 	return stats, nil
+}
+
+// preciseTime is hdr's modification time, to the nanosecond when times has it.
+func preciseTime(hdr *tar.Header, times map[uint64]int64) time.Time {
+	if len(times) == 0 {
+		return hdr.ModTime
+	}
+	rel, err := Clean(hdr.Name)
+	if err != nil {
+		return hdr.ModTime
+	}
+	ns, ok := times[PathHash(rel)]
+	if !ok {
+		return hdr.ModTime
+	}
+	t := time.Unix(0, ns)
+	if d := t.Sub(hdr.ModTime); d <= -time.Second || d >= time.Second {
+		return hdr.ModTime // another entry's time (a hash collision) or a changed tree
+	}
+	return t
 }
 
 // specialEntry reports the kind opts.Special gives an empty regular entry.

@@ -31,6 +31,8 @@ var cliKnownDifferences = concat(
 		known(fidelity.FIFO, "missing", "kopia stores no FIFOs: the CLI does not read Holdfast's list of them"),
 		known(fidelity.Socket, "missing", "sockets are not backed up"),
 		known(fidelity.CharDev, "missing", "as FIFOs"),
+		known(fidelity.FIFOBadUTF8, "missing", "as FIFOs"),
+		known(fidelity.HardBadTarget, "hardlink", "kopia does not record hard links"),
 	},
 	hardLinksCopied("kopia does not record hard links"),
 	encodedNames(),
@@ -39,7 +41,7 @@ var cliKnownDifferences = concat(
 
 // encodedNames: the CLI writes each name that Holdfast encodes under its encoded name.
 func encodedNames() []fidelity.Known {
-	names := append([]string{fidelity.BadUTF8, fidelity.BadUTF8Dir}, fidelity.EscapeLookalikes...)
+	names := append([]string{fidelity.BadUTF8, fidelity.BadUTF8Dir, fidelity.HardBadUTF8}, fidelity.EscapeLookalikes...)
 	isName := map[string]bool{}
 	for _, n := range names {
 		isName[n] = true

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/holdfast-dev/holdfast/internal/confinedfs"
 )
@@ -526,7 +527,7 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 	var stats confinedfs.TarStats
 	go func() {
 		var err error
-		stats, err = confinedfs.ExtractTar(dumpCtx, w, pr, confinedfs.TarOptions{Special: tree.special, HardLinks: &tree.links})
+		stats, err = confinedfs.ExtractTar(dumpCtx, w, pr, confinedfs.TarOptions{Special: tree.special, HardLinks: &tree.links, ModTimes: tree.modTimes})
 		if err != nil {
 			// Stop restic: the rest of the stream is not wanted.
 			cancelDump()
@@ -577,7 +578,14 @@ type resticTree struct {
 	links confinedfs.HardLinks
 	// root is the metadata of the snapshot's root directory, which the tar lacks.
 	root *confinedfs.Meta
+	// modTimes are the entries' times to the nanosecond (Unix ns) by
+	// confinedfs.PathHash: the tar carries whole seconds.
+	modTimes map[uint64]int64
 }
+
+// maxPreciseTimes bounds the times to the nanosecond a restic restore keeps, at about
+// 40 bytes each: entries beyond it come back with whole seconds.
+const maxPreciseTimes = 2 << 20
 
 // resticNode is a node of restic ls --json.
 type resticNode struct {
@@ -595,7 +603,7 @@ type resticNode struct {
 // the tree), holding one small map entry per file for the hard links.
 func (r *resticRepository) tree(ctx context.Context, snap *resticSnapshot) (*resticTree, error) {
 	pr, pw := io.Pipe()
-	t := &resticTree{special: map[string]fs.FileMode{}}
+	t := &resticTree{special: map[string]fs.FileMode{}, modTimes: map[uint64]int64{}}
 	parsed := make(chan struct{})
 	go func() {
 		defer close(parsed)
@@ -612,9 +620,19 @@ func (r *resticRepository) tree(ctx context.Context, snap *resticSnapshot) (*res
 				t.root = &confinedfs.Meta{Mode: node.Mode, UID: node.UID, GID: node.GID, ModTime: node.ModTime}
 				continue
 			}
+			if strings.ContainsRune(node.Path, utf8.RuneError) {
+				// restic ls writes each byte of a name that is not UTF-8 as U+FFFD, so
+				// this path may stand for another entry's: trusting it could make a
+				// file a FIFO or a hard link of another. The entry comes back as the
+				// tar has it.
+				continue
+			}
 			rel, err := confinedfs.Clean(strings.TrimPrefix(node.Path, rootPath+"/"))
 			if err != nil {
 				continue
+			}
+			if node.ModTime.Nanosecond() != 0 && len(t.modTimes) < maxPreciseTimes {
+				t.modTimes[confinedfs.PathHash(rel)] = node.ModTime.UnixNano()
 			}
 			switch node.Type {
 			case "file":

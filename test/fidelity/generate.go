@@ -45,6 +45,11 @@ const (
 	UnicodeName   = "naïve-☃.txt"      // valid UTF-8 beyond ASCII
 	SpaceNewline  = "a name\nwith newline and space "
 	OtherOwnedDir = "other-owned" // a directory owned by another user and group
+	FIFOBadUTF8   = "fifo-\xff"   // a FIFO whose name is not UTF-8
+	FIFOLookalike = "fifo-\uFFFD" // an empty file named as the FIFO's name shows in UTF-8
+	HardBadTarget = "hard-target" // a file with a second name that is not UTF-8
+	HardBadUTF8   = "hard-\xff"   // that second name
+	HardLookalike = "hard-\uFFFD" // another file, named as that name shows in UTF-8
 )
 
 // LongName is a name of 255 bytes, the most a Linux file system allows.
@@ -178,6 +183,16 @@ func (g *generator) build() {
 	} else {
 		g.skipped[CharDev] = "device node: needs root"
 	}
+
+	// Names that differ only in bytes that are not UTF-8 and U+FFFD: a restore that
+	// sees names through a UTF-8-only listing must not take one for the other.
+	g.check(unix.Mkfifo(g.p(FIFOBadUTF8), 0o600))
+	g.times = append(g.times, FIFOBadUTF8)
+	g.file(FIFOLookalike, nil, 0o600)
+	g.file(HardBadTarget, []byte("linked from a name that is not UTF-8\n"), 0o644)
+	g.check(os.Link(g.p(HardBadTarget), g.p(HardBadUTF8)))
+	g.times = append(g.times, HardBadUTF8)
+	g.file(HardLookalike, []byte("not a link\n"), 0o644)
 
 	g.file(HardA, []byte("one inode, three names\n"), 0o644)
 	g.mkdirs(filepath.Dir(HardC))
