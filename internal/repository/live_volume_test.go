@@ -165,7 +165,10 @@ func TestBackupOfABusyVolume(t *testing.T) {
 			r := filesystemRepository(t, uploader)
 			src := t.TempDir()
 			writeTree(t, src, map[string]string{"stable/a.txt": "a", "stable/b.txt": "b"})
-			const attempts = 20
+			// Each attempt takes a fraction of a second; on a loaded machine a backup
+			// can read everything between two steps of the churn, so try until one
+			// overlaps, within a bound that only a churn that never overlaps reaches.
+			const attempts = 200
 			next := 0
 			for i := range attempts {
 				res, err := backupWhileChurning(ctx, r, src, &next)
@@ -186,10 +189,16 @@ func TestBackupOfABusyVolume(t *testing.T) {
 // directories in it, until the backup returns.
 func backupWhileChurning(ctx context.Context, r Repository, src string, next *int) (BackupResult, error) {
 	done := make(chan struct{})
+	started := make(chan struct{})
 	churned := make(chan error, 1)
 	go func() {
-		churned <- churn(src, next, done)
+		churned <- churn(src, next, started, done)
 	}()
+	select {
+	case <-started:
+	case err := <-churned:
+		return BackupResult{}, fmt.Errorf("churning the volume: %w", err)
+	}
 	res, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/busy"})
 	close(done)
 	if cerr := <-churned; cerr != nil && err == nil {
@@ -200,8 +209,15 @@ func backupWhileChurning(ctx context.Context, r Repository, src string, next *in
 
 // churn keeps a window of files and small directories alive, creating one and deleting
 // the oldest over and over, until done is closed; *next is the next one to create.
-func churn(dir string, next *int, done <-chan struct{}) error {
-	const window = 64
+// started is closed once the churn deletes files.
+func churn(dir string, next *int, started chan<- struct{}, done <-chan struct{}) error {
+	const window = 128
+	first := *next
+	defer func() {
+		if *next < first+window {
+			close(started)
+		}
+	}()
 	name := func(i int) string { return filepath.Join(dir, fmt.Sprintf("tmp-%09d", i)) }
 	for ; ; *next++ {
 		i := *next
@@ -220,6 +236,9 @@ func churn(dir string, next *int, done <-chan struct{}) error {
 			}
 		} else if err := os.WriteFile(p, []byte(p), 0o644); err != nil {
 			return err
+		}
+		if i == first+window {
+			close(started)
 		}
 		if i >= window {
 			if err := os.RemoveAll(name(i - window)); err != nil {
