@@ -151,3 +151,56 @@ func TestKopiaCLIRestoresHoldfastSnapshots(t *testing.T) {
 		t.Errorf("known CLI difference %q %s (%s) no longer occurs", k.Path, k.Field, k.Why)
 	}
 }
+
+// TestResticCLIRestoresHoldfastSnapshots: the plain restic CLI restores a snapshot
+// Holdfast took; it gives back what Holdfast's restore does, and device nodes, except
+// the volume root's metadata and holes without --sparse.
+func TestResticCLIRestoresHoldfastSnapshots(t *testing.T) {
+	ctx := ctxFor(t)
+	cfg := testConfig(t, Store{Filesystem: &FilesystemStore{Path: t.TempDir()}}, v1.UploaderRestic, "cli")
+	if err := Initialize(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(context.Background())
+	src := t.TempDir()
+	if _, err := fidelity.Generate(src); err != nil {
+		t.Fatal(err)
+	}
+	want, err := fidelity.Scan(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/cli"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := t.TempDir()
+	cmd := exec.CommandContext(ctx, cfg.ResticPath, "restore", res.SnapshotID+":"+src, "--target", target)
+	cmd.Env = []string{"RESTIC_REPOSITORY=" + ResticRepository(cfg), "RESTIC_PASSWORD=" + cfg.Password,
+		"RESTIC_CACHE_DIR=" + t.TempDir(), "HOME=" + t.TempDir()}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("restic restore: %v\n%s", err, out)
+	}
+	got, err := fidelity.Scan(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := []fidelity.Known{
+		known(fidelity.Socket, "missing", "restic does not store sockets"),
+		known(".", "mode", "restic restore <snapshot>:<folder> leaves the target directory's own metadata"),
+		known(".", "owner", "as mode"),
+		known(".", "mtime", "as mode"),
+		known(fidelity.Sparse, "sparse", "restic restore writes holes only with --sparse"),
+	}
+	unknown, stale := fidelity.Check(fidelity.Compare(want, got), known, want)
+	for _, d := range unknown {
+		t.Errorf("difference not on the CLI's known list: %s", d)
+	}
+	for _, k := range stale {
+		t.Errorf("known CLI difference %q %s (%s) no longer occurs", k.Path, k.Field, k.Why)
+	}
+}
