@@ -40,6 +40,7 @@ type Output struct {
 	refused    atomic.Int64
 
 	special                      map[string][]Special // by directory; see WithSpecialFiles
+	links                        *linkGroups          // see WithHardLinks
 	devicesSkipped               atomic.Int64
 	holdfastFiles, holdfastBytes atomic.Int64
 }
@@ -61,6 +62,15 @@ func (o *Output) DevicesNotRestored() int64 { return o.devicesSkipped.Load() }
 // ReadSpecial) when it makes their directories.
 func (o *Output) WithSpecialFiles(special map[string][]Special) *Output {
 	o.special = special
+	return o
+}
+
+// WithHardLinks makes the Output restore the names of each group of links (from
+// ReadLinks) as hard links of one file.
+func (o *Output) WithHardLinks(links map[string]int) *Output {
+	if len(links) > 0 {
+		o.links = &linkGroups{of: links, groups: map[int]*linkGroup{}}
+	}
 	return o
 }
 
@@ -231,11 +241,29 @@ func (o *Output) WriteFile(ctx context.Context, rel string, f fs.File, progress 
 	switch rel {
 	case AttributesName:
 		return o.readAttributes(ctx, f)
-	case SpecialName: // read before the restore began
+	case SpecialName, LinksName: // read before the restore began
 		o.holdfastFiles.Add(1)
 		o.holdfastBytes.Add(f.Size())
 		return nil
 	}
+	name := DecodePath(rel)
+	if g := o.links.group(name); g != nil {
+		defer g.mu.Unlock()
+		if g.written != "" {
+			// Another name of the file is written: this one becomes a link to it.
+			return o.w.Link(name, g.written)
+		}
+		if err := o.writeFile(ctx, name, f, progress); err != nil {
+			return err
+		}
+		g.written = name
+		return nil
+	}
+	return o.writeFile(ctx, name, f, progress)
+}
+
+// writeFile writes the file f as name.
+func (o *Output) writeFile(ctx context.Context, name string, f fs.File, progress restore.FileWriteProgress) error {
 	r, err := o.open(ctx, f)
 	if err != nil {
 		return err
@@ -245,7 +273,7 @@ func (o *Output) WriteFile(ctx context.Context, rel string, f fs.File, progress 
 	if progress != nil {
 		src = &progressReader{r: r, report: progress}
 	}
-	_, err = o.w.WriteFileWithMetadata(DecodePath(rel), src, meta(f, false))
+	_, err = o.w.WriteFileWithMetadata(name, src, meta(f, false))
 	return err
 }
 

@@ -20,6 +20,7 @@ var cliKnownDifferences = concat(
 	[]fidelity.Known{
 		known(kopiarestore.AttributesName, "extra", "the attributes file is restored as a file; setfattr --restore applies it"),
 		known(kopiarestore.SpecialName, "extra", "the list of FIFOs and device nodes is restored as a file"),
+		known(kopiarestore.LinksName, "extra", "the list of hard links is restored as a file"),
 		known(fidelity.XattrFile, "xattrs", "the CLI does not apply the attributes file"),
 		known(fidelity.XattrDir, "xattrs", "as above"),
 		known(fidelity.ACLFile, "xattrs", "as above"),
@@ -32,9 +33,9 @@ var cliKnownDifferences = concat(
 		known(fidelity.Socket, "missing", "sockets are not backed up"),
 		known(fidelity.CharDev, "missing", "as FIFOs"),
 		known(fidelity.FIFOBadUTF8, "missing", "as FIFOs"),
-		known(fidelity.HardBadTarget, "hardlink", "kopia does not record hard links"),
+		known(fidelity.HardBadTarget, "hardlink", "the CLI does not read Holdfast's list of hard links"),
 	},
-	hardLinksCopied("kopia does not record hard links"),
+	hardLinksCopied("the CLI does not read Holdfast's list of hard links"),
 	encodedNames(),
 	symlinkTimes(),
 )

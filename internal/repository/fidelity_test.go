@@ -20,11 +20,6 @@ var knownDifferences = map[v1.Uploader][]fidelity.Known{
 		[]fidelity.Known{
 			known(fidelity.Socket, "missing", "sockets are not backed up (counted at backup)"),
 		},
-		hardLinksCopied("kopia does not record hard links"),
-		[]fidelity.Known{
-			known(fidelity.HardBadTarget, "hardlink", "kopia does not record hard links"),
-			known(fidelity.HardBadUTF8, "hardlink", "kopia does not record hard links"),
-		},
 		zerosBecomeHoles,
 	),
 	v1.UploaderRestic: concat(

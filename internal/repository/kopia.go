@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -474,11 +475,22 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 			log.Error(err, "closing the uncached reader of a restore", "url", r.URL())
 		}
 	}()
-	special, err := readSpecialFiles(ctx, root)
-	if err != nil {
+	var special map[string][]kopiarestore.Special
+	if err := readHoldfastFile(ctx, root, kopiarestore.SpecialName, func(rd io.Reader) (err error) {
+		special, err = kopiarestore.ReadSpecial(rd)
+		return err
+	}); err != nil {
 		return RestoreResult{}, err
 	}
-	out := kopiarestore.New(w).WithPackPrefetch(r.rep, r.cfg.cacheSize()).WithDirectReads(direct).WithDirectoryTimes(r.rep).WithSpecialFiles(special)
+	var links map[string]int
+	if err := readHoldfastFile(ctx, root, kopiarestore.LinksName, func(rd io.Reader) (err error) {
+		links, err = kopiarestore.ReadLinks(rd)
+		return err
+	}); err != nil {
+		return RestoreResult{}, err
+	}
+	out := kopiarestore.New(w).WithPackPrefetch(r.rep, r.cfg.cacheSize()).WithDirectReads(direct).WithDirectoryTimes(r.rep).
+		WithSpecialFiles(special).WithHardLinks(links)
 	cancel := make(chan struct{})
 	stopCancel := context.AfterFunc(ctx, func() { close(cancel) })
 	defer stopCancel()
@@ -519,35 +531,35 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 	return res, nil
 }
 
-// readSpecialFiles reads the snapshot's list of FIFOs and device nodes
-// (kopiarestore.SpecialName) before the restore, so that each is made with its
-// directory, before the directory's time is set; nil when there is none.
-func readSpecialFiles(ctx context.Context, root fs.Entry) (map[string][]kopiarestore.Special, error) {
+// readHoldfastFile reads Holdfast's file name at the snapshot's root with read, before
+// the restore (the list of special files: each is made with its directory, before the
+// directory's time is set; the hard links: any name may be reached first). Nothing is
+// read when the snapshot has no such file.
+func readHoldfastFile(ctx context.Context, root fs.Entry, name string, read func(io.Reader) error) error {
 	dir, ok := root.(fs.Directory)
 	if !ok {
-		return nil, nil
+		return nil
 	}
-	e, err := dir.Child(ctx, kopiarestore.SpecialName)
+	e, err := dir.Child(ctx, name)
 	if errors.Is(err, fs.ErrEntryNotFound) {
-		return nil, nil
+		return nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("looking for the snapshot's special files: %w", err)
+		return fmt.Errorf("looking for the snapshot's %s: %w", name, err)
 	}
 	f, ok := e.(fs.File)
 	if !ok {
-		return nil, nil
+		return nil
 	}
 	rd, err := f.Open(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("reading the snapshot's special files: %w", err)
+		return fmt.Errorf("reading the snapshot's %s: %w", name, err)
 	}
 	defer rd.Close()
-	special, err := kopiarestore.ReadSpecial(rd)
-	if err != nil {
-		return nil, fmt.Errorf("reading the snapshot's special files: %w", err)
+	if err := read(rd); err != nil {
+		return fmt.Errorf("reading the snapshot's %s: %w", name, err)
 	}
-	return special, nil
+	return nil
 }
 
 func (r *kopiaRepository) Snapshots(ctx context.Context, sourcePath string) ([]Snapshot, error) {

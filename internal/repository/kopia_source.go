@@ -270,9 +270,9 @@ func typeName(m iofs.FileMode) string {
 
 // volumeMeta is what kopia cannot store of a volume, read before the upload.
 type volumeMeta struct {
-	// files are Holdfast's own files for the snapshot's root: the attributes file
-	// and the list of FIFOs and device nodes (kopiarestore), when there is anything
-	// to put in them.
+	// files are Holdfast's own files for the snapshot's root: the attributes file,
+	// the list of FIFOs and device nodes and that of hard links (kopiarestore), when
+	// there is anything to put in them.
 	files []holdfastFile
 	// special are the paths of the FIFOs and device nodes listed.
 	special map[string]bool
@@ -280,12 +280,15 @@ type volumeMeta struct {
 }
 
 // volumeMetadata walks dir once and reads what kopia has no field for: the extended
-// attributes of every entry (SELinux labels excepted: the target's policy sets those)
-// and the FIFOs and device nodes. An entry deleted meanwhile is passed over, as the
+// attributes of every entry (SELinux labels excepted: the target's policy sets those),
+// the FIFOs and device nodes, and the names of files with more than one. An entry deleted meanwhile is passed over, as the
 // backup passes over it.
 func volumeMetadata(dir string) (*volumeMeta, error) {
 	var attrs, special bytes.Buffer
 	meta := &volumeMeta{special: map[string]bool{}}
+	type inode struct{ dev, ino uint64 }
+	names := map[inode][]string{} // of files with more than one name
+	var inodes []inode            // in the order met
 	err := filepath.WalkDir(dir, func(p string, d iofs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, iofs.ErrNotExist) {
@@ -296,6 +299,19 @@ func volumeMetadata(dir string) (*volumeMeta, error) {
 		rel, err := filepath.Rel(dir, p)
 		if err != nil {
 			return err
+		}
+		if d.Type().IsRegular() {
+			var st unix.Stat_t
+			if err := unix.Lstat(p, &st); err != nil {
+				return ignoreAbsent(err)
+			}
+			if st.Nlink > 1 {
+				k := inode{st.Dev, st.Ino}
+				if _, ok := names[k]; !ok {
+					inodes = append(inodes, k)
+				}
+				names[k] = append(names[k], rel)
+			}
 		}
 		if t := d.Type(); t&(iofs.ModeNamedPipe|iofs.ModeDevice) != 0 {
 			s, ok, err := specialFile(p, rel)
@@ -321,6 +337,20 @@ func volumeMetadata(dir string) (*volumeMeta, error) {
 	}
 	if special.Len() > 0 {
 		meta.files = append(meta.files, holdfastFile{kopiarestore.SpecialName, special.Bytes()})
+	}
+	var links bytes.Buffer
+	for i, k := range inodes {
+		if len(names[k]) < 2 {
+			continue // its other names are outside the volume
+		}
+		for _, n := range names[k] {
+			if err := kopiarestore.WriteLink(&links, i, n); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if links.Len() > 0 {
+		meta.files = append(meta.files, holdfastFile{kopiarestore.LinksName, links.Bytes()})
 	}
 	for _, f := range meta.files {
 		meta.bytes += int64(len(f.content))
