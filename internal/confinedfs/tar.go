@@ -30,15 +30,22 @@ type TarStats struct {
 
 // TarOptions says what the stream itself cannot.
 type TarOptions struct {
-	// Special names, by entry path as Clean returns it, the entries that the stream
-	// writes as empty regular files but that are FIFOs (fs.ModeNamedPipe) or device
-	// nodes (fs.ModeDevice, with fs.ModeCharDevice): restic dump does so. A device
-	// named here has no number in the stream, so it is counted as skipped.
-	Special map[string]fs.FileMode
+	// Special names, by entry path as Clean returns it, the FIFOs (Mode has
+	// fs.ModeNamedPipe) and device nodes (fs.ModeDevice, with fs.ModeCharDevice) of
+	// the tree, which the stream writes as empty regular files or leaves out: restic
+	// dump does both (it leaves them out below the directories it dumps). A FIFO
+	// the stream left out is made with this metadata before the directories' times
+	// are set. A device named here has no number, so it is counted as skipped.
+	Special map[string]Meta
 	// HardLinks, if set, names the regular entries that are further names of one file
 	// (a stream that writes each name as a copy, as restic dump does): each is made
 	// a hard link to the first name written instead.
 	HardLinks *HardLinks
+	// Root, if set, is the name of the entry that is the target directory itself:
+	// every other entry is below it (Root + "/..."), and an entry that is not fails
+	// the extraction with ErrEscape. restic dump gives the root directory's metadata
+	// only when the directory above it is dumped.
+	Root string
 	// ModTimes, if set, holds modification times to the nanosecond (Unix ns) by
 	// PathHash of the entry path, for a stream that carries whole seconds (restic
 	// dump). A time is used only within a second of the stream's own.
@@ -130,6 +137,7 @@ func ExtractTar(ctx context.Context, w *Writer, r io.Reader, opts TarOptions) (T
 		stats.AttributesRefused += int64(refused)
 		return err
 	}
+	seen := map[string]bool{} // the entries of opts.Special in the stream
 	tr := tar.NewReader(r)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -142,12 +150,24 @@ func ExtractTar(ctx context.Context, w *Writer, r io.Reader, opts TarOptions) (T
 		if err != nil {
 			return stats, fmt.Errorf("reading the snapshot stream: %w", err)
 		}
+		if opts.Root != "" {
+			if hdr.Name, err = underRoot(hdr.Name, opts.Root); err != nil {
+				return stats, err
+			}
+			if hdr.Typeflag == tar.TypeLink {
+				if hdr.Linkname, err = underRoot(hdr.Linkname, opts.Root); err != nil {
+					return stats, err
+				}
+			}
+		}
 		meta := Meta{Mode: fs.FileMode(hdr.Mode).Perm() | specialBits(hdr.Mode), UID: hdr.Uid, GID: hdr.Gid, ModTime: preciseTime(hdr, opts.ModTimes)}
 		xattrs, bad := paxXattrs(hdr.PAXRecords)
 		stats.AttributesRefused += int64(bad)
 		typ := hdr.Typeflag
 		if typ == tar.TypeReg || typ == tar.TypeRegA {
 			if special, ok := specialEntry(hdr, opts); ok {
+				rel, _ := Clean(hdr.Name)
+				seen[rel] = true
 				switch {
 				case special&fs.ModeNamedPipe != 0:
 					typ = tar.TypeFifo
@@ -231,6 +251,23 @@ func ExtractTar(ctx context.Context, w *Writer, r io.Reader, opts TarOptions) (T
 			}
 		}
 	}
+	for rel, m := range opts.Special {
+		if seen[rel] {
+			continue
+		}
+		switch {
+		case m.Mode&fs.ModeNamedPipe != 0:
+			if err := w.Mknod(rel, m.Mode, 0); err != nil {
+				return stats, fmt.Errorf("making the FIFO %s: %w", rel, err)
+			}
+			if err := w.SetMetadata(rel, m); err != nil {
+				return stats, err
+			}
+			stats.FIFOs++
+		case m.Mode&fs.ModeDevice != 0:
+			stats.DevicesSkipped++
+		}
+	}
 	for i := len(dirs) - 1; i >= 0; i-- {
 		if err := w.SetMetadata(dirs[i].name, dirs[i].meta); err != nil {
 			return stats, err
@@ -240,6 +277,18 @@ func ExtractTar(ctx context.Context, w *Writer, r io.Reader, opts TarOptions) (T
 		}
 	}
 	return stats, nil
+}
+
+// underRoot is name relative to root, "." for root itself.
+func underRoot(name, root string) (string, error) {
+	n := strings.TrimPrefix(strings.TrimSuffix(name, "/"), "./")
+	if n == root {
+		return ".", nil
+	}
+	if rest, ok := strings.CutPrefix(n, root+"/"); ok && rest != "" {
+		return rest, nil
+	}
+	return "", fmt.Errorf("%w: snapshot entry %q is not below %q; refusing it", ErrEscape, name, root)
 }
 
 // preciseTime is hdr's modification time, to the nanosecond when times has it.
@@ -272,7 +321,7 @@ func specialEntry(hdr *tar.Header, opts TarOptions) (fs.FileMode, bool) {
 		return 0, false
 	}
 	m, ok := opts.Special[rel]
-	return m, ok
+	return m.Mode, ok
 }
 
 // selinuxLabel is left to the target's policy: a label from another cluster or node

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,15 +37,17 @@ func TestExtractRestoresSpecialFilesAndAttributes(t *testing.T) {
 		entry{name: "looks-empty-but-device", typ: tar.TypeReg, mode: 0o640},
 		entry{name: "really-empty", typ: tar.TypeReg, mode: 0o640},
 	)
-	stats, err := ExtractTar(context.Background(), w, stream, TarOptions{Special: map[string]fs.FileMode{
-		"looks-empty-but-fifo":   fs.ModeNamedPipe,
-		"looks-empty-but-device": fs.ModeDevice | fs.ModeCharDevice,
+	stats, err := ExtractTar(context.Background(), w, stream, TarOptions{Special: map[string]Meta{
+		"looks-empty-but-fifo":   {Mode: fs.ModeNamedPipe | 0o640},
+		"looks-empty-but-device": {Mode: fs.ModeDevice | fs.ModeCharDevice | 0o640},
+		"d/left-out-fifo":        {Mode: fs.ModeNamedPipe | 0o604, UID: os.Getuid(), GID: os.Getgid(), ModTime: time.Unix(1700000000, 5)},
+		"d/left-out-device":      {Mode: fs.ModeDevice | 0o600},
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	root := os.Geteuid() == 0
-	want := TarStats{Dirs: 1, Files: 2, FIFOs: 2, DevicesSkipped: 1, AttributesRefused: 1}
+	want := TarStats{Dirs: 1, Files: 2, FIFOs: 3, DevicesSkipped: 2, AttributesRefused: 1}
 	if root {
 		want.Devices = 1
 	} else {
@@ -53,7 +56,13 @@ func TestExtractRestoresSpecialFilesAndAttributes(t *testing.T) {
 	if stats != want {
 		t.Errorf("stats = %+v, want %+v", stats, want)
 	}
-	for name, mode := range map[string]os.FileMode{"pipe": os.ModeNamedPipe | 0o600, "looks-empty-but-fifo": os.ModeNamedPipe | 0o640, "really-empty": 0o640} {
+	if st, err := os.Lstat(filepath.Join(dir, "d")); err != nil || !st.ModTime().Equal(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) {
+		t.Errorf("d: time %v (err %v): the FIFO left out of the stream was made after the directory's time was set", st.ModTime(), err)
+	}
+	if st, err := os.Lstat(filepath.Join(dir, "d/left-out-fifo")); err != nil || !st.ModTime().Equal(time.Unix(1700000000, 5)) {
+		t.Errorf("d/left-out-fifo: %v (err %v), want its own time", st, err)
+	}
+	for name, mode := range map[string]os.FileMode{"pipe": os.ModeNamedPipe | 0o600, "looks-empty-but-fifo": os.ModeNamedPipe | 0o640, "really-empty": 0o640, "d/left-out-fifo": os.ModeNamedPipe | 0o604} {
 		if st, err := os.Lstat(filepath.Join(dir, name)); err != nil {
 			t.Errorf("%s: %v", name, err)
 		} else if st.Mode() != mode {

@@ -22,6 +22,7 @@ var cliKnownDifferences = concat(
 		known(kopiarestore.SpecialName, "extra", "the list of FIFOs and device nodes is restored as a file"),
 		known(kopiarestore.LinksName, "extra", "the list of hard links is restored as a file"),
 		known(fidelity.XattrFile, "xattrs", "the CLI does not apply the attributes file"),
+		known(".", "xattrs", "as above"),
 		known(fidelity.XattrDir, "xattrs", "as above"),
 		known(fidelity.ACLFile, "xattrs", "as above"),
 		known(fidelity.ACLDir, "xattrs", "as above"),
@@ -195,6 +196,7 @@ func TestResticCLIRestoresHoldfastSnapshots(t *testing.T) {
 		known(".", "mode", "restic restore <snapshot>:<folder> leaves the target directory's own metadata"),
 		known(".", "owner", "as mode"),
 		known(".", "mtime", "as mode"),
+		known(".", "xattrs", "as mode"),
 		known(fidelity.Sparse, "sparse", "restic restore writes holes only with --sparse"),
 	}
 	unknown, stale := fidelity.Check(fidelity.Compare(want, got), known, want)

@@ -524,10 +524,17 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 	if err != nil {
 		return RestoreResult{}, err
 	}
+	// The directory above the snapshot's holds only it (a Holdfast snapshot has one
+	// path): dumping it gives the root's own entry, with its extended attributes, as
+	// dumping the root does not.
+	dumpArgs, root := []string{snap.ID + ":" + snap.Paths[0], "/"}, ""
+	if parent, base := filepath.Split(filepath.Clean(snap.Paths[0])); base != "" {
+		dumpArgs, root = []string{snap.ID + ":" + parent, "/"}, base
+	}
 	var stats confinedfs.TarStats
 	go func() {
 		var err error
-		stats, err = confinedfs.ExtractTar(dumpCtx, w, pr, confinedfs.TarOptions{Special: tree.special, HardLinks: &tree.links, ModTimes: tree.modTimes})
+		stats, err = confinedfs.ExtractTar(dumpCtx, w, pr, confinedfs.TarOptions{Special: tree.special, HardLinks: &tree.links, ModTimes: tree.modTimes, Root: root})
 		if err != nil {
 			// Stop restic: the rest of the stream is not wanted.
 			cancelDump()
@@ -539,7 +546,7 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 	}()
 	// --quiet: restic prints "repo already locked, waiting..." to stdout when the
 	// manager's prune holds the lock, and stdout is the tar stream.
-	runErr := r.run(dumpCtx, pw, "dump", "--quiet", "--archive", "tar", snap.ID+":"+snap.Paths[0], "/")
+	runErr := r.run(dumpCtx, pw, append([]string{"dump", "--quiet", "--archive", "tar"}, dumpArgs...)...)
 	_ = pw.CloseWithError(runErr)
 	if err := <-extracted; err != nil {
 		if ctx.Err() != nil {
@@ -571,9 +578,9 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 
 // resticTree is what restic ls says of a snapshot that restic dump's tar does not.
 type resticTree struct {
-	// special are the FIFOs, device nodes and sockets, by path as confinedfs.Clean
-	// gives it: dump writes them as empty regular files.
-	special map[string]fs.FileMode
+	// special are the FIFOs and device nodes, by path as confinedfs.Clean gives it:
+	// dump writes them as empty regular files, or not at all.
+	special map[string]confinedfs.Meta
 	// links groups the names of hard-linked files: dump writes each as a copy.
 	links confinedfs.HardLinks
 	// root is the metadata of the snapshot's root directory, which the tar lacks.
@@ -603,7 +610,7 @@ type resticNode struct {
 // the tree), holding one small map entry per file for the hard links.
 func (r *resticRepository) tree(ctx context.Context, snap *resticSnapshot) (*resticTree, error) {
 	pr, pw := io.Pipe()
-	t := &resticTree{special: map[string]fs.FileMode{}, modTimes: map[uint64]int64{}}
+	t := &resticTree{special: map[string]confinedfs.Meta{}, modTimes: map[uint64]int64{}}
 	parsed := make(chan struct{})
 	go func() {
 		defer close(parsed)
@@ -637,14 +644,9 @@ func (r *resticRepository) tree(ctx context.Context, snap *resticSnapshot) (*res
 			switch node.Type {
 			case "file":
 				t.links.Add(rel, node.Inode)
-			case "fifo":
-				t.special[rel] = fs.ModeNamedPipe
-			case "chardev":
-				t.special[rel] = fs.ModeDevice | fs.ModeCharDevice
-			case "dev":
-				t.special[rel] = fs.ModeDevice
-			case "socket":
-				t.special[rel] = fs.ModeSocket
+			case "fifo", "chardev", "dev":
+				// restic's mode has the type bits of an fs.FileMode.
+				t.special[rel] = confinedfs.Meta{Mode: node.Mode, UID: node.UID, GID: node.GID, ModTime: node.ModTime}
 			}
 		}
 		_, _ = io.Copy(io.Discard, pr)

@@ -226,6 +226,7 @@ func (g *generator) build() {
 	// owned by the database's user.
 	g.check(os.Chmod(g.dir, 0o750))
 	g.chown(".", otherUID, otherGID)
+	g.xattr(".", "user.volume", []byte("on the volume's root"))
 	g.date()
 }
 
