@@ -50,7 +50,12 @@ func Execute(ctx context.Context, job Job, progress func(Progress)) (Result, err
 		if err != nil {
 			return Result{}, err
 		}
+		var skipped *Skipped
+		if s := res.Skipped; s.Total() > 0 {
+			skipped = &Skipped{Vanished: s.Vanished, ChangedType: s.ChangedType, Sockets: s.Sockets, FIFOs: s.FIFOs, Devices: s.Devices}
+		}
 		return Result{
+			Skipped:          skipped,
 			SnapshotID:       res.SnapshotID,
 			ParentSnapshotID: res.ParentSnapshotID,
 			BytesUploaded:    res.BytesUploaded,
@@ -62,7 +67,11 @@ func Execute(ctx context.Context, job Job, progress func(Progress)) (Result, err
 		if err != nil {
 			return Result{}, err
 		}
-		return Result{Progress: Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes,
+		var notRestored *NotRestored
+		if n := res.NotRestored; n.Total() > 0 {
+			notRestored = &NotRestored{Devices: n.Devices, Attributes: n.Attributes, Other: n.Other}
+		}
+		return Result{NotRestored: notRestored, Progress: Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes,
 			FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles}}, nil
 	}
 	return Result{}, fmt.Errorf("unknown job kind %q", job.Kind)

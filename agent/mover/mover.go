@@ -72,10 +72,36 @@ type Result struct {
 	BytesUploaded int64 `json:"bytesUploaded"`
 	// Progress is the final count.
 	Progress Progress `json:"progress"`
+	// Skipped counts what a backup left out of its snapshot, by why; nil when nothing.
+	Skipped *Skipped `json:"skipped,omitempty"`
+	// NotRestored counts what a restore did not give back, by why; nil when nothing.
+	NotRestored *NotRestored `json:"notRestored,omitempty"`
 	// Canceled is true when the job stopped because it was asked to.
 	Canceled bool `json:"canceled,omitempty"`
 	// Error is one readable sentence when the job failed.
 	Error string `json:"error,omitempty"`
+}
+
+// Skipped counts entries a backup left out (repository.Skipped).
+type Skipped struct {
+	// Vanished entries were deleted between the listing of their directory and their reading.
+	Vanished int64 `json:"vanished,omitempty"`
+	// ChangedType entries were replaced by another kind of entry while read.
+	ChangedType int64 `json:"changedType,omitempty"`
+	// Sockets, FIFOs and Devices are special files the uploader does not store.
+	Sockets int64 `json:"sockets,omitempty"`
+	FIFOs   int64 `json:"fifos,omitempty"`
+	Devices int64 `json:"devices,omitempty"`
+}
+
+// NotRestored counts what a restore left out (repository.NotRestored).
+type NotRestored struct {
+	// Devices are device nodes the data mover may not make or whose number is unknown.
+	Devices int64 `json:"devices,omitempty"`
+	// Attributes are extended attributes the volume's file system refused.
+	Attributes int64 `json:"attributes,omitempty"`
+	// Other are entries of kinds a restore does not recreate (sockets).
+	Other int64 `json:"other,omitempty"`
 }
 
 // Event is one line the child writes: a progress update or the result.

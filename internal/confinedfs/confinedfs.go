@@ -345,6 +345,29 @@ func (w *Writer) Symlink(name, target string) error {
 	return wrapEscape(rel, w.root.Symlink(target, rel))
 }
 
+// Mknod makes rel a FIFO or, with m's device bits, a device node of number dev,
+// replacing a file or symlink at rel. Making a device node needs CAP_MKNOD (and a
+// device cgroup that allows it): without, it fails with a permission error the
+// caller counts.
+func (w *Writer) Mknod(name string, m fs.FileMode, dev uint64) error {
+	rel, err := Clean(name)
+	if err != nil {
+		return err
+	}
+	if err := w.clearForNonDir(rel); err != nil {
+		return err
+	}
+	if err := w.parent(rel); err != nil {
+		return err
+	}
+	parent, err := w.root.OpenFile(filepath.Dir(rel), openDirFlags, 0)
+	if err != nil {
+		return wrapEscape(filepath.Dir(rel), err)
+	}
+	defer parent.Close()
+	return mknodAt(parent, filepath.Base(rel), m, dev)
+}
+
 // Link makes rel a hard link to existing, both inside the target.
 func (w *Writer) Link(name, existing string) error {
 	rel, err := Clean(name)
@@ -373,9 +396,8 @@ type Meta struct {
 	Symlink bool
 }
 
-// SetMetadata applies ownership, mode and modification time. For a symlink only the
-// ownership applies (its mode is not used and its time is not settable without
-// following it).
+// SetMetadata applies ownership, mode and modification time. For a symlink the
+// ownership and its own time apply (its mode is not used).
 //
 // None of the three follows a symlink at rel: what the pod may have swapped in since
 // the entry was written keeps its target untouched. The owner and the time are set
@@ -392,7 +414,7 @@ func (w *Writer) SetMetadata(name string, m Meta) error {
 			return fmt.Errorf("restoring the owner of %s: %w", rel, err)
 		}
 	}
-	if m.Symlink {
+	if m.Symlink && m.ModTime.IsZero() {
 		return nil
 	}
 	parent, err := w.root.OpenFile(filepath.Dir(rel), openDirFlags, 0)
@@ -401,6 +423,13 @@ func (w *Writer) SetMetadata(name string, m Meta) error {
 	}
 	defer parent.Close()
 	base := filepath.Base(rel)
+	if m.Symlink {
+		// The link's own time (Linux); elsewhere it cannot be set without following it.
+		if err := chtimesNoFollow(parent, base, m.ModTime); err != nil && !errors.Is(err, ErrReplacedBySymlink) {
+			return fmt.Errorf("restoring the time of %s: %w", rel, err)
+		}
+		return nil
+	}
 	if err := chmodNoFollow(parent, base, m.Mode&modeBits); err != nil {
 		return fmt.Errorf("restoring the mode of %s: %w", rel, err)
 	}
@@ -410,6 +439,49 @@ func (w *Writer) SetMetadata(name string, m Meta) error {
 		}
 	}
 	return nil
+}
+
+// SetModTime sets only the modification (and access) time of entry name, never
+// following a symlink at it.
+func (w *Writer) SetModTime(name string, t time.Time) error {
+	rel, err := Clean(name)
+	if err != nil {
+		return err
+	}
+	parent, err := w.root.OpenFile(filepath.Dir(rel), openDirFlags, 0)
+	if err != nil {
+		return fmt.Errorf("restoring the time of %s: %w", rel, wrapEscape(filepath.Dir(rel), err))
+	}
+	defer parent.Close()
+	if err := chtimesNoFollow(parent, filepath.Base(rel), t); err != nil {
+		return fmt.Errorf("restoring the time of %s: %w", rel, err)
+	}
+	return nil
+}
+
+// SetXattrs sets the extended attributes attrs (name: value) of entry name, never
+// following a symlink at it, and returns how many of them the file system or the
+// writer's privileges refused: a restore goes on without them. An error is returned
+// only when the entry's directory cannot be opened.
+func (w *Writer) SetXattrs(name string, attrs map[string]string) (refused int, err error) {
+	if len(attrs) == 0 {
+		return 0, nil
+	}
+	rel, err := Clean(name)
+	if err != nil {
+		return 0, err
+	}
+	parent, err := w.root.OpenFile(filepath.Dir(rel), openDirFlags, 0)
+	if err != nil {
+		return 0, fmt.Errorf("restoring the extended attributes of %s: %w", rel, wrapEscape(filepath.Dir(rel), err))
+	}
+	defer parent.Close()
+	for attr, value := range attrs {
+		if setxattrNoFollow(parent, filepath.Base(rel), attr, []byte(value)) != nil {
+			refused++
+		}
+	}
+	return refused, nil
 }
 
 // ErrReplacedBySymlink is returned by SetMetadata for an entry that is a symlink

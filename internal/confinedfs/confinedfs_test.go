@@ -19,6 +19,9 @@ type entry struct {
 	typ        byte
 	mode       int64
 	body       []byte
+	pax        map[string]string
+	major      int64
+	minor      int64
 }
 
 func tarOf(t *testing.T, entries ...entry) *bytes.Buffer {
@@ -28,7 +31,7 @@ func tarOf(t *testing.T, entries ...entry) *bytes.Buffer {
 	mtime := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for _, e := range entries {
 		hdr := &tar.Header{Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: e.mode, Size: int64(len(e.body)),
-			ModTime: mtime, Uid: os.Getuid(), Gid: os.Getgid()}
+			ModTime: mtime, Uid: os.Getuid(), Gid: os.Getgid(), PAXRecords: e.pax, Devmajor: e.major, Devminor: e.minor}
 		if err := tw.WriteHeader(hdr); err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +52,7 @@ func extract(t *testing.T, dir string, r *bytes.Buffer) (TarStats, error) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	return ExtractTar(context.Background(), w, r)
+	return ExtractTar(context.Background(), w, r, TarOptions{})
 }
 
 func TestExtractRestoresTreeModesLinksAndSparseFiles(t *testing.T) {
@@ -72,8 +75,13 @@ func TestExtractRestoresTreeModesLinksAndSparseFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stats.Files != 4 || stats.Dirs != 2 || stats.Symlinks != 2 || stats.HardLinks != 1 || stats.Skipped != 1 {
+	if stats.Files != 4 || stats.Dirs != 2 || stats.Symlinks != 2 || stats.HardLinks != 1 || stats.FIFOs != 1 || stats.Skipped != 0 {
 		t.Errorf("stats = %+v", stats)
+	}
+	if st, err := os.Lstat(filepath.Join(dir, "fifo")); err != nil {
+		t.Errorf("fifo not restored: %v", err)
+	} else if st.Mode() != os.ModeNamedPipe|0o644 {
+		t.Errorf("fifo restored as %v, want a FIFO with mode 0644", st.Mode())
 	}
 	for name, mode := range map[string]os.FileMode{"a": 0o750 | os.ModeDir, "a/secret": 0o600, "a/run.sh": 0o755, "a/empty": 0o644} {
 		st, err := os.Lstat(filepath.Join(dir, name))

@@ -86,3 +86,58 @@ func unixMode(m fs.FileMode) uint32 {
 	}
 	return mode
 }
+
+// mknodAt makes name in dir a FIFO or device node of mode m (type and permission
+// bits) and device number dev.
+func mknodAt(dir *os.File, name string, m fs.FileMode, dev uint64) error {
+	typ := uint32(unix.S_IFIFO)
+	switch {
+	case m&fs.ModeCharDevice != 0:
+		typ = unix.S_IFCHR
+	case m&fs.ModeDevice != 0:
+		typ = unix.S_IFBLK
+	}
+	return atDir(dir, "mknodat", name, func(dirfd int) error {
+		return unix.Mknodat(dirfd, name, typ|unixMode(m&modeBits), int(dev))
+	})
+}
+
+// Mkdev is the device number of major and minor.
+func Mkdev(major, minor uint32) uint64 { return unix.Mkdev(major, minor) }
+
+// setxattrNoFollow sets the extended attribute attr of name in dir, never that of a
+// symlink's target: the entry is opened without following (O_NOFOLLOW, and
+// O_NONBLOCK so that a FIFO does not wait for a writer) and changed through the
+// descriptor. Not through /proc/self/fd: the data mover's jail has no /proc. A
+// symlink (Linux allows no user.* attribute there), a device node (opening one can
+// act on the device) and a socket are refused.
+func setxattrNoFollow(dir *os.File, name, attr string, value []byte) error {
+	return atDir(dir, "setxattr", name, func(dirfd int) error {
+		var st unix.Stat_t
+		if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG, unix.S_IFDIR, unix.S_IFIFO:
+		case unix.S_IFLNK:
+			return ErrReplacedBySymlink
+		default:
+			return unix.EOPNOTSUPP
+		}
+		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		if err == unix.ELOOP {
+			return ErrReplacedBySymlink
+		}
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.Fstat(fd, &st); err != nil {
+			return err
+		}
+		if t := st.Mode & unix.S_IFMT; t != unix.S_IFREG && t != unix.S_IFDIR && t != unix.S_IFIFO {
+			return unix.EOPNOTSUPP // swapped for a device since the check
+		}
+		return unix.Fsetxattr(fd, attr, value, 0)
+	})
+}

@@ -3,6 +3,7 @@
 package confinedfs
 
 import (
+	"errors"
 	"io/fs"
 	"os"
 	"time"
@@ -33,3 +34,14 @@ func chtimesNoFollow(dir *os.File, name string, t time.Time) error {
 	}
 	return os.Chtimes(path, t, t)
 }
+
+// mknodAt is not supported outside Linux, where the agent does not run.
+func mknodAt(*os.File, string, fs.FileMode, uint64) error { return errors.ErrUnsupported }
+
+// Mkdev is the device number of major and minor (Linux's encoding).
+func Mkdev(major, minor uint32) uint64 {
+	return uint64(minor&0xff) | uint64(major&0xfff)<<8 | uint64(minor&^0xff)<<12 | uint64(major&^0xfff)<<32
+}
+
+// setxattrNoFollow is not supported outside Linux, where the agent does not run.
+func setxattrNoFollow(*os.File, string, string, []byte) error { return errors.ErrUnsupported }

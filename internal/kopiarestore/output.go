@@ -1,13 +1,21 @@
 // Package kopiarestore is the kopia restore.Output Holdfast restores through: every
 // entry of the snapshot is written by a confinedfs.Writer, so a snapshot cannot make
 // kopia write outside the volume, whatever its entry names or the volume's symlinks.
+// It also holds what Holdfast stores in a kopia snapshot beyond kopia's own fields:
+// the encoding of file names that are not UTF-8 (names.go).
 package kopiarestore
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	iofs "io/fs"
+	"path"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/kopia/kopia/fs"
 	"github.com/kopia/kopia/repo"
@@ -25,6 +33,69 @@ type Output struct {
 	w      *confinedfs.Writer
 	packs  *packPrefetcher
 	direct *DirectReads
+	rep    repo.Repository // see WithDirectoryTimes
+
+	mu         sync.Mutex
+	attributes map[string]map[string]string // from the attributes file, by decoded path
+	refused    atomic.Int64
+
+	special                      map[string][]Special // by directory; see WithSpecialFiles
+	links                        *linkGroups          // see WithHardLinks
+	devicesSkipped               atomic.Int64
+	holdfastFiles, holdfastBytes atomic.Int64
+}
+
+// AttributesRefused is the number of extended attributes the target refused.
+func (o *Output) AttributesRefused() int64 { return o.refused.Load() }
+
+// HoldfastFiles are the files and bytes of Holdfast's own files at the snapshot's
+// root (the attributes file, the list of special files), which kopia's restore
+// counts as restored although they are not written to the volume.
+func (o *Output) HoldfastFiles() (files, bytes int64) {
+	return o.holdfastFiles.Load(), o.holdfastBytes.Load()
+}
+
+// DevicesNotRestored is the number of device nodes the writer may not make.
+func (o *Output) DevicesNotRestored() int64 { return o.devicesSkipped.Load() }
+
+// WithSpecialFiles makes the Output make the FIFOs and device nodes of special (from
+// ReadSpecial) when it makes their directories.
+func (o *Output) WithSpecialFiles(special map[string][]Special) *Output {
+	o.special = special
+	return o
+}
+
+// WithHardLinks makes the Output restore the names of each group of links (from
+// ReadLinks) as hard links of one file.
+func (o *Output) WithHardLinks(links map[string]int) *Output {
+	if len(links) > 0 {
+		o.links = &linkGroups{of: links, groups: map[int]*linkGroup{}}
+	}
+	return o
+}
+
+// makeSpecial makes the special files of directory rel.
+func (o *Output) makeSpecial(rel string) error {
+	if rel == "" {
+		rel = "."
+	}
+	for _, s := range o.special[rel] {
+		var dev uint64
+		if s.Mode&iofs.ModeDevice != 0 {
+			dev = confinedfs.Mkdev(s.Major, s.Minor)
+		}
+		if err := o.w.Mknod(s.Path, s.Mode, dev); err != nil {
+			if s.Mode&iofs.ModeDevice != 0 && errors.Is(err, iofs.ErrPermission) {
+				o.devicesSkipped.Add(1)
+				continue
+			}
+			return fmt.Errorf("making %s: %w", s.Path, err)
+		}
+		if err := o.w.SetMetadata(s.Path, confinedfs.Meta{Mode: s.Mode, UID: s.UID, GID: s.GID, ModTime: s.ModTime}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 var _ restore.Output = (*Output)(nil)
@@ -60,7 +131,11 @@ func (o *Output) Parallelizable() bool { return true }
 
 // BeginDirectory makes the directory before its entries are written.
 func (o *Output) BeginDirectory(_ context.Context, rel string, _ fs.Directory) error {
-	return o.w.Mkdir(rel)
+	rel = DecodePath(rel)
+	if err := o.w.Mkdir(rel); err != nil {
+		return err
+	}
+	return o.makeSpecial(rel)
 }
 
 // WriteDirEntry is not needed for a file system output.
@@ -69,13 +144,126 @@ func (o *Output) WriteDirEntry(context.Context, string, *snapshot.DirEntry, fs.D
 }
 
 // FinishDirectory applies the directory's metadata after its entries, so its
-// modification time is not disturbed by them.
-func (o *Output) FinishDirectory(_ context.Context, rel string, e fs.Directory) error {
-	return o.w.SetMetadata(rel, meta(e, false))
+// modification time is not disturbed by them, then corrects the times of its
+// subdirectories (see WithDirectoryTimes).
+func (o *Output) FinishDirectory(ctx context.Context, rel string, e fs.Directory) error {
+	rel = DecodePath(rel)
+	if err := o.w.SetMetadata(rel, meta(e, false)); err != nil {
+		return err
+	}
+	if rel == "" || rel == "." {
+		// The root is finished last: every entry is written, its owner and mode
+		// set (a file capability must come after the owner, which clears it), and
+		// a directory's default ACL no longer applies to entries made in it.
+		if err := o.applyAttributes(); err != nil {
+			return err
+		}
+	}
+	if o.rep == nil {
+		return nil
+	}
+	return o.restoreSubdirectoryTimes(ctx, rel, e)
+}
+
+// WithDirectoryTimes makes the Output restore directories' own modification times,
+// read from rep. kopia's snapshot file system reports a directory's time as the
+// newest time of anything below it (DirSummary.MaxModTime), although the snapshot
+// records the directory's own time in its parent's listing.
+func (o *Output) WithDirectoryTimes(rep repo.Repository) *Output {
+	o.rep = rep
+	return o
+}
+
+// restoreSubdirectoryTimes sets the time of each subdirectory of e (restored and
+// finished before e) from e's listing as stored.
+func (o *Output) restoreSubdirectoryTimes(ctx context.Context, rel string, e fs.Directory) error {
+	de, ok := e.(snapshot.HasDirEntry)
+	if !ok {
+		return nil
+	}
+	r, err := o.rep.OpenObject(ctx, de.DirEntry().ObjectID)
+	if err != nil {
+		return fmt.Errorf("reading the listing of %s: %w", rel, err)
+	}
+	defer r.Close()
+	var dir snapshot.DirManifest
+	if err := json.NewDecoder(r).Decode(&dir); err != nil {
+		return fmt.Errorf("reading the listing of %s: %w", rel, err)
+	}
+	for _, child := range dir.Entries {
+		if child.Type != snapshot.EntryTypeDirectory {
+			continue
+		}
+		if err := o.w.SetModTime(path.Join(rel, DecodeName(child.Name)), child.ModTime.ToTime()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyAttributes sets the extended attributes read from the attributes file.
+func (o *Output) applyAttributes() error {
+	o.mu.Lock()
+	attrs := o.attributes
+	o.attributes = nil
+	o.mu.Unlock()
+	for p, a := range attrs {
+		refused, err := o.w.SetXattrs(p, a)
+		if err != nil {
+			return err
+		}
+		o.refused.Add(int64(refused))
+	}
+	return nil
+}
+
+// readAttributes reads the attributes file instead of writing it to the volume.
+func (o *Output) readAttributes(ctx context.Context, f fs.File) error {
+	r, err := f.Open(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	attrs, err := ReadAttributes(r)
+	if err != nil {
+		return fmt.Errorf("reading the snapshot's extended attributes: %w", err)
+	}
+	o.mu.Lock()
+	o.attributes = attrs
+	o.mu.Unlock()
+	o.holdfastFiles.Add(1)
+	o.holdfastBytes.Add(f.Size())
+	return nil
 }
 
 // WriteFile writes a file's content and metadata.
 func (o *Output) WriteFile(ctx context.Context, rel string, f fs.File, progress restore.FileWriteProgress) error {
+	switch rel {
+	case AttributesName:
+		return o.readAttributes(ctx, f)
+	case SpecialName, LinksName: // read before the restore began
+		o.holdfastFiles.Add(1)
+		o.holdfastBytes.Add(f.Size())
+		return nil
+	}
+	name := DecodePath(rel)
+	if g := o.links.group(name); g != nil {
+		defer g.mu.Unlock()
+		if g.written != "" {
+			// Another name of the file is written: this one becomes a link to it.
+			return o.w.Link(name, g.written)
+		}
+		if err := o.writeFile(ctx, name, f, progress); err != nil {
+			return err
+		}
+		g.written = name
+		return nil
+	}
+	return o.writeFile(ctx, name, f, progress)
+}
+
+// writeFile writes the file f as name.
+func (o *Output) writeFile(ctx context.Context, name string, f fs.File, progress restore.FileWriteProgress) error {
 	r, err := o.open(ctx, f)
 	if err != nil {
 		return err
@@ -85,7 +273,7 @@ func (o *Output) WriteFile(ctx context.Context, rel string, f fs.File, progress 
 	if progress != nil {
 		src = &progressReader{r: r, report: progress}
 	}
-	_, err = o.w.WriteFileWithMetadata(rel, src, meta(f, false))
+	_, err = o.w.WriteFileWithMetadata(name, src, meta(f, false))
 	return err
 }
 
@@ -114,6 +302,7 @@ func (o *Output) CreateSymlink(ctx context.Context, rel string, e fs.Symlink) er
 	if err != nil {
 		return err
 	}
+	rel = DecodePath(rel)
 	if err := o.w.Symlink(rel, target); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -14,7 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kopia/kopia/fs/localfs"
+	"github.com/kopia/kopia/fs"
 	"github.com/kopia/kopia/repo"
 	"github.com/kopia/kopia/repo/blob"
 	"github.com/kopia/kopia/repo/blob/filesystem"
@@ -240,13 +241,18 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	entry, err := localfs.Directory(req.Dir)
+	skips := &skipCounter{}
+	meta, err := volumeMetadata(req.Dir)
+	if err != nil {
+		return BackupResult{}, err
+	}
+	entry, err := volumeRoot(req.Dir, skips, meta)
 	if err != nil {
 		return BackupResult{}, fmt.Errorf("reading %s: %w", req.Dir, err)
 	}
 	si := r.source(req.SourcePath)
 	var res BackupResult
-	prog := &kopiaProgress{}
+	prog := &kopiaProgress{skips: skips}
 	stop := publish(ctx, req.Progress, prog.snapshot)
 	defer stop()
 	err = repo.WriteSession(ctx, r.rep, repo.WriteSessionOptions{Purpose: "holdfast backup", OnUpload: prog.UploadedBytes}, func(ctx context.Context, w repo.RepositoryWriter) error {
@@ -263,13 +269,13 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 			res.ParentSnapshotID = string(parent.ID)
 			parents = []*snapshot.Manifest{parent}
 		}
-		tree, err := policy.TreeForSource(ctx, w, si)
-		if err != nil {
-			return fmt.Errorf("loading the snapshot policy: %w", err)
-		}
+		// Not the policy stored in the repository: see backupPolicy.
+		tree := policy.BuildTree(nil, backupPolicy())
 		u := upload.NewUploader(w)
 		u.Progress = prog
-		u.FailFast = true
+		// With backupPolicy kopia ignores every entry's read error; prog.Error
+		// cancels the upload on the first one a live volume does not explain.
+		prog.cancel = u.Cancel
 		stopCancel := context.AfterFunc(ctx, u.Cancel)
 		defer stopCancel()
 		man, err := u.Upload(ctx, entry, tree, si, parents...)
@@ -296,6 +302,10 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 		res.SnapshotID = string(id)
 		res.TotalBytes = man.Stats.TotalFileSize
 		res.TotalFiles = int64(man.Stats.TotalFileCount)
+		// Holdfast's own files are not files of the volume.
+		res.TotalBytes -= meta.bytes
+		res.TotalFiles -= int64(len(meta.files))
+		res.Skipped = skips.result()
 		return nil
 	})
 	if err != nil {
@@ -344,6 +354,9 @@ func chooseKopiaParent(ctx context.Context, rep repo.Repository, si snapshot.Sou
 type kopiaProgress struct {
 	upload.NullUploadProgress
 	hashed, uploaded, files, totalBytes, totalFiles atomic.Int64
+	skips                                           *skipCounter
+	// cancel stops the upload (set once the uploader exists).
+	cancel func()
 
 	mu sync.Mutex
 	// failed are the first entries kopia could not read, "path: error".
@@ -353,15 +366,25 @@ type kopiaProgress struct {
 // maxReportedFailures bounds what a failed backup's message lists.
 const maxReportedFailures = 3
 
-// Error records an entry kopia could not read, so that a failed backup names it.
-func (p *kopiaProgress) Error(path string, err error, isIgnored bool) {
-	if isIgnored {
+// Error counts an entry that vanished or changed its type while the backup read it,
+// and for any other error records the entry, so that the failed backup names it, and
+// cancels the upload.
+func (p *kopiaProgress) Error(path string, err error, _ bool) {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		p.skips.vanished.Add(1)
+		return
+	case errors.Is(err, errChangedType):
+		p.skips.changedType.Add(1)
 		return
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if len(p.failed) < maxReportedFailures {
 		p.failed = append(p.failed, fmt.Sprintf("cannot read %s: %v", path, err))
+	}
+	p.mu.Unlock()
+	if p.cancel != nil {
+		p.cancel()
 	}
 }
 
@@ -452,7 +475,22 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 			log.Error(err, "closing the uncached reader of a restore", "url", r.URL())
 		}
 	}()
-	out := kopiarestore.New(w).WithPackPrefetch(r.rep, r.cfg.cacheSize()).WithDirectReads(direct)
+	var special map[string][]kopiarestore.Special
+	if err := readHoldfastFile(ctx, root, kopiarestore.SpecialName, func(rd io.Reader) (err error) {
+		special, err = kopiarestore.ReadSpecial(rd)
+		return err
+	}); err != nil {
+		return RestoreResult{}, err
+	}
+	var links map[string]int
+	if err := readHoldfastFile(ctx, root, kopiarestore.LinksName, func(rd io.Reader) (err error) {
+		links, err = kopiarestore.ReadLinks(rd)
+		return err
+	}); err != nil {
+		return RestoreResult{}, err
+	}
+	out := kopiarestore.New(w).WithPackPrefetch(r.rep, r.cfg.cacheSize()).WithDirectReads(direct).WithDirectoryTimes(r.rep).
+		WithSpecialFiles(special).WithHardLinks(links)
 	cancel := make(chan struct{})
 	stopCancel := context.AfterFunc(ctx, func() { close(cancel) })
 	defer stopCancel()
@@ -481,11 +519,47 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 		return RestoreResult{}, classify(err, r.cfg.Store)
 	}
 	stop()
-	res := RestoreResult{TotalBytes: stats.RestoredTotalFileSize, TotalFiles: int64(stats.RestoredFileCount)}
+	res := RestoreResult{TotalBytes: stats.RestoredTotalFileSize, TotalFiles: int64(stats.RestoredFileCount),
+		NotRestored: NotRestored{Attributes: out.AttributesRefused()}}
+	files, bytes := out.HoldfastFiles() // not files of the volume
+	res.TotalFiles -= files
+	res.TotalBytes -= bytes
+	res.NotRestored.Devices = out.DevicesNotRestored()
 	if req.Progress != nil {
 		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})
 	}
 	return res, nil
+}
+
+// readHoldfastFile reads Holdfast's file name at the snapshot's root with read, before
+// the restore (the list of special files: each is made with its directory, before the
+// directory's time is set; the hard links: any name may be reached first). Nothing is
+// read when the snapshot has no such file.
+func readHoldfastFile(ctx context.Context, root fs.Entry, name string, read func(io.Reader) error) error {
+	dir, ok := root.(fs.Directory)
+	if !ok {
+		return nil
+	}
+	e, err := dir.Child(ctx, name)
+	if errors.Is(err, fs.ErrEntryNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("looking for the snapshot's %s: %w", name, err)
+	}
+	f, ok := e.(fs.File)
+	if !ok {
+		return nil
+	}
+	rd, err := f.Open(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the snapshot's %s: %w", name, err)
+	}
+	defer rd.Close()
+	if err := read(rd); err != nil {
+		return fmt.Errorf("reading the snapshot's %s: %w", name, err)
+	}
+	return nil
 }
 
 func (r *kopiaRepository) Snapshots(ctx context.Context, sourcePath string) ([]Snapshot, error) {

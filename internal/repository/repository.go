@@ -110,6 +110,28 @@ type BackupResult struct {
 	BytesUploaded int64
 	TotalBytes    int64
 	TotalFiles    int64
+	// Skipped counts the entries of the volume the snapshot does not hold.
+	Skipped Skipped
+}
+
+// Skipped counts entries of a volume that a backup left out of its snapshot, by why.
+// None of them fails the backup. A file deleted before its directory was listed is
+// not in the snapshot either, and not counted: it was gone before it was seen.
+type Skipped struct {
+	// Vanished entries were deleted or renamed away between the listing of their
+	// directory and their reading: a live volume's temporary files, rotated logs,
+	// recycled WAL segments.
+	Vanished int64
+	// ChangedType entries were replaced by another kind of entry (a file by a
+	// symlink, FIFO or directory) between listing and reading.
+	ChangedType int64
+	// Sockets, FIFOs and Devices are special files the uploader does not store.
+	Sockets, FIFOs, Devices int64
+}
+
+// Total is the number of entries skipped for any reason.
+func (s Skipped) Total() int64 {
+	return s.Vanished + s.ChangedType + s.Sockets + s.FIFOs + s.Devices
 }
 
 // RestoreRequest is one snapshot to restore.
@@ -123,7 +145,24 @@ type RestoreRequest struct {
 type RestoreResult struct {
 	TotalBytes int64
 	TotalFiles int64
+	// NotRestored counts what the snapshot holds but the restore did not give back.
+	NotRestored NotRestored
 }
+
+// NotRestored counts, by why, what a restore left out. None of it fails the restore.
+type NotRestored struct {
+	// Devices are device nodes the restore may not make (the data mover has no
+	// CAP_MKNOD) or whose device number the snapshot's stream lacks (restic dump).
+	Devices int64
+	// Attributes are extended attributes the target's file system or the restore's
+	// privileges refused (no user_xattr, trusted.* without CAP_SYS_ADMIN, ...).
+	Attributes int64
+	// Other are entries of kinds a restore does not recreate (sockets).
+	Other int64
+}
+
+// Total is the number of entries and attributes left out for any reason.
+func (n NotRestored) Total() int64 { return n.Devices + n.Attributes + n.Other }
 
 // Snapshot is one stored snapshot.
 type Snapshot struct {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/holdfast-dev/holdfast/internal/confinedfs"
 )
@@ -168,6 +170,12 @@ func (e *resticError) Error() string {
 // run runs restic with args; stdout goes to out (if not nil). Cancelling ctx sends
 // SIGINT (restic then removes its locks) and SIGKILL 30 seconds later.
 func (r *resticRepository) run(ctx context.Context, out io.Writer, args ...string) error {
+	return r.runTee(ctx, out, nil, args...)
+}
+
+// runTee is run that also copies restic's stderr to errOut (if not nil): restic backup
+// --json reports the entries it could not read there.
+func (r *resticRepository) runTee(ctx context.Context, out, errOut io.Writer, args ...string) error {
 	all := append(append([]string{}, args[:1]...), r.globalArgs(args[0])...)
 	all = append(all, args[1:]...)
 	cmd := exec.CommandContext(ctx, r.binary, all...)
@@ -177,6 +185,9 @@ func (r *resticRepository) run(ctx context.Context, out io.Writer, args ...strin
 	cmd.WaitDelay = 30 * time.Second
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = out, &stderr
+	if errOut != nil {
+		cmd.Stderr = io.MultiWriter(&stderr, errOut)
+	}
 	err := cmd.Run()
 	if err == nil {
 		return nil
@@ -350,6 +361,7 @@ func (r *resticRepository) Backup(ctx context.Context, req BackupRequest) (Backu
 		TotalFilesProcessed int64  `json:"total_files_processed"`
 		TotalBytesProcessed int64  `json:"total_bytes_processed"`
 	}
+	var itemErrors resticItemErrors
 	parsed := make(chan struct{})
 	go func() {
 		defer close(parsed)
@@ -375,9 +387,44 @@ func (r *resticRepository) Backup(ctx context.Context, req BackupRequest) (Backu
 		}
 		_, _ = io.Copy(io.Discard, pr)
 	}()
-	err = r.run(ctx, pw, args...)
+	epr, epw := io.Pipe()
+	errorsParsed := make(chan struct{})
+	go func() {
+		defer close(errorsParsed)
+		sc := bufio.NewScanner(epr)
+		sc.Buffer(make([]byte, 64<<10), 4<<20)
+		for sc.Scan() {
+			var e resticItemError
+			if json.Unmarshal(sc.Bytes(), &e) == nil && e.Type == "error" {
+				itemErrors.add(e)
+			}
+		}
+		_, _ = io.Copy(io.Discard, epr)
+	}()
+	sockets := make(chan int64, 1)
+	go func() { sockets <- countSockets(dir) }()
+	err = r.runTee(ctx, pw, epw, args...)
 	_ = pw.Close()
+	_ = epw.Close()
 	<-parsed
+	<-errorsParsed
+	var re *resticError
+	if errors.As(err, &re) && re.code == resticExitIncomplete && summary.SnapshotID != "" {
+		// restic stored a snapshot without the entries it could not read.
+		if len(itemErrors.failed) == 0 && itemErrors.skipped.Total() > 0 {
+			err = nil // all of them vanished or changed type: a live volume
+		} else {
+			if len(itemErrors.failed) == 0 {
+				itemErrors.failed = []string{re.stderr}
+			}
+			// Not a snapshot to restore from: it lacks files for no reason a live
+			// volume explains, and would otherwise be listed as complete.
+			if ferr := r.run(context.WithoutCancel(ctx), io.Discard, "forget", summary.SnapshotID); ferr != nil {
+				return BackupResult{}, fmt.Errorf("restic could not read %s, and forgetting its incomplete snapshot %s failed: %w", strings.Join(itemErrors.failed, "; "), summary.SnapshotID, r.classify(ferr))
+			}
+			return BackupResult{}, fmt.Errorf("the snapshot of %s is incomplete: %s", req.Dir, strings.Join(itemErrors.failed, "; "))
+		}
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return BackupResult{}, ctx.Err()
@@ -391,11 +438,64 @@ func (r *resticRepository) Backup(ctx context.Context, req BackupRequest) (Backu
 	res.BytesUploaded = summary.DataAdded
 	res.TotalBytes = summary.TotalBytesProcessed
 	res.TotalFiles = summary.TotalFilesProcessed
+	res.Skipped = itemErrors.skipped
+	res.Skipped.Sockets = <-sockets
 	stop()
 	if req.Progress != nil {
 		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})
 	}
 	return res, nil
+}
+
+// countSockets counts the sockets below dir, which restic backup leaves out without a
+// word. It reads only directories (the listing says an entry's type), alongside
+// restic's own walk; what it cannot read it does not count.
+func countSockets(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type()&fs.ModeSocket != 0 {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+// resticExitIncomplete is restic backup's exit code when it stored a snapshot
+// without some entries it could not read.
+const resticExitIncomplete = 3
+
+// resticItemError is restic backup's JSON message about an entry it could not read.
+type resticItemError struct {
+	Type  string `json:"message_type"`
+	Error struct {
+		Message string `json:"message"`
+	} `json:"error"`
+	During string `json:"during"`
+	Item   string `json:"item"`
+}
+
+// resticItemErrors sorts restic's read errors: what a live volume causes is counted
+// as skipped, anything else makes the backup fail.
+type resticItemErrors struct {
+	skipped Skipped
+	// failed are the first other errors, "item: message".
+	failed []string
+}
+
+func (e *resticItemErrors) add(m resticItemError) {
+	msg := m.Error.Message
+	switch {
+	// restic reports errno text; the item was listed, then gone (lstat, open).
+	case strings.Contains(msg, syscall.ENOENT.Error()):
+		e.skipped.Vanished++
+	case strings.Contains(msg, "changed type"), strings.Contains(msg, syscall.ENOTDIR.Error()):
+		e.skipped.ChangedType++
+	default:
+		if len(e.failed) < maxReportedFailures {
+			e.failed = append(e.failed, fmt.Sprintf("cannot read %s: %s", m.Item, msg))
+		}
+	}
 }
 
 func (r *resticRepository) find(ctx context.Context, id string) (*resticSnapshot, error) {
@@ -440,8 +540,24 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 	defer cancelDump()
 	pr, pw := io.Pipe()
 	extracted := make(chan error, 1)
+	// restic dump writes FIFOs and device nodes as empty regular files, each name
+	// of a hard-linked file as a copy, and nothing for the root: restic ls says what
+	// they are.
+	tree, err := r.tree(ctx, snap)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	// The directory above the snapshot's holds only it (a Holdfast snapshot has one
+	// path): dumping it gives the root's own entry, with its extended attributes, as
+	// dumping the root does not.
+	dumpArgs, root := []string{snap.ID + ":" + snap.Paths[0], "/"}, ""
+	if parent, base := filepath.Split(filepath.Clean(snap.Paths[0])); base != "" {
+		dumpArgs, root = []string{snap.ID + ":" + parent, "/"}, base
+	}
+	var stats confinedfs.TarStats
 	go func() {
-		_, err := confinedfs.ExtractTar(dumpCtx, w, pr)
+		var err error
+		stats, err = confinedfs.ExtractTar(dumpCtx, w, pr, confinedfs.TarOptions{Special: tree.special, HardLinks: &tree.links, ModTimes: tree.modTimes, Root: root})
 		if err != nil {
 			// Stop restic: the rest of the stream is not wanted.
 			cancelDump()
@@ -453,7 +569,7 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 	}()
 	// --quiet: restic prints "repo already locked, waiting..." to stdout when the
 	// manager's prune holds the lock, and stdout is the tar stream.
-	runErr := r.run(dumpCtx, pw, "dump", "--quiet", "--archive", "tar", snap.ID+":"+snap.Paths[0], "/")
+	runErr := r.run(dumpCtx, pw, append([]string{"dump", "--quiet", "--archive", "tar"}, dumpArgs...)...)
 	_ = pw.CloseWithError(runErr)
 	if err := <-extracted; err != nil {
 		if ctx.Err() != nil {
@@ -467,12 +583,107 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 		}
 		return RestoreResult{}, r.classify(runErr)
 	}
+	if tree.root != nil {
+		// The tar has no entry for the root: restic ls gave its metadata.
+		if err := w.SetMetadata(".", *tree.root); err != nil {
+			return RestoreResult{}, fmt.Errorf("restoring snapshot %s: %w", snap.ID, err)
+		}
+	}
 	stop()
-	res := RestoreResult{TotalBytes: w.BytesDone(), TotalFiles: w.FilesDone()}
+	res := RestoreResult{TotalBytes: w.BytesDone(), TotalFiles: w.FilesDone(), NotRestored: NotRestored{
+		Devices: stats.DevicesSkipped, Attributes: stats.AttributesRefused, Other: stats.Skipped,
+	}}
 	if req.Progress != nil {
 		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})
 	}
 	return res, nil
+}
+
+// resticTree is what restic ls says of a snapshot that restic dump's tar does not.
+type resticTree struct {
+	// special are the FIFOs and device nodes, by path as confinedfs.Clean gives it:
+	// dump writes them as empty regular files, or not at all.
+	special map[string]confinedfs.Meta
+	// links groups the names of hard-linked files: dump writes each as a copy.
+	links confinedfs.HardLinks
+	// root is the metadata of the snapshot's root directory, which the tar lacks.
+	root *confinedfs.Meta
+	// modTimes are the entries' times to the nanosecond (Unix ns) by
+	// confinedfs.PathHash: the tar carries whole seconds.
+	modTimes map[uint64]int64
+}
+
+// maxPreciseTimes bounds the times to the nanosecond a restic restore keeps, at about
+// 40 bytes each: entries beyond it come back with whole seconds.
+const maxPreciseTimes = 2 << 20
+
+// resticNode is a node of restic ls --json.
+type resticNode struct {
+	StructType string      `json:"struct_type"`
+	Type       string      `json:"type"`
+	Path       string      `json:"path"`
+	UID        int         `json:"uid"`
+	GID        int         `json:"gid"`
+	Mode       fs.FileMode `json:"mode"`
+	ModTime    time.Time   `json:"mtime"`
+	Inode      uint64      `json:"inode"`
+}
+
+// tree lists snap with restic ls: one more walk of its tree (restic's cache holds
+// the tree), holding one small map entry per file for the hard links.
+func (r *resticRepository) tree(ctx context.Context, snap *resticSnapshot) (*resticTree, error) {
+	pr, pw := io.Pipe()
+	t := &resticTree{special: map[string]confinedfs.Meta{}, modTimes: map[uint64]int64{}}
+	parsed := make(chan struct{})
+	go func() {
+		defer close(parsed)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 4<<20)
+		rootPath := ""
+		for sc.Scan() {
+			var node resticNode
+			if json.Unmarshal(sc.Bytes(), &node) != nil || node.StructType != "node" {
+				continue
+			}
+			if t.root == nil { // the first node is the directory the snapshot was taken of
+				rootPath = node.Path
+				t.root = &confinedfs.Meta{Mode: node.Mode, UID: node.UID, GID: node.GID, ModTime: node.ModTime}
+				continue
+			}
+			if strings.ContainsRune(node.Path, utf8.RuneError) {
+				// restic ls writes each byte of a name that is not UTF-8 as U+FFFD, so
+				// this path may stand for another entry's: trusting it could make a
+				// file a FIFO or a hard link of another. The entry comes back as the
+				// tar has it.
+				continue
+			}
+			rel, err := confinedfs.Clean(strings.TrimPrefix(node.Path, rootPath+"/"))
+			if err != nil {
+				continue
+			}
+			if node.ModTime.Nanosecond() != 0 && len(t.modTimes) < maxPreciseTimes {
+				t.modTimes[confinedfs.PathHash(rel)] = node.ModTime.UnixNano()
+			}
+			switch node.Type {
+			case "file":
+				t.links.Add(rel, node.Inode)
+			case "fifo", "chardev", "dev":
+				// restic's mode has the type bits of an fs.FileMode.
+				t.special[rel] = confinedfs.Meta{Mode: node.Mode, UID: node.UID, GID: node.GID, ModTime: node.ModTime}
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	err := r.run(ctx, pw, "ls", "--json", "--no-lock", "--recursive", snap.ID, snap.Paths[0])
+	_ = pw.Close()
+	<-parsed
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, r.classify(err)
+	}
+	return t, nil
 }
 
 func (r *resticRepository) Snapshots(ctx context.Context, sourcePath string) ([]Snapshot, error) {

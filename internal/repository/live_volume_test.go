@@ -1,0 +1,249 @@
+package repository
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+)
+
+// filesystemRepository initialises a repository of uploader in a temporary directory
+// and opens it.
+func filesystemRepository(t *testing.T, uploader v1.Uploader) Repository {
+	t.Helper()
+	ctx := ctxFor(t)
+	cfg := testConfig(t, Store{Filesystem: &FilesystemStore{Path: t.TempDir()}}, uploader, "live")
+	if err := Initialize(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close(context.Background()) })
+	return r
+}
+
+// TestKopiaBackupSkipsEntriesThatChangeWhileRead: a file deleted, or replaced by a
+// FIFO, a symlink or a directory, between the listing of its directory and its
+// reading is left out of the snapshot and counted; the backup completes with the rest.
+func TestKopiaBackupSkipsEntriesThatChangeWhileRead(t *testing.T) {
+	ctx := ctxFor(t)
+	r := filesystemRepository(t, v1.UploaderKopia)
+	src := t.TempDir()
+	files := map[string]string{"keep.txt": "kept", "dir/keep.txt": "kept too",
+		"gone.txt": "deleted", "dir/fifo.txt": "now a FIFO", "link.txt": "now a symlink", "dir.txt": "now a directory"}
+	writeTree(t, src, files)
+	secret := filepath.Join(t.TempDir(), "outside")
+	if err := os.WriteFile(secret, []byte("not in the volume"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	change := map[string]func(p string) error{
+		"gone.txt":     os.Remove,
+		"dir/fifo.txt": func(p string) error { return replace(p, func() error { return syscall.Mkfifo(p, 0o600) }) },
+		"link.txt":     func(p string) error { return replace(p, func() error { return os.Symlink(secret, p) }) },
+		"dir.txt":      func(p string) error { return replace(p, func() error { return os.Mkdir(p, 0o700) }) },
+	}
+	var mu sync.Mutex
+	beforeOpen = func(path string) {
+		rel, _ := filepath.Rel(src, path)
+		mu.Lock()
+		defer mu.Unlock()
+		if f, ok := change[rel]; ok {
+			delete(change, rel)
+			if err := f(path); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Cleanup(func() { beforeOpen = nil })
+
+	res, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/live"})
+	if err != nil {
+		t.Fatalf("backup of a volume that changed while read: %v", err)
+	}
+	// kopia lists the tree a second time to estimate its size, concurrently: that
+	// listing may find dir/fifo.txt already a FIFO, and count it as one too.
+	got := res.Skipped
+	got.FIFOs = 0
+	if want := (Skipped{Vanished: 1, ChangedType: 3}); got != want || res.Skipped.FIFOs > 1 {
+		t.Errorf("skipped %+v, want %+v (and at most one FIFO)", res.Skipped, want)
+	}
+	target := t.TempDir()
+	if _, err := r.Restore(ctx, RestoreRequest{SnapshotID: res.SnapshotID, TargetDir: target}); err != nil {
+		t.Fatal(err)
+	}
+	checkTree(t, target, map[string]string{"keep.txt": "kept", "dir/keep.txt": "kept too"})
+	for _, name := range []string{"gone.txt", "dir/fifo.txt", "link.txt", "dir.txt"} {
+		if _, err := os.Lstat(filepath.Join(target, name)); !os.IsNotExist(err) {
+			t.Errorf("restored %s (err %v), want it left out of the snapshot", name, err)
+		}
+	}
+}
+
+func replace(p string, create func() error) error {
+	if err := os.Remove(p); err != nil {
+		return err
+	}
+	return create()
+}
+
+// TestKopiaBackupIgnoresInVolumeIgnoreFiles: what is backed up is Holdfast's policy,
+// not the volume's: a .kopiaignore that excludes everything and a CACHEDIR.TAG change
+// nothing.
+func TestKopiaBackupIgnoresInVolumeIgnoreFiles(t *testing.T) {
+	ctx := ctxFor(t)
+	r := filesystemRepository(t, v1.UploaderKopia)
+	src := t.TempDir()
+	files := map[string]string{
+		".kopiaignore": "*\n", "data.db": "rows", "sub/.kopiaignore": "*.log\n", "sub/app.log": "lines",
+		"cache/CACHEDIR.TAG": "Signature: 8a477f597d28d172789f06886806bc55\n", "cache/blob": "cached",
+	}
+	writeTree(t, src, files)
+	res, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/ignore"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := t.TempDir()
+	if _, err := r.Restore(ctx, RestoreRequest{SnapshotID: res.SnapshotID, TargetDir: target}); err != nil {
+		t.Fatal(err)
+	}
+	checkTree(t, target, files)
+}
+
+// TestBackupCountsSocketsAndKeepsFIFOs: a socket is not backed up and is counted as
+// skipped by both uploaders; a FIFO is kept (kopia: in Holdfast's list of special
+// files) and comes back as a FIFO.
+func TestBackupCountsSocketsAndKeepsFIFOs(t *testing.T) {
+	for _, uploader := range []v1.Uploader{v1.UploaderKopia, v1.UploaderRestic} {
+		t.Run(string(uploader), func(t *testing.T) {
+			ctx := ctxFor(t)
+			r := filesystemRepository(t, uploader)
+			src := t.TempDir()
+			writeTree(t, src, map[string]string{"a.txt": "a"})
+			if err := syscall.Mkfifo(filepath.Join(src, "fifo"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			l, err := net.Listen("unix", filepath.Join(src, "sock"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			res, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/special"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := (Skipped{Sockets: 1}); res.Skipped != want {
+				t.Errorf("skipped %+v, want %+v", res.Skipped, want)
+			}
+			target := t.TempDir()
+			if _, err := r.Restore(ctx, RestoreRequest{SnapshotID: res.SnapshotID, TargetDir: target}); err != nil {
+				t.Fatal(err)
+			}
+			if st, err := os.Lstat(filepath.Join(target, "fifo")); err != nil {
+				t.Errorf("fifo not restored: %v", err)
+			} else if st.Mode() != os.ModeNamedPipe|0o644 {
+				t.Errorf("fifo restored as %v, want a FIFO, mode 0644", st.Mode())
+			}
+		})
+	}
+}
+
+// TestBackupOfABusyVolume backs up a volume in which files and directories are created
+// and deleted throughout: every backup completes, and backups are repeated until one
+// saw an entry vanish (a churn that never overlaps a backup's reading proves nothing).
+func TestBackupOfABusyVolume(t *testing.T) {
+	for _, uploader := range []v1.Uploader{v1.UploaderKopia, v1.UploaderRestic} {
+		t.Run(string(uploader), func(t *testing.T) {
+			ctx := ctxFor(t)
+			r := filesystemRepository(t, uploader)
+			src := t.TempDir()
+			writeTree(t, src, map[string]string{"stable/a.txt": "a", "stable/b.txt": "b"})
+			// Each attempt takes a fraction of a second; on a loaded machine a backup
+			// can read everything between two steps of the churn, so try until one
+			// overlaps, within a bound that only a churn that never overlaps reaches.
+			const attempts = 200
+			next := 0
+			for i := range attempts {
+				res, err := backupWhileChurning(ctx, r, src, &next)
+				if err != nil {
+					t.Fatalf("backup %d of a busy volume: %v", i+1, err)
+				}
+				if res.Skipped.Vanished > 0 {
+					t.Logf("backup %d: %d files, skipped %+v", i+1, res.TotalFiles, res.Skipped)
+					return
+				}
+			}
+			t.Fatalf("no backup in %d saw a file vanish: the churn does not overlap the backup", attempts)
+		})
+	}
+}
+
+// backupWhileChurning backs src up while a goroutine creates and deletes files and
+// directories in it, until the backup returns.
+func backupWhileChurning(ctx context.Context, r Repository, src string, next *int) (BackupResult, error) {
+	done := make(chan struct{})
+	started := make(chan struct{})
+	churned := make(chan error, 1)
+	go func() {
+		churned <- churn(src, next, started, done)
+	}()
+	select {
+	case <-started:
+	case err := <-churned:
+		return BackupResult{}, fmt.Errorf("churning the volume: %w", err)
+	}
+	res, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/busy"})
+	close(done)
+	if cerr := <-churned; cerr != nil && err == nil {
+		err = fmt.Errorf("churning the volume: %w", cerr)
+	}
+	return res, err
+}
+
+// churn keeps a window of files and small directories alive, creating one and deleting
+// the oldest over and over, until done is closed; *next is the next one to create.
+// started is closed once the churn deletes files.
+func churn(dir string, next *int, started chan<- struct{}, done <-chan struct{}) error {
+	const window = 128
+	first := *next
+	defer func() {
+		if *next < first+window {
+			close(started)
+		}
+	}()
+	name := func(i int) string { return filepath.Join(dir, fmt.Sprintf("tmp-%09d", i)) }
+	for ; ; *next++ {
+		i := *next
+		select {
+		case <-done:
+			return nil
+		default:
+		}
+		p := name(i)
+		if i%8 == 0 {
+			if err := os.Mkdir(p, 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(filepath.Join(p, "wal"), []byte("segment"), 0o644); err != nil {
+				return err
+			}
+		} else if err := os.WriteFile(p, []byte(p), 0o644); err != nil {
+			return err
+		}
+		if i == first+window {
+			close(started)
+		}
+		if i >= window {
+			if err := os.RemoveAll(name(i - window)); err != nil {
+				return err
+			}
+		}
+	}
+}
