@@ -42,8 +42,8 @@ const replicaPrefix = "replica-"
 
 // ReplicaOwner returns the path of the controller owner whose pods share the source
 // path of their pod-local volumes (/<kind>/<name>), and true, when pod is such a
-// replica: its owner is neither a StatefulSet (whose pods have ordinals) nor a
-// DaemonSet (whose pods have nodes), and it has one.
+// replica: it has an owner, and that is neither a StatefulSet (whose pods have
+// ordinals) nor a DaemonSet (whose pods have nodes).
 func ReplicaOwner(pod *corev1.Pod, rsOwner OwnerOfReplicaSet) (string, bool) {
 	owner := metav1.GetControllerOf(pod)
 	if owner == nil {
@@ -61,9 +61,8 @@ func ReplicaOwner(pod *corev1.Pod, rsOwner OwnerOfReplicaSet) (string, bool) {
 			return "", false
 		}
 	case "DaemonSet":
-		if pod.Spec.NodeName != "" {
-			return "", false
-		}
+		// Its pods are named by node (once scheduled; before, they are not backed up).
+		return "", false
 	}
 	return "/" + strings.ToLower(kind) + "/" + name, true
 }

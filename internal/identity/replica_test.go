@@ -34,6 +34,7 @@ func TestReplicaSourcePath(t *testing.T) {
 		{"a claim has no slot", pod("web-7d4b9c-x", owned("ReplicaSet", "web-7d4b9c"), "n"), claim, 3, "/pvc/files"},
 		{"statefulset pods have ordinals", pod("db-1", owned("StatefulSet", "db"), "n"), emptyDir, 3, "/statefulset/db/1/cache"},
 		{"daemonset pods have nodes", pod("agent-x", owned("DaemonSet", "agent"), "n"), emptyDir, 3, "/daemonset/agent/n/cache"},
+		{"an unscheduled daemonset pod has no slot either", pod("agent-x", owned("DaemonSet", "agent"), ""), emptyDir, 3, "/daemonset/agent/cache"},
 		{"a bare pod has its name", pod("debug", nil, "n"), emptyDir, 3, "/pod/debug/cache"},
 	}
 	for _, tt := range tests {
