@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
@@ -50,6 +51,9 @@ type snapshot struct {
 	nodeOS map[string]string
 	// costBudget is the CEL cost the pass may spend; 0 is celpolicy.PassCostBudget.
 	costBudget uint64
+	// backedUpPaths are the source paths of the policy's backups of each pod, by pod
+	// UID, newest first: the replica slot a pod already backs up into.
+	backedUpPaths map[types.UID][]string
 }
 
 // labelOS is the well-known label (and node selector) of a node's operating system.
@@ -107,6 +111,7 @@ func (s *selection) skip(reason string, pod *corev1.Pod, volume string) {
 // call: everything comes from the informer caches.
 func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
 	out := &selection{}
+	defer func() { out.targets = onePerSource(out.targets) }()
 	cache := &celpolicy.Cache{Budget: snap.costBudget}
 	defer func() { out.spent = cache.Spent() }()
 	for _, ns := range snap.namespaces {
@@ -121,8 +126,9 @@ func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
 			continue
 		}
 		selectedHere := false
+		slots := snap.replicaSlots(snap.pods[ns.Name])
 		for _, pod := range snap.pods[ns.Name] {
-			if pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+			if !live(pod) {
 				continue // finished or going away: nothing left to protect
 			}
 			for i := range pod.Spec.Volumes {
@@ -162,7 +168,7 @@ func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
 				}
 				selectedHere = true
 				out.targets = append(out.targets, target{pod: pod, volume: vol.Name, claim: claimName,
-					sourcePath: identity.SourcePath(pod, vol, snap.rsOwner)})
+					sourcePath: identity.ReplicaSourcePath(pod, vol, snap.rsOwner, slots[pod.UID])})
 			}
 		}
 		if selectedHere {
@@ -170,6 +176,73 @@ func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
 		}
 	}
 	return out
+}
+
+// live says whether a pod still holds data to protect: not finished, not going away.
+func live(pod *corev1.Pod) bool {
+	return pod.DeletionTimestamp == nil && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
+}
+
+// replicaSlots gives every live pod of one namespace that is a replica of an owner
+// (identity.ReplicaOwner) its slot among the owner's live pods: the slot its backups
+// already use while it is free, else the lowest free one, oldest pod first (see
+// package identity). Pods that are not replicas are absent, which is slot 0.
+func (s *snapshot) replicaSlots(pods []*corev1.Pod) map[types.UID]int {
+	owners := map[string][]*corev1.Pod{}
+	for _, pod := range pods {
+		if !live(pod) {
+			continue
+		}
+		if owner, ok := identity.ReplicaOwner(pod, s.rsOwner); ok {
+			owners[owner] = append(owners[owner], pod)
+		}
+	}
+	out := map[types.UID]int{}
+	for owner, replicas := range owners {
+		previous := map[types.UID]int{}
+		for _, pod := range replicas {
+			for _, path := range s.backedUpPaths[pod.UID] {
+				if slot, ok := identity.SlotOf(owner, path); ok {
+					previous[pod.UID] = slot
+					break
+				}
+			}
+		}
+		for uid, slot := range identity.AssignSlots(replicas, previous, nil) {
+			out[uid] = slot
+		}
+	}
+	return out
+}
+
+// onePerSource keeps one target per source path of a namespace: a claim that several
+// selected pods mount (ReadWriteMany, or pods on one node) is one copy of the data and
+// is backed up once per run, through its oldest pod (then by name); the targets are
+// Running pods on a node already. Targets keep their order otherwise.
+func onePerSource(targets []target) []target {
+	chosen := map[string]int{} // <namespace><sourcePath> -> index in out
+	out := targets[:0]
+	for _, t := range targets {
+		key := t.pod.Namespace + t.sourcePath
+		i, seen := chosen[key]
+		if !seen {
+			chosen[key] = len(out)
+			out = append(out, t)
+			continue
+		}
+		if older(t.pod, out[i].pod) {
+			out[i] = t
+		}
+	}
+	return out
+}
+
+// older orders pods by creation time, then name.
+func older(a, b *corev1.Pod) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	return a.Name < b.Name
 }
 
 // skipReason says why a selected volume cannot be backed up, or "".
@@ -247,6 +320,11 @@ func (r *VolumeBackupPolicyReconciler) reconcileSelection(ctx context.Context, s
 	}
 	hadErrors := hasSkip(s.policy.Status.Skipped, SkipSelectorError) || hasSkip(s.policy.Status.Skipped, SkipNamespaceSelectorError)
 	snap.costBudget = r.CostBudget
+	pvbs, err := r.policyBackups(ctx, s.policy)
+	if err != nil {
+		return err
+	}
+	snap.backedUpPaths = backedUpPaths(pvbs)
 	hadBudget := hasSkip(s.policy.Status.Skipped, SkipSelectorBudgetExceeded)
 	s.sel = selectVolumes(s.selector, snap)
 	if s.sel.budgetExceeded && !hadBudget {
@@ -258,9 +336,7 @@ func (r *VolumeBackupPolicyReconciler) reconcileSelection(ctx context.Context, s
 			len(s.sel.skipped[SkipSelectorError]), SkipSelectorError,
 			len(s.sel.skipped[SkipNamespaceSelectorError]), SkipNamespaceSelectorError, s.sel.firstError)
 	}
-	if s.unfinished, err = r.unfinishedBackups(ctx, s.policy); err != nil {
-		return err
-	}
+	s.unfinished = unfinishedBackups(pvbs)
 	current := ""
 	if s.policy.Status.LastRun != nil {
 		current = s.policy.Status.LastRun.Name
@@ -297,20 +373,47 @@ func applyInFlight(s *scope, run string) {
 	st.SkippedVolumes, st.Skipped = skippedStatus(s.sel.skipped)
 }
 
-// unfinishedBackups maps <namespace><sourcePath> to the run of each unfinished backup of
-// this policy.
-func (r *VolumeBackupPolicyReconciler) unfinishedBackups(ctx context.Context, p *v1.VolumeBackupPolicy) (map[string]string, error) {
+// policyBackups lists the PodVolumeBackups of policy p.
+func (r *VolumeBackupPolicyReconciler) policyBackups(ctx context.Context, p *v1.VolumeBackupPolicy) ([]v1.PodVolumeBackup, error) {
 	var pvbs v1.PodVolumeBackupList
 	if err := r.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: policyLabel(p.Name)}); err != nil {
 		return nil, fmt.Errorf("listing PodVolumeBackups: %w", err)
 	}
+	return pvbs.Items, nil
+}
+
+// unfinishedBackups maps <namespace><sourcePath> to the run of each unfinished backup
+// in pvbs.
+func unfinishedBackups(pvbs []v1.PodVolumeBackup) map[string]string {
 	out := map[string]string{}
-	for _, b := range pvbs.Items {
+	for _, b := range pvbs {
 		if !finished(b.Status.Phase) {
 			out[b.Namespace+b.Spec.SourcePath] = b.Labels[v1.LabelRun]
 		}
 	}
-	return out, nil
+	return out
+}
+
+// backedUpPaths lists the source paths of the backups in pvbs by pod UID, newest
+// backup first.
+func backedUpPaths(pvbs []v1.PodVolumeBackup) map[types.UID][]string {
+	sorted := make([]*v1.PodVolumeBackup, 0, len(pvbs))
+	for i := range pvbs {
+		sorted = append(sorted, &pvbs[i])
+	}
+	sort.SliceStable(sorted, func(i, j int) bool {
+		a, b := sorted[i], sorted[j]
+		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+			return b.CreationTimestamp.Before(&a.CreationTimestamp)
+		}
+		return a.Name > b.Name
+	})
+	out := map[types.UID][]string{}
+	for _, b := range sorted {
+		uid := types.UID(b.Spec.Pod.UID)
+		out[uid] = append(out[uid], b.Spec.SourcePath)
+	}
+	return out
 }
 
 // snapshot reads namespaces, pods, claims and ReplicaSet owners from the informer

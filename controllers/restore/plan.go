@@ -172,6 +172,14 @@ type planner struct {
 	client client.Reader
 	// live, when set, reads what client (a cache) does not hold yet.
 	live client.Reader
+	// slots is the replica slot (see package identity) whose backups each pod's
+	// pod-local volumes get, by pod UID, and noSlot says why a replica gets none (its
+	// owner has more pods than slots with backups); assignSlots fills both. A replica in
+	// neither is planned from the newest backup of any of its owner's slots: the pod
+	// webhook only needs to know that some slot has a backup, and the restore
+	// controller then gives each pod a slot of its own.
+	slots  map[types.UID]int
+	noSlot map[types.UID]string
 }
 
 // sourceNamespace is the namespace whose backups a restore reads.
@@ -193,8 +201,8 @@ func (p *planner) plan(ctx context.Context, vr *v1.VolumeRestore, pod *corev1.Po
 	for i := range pod.Spec.Volumes {
 		vol := &pod.Spec.Volumes[i]
 		rs, isNamed := named[vol.Name]
-		if len(named) > 0 && !isNamed {
-			continue
+		if len(vr.Spec.Volumes) > 0 && !isNamed {
+			continue // named is emptied as it goes: spec.volumes says which to restore
 		}
 		delete(named, vol.Name)
 		if !restorable(vol) {
@@ -211,8 +219,7 @@ func (p *planner) plan(ctx context.Context, vr *v1.VolumeRestore, pod *corev1.Po
 			// The API server defaults it; an object from elsewhere may lack it.
 			rs = &v1.RestoreSource{Latest: true}
 		}
-		path := identity.SourcePath(identityPod(pod), vol, p.replicaSetOwner(ctx))
-		point, why := choose(vr, rs, path, src)
+		path, point, why := p.choose(ctx, vr, rs, identityPod(pod), vol, src)
 		switch {
 		case point != nil:
 			out.Volumes = append(out.Volumes, volumePlan{Volume: vol.Name, SourcePath: path, Point: point})
@@ -227,6 +234,186 @@ func (p *planner) plan(ctx context.Context, vr *v1.VolumeRestore, pod *corev1.Po
 	}
 	slices.SortFunc(out.Missing, func(a, b missingVolume) int { return strings.Compare(a.Volume, b.Volume) })
 	return out, nil
+}
+
+// choose picks the restore point of volume vol of pod, and returns the source path
+// it is restored from: that of its replica slot when it is a pod-local volume of a
+// replica (see planner.slots), else its source path.
+func (p *planner) choose(ctx context.Context, vr *v1.VolumeRestore, rs *v1.RestoreSource, pod *corev1.Pod, vol *corev1.Volume, src sources) (string, *restorePoint, string) {
+	rsOwner := p.replicaSetOwner(ctx)
+	path := identity.SourcePath(pod, vol, rsOwner)
+	if !identity.Replicated(pod, vol, rsOwner) {
+		point, why := choose(vr, rs, path, src)
+		return path, point, why
+	}
+	owner, _ := identity.ReplicaOwner(pod, rsOwner)
+	named := rs.PodVolumeBackup != "" // the user chose the backup: any slot's
+	if slot, ok := p.slots[pod.UID]; ok && !named {
+		path = identity.SlotPath(owner, vol.Name, slot)
+		point, why := choose(vr, rs, path, src)
+		return path, point, why
+	}
+	if why, ok := p.noSlot[pod.UID]; ok && !named {
+		return path, nil, fmt.Sprintf("no backup of a replica slot of its own: %s", why)
+	}
+	// Any slot: the newest backup among them (or the one spec names).
+	var best *restorePoint
+	bestWhy := ""
+	for _, slotPath := range src.slotPaths(owner, vol.Name) {
+		point, why := choose(vr, rs, slotPath, src)
+		switch {
+		case point != nil && (best == nil || newerPoint(point, best)):
+			best = point
+		case point == nil && slotPath == path:
+			bestWhy = why
+		}
+	}
+	if best != nil {
+		return best.SourcePath, best, ""
+	}
+	if bestWhy == "" {
+		_, bestWhy = choose(vr, rs, path, src)
+	}
+	return path, nil, bestWhy
+}
+
+// slotPaths lists, in slot order, the source paths of the replica slots of volume of
+// the owner at ownerPath that src has backups or restore points of, slot 0 always.
+func (s sources) slotPaths(ownerPath, volume string) []string {
+	slots := map[int]string{0: identity.SlotPath(ownerPath, volume, 0)}
+	add := func(path string) {
+		if !strings.HasSuffix(path, "/"+volume) {
+			return
+		}
+		if slot, ok := identity.SlotOf(ownerPath, path); ok {
+			slots[slot] = path
+		}
+	}
+	for i := range s.backups {
+		add(s.backups[i].Spec.SourcePath)
+	}
+	for i := range s.store {
+		add(s.store[i].SourcePath)
+	}
+	keys := make([]int, 0, len(slots))
+	for k := range slots {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, slots[k])
+	}
+	return out
+}
+
+// assignSlots gives the replicas among pods (those restored in this pass, and those a
+// PodVolumeRestore in existing already restores) distinct replica slots of their
+// owner, so that each restored replica gets the data of one backed-up replica and no
+// two pods the same: a pod keeps the slot its PodVolumeRestores record, and the
+// others take, oldest pod first, the lowest slots that have a backup to restore. A
+// replica left without one (more pods than backed-up replicas) is recorded in
+// p.noSlot with why. restores says whether a pod is restored in this pass.
+func (p *planner) assignSlots(ctx context.Context, vr *v1.VolumeRestore, pods []corev1.Pod, existing []v1.PodVolumeRestore, src sources, restores func(*corev1.Pod) bool) {
+	p.slots, p.noSlot = map[types.UID]int{}, map[types.UID]string{}
+	rsOwner := p.replicaSetOwner(ctx)
+	recorded := map[types.UID][]string{}
+	for i := range existing {
+		uid := types.UID(existing[i].Spec.Pod.UID)
+		recorded[uid] = append(recorded[uid], existing[i].Spec.SourcePath)
+	}
+	type group struct {
+		pods     []*corev1.Pod
+		previous map[types.UID]int
+		volumes  []*corev1.Volume // the replicated volumes the restore may restore
+	}
+	groups := map[string]*group{}
+	var order []string
+	for i := range pods {
+		pod := identityPod(&pods[i])
+		owner, ok := identity.ReplicaOwner(pod, rsOwner)
+		if !ok {
+			continue
+		}
+		g := groups[owner]
+		if g == nil {
+			g = &group{previous: map[types.UID]int{}}
+			groups[owner] = g
+			order = append(order, owner)
+		}
+		slot, had := -1, false
+		for _, path := range recorded[pod.UID] {
+			if k, ok := identity.SlotOf(owner, path); ok {
+				slot, had = k, true
+				break
+			}
+		}
+		switch {
+		case had:
+			g.previous[pod.UID] = slot
+		case len(recorded[pod.UID]) > 0 || !restores(pod):
+			continue // restored already without a slot, or not restored now
+		}
+		g.pods = append(g.pods, pod)
+		if g.volumes == nil {
+			g.volumes = replicatedVolumes(vr, pod, rsOwner)
+		}
+	}
+	for _, owner := range order {
+		g := groups[owner]
+		has := map[int]bool{}
+		for _, vol := range g.volumes {
+			rs := sourceOf(vr, vol.Name)
+			if rs.PodVolumeBackup != "" {
+				continue // restored as named into every replica
+			}
+			for _, path := range src.slotPaths(owner, vol.Name) {
+				if point, _ := choose(vr, rs, path, src); point != nil {
+					slot, _ := identity.SlotOf(owner, path)
+					has[slot] = true
+				}
+			}
+		}
+		assigned := identity.AssignSlots(g.pods, g.previous, func(slot int) bool { return has[slot] })
+		for _, pod := range g.pods {
+			if slot, ok := assigned[pod.UID]; ok {
+				p.slots[pod.UID] = slot
+				continue
+			}
+			p.noSlot[pod.UID] = fmt.Sprintf("the %d backed-up replica(s) of %s are restored into other pods of it, one each",
+				len(has), strings.TrimPrefix(owner, "/"))
+		}
+	}
+}
+
+// replicatedVolumes are the pod-local volumes of a replica that vr restores.
+func replicatedVolumes(vr *v1.VolumeRestore, pod *corev1.Pod, rsOwner identity.OwnerOfReplicaSet) []*corev1.Volume {
+	named := map[string]bool{}
+	for i := range vr.Spec.Volumes {
+		named[vr.Spec.Volumes[i].Name] = true
+	}
+	out := []*corev1.Volume{}
+	for i := range pod.Spec.Volumes {
+		vol := &pod.Spec.Volumes[i]
+		if (len(named) == 0 || named[vol.Name]) && restorable(vol) && identity.Replicated(pod, vol, rsOwner) {
+			out = append(out, vol)
+		}
+	}
+	return out
+}
+
+// sourceOf is the restore source of the volume named volume: its entry in
+// spec.volumes, else spec.source, else the latest backup.
+func sourceOf(vr *v1.VolumeRestore, volume string) *v1.RestoreSource {
+	for i := range vr.Spec.Volumes {
+		if vr.Spec.Volumes[i].Name == volume && vr.Spec.Volumes[i].Source != nil {
+			return vr.Spec.Volumes[i].Source
+		}
+	}
+	if vr.Spec.Source != nil {
+		return vr.Spec.Source
+	}
+	return &v1.RestoreSource{Latest: true}
 }
 
 // choose picks the restore point of one volume. It returns nil and a sentence when

@@ -352,6 +352,11 @@ func (r *VolumeRestoreReconciler) createRestores(ctx context.Context, sc *scope)
 		done[pvr.Spec.Pod.UID] = true
 	}
 	p := &planner{client: r.Client, live: r.APIReader}
+	// One pass at a time gives the replicas of an owner their slots; the
+	// PodVolumeRestores record them for the next passes.
+	p.assignSlots(ctx, vr, sc.pods, sc.existing, sc.src, func(pod *corev1.Pod) bool {
+		return restorewait.Holds(pod, string(vr.UID)) || r.overwrites(sc)
+	})
 	created := 0
 	for i := range sc.pods {
 		pod := &sc.pods[i]

@@ -1,6 +1,8 @@
 // Package identity names what Holdfast stores and creates: the source path of a pod
-// volume (what keeps a volume's backups one incremental chain across pod recreation),
-// the per-namespace BackupRepository name and the PodVolumeBackup name of a run.
+// volume (what keeps a volume's backups one incremental chain across pod recreation;
+// one per copy of the data, so the replicas of a Deployment back up their emptyDirs
+// into slots of their own, see replica.go), the per-namespace BackupRepository name
+// and the PodVolumeBackup name of a run.
 package identity
 
 import (
@@ -32,7 +34,10 @@ type OwnerOfReplicaSet func(namespace, name string) *metav1.OwnerReference
 //	/pod/<pod>/<volume>                       a pod without a controller owner
 //
 // Backups with the same source path form one incremental chain, so a recreated
-// Deployment or StatefulSet pod continues its volume's chain, emptyDir included.
+// Deployment or StatefulSet pod continues its volume's chain, emptyDir included. The
+// owner path is slot 0 of a replicated volume; the pods of an owner that runs several
+// take further slots (ReplicaSourcePath, AssignSlots), so that each copy of the data
+// keeps its own chain.
 // rsOwner may be nil; a ReplicaSet's owner is then unknown and the ReplicaSet is used.
 func SourcePath(pod *corev1.Pod, volume *corev1.Volume, rsOwner OwnerOfReplicaSet) string {
 	if claim := ClaimName(pod, volume); claim != "" {
