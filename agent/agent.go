@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/holdfast-dev/holdfast/agent/mover"
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	"github.com/holdfast-dev/holdfast/agent/volumepath"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
@@ -230,7 +231,7 @@ func readOnlyReason(pod *corev1.Pod, volume string, pv *corev1.PersistentVolume)
 		}
 	}
 	for i := range pod.Spec.InitContainers {
-		if !isRestoreWait(&pod.Spec.InitContainers[i]) {
+		if !restorewait.IsContainer(&pod.Spec.InitContainers[i]) {
 			count(&pod.Spec.InitContainers[i])
 		}
 	}
@@ -244,11 +245,6 @@ func readOnlyReason(pod *corev1.Pod, volume string, pv *corev1.PersistentVolume)
 		return "every container mounts it with readOnly: true"
 	}
 	return ""
-}
-
-// isRestoreWait says whether an init container is a restore-wait (of any restore).
-func isRestoreWait(c *corev1.Container) bool {
-	return slices.Contains(c.Args, "--restore-uid")
 }
 
 // boundVolume returns the PersistentVolume behind a claim volume, nil for others.

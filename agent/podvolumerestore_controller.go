@@ -7,7 +7,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -133,16 +132,6 @@ func readOnlyOutcome(pvr *v1.PodVolumeRestore, tgt target) (outcome, bool) {
 	}
 	return failed(reasonReadOnly, fmt.Sprintf("the volume is mounted read-only (%s), so nothing was restored into volume %s of pod %s",
 		why, pvr.Spec.Volume, pvr.Spec.Pod.Name)), true
-}
-
-// restoreUIDOf is the UID of the VolumeRestore the marker is named after: the
-// restore's controller owner. A restore without one was not made by the restore
-// controller; the manager refuses it its key.
-func restoreUIDOf(pvr *v1.PodVolumeRestore) string {
-	if ref := metav1.GetControllerOf(pvr); ref != nil && ref.Kind == "VolumeRestore" && ref.Name == pvr.Spec.VolumeRestore {
-		return string(ref.UID)
-	}
-	return ""
 }
 
 // restore runs in its own goroutine once a slot is free, and leaves the
