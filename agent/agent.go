@@ -47,6 +47,13 @@ type Options struct {
 	CacheSizeBytes int64
 	// ResticPath is the restic binary handed to the data mover.
 	ResticPath string
+	// ResticLockWait is how long a restic backup or restore waits for a lock that
+	// maintenance (a prune or forget) holds; zero is the repository's default (30
+	// min). Work that runs out of it goes back to Pending and is tried again.
+	ResticLockWait time.Duration
+	// LockedRetry is how long work that found the repository locked waits before it
+	// is tried again; each further time doubles it, up to 16 times (default 1 min).
+	LockedRetry time.Duration
 	// ProgressInterval is how often status shows progress while data moves.
 	ProgressInterval time.Duration
 	// MoverCommand returns the command that runs mover.Serve in a child process.
@@ -92,6 +99,9 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	}
 	if opts.ProgressInterval <= 0 {
 		opts.ProgressInterval = 5 * time.Second
+	}
+	if opts.LockedRetry <= 0 {
+		opts.LockedRetry = time.Minute
 	}
 	if opts.WorkDir == "" {
 		opts.WorkDir = filepath.Join(os.TempDir(), "holdfast-agent")
@@ -329,6 +339,7 @@ func (a *Agent) withCredentials(ctx context.Context, req jobcredentials.Request,
 		if err == nil {
 			job.Uploader, job.Namespace, job.Location = g.Uploader, g.Namespace, g.Location
 			job.Credentials, job.Password, job.ResticPath = g.Credentials, g.Password, a.opts.ResticPath
+			job.ResticLockWait = a.opts.ResticLockWait
 			return job, nil
 		}
 		var e *jobcredentials.Error
