@@ -167,7 +167,8 @@ type target struct {
 }
 
 // resolveTarget finds the pod (pinned by UID, on this node) and its volume directory.
-// Errors are sentences for status.message.
+// Errors are sentences for status.message; when only the directory is missing (not
+// mounted), the target still has the pod and its PersistentVolume.
 func (a *Agent) resolveTarget(ctx context.Context, namespace string, ref v1.PodReference, volume string) (target, error) {
 	pod := &corev1.Pod{}
 	if err := a.Get(ctx, types.NamespacedName{Namespace: namespace, Name: ref.Name}, pod); err != nil {
@@ -193,7 +194,8 @@ func (a *Agent) volumeOf(ctx context.Context, pod *corev1.Pod, volume string) (t
 	}
 	dir, err := volumepath.Resolve(a.opts.KubeletRoot, pod, volume, pv)
 	if err != nil {
-		return target{}, err
+		// The pod and its PersistentVolume still say whether it is mounted read-only.
+		return target{pod: pod, pv: pv}, err
 	}
 	return target{pod: pod, dir: dir, pv: pv}, nil
 }

@@ -90,13 +90,12 @@ func (r *PodVolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Req
 		return ctrl.Result{}, fmt.Errorf("reading BackupRepository %s: %w", pvr.Spec.Repository, err)
 	}
 	tgt, err := r.resolveTarget(ctx, pvr.Namespace, pvr.Spec.Pod, pvr.Spec.Volume)
+	// A volume the pod mounts read-only is never written, mounted yet or not.
+	if o, ok := readOnlyOutcome(pvr, tgt); ok {
+		return ctrl.Result{}, r.end(ctx, pvr, o)
+	}
 	if msg, ok := r.volumeNotMountedYet(ctx, pvr, err); ok {
 		return ctrl.Result{RequeueAfter: 2 * time.Second}, r.waiting(ctx, pvr, msg)
-	}
-	if err == nil {
-		if o, ok := readOnlyOutcome(pvr, tgt); ok {
-			return ctrl.Result{}, r.end(ctx, pvr, o)
-		}
 	}
 	job := mover.Job{Kind: mover.KindRestore, SnapshotID: pvr.Spec.SnapshotID, SourcePath: pvr.Spec.SourcePath}
 	work := pvr.DeepCopy()
@@ -130,6 +129,9 @@ const reasonReadOnly = "VolumeReadOnly"
 // readOnlyOutcome fails a restore into a volume the pod mounts read-only (review M9):
 // nothing is written, not even a marker.
 func readOnlyOutcome(pvr *v1.PodVolumeRestore, tgt target) (outcome, bool) {
+	if tgt.pod == nil {
+		return outcome{}, false
+	}
 	why := readOnlyReason(tgt.pod, pvr.Spec.Volume, tgt.pv)
 	if why == "" {
 		return outcome{}, false
@@ -150,12 +152,12 @@ func (r *PodVolumeRestoreReconciler) restore(ctx context.Context, pvr *v1.PodVol
 		return false
 	}
 	tgt, err := r.resolveTarget(ctx, pvr.Namespace, pvr.Spec.Pod, pvr.Spec.Volume)
-	if err != nil {
-		r.endOrLog(bg, pvr, failed(reasonFailed, err.Error()))
-		return false
-	}
 	if o, ok := readOnlyOutcome(pvr, tgt); ok {
 		r.endOrLog(bg, pvr, o)
+		return false
+	}
+	if err != nil {
+		r.endOrLog(bg, pvr, failed(reasonFailed, err.Error()))
 		return false
 	}
 	job.Dir = tgt.dir
