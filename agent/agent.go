@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/holdfast-dev/holdfast/agent/mover"
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	"github.com/holdfast-dev/holdfast/agent/volumepath"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
@@ -46,6 +47,13 @@ type Options struct {
 	CacheSizeBytes int64
 	// ResticPath is the restic binary handed to the data mover.
 	ResticPath string
+	// ResticLockWait is how long a restic backup or restore waits for a lock that
+	// maintenance (a prune or forget) holds; zero is the repository's default (30
+	// min). Work that runs out of it goes back to Pending and is tried again.
+	ResticLockWait time.Duration
+	// LockedRetry is how long work that found the repository locked waits before it
+	// is tried again; each further time doubles it, up to 16 times (default 1 min).
+	LockedRetry time.Duration
 	// ProgressInterval is how often status shows progress while data moves.
 	ProgressInterval time.Duration
 	// MoverCommand returns the command that runs mover.Serve in a child process.
@@ -91,6 +99,9 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	}
 	if opts.ProgressInterval <= 0 {
 		opts.ProgressInterval = 5 * time.Second
+	}
+	if opts.LockedRetry <= 0 {
+		opts.LockedRetry = time.Minute
 	}
 	if opts.WorkDir == "" {
 		opts.WorkDir = filepath.Join(os.TempDir(), "holdfast-agent")
@@ -156,7 +167,8 @@ type target struct {
 }
 
 // resolveTarget finds the pod (pinned by UID, on this node) and its volume directory.
-// Errors are sentences for status.message.
+// Errors are sentences for status.message; when only the directory is missing (not
+// mounted), the target still has the pod and its PersistentVolume.
 func (a *Agent) resolveTarget(ctx context.Context, namespace string, ref v1.PodReference, volume string) (target, error) {
 	pod := &corev1.Pod{}
 	if err := a.Get(ctx, types.NamespacedName{Namespace: namespace, Name: ref.Name}, pod); err != nil {
@@ -233,7 +245,7 @@ func readOnlyReason(pod *corev1.Pod, volume string, pv *corev1.PersistentVolume)
 		}
 	}
 	for i := range pod.Spec.InitContainers {
-		if !isRestoreWait(&pod.Spec.InitContainers[i]) {
+		if !restorewait.IsContainer(&pod.Spec.InitContainers[i]) {
 			count(&pod.Spec.InitContainers[i])
 		}
 	}
@@ -247,11 +259,6 @@ func readOnlyReason(pod *corev1.Pod, volume string, pv *corev1.PersistentVolume)
 		return "every container mounts it with readOnly: true"
 	}
 	return ""
-}
-
-// isRestoreWait says whether an init container is a restore-wait (of any restore).
-func isRestoreWait(c *corev1.Container) bool {
-	return slices.Contains(c.Args, "--restore-uid")
 }
 
 // boundVolume returns the PersistentVolume behind a claim volume, nil for others.
@@ -336,6 +343,7 @@ func (a *Agent) withCredentials(ctx context.Context, req jobcredentials.Request,
 		if err == nil {
 			job.Uploader, job.Namespace, job.Location = g.Uploader, g.Namespace, g.Location
 			job.Credentials, job.Password, job.ResticPath = g.Credentials, g.Password, a.opts.ResticPath
+			job.ResticLockWait = a.opts.ResticLockWait
 			return job, nil
 		}
 		var e *jobcredentials.Error

@@ -363,8 +363,8 @@ func TestBackupAndRestore(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The pod waits in restore-wait, as the webhook would have made it.
-			dst := newVolumeWith(t, ns, "app-2", []corev1.Container{{Name: "holdfast-restore-wait", Image: "holdfast",
-				Args: []string{"restore-wait", "--restore-uid", string(vr.UID), "--volume", "/holdfast-restore/data"}}})
+			dst := newVolumeWith(t, ns, "app-2", []corev1.Container{
+				restorewait.Container(restorewait.ContainerName, string(vr.UID), []string{"data"}, 0, corev1.Container{Image: "holdfast"})})
 			outside := t.TempDir()
 			if err := os.Symlink(outside, filepath.Join(dst.dir, "a")); err != nil {
 				t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
 	"github.com/holdfast-dev/holdfast/internal/identity"
@@ -179,8 +180,8 @@ func startRestore(t *testing.T, ns, label, pod string) (*v1.VolumeRestore, volum
 	if err := env.Client.Create(ctxFor(t), vr); err != nil {
 		t.Fatal(err)
 	}
-	dst := newLabelledVolume(t, ns, pod, map[string]string{"app": label}, []corev1.Container{{Name: "holdfast-restore-wait", Image: "holdfast",
-		Args: []string{"restore-wait", "--restore-uid", string(vr.UID), "--volume", "/holdfast-restore/data"}}})
+	dst := newLabelledVolume(t, ns, pod, map[string]string{"app": label}, []corev1.Container{
+		restorewait.Container(restorewait.ContainerName, string(vr.UID), []string{"data"}, 0, corev1.Container{Image: "holdfast"})})
 	return vr, dst
 }
 

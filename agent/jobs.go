@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"sync"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -14,6 +15,45 @@ type jobs struct {
 	running  map[types.NamespacedName]*job
 	slots    *slots
 	priority priority
+	// locked is the work that found its repository locked, and when it may try again.
+	locked map[types.NamespacedName]lockedWork
+}
+
+// lockedWork is work put back to Pending because the repository stayed locked.
+type lockedWork struct {
+	attempts int
+	until    time.Time
+}
+
+// maxLockedDoublings bounds the doubling of the wait after a lock: 16 times the first.
+const maxLockedDoublings = 4
+
+// lockedOut records that the work of key found its repository locked at now, and
+// returns how long it waits before it is tried again: first, doubled each time up to
+// 16 times first.
+func (j *jobs) lockedOut(key types.NamespacedName, now time.Time, first time.Duration) time.Duration {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	lw := j.locked[key]
+	wait := first << min(lw.attempts, maxLockedDoublings)
+	lw.attempts++
+	lw.until = now.Add(wait)
+	j.locked[key] = lw
+	return wait
+}
+
+// lockWait is how long the work of key still waits after a lock (0: it may start).
+func (j *jobs) lockWait(key types.NamespacedName, now time.Time) time.Duration {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return max(j.locked[key].until.Sub(now), 0)
+}
+
+// ended forgets the lock waits of finished work.
+func (j *jobs) ended(key types.NamespacedName) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	delete(j.locked, key)
 }
 
 type job struct {
@@ -27,7 +67,7 @@ type job struct {
 // restore registries share so the node's concurrency bound covers both; p says who
 // gets a slot first.
 func newJobs(s *slots, p priority) *jobs {
-	return &jobs{running: map[types.NamespacedName]*job{}, slots: s, priority: p}
+	return &jobs{running: map[types.NamespacedName]*job{}, slots: s, priority: p, locked: map[types.NamespacedName]lockedWork{}}
 }
 
 // start runs fn in a goroutine once a slot is free (fn runs with a canceled context

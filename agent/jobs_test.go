@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -89,5 +90,34 @@ func waitQueued(t *testing.T, s *slots, n int) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Work that found its repository locked waits before it is tried again, twice as
+// long each time up to 16 times the first wait; finished work forgets it.
+func TestLockedWorkWaitsLongerEachTime(t *testing.T) {
+	j := newJobs(newSlots(1), priorityBackup)
+	key := types.NamespacedName{Namespace: "shop", Name: "nightly"}
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	if got := j.lockWait(key, now); got != 0 {
+		t.Fatalf("work never locked waits %s", got)
+	}
+	var waits []time.Duration
+	for range 6 {
+		waits = append(waits, j.lockedOut(key, now, time.Minute))
+	}
+	want := []time.Duration{time.Minute, 2 * time.Minute, 4 * time.Minute, 8 * time.Minute, 16 * time.Minute, 16 * time.Minute}
+	if !slices.Equal(waits, want) {
+		t.Errorf("waits %v, want %v", waits, want)
+	}
+	if got := j.lockWait(key, now.Add(10*time.Minute)); got != 6*time.Minute {
+		t.Errorf("10 min after the last lock: waits %s, want 6m", got)
+	}
+	if got := j.lockWait(key, now.Add(time.Hour)); got != 0 {
+		t.Errorf("an hour later: waits %s", got)
+	}
+	j.ended(key)
+	if got := j.lockedOut(key, now, time.Minute); got != time.Minute {
+		t.Errorf("after the work ended, the first wait is %s, want 1m", got)
 	}
 }

@@ -90,6 +90,10 @@ func (r *PodVolumeBackupReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	case v == verdictCanceledEarly:
 		return ctrl.Result{}, r.end(ctx, pvb, canceled("canceled before the backup started"))
 	}
+	if wait := r.jobs.lockWait(key, time.Now()); wait > 0 {
+		// It found the repository locked: it waits before it is tried again.
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
 
 	err = r.repositoryReady(ctx, pvb.Namespace, pvb.Spec.Repository)
 	var wait errNotReady
@@ -164,8 +168,14 @@ func (r *PodVolumeBackupReconciler) backup(ctx context.Context, pvb *v1.PodVolum
 			log.Error(err, "publishing progress")
 		}
 	})
-	r.endOrLog(bg, pvb, moverOutcome(res, err, stopReason(), "canceled: spec.cancel was set; earlier snapshots are untouched",
-		fmt.Sprintf("snapshot %s stored: %d files, %d bytes, %d bytes uploaded", res.SnapshotID, res.Progress.TotalFiles, res.Progress.TotalBytes, res.BytesUploaded)))
+	o := moverOutcome(res, err, stopReason(), "canceled: spec.cancel was set; earlier snapshots are untouched",
+		fmt.Sprintf("snapshot %s stored: %d files, %d bytes, %d bytes uploaded", res.SnapshotID, res.Progress.TotalFiles, res.Progress.TotalBytes, res.BytesUploaded))
+	if o.phase == v1.RunPending {
+		// The repository stayed locked: nothing was stored; back in the queue.
+		r.locked(bg, pvb)
+		return true
+	}
+	r.endOrLog(bg, pvb, o)
 	return false
 }
 
@@ -183,6 +193,26 @@ func (r *PodVolumeBackupReconciler) claim(ctx context.Context, pvb *v1.PodVolume
 		})
 }
 
+// locked puts a backup that found its repository locked by maintenance for longer than
+// it waits back to Pending, with a condition and a Warning event that say so; it is
+// tried again after a wait that doubles each time (jobs.lockedOut, the Reconcile gate).
+func (r *PodVolumeBackupReconciler) locked(ctx context.Context, pvb *v1.PodVolumeBackup) {
+	wait := r.jobs.lockedOut(client.ObjectKeyFromObject(pvb), time.Now(), r.opts.LockedRetry)
+	msg := fmt.Sprintf("the repository stayed locked by maintenance (a prune or a forget) for longer than the backup waits; "+
+		"the backup is Pending again and is tried again in %s", wait)
+	err := patchFinalStatus(ctx, r.Client, pvb, func(o *v1.PodVolumeBackup) {
+		o.Status.Phase = v1.RunPending
+		o.Status.StartTime = nil
+		o.Status.Message = msg
+		conditions.MarkReconciling(&o.Status.Conditions, o.Generation, reasonRepositoryLocked, msg)
+	})
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "putting the backup back to Pending after a repository lock")
+	}
+	r.recorder.Eventf(pvb, nil, corev1.EventTypeWarning, reasonRepositoryLocked, "Backup", "%s", msg)
+	ctrl.LoggerFrom(ctx).Info("repository locked; backup Pending again", "retryIn", wait)
+}
+
 func (r *PodVolumeBackupReconciler) endOrLog(ctx context.Context, pvb *v1.PodVolumeBackup, o outcome) {
 	if err := r.end(ctx, pvb, o); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "recording the outcome of the backup", "phase", o.phase)
@@ -192,6 +222,7 @@ func (r *PodVolumeBackupReconciler) endOrLog(ctx context.Context, pvb *v1.PodVol
 // end records a final phase with its one-sentence message (the write is retried) and
 // an event.
 func (r *PodVolumeBackupReconciler) end(ctx context.Context, pvb *v1.PodVolumeBackup, o outcome) error {
+	r.jobs.ended(client.ObjectKeyFromObject(pvb))
 	err := patchFinalStatus(ctx, r.Client, pvb, func(b *v1.PodVolumeBackup) {
 		st := &b.Status
 		st.Phase = o.phase

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -73,6 +72,10 @@ func (r *PodVolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	case v == verdictCanceledEarly:
 		return ctrl.Result{}, r.end(ctx, pvr, canceled("canceled before the restore started"))
 	}
+	if wait := r.jobs.lockWait(key, time.Now()); wait > 0 {
+		// It found the repository locked: it waits before it is tried again.
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
 
 	err = r.repositoryReady(ctx, pvr.Spec.SourceNamespace, pvr.Spec.Repository)
 	var wait errNotReady
@@ -127,22 +130,15 @@ const reasonReadOnly = "VolumeReadOnly"
 // readOnlyOutcome fails a restore into a volume the pod mounts read-only (review M9):
 // nothing is written, not even a marker.
 func readOnlyOutcome(pvr *v1.PodVolumeRestore, tgt target) (outcome, bool) {
+	if tgt.pod == nil {
+		return outcome{}, false
+	}
 	why := readOnlyReason(tgt.pod, pvr.Spec.Volume, tgt.pv)
 	if why == "" {
 		return outcome{}, false
 	}
 	return failed(reasonReadOnly, fmt.Sprintf("the volume is mounted read-only (%s), so nothing was restored into volume %s of pod %s",
 		why, pvr.Spec.Volume, pvr.Spec.Pod.Name)), true
-}
-
-// restoreUIDOf is the UID of the VolumeRestore the marker is named after: the
-// restore's controller owner. A restore without one was not made by the restore
-// controller; the manager refuses it its key.
-func restoreUIDOf(pvr *v1.PodVolumeRestore) string {
-	if ref := metav1.GetControllerOf(pvr); ref != nil && ref.Kind == "VolumeRestore" && ref.Name == pvr.Spec.VolumeRestore {
-		return string(ref.UID)
-	}
-	return ""
 }
 
 // restore runs in its own goroutine once a slot is free, and leaves the
@@ -198,8 +194,15 @@ func (r *PodVolumeRestoreReconciler) restore(ctx context.Context, pvr *v1.PodVol
 			log.Error(err, "publishing progress")
 		}
 	})
-	r.endOrLog(bg, pvr, moverOutcome(res, err, stopReason(), "canceled: spec.cancel was set; the volume may hold part of the snapshot",
-		fmt.Sprintf("snapshot %s restored: %d files, %d bytes", pvr.Spec.SnapshotID, res.Progress.FilesDone, res.Progress.BytesDone)))
+	o := moverOutcome(res, err, stopReason(), "canceled: spec.cancel was set; the volume may hold part of the snapshot",
+		fmt.Sprintf("snapshot %s restored: %d files, %d bytes", pvr.Spec.SnapshotID, res.Progress.FilesDone, res.Progress.BytesDone))
+	if o.phase == v1.RunPending {
+		// The repository stayed locked before anything was written: back in the
+		// queue, and restore-wait, if it holds the pod, keeps waiting (no marker).
+		r.locked(bg, pvr)
+		return true
+	}
+	r.endOrLog(bg, pvr, o)
 	return false
 }
 
@@ -217,6 +220,26 @@ func (r *PodVolumeRestoreReconciler) claim(ctx context.Context, pvr *v1.PodVolum
 		})
 }
 
+// locked puts a restore that found its repository locked by maintenance for longer than
+// it waits back to Pending, with a condition and a Warning event that say so; it is
+// tried again after a wait that doubles each time (jobs.lockedOut, the Reconcile gate).
+func (r *PodVolumeRestoreReconciler) locked(ctx context.Context, pvr *v1.PodVolumeRestore) {
+	wait := r.jobs.lockedOut(client.ObjectKeyFromObject(pvr), time.Now(), r.opts.LockedRetry)
+	msg := fmt.Sprintf("the repository stayed locked by maintenance (a prune or a forget) for longer than the restore waits; "+
+		"the restore is Pending again and is tried again in %s", wait)
+	err := patchFinalStatus(ctx, r.Client, pvr, func(o *v1.PodVolumeRestore) {
+		o.Status.Phase = v1.RunPending
+		o.Status.StartTime = nil
+		o.Status.Message = msg
+		conditions.MarkReconciling(&o.Status.Conditions, o.Generation, reasonRepositoryLocked, msg)
+	})
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "putting the restore back to Pending after a repository lock")
+	}
+	r.recorder.Eventf(pvr, nil, corev1.EventTypeWarning, reasonRepositoryLocked, "Restore", "%s", msg)
+	ctrl.LoggerFrom(ctx).Info("repository locked; restore Pending again", "retryIn", wait)
+}
+
 func (r *PodVolumeRestoreReconciler) endOrLog(ctx context.Context, pvr *v1.PodVolumeRestore, o outcome) {
 	if err := r.end(ctx, pvr, o); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "recording the outcome of the restore", "phase", o.phase)
@@ -227,6 +250,7 @@ func (r *PodVolumeRestoreReconciler) endOrLog(ctx context.Context, pvr *v1.PodVo
 // the restore ended (markRestoreWait; a Completed restore whose marker cannot be
 // written fails), then records the final phase (the write is retried) and an event.
 func (r *PodVolumeRestoreReconciler) end(ctx context.Context, pvr *v1.PodVolumeRestore, o outcome) error {
+	r.jobs.ended(client.ObjectKeyFromObject(pvr))
 	o = r.markRestoreWait(ctx, pvr, o)
 	err := patchFinalStatus(ctx, r.Client, pvr, func(p *v1.PodVolumeRestore) {
 		st := &p.Status

@@ -6,6 +6,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 )
 
 // TestReadOnlyReason is the table behind review M9: when a pod mounts a volume
@@ -16,7 +18,7 @@ func TestReadOnlyReason(t *testing.T) {
 	mount := func(ro bool) corev1.VolumeMount {
 		return corev1.VolumeMount{Name: "data", MountPath: "/d", ReadOnly: ro}
 	}
-	wait := corev1.Container{Name: "w", Args: []string{"restore-wait", "--restore-uid", "u"}, VolumeMounts: []corev1.VolumeMount{mount(false)}}
+	wait := restorewait.Container("w", "u", []string{"data"}, 0, corev1.Container{})
 	pv := func(modes ...corev1.PersistentVolumeAccessMode) *corev1.PersistentVolume {
 		return &corev1.PersistentVolume{Spec: corev1.PersistentVolumeSpec{AccessModes: modes}}
 	}

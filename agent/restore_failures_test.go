@@ -36,12 +36,10 @@ func newHeldPod(t *testing.T, ns, name string, volumes []string, mounted ...stri
 	if err := env.Client.Create(ctxFor(t), vr); err != nil {
 		t.Fatal(err)
 	}
-	wait := corev1.Container{Name: "holdfast-restore-wait", Image: "holdfast", Args: []string{"restore-wait", "--restore-uid", string(vr.UID)}}
+	wait := restorewait.Container(restorewait.ContainerName, string(vr.UID), volumes, 0, corev1.Container{Image: "holdfast"})
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: corev1.PodSpec{NodeName: nodeName, Containers: []corev1.Container{{Name: "app", Image: "busybox"}}}}
 	for _, v := range volumes {
-		wait.Args = append(wait.Args, "--volume", "/holdfast-restore/"+v)
-		wait.VolumeMounts = append(wait.VolumeMounts, corev1.VolumeMount{Name: v, MountPath: "/holdfast-restore/" + v})
 		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: v, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
 	}
 	p.Spec.InitContainers = []corev1.Container{wait}
@@ -265,9 +263,7 @@ func TestRestoresNeverWriteThroughAReadOnlyMount(t *testing.T) {
 				app.VolumeMounts = []corev1.VolumeMount{*tc.mount}
 			}
 			// Held by restore-wait, which mounts the volume read-write.
-			wait := corev1.Container{Name: "holdfast-restore-wait", Image: "holdfast",
-				Args:         []string{"restore-wait", "--restore-uid", string(vr.UID), "--volume", "/holdfast-restore/data"},
-				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/holdfast-restore/data"}}}
+			wait := restorewait.Container(restorewait.ContainerName, string(vr.UID), []string{"data"}, 0, corev1.Container{Image: "holdfast"})
 			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 				Spec: corev1.PodSpec{NodeName: nodeName, InitContainers: []corev1.Container{wait}, Containers: []corev1.Container{app}, Volumes: []corev1.Volume{vol}}}
 			if err := env.Client.Create(ctxFor(t), p); err != nil {

@@ -26,7 +26,7 @@ import (
 // one is enough for the pod to show the reason instead of waiting for ever. A
 // Completed restore whose done-marker cannot be written is failed.
 func (r *PodVolumeRestoreReconciler) markRestoreWait(ctx context.Context, pvr *v1.PodVolumeRestore, o outcome) outcome {
-	restoreUID := restoreUIDOf(pvr)
+	restoreUID := restorewait.RestoreUIDOf(pvr)
 	if restoreUID == "" {
 		return o
 	}

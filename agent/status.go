@@ -13,6 +13,7 @@ import (
 	"github.com/holdfast-dev/holdfast/agent/mover"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
+	"github.com/holdfast-dev/holdfast/internal/repository"
 )
 
 // work is a PodVolumeBackup or a PodVolumeRestore, as the status writes below see it.
@@ -101,9 +102,15 @@ func canceled(msg string) outcome {
 	return outcome{phase: v1.RunCanceled, reason: reasonCanceled, msg: msg}
 }
 
+// reasonRepositoryLocked: the work found the repository locked (by maintenance: a
+// prune or a forget) for longer than it waits, and is Pending again until it is tried
+// again.
+var reasonRepositoryLocked = repository.ErrLocked.Reason()
+
 // moverOutcome is the outcome of a data mover run, the same for backups and restores:
 // an error of the agent, a stop the agent asked for (stopReason, the pod went away), a
-// cancel the user asked for, an error of the job, or success.
+// cancel the user asked for, a repository lock that outlasted the wait (Pending: the
+// work is tried again later), an error of the job, or success.
 func moverOutcome(res mover.Result, err error, stopReason, canceledMsg, completedMsg string) outcome {
 	o := outcome{res: &res}
 	switch {
@@ -113,6 +120,8 @@ func moverOutcome(res mover.Result, err error, stopReason, canceledMsg, complete
 		o.phase, o.reason, o.msg = v1.RunFailed, reasonFailed, stopReason
 	case res.Canceled:
 		o.phase, o.reason, o.msg = v1.RunCanceled, reasonCanceled, canceledMsg
+	case res.Reason == reasonRepositoryLocked:
+		o.phase, o.reason, o.msg = v1.RunPending, reasonRepositoryLocked, res.Error
 	case res.Error != "":
 		o.phase, o.reason, o.msg = v1.RunFailed, reasonFailed, res.Error
 	default:

@@ -35,6 +35,9 @@ const (
 	roleAgent = "agent"
 )
 
+// testResticLockWait is how long the test agent's restic waits for a lock.
+const testResticLockWait = 3 * time.Second
+
 const (
 	operatorNamespace = "holdfast-system"
 	nodeName          = "node-1"
@@ -100,6 +103,11 @@ func runAgentProcess() int {
 		CacheDir:         os.Getenv("HOLDFAST_TEST_CACHE"),
 		ResticPath:       filepath.Join(testenv.ToolsBin(), "restic"),
 		ProgressInterval: 500 * time.Millisecond,
+		// A restic backup or restore gives up on a lock held by maintenance after
+		// seconds, not half an hour, and is tried again a second later
+		// (restic_lock_test.go).
+		ResticLockWait: testResticLockWait,
+		LockedRetry:    time.Second,
 		Manager: agent.ManagerOptions{
 			URL:                  os.Getenv("HOLDFAST_TEST_MANAGER_URL"),
 			WebhookConfiguration: managerWebhookConfigName,

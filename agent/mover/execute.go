@@ -35,6 +35,9 @@ func Execute(ctx context.Context, job Job, progress func(Progress)) (Result, err
 		CacheDir:   job.CacheDir,
 		ResticPath: job.ResticPath,
 		Owner:      AgentOwner,
+		// A backup or restore that runs out of this wait ends with ErrLocked, which
+		// the agent retries later (Result.Reason).
+		ResticDataLockWait: job.ResticLockWait,
 	})
 	if err != nil {
 		return Result{}, err

@@ -7,6 +7,8 @@
 package mover
 
 import (
+	"time"
+
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 )
 
@@ -42,6 +44,9 @@ type Job struct {
 	CacheDir string `json:"cacheDir,omitempty"`
 	// ResticPath is the restic binary.
 	ResticPath string `json:"resticPath,omitempty"`
+	// ResticLockWait, when set, is how long restic waits for a lock another process
+	// holds (repository.Config.ResticDataLockWait); zero is the repository's default.
+	ResticLockWait time.Duration `json:"resticLockWait,omitempty"`
 	// Dir is the volume directory to read (backup) or to write into (restore).
 	Dir string `json:"dir"`
 	// SourcePath is the volume's source identity.
@@ -80,6 +85,10 @@ type Result struct {
 	Canceled bool `json:"canceled,omitempty"`
 	// Error is one readable sentence when the job failed.
 	Error string `json:"error,omitempty"`
+	// Reason is the kind of a repository error that failed the job
+	// (repository.Error.Reason, e.g. RepositoryLocked), empty for any other failure:
+	// it lets the agent tell "try again later" from a failure.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Skipped counts entries a backup left out (repository.Skipped).

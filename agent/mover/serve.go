@@ -7,6 +7,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/holdfast-dev/holdfast/internal/repository"
 )
 
 // Executor does the work of one job and reports progress through the callback, which
@@ -69,6 +71,7 @@ func Serve(ctx context.Context, in io.Reader, out io.Writer, exec Executor, inte
 		res.Canceled, res.Error = true, ""
 	case err != nil && res.Error == "":
 		res.Error = err.Error()
+		res.Reason = repository.ErrorReason(err)
 	}
 	return emit(Event{Result: &res})
 }

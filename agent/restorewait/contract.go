@@ -3,6 +3,7 @@ package restorewait
 import (
 	"encoding/json"
 	"path"
+	"slices"
 	"strconv"
 	"time"
 
@@ -126,6 +127,12 @@ func UIDOf(c *corev1.Container) string {
 		}
 	}
 	return ""
+}
+
+// IsContainer says whether c is a restore-wait init container, of any restore: it
+// has the argument --restore-uid, as Args gives it.
+func IsContainer(c *corev1.Container) bool {
+	return slices.Contains(c.Args, "--"+FlagRestoreUID)
 }
 
 // Gated says whether pod carries SchedulingGate.

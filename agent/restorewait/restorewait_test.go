@@ -154,3 +154,22 @@ func TestRestoreUIDOf(t *testing.T) {
 		t.Errorf("RestoreUIDOf = %q, want u-r", got)
 	}
 }
+
+// IsContainer knows the container Container makes, of any restore, and nothing else.
+func TestIsContainer(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		c    corev1.Container
+		want bool
+	}{
+		{"made by Container", Container(ContainerName, "u-1", []string{"data"}, time.Hour, corev1.Container{Image: "img"}), true},
+		{"of another restore, renamed", Container(ContainerName+"-2", "u-2", nil, 0, corev1.Container{}), true},
+		{"the application's init container", corev1.Container{Name: "migrate", Args: []string{"migrate", "--volume", "/data"}}, false},
+		{"no arguments", corev1.Container{Name: ContainerName}, false},
+		{"the flag as a value", corev1.Container{Name: "x", Args: []string{"--restore-uid=u-1"}}, false},
+	} {
+		if got := IsContainer(&tc.c); got != tc.want {
+			t.Errorf("%s: IsContainer = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

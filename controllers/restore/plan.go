@@ -39,6 +39,9 @@ type restorePoint struct {
 	Backup *v1.PodVolumeBackup
 	// BackupName is the PodVolumeBackup that made the snapshot, also when it is gone.
 	BackupName string
+	// Dropped, set only when "latest" or "before" fell back to a backup flagged
+	// FilesDropped because no unflagged backup of the source was left, says so.
+	Dropped string
 }
 
 // sources are what a restore can read: the PodVolumeBackups of its source namespace
@@ -104,7 +107,7 @@ func (s sources) points(path string) (points []restorePoint, foreign map[string]
 		recorded[b.Status.SnapshotID] = true
 		points = append(points, restorePoint{SnapshotID: b.Status.SnapshotID, SourcePath: path, Namespace: b.Namespace,
 			StorageLocation: b.Spec.StorageLocation, Repository: b.Spec.Repository, Uploader: b.Spec.Uploader,
-			Time: backupTime(b).Time, Backup: b, BackupName: b.Name})
+			Time: storage.BackupTime(b), Backup: b, BackupName: b.Name})
 	}
 	for _, p := range s.store {
 		if p.SourcePath != path || recorded[p.ID] || s.namespace == nil {
@@ -436,7 +439,9 @@ func choose(vr *v1.VolumeRestore, rs *v1.RestoreSource, path string, src sources
 		}
 		return nil, fmt.Sprintf("PodVolumeBackup %s/%s does not exist, and the store holds no snapshot of %s it made", ns, rs.PodVolumeBackup, path)
 	}
-	var best *restorePoint
+	// A backup flagged FilesDropped (it suddenly holds no or very few files: the volume
+	// was likely not mounted, or was wiped) is the last resort.
+	var best, bestDropped *restorePoint
 	for i := range points {
 		pt := &points[i]
 		if vr.Spec.StorageLocation != "" && pt.StorageLocation != vr.Spec.StorageLocation {
@@ -445,12 +450,26 @@ func choose(vr *v1.VolumeRestore, rs *v1.RestoreSource, path string, src sources
 		if rs.Before != nil && pt.Time.After(rs.Before.Time) {
 			continue
 		}
+		if pt.Backup != nil {
+			if _, dropped := storage.DroppedFiles(pt.Backup); dropped {
+				if bestDropped == nil || newerPoint(pt, bestDropped) {
+					bestDropped = pt
+				}
+				continue
+			}
+		}
 		if best == nil || newerPoint(pt, best) {
 			best = pt
 		}
 	}
 	if best != nil {
 		return best, ""
+	}
+	if bestDropped != nil {
+		msg, _ := storage.DroppedFiles(bestDropped.Backup)
+		bestDropped.Dropped = fmt.Sprintf("restoring backup %s although it is flagged FilesDropped, because no other backup of %s is left to restore: %s",
+			bestDropped.BackupName, path, msg)
+		return bestDropped, ""
 	}
 	where := "in namespace " + ns
 	if vr.Spec.StorageLocation != "" {
@@ -498,32 +517,25 @@ func newerPoint(a, b *restorePoint) bool {
 	return a.BackupName > b.BackupName
 }
 
-// newer reports whether backup a of a volume holds later data than b. Times in status
-// have whole seconds, so two runs in the same second (run-now twice, as make test's
-// stories do) tie; then a backup whose parent is the other's snapshot is the newer, and
-// after that the later created, and the later name (run names carry their start time).
+// newer reports whether backup a of a volume holds later data than b, by the API
+// server's clock (storage.BackupTime, as retention orders them): the agent writes
+// status.startTime from its node's clock, and a node whose clock is ahead would make
+// its backups look newest. Creation times have whole seconds, so two runs in the same
+// second (run-now twice, as make test's stories do) tie; then a backup whose parent is
+// the other's snapshot is the newer, and after that the later name (run names carry
+// their start time).
 func newer(a, b *v1.PodVolumeBackup) bool {
-	ta, tb := backupTime(a), backupTime(b)
-	if !ta.Equal(&tb) {
-		return ta.After(tb.Time)
+	ta, tb := storage.BackupTime(a), storage.BackupTime(b)
+	if !ta.Equal(tb) {
+		return ta.After(tb)
 	}
 	switch {
 	case a.Status.ParentSnapshotID != "" && a.Status.ParentSnapshotID == b.Status.SnapshotID:
 		return true
 	case b.Status.ParentSnapshotID != "" && b.Status.ParentSnapshotID == a.Status.SnapshotID:
 		return false
-	case !a.CreationTimestamp.Equal(&b.CreationTimestamp):
-		return a.CreationTimestamp.After(b.CreationTimestamp.Time)
 	}
 	return a.Name > b.Name
-}
-
-// backupTime is when a backup's data was read: its start, else its creation.
-func backupTime(b *v1.PodVolumeBackup) metav1.Time {
-	if b.Status.StartTime != nil {
-		return *b.Status.StartTime
-	}
-	return b.CreationTimestamp
 }
 
 func phaseOf(b *v1.PodVolumeBackup) string {

@@ -45,7 +45,14 @@ const (
 	// ReasonPodNotHeld, on a volume in status.volumes: restore-wait does not hold its
 	// pod and spec.runningPods is Skip, so the volume is left as it is.
 	ReasonPodNotHeld = "PodNotHeld"
+	// ReasonFlaggedBackup, on the event of a volume: "latest" or "before" restores a
+	// backup flagged FilesDropped, because no other backup of its source is left.
+	ReasonFlaggedBackup = "RestoringFlaggedBackup"
 )
+
+// annotationFlaggedBackup, on a PodVolumeRestore, says that the planner chose a backup
+// flagged FilesDropped as the last one left; status.volumes repeats it.
+const annotationFlaggedBackup = "backup.holdfast.dev/flagged-backup"
 
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumerestores,verbs=get;list;watch
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumerestores/status,verbs=get;update;patch
@@ -391,8 +398,13 @@ func (r *VolumeRestoreReconciler) createRestores(ctx context.Context, sc *scope)
 			if err != nil {
 				return false, err
 			}
-			if err := r.Create(ctx, pvr); err != nil && !apierrors.IsAlreadyExists(err) {
+			err = r.Create(ctx, pvr)
+			if err != nil && !apierrors.IsAlreadyExists(err) {
 				return false, fmt.Errorf("creating PodVolumeRestore %s/%s: %w", pvr.Namespace, pvr.Name, err)
+			}
+			if err == nil && vp.Point.Dropped != "" {
+				r.Recorder.Eventf(vr, nil, corev1.EventTypeWarning, ReasonFlaggedBackup, "Restore", "pod %s volume %s: %s", pod.Name, vp.Volume, vp.Point.Dropped)
+				ctrl.LoggerFrom(ctx).Info("restoring a backup flagged FilesDropped", "pod", pod.Name, "volume", vp.Volume, "backup", vp.Point.BackupName)
 			}
 			sc.existing = append(sc.existing, *pvr)
 			created++
@@ -467,6 +479,9 @@ func (r *VolumeRestoreReconciler) newPodVolumeRestore(vr *v1.VolumeRestore, pod 
 			Repository:      pt.Repository,
 			Uploader:        pt.Uploader,
 		},
+	}
+	if pt.Dropped != "" {
+		pvr.Annotations = map[string]string{annotationFlaggedBackup: pt.Dropped}
 	}
 	if err := controllerutil.SetControllerReference(vr, pvr, r.Scheme()); err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -73,7 +74,14 @@ func createPod(t *testing.T, ns, name string, labels map[string]string, node str
 }
 
 // createBackup creates a Completed PodVolumeBackup of sourcePath, as an agent leaves it.
-func createBackup(t *testing.T, ns, name, sourcePath, snapshot string, started time.Time) {
+func createBackup(t *testing.T, ns, name, sourcePath, snapshot string, started time.Time) *v1.PodVolumeBackup {
+	t.Helper()
+	return createBackupWith(t, ns, name, sourcePath, snapshot, started, nil)
+}
+
+// createBackupWith is createBackup whose status mutate completes (a condition, a
+// file count).
+func createBackupWith(t *testing.T, ns, name, sourcePath, snapshot string, started time.Time, mutate func(*v1.PodVolumeBackupStatus)) *v1.PodVolumeBackup {
 	t.Helper()
 	ctx := ctxFor(t)
 	pvb := &v1.PodVolumeBackup{
@@ -86,9 +94,27 @@ func createBackup(t *testing.T, ns, name, sourcePath, snapshot string, started t
 	}
 	start := metav1.NewTime(started)
 	pvb.Status = v1.PodVolumeBackupStatus{Phase: v1.RunCompleted, SnapshotID: snapshot, StartTime: &start, CompletionTime: &start}
+	if mutate != nil {
+		mutate(&pvb.Status)
+	}
 	if err := env.Client.Status().Update(ctx, pvb); err != nil {
 		t.Fatal(err)
 	}
+	return pvb
+}
+
+// afterSecondOf waits until the clock (the API server's, on this machine) has passed
+// the second of at: creation times have whole seconds, and backups are ordered by them.
+func afterSecondOf(t *testing.T, at time.Time) time.Time {
+	t.Helper()
+	next := at.Truncate(time.Second).Add(time.Second)
+	testenv.Eventually(t, "the next second", func() error {
+		if time.Now().Before(next) {
+			return fmt.Errorf("still before %s", next)
+		}
+		return nil
+	})
+	return next
 }
 
 func createRestore(t *testing.T, ns, name string, spec v1.VolumeRestoreSpec) *v1.VolumeRestore {
@@ -146,7 +172,11 @@ func TestDataOnlyRestoreIntoARunningPodUsesTheLatestBackup(t *testing.T) {
 	testenv.Require(t, env)
 	ns := env.Namespace(t, nil)
 	now := time.Now()
-	createBackup(t, ns, "older", "/pvc/data-db-0", "k-old", now.Add(-2*time.Hour))
+	// Backups are ordered by their creation (the API server's clock), not by the
+	// start time the agent writes from its node's clock: the older backup's node
+	// clock was an hour ahead (review M6).
+	older := createBackup(t, ns, "older", "/pvc/data-db-0", "k-old", now.Add(time.Hour))
+	afterSecondOf(t, older.CreationTimestamp.Time)
 	createBackup(t, ns, "newer", "/pvc/data-db-0", "k-new", now.Add(-time.Hour))
 	createBackup(t, ns, "other-volume", "/pvc/data-db-1", "k-other", now)
 	pod := createPod(t, ns, "db-0", map[string]string{"app": "db"}, "node-1", nil,
@@ -218,10 +248,13 @@ func TestRestoreBeforeATimePicksTheBackupOfThatTime(t *testing.T) {
 	testenv.Require(t, env)
 	ns := env.Namespace(t, nil)
 	now := time.Now().Truncate(time.Second)
-	createBackup(t, ns, "monday", "/pvc/data", "k-monday", now.Add(-48*time.Hour))
+	monday := createBackup(t, ns, "monday", "/pvc/data", "k-monday", now.Add(-48*time.Hour))
+	before := metav1.NewTime(afterSecondOf(t, monday.CreationTimestamp.Time))
+	afterSecondOf(t, before.Time)
+	// Created after the time, though its node's clock, behind, says it started
+	// before it: the API server's clock decides (review M6).
 	createBackup(t, ns, "tuesday", "/pvc/data", "k-tuesday", now.Add(-24*time.Hour))
 	createPod(t, ns, "app", map[string]string{"app": "x"}, "node-1", nil, claimVolume("data", "data"))
-	before := metav1.NewTime(now.Add(-30 * time.Hour))
 	createRestore(t, ns, "to-monday", v1.VolumeRestoreSpec{
 		RunningPods: v1.RunningPodsOverwrite,
 		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "x"}},
@@ -233,6 +266,63 @@ func TestRestoreBeforeATimePicksTheBackupOfThatTime(t *testing.T) {
 			return fmt.Errorf("%d restores (%v)", len(list), list)
 		}
 		return nil
+	})
+}
+
+// "latest" passes over a backup flagged FilesDropped (the volume was likely not
+// mounted when it was read) while an unflagged one of the source is left; with only
+// flagged ones left it restores the newest and says so in status.volumes and in an
+// event (review M6).
+func TestLatestPassesOverABackupFlaggedFilesDropped(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	flag := func(st *v1.PodVolumeBackupStatus) {
+		st.Conditions = []metav1.Condition{{Type: v1.ConditionFilesDropped, Status: metav1.ConditionTrue, Reason: v1.ReasonNoFiles,
+			Message: "This backup holds no files", LastTransitionTime: metav1.Now()}}
+	}
+	good := createBackup(t, ns, "good", "/pvc/data-a", "k-good", time.Now())
+	afterSecondOf(t, good.CreationTimestamp.Time)
+	createBackupWith(t, ns, "empty", "/pvc/data-a", "k-empty", time.Now(), flag)
+	createBackupWith(t, ns, "only-empty", "/pvc/data-b", "k-only-empty", time.Now(), flag)
+	createPod(t, ns, "a", map[string]string{"app": "f"}, "node-1", nil, claimVolume("data", "data-a"))
+	createPod(t, ns, "b", map[string]string{"app": "f"}, "node-1", nil, claimVolume("data", "data-b"))
+	createRestore(t, ns, "f", v1.VolumeRestoreSpec{
+		RunningPods: v1.RunningPodsOverwrite,
+		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "f"}},
+		Source:      &v1.RestoreSource{Latest: true},
+	})
+	testenv.Eventually(t, "restores of the unflagged backup of a and the flagged one of b", func() error {
+		got := map[string]string{}
+		for _, pvr := range restoresOf(t, ns, "f") {
+			got[pvr.Spec.Pod.Name] = pvr.Spec.SnapshotID
+		}
+		if got["a"] != "k-good" || got["b"] != "k-only-empty" {
+			return fmt.Errorf("restores %v", got)
+		}
+		return nil
+	})
+	testenv.Eventually(t, "status.volumes saying b gets a flagged backup", func() error {
+		for _, v := range getRestore(t, ns, "f").Status.Volumes {
+			if v.Pod == "a" && v.Message != "" {
+				return fmt.Errorf("volume of a: %q", v.Message)
+			}
+			if v.Pod == "b" && !strings.Contains(v.Message, "only-empty although it is flagged FilesDropped") {
+				return fmt.Errorf("volume of b: %q", v.Message)
+			}
+		}
+		return nil
+	})
+	testenv.Eventually(t, "a RestoringFlaggedBackup event", func() error {
+		var list eventsv1.EventList
+		if err := env.Client.List(ctxFor(t), &list, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range list.Items {
+			if e.Reason == ReasonFlaggedBackup && e.Regarding.Name == "f" && strings.Contains(e.Note, "pod b volume data") {
+				return nil
+			}
+		}
+		return fmt.Errorf("%d events, none RestoringFlaggedBackup for pod b", len(list.Items))
 	})
 }
 

@@ -15,6 +15,9 @@ import (
 // maxVolumeStatuses bounds status.volumes (the API allows 256).
 const maxVolumeStatuses = 256
 
+// maxMessage bounds status.volumes[].message (the API allows 1024).
+const maxMessage = 1024
+
 // restoreTally is what one pass found, volume by volume: the input of the status.
 type restoreTally struct {
 	// volumes is one entry per (pod, volume), sorted, failed, skipped and restored.
@@ -39,7 +42,7 @@ func tallyRestores(existing []v1.PodVolumeRestore, missing, skipped []v1.Restore
 	t.volumes = append(t.volumes, skipped...)
 	for _, pvr := range existing {
 		st := v1.RestoreVolumeStatus{Pod: pvr.Spec.Pod.Name, Volume: pvr.Spec.Volume, PodVolumeRestore: pvr.Name,
-			SnapshotID: pvr.Spec.SnapshotID, Phase: pvr.Status.Phase, Message: pvr.Status.Message}
+			SnapshotID: pvr.Spec.SnapshotID, Phase: pvr.Status.Phase, Message: volumeMessage(&pvr)}
 		if st.Phase == "" {
 			st.Phase = v1.RunPending
 		}
@@ -67,6 +70,23 @@ func tallyRestores(existing []v1.PodVolumeRestore, missing, skipped []v1.Restore
 	})
 	sort.Strings(t.failures)
 	return t
+}
+
+// volumeMessage is the message of a restored volume in status.volumes: the
+// PodVolumeRestore's, after the planner's note when it restores a backup flagged
+// FilesDropped. It is bounded as the API bounds it.
+func volumeMessage(pvr *v1.PodVolumeRestore) string {
+	msg := pvr.Status.Message
+	if note := pvr.Annotations[annotationFlaggedBackup]; note != "" {
+		if msg != "" {
+			note += "; " + msg
+		}
+		msg = note
+	}
+	if len(msg) > maxMessage {
+		msg = strings.ToValidUTF8(msg[:maxMessage-3], "") + "..."
+	}
+	return msg
 }
 
 // restorePhase is the phase of a restore from its counts. Skipped volumes do not count:

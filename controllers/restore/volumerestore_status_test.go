@@ -118,3 +118,23 @@ func TestPendingDeadlineDefaults(t *testing.T) {
 		t.Errorf("deadline %s with 10m", got)
 	}
 }
+
+// A volume restored from a backup flagged FilesDropped (the last one left of its
+// source) says so in status.volumes, before what its PodVolumeRestore says.
+func TestVolumeStatusSaysAFlaggedBackupIsRestored(t *testing.T) {
+	flagged := pvrIn("a", "data", v1.RunCompleted, "restored 3 files")
+	flagged.Annotations = map[string]string{annotationFlaggedBackup: "restoring backup n2 although it is flagged FilesDropped"}
+	plain := pvrIn("b", "data", v1.RunCompleted, "restored 3 files")
+	long := pvrIn("c", "data", v1.RunFailed, strings.Repeat("x", 2000))
+	long.Annotations = flagged.Annotations
+	got := tallyRestores([]v1.PodVolumeRestore{flagged, plain, long}, nil, nil, 0).volumes
+	if want := "restoring backup n2 although it is flagged FilesDropped; restored 3 files"; got[0].Message != want {
+		t.Errorf("flagged volume: message %q, want %q", got[0].Message, want)
+	}
+	if got[1].Message != "restored 3 files" {
+		t.Errorf("plain volume: message %q", got[1].Message)
+	}
+	if n := len(got[2].Message); n > maxMessage {
+		t.Errorf("long message has %d bytes, the API allows %d", n, maxMessage)
+	}
+}

@@ -50,6 +50,10 @@ type Config struct {
 	// (encrypted); give each repository its own, used by one process at a time. Empty:
 	// a cache in the private directory under WorkDir.
 	CacheDir string
+	// ResticDataLockWait, when set, is how long a restic backup or restore waits for
+	// a lock another process holds before it ends with ErrLocked (default 30 min, see
+	// resticDataLockWait). Tests shorten it.
+	ResticDataLockWait time.Duration
 }
 
 // Repository is an open repository. It is safe for one goroutine at a time per

@@ -54,6 +54,9 @@ func newRestic(cfg Config) (*resticRepository, error) {
 		bin = "restic"
 	}
 	r := &resticRepository{cfg: cfg, dir: dir, binary: bin, dataLockWait: resticDataLockWait, adminLockWait: resticAdminLockWait}
+	if cfg.ResticDataLockWait > 0 {
+		r.dataLockWait = cfg.ResticDataLockWait
+	}
 	if cfg.Store.S3 != nil && len(cfg.Store.S3.CABundle) > 0 {
 		if err := os.WriteFile(r.caFile(), cfg.Store.S3.CABundle, 0o600); err != nil {
 			return nil, err
