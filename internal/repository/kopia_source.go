@@ -289,12 +289,9 @@ func volumeMetadata(dir string) (*volumeMeta, error) {
 	type inode struct{ dev, ino uint64 }
 	names := map[inode][]string{} // of files with more than one name
 	var inodes []inode            // in the order met
-	err := filepath.WalkDir(dir, func(p string, d iofs.DirEntry, err error) error {
+	visit := func(p string, d iofs.DirEntry, err error) error {
 		if err != nil {
-			if errors.Is(err, iofs.ErrNotExist) {
-				return nil
-			}
-			return err
+			return ignoreAbsent(err)
 		}
 		rel, err := filepath.Rel(dir, p)
 		if err != nil {
@@ -328,6 +325,14 @@ func volumeMetadata(dir string) (*volumeMeta, error) {
 			return err
 		}
 		return kopiarestore.WriteAttributes(&attrs, rel, a)
+	}
+	// An error names the entry: the only ones left are not those of an entry that
+	// changed while it was read.
+	err := filepath.WalkDir(dir, func(p string, d iofs.DirEntry, err error) error {
+		if err := visit(p, d, err); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reading the attributes and special files of %s: %w", dir, err)
@@ -443,10 +448,14 @@ func getxattr(p, name string) ([]byte, error) {
 	return nil, unix.ERANGE
 }
 
-// ignoreAbsent drops the errors of an entry that is gone or of a file system without
-// extended attributes.
+// ignoreAbsent drops the errors of an entry that is gone, or that was replaced
+// meanwhile by a symlink or a file on its path (ELOOP: the volume is mounted
+// nosymfollow; ENOTDIR), and those of a file system without extended attributes. The
+// upload then sees the entry as what it has become, and counts it.
 func ignoreAbsent(err error) error {
-	if err == unix.ENOENT || err == unix.ENOTSUP || err == unix.EOPNOTSUPP {
+	switch {
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ELOOP), errors.Is(err, unix.ENOTDIR),
+		errors.Is(err, unix.ENOTSUP), errors.Is(err, unix.EOPNOTSUPP):
 		return nil
 	}
 	return err
