@@ -78,7 +78,7 @@ func TestSetRestoreStatus(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			vr := &v1.VolumeRestore{ObjectMeta: metav1.ObjectMeta{Name: "r", Generation: 2, CreationTimestamp: metav1.NewTime(created)}}
-			tally := tallyRestores(tc.existing, tc.missing, tc.skipped, tc.unscheduled)
+			tally := tallyRestores(tc.existing, tc.missing, tc.skipped, nil, tc.unscheduled)
 			tally.toCome = tc.toCome
 			tally.waitReason, tally.waitMessage = ReasonWaitingForPods, "waiting for pods matching spec.podSelector"
 			setRestoreStatus(vr, tally, tc.now)
