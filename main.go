@@ -362,7 +362,8 @@ func addProbes(mgr ctrl.Manager) error {
 
 func runRestoreWait(args []string, stderr io.Writer) error {
 	fs := newFlagSet(restorewait.Subcommand,
-		"Waits until every listed volume holds the done-marker .holdfast/<restore-uid> that the agent\n"+
+		"Waits until every listed volume holds the done-marker .holdfast/<restore-uid>.<pod-uid> (pod UID\n"+
+			"from $"+restorewait.EnvPodUID+"; .holdfast/<restore-uid> without it) that the agent\n"+
 			"writes after restoring it, removes the markers and exits 0. Runs as an init container.", stderr)
 	var volumes stringList
 	fs.Var(&volumes, restorewait.FlagVolume, "mount path of a volume being restored (repeatable)")
@@ -377,6 +378,7 @@ func runRestoreWait(args []string, stderr io.Writer) error {
 	return restorewait.Wait(ctx, restorewait.Options{
 		Volumes:    volumes,
 		RestoreUID: *restoreUID,
+		PodUID:     os.Getenv(restorewait.EnvPodUID),
 		Interval:   *interval,
 		Deadline:   *deadline,
 		Log:        stderr,

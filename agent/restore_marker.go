@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
@@ -20,11 +22,17 @@ import (
 // reason otherwise (restorewait.WriteMarker). Only a pod held by restore-wait for this
 // restore gets one: in a running pod's volume nobody would remove it.
 //
+// A claim that several pods of the restore mount is restored once, by the
+// PodVolumeRestore of one of them (issue 15 item 4): every other pod that restore-wait
+// holds for this restore and that mounts the claim gets its marker too, named after
+// its pod (restorewait.MarkerName), so that each restore-wait removes only its own.
+//
 // A failure marker goes into the restored volume, or, when that one cannot be written
 // (not found on the node, mounted read-only), into another volume the same
 // restore-wait waits for: restore-wait fails at the first failure marker it finds, so
 // one is enough for the pod to show the reason instead of waiting for ever. A
-// Completed restore whose done-marker cannot be written is failed.
+// Completed restore whose done-marker cannot be written into its own pod's volume is
+// failed.
 func (r *PodVolumeRestoreReconciler) markRestoreWait(ctx context.Context, pvr *v1.PodVolumeRestore, o outcome) outcome {
 	restoreUID := restorewait.RestoreUIDOf(pvr)
 	if restoreUID == "" {
@@ -32,30 +40,64 @@ func (r *PodVolumeRestoreReconciler) markRestoreWait(ctx context.Context, pvr *v
 	}
 	pod := &corev1.Pod{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: pvr.Namespace, Name: pvr.Spec.Pod.Name}, pod); err != nil ||
-		string(pod.UID) != pvr.Spec.Pod.UID || !restorewait.Holds(pod, restoreUID) {
-		// Gone, replaced or not held: nobody waits for a marker.
+		string(pod.UID) != pvr.Spec.Pod.UID {
+		// Gone or replaced: its volume cannot be found, nobody waits on it.
 		return o
 	}
 	failure := ""
-	volumes := []string{pvr.Spec.Volume}
 	if o.phase != v1.RunCompleted {
 		failure = o.msg
 		if failure == "" {
 			failure = "the restore ended " + string(o.phase)
 		}
+	}
+	sharing := r.podsSharingClaim(ctx, pod, pvr.Spec.Volume, restoreUID)
+	// One .holdfast for every pod on the claim: owned by their restore-wait's user
+	// when they agree, else root's (restorewait.markerDir would replace it, and the
+	// markers in it, for each pod in turn).
+	var owners []restorewait.Owner
+	if restorewait.Holds(pod, restoreUID) {
+		owners = append(owners, restorewait.RunsAs(pod, restoreUID))
+	}
+	for _, h := range sharing {
+		owners = append(owners, restorewait.RunsAs(h.pod, restoreUID))
+	}
+	owner := restorewait.UnknownOwner
+	if len(owners) > 0 {
+		owner = owners[0]
+	}
+	for _, o := range owners {
+		if o != owner {
+			owner = restorewait.UnknownOwner
+		}
+	}
+	log := ctrl.LoggerFrom(ctx)
+	for _, h := range sharing {
+		if err := r.writeMarker(ctx, pod, pvr.Spec.Volume, h.pod, h.volume, restoreUID, owner, failure); err != nil {
+			log.Error(err, "telling the restore-wait of a pod sharing the claim how the restore ended", "pod", h.pod.Name, "phase", o.phase)
+		}
+	}
+	if !restorewait.Holds(pod, restoreUID) {
+		return o // nobody in this pod waits for a marker
+	}
+	volumes := []string{pvr.Spec.Volume}
+	if o.phase != v1.RunCompleted {
 		volumes = append(volumes, restoreWaitVolumes(pod, restoreUID, pvr.Spec.Volume)...)
 	}
-	owner := restorewait.RunsAs(pod, restoreUID)
 	var errs []error
-	for _, volume := range volumes {
-		err := r.writeMarker(ctx, pod, volume, restoreUID, owner, failure)
+	for i, volume := range volumes {
+		volOwner := owner
+		if i > 0 {
+			volOwner = restorewait.RunsAs(pod, restoreUID) // a volume of this pod only
+		}
+		err := r.writeMarker(ctx, pod, volume, pod, volume, restoreUID, volOwner, failure)
 		if err == nil {
 			return o
 		}
 		errs = append(errs, err)
 	}
 	err := errors.Join(errs...)
-	ctrl.LoggerFrom(ctx).Error(err, "telling restore-wait how the restore ended", "pod", pod.Name, "phase", o.phase)
+	log.Error(err, "telling restore-wait how the restore ended", "pod", pod.Name, "phase", o.phase)
 	if o.phase == v1.RunCompleted {
 		return outcome{phase: v1.RunFailed, reason: reasonFailed, res: o.res,
 			msg: "the data was restored but the done-marker could not be written: " + err.Error()}
@@ -63,17 +105,69 @@ func (r *PodVolumeRestoreReconciler) markRestoreWait(ctx context.Context, pvr *v
 	return o
 }
 
-// writeMarker writes restore-wait's marker into one volume of the pod, unless the pod
-// mounts it read-only.
-func (r *PodVolumeRestoreReconciler) writeMarker(ctx context.Context, pod *corev1.Pod, volume, restoreUID string, owner restorewait.Owner, failure string) error {
+// sharer is a pod that mounts the restored claim as its volume named volume.
+type sharer struct {
+	pod    *corev1.Pod
+	volume string
+}
+
+// podsSharingClaim lists, by name, the other pods than pod that restore-wait holds for
+// restoreUID and that mount the claim pod mounts as volume: those whose restore the
+// restore controller left to this one. It reads the API server, as they may run on
+// other nodes (a ReadWriteMany claim) or not be scheduled yet. A volume that is not a
+// claim, or a list that fails (logged), gives none.
+func (r *PodVolumeRestoreReconciler) podsSharingClaim(ctx context.Context, pod *corev1.Pod, volume, restoreUID string) []sharer {
+	claim := claimOf(pod, volume)
+	if claim == "" {
+		return nil
+	}
+	var pods corev1.PodList
+	if err := r.apiReader.List(ctx, &pods, client.InNamespace(pod.Namespace)); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing the pods that share the restored claim", "claim", claim)
+		return nil
+	}
+	var out []sharer
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.UID == pod.UID || !p.DeletionTimestamp.IsZero() || !restorewait.Holds(p, restoreUID) {
+			continue
+		}
+		for _, v := range p.Spec.Volumes {
+			if v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ClaimName == claim {
+				out = append(out, sharer{pod: p, volume: v.Name})
+				break
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].pod.Name < out[j].pod.Name })
+	return out
+}
+
+// claimOf is the claim pod mounts as volume, "" when that volume is not a claim.
+func claimOf(pod *corev1.Pod, volume string) string {
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == volume && v.PersistentVolumeClaim != nil {
+			return v.PersistentVolumeClaim.ClaimName
+		}
+	}
+	return ""
+}
+
+// writeMarker writes, into volume of pod (on this node), the marker of the
+// restore-wait that holds holder (which mounts the same data as holderVolume), unless
+// holder mounts it read-only.
+func (r *PodVolumeRestoreReconciler) writeMarker(ctx context.Context, pod *corev1.Pod, volume string, holder *corev1.Pod, holderVolume, restoreUID string, owner restorewait.Owner, failure string) error {
 	tgt, err := r.volumeOf(ctx, pod, volume)
 	if err != nil {
 		return err
 	}
-	if why := readOnlyReason(pod, volume, tgt.pv); why != "" {
+	if why := readOnlyReason(holder, holderVolume, tgt.pv); why != "" {
+		if holder.UID != pod.UID {
+			return fmt.Errorf("volume %s of pod %s is mounted read-only (%s)", holderVolume, holder.Name, why)
+		}
 		return fmt.Errorf("volume %s is mounted read-only (%s)", volume, why)
 	}
-	return restorewait.WriteMarker(tgt.dir, restoreUID, owner, failure)
+	return restorewait.WriteMarkerFor(tgt.dir, restoreUID, restorewait.MarkerPodUID(holder, restoreUID), owner, failure)
 }
 
 // restoreWaitVolumes lists the other volumes the pod's restore-wait for restoreUID

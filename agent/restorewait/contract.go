@@ -43,7 +43,41 @@ const (
 	FlagVolume = "volume"
 	// FlagDeadline is how long restore-wait waits before it gives up (0: no limit).
 	FlagDeadline = "deadline"
+	// EnvPodUID is the environment variable through which restore-wait learns the UID
+	// of its pod (the downward API's metadata.uid: the webhook cannot know it, as the
+	// API server sets it after admission). With it, restore-wait waits for the markers
+	// of its pod (MarkerName), so that every pod on a claim that one PodVolumeRestore
+	// restores is released by that restore, each removing only its own marker.
+	EnvPodUID = "HOLDFAST_POD_UID"
 )
+
+// MarkerName is the name, in MarkerDir, of the done-marker of restoreUID for the pod
+// with UID podUID: <restore uid>.<pod uid>, or <restore uid> for a restore-wait that
+// does not know its pod (made before EnvPodUID). The failure marker adds FailedSuffix.
+func MarkerName(restoreUID, podUID string) string {
+	if podUID == "" {
+		return restoreUID
+	}
+	return restoreUID + "." + podUID
+}
+
+// MarkerPodUID is the pod UID the agent names pod's markers for restoreUID after
+// (MarkerName): the pod's UID when its restore-wait for restoreUID reads EnvPodUID,
+// "" when it does not (a pod admitted before restore-wait learnt its pod UID).
+func MarkerPodUID(pod *corev1.Pod, restoreUID string) string {
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		if UIDOf(c) != restoreUID || restoreUID == "" {
+			continue
+		}
+		for _, e := range c.Env {
+			if e.Name == EnvPodUID && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.uid" {
+				return string(pod.UID)
+			}
+		}
+	}
+	return ""
+}
 
 // DefaultDeadline is how long restore-wait waits for its volumes unless the
 // restore-helper ConfigMap's key deadline says otherwise: long enough for a large
@@ -70,12 +104,21 @@ func Args(restoreUID string, volumes []string, deadline time.Duration) []string 
 }
 
 // Container is the restore-wait init container named name that waits for restoreUID's
-// markers in volumes of the pod, with the image, resources and securityContext given
+// markers in volumes of the pod (those of its own pod: it reads its pod's UID from
+// EnvPodUID), with the image, resources and securityContext given
 // in base (whose name, args and mounts it replaces).
 func Container(name, restoreUID string, volumes []string, deadline time.Duration, base corev1.Container) corev1.Container {
 	c := base
 	c.Name = name
 	c.Args = Args(restoreUID, volumes, deadline)
+	c.Env = nil
+	for _, e := range base.Env {
+		if e.Name != EnvPodUID {
+			c.Env = append(c.Env, e)
+		}
+	}
+	c.Env = append(c.Env, corev1.EnvVar{Name: EnvPodUID, ValueFrom: &corev1.EnvVarSource{
+		FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.uid"}}})
 	c.VolumeMounts = nil
 	for _, v := range volumes {
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: v, MountPath: MountPath(v)})

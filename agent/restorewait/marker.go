@@ -102,8 +102,20 @@ var testHookMarkerDirMade = func() {}
 // restored when failure is "", failed for that reason otherwise. It runs in the agent,
 // as root.
 func WriteMarker(volumeDir, restoreUID string, owner Owner, failure string) error {
+	return WriteMarkerFor(volumeDir, restoreUID, "", owner, failure)
+}
+
+// WriteMarkerFor is WriteMarker for the restore-wait of the pod with UID podUID (see
+// MarkerName; "" writes the marker every restore-wait of the restore without a pod UID
+// reads). The restore of a claim that several held pods mount writes one for each.
+func WriteMarkerFor(volumeDir, restoreUID, podUID string, owner Owner, failure string) error {
 	if err := checkUID(restoreUID); err != nil {
 		return err
+	}
+	if podUID != "" {
+		if err := checkUID(podUID); err != nil {
+			return err
+		}
 	}
 	vol, err := unix.Open(volumeDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -115,9 +127,9 @@ func WriteMarker(volumeDir, restoreUID string, owner Owner, failure string) erro
 		return fmt.Errorf("preparing %s in %s: %w", MarkerDir, volumeDir, err)
 	}
 	defer unix.Close(dir)
-	name, content := restoreUID, "restored\n"
+	name, content := MarkerName(restoreUID, podUID), "restored\n"
 	if failure != "" {
-		name, content = restoreUID+FailedSuffix, failure+"\n"
+		name, content = name+FailedSuffix, failure+"\n"
 	}
 	if err := writeFileAt(dir, name, content); err != nil {
 		return fmt.Errorf("writing %s/%s in %s: %w", MarkerDir, name, volumeDir, err)
@@ -264,8 +276,9 @@ type markerState struct {
 	ignored string
 }
 
-// readMarkers looks for the markers of restoreUID in the volume mounted at volume.
-func readMarkers(volume, restoreUID string) (markerState, error) {
+// readMarkers looks for the markers named marker (MarkerName) in the volume mounted at
+// volume.
+func readMarkers(volume, marker string) (markerState, error) {
 	vol, err := unix.Open(volume, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return markerState{}, &os.PathError{Op: "open", Path: volume, Err: err}
@@ -278,7 +291,7 @@ func readMarkers(volume, restoreUID string) (markerState, error) {
 	defer unix.Close(dir)
 
 	var st markerState
-	failed, why, err := readAgentFile(dir, restoreUID+FailedSuffix)
+	failed, why, err := readAgentFile(dir, marker+FailedSuffix)
 	switch {
 	case err != nil:
 		return st, err
@@ -289,14 +302,14 @@ func readMarkers(volume, restoreUID string) (markerState, error) {
 		return st, nil
 	}
 	var fst unix.Stat_t
-	err = unix.Fstatat(dir, restoreUID, &fst, unix.AT_SYMLINK_NOFOLLOW)
+	err = unix.Fstatat(dir, marker, &fst, unix.AT_SYMLINK_NOFOLLOW)
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		return st, nil
 	case err != nil:
 		return st, fmt.Errorf("looking for the done-marker: %w", err)
 	}
-	if why := notFromAgent(restoreUID, &fst); why != "" {
+	if why := notFromAgent(marker, &fst); why != "" {
 		st.ignored = why
 		return st, nil
 	}
@@ -377,8 +390,8 @@ func notFromAgent(name string, st *unix.Stat_t) string {
 	return ""
 }
 
-// removeMarker removes the done-marker of restoreUID and, if then empty, .holdfast.
-func removeMarker(volume, restoreUID string) error {
+// removeMarker removes the done-marker named marker and, if then empty, .holdfast.
+func removeMarker(volume, marker string) error {
 	vol, err := unix.Open(volume, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -388,12 +401,12 @@ func removeMarker(volume, restoreUID string) error {
 	if err != nil || dir < 0 {
 		return err
 	}
-	err = unix.Unlinkat(dir, restoreUID, 0)
+	err = unix.Unlinkat(dir, marker, 0)
 	unix.Close(dir)
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return err
 	}
-	// Left when another restore's marker is still in it.
+	// Left when another restore's marker, or another pod's, is still in it.
 	_ = unix.Unlinkat(vol, MarkerDir, unix.AT_REMOVEDIR)
 	return nil
 }

@@ -1,6 +1,7 @@
 // Package restorewait is the restore-wait protocol: the init container that holds a pod
 // until the agent has restored every volume and written the done-marker
-// .holdfast/<restore-uid> into it, and the agent's side, which writes that marker so
+// .holdfast/<restore-uid> (.holdfast/<restore-uid>.<pod-uid> when restore-wait knows
+// its pod, see MarkerName) into it, and the agent's side, which writes that marker so
 // that nothing else in the volume can forge, hide or remove it (marker.go).
 package restorewait
 
@@ -25,6 +26,11 @@ type Options struct {
 	Volumes []string
 	// RestoreUID is the UID of the VolumeRestore whose markers to wait for.
 	RestoreUID string
+	// PodUID, when set (from EnvPodUID), is the UID of the pod restore-wait holds: it
+	// then waits for the markers of this pod only, <restore uid>.<pod uid>, which the
+	// agent writes for each held pod mounting a restored claim, so that each pod on a
+	// claim restored once removes only its own marker (MarkerName).
+	PodUID string
 	// Interval is how often the markers are looked for.
 	Interval time.Duration
 	// Deadline is how long Wait waits for every volume before it gives up with
@@ -52,6 +58,12 @@ func Wait(ctx context.Context, opts Options) error {
 	if err := checkUID(opts.RestoreUID); err != nil {
 		return err
 	}
+	if opts.PodUID != "" {
+		if err := checkUID(opts.PodUID); err != nil {
+			return fmt.Errorf("$%s: %w", EnvPodUID, err)
+		}
+	}
+	marker := MarkerName(opts.RestoreUID, opts.PodUID)
 	if opts.Interval <= 0 {
 		opts.Interval = time.Second
 	}
@@ -82,7 +94,7 @@ func Wait(ctx context.Context, opts Options) error {
 			if !pending[v] {
 				continue
 			}
-			done, err := checkVolume(v, opts.RestoreUID, func(why string) {
+			done, err := checkVolume(v, marker, func(why string) {
 				if !told[v+why] {
 					told[v+why] = true
 					fmt.Fprintf(opts.Log, "restore-wait: ignoring what is in %s: %s\n", v, why)
@@ -97,7 +109,7 @@ func Wait(ctx context.Context, opts Options) error {
 			}
 		}
 		if len(pending) == 0 {
-			removeMarkers(opts.Volumes, opts.RestoreUID, opts.Log)
+			removeMarkers(opts.Volumes, marker, opts.Log)
 			return nil
 		}
 		if time.Since(lastReport) >= time.Minute {
@@ -115,11 +127,11 @@ func Wait(ctx context.Context, opts Options) error {
 	}
 }
 
-// checkVolume says whether the agent has marked the volume restored, and returns the
-// agent's reason when it marked it failed. What the agent did not write is passed to
-// ignore, and waited past.
-func checkVolume(volume, uid string, ignore func(why string)) (bool, error) {
-	st, err := readMarkers(volume, uid)
+// checkVolume says whether the agent has marked the volume restored (the marker named
+// marker, see MarkerName), and returns the agent's reason when it marked it failed.
+// What the agent did not write is passed to ignore, and waited past.
+func checkVolume(volume, marker string, ignore func(why string)) (bool, error) {
+	st, err := readMarkers(volume, marker)
 	if err != nil {
 		return false, fmt.Errorf("looking for the markers in %s: %w", volume, err)
 	}
@@ -132,12 +144,13 @@ func checkVolume(volume, uid string, ignore func(why string)) (bool, error) {
 	return st.done, nil
 }
 
-// removeMarkers removes the done-markers, so that the volume the application sees
-// holds only its data. A marker that cannot be removed is left, with a log line: the
-// data is there, and a marker left behind names only this restore.
-func removeMarkers(volumes []string, uid string, log io.Writer) {
+// removeMarkers removes this pod's done-markers (named marker), so that the volume the
+// application sees holds only its data. A marker that cannot be removed is left, with
+// a log line: the data is there, and a marker left behind names only this restore.
+// Another pod's marker on a shared claim is left for that pod's restore-wait.
+func removeMarkers(volumes []string, marker string, log io.Writer) {
 	for _, v := range volumes {
-		if err := removeMarker(v, uid); err != nil {
+		if err := removeMarker(v, marker); err != nil {
 			fmt.Fprintf(log, "restore-wait: left the done-marker in %s: %v\n", v, err)
 		}
 	}

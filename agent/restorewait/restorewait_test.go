@@ -173,3 +173,67 @@ func TestIsContainer(t *testing.T) {
 		}
 	}
 }
+
+// Issue 15 item 4: a claim that several held pods mount is restored once, and that
+// one restore releases every pod's restore-wait: each waits for its own marker, the
+// first to finish removes only its own, and a failure reaches them all.
+func TestOneRestoreReleasesEveryPodOnASharedClaim(t *testing.T) {
+	vol := t.TempDir()
+	for _, pod := range []string{"pod-a", "pod-b"} {
+		if err := WriteMarkerFor(vol, "vr-1", pod, UnknownOwner, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, pod := range []string{"pod-a", "pod-b"} { // one after the other, as pods start
+		err := Wait(context.Background(), Options{Volumes: []string{vol}, RestoreUID: "vr-1", PodUID: pod,
+			Interval: time.Millisecond, Deadline: 2 * time.Second})
+		if err != nil {
+			t.Fatalf("restore-wait of %s: %v", pod, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(vol, MarkerDir)); !os.IsNotExist(err) {
+		t.Errorf("%s should be gone once both pods started, stat err = %v", MarkerDir, err)
+	}
+
+	failed := t.TempDir()
+	for _, pod := range []string{"pod-a", "pod-b"} {
+		if err := WriteMarkerFor(failed, "vr-1", pod, UnknownOwner, "snapshot k1 not found"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, pod := range []string{"pod-a", "pod-b"} {
+		err := Wait(context.Background(), Options{Volumes: []string{failed}, RestoreUID: "vr-1", PodUID: pod,
+			Interval: time.Millisecond, Deadline: 2 * time.Second})
+		if err == nil || !strings.Contains(err.Error(), "snapshot k1 not found") {
+			t.Fatalf("restore-wait of %s: error %v, want the agent's reason", pod, err)
+		}
+	}
+}
+
+// A restore-wait that knows its pod ignores the marker of another pod.
+func TestWaitForAPodIgnoresAnotherPodsMarker(t *testing.T) {
+	vol := t.TempDir()
+	if err := WriteMarkerFor(vol, "vr-1", "pod-b", UnknownOwner, ""); err != nil {
+		t.Fatal(err)
+	}
+	err := Wait(context.Background(), Options{Volumes: []string{vol}, RestoreUID: "vr-1", PodUID: "pod-a",
+		Interval: time.Millisecond, Deadline: 50 * time.Millisecond})
+	if !errors.Is(err, ErrDeadline) {
+		t.Fatalf("Wait = %v, want the deadline", err)
+	}
+	if _, err := os.Stat(filepath.Join(vol, MarkerDir, MarkerName("vr-1", "pod-b"))); err != nil {
+		t.Errorf("pod-b's marker was touched: %v", err)
+	}
+}
+
+func TestContainerTellsRestoreWaitItsPod(t *testing.T) {
+	c := Container(ContainerName, "vr-1", []string{"data"}, 0, corev1.Container{Image: "holdfast"})
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: "pod-a"}, Spec: corev1.PodSpec{InitContainers: []corev1.Container{c}}}
+	if got := MarkerPodUID(pod, "vr-1"); got != "pod-a" {
+		t.Errorf("MarkerPodUID = %q, want pod-a", got)
+	}
+	pod.Spec.InitContainers[0].Env = nil // admitted before restore-wait knew its pod
+	if got := MarkerPodUID(pod, "vr-1"); got != "" {
+		t.Errorf("MarkerPodUID without %s = %q, want \"\"", EnvPodUID, got)
+	}
+}

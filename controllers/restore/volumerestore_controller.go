@@ -3,6 +3,7 @@ package restore
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -119,6 +120,9 @@ type scope struct {
 	// as they are (spec.runningPods: Skip); skippedPods counts those pods.
 	skipped     []v1.RestoreVolumeStatus
 	skippedPods int
+	// served are the volumes of pods that mount a claim whose restore is another pod's
+	// PodVolumeRestore (a claim is restored once per restore), naming it.
+	served []v1.RestoreVolumeStatus
 	// unscheduled counts the pods the restore will restore into (held by its
 	// restore-wait, or any pod under runningPods: Overwrite) that are not on a node yet.
 	unscheduled int
@@ -347,17 +351,55 @@ func (r *VolumeRestoreReconciler) overwrites(sc *scope) bool {
 	return sc.vr.OverwritesRunningPods() && sc.now.Before(sc.vr.PendingDeadlineOf())
 }
 
+// annotationClaim, on a PodVolumeRestore, names the claim it restores: the other pods
+// of its restore that mount that claim are served by it (see createRestores).
+const annotationClaim = "backup.holdfast.dev/claim"
+
+// claimRestore is the PodVolumeRestore that restores a claim for every pod of a
+// restore that mounts it.
+type claimRestore struct {
+	name   string
+	podUID string
+	pod    string
+}
+
 // createRestores creates a PodVolumeRestore for every planned volume of every scheduled
 // pod that has none yet and that the restore may write into: a pod its restore-wait
 // holds, or, under runningPods: Overwrite, any selected pod. The volumes of other pods
 // are reported skipped. A pod is planned once: later backups do not restore again
 // into a pod that was already restored.
+//
+// A claim is restored once (issue 15 item 4): pods taken oldest first (then by name),
+// the first one that mounts a claim gets its PodVolumeRestore, and the other pods
+// that mount it are served by that one (sc.served); the agent then releases the
+// restore-wait of each of them.
 func (r *VolumeRestoreReconciler) createRestores(ctx context.Context, sc *scope) (bool, error) {
 	vr := sc.vr
 	done := map[string]bool{}
+	own := map[string]bool{} // pod UID/volume that have a PodVolumeRestore of their own
+	claims := map[string]claimRestore{}
+	byUID := map[string]*corev1.Pod{}
+	for i := range sc.pods {
+		byUID[string(sc.pods[i].UID)] = &sc.pods[i]
+	}
 	for _, pvr := range sc.existing {
 		done[pvr.Spec.Pod.UID] = true
+		own[pvr.Spec.Pod.UID+"/"+pvr.Spec.Volume] = true
+		claim := pvr.Annotations[annotationClaim]
+		if pod := byUID[pvr.Spec.Pod.UID]; claim == "" && pod != nil {
+			claim = claimOf(pod, pvr.Spec.Volume) // made before the annotation
+		}
+		if _, ok := claims[claim]; claim != "" && (!ok || pvr.Name < claims[claim].name) {
+			claims[claim] = claimRestore{name: pvr.Name, podUID: pvr.Spec.Pod.UID, pod: pvr.Spec.Pod.Name}
+		}
 	}
+	// Oldest first, so which pod's restore serves a claim does not depend on list order.
+	slices.SortStableFunc(sc.pods, func(a, b corev1.Pod) int {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
 	p := &planner{client: r.Client, live: r.APIReader}
 	// One pass at a time gives the replicas of an owner their slots; the
 	// PodVolumeRestores record them for the next passes.
@@ -390,13 +432,23 @@ func (r *VolumeRestoreReconciler) createRestores(ctx context.Context, sc *scope)
 		for _, m := range plan.NoBackup {
 			sc.noBackup = append(sc.noBackup, m.Message)
 		}
-		if done[string(pod.UID)] {
-			continue
-		}
 		for _, vp := range plan.Volumes {
+			claim := claimOf(pod, vp.Volume)
+			if by, ok := claims[claim]; claim != "" && ok && by.podUID != string(pod.UID) && !own[string(pod.UID)+"/"+vp.Volume] {
+				sc.served = append(sc.served, v1.RestoreVolumeStatus{Pod: pod.Name, Volume: vp.Volume, PodVolumeRestore: by.name,
+					Message: fmt.Sprintf("claim %s, which pod %s mounts too, is restored once, by PodVolumeRestore %s", claim, by.pod, by.name)})
+				continue
+			}
+			if done[string(pod.UID)] {
+				continue
+			}
 			pvr, err := r.newPodVolumeRestore(vr, pod, vp)
 			if err != nil {
 				return false, err
+			}
+			if claim != "" {
+				pvr.Annotations = map[string]string{annotationClaim: claim}
+				claims[claim] = claimRestore{name: pvr.Name, podUID: string(pod.UID), pod: pod.Name}
 			}
 			err = r.Create(ctx, pvr)
 			if err != nil && !apierrors.IsAlreadyExists(err) {
@@ -416,6 +468,16 @@ func (r *VolumeRestoreReconciler) createRestores(ctx context.Context, sc *scope)
 		r.Recorder.Eventf(vr, nil, corev1.EventTypeNormal, "RestoreStarted", "Restore", "restoring %d volume(s)", created)
 	}
 	return false, nil
+}
+
+// claimOf is the claim pod mounts as volume, "" when that volume is not a claim.
+func claimOf(pod *corev1.Pod, volume string) string {
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == volume && v.PersistentVolumeClaim != nil {
+			return v.PersistentVolumeClaim.ClaimName
+		}
+	}
+	return ""
 }
 
 // notHeldMessage says, for status.volumes, why a pod's volume is left as it is.
@@ -500,7 +562,7 @@ func (r *VolumeRestoreReconciler) summarize(ctx context.Context, sc *scope) erro
 		}
 		sc.existing = existing.Items
 	}
-	t := tallyRestores(sc.existing, sc.missing, sc.skipped, sc.unscheduled)
+	t := tallyRestores(sc.existing, sc.missing, sc.skipped, sc.served, sc.unscheduled)
 	t.toCome = sc.toCome
 	t.waitReason, t.waitMessage = waitingMessage(sc)
 	previous := vr.Status.Phase

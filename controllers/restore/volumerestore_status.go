@@ -15,7 +15,7 @@ import (
 // maxVolumeStatuses bounds status.volumes (the API allows 256).
 const maxVolumeStatuses = 256
 
-// maxMessage bounds status.volumes[].message (the API allows 1024).
+// maxMessage bounds status.volumes[].message (the API allows 1024 bytes).
 const maxMessage = 1024
 
 // restoreTally is what one pass found, volume by volume: the input of the status.
@@ -35,11 +35,34 @@ type restoreTally struct {
 
 // tallyRestores counts the PodVolumeRestores of a restore with the volumes that have
 // none: missing (a volume the restore names but cannot restore: failed) and skipped (a
-// volume of a pod restore-wait does not hold).
-func tallyRestores(existing []v1.PodVolumeRestore, missing, skipped []v1.RestoreVolumeStatus, unscheduled int) restoreTally {
+// volume of a pod restore-wait does not hold). served are the volumes of pods whose
+// claim another pod's PodVolumeRestore restores: each is listed with that restore's
+// phase, and counted once, as that PodVolumeRestore (a claim is one volume restored,
+// however many pods mount it).
+func tallyRestores(existing []v1.PodVolumeRestore, missing, skipped, served []v1.RestoreVolumeStatus, unscheduled int) restoreTally {
 	t := restoreTally{unscheduled: unscheduled}
 	t.volumes = append(t.volumes, missing...)
 	t.volumes = append(t.volumes, skipped...)
+	byName := map[string]*v1.PodVolumeRestore{}
+	for i := range existing {
+		byName[existing[i].Name] = &existing[i]
+	}
+	for _, st := range served {
+		st.Phase = v1.RunPending
+		if pvr := byName[st.PodVolumeRestore]; pvr != nil {
+			st.SnapshotID = pvr.Spec.SnapshotID
+			if pvr.Status.Phase != "" {
+				st.Phase = pvr.Status.Phase
+			}
+			if pvr.Status.Message != "" && (st.Phase == v1.RunFailed || st.Phase == v1.RunCanceled) {
+				st.Message += ": " + pvr.Status.Message
+			}
+			if len(st.Message) > maxMessage {
+				st.Message = st.Message[:maxMessage-3] + "..."
+			}
+		}
+		t.volumes = append(t.volumes, st)
+	}
 	for _, pvr := range existing {
 		st := v1.RestoreVolumeStatus{Pod: pvr.Spec.Pod.Name, Volume: pvr.Spec.Volume, PodVolumeRestore: pvr.Name,
 			SnapshotID: pvr.Spec.SnapshotID, Phase: pvr.Status.Phase, Message: volumeMessage(&pvr)}

@@ -78,7 +78,7 @@ func TestSetRestoreStatus(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			vr := &v1.VolumeRestore{ObjectMeta: metav1.ObjectMeta{Name: "r", Generation: 2, CreationTimestamp: metav1.NewTime(created)}}
-			tally := tallyRestores(tc.existing, tc.missing, tc.skipped, tc.unscheduled)
+			tally := tallyRestores(tc.existing, tc.missing, tc.skipped, nil, tc.unscheduled)
 			tally.toCome = tc.toCome
 			tally.waitReason, tally.waitMessage = ReasonWaitingForPods, "waiting for pods matching spec.podSelector"
 			setRestoreStatus(vr, tally, tc.now)
@@ -127,7 +127,7 @@ func TestVolumeStatusSaysAFlaggedBackupIsRestored(t *testing.T) {
 	plain := pvrIn("b", "data", v1.RunCompleted, "restored 3 files")
 	long := pvrIn("c", "data", v1.RunFailed, strings.Repeat("x", 2000))
 	long.Annotations = flagged.Annotations
-	got := tallyRestores([]v1.PodVolumeRestore{flagged, plain, long}, nil, nil, 0).volumes
+	got := tallyRestores([]v1.PodVolumeRestore{flagged, plain, long}, nil, nil, nil, 0).volumes
 	if want := "restoring backup n2 although it is flagged FilesDropped; restored 3 files"; got[0].Message != want {
 		t.Errorf("flagged volume: message %q, want %q", got[0].Message, want)
 	}
