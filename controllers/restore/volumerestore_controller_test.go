@@ -129,7 +129,7 @@ func createRestore(t *testing.T, ns, name string, spec v1.VolumeRestoreSpec) *v1
 func restoresOf(t *testing.T, ns, vr string) []v1.PodVolumeRestore {
 	t.Helper()
 	var list v1.PodVolumeRestoreList
-	if err := env.Client.List(ctxFor(t), &list, client.InNamespace(ns), client.MatchingLabels{v1.LabelRestore: vr}); err != nil {
+	if err := env.Client.List(ctxFor(t), &list, client.InNamespace(ns), client.MatchingLabels{v1.LabelRestore: identity.LabelValue(vr)}); err != nil {
 		t.Fatal(err)
 	}
 	return list.Items
@@ -919,4 +919,42 @@ func TestAPodTheWebhookMissedIsNotOverwritten(t *testing.T) {
 	if n := len(restoresOf(t, ns, "r")); n != 0 {
 		t.Errorf("%d PodVolumeRestores into a pod that runs without waiting", n)
 	}
+}
+
+// TestALongRestoreNameRestores: a VolumeRestore's name may be 253 characters, a label
+// value only 63 (review M8). A restore with a 100-character name and storage location
+// creates its PodVolumeRestores, every label valid, and ends Completed.
+func TestALongRestoreNameRestores(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	name := "restore-" + strings.Repeat("of-the-shop-database-", 4) + "after-the-incident-of-december"
+	if len(name) < 100 {
+		t.Fatalf("name of %d characters", len(name))
+	}
+	createPod(t, ns, "db-0", map[string]string{"app": "db"}, "node-1", nil, claimVolume("data", "data-db-0"))
+	createBackup(t, ns, "nightly", "/pvc/data-db-0", "k-night", time.Now())
+	createRestore(t, ns, name, v1.VolumeRestoreSpec{
+		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
+		RunningPods: v1.RunningPodsOverwrite,
+	})
+	testenv.Eventually(t, "a PodVolumeRestore for the long-named restore", func() error {
+		if list := restoresOf(t, ns, name); len(list) != 1 {
+			vr := getRestore(t, ns, name)
+			return fmt.Errorf("%d restores; status %+v", len(list), vr.Status)
+		}
+		return nil
+	})
+	pvr := restoresOf(t, ns, name)[0]
+	for k, v := range pvr.Labels {
+		if len(v) > 63 {
+			t.Errorf("label %s has a value of %d characters", k, len(v))
+		}
+	}
+	finishRestores(t, ns, name, v1.RunCompleted, "")
+	testenv.Eventually(t, "the long-named restore Completed", func() error {
+		if vr := getRestore(t, ns, name); vr.Status.Phase != v1.RestoreCompleted {
+			return fmt.Errorf("phase %q", vr.Status.Phase)
+		}
+		return nil
+	})
 }
