@@ -392,11 +392,11 @@ func TestBackupAndRestore(t *testing.T) {
 			if allocated := st2.Sys().(*syscall.Stat_t).Blocks * 512; allocated >= st2.Size()/2 {
 				t.Errorf("sparse.img takes %d bytes on disk for %d: not restored sparse", allocated, st2.Size())
 			}
-			marker := filepath.Join(dst.dir, restorewait.MarkerDir, string(restoreUID))
+			marker := filepath.Join(dst.dir, restorewait.MarkerDir, restorewait.MarkerName(string(restoreUID), string(dst.uid)))
 			if _, err := os.Stat(marker); err != nil {
 				t.Errorf("no done-marker for restore-wait: %v", err)
 			}
-			if err := restorewait.Wait(ctxFor(t), restorewait.Options{Volumes: []string{dst.dir}, RestoreUID: string(restoreUID)}); err != nil {
+			if err := restorewait.Wait(ctxFor(t), restorewait.Options{Volumes: []string{dst.dir}, RestoreUID: string(restoreUID), PodUID: string(dst.uid)}); err != nil {
 				t.Errorf("restore-wait on the restored volume: %v", err)
 			}
 			t.Logf("agent process after the %s round trip: %s", uploader, fx.agentMemory())

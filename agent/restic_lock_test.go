@@ -55,7 +55,7 @@ func TestRepositoryLockedByMaintenanceIsRetriedNotFailed(t *testing.T) {
 	if err := env.Client.Create(ctxFor(t), pvr); err != nil {
 		t.Fatal(err)
 	}
-	failed := filepath.Join(held.dirs["data"], restorewait.MarkerDir, string(held.vr.UID)+restorewait.FailedSuffix)
+	failed := filepath.Join(held.dirs["data"], restorewait.MarkerDir, restorewait.MarkerName(string(held.vr.UID), string(held.uid))+restorewait.FailedSuffix)
 
 	waitLocked := func(obj client.Object, status func() (v1.RunPhase, []metav1.Condition, string)) {
 		t.Helper()
@@ -106,7 +106,7 @@ func TestRepositoryLockedByMaintenanceIsRetriedNotFailed(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(held.dirs["data"], "orders.db")); err != nil || string(b) != "42 orders\n" {
 		t.Errorf("restored orders.db = %q, %v", b, err)
 	}
-	if _, err := os.Stat(filepath.Join(held.dirs["data"], restorewait.MarkerDir, string(held.vr.UID))); err != nil {
+	if _, err := os.Stat(filepath.Join(held.dirs["data"], restorewait.MarkerDir, restorewait.MarkerName(string(held.vr.UID), string(held.uid)))); err != nil {
 		t.Errorf("no done marker for restore-wait: %v", err)
 	}
 	if _, err := os.Stat(failed); !os.IsNotExist(err) {

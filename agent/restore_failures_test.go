@@ -80,9 +80,9 @@ func heldRestore(h heldPod, volume, repo string, mutate func(*v1.PodVolumeRestor
 // failureMarker returns the reason in restore-wait's failure marker in dir. The agent
 // writes the marker before the final status, so a test reads it once the restore is
 // Failed or Canceled.
-func failureMarker(t *testing.T, dir string, restoreUID types.UID) string {
+func failureMarker(t *testing.T, dir string, restoreUID, podUID types.UID) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, restorewait.MarkerDir, string(restoreUID)+restorewait.FailedSuffix))
+	b, err := os.ReadFile(filepath.Join(dir, restorewait.MarkerDir, restorewait.MarkerName(string(restoreUID), string(podUID))+restorewait.FailedSuffix))
 	if err != nil {
 		t.Errorf("no failure marker for restore-wait: %v", err)
 	}
@@ -119,7 +119,7 @@ func TestEveryRestoreFailureReleasesRestoreWait(t *testing.T) {
 		if got.Status.Phase != v1.RunFailed || !strings.Contains(got.Status.Message, "agent restarted") {
 			t.Errorf("phase %s, message %q", got.Status.Phase, got.Status.Message)
 		}
-		if reason := failureMarker(t, h.dirs["data"], h.vr.UID); !strings.Contains(reason, "agent restarted") {
+		if reason := failureMarker(t, h.dirs["data"], h.vr.UID, h.uid); !strings.Contains(reason, "agent restarted") {
 			t.Errorf("failure marker says %q", reason)
 		}
 	})
@@ -132,7 +132,7 @@ func TestEveryRestoreFailureReleasesRestoreWait(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitRestorePhase(t, pvr, v1.RunCanceled)
-		if reason := failureMarker(t, h.dirs["data"], h.vr.UID); !strings.Contains(reason, "canceled") {
+		if reason := failureMarker(t, h.dirs["data"], h.vr.UID, h.uid); !strings.Contains(reason, "canceled") {
 			t.Errorf("failure marker says %q", reason)
 		}
 	})
@@ -172,7 +172,7 @@ func TestEveryRestoreFailureReleasesRestoreWait(t *testing.T) {
 		if got.Status.Phase != v1.RunFailed || !strings.Contains(got.Status.Message, "cannot be used") {
 			t.Errorf("phase %s, message %q", got.Status.Phase, got.Status.Message)
 		}
-		if reason := failureMarker(t, h.dirs["data"], h.vr.UID); !strings.Contains(reason, "missing") {
+		if reason := failureMarker(t, h.dirs["data"], h.vr.UID, h.uid); !strings.Contains(reason, "missing") {
 			t.Errorf("failure marker says %q", reason)
 		}
 	})
@@ -191,7 +191,7 @@ func TestEveryRestoreFailureReleasesRestoreWait(t *testing.T) {
 		if got.Status.Phase != v1.RunFailed || !strings.Contains(got.Status.Message, "not mounted") {
 			t.Errorf("phase %s, message %q", got.Status.Phase, got.Status.Message)
 		}
-		if reason := failureMarker(t, h.dirs["data"], h.vr.UID); !strings.Contains(reason, "not mounted") {
+		if reason := failureMarker(t, h.dirs["data"], h.vr.UID, h.uid); !strings.Contains(reason, "not mounted") {
 			t.Errorf("failure marker says %q", reason)
 		}
 	})

@@ -447,7 +447,10 @@ func (r *VolumeRestoreReconciler) createRestores(ctx context.Context, sc *scope)
 				return false, err
 			}
 			if claim != "" {
-				pvr.Annotations = map[string]string{annotationClaim: claim}
+				if pvr.Annotations == nil {
+					pvr.Annotations = map[string]string{}
+				}
+				pvr.Annotations[annotationClaim] = claim
 				claims[claim] = claimRestore{name: pvr.Name, podUID: string(pod.UID), pod: pod.Name}
 			}
 			err = r.Create(ctx, pvr)
