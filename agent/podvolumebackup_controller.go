@@ -36,6 +36,12 @@ const (
 	reasonAgentRestart = "AgentRestarted"
 )
 
+// Reasons of the events that name what a Completed job did not preserve.
+const (
+	reasonEntriesSkipped     = "EntriesSkipped"
+	reasonEntriesNotRestored = "EntriesNotRestored"
+)
+
 // msgAgentRestarted is the status message of work an agent restart interrupted.
 const msgAgentRestarted = "the agent restarted while this volume was being moved; the work did not finish"
 
@@ -223,6 +229,10 @@ func (r *PodVolumeBackupReconciler) endOrLog(ctx context.Context, pvb *v1.PodVol
 // an event.
 func (r *PodVolumeBackupReconciler) end(ctx context.Context, pvb *v1.PodVolumeBackup, o outcome) error {
 	r.jobs.ended(client.ObjectKeyFromObject(pvb))
+	var skipped *v1.SkippedEntries
+	if o.phase == v1.RunCompleted && o.res != nil {
+		skipped = toSkipped(o.res.Skipped)
+	}
 	err := patchFinalStatus(ctx, r.Client, pvb, func(b *v1.PodVolumeBackup) {
 		st := &b.Status
 		st.Phase = o.phase
@@ -237,6 +247,7 @@ func (r *PodVolumeBackupReconciler) end(ctx context.Context, pvb *v1.PodVolumeBa
 			st.BytesUploaded = o.res.BytesUploaded
 		}
 		if o.phase == v1.RunCompleted {
+			st.Skipped = skipped
 			st.Message = ""
 			conditions.MarkReady(&st.Conditions, b.Generation, o.reason, o.msg)
 			return
@@ -249,6 +260,9 @@ func (r *PodVolumeBackupReconciler) end(ctx context.Context, pvb *v1.PodVolumeBa
 		eventType = corev1.EventTypeWarning
 	}
 	r.recorder.Eventf(pvb, nil, eventType, "Backup"+string(o.phase), "Backup", "%s", o.msg)
+	if eventType, msg, ok := skippedEvent(skipped); ok {
+		r.recorder.Eventf(pvb, nil, eventType, reasonEntriesSkipped, "Backup", "%s", msg)
+	}
 	ctrl.LoggerFrom(ctx).Info("backup finished", "podvolumebackup", client.ObjectKeyFromObject(pvb), "phase", o.phase, "message", o.msg)
 	return err
 }

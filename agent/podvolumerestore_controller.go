@@ -252,6 +252,10 @@ func (r *PodVolumeRestoreReconciler) endOrLog(ctx context.Context, pvr *v1.PodVo
 func (r *PodVolumeRestoreReconciler) end(ctx context.Context, pvr *v1.PodVolumeRestore, o outcome) error {
 	r.jobs.ended(client.ObjectKeyFromObject(pvr))
 	o = r.markRestoreWait(ctx, pvr, o)
+	var notRestored *v1.NotRestoredEntries
+	if o.phase == v1.RunCompleted && o.res != nil {
+		notRestored = toNotRestored(o.res.NotRestored)
+	}
 	err := patchFinalStatus(ctx, r.Client, pvr, func(p *v1.PodVolumeRestore) {
 		st := &p.Status
 		st.Phase = o.phase
@@ -263,6 +267,7 @@ func (r *PodVolumeRestoreReconciler) end(ctx context.Context, pvr *v1.PodVolumeR
 			st.Progress = toProgress(o.res.Progress)
 		}
 		if o.phase == v1.RunCompleted {
+			st.NotRestored = notRestored
 			st.Message = ""
 			conditions.MarkReady(&st.Conditions, p.Generation, o.reason, o.msg)
 			return
@@ -275,6 +280,9 @@ func (r *PodVolumeRestoreReconciler) end(ctx context.Context, pvr *v1.PodVolumeR
 		eventType = corev1.EventTypeWarning
 	}
 	r.recorder.Eventf(pvr, nil, eventType, "Restore"+string(o.phase), "Restore", "%s", o.msg)
+	if eventType, msg, ok := notRestoredEvent(notRestored); ok {
+		r.recorder.Eventf(pvr, nil, eventType, reasonEntriesNotRestored, "Restore", "%s", msg)
+	}
 	ctrl.LoggerFrom(ctx).Info("restore finished", "podvolumerestore", client.ObjectKeyFromObject(pvr), "phase", o.phase, "message", o.msg)
 	return err
 }

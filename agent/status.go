@@ -3,8 +3,10 @@ package agent
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
@@ -128,4 +130,81 @@ func moverOutcome(res mover.Result, err error, stopReason, canceledMsg, complete
 		o.phase, o.reason, o.msg = v1.RunCompleted, conditions.ReasonSucceeded, completedMsg
 	}
 	return o
+}
+
+// toSkipped is what a backup's status says it left out; nil when nothing.
+func toSkipped(s *mover.Skipped) *v1.SkippedEntries {
+	if s == nil || *s == (mover.Skipped{}) {
+		return nil
+	}
+	return &v1.SkippedEntries{Vanished: s.Vanished, ChangedType: s.ChangedType, Sockets: s.Sockets, FIFOs: s.FIFOs, Devices: s.Devices}
+}
+
+// toNotRestored is what a restore's status says it did not give back; nil when
+// nothing.
+func toNotRestored(n *mover.NotRestored) *v1.NotRestoredEntries {
+	if n == nil || *n == (mover.NotRestored{}) {
+		return nil
+	}
+	return &v1.NotRestoredEntries{Devices: n.Devices, Attributes: n.Attributes, Other: n.Other}
+}
+
+// countList names the non-zero counts, in order: "2 vanished, 1 socket".
+func countList(counts ...count) string {
+	var parts []string
+	for _, c := range counts {
+		switch {
+		case c.n == 1:
+			parts = append(parts, "1 "+c.one)
+		case c.n > 1:
+			parts = append(parts, fmt.Sprintf("%d %s", c.n, c.many))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// count is one count of countList with its noun in the singular and the plural.
+type count struct {
+	n         int64
+	one, many string
+}
+
+// skippedEvent is the event type and the sentence for what a Completed backup left
+// out, ok false when it left nothing out. Entries that went away or changed while
+// read are what a live volume does (Normal); a FIFO or a device node the user had is
+// not in the snapshot (Warning). Sockets are Normal: no uploader stores them and
+// their owner makes them again.
+func skippedEvent(s *v1.SkippedEntries) (eventType, msg string, ok bool) {
+	if s == nil {
+		return "", "", false
+	}
+	eventType = corev1.EventTypeNormal
+	if s.FIFOs > 0 || s.Devices > 0 {
+		eventType = corev1.EventTypeWarning
+	}
+	return eventType, "the snapshot left out " + countList(
+		count{s.Vanished, "entry that vanished while read", "entries that vanished while read"},
+		count{s.ChangedType, "entry that changed type while read", "entries that changed type while read"},
+		count{s.Sockets, "socket", "sockets"},
+		count{s.FIFOs, "FIFO", "FIFOs"},
+		count{s.Devices, "device node", "device nodes"},
+	) + " (status.skipped)", true
+}
+
+// notRestoredEvent is the event type and the sentence for what a Completed restore
+// did not give back, ok false when it gave everything back: a Warning when a device
+// node or an attribute the snapshot held is missing, Normal for sockets alone.
+func notRestoredEvent(n *v1.NotRestoredEntries) (eventType, msg string, ok bool) {
+	if n == nil {
+		return "", "", false
+	}
+	eventType = corev1.EventTypeNormal
+	if n.Devices > 0 || n.Attributes > 0 {
+		eventType = corev1.EventTypeWarning
+	}
+	return eventType, "the restore did not give back " + countList(
+		count{n.Devices, "device node", "device nodes"},
+		count{n.Attributes, "extended attribute", "extended attributes"},
+		count{n.Other, "other entry (socket)", "other entries (sockets)"},
+	) + " (status.notRestored)", true
 }

@@ -142,6 +142,11 @@ type PodVolumeBackupStatus struct {
 	// +kubebuilder:validation:MaxLength=128
 	ParentSnapshotID string `json:"parentSnapshotID,omitempty"`
 
+	// skipped counts, by why, the entries of the volume a Completed backup left out of
+	// its snapshot; absent when it left nothing out.
+	// +optional
+	Skipped *SkippedEntries `json:"skipped,omitempty"`
+
 	// startTime is when the agent started moving data.
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`
@@ -149,6 +154,37 @@ type PodVolumeBackupStatus struct {
 	// completionTime is when the backup ended, whatever the outcome.
 	// +optional
 	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+}
+
+// SkippedEntries counts the entries a backup left out of its snapshot, by why. A
+// count is absent when it is zero.
+type SkippedEntries struct {
+	// vanished entries were deleted between the listing of their directory and their
+	// reading: usual on a live volume (temporary files, rotated logs).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Vanished int64 `json:"vanished,omitempty"`
+
+	// changedType entries were replaced by another kind of entry while they were read.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	ChangedType int64 `json:"changedType,omitempty"`
+
+	// sockets are Unix sockets, which no uploader stores: the application that owns
+	// one makes it again.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Sockets int64 `json:"sockets,omitempty"`
+
+	// fifos are named pipes the uploader could not store.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	FIFOs int64 `json:"fifos,omitempty"`
+
+	// devices are device nodes the uploader could not store.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Devices int64 `json:"devices,omitempty"`
 }
 
 // PodVolumeBackup is one volume of one pod backed up in one run. The policy controller

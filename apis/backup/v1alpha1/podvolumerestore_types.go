@@ -109,6 +109,11 @@ type PodVolumeRestoreStatus struct {
 	// +optional
 	Progress Progress `json:"progress,omitempty"`
 
+	// notRestored counts, by why, what a Completed restore did not give back of the
+	// snapshot; absent when it gave everything back.
+	// +optional
+	NotRestored *NotRestoredEntries `json:"notRestored,omitempty"`
+
 	// startTime is when the agent started writing.
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`
@@ -116,6 +121,27 @@ type PodVolumeRestoreStatus struct {
 	// completionTime is when the restore ended, whatever the outcome.
 	// +optional
 	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+}
+
+// NotRestoredEntries counts what a restore did not give back, by why. A count is
+// absent when it is zero.
+type NotRestoredEntries struct {
+	// devices are device nodes the agent may not create on this node, or whose device
+	// number the snapshot does not hold.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Devices int64 `json:"devices,omitempty"`
+
+	// attributes are extended attributes (user.*, ACLs, capabilities) the volume's file
+	// system refused, e.g. a share mounted without user_xattr.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Attributes int64 `json:"attributes,omitempty"`
+
+	// other are entries of kinds a restore does not make (sockets).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Other int64 `json:"other,omitempty"`
 }
 
 // PodVolumeRestore is one snapshot restored into one volume of one pod. The restore

@@ -1,0 +1,64 @@
+package agent_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/test/testenv"
+)
+
+// A volume holding a Unix socket backs up Completed on both uploaders, and the
+// PodVolumeBackup says what the snapshot left out: status.skipped.sockets and an
+// event naming the count (issue 16 item 5). A socket is no loss of the user's data
+// (its owner makes it again), so the event is Normal.
+func TestBackupReportsSkippedSocket(t *testing.T) {
+	testenv.Require(t, env)
+	for _, uploader := range []v1.Uploader{v1.UploaderKopia, v1.UploaderRestic} {
+		t.Run(string(uploader), func(t *testing.T) {
+			ns := env.Namespace(t, nil)
+			repo := ensureRepository(t, ns, "minio", uploader)
+			src := newVolume(t, ns, "app-socket")
+			if err := os.WriteFile(filepath.Join(src.dir, "data.txt"), []byte("kept\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := syscall.Mknod(filepath.Join(src.dir, "app.sock"), syscall.S_IFSOCK|0o600, 0); err != nil {
+				t.Fatal(err)
+			}
+
+			pvb := createBackup(t, src, "with-socket", "minio", repo, uploader)
+			done := waitBackupPhase(t, pvb, v1.RunCompleted, v1.RunFailed)
+			if done.Status.Phase != v1.RunCompleted {
+				t.Fatalf("backup %s: %s", done.Status.Phase, done.Status.Message)
+			}
+			want := v1.SkippedEntries{Sockets: 1}
+			if got := done.Status.Skipped; got == nil || *got != want {
+				t.Fatalf("status.skipped = %+v, want %+v", got, want)
+			}
+			waitFor(t, "an EntriesSkipped event on backup "+pvb.Name, func() error {
+				var list eventsv1.EventList
+				if err := env.Client.List(ctxFor(t), &list, client.InNamespace(ns)); err != nil {
+					return err
+				}
+				for _, e := range list.Items {
+					if e.Reason != "EntriesSkipped" || e.Regarding.Name != pvb.Name {
+						continue
+					}
+					if e.Type != corev1.EventTypeNormal || !strings.Contains(e.Note, "1 socket") {
+						return fmt.Errorf("event %s %q: want Normal naming 1 socket", e.Type, e.Note)
+					}
+					return nil
+				}
+				return fmt.Errorf("none among %d events", len(list.Items))
+			})
+		})
+	}
+}
