@@ -45,6 +45,8 @@ type Env struct {
 
 	env *envtest.Environment
 	dir string
+	// release ends the thread that started etcd and kube-apiserver (startOnOwnThread).
+	release func()
 }
 
 // Options change what Start starts.
@@ -97,9 +99,14 @@ func Start(opts Options) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
+	guarded, err := guardBinaries(filepath.Join(dir, "bin"), bin)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
 	scheme := Scheme()
 	env := &envtest.Environment{
-		BinaryAssetsDirectory: bin,
+		BinaryAssetsDirectory: guarded,
 		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
@@ -117,12 +124,12 @@ func Start(opts Options) (*Env, error) {
 			LocalServingHost: "127.0.0.1",
 		}
 	}
-	cfg, err := env.Start()
+	cfg, release, err := startOnOwnThread(env)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("starting the test control plane: %w", err)
 	}
-	e := &Env{Config: cfg, Scheme: scheme, env: env, dir: dir}
+	e := &Env{Config: cfg, Scheme: scheme, env: env, dir: dir, release: release}
 	if e.Client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
 		_ = e.Stop()
 		return nil, err
@@ -212,6 +219,7 @@ func (e *Env) writeKubeconfig() error {
 // Stop stops the control plane and removes its files.
 func (e *Env) Stop() error {
 	err := e.env.Stop()
+	e.release()
 	if rmErr := os.RemoveAll(e.dir); err == nil {
 		err = rmErr
 	}
