@@ -70,8 +70,9 @@ func (s *stories) everyFileBackAsItWas(t *testing.T) {
 		// The generator makes the root 0750, owned by another user and group, as a
 		// database's data directory often is. restore-wait (user 65534, no
 		// capabilities) opens the root to find the agent's marker: it fails with
-		// "permission denied" on such a root, and the pod never starts. The story
-		// lets others read the root.
+		// "permission denied" on such a root, and the pod never starts
+		// (docs/limitations.md). The story lets others read the root, and keeps
+		// restore-wait's defaults, as most users do.
 		if err := os.Chmod(dir, restoreWaitCanOpen); err != nil {
 			t.Fatal(err)
 		}
@@ -316,7 +317,8 @@ var agentKnownDifferences = map[backupv1alpha1.Uploader][]fidelity.Known{
 // agentPathDifferences are what restoring through restore-wait adds, with either
 // uploader.
 var agentPathDifferences = []fidelity.Known{
-	{Path: restorewait.MarkerDir, Field: "extra", Why: "the agent tells restore-wait that the volume is back with a marker in this directory at the volume's root; restore-wait removes the marker, the directory stays"},
+	{Path: restorewait.MarkerDir, Field: "extra", Why: "the agent tells restore-wait that the volume is back with a marker in this directory at the volume's root; " +
+		"restore-wait (user 65534) removes the marker, but not the directory from a root it may not write in (0755, owned by another user)"},
 	{Path: ".", Field: "mtime", Why: "making " + restorewait.MarkerDir + " after the restore changes the volume root's modification time"},
 }
 
