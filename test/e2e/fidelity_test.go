@@ -154,7 +154,7 @@ func (s *stories) everyFileBackAsItWas(t *testing.T) {
 			for _, d := range diffs {
 				t.Logf("%s", d)
 			}
-			unknown, stale := fidelity.Check(diffs, agentKnownDifferences[v.uploader], src)
+			unknown, stale := fidelity.Check(diffs, agentKnownDifferences(v.uploader), src)
 			for _, d := range unknown {
 				t.Errorf("difference not on the known list: %s", d)
 			}
@@ -281,37 +281,18 @@ func withoutDroppedAttributes(t *testing.T, want, got fidelity.Manifest) (fideli
 }
 
 // agentKnownDifferences are what a restore through the agent does not give back of the
-// tree, per uploader, beyond agentDroppedAttributes. The first part of each is the
-// integration test's list (knownDifferences in internal/repository/fidelity_test.go,
-// the same uploader outside the agent's jail); agentPathDifferences are what the jail
-// and restore-wait add. docs/agent.md ("What is preserved") says the same.
-var agentKnownDifferences = map[backupv1alpha1.Uploader][]fidelity.Known{
-	backupv1alpha1.UploaderKopia: concatKnown(
-		[]fidelity.Known{
-			{Path: fidelity.Socket, Field: "missing", Why: "sockets are not backed up (counted at backup)"},
-			{Path: fidelity.ZeroFile, Field: "sparse", Why: "runs of zeros are restored as holes"},
-			{Path: fidelity.CharDev, Field: "missing", Why: "backed up with its number, but the data mover keeps no CAP_MKNOD: counted as not restored"},
-		},
-		agentPathDifferences,
-	),
-	backupv1alpha1.UploaderRestic: concatKnown(
-		[]fidelity.Known{
-			{Path: fidelity.BadUTF8, Field: "mtime-subsecond", Why: "restic ls shows names that are not UTF-8 with U+FFFD, so their times to the nanosecond are not used: the tar's whole seconds"},
-			{Path: fidelity.BadUTF8Dir, Field: "mtime-subsecond", Why: "as " + fidelity.BadUTF8},
-			{Path: fidelity.BadUTF8Dir + "/inside", Field: "mtime-subsecond", Why: "as " + fidelity.BadUTF8},
-			{Path: "bad-\uFFFD\uFFFD.txt", Field: "mtime-subsecond", Why: "restic ls shows " + fidelity.BadUTF8 + " under this name too: neither time is used"},
-			{Path: fidelity.FIFOBadUTF8, Field: "missing", Why: "restic dump leaves FIFOs out, and restic ls shows its name with U+FFFD, which is not trusted"},
-			{Path: fidelity.FIFOLookalike, Field: "mtime-subsecond", Why: "restic ls shows " + fidelity.FIFOBadUTF8 + " under this name too"},
-			{Path: fidelity.HardBadUTF8, Field: "hardlink", Why: "restic ls shows its name with U+FFFD, which is not trusted: restored as a copy"},
-			{Path: fidelity.HardBadTarget, Field: "hardlink", Why: "as " + fidelity.HardBadUTF8},
-			{Path: fidelity.HardBadUTF8, Field: "mtime-subsecond", Why: "as " + fidelity.HardBadUTF8},
-			{Path: fidelity.HardLookalike, Field: "mtime-subsecond", Why: "restic ls shows " + fidelity.HardBadUTF8 + " under this name too"},
-			{Path: fidelity.CharDev, Field: "missing", Why: "restic dump writes a device node as an empty file and restic ls does not give its number: counted as not restored"},
-			{Path: fidelity.Socket, Field: "missing", Why: "restic does not store sockets"},
-			{Path: fidelity.ZeroFile, Field: "sparse", Why: "runs of zeros are restored as holes"},
-		},
-		agentPathDifferences,
-	),
+// tree, per uploader, beyond agentDroppedAttributes: the integration test's list
+// (fidelity.KnownDifferences, the same uploader outside the agent's jail), what
+// restore-wait adds (agentPathDifferences), and for kopia the device node that the data
+// mover may not make (restic's restore never makes one: already on its list).
+// docs/agent.md ("What is preserved") says the same.
+func agentKnownDifferences(uploader backupv1alpha1.Uploader) []fidelity.Known {
+	out := append(fidelity.KnownDifferences(string(uploader)), agentPathDifferences...)
+	if uploader == backupv1alpha1.UploaderKopia {
+		out = append(out, fidelity.Known{Path: fidelity.CharDev, Field: "missing",
+			Why: "backed up with its number, but the data mover keeps no CAP_MKNOD: counted as not restored"})
+	}
+	return out
 }
 
 // agentPathDifferences are what restoring through restore-wait adds, with either
@@ -320,12 +301,4 @@ var agentPathDifferences = []fidelity.Known{
 	{Path: restorewait.MarkerDir, Field: "extra", Why: "the agent tells restore-wait that the volume is back with a marker in this directory at the volume's root; " +
 		"restore-wait (user 65534) removes the marker, but not the directory from a root it may not write in (0755, owned by another user)"},
 	{Path: ".", Field: "mtime", Why: "making " + restorewait.MarkerDir + " after the restore changes the volume root's modification time"},
-}
-
-func concatKnown(lists ...[]fidelity.Known) []fidelity.Known {
-	var out []fidelity.Known
-	for _, l := range lists {
-		out = append(out, l...)
-	}
-	return out
 }
