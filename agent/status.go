@@ -137,7 +137,8 @@ func toSkipped(s *mover.Skipped) *v1.SkippedEntries {
 	if s == nil || *s == (mover.Skipped{}) {
 		return nil
 	}
-	return &v1.SkippedEntries{Vanished: s.Vanished, ChangedType: s.ChangedType, Sockets: s.Sockets, FIFOs: s.FIFOs, Devices: s.Devices}
+	return &v1.SkippedEntries{Vanished: s.Vanished, ChangedType: s.ChangedType, Sockets: s.Sockets, FIFOs: s.FIFOs, Devices: s.Devices,
+		CacheDirectories: s.CacheDirectories}
 }
 
 // toNotRestored is what a restore's status says it did not give back; nil when
@@ -173,7 +174,8 @@ type count struct {
 // out, ok false when it left nothing out. Entries that went away or changed while
 // read are what a live volume does (Normal); a FIFO or a device node the user had is
 // not in the snapshot (Warning). Sockets are Normal: no uploader stores them and
-// their owner makes them again.
+// their owner makes them again. Cache directories are Normal: the policy asked to
+// leave their contents out (spec.files.excludeCaches).
 func skippedEvent(s *v1.SkippedEntries) (eventType, msg string, ok bool) {
 	if s == nil {
 		return "", "", false
@@ -188,6 +190,7 @@ func skippedEvent(s *v1.SkippedEntries) (eventType, msg string, ok bool) {
 		count{s.Sockets, "socket", "sockets"},
 		count{s.FIFOs, "FIFO", "FIFOs"},
 		count{s.Devices, "device node", "device nodes"},
+		count{s.CacheDirectories, "cache directory's contents (spec.files.excludeCaches)", "cache directories' contents (spec.files.excludeCaches)"},
 	) + " (status.skipped)", true
 }
 

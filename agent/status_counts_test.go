@@ -30,6 +30,12 @@ func TestSkippedStatusAndEvent(t *testing.T) {
 		{name: "special files", in: &mover.Skipped{Sockets: 2, FIFOs: 1, Devices: 4},
 			want: &v1.SkippedEntries{Sockets: 2, FIFOs: 1, Devices: 4}, eventType: corev1.EventTypeWarning,
 			msg: "the snapshot left out 2 sockets, 1 FIFO, 4 device nodes (status.skipped)"},
+		{name: "cache directories", in: &mover.Skipped{CacheDirectories: 2},
+			want: &v1.SkippedEntries{CacheDirectories: 2}, eventType: corev1.EventTypeNormal,
+			msg: "the snapshot left out 2 cache directories' contents (spec.files.excludeCaches) (status.skipped)"},
+		{name: "one cache directory and a vanished file", in: &mover.Skipped{Vanished: 1, CacheDirectories: 1},
+			want: &v1.SkippedEntries{Vanished: 1, CacheDirectories: 1}, eventType: corev1.EventTypeNormal,
+			msg: "the snapshot left out 1 entry that vanished while read, 1 cache directory's contents (spec.files.excludeCaches) (status.skipped)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := toSkipped(tc.in)

@@ -49,13 +49,15 @@ func Execute(ctx context.Context, job Job, progress func(Progress)) (Result, err
 	}
 	switch job.Kind {
 	case KindBackup:
-		res, err := repo.Backup(ctx, repository.BackupRequest{Dir: job.Dir, SourcePath: job.SourcePath, Tags: job.Tags, Parent: job.Parent, Progress: report})
+		res, err := repo.Backup(ctx, repository.BackupRequest{Dir: job.Dir, SourcePath: job.SourcePath, Tags: job.Tags, Parent: job.Parent,
+			ExcludeCaches: job.ExcludeCaches, Progress: report})
 		if err != nil {
 			return Result{}, err
 		}
 		var skipped *Skipped
 		if s := res.Skipped; s.Total() > 0 {
-			skipped = &Skipped{Vanished: s.Vanished, ChangedType: s.ChangedType, Sockets: s.Sockets, FIFOs: s.FIFOs, Devices: s.Devices}
+			skipped = &Skipped{Vanished: s.Vanished, ChangedType: s.ChangedType, Sockets: s.Sockets, FIFOs: s.FIFOs, Devices: s.Devices,
+				CacheDirectories: s.CacheDirectories}
 		}
 		return Result{
 			Skipped:          skipped,

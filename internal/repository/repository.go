@@ -90,6 +90,10 @@ type BackupRequest struct {
 	// complete snapshot of SourcePath, NoParent for none, or a snapshot ID (none when
 	// that snapshot is not one of SourcePath's).
 	Parent string
+	// ExcludeCaches leaves out the contents of each cache directory (one holding a
+	// CACHEDIR.TAG with the signature), keeping the directory and its tag, and counts
+	// the directories in Skipped.CacheDirectories. Off, every file is backed up.
+	ExcludeCaches bool
 	// Progress, if set, is called every ProgressInterval and once at the end.
 	Progress func(Progress)
 }
@@ -131,11 +135,14 @@ type Skipped struct {
 	ChangedType int64
 	// Sockets, FIFOs and Devices are special files the uploader does not store.
 	Sockets, FIFOs, Devices int64
+	// CacheDirectories are the directories whose contents BackupRequest.ExcludeCaches
+	// left out on purpose (their entries are not counted one by one).
+	CacheDirectories int64
 }
 
-// Total is the number of entries skipped for any reason.
+// Total is the number of entries and cache directories skipped for any reason.
 func (s Skipped) Total() int64 {
-	return s.Vanished + s.ChangedType + s.Sockets + s.FIFOs + s.Devices
+	return s.Vanished + s.ChangedType + s.Sockets + s.FIFOs + s.Devices + s.CacheDirectories
 }
 
 // RestoreRequest is one snapshot to restore.

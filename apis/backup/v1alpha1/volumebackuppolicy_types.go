@@ -34,6 +34,12 @@ type VolumeBackupPolicySpec struct {
 	// +kubebuilder:default=kopia
 	Uploader Uploader `json:"uploader,omitempty"`
 
+	// files says which files of each volume a backup leaves out. Without it every
+	// file is backed up: files in the volume (a .kopiaignore, a CACHEDIR.TAG) change
+	// nothing unless an option here says so.
+	// +optional
+	Files *BackupFiles `json:"files,omitempty"`
+
 	// retention says which backups to keep, per source volume. Without it every
 	// backup is kept.
 	// +optional
@@ -45,6 +51,20 @@ type VolumeBackupPolicySpec struct {
 	// +kubebuilder:default=Retain
 	// +kubebuilder:validation:Enum=Retain;Delete
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+}
+
+// BackupFiles says which files of a volume a backup leaves out. Each option is off
+// by default: Holdfast, not the volume, decides what is backed up.
+type BackupFiles struct {
+	// excludeCaches leaves out the contents of every cache directory: a directory
+	// holding a regular file named CACHEDIR.TAG whose content begins with
+	// "Signature: 8a477f597d28d172789f06886806bc55" (the Cache Directory Tagging
+	// Specification, as restic --exclude-caches reads it). The directory itself and
+	// its CACHEDIR.TAG are kept, so a restore gives back an empty, still tagged cache.
+	// A tag with another content, or that is not a regular file, excludes nothing.
+	// Each backup counts the directories it left out in status.skipped.cacheDirectories.
+	// +optional
+	ExcludeCaches bool `json:"excludeCaches,omitempty"`
 }
 
 // DeletionPolicy says what deleting a policy does to its backups.
