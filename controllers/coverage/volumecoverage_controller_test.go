@@ -3,6 +3,7 @@ package coverage
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -75,6 +76,20 @@ func TestCoverageStory(t *testing.T) {
 	}
 	if !apimeta.IsStatusConditionTrue(cov.Status.Conditions, v1.ConditionReady) {
 		t.Errorf("not Ready: %+v", cov.Status.Conditions)
+	}
+
+	// kubectl get answers "is anything unprotected?" at a glance; describe tells the story.
+	out, err := e.Kubectl(ctx, "get", "vcov")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if header := strings.Fields(strings.SplitN(out, "\n", 2)[0]); !slices.Equal(header, []string{"NAME", "PROTECTED", "SKIPPED", "EXCLUDED", "UNPROTECTED", "AGE"}) {
+		t.Errorf("kubectl get vcov columns %q", header)
+	}
+	if described, err := e.Kubectl(ctx, "describe", "vcov", "cluster"); err != nil || !strings.Contains(described, "Unprotected Claims:") {
+		t.Errorf("kubectl describe vcov cluster: %v\n%s", err, described)
+	} else if os.Getenv("HOLDFAST_TEST_LOG") != "" {
+		t.Logf("kubectl get vcov\n%s\nkubectl describe vcov cluster\n%s", out, described)
 	}
 
 	// The metrics say the same, from the registry the manager serves.
