@@ -173,8 +173,13 @@ func (r *VolumeCoverageReconciler) singleton(ctx context.Context) (*v1.VolumeCov
 	}
 	cov = &v1.VolumeCoverage{ObjectMeta: metav1.ObjectMeta{Name: v1.VolumeCoverageName,
 		Labels: map[string]string{v1.LabelManagedBy: v1.ManagedByValue}}}
-	if err := r.Create(ctx, cov, client.FieldOwner(fieldOwner)); err != nil {
-		// A create racing the cache is retried with backoff, and then found.
+	err = r.Create(ctx, cov, client.FieldOwner(fieldOwner))
+	if apierrors.IsAlreadyExists(err) {
+		// Created since the read (a cache that lags): read it again; if the cache
+		// still lags, the error retries with backoff.
+		err = r.Get(ctx, client.ObjectKey{Name: v1.VolumeCoverageName}, cov)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("creating VolumeCoverage %s: %w", v1.VolumeCoverageName, err)
 	}
 	return cov, nil

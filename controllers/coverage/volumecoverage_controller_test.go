@@ -345,3 +345,12 @@ func TestReconcileDebounce(t *testing.T) {
 	clk.SetTime(clk.Now().Add(20 * time.Second))
 	reconcile("a request once the interval passed computes", resync)
 }
+
+// There is one VolumeCoverage: the API server refuses any other name.
+func TestOnlyOneVolumeCoverage(t *testing.T) {
+	e := testenv.Require(t, env)
+	err := e.Client.Create(t.Context(), &v1.VolumeCoverage{ObjectMeta: metav1.ObjectMeta{Name: "mine"}})
+	if err == nil || !strings.Contains(err.Error(), "there is one VolumeCoverage and it is named cluster") {
+		t.Errorf("creating VolumeCoverage mine: %v, want the name rule's refusal", err)
+	}
+}
