@@ -258,7 +258,7 @@ func runManager(args []string, stderr io.Writer) error {
 	if err := policyctrl.Setup(mgr); err != nil {
 		return err
 	}
-	if err := coverage.Setup(mgr, coverage.Options{Interval: *coverageInterval}); err != nil {
+	if err := coverage.Setup(mgr, coverage.Options{Interval: *coverageInterval, Namespace: *namespace}); err != nil {
 		return err
 	}
 	if err := stranded.Setup(mgr, stranded.Options{Namespace: *namespace, Deadline: *strandedDeadline}); err != nil {

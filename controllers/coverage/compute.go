@@ -42,6 +42,18 @@ type Input struct {
 	// CostBudget is the CEL cost budget of each pass (per policy, and one for the
 	// exclusions); 0 is celpolicy.PassCostBudget, as for a run.
 	CostBudget uint64
+	// OperatorNamespace is where Holdfast runs: its own pods there (the manager and
+	// the agents, labelled app.kubernetes.io/name=holdfast) are not counted, their
+	// volumes being the kubelet's root and scratch space.
+	OperatorNamespace string
+}
+
+// labelName is the app.kubernetes.io/name label of Holdfast's own pods.
+const labelName = "app.kubernetes.io/name"
+
+// own says whether pod is one of Holdfast's own (manager, agent).
+func (in *Input) own(pod *corev1.Pod) bool {
+	return in.OperatorNamespace != "" && pod.Namespace == in.OperatorNamespace && pod.Labels[labelName] == "holdfast"
 }
 
 // Volume is one source of data and its coverage: a claim (however many pods mount
@@ -143,11 +155,20 @@ func Compute(in Input) *Result {
 	ex := &exclusions{policies: policies, cache: &celpolicy.Cache{Budget: in.CostBudget}}
 	rsOwner := in.Cluster.ReplicaSetOwner()
 	sources := map[string]*Volume{}
-	mounted := map[string]bool{}
+	mounted, ownClaims := map[string]bool{}, map[string]bool{}
 	namespaces := in.Cluster.Namespaces()
 	for _, ns := range namespaces {
 		for _, pod := range in.Cluster.Pods(ns.Name) {
 			if !policyctrl.Live(pod) {
+				continue
+			}
+			if in.own(pod) {
+				// Nor are the claims they mount (a filesystem storage location's).
+				for i := range pod.Spec.Volumes {
+					if claim := identity.ClaimName(pod, &pod.Spec.Volumes[i]); claim != "" {
+						ownClaims[ns.Name+"/"+claim] = true
+					}
+				}
 				continue
 			}
 			for i := range pod.Spec.Volumes {
@@ -206,7 +227,7 @@ func Compute(in Input) *Result {
 	}
 	for _, pvc := range in.Cluster.Claims() {
 		ns := nsByName[pvc.Namespace]
-		if ns == nil || mounted[pvc.Namespace+"/"+pvc.Name] || pvc.DeletionTimestamp != nil || pvc.Status.Phase != corev1.ClaimBound {
+		if ns == nil || mounted[pvc.Namespace+"/"+pvc.Name] || ownClaims[pvc.Namespace+"/"+pvc.Name] || pvc.DeletionTimestamp != nil || pvc.Status.Phase != corev1.ClaimBound {
 			continue
 		}
 		vol := &corev1.Volume{Name: pvc.Name, VolumeSource: corev1.VolumeSource{

@@ -84,6 +84,9 @@ func TestCompute(t *testing.T) {
 	pending.Status.Phase = corev1.PodPending
 	done := testPod("shop", "done", 1, claimVol("data", "results"))
 	done.Status.Phase = corev1.PodSucceeded
+	// Holdfast's own agent: its hostPath (the kubelet root) is not counted.
+	agent := testPod("holdfast-system", "holdfast-agent-x7k2p", 1, hostPath("kubelet"), emptyDir("work"), claimVol("backups", "backups"))
+	agent.Labels = map[string]string{"app.kubernetes.io/name": "holdfast", "app.kubernetes.io/component": "agent"}
 	pods := []*corev1.Pod{
 		testPod("shop", "db-0", 10, claimVol("data", "db"), configMap("conf")),
 		testPod("shop", "db-reader", 5, claimVol("data", "db")), // the same claim, counted once
@@ -92,15 +95,18 @@ func TestCompute(t *testing.T) {
 		ownedBy(testPod("shop", "web-b", 2, emptyDir("cache"), emptyDir("state")), "ReplicaSet", "web-1"),
 		pending, done,
 		testPod("other", "app", 1, emptyDir("work")),
+		agent,
 	}
 	claims := []*corev1.PersistentVolumeClaim{testClaim("shop", "db"), testClaim("shop", "scratch"), testClaim("shop", "queue"),
-		testClaim("shop", "results"), testClaim("shop", "archive"), testClaim("shop", "old-logs"), testClaim("other", "loose")}
+		testClaim("shop", "results"), testClaim("shop", "archive"), testClaim("shop", "old-logs"), testClaim("other", "loose"),
+		testClaim("holdfast-system", "backups")}
 	unbound := testClaim("other", "unbound")
 	unbound.Status.Phase = corev1.ClaimPending
 	claims = append(claims, unbound)
 	rs := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-1",
 		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "web", Controller: new(true)}}}}
-	cluster := policyctrl.NewCluster([]*corev1.Namespace{shop, other}, pods, claims, []*metav1.PartialObjectMetadata{rs}, nil)
+	system := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "holdfast-system"}}
+	cluster := policyctrl.NewCluster([]*corev1.Namespace{shop, other, system}, pods, claims, []*metav1.PartialObjectMetadata{rs}, nil)
 
 	// gold selects the claims db, queue and archive, the hostPath and the state
 	// emptyDirs; caches selects nothing and excludes the cache and state emptyDirs
@@ -111,7 +117,7 @@ func TestCompute(t *testing.T) {
 	paused.Suspended = true
 	broken := Policy{Name: "broken", Problem: "spec.selector.volumes: compilation failed"}
 
-	res := Compute(Input{Cluster: cluster, Policies: []Policy{paused, gold, caches, broken}})
+	res := Compute(Input{Cluster: cluster, Policies: []Policy{paused, gold, caches, broken}, OperatorNamespace: "holdfast-system"})
 	want := map[string]string{
 		"shop/pvc/db":               "Protected gold ",
 		"shop/pvc/scratch":          "Skipped paused Suspended",
@@ -133,7 +139,7 @@ func TestCompute(t *testing.T) {
 		}
 	}
 	if len(got) != len(want) {
-		t.Errorf("got %d volumes, want %d (configMaps, the unbound claim and nothing else left out): %v", len(got), len(want), got)
+		t.Errorf("got %d volumes, want %d (configMaps, the unbound claim, Holdfast's agent and nothing else left out): %v", len(got), len(want), got)
 	}
 	// The claim db is backed up once, through its oldest pod; the Deployment's state
 	// volume once per replica, each on its node.

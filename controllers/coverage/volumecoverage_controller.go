@@ -55,6 +55,8 @@ type Options struct {
 	Interval time.Duration
 	// CostBudget is the CEL cost of each pass; 0 is celpolicy.PassCostBudget, as runs.
 	CostBudget uint64
+	// Namespace is the operator namespace: Holdfast's own pods there are not counted.
+	Namespace string
 	// Clock is time, for tests; the real clock when nil.
 	Clock clock.PassiveClock
 }
@@ -131,7 +133,7 @@ func (r *VolumeCoverageReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	r.lastComputed = now
 	r.mu.Unlock()
 	start := time.Now()
-	res := Compute(Input{Cluster: cluster, Policies: policies, CostBudget: r.CostBudget})
+	res := Compute(Input{Cluster: cluster, Policies: policies, CostBudget: r.CostBudget, OperatorNamespace: r.Namespace})
 	ctrl.LoggerFrom(ctx).V(1).Info("computed coverage", "volumes", len(res.Volumes), "took", time.Since(start))
 	metricsCollector.set(res)
 	r.announce(ctx, cluster, res)
