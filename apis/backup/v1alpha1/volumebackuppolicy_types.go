@@ -51,6 +51,25 @@ type VolumeBackupPolicySpec struct {
 	// +kubebuilder:default=Retain
 	// +kubebuilder:validation:Enum=Retain;Delete
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+
+	// coverage says which volumes are left unprotected on purpose, so that the
+	// cluster's coverage (VolumeCoverage cluster, holdfast_unprotected_* metrics) does
+	// not report them. It changes nothing about what the policy backs up.
+	// +optional
+	Coverage *CoverageSpec `json:"coverage,omitempty"`
+}
+
+// CoverageSpec is what a policy says about coverage, beyond what it backs up.
+type CoverageSpec struct {
+	// exclude is a CEL expression over the same variables as spec.selector.volumes
+	// (`namespace`, `pod`, `volume`, `pvc`), compiled and limited the same way. A
+	// volume it matches that no policy protects is counted as Excluded instead of
+	// Unprotected: caches, scratch space, node data. For a claim no pod mounts, `pod`
+	// is null and `volume` is {name: <claim>, persistentVolumeClaim: {claimName:
+	// <claim>}}. Example: has(volume.emptyDir) && volume.name == "cache"
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Exclude string `json:"exclude,omitempty"`
 }
 
 // BackupFiles says which files of a volume a backup leaves out. Each option is off
