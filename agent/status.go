@@ -147,7 +147,7 @@ func toNotRestored(n *mover.NotRestored) *v1.NotRestoredEntries {
 	if n == nil || *n == (mover.NotRestored{}) {
 		return nil
 	}
-	return &v1.NotRestoredEntries{Devices: n.Devices, Attributes: n.Attributes, Other: n.Other}
+	return &v1.NotRestoredEntries{FIFOs: n.FIFOs, Devices: n.Devices, Attributes: n.Attributes, Other: n.Other}
 }
 
 // countList names the non-zero counts, in order: "2 vanished, 1 socket".
@@ -195,17 +195,18 @@ func skippedEvent(s *v1.SkippedEntries) (eventType, msg string, ok bool) {
 }
 
 // notRestoredEvent is the event type and the sentence for what a Completed restore
-// did not give back, ok false when it gave everything back: a Warning when a device
-// node or an attribute the snapshot held is missing, Normal for sockets alone.
+// did not give back, ok false when it gave everything back: a Warning when a FIFO, a
+// device node or an attribute the snapshot held is missing, Normal for sockets alone.
 func notRestoredEvent(n *v1.NotRestoredEntries) (eventType, msg string, ok bool) {
 	if n == nil {
 		return "", "", false
 	}
 	eventType = corev1.EventTypeNormal
-	if n.Devices > 0 || n.Attributes > 0 {
+	if n.FIFOs > 0 || n.Devices > 0 || n.Attributes > 0 {
 		eventType = corev1.EventTypeWarning
 	}
 	return eventType, "the restore did not give back " + countList(
+		count{n.FIFOs, "FIFO", "FIFOs"},
 		count{n.Devices, "device node", "device nodes"},
 		count{n.Attributes, "extended attribute", "extended attributes"},
 		count{n.Other, "other entry (socket)", "other entries (sockets)"},

@@ -74,7 +74,7 @@ func Execute(ctx context.Context, job Job, progress func(Progress)) (Result, err
 		}
 		var notRestored *NotRestored
 		if n := res.NotRestored; n.Total() > 0 {
-			notRestored = &NotRestored{Devices: n.Devices, Attributes: n.Attributes, Other: n.Other}
+			notRestored = &NotRestored{FIFOs: n.FIFOs, Devices: n.Devices, Attributes: n.Attributes, Other: n.Other}
 		}
 		return Result{NotRestored: notRestored, Progress: Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes,
 			FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles}}, nil

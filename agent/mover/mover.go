@@ -111,6 +111,8 @@ type Skipped struct {
 
 // NotRestored counts what a restore left out (repository.NotRestored).
 type NotRestored struct {
+	// FIFOs are named pipes the restore could not make (repository.NotRestored).
+	FIFOs int64 `json:"fifos,omitempty"`
 	// Devices are device nodes the data mover may not make or whose number is unknown.
 	Devices int64 `json:"devices,omitempty"`
 	// Attributes are extended attributes the volume's file system refused.

@@ -59,6 +59,13 @@ func TestRoundTripFidelity(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// What did not come back of the kinds a restore counts is counted.
+			if n, lost := restored.NotRestored.FIFOs, fidelity.Missing(want, got, "fifo"); n != lost {
+				t.Errorf("the restore counts %d FIFOs as not restored, but %d did not come back", n, lost)
+			}
+			if n, lost := restored.NotRestored.Devices, fidelity.Missing(want, got, "chardev"); n != lost {
+				t.Errorf("the restore counts %d device nodes as not restored, but %d did not come back", n, lost)
+			}
 			unknown, stale := fidelity.Check(fidelity.Compare(want, got), fidelity.KnownDifferences(string(uploader)), want)
 			for _, d := range unknown {
 				t.Errorf("difference not on the known list: %s", d)

@@ -162,6 +162,9 @@ type RestoreResult struct {
 
 // NotRestored counts, by why, what a restore left out. None of it fails the restore.
 type NotRestored struct {
+	// FIFOs are named pipes the snapshot holds that the restore could not make or
+	// place: restic's, under a name that is not UTF-8 (see resticTree.lostFIFOs).
+	FIFOs int64
 	// Devices are device nodes the restore may not make (the data mover has no
 	// CAP_MKNOD) or whose device number the snapshot's stream lacks (restic dump).
 	Devices int64
@@ -173,7 +176,7 @@ type NotRestored struct {
 }
 
 // Total is the number of entries and attributes left out for any reason.
-func (n NotRestored) Total() int64 { return n.Devices + n.Attributes + n.Other }
+func (n NotRestored) Total() int64 { return n.FIFOs + n.Devices + n.Attributes + n.Other }
 
 // Snapshot is one stored snapshot.
 type Snapshot struct {

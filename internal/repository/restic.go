@@ -635,7 +635,7 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 	}
 	stop()
 	res := RestoreResult{TotalBytes: w.BytesDone(), TotalFiles: w.FilesDone(), NotRestored: NotRestored{
-		Devices: stats.DevicesSkipped, Attributes: stats.AttributesRefused, Other: stats.Skipped,
+		FIFOs: tree.lostFIFOs, Devices: stats.DevicesSkipped, Attributes: stats.AttributesRefused, Other: stats.Skipped,
 	}}
 	if req.Progress != nil {
 		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})
@@ -655,6 +655,10 @@ type resticTree struct {
 	// modTimes are the entries' times to the nanosecond (Unix ns) by
 	// confinedfs.PathHash: the tar carries whole seconds.
 	modTimes map[uint64]int64
+	// lostFIFOs counts the FIFOs whose names restic ls garbles (not UTF-8): restic
+	// dump writes no FIFO, and such a name cannot be trusted, so none of them is
+	// made. The restore counts them as not restored.
+	lostFIFOs int64
 }
 
 // maxPreciseTimes bounds the times to the nanosecond a restic restore keeps, at about
@@ -698,7 +702,10 @@ func (r *resticRepository) tree(ctx context.Context, snap *resticSnapshot) (*res
 				// restic ls writes each byte of a name that is not UTF-8 as U+FFFD, so
 				// this path may stand for another entry's: trusting it could make a
 				// file a FIFO or a hard link of another. The entry comes back as the
-				// tar has it.
+				// tar has it, which for a FIFO is not at all.
+				if node.Type == "fifo" {
+					t.lostFIFOs++
+				}
 				continue
 			}
 			rel, err := confinedfs.Clean(strings.TrimPrefix(node.Path, rootPath+"/"))

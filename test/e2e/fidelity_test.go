@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -166,12 +167,15 @@ func (s *stories) everyFileBackAsItWas(t *testing.T) {
 			if err := e.Client.Get(ctx, client.ObjectKey{Namespace: fidelityNamespace, Name: pvrs[v.volume]}, pvr); err != nil {
 				t.Fatalf("the PodVolumeRestore of volume %s (%q): %v", v.volume, pvrs[v.volume], err)
 			}
-			wantNotRestored := notRestoredByTheAgent(want[v.volume], dropped)
+			wantNotRestored := notRestoredByTheAgent(want[v.volume], v.uploader, dropped)
 			if got, want := fmt.Sprintf("%+v", pvr.Status.NotRestored), fmt.Sprintf("%+v", wantNotRestored); got != want {
 				t.Errorf("%s: status.notRestored %s, want %s", pvr.Name, got, want)
 			}
-			if err := e.waitEvent(ctx, fidelityNamespace, pvr.Name, "EntriesNotRestored", corev1.EventTypeWarning,
-				"the restore did not give back 1 device node, 1 extended attribute (status.notRestored)"); err != nil {
+			msg := "the restore did not give back 1 device node, 1 extended attribute (status.notRestored)"
+			if wantNotRestored.FIFOs == 1 {
+				msg = "the restore did not give back 1 FIFO, 1 device node, 1 extended attribute (status.notRestored)"
+			}
+			if err := e.waitEvent(ctx, fidelityNamespace, pvr.Name, "EntriesNotRestored", corev1.EventTypeWarning, msg); err != nil {
 				t.Error(err)
 			}
 		})
@@ -226,12 +230,16 @@ func skippedByTheAgent(m fidelity.Manifest) *backupv1alpha1.SkippedEntries {
 
 // notRestoredByTheAgent is what a restore by the agent counts as not given back of the
 // tree m: its device nodes (the data mover has no CAP_MKNOD; restic's stream has no
-// device numbers anyway) and the attributes the mover's privileges refuse.
-func notRestoredByTheAgent(m fidelity.Manifest, refused int64) *backupv1alpha1.NotRestoredEntries {
+// device numbers anyway), the attributes the mover's privileges refuse, and with
+// restic the FIFOs whose names are not UTF-8 (restic ls garbles them).
+func notRestoredByTheAgent(m fidelity.Manifest, uploader backupv1alpha1.Uploader, refused int64) *backupv1alpha1.NotRestoredEntries {
 	n := backupv1alpha1.NotRestoredEntries{Attributes: refused}
-	for _, e := range m {
-		if e.Type == "chardev" || e.Type == "blockdev" {
+	for p, e := range m {
+		switch {
+		case e.Type == "chardev" || e.Type == "blockdev":
 			n.Devices++
+		case e.Type == "fifo" && uploader == backupv1alpha1.UploaderRestic && !utf8.ValidString(p):
+			n.FIFOs++
 		}
 	}
 	return &n

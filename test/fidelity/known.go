@@ -47,3 +47,15 @@ func HardLinksCopied(why string) []Known {
 	}
 	return out
 }
+
+// Missing counts the entries of want of type typ ("fifo", "chardev", ...) that got
+// does not hold as that type: what a restore must count as not restored.
+func Missing(want, got Manifest, typ string) int64 {
+	var n int64
+	for p, e := range want {
+		if e.Type == typ && got[p].Type != typ {
+			n++
+		}
+	}
+	return n
+}
