@@ -89,7 +89,7 @@ func decodeStrict[T any](t *testing.T, u *unstructured.Unstructured) *T {
 	return out
 }
 
-// docSection reports whether docs/alerts.md has a heading whose GitHub anchor is anchor.
+// docAnchors returns the GitHub anchors of the headings of docs/alerts.md.
 func docAnchors(t *testing.T) map[string]bool {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "docs", "alerts.md"))
