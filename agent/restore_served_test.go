@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -69,6 +70,8 @@ type hold struct {
 	claims map[string]string
 	// user, when set, is the user restore-wait runs as.
 	user int64
+	// readOnly are the volumes the pod mounts read-only (persistentVolumeClaim.readOnly).
+	readOnly []string
 }
 
 // newHeldOn creates a pod on node, Pending (its restore-wait waits), held as the webhook
@@ -83,7 +86,7 @@ func newHeldOn(t *testing.T, ns, name, node string, holds ...hold) *corev1.Pod {
 		volumes := slices.Sorted(maps.Keys(h.claims))
 		for _, volume := range volumes {
 			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: volume, VolumeSource: corev1.VolumeSource{
-				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: h.claims[volume]}}})
+				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: h.claims[volume], ReadOnly: slices.Contains(h.readOnly, volume)}}})
 		}
 		waited[h.vr.Name] = volumes
 		base := corev1.Container{Image: "holdfast"}
@@ -350,6 +353,48 @@ func TestAPodThatComesAfterItsClaimWasRestoredIsReleased(t *testing.T) {
 		}
 		if err := restoreWaitOf(t, first, vr, dir); err != nil {
 			t.Errorf("restore-wait of pod first: %v", err)
+		}
+	})
+
+	t.Run("a pod that mounts the claim read-only", func(t *testing.T) {
+		pvG, pvH, pvI := sharedClaim(t, ns, "g"), sharedClaim(t, ns, "h"), sharedClaim(t, ns, "i")
+		vr := newRestore(t, ns, "readonly")
+		x := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x", UID: types.UID("x-uid")}}
+		endedElsewhere(t, claimRestore(vr, x, "node-2", "data", "g", repo), v1.RunCompleted, "")
+		const why = "the repository key was refused"
+		endedElsewhere(t, claimRestore(vr, x, "node-2", "lost", "h", repo), v1.RunFailed, why)
+
+		// Restored: nothing is written through a read-only mount; the pod says why.
+		ro := newHeldOn(t, ns, "ro", nodeName, hold{vr: vr, claims: map[string]string{"data": "g"}, readOnly: []string{"data"}})
+		roDir := mountClaim(t, ro, pvG)
+		waitFor(t, "a SharedClaimNotReleased event on pod ro", func() error {
+			var list eventsv1.EventList
+			if err := env.Client.List(ctxFor(t), &list, client.InNamespace(ns)); err != nil {
+				return err
+			}
+			for _, e := range list.Items {
+				if e.Reason == "SharedClaimNotReleased" && e.Regarding.Name == ro.Name {
+					if e.Type != corev1.EventTypeWarning || !strings.Contains(e.Note, "read-only") {
+						return fmt.Errorf("event %s %q: want a Warning saying read-only", e.Type, e.Note)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("none among %d events", len(list.Items))
+		})
+		if _, err := os.Lstat(filepath.Join(roDir, restorewait.MarkerDir)); !os.IsNotExist(err) {
+			t.Errorf("something was written through the read-only mount: %v", err)
+		}
+
+		// Failed: the failure marker goes into another volume restore-wait waits for.
+		ro2 := newHeldOn(t, ns, "ro2", nodeName, hold{vr: vr, claims: map[string]string{"lost": "h", "other": "i"}, readOnly: []string{"lost"}})
+		lostDir, otherDir := mountClaim(t, ro2, pvH), mountClaim(t, ro2, pvI)
+		err := restoreWaitOf(t, ro2, vr, lostDir, otherDir)
+		if err == nil || errors.Is(err, restorewait.ErrDeadline) || !strings.Contains(err.Error(), why) {
+			t.Fatalf("restore-wait: %v, want the restore's reason %q", err, why)
+		}
+		if _, err := os.Lstat(filepath.Join(lostDir, restorewait.MarkerDir)); !os.IsNotExist(err) {
+			t.Errorf("something was written through the read-only mount: %v", err)
 		}
 	})
 }
