@@ -58,8 +58,10 @@ func TestATestKilledLeavesNoControlPlane(t *testing.T) {
 		t.Fatalf("found %v below the child, want etcd and kube-apiserver", plane)
 	}
 	t.Cleanup(func() { // whatever the outcome, this test leaves nothing running
-		for pid := range plane {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+		for _, p := range plane {
+			if alive(p) {
+				_ = syscall.Kill(p.pid, syscall.SIGKILL)
+			}
 		}
 	})
 	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
@@ -67,56 +69,70 @@ func TestATestKilledLeavesNoControlPlane(t *testing.T) {
 	}
 	_ = child.Wait()
 	deadline := time.Now().Add(time.Minute)
-	for pid, name := range plane {
-		for alive(pid, name) {
+	for _, p := range plane {
+		for alive(p) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s (pid %d) still runs a minute after its test process was killed", name, pid)
+				_, ppid, state, _ := readProc(p.pid)
+				t.Fatalf("%s still runs a minute after its test process was killed (parent %d, state %s)", p, ppid, state)
 			}
 			time.Sleep(50 * time.Millisecond) // polls the kernel's process table for the condition
 		}
 	}
 }
 
-// childrenOf maps the pids of the processes whose parent is pid to their names.
-func childrenOf(t *testing.T, pid int) map[int]string {
+// proc is a process as /proc shows it: a pid can be reused once the process is gone
+// (pid_max is 32768 here, and a CI run starts many processes), so a process is its pid
+// and its start time.
+type proc struct {
+	pid   int
+	name  string
+	start string // field 22 of /proc/<pid>/stat, in clock ticks since boot
+}
+
+func (p proc) String() string { return fmt.Sprintf("%s (pid %d)", p.name, p.pid) }
+
+// readProc reads pid's name, parent, state and start time; ok false when it is gone.
+func readProc(pid int) (p proc, ppid int, state string, ok bool) {
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return proc{}, 0, "", false
+	}
+	// pid (comm) state ppid ... : comm may hold spaces, so split after its ')'.
+	s := string(stat)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
+		return proc{}, 0, "", false
+	}
+	fields := strings.Fields(s[end+1:])
+	if len(fields) < 20 {
+		return proc{}, 0, "", false
+	}
+	ppid, _ = strconv.Atoi(fields[1])
+	return proc{pid: pid, name: s[open+1 : end], start: fields[19]}, ppid, fields[0], true
+}
+
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(t *testing.T, pid int) []proc {
 	t.Helper()
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[int]string{}
+	var out []proc
 	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
+		n, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		status, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
-		if err != nil {
-			continue
-		}
-		var name string
-		var ppid int
-		for _, l := range strings.Split(string(status), "\n") {
-			if v, ok := strings.CutPrefix(l, "Name:\t"); ok {
-				name = v
-			}
-			if v, ok := strings.CutPrefix(l, "PPid:\t"); ok {
-				ppid, _ = strconv.Atoi(v)
-			}
-		}
-		if ppid == pid {
-			out[p] = name
+		if p, ppid, _, ok := readProc(n); ok && ppid == pid {
+			out = append(out, p)
 		}
 	}
 	return out
 }
 
-// alive says whether pid still runs the program name (not a zombie, not a reused pid).
-func alive(pid int, name string) bool {
-	status, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
-	if err != nil {
-		return false
-	}
-	s := string(status)
-	return strings.Contains(s, "Name:\t"+name+"\n") && !strings.Contains(s, "State:\tZ")
+// alive says whether p still runs: the same pid and start time, and not a zombie.
+func alive(p proc) bool {
+	now, _, state, ok := readProc(p.pid)
+	return ok && now.start == p.start && state != "Z"
 }
