@@ -157,6 +157,9 @@ func condition(typ string, status metav1.ConditionStatus) metav1.Condition {
 // since), labelled with the volume's identity, and go with the backups.
 func TestVolumeSeriesFollowTheBackups(t *testing.T) {
 	env := testenv.Require(t, env)
+	if collector.backups == nil {
+		t.Error("the collector lists the PodVolumeBackups from the cache, copying each, rather than reading the informer's store")
+	}
 	ns := env.Namespace(t, nil)
 	policy := "every-six-hours-" + ns
 	createPolicy(t, policy, &v1.Schedule{Cron: "0 */6 * * *"})
@@ -264,11 +267,11 @@ func TestPolicyRepositoryLocationAndRestoreSeries(t *testing.T) {
 	}
 	repo.Status.Conditions = []metav1.Condition{condition(v1.ConditionReady, metav1.ConditionTrue)}
 	repo.Status.LastMaintenanceTime = at(2000)
-	// Newest first: a deferred pass does not hide the failure before it.
+	// Newest first: a deferred pass does not hide the success before it.
 	repo.Status.Maintenance = []v1.MaintenanceResult{
 		{Mode: "Prune", Result: "Deferred", StartTime: *at(2500)},
-		{Mode: "Prune", Result: "Failed", StartTime: *at(1900), CompletionTime: at(2000)},
-		{Mode: "Prune", Result: "Succeeded", StartTime: *at(900), CompletionTime: at(1000)},
+		{Mode: "Prune", Result: "Succeeded", StartTime: *at(1900), CompletionTime: at(2000)},
+		{Mode: "Prune", Result: "Failed", StartTime: *at(900), CompletionTime: at(1000)},
 	}
 	if err := env.Client.Status().Update(ctx, repo); err != nil {
 		t.Fatal(err)
@@ -308,7 +311,7 @@ func TestPolicyRepositoryLocationAndRestoreSeries(t *testing.T) {
 			{name: metrics.RepositoryReady, labels: rl, value: 1},
 			{name: metrics.RepositoryStalled, labels: rl, value: 0},
 			{name: metrics.RepositoryLastMaintenanceTimestamp, labels: rl, value: float64(at(2000).Unix())},
-			{name: metrics.RepositoryLastMaintenanceSuccess, labels: rl, value: 0},
+			{name: metrics.RepositoryLastMaintenanceSuccess, labels: rl, value: 1},
 
 			{name: metrics.RestoreFailed, labels: map[string]string{"namespace": ns, "restore": "failed"}, value: 1},
 			{name: metrics.RestoreFailed, labels: map[string]string{"namespace": ns, "restore": "expired"}, value: 1},

@@ -13,7 +13,11 @@ import (
 	"github.com/holdfast-dev/holdfast/test/testenv"
 )
 
-var env *testenv.Env
+var (
+	env *testenv.Env
+	// collector is the one the suite's manager runs.
+	collector *Collector
+)
 
 func TestMain(m *testing.M) {
 	testenv.Run(m, &env, testenv.Options{Setup: startManager})
@@ -32,7 +36,7 @@ func startManager(env *testenv.Env) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := Setup(mgr, Options{Namespace: testenv.OperatorNamespace}); err != nil {
+	if collector, err = Setup(mgr, Options{Namespace: testenv.OperatorNamespace}); err != nil {
 		return nil, fmt.Errorf("setting up the collector: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

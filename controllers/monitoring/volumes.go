@@ -55,11 +55,10 @@ func isFinal(p v1.RunPhase) bool {
 
 // volumeStates groups backups by volume: one pass to find each volume's newest
 // backups, one to count the failures since its newest success. O(backups).
-func volumeStates(pvbs []v1.PodVolumeBackup) map[volumeKey]*volumeState {
+func volumeStates(pvbs []*v1.PodVolumeBackup) map[volumeKey]*volumeState {
 	states := map[volumeKey]*volumeState{}
 	keys := make([]volumeKey, len(pvbs))
-	for i := range pvbs {
-		b := &pvbs[i]
+	for i, b := range pvbs {
 		k := volumeKey{b.Namespace, b.Spec.SourcePath, identity.PolicyOfBackup(b)}
 		keys[i] = k
 		st := states[k]
@@ -79,8 +78,7 @@ func volumeStates(pvbs []v1.PodVolumeBackup) map[volumeKey]*volumeState {
 			st.lastSuccess = b
 		}
 	}
-	for i := range pvbs {
-		b := &pvbs[i]
+	for i, b := range pvbs {
 		if b.Status.Phase != v1.RunFailed && b.Status.Phase != v1.RunCanceled {
 			continue
 		}
@@ -94,8 +92,8 @@ func volumeStates(pvbs []v1.PodVolumeBackup) map[volumeKey]*volumeState {
 
 // collectVolumes sends the per-volume series.
 func (c *Collector) collectVolumes(ctx context.Context, ch chan<- prometheus.Metric) error {
-	var pvbs v1.PodVolumeBackupList
-	if err := c.list(ctx, &pvbs); err != nil {
+	pvbs, err := c.listBackups(ctx)
+	if err != nil {
 		return err
 	}
 	var policies v1.VolumeBackupPolicyList
@@ -110,7 +108,7 @@ func (c *Collector) collectVolumes(ctx context.Context, ch chan<- prometheus.Met
 		}
 	}
 	d := &c.descs
-	for k, st := range volumeStates(pvbs.Items) {
+	for k, st := range volumeStates(pvbs) {
 		labels := []string{k.namespace, k.source, st.newest.Spec.ClaimName, k.policy, st.newest.Spec.StorageLocation}
 		if interval, ok := intervals[k.policy]; ok {
 			gauge(ch, d.volumeInterval, interval.Seconds(), labels...)
@@ -138,6 +136,25 @@ func (c *Collector) collectVolumes(ctx context.Context, ch chan<- prometheus.Met
 		gauge(ch, d.volumeFiles, float64(s.Status.Progress.TotalFiles), labels...)
 	}
 	return nil
+}
+
+// listBackups reads every PodVolumeBackup: from the informer's store once it has
+// synced, else from the reader (which waits for the sync).
+func (c *Collector) listBackups(ctx context.Context) ([]*v1.PodVolumeBackup, error) {
+	if c.backups != nil {
+		if pvbs, ok := c.backups.list(); ok {
+			return pvbs, nil
+		}
+	}
+	var list v1.PodVolumeBackupList
+	if err := c.list(ctx, &list); err != nil {
+		return nil, err
+	}
+	out := make([]*v1.PodVolumeBackup, len(list.Items))
+	for i := range list.Items {
+		out[i] = &list.Items[i]
+	}
+	return out, nil
 }
 
 // scheduleKey is a schedule as far as its ticks go.
