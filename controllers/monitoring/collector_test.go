@@ -8,9 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -394,4 +397,36 @@ func TestAgentRunningOnEveryLinuxNode(t *testing.T) {
 			{name: metrics.NodeAgentRunning, labels: n(windows), absent: true},
 		})
 	})
+}
+
+// TestOnlyTheElectedManagerExports: a replica that waits for the leader lease exports
+// no state, so that each series comes from one manager; once elected it does.
+func TestOnlyTheElectedManagerExports(t *testing.T) {
+	r := clusterOf(scale{volumes: 10, backupsPerVolume: 2, namespaces: 2, policies: 1, nodes: 1})
+	store := toolscache.NewStore(toolscache.MetaNamespaceKeyFunc)
+	for i := range r.pvbs {
+		if err := store.Add(&r.pvbs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.store = store
+	c := New(r, Options{Namespace: "holdfast-system"})
+	elected := make(chan struct{})
+	c.elected = elected
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	count := func() int {
+		n, err := testutil.GatherAndCount(reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(); n != 0 {
+		t.Errorf("a manager that is not the leader exports %d series", n)
+	}
+	close(elected)
+	if n := count(); n < 10*9 {
+		t.Errorf("the leader exports %d series, want at least the 90 of its 10 volumes", n)
+	}
 }
