@@ -38,6 +38,7 @@ import (
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/controllers/coverage"
+	"github.com/holdfast-dev/holdfast/controllers/monitoring"
 	policyctrl "github.com/holdfast-dev/holdfast/controllers/policy"
 	"github.com/holdfast-dev/holdfast/controllers/restore"
 	"github.com/holdfast-dev/holdfast/controllers/storage"
@@ -263,6 +264,10 @@ func runManager(args []string, stderr io.Writer) error {
 	}
 	if err := stranded.Setup(mgr, stranded.Options{Namespace: *namespace, Deadline: *strandedDeadline}); err != nil {
 		return fmt.Errorf("setting up the stranded work guard: %w", err)
+	}
+	// Holdfast's state metrics (docs/monitoring.md), on the metrics endpoint above.
+	if _, err := monitoring.Setup(mgr, monitoring.Options{Namespace: *namespace}); err != nil {
+		return err
 	}
 	if err := addProbes(mgr); err != nil {
 		return err

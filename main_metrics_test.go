@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/test/testenv"
 )
 
@@ -229,4 +230,61 @@ func TestCommandsServeMetricsOnlyOverAuthenticatedHTTPS(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestManagerServesHoldfastMetrics runs the manager as the binary does and scrapes its
+// HTTPS endpoint with a token allowed to read it: Holdfast's own metrics are there
+// (the collector is wired into the manager), here the Ready gauge of a storage location.
+func TestManagerServesHoldfastMetrics(t *testing.T) {
+	env := testenv.Require(t, env)
+	ctx := t.Context()
+	if err := env.InstallRBAC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ns := env.Namespace(t, nil)
+	token, err := env.ServiceAccountToken(ctx, ns, "prometheus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "prometheus-reads-holdfast-" + ns},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "holdfast-metrics-reader"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: "prometheus"}},
+	}
+	if err := env.Client.Create(ctx, binding); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), binding) })
+	waitAllowed(t, env, "system:serviceaccount:"+ns+":prometheus", true)
+	bsl := &backupv1alpha1.BackupStorageLocation{ObjectMeta: metav1.ObjectMeta{Name: "metrics-" + ns},
+		Spec: backupv1alpha1.BackupStorageLocationSpec{Filesystem: &backupv1alpha1.FilesystemLocation{Path: t.TempDir()}}}
+	if err := env.Client.Create(ctx, bsl); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), bsl) })
+
+	metrics := freeAddr(t)
+	cmd := exec.Command(os.Args[0], "manager", "--kubeconfig", env.Kubeconfig, "--namespace", "default",
+		"--health-probe-bind-address", "0", "--metrics-bind-address", metrics)
+	cmd.Env = append(os.Environ(), "HOLDFAST_TEST_RUN_MAIN=1", "TMPDIR="+t.TempDir())
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	if err := waitTLS(ctx, metrics); err != nil {
+		t.Fatalf("the metrics endpoint never served TLS: %v\noutput:\n%s", err, out.String())
+	}
+	want := `holdfast_storage_location_ready{location="` + bsl.Name + `"}`
+	testenv.Eventually(t, "the manager's scrape has "+want, func() error {
+		code, body := scrape(t, "https://"+metrics+"/metrics", token)
+		if code != http.StatusOK {
+			return fmt.Errorf("status %d: %s", code, body)
+		}
+		if !strings.Contains(body, want) {
+			return fmt.Errorf("not in the scrape")
+		}
+		return nil
+	})
 }

@@ -93,6 +93,8 @@ type Agent struct {
 	caches    *caches
 	// manager hands out each job's key and credentials.
 	manager *jobcredentials.Client
+	// metrics are the agent's own (metrics.go).
+	metrics *agentMetrics
 }
 
 // SetupWithManager registers the PodVolumeBackup and PodVolumeRestore reconcilers of
@@ -160,10 +162,14 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	}
 	// One set of slots bounds backups and restores together; restores go first.
 	slots := newSlots(opts.Concurrency)
-	if err := (&PodVolumeBackupReconciler{Agent: a, jobs: newJobs(slots, priorityBackup)}).setup(mgr); err != nil {
+	backups, restores := newJobs(slots, priorityBackup), newJobs(slots, priorityRestore)
+	if a.metrics, err = registerMetrics(opts.NodeName, backups, restores); err != nil {
 		return err
 	}
-	if err := (&PodVolumeRestoreReconciler{Agent: a, jobs: newJobs(slots, priorityRestore)}).setup(mgr); err != nil {
+	if err := (&PodVolumeBackupReconciler{Agent: a, jobs: backups}).setup(mgr); err != nil {
+		return err
+	}
+	if err := (&PodVolumeRestoreReconciler{Agent: a, jobs: restores}).setup(mgr); err != nil {
 		return err
 	}
 	return (&ServedPodReconciler{Agent: a}).setup(mgr)
@@ -413,12 +419,16 @@ func (a *Agent) runMover(ctx context.Context, job mover.Job, publish func(mover.
 	defer release()
 	log := ctrl.LoggerFrom(ctx).WithName("mover")
 	var last time.Time
-	return mover.Run(ctx, a.opts.MoverCommand(ctx), job, func(p mover.Progress) {
+	cmd := a.opts.MoverCommand(ctx)
+	started := time.Now()
+	res, err := mover.Run(ctx, cmd, job, func(p mover.Progress) {
 		if time.Since(last) >= a.opts.ProgressInterval {
 			last = time.Now()
 			publish(p)
 		}
 	}, func(line string) { log.Info(line) })
+	a.metrics.moverExited(job, time.Since(started), cmd.ProcessState)
+	return res, err
 }
 
 func toProgress(p mover.Progress) v1.Progress {

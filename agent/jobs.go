@@ -17,6 +17,8 @@ type jobs struct {
 	priority priority
 	// locked is the work that found its repository locked, and when it may try again.
 	locked map[types.NamespacedName]lockedWork
+	// holding counts the jobs that hold a slot (the metrics' running jobs).
+	holding int
 }
 
 // lockedWork is work put back to Pending because the repository stayed locked.
@@ -95,7 +97,8 @@ func (j *jobs) start(parent context.Context, key types.NamespacedName, podUID ty
 			}
 		}()
 		if j.slots.acquire(ctx, j.priority) {
-			defer j.slots.release()
+			j.hold(1)
+			defer func() { j.hold(-1); j.slots.release() }()
 		}
 		retry = fn(ctx, func() string {
 			j.mu.Lock()
@@ -104,6 +107,22 @@ func (j *jobs) start(parent context.Context, key types.NamespacedName, podUID ty
 		})
 	}()
 	return true
+}
+
+func (j *jobs) hold(n int) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.holding += n
+}
+
+// counts says how many of these jobs hold a slot and how many wait for one.
+func (j *jobs) counts() (running, queued int) {
+	j.mu.Lock()
+	running = j.holding
+	j.mu.Unlock()
+	j.slots.mu.Lock()
+	defer j.slots.mu.Unlock()
+	return running, len(j.slots.waiting[j.priority])
 }
 
 func (j *jobs) isRunning(key types.NamespacedName) bool {

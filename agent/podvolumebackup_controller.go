@@ -256,6 +256,9 @@ func (r *PodVolumeBackupReconciler) end(ctx context.Context, pvb *v1.PodVolumeBa
 		st.Message = o.msg
 		conditions.MarkStalled(&st.Conditions, b.Generation, o.reason, o.msg)
 	})
+	if err == nil {
+		r.metrics.ended(mover.KindBackup, o.phase)
+	}
 	eventType := corev1.EventTypeNormal
 	if o.phase != v1.RunCompleted {
 		eventType = corev1.EventTypeWarning

@@ -275,6 +275,9 @@ func (r *PodVolumeRestoreReconciler) end(ctx context.Context, pvr *v1.PodVolumeR
 		st.Message = o.msg
 		conditions.MarkStalled(&st.Conditions, p.Generation, o.reason, o.msg)
 	})
+	if err == nil {
+		r.metrics.ended(mover.KindRestore, o.phase)
+	}
 	eventType := corev1.EventTypeNormal
 	if o.phase != v1.RunCompleted {
 		eventType = corev1.EventTypeWarning

@@ -56,6 +56,8 @@ type fixture struct {
 	moverBinary string
 	// managerURL serves job credentials; managerToken is the agent's token for it.
 	managerURL, managerToken string
+	// metricsAddr is where the agent process serves its metrics.
+	metricsAddr string
 
 	mu    sync.Mutex
 	agent *exec.Cmd
@@ -85,8 +87,10 @@ func runAgentProcess() int {
 		return 1
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:  testenv.Scheme(),
-		Metrics: metricsserver.Options{BindAddress: "0"},
+		Scheme: testenv.Scheme(),
+		// Plain HTTP on loopback, for the tests to scrape (metrics_test.go); the
+		// binary serves HTTPS to authorized clients only (main_metrics_test.go).
+		Metrics: metricsserver.Options{BindAddress: os.Getenv("HOLDFAST_TEST_METRICS_ADDR")},
 		Cache:   agent.CacheOptions(nodeName),
 	})
 	if err != nil {
@@ -159,6 +163,9 @@ func (f *fixture) setup(e *testenv.Env) (func(), error) {
 	}
 
 	if f.moverBinary, err = testenv.BuildHoldfast(dir); err != nil {
+		return fail(err)
+	}
+	if f.metricsAddr, err = freeAddr(); err != nil {
 		return fail(err)
 	}
 	if f.minio, err = minio.New(minio.Options{Buckets: []string{bucket}}); err != nil {
@@ -245,7 +252,8 @@ func (f *fixture) startAgent() error {
 		"HOLDFAST_TEST_CACHE="+f.cacheDir(),
 		"HOLDFAST_TEST_MOVER="+f.moverBinary,
 		"HOLDFAST_TEST_MANAGER_URL="+f.managerURL,
-		"HOLDFAST_TEST_MANAGER_TOKEN="+f.managerToken)
+		"HOLDFAST_TEST_MANAGER_TOKEN="+f.managerToken,
+		"HOLDFAST_TEST_METRICS_ADDR="+f.metricsAddr)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	// Its own process group, so killing it also kills a data mover it runs; and it
 	// dies with the test binary, also when a timeout ends that without cleanup.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -81,9 +82,10 @@ func Run(ctx context.Context, cmd *exec.Cmd, job Job, onProgress func(Progress),
 	wg.Wait()
 	waitErr := cmd.Wait()
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && log != nil {
-		// Linux reports ru_maxrss in KiB. The figure tells operators what a volume costs.
+		// The figure tells operators what a volume costs.
+		peak, _ := PeakMemoryBytes(cmd.ProcessState)
 		log(fmt.Sprintf("data mover exited: peak memory %d MiB, cpu %s user %s system",
-			ru.Maxrss/1024, time.Duration(ru.Utime.Nano()).Round(time.Millisecond), time.Duration(ru.Stime.Nano()).Round(time.Millisecond)))
+			peak>>20, time.Duration(ru.Utime.Nano()).Round(time.Millisecond), time.Duration(ru.Stime.Nano()).Round(time.Millisecond)))
 	}
 	if result != nil {
 		return *result, nil
@@ -120,4 +122,18 @@ func (t *tailBuffer) String() string {
 		return "no log output"
 	}
 	return strings.Join(t.buf, " | ")
+}
+
+// PeakMemoryBytes is the peak resident memory of an exited data mover: its rusage
+// maxrss, which Linux reports in KiB, keeps across the exec into the jail and takes
+// the largest of the children it waited for (restic).
+func PeakMemoryBytes(ps *os.ProcessState) (int64, bool) {
+	if ps == nil {
+		return 0, false
+	}
+	ru, ok := ps.SysUsage().(*syscall.Rusage)
+	if !ok {
+		return 0, false
+	}
+	return ru.Maxrss * 1024, true
 }

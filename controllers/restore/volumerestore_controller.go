@@ -81,6 +81,9 @@ type VolumeRestoreReconciler struct {
 	// Catalog lists the restore points the store holds, for volumes whose
 	// PodVolumeBackups are gone; nil reads PodVolumeBackups only.
 	Catalog RestorePointLister
+
+	// ends counts the restores that end (metrics.go).
+	ends endCounter
 }
 
 // RestorePointLister is what the store holds for a namespace (storage.Catalog).
@@ -143,7 +146,11 @@ func (r *VolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	base := vr.DeepCopy()
 	defer func() {
-		if err := r.Status().Patch(ctx, vr, client.MergeFrom(base)); err != nil && !apierrors.IsNotFound(err) {
+		err := r.Status().Patch(ctx, vr, client.MergeFrom(base))
+		switch {
+		case err == nil:
+			r.ends.observe(base.Status.Phase, vr, time.Now())
+		case !apierrors.IsNotFound(err):
 			retErr = fmt.Errorf("patching the status of VolumeRestore %s: %w", req.NamespacedName, err)
 		}
 	}()

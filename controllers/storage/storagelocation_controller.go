@@ -27,6 +27,7 @@ import (
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
 	"github.com/holdfast-dev/holdfast/internal/keyescrow"
+	"github.com/holdfast-dev/holdfast/internal/metrics"
 	"github.com/holdfast-dev/holdfast/internal/repository"
 )
 
@@ -111,7 +112,9 @@ func (r *StorageLocationReconciler) probe(ctx context.Context, bsl *v1.BackupSto
 	if err == nil {
 		bsl.Status.URL = store.URL("")
 		pctx, cancel := context.WithTimeout(ctx, r.ProbeTimeout)
+		started := time.Now()
 		err = repository.Probe(pctx, store)
+		metrics.ProbeDurations.WithLabelValues(bsl.Name).Observe(time.Since(started).Seconds())
 		cancel()
 		now := metav1.Now()
 		bsl.Status.LastProbeTime = &now

@@ -70,6 +70,10 @@ func TestStorageLocationProbe(t *testing.T) {
 				t.Errorf("Ready = %s %q, want reason %s and a message containing %q", ready.Reason, ready.Message, tc.reason, tc.message)
 			}
 			t.Logf("%s: Ready=%s %s: %s", tc.name, ready.Status, ready.Reason, ready.Message)
+			// Each probe, whatever its result, is timed.
+			if n, sum := probesObserved(t, name); n < 1 || sum <= 0 {
+				t.Errorf("holdfast_storage_location_probe_duration_seconds{location=%q}: %d probes, %v s; want at least one", name, n, sum)
+			}
 			if got.Status.LastProbeTime == nil || got.Status.URL != "s3://"+got.Spec.S3.Bucket+"/"+name+"/" || got.Status.ObservedGeneration != got.Generation {
 				t.Errorf("status = %+v", got.Status)
 			}
