@@ -95,3 +95,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 func registerMetrics() {
 	registerOnce.Do(func() { metrics.Registry.MustRegister(metricsCollector) })
 }
+
+// Describe sends the descriptors of the coverage metrics (for checks of what the
+// shipped rules and dashboards read).
+func Describe(ch chan<- *prometheus.Desc) { metricsCollector.Describe(ch) }
