@@ -223,7 +223,10 @@ func tablePanel(title, description string, w, h uint32, columns []string, querie
 	}
 	p := table.NewPanelBuilder().
 		Title(title).Description(description).Datasource(datasource).
-		Span(w).Height(h)
+		Span(w).Height(h).
+		// The SDK's default footer has a null reducer, which its own strict decoding
+		// (and Grafana's schema) rejects: Grafana's default, hidden.
+		Footer(common.NewTableFooterOptionsBuilder().Show(false).Reducer([]string{"sum"}))
 	for _, q := range queries {
 		p.WithTarget(q)
 	}
