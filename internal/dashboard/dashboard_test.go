@@ -189,42 +189,48 @@ func TestQueriesParse(t *testing.T) {
 // labels its series carry.
 func registered(t *testing.T) map[string][]string {
 	t.Helper()
-	ch := make(chan *client.Desc, 256)
-	monitoring.New(nil, monitoring.Options{}).Describe(ch)
-	coverage.Describe(ch)
-	metrics.Restores.Describe(ch)
-	metrics.RestoreDurations.Describe(ch)
-	metrics.ProbeDurations.Describe(ch)
-	managerEnd := len(ch)
-	agent.DescribeMetrics(ch)
-	close(ch)
-	desc := regexp.MustCompile(`^Desc\{fqName: "([a-zA-Z_:][a-zA-Z0-9_:]*)", .*constLabels: \{(.*)\}, variableLabels: \{(.*)\}\}$`)
-	constName := regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="`)
 	out := map[string][]string{}
-	i := 0
+	describe(t, out, nil,
+		monitoring.New(nil, monitoring.Options{}).Describe, coverage.Describe,
+		metrics.Restores.Describe, metrics.RestoreDurations.Describe, metrics.ProbeDurations.Describe)
+	// The agent's registerer adds its node to every series.
+	describe(t, out, []string{"node"}, agent.DescribeMetrics)
+	if len(out) < 30 {
+		t.Fatalf("the code registers only %v", out)
+	}
+	return out
+}
+
+var (
+	desc      = regexp.MustCompile(`^Desc\{fqName: "([a-zA-Z_:][a-zA-Z0-9_:]*)", .*constLabels: \{(.*)\}, variableLabels: \{(.*)\}\}$`)
+	constName = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="`)
+)
+
+// describe adds to out the metrics the describers describe, with their constant and
+// variable labels and the extra ones.
+func describe(t *testing.T, out map[string][]string, extra []string, describers ...func(chan<- *client.Desc)) {
+	t.Helper()
+	ch := make(chan *client.Desc, 64)
+	go func() {
+		for _, d := range describers {
+			d(ch)
+		}
+		close(ch)
+	}()
 	for d := range ch {
 		m := desc.FindStringSubmatch(d.String())
 		if m == nil {
 			t.Fatalf("cannot read %s", d)
 		}
-		var labels []string
+		labels := slices.Clone(extra)
 		for _, c := range constName.FindAllStringSubmatch(m[2], -1) {
 			labels = append(labels, c[1])
 		}
 		if m[3] != "" {
 			labels = append(labels, strings.Split(m[3], ",")...)
 		}
-		if i >= managerEnd {
-			// The agent's registerer adds its node to every series.
-			labels = append(labels, "node")
-		}
 		out[m[1]] = labels
-		i++
 	}
-	if len(out) < 30 {
-		t.Fatalf("the code registers only %v", out)
-	}
-	return out
 }
 
 // seriesOf is the registered metric a series name belongs to and the labels that
@@ -252,25 +258,49 @@ const marker = `__dashboard_selector__="1"`
 
 var (
 	// selector is a vector selector in promtool's canonical output: its metric name
-	// (none for a selector by __name__ alone) and its matchers, the marker first (the
-	// matchers are sorted, and the marker's name sorts before any other).
-	selector = regexp.MustCompile(`([a-zA-Z_:][a-zA-Z0-9_:]*)?\{` + regexp.QuoteMeta(marker) + `((?:,[a-zA-Z_][a-zA-Z0-9_]*(?:=|!=|=~|!~)"(?:[^"\\]|\\.)*")*)\}`)
-	matcherName = regexp.MustCompile(`,([a-zA-Z_][a-zA-Z0-9_]*)(?:=|!=|=~|!~)"`)
+	// (none for a selector by __name__ alone) and its matchers, each a label name, an
+	// operator and a quoted string.
+	selector    = regexp.MustCompile(`([a-zA-Z_:][a-zA-Z0-9_:]*)?\{((?:[a-zA-Z_][a-zA-Z0-9_]*(?:=|!=|=~|!~)"(?:[^"\\]|\\.)*",?)*)\}`)
+	matcherName = regexp.MustCompile(`(?:^|,)([a-zA-Z_][a-zA-Z0-9_]*)(?:=|!=|=~|!~)"(?:[^"\\]|\\.)*"`)
 	// grouping is a by/without/on/ignoring/group_x label list in promtool's output.
 	grouping = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right) \(([^)]*)\)`)
 )
 
+// vectorSelector is a selector of a query: its metric name and the label names it
+// matches on (the marker left out).
+type vectorSelector struct {
+	name     string
+	matchers []string
+}
+
 // selectors returns the vector selectors of expr as Prometheus's parser finds them
 // (promtool's label-matchers set adds the marker to each and prints the result), and
 // the expression in canonical form.
-func selectors(t *testing.T, tool, expr string) ([][]string, string) {
+func selectors(t *testing.T, tool, expr string) ([]vectorSelector, string) {
 	t.Helper()
 	name, value, _ := strings.Cut(marker, "=")
 	out, err := exec.Command(tool, "--experimental", "promql", "label-matchers", "set", promQL(expr), name, strings.Trim(value, `"`)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool promql label-matchers set %q: %v\n%s", expr, err, out)
 	}
-	return selector.FindAllStringSubmatch(string(out), -1), string(out)
+	canonical := string(out)
+	var sels []vectorSelector
+	for _, m := range selector.FindAllStringSubmatch(canonical, -1) {
+		if !strings.Contains(m[2], marker) {
+			continue // a string that looks like a selector, not one
+		}
+		s := vectorSelector{name: m[1]}
+		for _, l := range matcherName.FindAllStringSubmatch(m[2], -1) {
+			if l[1] != name {
+				s.matchers = append(s.matchers, l[1])
+			}
+		}
+		sels = append(sels, s)
+	}
+	if n := strings.Count(canonical, marker); n != len(sels) {
+		t.Fatalf("promtool marked %d selectors, the test read %d of them:\n%s", n, len(sels), canonical)
+	}
+	return sels, canonical
 }
 
 // Every metric a query reads is one the code registers, and every label a query
@@ -285,23 +315,24 @@ func TestQueriesReadRegisteredMetrics(t *testing.T) {
 			t.Errorf("%s: promtool found no selector in %q:\n%s", q.where, q.expr, canonical)
 			continue
 		}
-		known := map[string]bool{}
+		known, unknown := map[string]bool{}, false
 		for _, s := range sels {
-			if s[1] == "" {
+			if s.name == "" {
 				t.Errorf("%s: a selector without a metric name in %s", q.where, canonical)
 				continue
 			}
-			metric, labels, ok := seriesOf(reg, s[1])
+			metric, labels, ok := seriesOf(reg, s.name)
 			if !ok {
-				t.Errorf("%s reads %s, which the code does not register", q.where, s[1])
+				t.Errorf("%s reads %s, which the code does not register", q.where, s.name)
+				unknown = true
 				continue
 			}
 			for _, l := range labels {
 				known[l] = true
 			}
-			for _, m := range matcherName.FindAllStringSubmatch(s[2], -1) {
-				if !slices.Contains(labels, m[1]) {
-					t.Errorf("%s: %s has no label %s (it has %v)", q.where, metric, m[1], labels)
+			for _, m := range s.matchers {
+				if !slices.Contains(labels, m) {
+					t.Errorf("%s: %s has no label %s (it has %v)", q.where, metric, m, labels)
 				}
 			}
 		}
@@ -315,6 +346,9 @@ func TestQueriesReadRegisteredMetrics(t *testing.T) {
 		}
 		if q.label != "" {
 			grouped = append(grouped, q.label)
+		}
+		if unknown {
+			continue // its labels are not known either
 		}
 		for _, l := range grouped {
 			if !known[l] {
