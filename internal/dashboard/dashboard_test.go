@@ -3,6 +3,7 @@ package dashboard
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -356,4 +357,140 @@ func TestQueriesReadRegisteredMetrics(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Every query returns something when every registered metric has series: a query
+// whose parts cannot match each other (labels that differ on the two sides of an
+// operator, a filter no value passes) would show an empty panel however healthy or
+// broken the cluster is. promtool evaluates each query, as an alert on absent(query),
+// over input series made from the registered descriptors; a query that returns nothing
+// fires its alert. A count that falls back to 0 (or vector(0)) is evaluated without
+// the fallback.
+func TestQueriesReturnData(t *testing.T) {
+	tool := promtool(t)
+	reg := registered(t)
+	qs := queries(t)
+
+	var rules []map[string]any
+	for _, q := range qs {
+		if q.label != "" {
+			continue // a variable's selector is read by a panel too
+		}
+		// Every variable on "All", which Grafana sends as its allValue.
+		expr := allValues.ReplaceAllString(promQL(q.expr), ".*")
+		expr = strings.TrimSuffix(expr, " or vector(0)")
+		rules = append(rules, map[string]any{
+			"alert":  "DashboardQueryEmpty",
+			"expr":   "absent(" + expr + ")",
+			"labels": map[string]string{"query": q.where},
+		})
+	}
+	dir := t.TempDir()
+	write := func(name string, v any) {
+		data, err := yaml.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("dashboard.rules.yaml", map[string]any{"groups": []any{map[string]any{"name": "dashboard", "rules": rules}}})
+	write("dashboard.test.yaml", map[string]any{
+		"rule_files":          []string{"dashboard.rules.yaml"},
+		"evaluation_interval": "1m",
+		"tests": []any{map[string]any{
+			"interval":     "1m",
+			"input_series": inputSeries(reg),
+			"alert_rule_test": []any{map[string]any{
+				"eval_time": "2h", "alertname": "DashboardQueryEmpty", "exp_alerts": []any{},
+			}},
+		}},
+	})
+	cmd := exec.Command(tool, "test", "rules", "dashboard.test.yaml")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("promtool test rules: %v: these queries return nothing over series of every metric:\n%s", err, out)
+	}
+}
+
+// allValues are the dashboard's own variables in a query.
+var allValues = regexp.MustCompile(`\$(namespace|policy|node)\b`)
+
+// histograms are the registered histograms (their descriptors do not say so).
+var histograms = []string{metrics.RestoreDuration, metrics.StorageLocationProbeDuration, metrics.AgentJobDuration, metrics.AgentMoverPeakMemory}
+
+// inputSeries are two hours of series, one a minute, of every registered metric with
+// every label set: a value per label, every value a query filters on for state; and a
+// second volume without a successful backup. Gauges hold values that pass the
+// dashboard's filters (a volume whose last attempt failed three times, long overdue;
+// a node with protected volumes and no agent; a failed restore); counters and
+// histograms count one a minute.
+func inputSeries(reg map[string][]string) []map[string]string {
+	values := map[string]string{
+		"namespace": "app", "source": "/pvc/data", "claim": "data", "policy": "daily", "location": "default",
+		"repository": "app-default-kopia", "uploader": "kopia", "node": "node-1", "kind": "backup",
+		"outcome": "Failed", "reason": "BackupFailed", "restore": "restore-1", "volume": "cache", "version": "devel",
+	}
+	states := []string{"protected", "skipped", "excluded", "unprotected", "selected", "completed", "failed", "running", "queued"}
+	gauge := map[string]string{
+		metrics.VolumeLastSuccessTimestamp:         "0+0x120",
+		metrics.VolumeBackupInterval:               "600+0x120",
+		metrics.VolumeLastAttemptSuccess:           "0+0x120",
+		metrics.VolumeConsecutiveFailures:          "3+0x120",
+		metrics.RepositoryLastMaintenanceTimestamp: "0+0x120",
+		metrics.NodeAgentRunning:                   "0+0x120",
+	}
+	var out []map[string]string
+	add := func(series string, labels map[string]string, value string) {
+		var pairs []string
+		for _, l := range slices.Sorted(maps.Keys(labels)) {
+			pairs = append(pairs, fmt.Sprintf("%s=%q", l, labels[l]))
+		}
+		out = append(out, map[string]string{"series": series + "{" + strings.Join(pairs, ",") + "}", "values": value})
+	}
+	for _, name := range slices.Sorted(maps.Keys(reg)) {
+		sets := []map[string]string{{}}
+		for _, l := range reg[name] {
+			var next []map[string]string
+			for _, set := range sets {
+				vs := []string{values[l]}
+				if l == "state" {
+					vs = states
+				}
+				for _, v := range vs {
+					s := maps.Clone(set)
+					s[l] = v
+					next = append(next, s)
+				}
+			}
+			sets = next
+		}
+		if slices.Contains(reg[name], "source") && name != metrics.VolumeLastSuccessTimestamp {
+			for _, set := range slices.Clone(sets) {
+				s := maps.Clone(set)
+				s["source"] = "/pvc/never"
+				sets = append(sets, s)
+			}
+		}
+		for _, set := range sets {
+			switch {
+			case slices.Contains(histograms, name):
+				for _, le := range []string{"1", "+Inf"} {
+					b := maps.Clone(set)
+					b["le"] = le
+					add(name+"_bucket", b, "0+1x120")
+				}
+				add(name+"_sum", set, "0+1x120")
+				add(name+"_count", set, "0+1x120")
+			case strings.HasSuffix(name, "_total"):
+				add(name, set, "0+1x120")
+			case gauge[name] != "":
+				add(name, set, gauge[name])
+			default:
+				add(name, set, "1+0x120")
+			}
+		}
+	}
+	return out
 }
