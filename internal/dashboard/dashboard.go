@@ -3,7 +3,6 @@ package dashboard
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 
 	"github.com/grafana/grafana-foundation-sdk/go/cog"
 	"github.com/grafana/grafana-foundation-sdk/go/common"
@@ -173,6 +172,12 @@ func step(value *float64, color string) dashboard.Threshold {
 // redAbove is green below v and red from v on.
 func redAbove(v float64) *dashboard.ThresholdsConfigBuilder {
 	return thresholds(step(nil, "green"), step(&v, "red"))
+}
+
+// percentile is the p-th percentile of the histogram buckets (by le) that buckets
+// sums, one line per legend, labelled p50, p90, ...
+func percentile(p int, buckets, legend string) *prometheus.DataqueryBuilder {
+	return query(fmt.Sprintf("histogram_quantile(%g, %s)", float64(p)/100, buckets), fmt.Sprintf("p%d %s", p, legend))
 }
 
 // statPanel is one number: the reduction of the last value of its query.
@@ -407,10 +412,9 @@ func policyPanels() []cog.Builder[dashboard.Panel] {
 
 // restorePanels answer: do restores work, how long do they take, and which failed?
 func restorePanels() []cog.Builder[dashboard.Panel] {
-	quantile := func(q string) *prometheus.DataqueryBuilder {
+	quantile := func(p int) *prometheus.DataqueryBuilder {
 		// Restores are rare: an hour's window gives a quantile a few to work from.
-		return query("histogram_quantile("+q+", sum by (outcome, le) (increase("+
-			metrics.RestoreDuration+"_bucket[1h])))", "p"+strings.TrimPrefix(q, "0.")+" {{outcome}}")
+		return percentile(p, "sum by (outcome, le) (increase("+metrics.RestoreDuration+"_bucket[1h]))", "{{outcome}}")
 	}
 	return []cog.Builder[dashboard.Panel]{
 		seriesPanel("Restores by outcome",
@@ -421,7 +425,7 @@ func restorePanels() []cog.Builder[dashboard.Panel] {
 			Stacking(common.NewStackingConfigBuilder().Mode(common.StackingModeNormal)),
 		seriesPanel("Restore duration",
 			"Creation to completion of the restores that ended in the hour before each point, by outcome (all namespaces).",
-			"s", 6, quantile("0.5"), quantile("0.9")),
+			"s", 6, quantile(50), quantile(90)),
 		tablePanel("Failed restores",
 			"VolumeRestores that ended Failed, PartiallyFailed or Expired and still exist (alert HoldfastRestoreFailed): read their status, then delete them.",
 			6, 8, []string{""},
@@ -432,10 +436,9 @@ func restorePanels() []cog.Builder[dashboard.Panel] {
 // storagePanels answer: can Holdfast write to its repositories and storage locations,
 // and is maintenance keeping up?
 func storagePanels() []cog.Builder[dashboard.Panel] {
-	probe := func(q string) *prometheus.DataqueryBuilder {
+	probe := func(p int) *prometheus.DataqueryBuilder {
 		// A location is probed every 5 minutes by default: an hour's window.
-		return query("histogram_quantile("+q+", sum by (location, le) (rate("+
-			metrics.StorageLocationProbeDuration+"_bucket[1h])))", "p"+strings.TrimPrefix(q, "0.")+" {{location}}")
+		return percentile(p, "sum by (location, le) (rate("+metrics.StorageLocationProbeDuration+"_bucket[1h]))", "{{location}}")
 	}
 	return []cog.Builder[dashboard.Panel]{
 		tablePanel("Repositories",
@@ -460,16 +463,15 @@ func storagePanels() []cog.Builder[dashboard.Panel] {
 			query("time() - "+maxBy(repoBy, metrics.RepositoryLastMaintenanceTimestamp, inNamespace), "{{namespace}}/{{repository}}")),
 		seriesPanel("Storage location probe latency",
 			"Duration of the probes of each location (write, read back and delete a small object) over the hour before each point, successful or not.",
-			"s", 12, probe("0.5"), probe("0.9"), probe("0.99")),
+			"s", 12, probe(50), probe(90), probe(99)),
 	}
 }
 
 // agentPanels answer: does every node that runs protected pods have an agent, and
 // how busy, slow and memory-hungry are the data movers?
 func agentPanels() []cog.Builder[dashboard.Panel] {
-	mover := func(name, q string) *prometheus.DataqueryBuilder {
-		return query("histogram_quantile("+q+", sum by (kind, le) (rate("+sel(name+"_bucket", onNode)+"[1h])))",
-			"p"+strings.TrimPrefix(q, "0.")+" {{kind}}")
+	mover := func(name string, p int) *prometheus.DataqueryBuilder {
+		return percentile(p, "sum by (kind, le) (rate("+sel(name+"_bucket", onNode)+"[1h]))", "{{kind}}")
 	}
 	protected := maxBy("node", metrics.NodeProtectedVolumes, onNode)
 	running := maxBy("node", metrics.NodeAgentRunning, onNode)
@@ -496,9 +498,9 @@ func agentPanels() []cog.Builder[dashboard.Panel] {
 			DrawStyle(common.GraphDrawStyleBars),
 		seriesPanel("Data mover duration",
 			"How long the data movers of the selected nodes ran, by kind, over the hour before each point.",
-			"s", 12, mover(metrics.AgentJobDuration, "0.5"), mover(metrics.AgentJobDuration, "0.9")),
+			"s", 12, mover(metrics.AgentJobDuration, 50), mover(metrics.AgentJobDuration, 90)),
 		seriesPanel("Data mover peak memory",
 			"Peak resident memory of the data movers of the selected nodes, by kind, over the hour before each point: what to size the agent's memory limit from.",
-			"bytes", 12, mover(metrics.AgentMoverPeakMemory, "0.5"), mover(metrics.AgentMoverPeakMemory, "0.9"), mover(metrics.AgentMoverPeakMemory, "0.99")),
+			"bytes", 12, mover(metrics.AgentMoverPeakMemory, 50), mover(metrics.AgentMoverPeakMemory, 90), mover(metrics.AgentMoverPeakMemory, 99)),
 	}
 }
