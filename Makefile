@@ -6,7 +6,7 @@ TOOLS_BIN ?= $(CURDIR)/bin/tools
 CONTROLLER_GEN := $(TOOLS_BIN)/controller-gen
 GO_TEST_FLAGS ?= -count=1 -timeout=30m
 # Generated paths: `make test` fails when regenerating them changes anything.
-GENERATED := apis config/crd config/rbac config/webhook
+GENERATED := apis config/crd config/rbac config/webhook config/grafana
 
 export KUBEBUILDER_ASSETS := $(TOOLS_BIN)
 export HOLDFAST_TOOLS_BIN := $(TOOLS_BIN)
@@ -48,8 +48,9 @@ image: ## Build the Holdfast image (holdfast + restic, CA roots, user 65532) for
 ##@ Generated code
 
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## Generate deepcopy functions.
+generate: $(CONTROLLER_GEN) ## Generate deepcopy functions and the Grafana dashboard (config/grafana).
 	$(CONTROLLER_GEN) object paths=./apis/...
+	go generate ./internal/dashboard
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate CRDs, RBAC roles and the webhook configuration.

@@ -9,6 +9,7 @@ require (
 	github.com/go-logr/logr v1.4.4
 	github.com/google/cel-go v0.31.0
 	github.com/google/go-containerregistry v0.22.1
+	github.com/grafana/grafana-foundation-sdk/go v0.0.22
 	github.com/kopia/kopia v0.22.3
 	github.com/minio/minio-go/v7 v7.0.97
 	github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring v0.95.2

@@ -28,6 +28,29 @@ type agentMetrics struct {
 // controller-runtime's registry, which the agent serves on its metrics endpoint. The
 // running and queued jobs are read from the registries on each scrape.
 func registerMetrics(node string, backups, restores *jobs) (*agentMetrics, error) {
+	m, collectors := newMetrics(backups, restores)
+	reg := prometheus.WrapRegistererWith(prometheus.Labels{"node": node}, ctrlmetrics.Registry)
+	for _, c := range collectors {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering the agent's metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// DescribeMetrics sends the descriptors of the agent's own metrics, without the node
+// label its registerer adds to every series (for checks of what the shipped dashboard
+// reads; nothing is started or registered).
+func DescribeMetrics(ch chan<- *prometheus.Desc) {
+	_, collectors := newMetrics(nil, nil)
+	for _, c := range collectors {
+		c.Describe(ch)
+	}
+}
+
+// newMetrics creates the agent's metrics and returns them with every collector to
+// register: theirs, the info gauge and the jobs of the two registries.
+func newMetrics(backups, restores *jobs) (*agentMetrics, []prometheus.Collector) {
 	m := &agentMetrics{
 		jobsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metrics.AgentJobsTotal,
@@ -52,13 +75,7 @@ func registerMetrics(node string, backups, restores *jobs) (*agentMetrics, error
 		ConstLabels: prometheus.Labels{"version": version.String()},
 	})
 	info.Set(1)
-	reg := prometheus.WrapRegistererWith(prometheus.Labels{"node": node}, ctrlmetrics.Registry)
-	for _, c := range []prometheus.Collector{m.jobsTotal, m.duration, m.peakMemory, info, &jobsCollector{backups: backups, restores: restores}} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("registering the agent's metrics: %w", err)
-		}
-	}
-	return m, nil
+	return m, []prometheus.Collector{m.jobsTotal, m.duration, m.peakMemory, info, &jobsCollector{backups: backups, restores: restores}}
 }
 
 // ended counts a job whose final phase was recorded.

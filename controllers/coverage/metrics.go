@@ -8,22 +8,23 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	hfmetrics "github.com/holdfast-dev/holdfast/internal/metrics"
 )
 
 // The coverage metrics (docs/coverage.md, the metrics contract of issue 17). They are
 // collected from the last computation on each scrape, so a series goes away with the
 // state that made it: a claim that becomes protected leaves holdfast_unprotected_claim.
 var (
-	descVolumes = prometheus.NewDesc("holdfast_coverage_volumes",
+	descVolumes = prometheus.NewDesc(hfmetrics.CoverageVolumes,
 		"Volumes (claims, and pod volumes that hold data, once per source) by namespace and coverage state: protected, skipped, excluded, unprotected.",
 		[]string{"namespace", "state"}, nil)
-	descUnprotectedClaim = prometheus.NewDesc("holdfast_unprotected_claim",
+	descUnprotectedClaim = prometheus.NewDesc(hfmetrics.UnprotectedClaim,
 		"1 for each PersistentVolumeClaim that no VolumeBackupPolicy protects and no coverage exclusion matches.",
 		[]string{"namespace", "claim"}, nil)
-	descUnprotectedVolume = prometheus.NewDesc("holdfast_unprotected_volume",
+	descUnprotectedVolume = prometheus.NewDesc(hfmetrics.UnprotectedVolume,
 		"1 for each pod volume that is not a claim (emptyDir, hostPath, ...) that no VolumeBackupPolicy protects and no coverage exclusion matches; source is the backup's source path.",
 		[]string{"namespace", "source", "volume"}, nil)
-	descNodeProtected = prometheus.NewDesc("holdfast_node_protected_volumes",
+	descNodeProtected = prometheus.NewDesc(hfmetrics.NodeProtectedVolumes,
 		"Volumes a policy run would back up on the node (the node's agent must run).",
 		[]string{"node"}, nil)
 )

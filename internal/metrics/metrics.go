@@ -52,6 +52,12 @@ const (
 	// Nodes, from the manager's view: label node.
 	NodeAgentRunning = "holdfast_node_agent_running"
 
+	// Coverage (controllers/coverage): every claim and pod volume, protected or not.
+	CoverageVolumes      = "holdfast_coverage_volumes"
+	UnprotectedClaim     = "holdfast_unprotected_claim"
+	UnprotectedVolume    = "holdfast_unprotected_volume"
+	NodeProtectedVolumes = "holdfast_node_protected_volumes"
+
 	// The agent's own; every series carries the constant label node.
 	AgentJobs            = "holdfast_agent_jobs"
 	AgentJobsTotal       = "holdfast_agent_jobs_total"
