@@ -16,13 +16,10 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/cog/plugins"
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
-	client "github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/yaml"
 
-	"github.com/holdfast-dev/holdfast/agent"
-	"github.com/holdfast-dev/holdfast/controllers/coverage"
-	"github.com/holdfast-dev/holdfast/controllers/monitoring"
 	"github.com/holdfast-dev/holdfast/internal/metrics"
+	"github.com/holdfast-dev/holdfast/test/metricnames"
 	"github.com/holdfast-dev/holdfast/test/testenv"
 )
 
@@ -186,71 +183,31 @@ func TestQueriesParse(t *testing.T) {
 }
 
 // registered maps the name of every metric Holdfast's code registers (the manager's
-// state collector, coverage, the counted restores and probes, the agent's) to the
-// labels its series carry.
+// and the agent's) to the labels its series carry.
 func registered(t *testing.T) map[string][]string {
 	t.Helper()
-	out := map[string][]string{}
-	describe(t, out, nil,
-		monitoring.New(nil, monitoring.Options{}).Describe, coverage.Describe,
-		metrics.Restores.Describe, metrics.RestoreDurations.Describe, metrics.ProbeDurations.Describe)
-	// The agent's registerer adds its node to every series.
-	describe(t, out, []string{"node"}, agent.DescribeMetrics)
+	out, err := metricnames.All()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(out) < 30 {
 		t.Fatalf("the code registers only %v", out)
 	}
 	return out
 }
 
-var (
-	desc      = regexp.MustCompile(`^Desc\{fqName: "([a-zA-Z_:][a-zA-Z0-9_:]*)", .*constLabels: \{(.*)\}, variableLabels: \{(.*)\}\}$`)
-	constName = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="`)
-)
-
-// describe adds to out the metrics the describers describe, with their constant and
-// variable labels and the extra ones.
-func describe(t *testing.T, out map[string][]string, extra []string, describers ...func(chan<- *client.Desc)) {
-	t.Helper()
-	ch := make(chan *client.Desc, 64)
-	go func() {
-		for _, d := range describers {
-			d(ch)
-		}
-		close(ch)
-	}()
-	for d := range ch {
-		m := desc.FindStringSubmatch(d.String())
-		if m == nil {
-			t.Fatalf("cannot read %s", d)
-		}
-		labels := slices.Clone(extra)
-		for _, c := range constName.FindAllStringSubmatch(m[2], -1) {
-			labels = append(labels, c[1])
-		}
-		if m[3] != "" {
-			labels = append(labels, strings.Split(m[3], ",")...)
-		}
-		out[m[1]] = labels
-	}
-}
-
 // seriesOf is the registered metric a series name belongs to and the labels that
 // series carries: a histogram's _bucket (with le), _sum and _count are its own.
 func seriesOf(reg map[string][]string, name string) (string, []string, bool) {
-	if labels, ok := reg[name]; ok {
-		return name, labels, true
+	base := metricnames.Of(reg, name)
+	if base == "" {
+		return "", nil, false
 	}
-	for _, suffix := range []string{"_bucket", "_sum", "_count"} {
-		if base, ok := strings.CutSuffix(name, suffix); ok {
-			if labels, ok := reg[base]; ok {
-				if suffix == "_bucket" {
-					labels = append(slices.Clone(labels), "le")
-				}
-				return base, labels, true
-			}
-		}
+	labels := reg[base]
+	if name == base+"_bucket" {
+		labels = append(slices.Clone(labels), "le")
 	}
-	return "", nil, false
+	return base, labels, true
 }
 
 // marker is a label matcher promtool adds to every vector selector of a query, so

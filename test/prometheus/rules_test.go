@@ -5,18 +5,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"sort"
 	"strings"
 	"testing"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
-	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/yaml"
 
-	"github.com/holdfast-dev/holdfast/controllers/coverage"
-	"github.com/holdfast-dev/holdfast/controllers/monitoring"
-	"github.com/holdfast-dev/holdfast/internal/metrics"
+	"github.com/holdfast-dev/holdfast/test/metricnames"
 	"github.com/holdfast-dev/holdfast/test/testenv"
 )
 
@@ -32,27 +28,14 @@ var contractAlerts = []string{
 	"HoldfastAgentMissing", "HoldfastRestoreFailed", "HoldfastPolicyStalled",
 }
 
-// managerMetrics are the names of the metrics the manager's code exports: the state
-// collector (controllers/monitoring), coverage and the counted ones (internal/metrics).
+// managerMetrics are the metrics the manager's code exports (metricnames.Manager).
 // The rules read the manager's metrics only (the agent's are for dashboards): a rule
 // reading any other holdfast_ series would never fire.
-func managerMetrics(t *testing.T) []string {
+func managerMetrics(t *testing.T) map[string][]string {
 	t.Helper()
-	ch := make(chan *prometheus.Desc, 256)
-	monitoring.New(nil, monitoring.Options{}).Describe(ch)
-	coverage.Describe(ch)
-	metrics.Restores.Describe(ch)
-	metrics.RestoreDurations.Describe(ch)
-	metrics.ProbeDurations.Describe(ch)
-	close(ch)
-	fqName := regexp.MustCompile(`fqName: "([a-z_:]+)"`)
-	var out []string
-	for d := range ch {
-		m := fqName.FindStringSubmatch(d.String())
-		if m == nil {
-			t.Fatalf("no name in %s", d)
-		}
-		out = append(out, m[1])
+	out, err := metricnames.Manager()
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(out) < 20 {
 		t.Fatalf("the manager's code describes only %v", out)
@@ -109,7 +92,7 @@ func TestRulesShipTheContractAlerts(t *testing.T) {
 				t.Errorf("%s: runbook_url points to #%s, not to the alert's own section", r.Alert, anchor)
 			}
 			for _, m := range metricName.FindAllString(r.Expr.String(), -1) {
-				if !slices.Contains(exported, m) && !slices.Contains(exported, histogramOf(m)) {
+				if metricnames.Of(exported, m) == "" {
 					t.Errorf("%s reads %s, which the manager does not export", r.Alert, m)
 				}
 			}
@@ -258,14 +241,4 @@ func TestDocumentedThresholdPatch(t *testing.T) {
 			}
 		}
 	}
-}
-
-// histogramOf is the histogram a series name of it (_bucket, _sum, _count) belongs to.
-func histogramOf(series string) string {
-	for _, suffix := range []string{"_bucket", "_sum", "_count"} {
-		if name, ok := strings.CutSuffix(series, suffix); ok {
-			return name
-		}
-	}
-	return series
 }
