@@ -118,6 +118,11 @@ func Start(opts Options) (*Env, error) {
 	// may update the owner's finalizers. Admin clients pass every check; a controller
 	// run as its ServiceAccount (ManagerConfig) is held to the roles in config/rbac.
 	env.ControlPlane.GetAPIServer().Configure().Append("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
+	// Paths set here win over KUBEBUILDER_ASSETS (which the Makefile exports, and which
+	// envtest prefers to BinaryAssetsDirectory): the guarded ones must be used.
+	env.ControlPlane.GetAPIServer().Path = filepath.Join(guarded, "kube-apiserver")
+	env.ControlPlane.Etcd = &envtest.Etcd{Path: filepath.Join(guarded, "etcd")}
+	env.ControlPlane.KubectlPath = filepath.Join(bin, "kubectl")
 	if len(opts.WebhookPaths) > 0 {
 		env.WebhookInstallOptions = envtest.WebhookInstallOptions{
 			Paths:            opts.WebhookPaths,
