@@ -5,12 +5,32 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 )
 
-// The marker protocol between the agent (root) and restore-wait (any user):
+// The marker protocol between the agent (root) and restore-wait (any user).
+//
+// In the marker volume (a pod admitted with one, see MarkerVolumeOf):
+//
+//   - The marker volume is a memory emptyDir of the pod that only its restore-wait
+//     containers mount, read-only; the agent checks that before it writes (an
+//     application container that mounted it could forge a marker). Before its first
+//     marker the agent makes the directory root's, mode 0755, on a descriptor that did
+//     not follow a symlink; restore-wait reads markers only in a directory that is
+//     root's and writable by no one else.
+//   - A marker is a regular file owned by root, mode 0644, written in one step (a
+//     temporary file renamed): <restore uid>.<volume> when that volume is restored,
+//     with FailedSuffix holding the reason otherwise (VolumeMarkerName).
+//   - restore-wait opens nothing of the application's volumes, so their owners and
+//     modes (a database's 0700 data directory) do not matter, and it leaves the
+//     markers: the volume is the pod's own and goes with it, and an init container
+//     that runs again (the kubelet made the pod's sandbox again) finds them and lets
+//     the application start again at once.
+//
+// In the volumes themselves (a pod admitted before the marker volume):
 //
 //   - .holdfast at the volume root is a real directory owned by the user and group
 //     restore-wait runs as, mode 0700: nobody else (root aside) can create, rename or
@@ -25,7 +45,9 @@ import (
 //     there nor fake or hide a failure, unless it runs as root or as restore-wait's user.
 //   - Neither side follows a symlink: both work on directory descriptors opened with
 //     O_NOFOLLOW, and the agent replaces a .holdfast of another type, owner or mode.
+//     restore-wait must be able to open the volume's root.
 const (
+	markerVolumeMode     = 0o755 // the marker volume, owned by root
 	markerDirMode        = 0o700 // owned by restore-wait's user
 	markerDirModeAsRoot  = 0o755 // owned by root, when restore-wait's user is not known
 	markerFileMode       = 0o644
@@ -133,6 +155,49 @@ func WriteMarkerFor(volumeDir, restoreUID, podUID string, owner Owner, failure s
 	}
 	if err := writeFileAt(dir, name, content); err != nil {
 		return fmt.Errorf("writing %s/%s in %s: %w", MarkerDir, name, volumeDir, err)
+	}
+	return nil
+}
+
+// WriteVolumeMarker tells the restore-wait of a pod how the restore restoreUID of its
+// volume named volume ended, in the pod's marker volume, whose directory on the node
+// is markerDir: restored when failure is "", failed for that reason otherwise
+// (VolumeMarkerName). It runs in the agent, as root, and makes the directory root's,
+// mode 0755, first.
+func WriteVolumeMarker(markerDir, restoreUID, volume, failure string) error {
+	if err := checkUID(restoreUID); err != nil {
+		return err
+	}
+	if err := checkName(volume); err != nil {
+		return err
+	}
+	dir, err := unix.Open(markerDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: markerDir, Err: err}
+	}
+	defer unix.Close(dir)
+	var st unix.Stat_t
+	if err := unix.Fstat(dir, &st); err != nil {
+		return err
+	}
+	// The kubelet makes an emptyDir 0777 (with the pod's fsGroup, setgid): nobody but
+	// restore-wait mounts it, and from now on nobody but root may write in it.
+	if st.Uid != 0 || st.Gid != 0 {
+		if err := unix.Fchown(dir, 0, 0); err != nil {
+			return fmt.Errorf("making the marker volume root's: %w", err)
+		}
+	}
+	if uint32(st.Mode)&0o7777 != markerVolumeMode {
+		if err := unix.Fchmod(dir, markerVolumeMode); err != nil {
+			return fmt.Errorf("making the marker volume writable by root only: %w", err)
+		}
+	}
+	name, content := VolumeMarkerName(restoreUID, volume), "restored\n"
+	if failure != "" {
+		name, content = name+FailedSuffix, failure+"\n"
+	}
+	if err := writeFileAt(dir, name, content); err != nil {
+		return fmt.Errorf("writing %s in the marker volume: %w", name, err)
 	}
 	return nil
 }
@@ -276,8 +341,8 @@ type markerState struct {
 	ignored string
 }
 
-// readMarkers looks for the markers named marker (MarkerName) in the volume mounted at
-// volume.
+// readMarkers looks for the markers named marker (MarkerName) in .holdfast of the
+// volume mounted at volume.
 func readMarkers(volume, marker string) (markerState, error) {
 	vol, err := unix.Open(volume, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -289,9 +354,39 @@ func readMarkers(volume, marker string) (markerState, error) {
 		return markerState{ignored: ignored}, err
 	}
 	defer unix.Close(dir)
+	return readMarkerFiles(dir, MarkerDir+"/", marker)
+}
 
+// readVolumeMarkers looks for the markers named marker (VolumeMarkerName) in the
+// marker volume mounted at markerDir. Markers count only once the agent has made the
+// directory root's and writable by no one else; before that (the kubelet makes it
+// 0777) a file at a marker's place is ignored, with the reason.
+func readVolumeMarkers(markerDir, marker string) (markerState, error) {
+	dir, err := unix.Open(markerDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return markerState{}, &os.PathError{Op: "open", Path: markerDir, Err: err}
+	}
+	defer unix.Close(dir)
+	var dst unix.Stat_t
+	if err := unix.Fstat(dir, &dst); err != nil {
+		return markerState{}, err
+	}
+	st, err := readMarkerFiles(dir, markerDir+"/", marker)
+	if err != nil {
+		return st, err
+	}
+	if (st.done || st.failed) && (dst.Uid != 0 || dst.Mode&0o022 != 0) {
+		return markerState{ignored: fmt.Sprintf("%s is owned by uid %d with mode %04o; the agent makes it root's, writable by no one else, before it writes a marker",
+			markerDir, dst.Uid, dst.Mode&0o7777)}, nil
+	}
+	return st, nil
+}
+
+// readMarkerFiles looks for the markers named marker in the open directory dir, named
+// where (ending in /) in what it says.
+func readMarkerFiles(dir int, where, marker string) (markerState, error) {
 	var st markerState
-	failed, why, err := readAgentFile(dir, marker+FailedSuffix)
+	failed, why, err := readAgentFile(dir, where, marker+FailedSuffix)
 	switch {
 	case err != nil:
 		return st, err
@@ -309,7 +404,7 @@ func readMarkers(volume, marker string) (markerState, error) {
 	case err != nil:
 		return st, fmt.Errorf("looking for the done-marker: %w", err)
 	}
-	if why := notFromAgent(marker, &fst); why != "" {
+	if why := notFromAgent(where, marker, &fst); why != "" {
 		st.ignored = why
 		return st, nil
 	}
@@ -350,17 +445,17 @@ func openMarkerDir(vol int) (int, string, error) {
 
 // readAgentFile reads name in dir if the agent wrote it; why says why a file there is
 // ignored; both are empty when there is none.
-func readAgentFile(dir int, name string) (content []byte, why string, err error) {
+func readAgentFile(dir int, where, name string) (content []byte, why string, err error) {
 	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		return nil, "", nil
 	case errors.Is(err, unix.ELOOP):
-		return nil, MarkerDir + "/" + name + " is a symlink, not a marker of the agent", nil
+		return nil, where + name + " is a symlink, not a marker of the agent", nil
 	case errors.Is(err, unix.EACCES):
-		return nil, MarkerDir + "/" + name + " cannot be read by this container; the agent makes its markers readable by all", nil
+		return nil, where + name + " cannot be read by this container; the agent makes its markers readable by all", nil
 	case err != nil:
-		return nil, "", fmt.Errorf("opening %s/%s: %w", MarkerDir, name, err)
+		return nil, "", fmt.Errorf("opening %s%s: %w", where, name, err)
 	}
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
@@ -368,24 +463,24 @@ func readAgentFile(dir int, name string) (content []byte, why string, err error)
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, "", err
 	}
-	if why := notFromAgent(name, &st); why != "" {
+	if why := notFromAgent(where, name, &st); why != "" {
 		return nil, why, nil
 	}
 	buf := make([]byte, maxFailureReasonSize)
 	n, err := f.Read(buf)
 	if err != nil && n == 0 && st.Size > 0 {
-		return nil, "", fmt.Errorf("reading %s/%s: %w", MarkerDir, name, err)
+		return nil, "", fmt.Errorf("reading %s%s: %w", where, name, err)
 	}
 	return buf[:n], "", nil
 }
 
 // notFromAgent says why a marker with this stat was not written by the agent, or "".
-func notFromAgent(name string, st *unix.Stat_t) string {
+func notFromAgent(where, name string, st *unix.Stat_t) string {
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		return MarkerDir + "/" + name + " is not a regular file, not a marker of the agent"
+		return where + name + " is not a regular file, not a marker of the agent"
 	case st.Uid != 0:
-		return MarkerDir + "/" + name + " is owned by uid " + strconv.FormatUint(uint64(st.Uid), 10) + ", not by the agent (root): something else in the volume wrote it"
+		return where + name + " is owned by uid " + strconv.FormatUint(uint64(st.Uid), 10) + ", not by the agent (root): something else wrote it"
 	}
 	return ""
 }
@@ -408,6 +503,15 @@ func removeMarker(volume, marker string) error {
 	}
 	// Left when another restore's marker, or another pod's, is still in it.
 	_ = unix.Unlinkat(vol, MarkerDir, unix.AT_REMOVEDIR)
+	return nil
+}
+
+// checkName refuses a volume name that is not one file name without a dot (a pod
+// volume's name is a DNS label).
+func checkName(volume string) error {
+	if volume == "" || len(volume) > 63 || strings.ContainsAny(volume, "./\\\x00") {
+		return fmt.Errorf("%q is not a volume name", volume)
+	}
 	return nil
 }
 

@@ -409,7 +409,7 @@ func restoreWaitContainer(name, restoreUID string, plan podPlan, h helperSetting
 	for _, vp := range plan.Volumes {
 		volumes = append(volumes, vp.Volume)
 	}
-	return restorewait.Container(name, restoreUID, volumes, h.Deadline, corev1.Container{
+	return restorewait.Container(name, restoreUID, volumes, "", h.Deadline, corev1.Container{
 		Image:           h.Image,
 		Resources:       h.Resources,
 		SecurityContext: h.SecurityContext,
