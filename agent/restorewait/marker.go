@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
@@ -155,49 +154,6 @@ func WriteMarkerFor(volumeDir, restoreUID, podUID string, owner Owner, failure s
 	}
 	if err := writeFileAt(dir, name, content); err != nil {
 		return fmt.Errorf("writing %s/%s in %s: %w", MarkerDir, name, volumeDir, err)
-	}
-	return nil
-}
-
-// WriteVolumeMarker tells the restore-wait of a pod how the restore restoreUID of its
-// volume named volume ended, in the pod's marker volume, whose directory on the node
-// is markerDir: restored when failure is "", failed for that reason otherwise
-// (VolumeMarkerName). It runs in the agent, as root, and makes the directory root's,
-// mode 0755, first.
-func WriteVolumeMarker(markerDir, restoreUID, volume, failure string) error {
-	if err := checkUID(restoreUID); err != nil {
-		return err
-	}
-	if err := checkName(volume); err != nil {
-		return err
-	}
-	dir, err := unix.Open(markerDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return &os.PathError{Op: "open", Path: markerDir, Err: err}
-	}
-	defer unix.Close(dir)
-	var st unix.Stat_t
-	if err := unix.Fstat(dir, &st); err != nil {
-		return err
-	}
-	// The kubelet makes an emptyDir 0777 (with the pod's fsGroup, setgid): nobody but
-	// restore-wait mounts it, and from now on nobody but root may write in it.
-	if st.Uid != 0 || st.Gid != 0 {
-		if err := unix.Fchown(dir, 0, 0); err != nil {
-			return fmt.Errorf("making the marker volume root's: %w", err)
-		}
-	}
-	if uint32(st.Mode)&0o7777 != markerVolumeMode {
-		if err := unix.Fchmod(dir, markerVolumeMode); err != nil {
-			return fmt.Errorf("making the marker volume writable by root only: %w", err)
-		}
-	}
-	name, content := VolumeMarkerName(restoreUID, volume), "restored\n"
-	if failure != "" {
-		name, content = name+FailedSuffix, failure+"\n"
-	}
-	if err := writeFileAt(dir, name, content); err != nil {
-		return fmt.Errorf("writing %s in the marker volume: %w", name, err)
 	}
 	return nil
 }
@@ -357,31 +313,6 @@ func readMarkers(volume, marker string) (markerState, error) {
 	return readMarkerFiles(dir, MarkerDir+"/", marker)
 }
 
-// readVolumeMarkers looks for the markers named marker (VolumeMarkerName) in the
-// marker volume mounted at markerDir. Markers count only once the agent has made the
-// directory root's and writable by no one else; before that (the kubelet makes it
-// 0777) a file at a marker's place is ignored, with the reason.
-func readVolumeMarkers(markerDir, marker string) (markerState, error) {
-	dir, err := unix.Open(markerDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return markerState{}, &os.PathError{Op: "open", Path: markerDir, Err: err}
-	}
-	defer unix.Close(dir)
-	var dst unix.Stat_t
-	if err := unix.Fstat(dir, &dst); err != nil {
-		return markerState{}, err
-	}
-	st, err := readMarkerFiles(dir, markerDir+"/", marker)
-	if err != nil {
-		return st, err
-	}
-	if (st.done || st.failed) && (dst.Uid != 0 || dst.Mode&0o022 != 0) {
-		return markerState{ignored: fmt.Sprintf("%s is owned by uid %d with mode %04o; the agent makes it root's, writable by no one else, before it writes a marker",
-			markerDir, dst.Uid, dst.Mode&0o7777)}, nil
-	}
-	return st, nil
-}
-
 // readMarkerFiles looks for the markers named marker in the open directory dir, named
 // where (ending in /) in what it says.
 func readMarkerFiles(dir int, where, marker string) (markerState, error) {
@@ -503,15 +434,6 @@ func removeMarker(volume, marker string) error {
 	}
 	// Left when another restore's marker, or another pod's, is still in it.
 	_ = unix.Unlinkat(vol, MarkerDir, unix.AT_REMOVEDIR)
-	return nil
-}
-
-// checkName refuses a volume name that is not one file name without a dot (a pod
-// volume's name is a DNS label).
-func checkName(volume string) error {
-	if volume == "" || len(volume) > 63 || strings.ContainsAny(volume, "./\\\x00") {
-		return fmt.Errorf("%q is not a volume name", volume)
-	}
 	return nil
 }
 
