@@ -21,7 +21,7 @@ build: ## Build the holdfast binary into bin/holdfast (static, as in the image).
 	CGO_ENABLED=0 go build -trimpath -o bin/holdfast .
 
 .PHONY: tools
-tools: ## Build the test toolchain (cached outside the repo by version; 10-20 min cold, seconds warm).
+tools: ## Build the test toolchain (cached outside the repo by version; 20-30 min cold, seconds warm).
 	bash test/tools/build.sh
 
 $(CONTROLLER_GEN):
@@ -141,6 +141,11 @@ tidy-check: ## Fail when go.mod or go.sum is not what go mod tidy makes.
 .PHONY: test
 test: tools cluster-packages verify-generated fmt-check vet tidy-check ## The one test command: tools, cluster packages, generated code, gofmt, vet, go.mod, every test.
 	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: test-alerts
+test-alerts: ## Only the alerting rules and monitors of config/prometheus: promtool check and unit tests, strict decoding as the Prometheus Operator's types.
+	bash test/tools/build.sh promtool
+	go test $(GO_TEST_FLAGS) ./test/prometheus/
 
 .PHONY: test-unit
 test-unit: ## Only the tests that need no tools (quick feedback while editing).

@@ -37,6 +37,7 @@ import (
 	"github.com/holdfast-dev/holdfast/agent/mover"
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/controllers/coverage"
 	policyctrl "github.com/holdfast-dev/holdfast/controllers/policy"
 	"github.com/holdfast-dev/holdfast/controllers/restore"
 	"github.com/holdfast-dev/holdfast/controllers/storage"
@@ -204,8 +205,13 @@ func runManager(args []string, stderr io.Writer) error {
 		"ServiceAccount of the node agents in the operator namespace: only its node-bound tokens get a job's repository key")
 	strandedDeadline := fs.Duration("stranded-work-deadline", stranded.DefaultDeadline,
 		"how long a PodVolumeBackup or PodVolumeRestore may wait for an agent that cannot come (its node is gone, is not Linux, or runs no Holdfast agent) before the manager fails it")
+	coverageInterval := fs.Duration("coverage-interval", coverage.DefaultInterval,
+		"the shortest time between two computations of the cluster's coverage (VolumeCoverage cluster, holdfast_unprotected_* metrics); changes within it are folded into the next")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *coverageInterval <= 0 {
+		return fmt.Errorf("--coverage-interval must be positive, not %s", *coverageInterval)
 	}
 	if *strandedDeadline <= 0 {
 		return fmt.Errorf("--stranded-work-deadline must be positive, not %s", *strandedDeadline)
@@ -250,6 +256,9 @@ func runManager(args []string, stderr io.Writer) error {
 	(&restore.PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: *namespace, Image: *restoreHelperImage}).SetupWithManager(mgr)
 	storage.SetupJobCredentials(mgr, *namespace, *agentServiceAccount)
 	if err := policyctrl.Setup(mgr); err != nil {
+		return err
+	}
+	if err := coverage.Setup(mgr, coverage.Options{Interval: *coverageInterval, Namespace: *namespace}); err != nil {
 		return err
 	}
 	if err := stranded.Setup(mgr, stranded.Options{Namespace: *namespace, Deadline: *strandedDeadline}); err != nil {

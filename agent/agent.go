@@ -56,6 +56,10 @@ type Options struct {
 	LockedRetry time.Duration
 	// ProgressInterval is how often status shows progress while data moves.
 	ProgressInterval time.Duration
+	// ServedClaimRecheck is how often the agent looks again at a pod of its node that
+	// restore-wait holds on a claim another pod's PodVolumeRestore restores, while
+	// that restore has not ended (ServedPodReconciler; default 1 min).
+	ServedClaimRecheck time.Duration
 	// MoverCommand returns the command that runs mover.Serve in a child process.
 	// The default re-executes this binary as `holdfast agent-mover`.
 	MoverCommand func(ctx context.Context) *exec.Cmd
@@ -92,7 +96,8 @@ type Agent struct {
 }
 
 // SetupWithManager registers the PodVolumeBackup and PodVolumeRestore reconcilers of
-// this node. The manager's cache must be limited to the node's pods and work objects.
+// this node, and the one that releases its pods served by another pod's restore of
+// their claim. The manager's cache must be limited to the node's pods and work objects.
 func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	if opts.NodeName == "" {
 		return fmt.Errorf("the agent needs a node name")
@@ -102,6 +107,9 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	}
 	if opts.LockedRetry <= 0 {
 		opts.LockedRetry = time.Minute
+	}
+	if opts.ServedClaimRecheck <= 0 {
+		opts.ServedClaimRecheck = time.Minute
 	}
 	if opts.WorkDir == "" {
 		opts.WorkDir = filepath.Join(os.TempDir(), "holdfast-agent")
@@ -155,7 +163,10 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	if err := (&PodVolumeBackupReconciler{Agent: a, jobs: newJobs(slots, priorityBackup)}).setup(mgr); err != nil {
 		return err
 	}
-	return (&PodVolumeRestoreReconciler{Agent: a, jobs: newJobs(slots, priorityRestore)}).setup(mgr)
+	if err := (&PodVolumeRestoreReconciler{Agent: a, jobs: newJobs(slots, priorityRestore)}).setup(mgr); err != nil {
+		return err
+	}
+	return (&ServedPodReconciler{Agent: a}).setup(mgr)
 }
 
 // target is a resolved volume: its pod, its directory on this node and, for a claim,

@@ -29,7 +29,12 @@
 //   - The data mover's report (an agent error, a stop the agent asked for, a cancel,
 //     a job error or success) becomes an outcome in one pure function, moverOutcome.
 //   - A restore's end also tells restore-wait, whenever the pod is held for the
-//     restore, how it ended (restore_marker.go).
+//     restore, how it ended (restore_marker.go), in the pod's volume and, for a claim
+//     that other held pods mount, for each of them.
+//   - A pod of this node held on a claim that another pod's restore restores, and
+//     that this restore's end did not release (it came later, or the manager ended
+//     that restore), is released by ServedPodReconciler (served_pod_controller.go)
+//     with how that restore ended.
 //
 // Work no agent will do (its node is gone, not Linux, or runs no agent) is failed by
 // the manager (controllers/stranded), which loses to an agent's claim.

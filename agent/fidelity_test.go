@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
@@ -54,6 +55,68 @@ func TestBackupReportsSkippedSocket(t *testing.T) {
 					}
 					if e.Type != corev1.EventTypeNormal || !strings.Contains(e.Note, "1 socket") {
 						return fmt.Errorf("event %s %q: want Normal naming 1 socket", e.Type, e.Note)
+					}
+					return nil
+				}
+				return fmt.Errorf("none among %d events", len(list.Items))
+			})
+		})
+	}
+}
+
+// A PodVolumeBackup whose spec.files says excludeCaches leaves out the contents of the
+// volume's cache directories on both uploaders, and says so: status.skipped
+// counts the directory, and the EntriesSkipped event is Normal, since the policy
+// asked for it (issue 16 item 4).
+func TestBackupReportsExcludedCacheDirectories(t *testing.T) {
+	testenv.Require(t, env)
+	for _, uploader := range []v1.Uploader{v1.UploaderKopia, v1.UploaderRestic} {
+		t.Run(string(uploader), func(t *testing.T) {
+			ns := env.Namespace(t, nil)
+			repo := ensureRepository(t, ns, "minio", uploader)
+			src := newVolume(t, ns, "app-cache")
+			for name, content := range map[string]string{
+				"data.txt": "kept\n", "cache/CACHEDIR.TAG": "Signature: 8a477f597d28d172789f06886806bc55\n", "cache/blob": "cached\n",
+			} {
+				p := filepath.Join(src.dir, name)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pvb := &v1.PodVolumeBackup{
+				ObjectMeta: metav1.ObjectMeta{Name: "caches", Namespace: ns, Labels: map[string]string{v1.LabelPolicy: "agent-test"}},
+				Spec: v1.PodVolumeBackupSpec{Node: nodeName, Pod: v1.PodReference{Name: src.pod, UID: string(src.uid)}, Volume: src.name,
+					SourcePath: "/deployment/app/data", StorageLocation: "minio", Repository: repo, Uploader: uploader,
+					Files: &v1.BackupFiles{ExcludeCaches: true}},
+			}
+			if err := env.Client.Create(ctxFor(t), pvb); err != nil {
+				t.Fatal(err)
+			}
+			done := waitBackupPhase(t, pvb, v1.RunCompleted, v1.RunFailed)
+			if done.Status.Phase != v1.RunCompleted {
+				t.Fatalf("backup %s: %s", done.Status.Phase, done.Status.Message)
+			}
+			want := v1.SkippedEntries{CacheDirectories: 1}
+			if got := done.Status.Skipped; got == nil || *got != want {
+				t.Fatalf("status.skipped = %+v, want %+v", got, want)
+			}
+			if got := done.Status.Progress.TotalFiles; got != 2 {
+				t.Errorf("status.progress.totalFiles = %d, want 2 (data.txt and the tag)", got)
+			}
+			waitFor(t, "an EntriesSkipped event on backup "+pvb.Name, func() error {
+				var list eventsv1.EventList
+				if err := env.Client.List(ctxFor(t), &list, client.InNamespace(ns)); err != nil {
+					return err
+				}
+				for _, e := range list.Items {
+					if e.Reason != "EntriesSkipped" || e.Regarding.Name != pvb.Name {
+						continue
+					}
+					if e.Type != corev1.EventTypeNormal || !strings.Contains(e.Note, "1 cache directory") {
+						return fmt.Errorf("event %s %q: want Normal naming 1 cache directory", e.Type, e.Note)
 					}
 					return nil
 				}

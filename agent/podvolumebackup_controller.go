@@ -114,7 +114,8 @@ func (r *PodVolumeBackupReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		// Reading the repository failed: a passing error, retried with backoff.
 		return ctrl.Result{}, fmt.Errorf("reading BackupRepository %s: %w", pvb.Spec.Repository, err)
 	}
-	job := mover.Job{Kind: mover.KindBackup, SourcePath: pvb.Spec.SourcePath, Tags: backupTags(pvb, r.opts.NodeName), Parent: pvb.Spec.ParentSnapshotID}
+	job := mover.Job{Kind: mover.KindBackup, SourcePath: pvb.Spec.SourcePath, Tags: backupTags(pvb, r.opts.NodeName), Parent: pvb.Spec.ParentSnapshotID,
+		ExcludeCaches: pvb.Spec.Files != nil && pvb.Spec.Files.ExcludeCaches}
 	if job.Parent == "" {
 		// The policy controller found no earlier backup of this source that this
 		// namespace may continue.

@@ -137,7 +137,8 @@ func toSkipped(s *mover.Skipped) *v1.SkippedEntries {
 	if s == nil || *s == (mover.Skipped{}) {
 		return nil
 	}
-	return &v1.SkippedEntries{Vanished: s.Vanished, ChangedType: s.ChangedType, Sockets: s.Sockets, FIFOs: s.FIFOs, Devices: s.Devices}
+	return &v1.SkippedEntries{Vanished: s.Vanished, ChangedType: s.ChangedType, Sockets: s.Sockets, FIFOs: s.FIFOs, Devices: s.Devices,
+		CacheDirectories: s.CacheDirectories}
 }
 
 // toNotRestored is what a restore's status says it did not give back; nil when
@@ -146,7 +147,7 @@ func toNotRestored(n *mover.NotRestored) *v1.NotRestoredEntries {
 	if n == nil || *n == (mover.NotRestored{}) {
 		return nil
 	}
-	return &v1.NotRestoredEntries{Devices: n.Devices, Attributes: n.Attributes, Other: n.Other}
+	return &v1.NotRestoredEntries{FIFOs: n.FIFOs, Devices: n.Devices, Attributes: n.Attributes, Other: n.Other}
 }
 
 // countList names the non-zero counts, in order: "2 vanished, 1 socket".
@@ -173,7 +174,8 @@ type count struct {
 // out, ok false when it left nothing out. Entries that went away or changed while
 // read are what a live volume does (Normal); a FIFO or a device node the user had is
 // not in the snapshot (Warning). Sockets are Normal: no uploader stores them and
-// their owner makes them again.
+// their owner makes them again. Cache directories are Normal: the policy asked to
+// leave their contents out (spec.files.excludeCaches).
 func skippedEvent(s *v1.SkippedEntries) (eventType, msg string, ok bool) {
 	if s == nil {
 		return "", "", false
@@ -188,21 +190,23 @@ func skippedEvent(s *v1.SkippedEntries) (eventType, msg string, ok bool) {
 		count{s.Sockets, "socket", "sockets"},
 		count{s.FIFOs, "FIFO", "FIFOs"},
 		count{s.Devices, "device node", "device nodes"},
+		count{s.CacheDirectories, "cache directory's contents (spec.files.excludeCaches)", "cache directories' contents (spec.files.excludeCaches)"},
 	) + " (status.skipped)", true
 }
 
 // notRestoredEvent is the event type and the sentence for what a Completed restore
-// did not give back, ok false when it gave everything back: a Warning when a device
-// node or an attribute the snapshot held is missing, Normal for sockets alone.
+// did not give back, ok false when it gave everything back: a Warning when a FIFO, a
+// device node or an attribute the snapshot held is missing, Normal for sockets alone.
 func notRestoredEvent(n *v1.NotRestoredEntries) (eventType, msg string, ok bool) {
 	if n == nil {
 		return "", "", false
 	}
 	eventType = corev1.EventTypeNormal
-	if n.Devices > 0 || n.Attributes > 0 {
+	if n.FIFOs > 0 || n.Devices > 0 || n.Attributes > 0 {
 		eventType = corev1.EventTypeWarning
 	}
 	return eventType, "the restore did not give back " + countList(
+		count{n.FIFOs, "FIFO", "FIFOs"},
 		count{n.Devices, "device node", "device nodes"},
 		count{n.Attributes, "extended attribute", "extended attributes"},
 		count{n.Other, "other entry (socket)", "other entries (sockets)"},

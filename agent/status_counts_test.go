@@ -30,6 +30,12 @@ func TestSkippedStatusAndEvent(t *testing.T) {
 		{name: "special files", in: &mover.Skipped{Sockets: 2, FIFOs: 1, Devices: 4},
 			want: &v1.SkippedEntries{Sockets: 2, FIFOs: 1, Devices: 4}, eventType: corev1.EventTypeWarning,
 			msg: "the snapshot left out 2 sockets, 1 FIFO, 4 device nodes (status.skipped)"},
+		{name: "cache directories", in: &mover.Skipped{CacheDirectories: 2},
+			want: &v1.SkippedEntries{CacheDirectories: 2}, eventType: corev1.EventTypeNormal,
+			msg: "the snapshot left out 2 cache directories' contents (spec.files.excludeCaches) (status.skipped)"},
+		{name: "one cache directory and a vanished file", in: &mover.Skipped{Vanished: 1, CacheDirectories: 1},
+			want: &v1.SkippedEntries{Vanished: 1, CacheDirectories: 1}, eventType: corev1.EventTypeNormal,
+			msg: "the snapshot left out 1 entry that vanished while read, 1 cache directory's contents (spec.files.excludeCaches) (status.skipped)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := toSkipped(tc.in)
@@ -62,6 +68,9 @@ func TestNotRestoredStatusAndEvent(t *testing.T) {
 		{name: "attributes refused", in: &mover.NotRestored{Attributes: 1},
 			want: &v1.NotRestoredEntries{Attributes: 1}, eventType: corev1.EventTypeWarning,
 			msg: "the restore did not give back 1 extended attribute (status.notRestored)"},
+		{name: "a FIFO restic could not place", in: &mover.NotRestored{FIFOs: 1},
+			want: &v1.NotRestoredEntries{FIFOs: 1}, eventType: corev1.EventTypeWarning,
+			msg: "the restore did not give back 1 FIFO (status.notRestored)"},
 		{name: "devices and more", in: &mover.NotRestored{Devices: 2, Attributes: 5, Other: 1},
 			want: &v1.NotRestoredEntries{Devices: 2, Attributes: 5, Other: 1}, eventType: corev1.EventTypeWarning,
 			msg: "the restore did not give back 2 device nodes, 5 extended attributes, 1 other entry (socket) (status.notRestored)"},

@@ -108,6 +108,9 @@ func runAgentProcess() int {
 		// (restic_lock_test.go).
 		ResticLockWait: testResticLockWait,
 		LockedRetry:    time.Second,
+		// A pod held on a claim whose restore runs on another node is looked at
+		// again every second, not every minute (restore_served_test.go).
+		ServedClaimRecheck: time.Second,
 		Manager: agent.ManagerOptions{
 			URL:                  os.Getenv("HOLDFAST_TEST_MANAGER_URL"),
 			WebhookConfiguration: managerWebhookConfigName,

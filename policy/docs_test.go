@@ -47,6 +47,11 @@ func TestDocExamples(t *testing.T) {
 			if err := e.Validate(p.Spec.Selector); err != nil {
 				t.Errorf("manifest %s: %v", p.Name, err)
 			}
+			if p.Spec.Coverage != nil {
+				if err := e.ValidateExclusion(p.Spec.Coverage.Exclude); err != nil {
+					t.Errorf("manifest %s: %v", p.Name, err)
+				}
+			}
 		}
 		examples++
 	}

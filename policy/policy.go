@@ -26,6 +26,9 @@ import (
 const (
 	FieldNamespaces = "spec.selector.namespaces"
 	FieldVolumes    = "spec.selector.volumes"
+	// FieldCoverageExclude is the coverage exclusion, an expression over the same
+	// variables as FieldVolumes.
+	FieldCoverageExclude = "spec.coverage.exclude"
 )
 
 // Limits on an expression. The estimated cost is the checker's worst case over the
@@ -63,8 +66,17 @@ type Engine struct {
 	// runtimeCostLimit is RuntimeCostLimit; tests lower it.
 	runtimeCostLimit uint64
 
-	mu    sync.Mutex
-	cache map[string]*cacheEntry // by policy name (policies are cluster-scoped)
+	mu         sync.Mutex
+	cache      map[string]*cacheEntry     // by policy name (policies are cluster-scoped)
+	exclusions map[string]*exclusionEntry // by policy name
+}
+
+type exclusionEntry struct {
+	uid        ktypes.UID
+	generation int64
+	expr       string
+	compiled   *Expression
+	err        error
 }
 
 type cacheEntry struct {
@@ -79,7 +91,7 @@ type cacheEntry struct {
 // the volume expression), each in a strict variant for new expressions (admission) and a
 // permissive one for expressions already stored.
 func NewEngine() (*Engine, error) {
-	e := &Engine{cache: map[string]*cacheEntry{}, runtimeCostLimit: RuntimeCostLimit}
+	e := &Engine{cache: map[string]*cacheEntry{}, exclusions: map[string]*exclusionEntry{}, runtimeCostLimit: RuntimeCostLimit}
 	nsDecl, nsSchema := declType("holdfast.Namespace", reflect.TypeFor[corev1.Namespace]())
 	podDecl, podSchema := declType("holdfast.Pod", reflect.TypeFor[corev1.Pod]())
 	volDecl, volSchema := declType("holdfast.Volume", reflect.TypeFor[corev1.Volume]())
@@ -183,6 +195,67 @@ func (e *Engine) Forget(policyName string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.cache, policyName)
+	delete(e.exclusions, policyName)
+}
+
+// Expression is one compiled expression over the volume variables (namespace, pod,
+// volume, pvc), such as a policy's coverage exclusion. A nil *Expression matches
+// nothing.
+type Expression struct {
+	engine *Engine
+	field  string
+	prg    cel.Program
+}
+
+// ValidateExclusion checks a new or changed coverage exclusion with the strict
+// environment and the same limits as the volume selector. It returns nil or an
+// ErrorList.
+func (e *Engine) ValidateExclusion(expr string) error {
+	_, err := e.compileExpression(e.volNew, FieldCoverageExclude, expr)
+	return err
+}
+
+// CompileExclusion compiles a stored coverage exclusion with the permissive
+// environment. An empty expression gives a nil *Expression, which matches nothing.
+func (e *Engine) CompileExclusion(expr string) (*Expression, error) {
+	return e.compileExpression(e.volStored, FieldCoverageExclude, expr)
+}
+
+// ExclusionForPolicy returns the compiled coverage exclusion of a policy (nil when it
+// has none), compiling it only when the policy's generation or expression changed.
+func (e *Engine) ExclusionForPolicy(p *v1.VolumeBackupPolicy) (*Expression, error) {
+	expr := ""
+	if p.Spec.Coverage != nil {
+		expr = p.Spec.Coverage.Exclude
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if c, ok := e.exclusions[p.Name]; ok && c.uid == p.UID && c.generation == p.Generation && c.expr == expr {
+		return c.compiled, c.err
+	}
+	compiled, err := e.CompileExclusion(expr)
+	e.exclusions[p.Name] = &exclusionEntry{uid: p.UID, generation: p.Generation, expr: expr, compiled: compiled, err: err}
+	return compiled, err
+}
+
+func (e *Engine) compileExpression(env *cel.Env, field, expr string) (*Expression, error) {
+	prg, err := e.compileOne(env, e.volSizes, field, expr)
+	if err != nil {
+		return nil, ErrorList{err}
+	}
+	if prg == nil {
+		return nil, nil
+	}
+	return &Expression{engine: e, field: field, prg: prg}, nil
+}
+
+// Match evaluates the expression on one volume, charging the Cache's budget as
+// MatchVolume does. A nil Expression matches nothing.
+func (x *Expression) Match(in Volume, cache *Cache) (bool, error) {
+	if x == nil {
+		return false, nil
+	}
+	return x.engine.matchVolume(x.prg, x.field, in, cache)
 }
 
 func (e *Engine) compile(sel v1.VolumeSelector, nsEnv, volEnv *cel.Env) (*Selector, error) {
@@ -264,7 +337,10 @@ func (s *Selector) MatchVolume(in Volume, cache *Cache) (bool, error) {
 	if s.volumes == nil {
 		return true, nil
 	}
-	e := s.engine
+	return s.engine.matchVolume(s.volumes, FieldVolumes, in, cache)
+}
+
+func (e *Engine) matchVolume(prg cel.Program, field string, in Volume, cache *Cache) (bool, error) {
 	// Variables are converted lazily: an expression that never reads `pod` does not
 	// pay for converting the pod. A conversion failure surfaces as an evaluation error.
 	lazy := func(obj any, schema common.Schema) func() ref.Val {
@@ -276,7 +352,7 @@ func (s *Selector) MatchVolume(in Volume, cache *Cache) (bool, error) {
 			return v
 		}
 	}
-	return cache.eval(s.volumes, FieldVolumes, map[string]any{
+	return cache.eval(prg, field, map[string]any{
 		nsIdent:   lazy(in.Namespace, e.nsSchema),
 		VarPod:    lazy(in.Pod, e.podSchema),
 		VarVolume: lazy(in.Volume, e.volSchema),

@@ -49,13 +49,15 @@ func Execute(ctx context.Context, job Job, progress func(Progress)) (Result, err
 	}
 	switch job.Kind {
 	case KindBackup:
-		res, err := repo.Backup(ctx, repository.BackupRequest{Dir: job.Dir, SourcePath: job.SourcePath, Tags: job.Tags, Parent: job.Parent, Progress: report})
+		res, err := repo.Backup(ctx, repository.BackupRequest{Dir: job.Dir, SourcePath: job.SourcePath, Tags: job.Tags, Parent: job.Parent,
+			ExcludeCaches: job.ExcludeCaches, Progress: report})
 		if err != nil {
 			return Result{}, err
 		}
 		var skipped *Skipped
 		if s := res.Skipped; s.Total() > 0 {
-			skipped = &Skipped{Vanished: s.Vanished, ChangedType: s.ChangedType, Sockets: s.Sockets, FIFOs: s.FIFOs, Devices: s.Devices}
+			skipped = &Skipped{Vanished: s.Vanished, ChangedType: s.ChangedType, Sockets: s.Sockets, FIFOs: s.FIFOs, Devices: s.Devices,
+				CacheDirectories: s.CacheDirectories}
 		}
 		return Result{
 			Skipped:          skipped,
@@ -72,7 +74,7 @@ func Execute(ctx context.Context, job Job, progress func(Progress)) (Result, err
 		}
 		var notRestored *NotRestored
 		if n := res.NotRestored; n.Total() > 0 {
-			notRestored = &NotRestored{Devices: n.Devices, Attributes: n.Attributes, Other: n.Other}
+			notRestored = &NotRestored{FIFOs: n.FIFOs, Devices: n.Devices, Attributes: n.Attributes, Other: n.Other}
 		}
 		return Result{NotRestored: notRestored, Progress: Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes,
 			FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles}}, nil

@@ -55,6 +55,9 @@ type Job struct {
 	Tags map[string]string `json:"tags,omitempty"`
 	// Parent is what a backup is incremental to (repository.BackupRequest.Parent).
 	Parent string `json:"parent,omitempty"`
+	// ExcludeCaches leaves out the contents of the volume's cache directories
+	// (repository.BackupRequest.ExcludeCaches), from the PodVolumeBackup's spec.files.
+	ExcludeCaches bool `json:"excludeCaches,omitempty"`
 	// SnapshotID is the snapshot to restore.
 	SnapshotID string `json:"snapshotID,omitempty"`
 }
@@ -101,10 +104,15 @@ type Skipped struct {
 	Sockets int64 `json:"sockets,omitempty"`
 	FIFOs   int64 `json:"fifos,omitempty"`
 	Devices int64 `json:"devices,omitempty"`
+	// CacheDirectories are the cache directories whose contents were left out on
+	// purpose (Job.ExcludeCaches).
+	CacheDirectories int64 `json:"cacheDirectories,omitempty"`
 }
 
 // NotRestored counts what a restore left out (repository.NotRestored).
 type NotRestored struct {
+	// FIFOs are named pipes the restore could not make (repository.NotRestored).
+	FIFOs int64 `json:"fifos,omitempty"`
 	// Devices are device nodes the data mover may not make or whose number is unknown.
 	Devices int64 `json:"devices,omitempty"`
 	// Attributes are extended attributes the volume's file system refused.

@@ -41,6 +41,11 @@ const (
 	// markerVolumeSize bounds the marker volume: a few files of at most
 	// maxFailureReasonSize each.
 	markerVolumeSize = "1Mi"
+	// AnnotationClaim, on a PodVolumeRestore, names the claim it restores: the other
+	// pods of its restore that mount that claim are served by it (the restore
+	// controller makes no PodVolumeRestore of their own for it), and the agent writes
+	// their markers too.
+	AnnotationClaim = "backup.holdfast.dev/claim"
 	// Annotation, on a pod, maps each VolumeRestore name that holds the pod to the
 	// volumes its restore-wait waits for (JSON: {"<restore>":["<volume>",...]}).
 	Annotation = v1.AnnotationRestoreWait

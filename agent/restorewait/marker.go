@@ -158,6 +158,66 @@ func WriteMarkerFor(volumeDir, restoreUID, podUID string, owner Owner, failure s
 	return nil
 }
 
+// Marked tells the agent which marker of restoreUID the restore-wait of the pod with
+// UID podUID (see MarkerName), running as reader, already has in the volume at
+// volumeDir: a done- or failure marker the agent wrote, in a .holdfast that reader can
+// open. owner is the Owner to write that pod's marker with (WriteMarkerFor): the
+// owner of the .holdfast there when reader can use it, so that it and the markers of
+// other pods in it (a shared claim) are kept; else reader, or, when a .holdfast that
+// reader cannot open is there (another restore-wait's user's), root's (mode 0755,
+// which every restore-wait can read).
+func Marked(volumeDir, restoreUID, podUID string, reader Owner) (done, failed bool, owner Owner, err error) {
+	if err := checkUID(restoreUID); err != nil {
+		return false, false, reader, err
+	}
+	vol, err := unix.Open(volumeDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, false, reader, &os.PathError{Op: "open", Path: volumeDir, Err: err}
+	}
+	defer unix.Close(vol)
+	dir, err := unix.Openat(vol, MarkerDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	switch {
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ELOOP), errors.Is(err, unix.ENOTDIR):
+		return false, false, reader, nil // none, or something WriteMarkerFor replaces
+	case err != nil:
+		return false, false, reader, fmt.Errorf("opening %s in %s: %w", MarkerDir, volumeDir, err)
+	}
+	defer unix.Close(dir)
+	var st unix.Stat_t
+	if err := unix.Fstat(dir, &st); err != nil {
+		return false, false, reader, err
+	}
+	switch mode := uint32(st.Mode) & 0o7777; {
+	case st.Uid == 0 && st.Gid == 0 && mode == markerDirModeAsRoot:
+		owner = UnknownOwner // every restore-wait reads it
+	case mode == markerDirMode && reader.UID >= 0 && uint32(reader.UID) == st.Uid:
+		owner = Owner{UID: int64(st.Uid), GID: int64(st.Gid)}
+	default:
+		// Not one reader can open: made for another restore-wait's user, or not by
+		// the agent. Root's is the one every restore-wait can read.
+		return false, false, UnknownOwner, nil
+	}
+	name := MarkerName(restoreUID, podUID)
+	found := func(n string) (bool, error) {
+		var fst unix.Stat_t
+		err := unix.Fstatat(dir, n, &fst, unix.AT_SYMLINK_NOFOLLOW)
+		switch {
+		case errors.Is(err, unix.ENOENT):
+			return false, nil
+		case err != nil:
+			return false, fmt.Errorf("looking for %s/%s in %s: %w", MarkerDir, n, volumeDir, err)
+		}
+		return notFromAgent(MarkerDir+"/", n, &fst) == "", nil
+	}
+	if done, err = found(name); err != nil {
+		return false, false, owner, err
+	}
+	if failed, err = found(name + FailedSuffix); err != nil {
+		return false, false, owner, err
+	}
+	return done, failed, owner, nil
+}
+
 // markerDir returns a descriptor of .holdfast in vol, owned and with the mode the
 // protocol says, replacing whatever else is there (never following it).
 func markerDir(vol int, owner Owner) (int, error) {

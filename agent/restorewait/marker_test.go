@@ -307,3 +307,86 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// Marked is how the agent releases a pod that comes to a claim after its restore
+// ended: it finds the marker of that pod's restore-wait only where that restore-wait
+// would accept it, and says which owner to write with so that the .holdfast of the
+// claim, and the markers of the pods still waiting in it, are kept whenever this
+// restore-wait can read it.
+func TestMarked(t *testing.T) {
+	requireRoot(t)
+	reader := Owner{UID: 65534, GID: -1} // the pod sets the user only
+	for _, tc := range []struct {
+		name         string
+		plant        func(t *testing.T, vol string)
+		done, failed bool
+		owner        Owner
+		keeps        bool // writing with owner keeps the other pod's marker
+	}{
+		{name: "nothing yet", plant: func(*testing.T, string) {}, owner: reader},
+		{name: "another pod's marker, directory of the same user", plant: func(t *testing.T, vol string) {
+			must(t, WriteMarkerFor(vol, "vr-1", "pod-a", restoreWaitUser, ""))
+		}, owner: restoreWaitUser, keeps: true},
+		{name: "another pod's marker, root's directory", plant: func(t *testing.T, vol string) {
+			must(t, WriteMarkerFor(vol, "vr-1", "pod-a", UnknownOwner, ""))
+		}, owner: UnknownOwner, keeps: true},
+		{name: "another pod's marker, directory of another user", plant: func(t *testing.T, vol string) {
+			must(t, WriteMarkerFor(vol, "vr-1", "pod-a", Owner{UID: 1000, GID: 1000}, ""))
+		}, owner: UnknownOwner},
+		{name: "its done-marker", plant: func(t *testing.T, vol string) {
+			must(t, WriteMarkerFor(vol, "vr-1", "pod-b", restoreWaitUser, ""))
+		}, done: true, owner: restoreWaitUser},
+		{name: "its failure marker", plant: func(t *testing.T, vol string) {
+			must(t, WriteMarkerFor(vol, "vr-1", "pod-b", UnknownOwner, "snapshot gone"))
+		}, failed: true, owner: UnknownOwner},
+		{name: "its marker for another restore", plant: func(t *testing.T, vol string) {
+			must(t, WriteMarkerFor(vol, "vr-2", "pod-b", restoreWaitUser, ""))
+		}, owner: restoreWaitUser},
+		{name: "a forged marker", plant: func(t *testing.T, vol string) {
+			must(t, WriteMarkerFor(vol, "vr-1", "pod-a", restoreWaitUser, ""))
+			forge(t, vol, MarkerName("vr-1", "pod-b"), 65534)
+		}, owner: restoreWaitUser},
+		{name: "a symlink", plant: func(t *testing.T, vol string) {
+			dir := t.TempDir()
+			must(t, WriteMarkerFor(dir, "vr-1", "pod-b", UnknownOwner, ""))
+			must(t, os.Symlink(filepath.Join(dir, MarkerDir), filepath.Join(vol, MarkerDir)))
+		}, owner: reader},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vol := t.TempDir()
+			tc.plant(t, vol)
+			done, failed, owner, err := Marked(vol, "vr-1", "pod-b", reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if done != tc.done || failed != tc.failed || owner != tc.owner {
+				t.Errorf("Marked = done %v failed %v owner %+v; want %v %v %+v", done, failed, owner, tc.done, tc.failed, tc.owner)
+			}
+			if tc.done || tc.failed {
+				return
+			}
+			must(t, WriteMarkerFor(vol, "vr-1", "pod-b", owner, ""))
+			if done, _, _, _ := Marked(vol, "vr-1", "pod-b", reader); !done {
+				t.Error("the marker written with that owner is not found")
+			}
+			_, err = os.Lstat(filepath.Join(vol, MarkerDir, MarkerName("vr-1", "pod-a")))
+			if tc.keeps && err != nil {
+				t.Errorf("the marker of the pod still waiting is gone: %v", err)
+			}
+			runAs(t, 65534)
+			if log, err := waitBrieflyFor(t, vol, "vr-1", "pod-b"); err != nil {
+				t.Errorf("restore-wait of the pod: %v\n%s", err, log)
+			}
+		})
+	}
+}
+
+// waitBrieflyFor is waitBriefly for the restore-wait of the pod with UID podUID.
+func waitBrieflyFor(t *testing.T, vol, uid, podUID string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	var log bytes.Buffer
+	err := Wait(ctx, Options{Volumes: []string{vol}, RestoreUID: uid, PodUID: podUID, Interval: 10 * time.Millisecond, Log: &log})
+	return log.String(), err
+}

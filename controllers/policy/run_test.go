@@ -445,3 +445,51 @@ func TestASupersededRunLeavesNoVolumeBehind(t *testing.T) {
 		return fmt.Errorf("no RunSuperseded event saying %q", want)
 	})
 }
+
+// A policy's spec.files reaches every PodVolumeBackup it creates, where the agent
+// reads it and kubectl describe shows it, and stays as it was created; a policy
+// without it creates backups without it (issue 16 item 4).
+func TestPolicyFilesReachItsBackups(t *testing.T) {
+	e := startManager(t)
+	ctx := t.Context()
+	backupOf := func(w *workload, p *v1.VolumeBackupPolicy) *v1.PodVolumeBackup {
+		t.Helper()
+		w.create(p)
+		var pvb *v1.PodVolumeBackup
+		eventually(t, "the backup of policy "+p.Name, func() error {
+			r := getPolicy(t, e, ctx, p.Name).Status.LastRun
+			if r == nil {
+				return fmt.Errorf("no run yet")
+			}
+			pvbs := backupsOf(t, e, ctx, w.ns, client.MatchingLabels{v1.LabelRun: r.Name})
+			if len(pvbs) != 1 {
+				return fmt.Errorf("%d backups", len(pvbs))
+			}
+			pvb = &pvbs[0]
+			return nil
+		})
+		return pvb
+	}
+
+	caches := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
+	caches.pod("app", "node-a", corev1.PodRunning, nil, emptyDir("data"))
+	p := newPolicy("caches-"+caches.ns, caches.ns)
+	p.Annotations = map[string]string{v1.AnnotationRunNow: "now"}
+	p.Spec.Files = &v1.BackupFiles{ExcludeCaches: true}
+	pvb := backupOf(caches, p)
+	if pvb.Spec.Files == nil || !pvb.Spec.Files.ExcludeCaches {
+		t.Fatalf("backup %s has spec.files %+v, want excludeCaches", pvb.Name, pvb.Spec.Files)
+	}
+	pvb.Spec.Files = nil
+	if err := e.Client.Update(ctx, pvb); err == nil || !strings.Contains(err.Error(), "fixed at creation") {
+		t.Errorf("removing spec.files of backup %s: %v, want it refused as fixed at creation", pvb.Name, err)
+	}
+
+	plain := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
+	plain.pod("app", "node-a", corev1.PodRunning, nil, emptyDir("data"))
+	q := newPolicy("plain-"+plain.ns, plain.ns)
+	q.Annotations = map[string]string{v1.AnnotationRunNow: "now"}
+	if pvb := backupOf(plain, q); pvb.Spec.Files != nil {
+		t.Errorf("backup %s of a policy without spec.files has spec.files %+v", pvb.Name, pvb.Spec.Files)
+	}
+}

@@ -110,7 +110,17 @@ func (s *selection) skip(reason string, pod *corev1.Pod, volume string) {
 // selectVolumes evaluates the selector over every pod of the snapshot. It makes no API
 // call: everything comes from the informer caches.
 func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
+	return selectVolumesVisit(sel, snap, nil)
+}
+
+// selectVolumesVisit is selectVolumes that also calls visit, when not nil, for every
+// volume it backs up (skip "") or skips (the reason), before the targets are reduced
+// to one per source.
+func selectVolumesVisit(sel *celpolicy.Selector, snap *snapshot, visit func(pod *corev1.Pod, vol *corev1.Volume, skip string)) *selection {
 	out := &selection{}
+	if visit == nil {
+		visit = func(*corev1.Pod, *corev1.Volume, string) {}
+	}
 	defer func() { out.targets = onePerSource(out.targets) }()
 	cache := &celpolicy.Cache{Budget: snap.costBudget}
 	defer func() { out.spent = cache.Spent() }()
@@ -144,16 +154,19 @@ func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
 					// back up if it had matched are counted, never silently dropped.
 					if (ok || err != nil) && skipReason(pod, vol, claimName, pvc, snap.windows(pod)) == "" {
 						out.skip(nsReason, pod, vol.Name)
+						visit(pod, vol, nsReason)
 					}
 					continue
 				}
 				if isBudget(err) {
 					out.budgetExceeded = true
 					out.skip(SkipSelectorBudgetExceeded, pod, vol.Name)
+					visit(pod, vol, SkipSelectorBudgetExceeded)
 					continue
 				}
 				if err != nil {
 					out.skip(SkipSelectorError, pod, vol.Name)
+					visit(pod, vol, SkipSelectorError)
 					if out.firstError == nil {
 						out.firstError = fmt.Errorf("%s/%s/%s: %w", pod.Namespace, pod.Name, vol.Name, err)
 					}
@@ -164,8 +177,10 @@ func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
 				}
 				if reason := skipReason(pod, vol, claimName, pvc, snap.windows(pod)); reason != "" {
 					out.skip(reason, pod, vol.Name)
+					visit(pod, vol, reason)
 					continue
 				}
+				visit(pod, vol, "")
 				selectedHere = true
 				out.targets = append(out.targets, target{pod: pod, volume: vol.Name, claim: claimName,
 					sourcePath: identity.ReplicaSourcePath(pod, vol, snap.rsOwner, slots[pod.UID])})
@@ -420,6 +435,10 @@ func backedUpPaths(pvbs []v1.PodVolumeBackup) map[types.UID][]string {
 // caches without copying them (nothing here modifies them): one pass over 10,000 pods
 // costs no API call and no deep copy.
 func (r *VolumeBackupPolicyReconciler) snapshot(ctx context.Context) (*snapshot, error) {
+	return readSnapshot(ctx, r.Client)
+}
+
+func readSnapshot(ctx context.Context, r client.Reader) (*snapshot, error) {
 	var nss corev1.NamespaceList
 	if err := r.List(ctx, &nss, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing namespaces: %w", err)
@@ -437,34 +456,43 @@ func (r *VolumeBackupPolicyReconciler) snapshot(ctx context.Context) (*snapshot,
 	if err := r.List(ctx, &rss, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing replica sets: %w", err)
 	}
-	snap := &snapshot{pods: map[string][]*corev1.Pod{}, claims: map[string]*corev1.PersistentVolumeClaim{}}
-	for i := range nss.Items {
-		snap.namespaces = append(snap.namespaces, &nss.Items[i])
-	}
-	for i := range pods.Items {
-		pod := &pods.Items[i]
-		snap.pods[pod.Namespace] = append(snap.pods[pod.Namespace], pod)
-	}
-	for i := range pvcs.Items {
-		snap.claims[claimKey(pvcs.Items[i].Namespace, pvcs.Items[i].Name)] = &pvcs.Items[i]
-	}
 	var nodes metav1.PartialObjectMetadataList
 	nodes.SetGroupVersionKind(nodeListGVK)
 	if err := r.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing nodes: %w", err)
 	}
-	snap.nodeOS = make(map[string]string, len(nodes.Items))
-	for i := range nodes.Items {
-		if os := nodes.Items[i].Labels[labelOS]; os != "" {
-			snap.nodeOS[nodes.Items[i].Name] = os
+	return newSnapshot(pointers(nss.Items), pointers(pods.Items), pointers(pvcs.Items), pointers(rss.Items), pointers(nodes.Items)), nil
+}
+
+func pointers[T any](items []T) []*T {
+	out := make([]*T, len(items))
+	for i := range items {
+		out[i] = &items[i]
+	}
+	return out
+}
+
+// newSnapshot indexes the objects of one selection pass; it keeps the pointers.
+func newSnapshot(nss []*corev1.Namespace, pods []*corev1.Pod, pvcs []*corev1.PersistentVolumeClaim, rss, nodes []*metav1.PartialObjectMetadata) *snapshot {
+	snap := &snapshot{namespaces: nss, pods: map[string][]*corev1.Pod{}, claims: make(map[string]*corev1.PersistentVolumeClaim, len(pvcs))}
+	for _, pod := range pods {
+		snap.pods[pod.Namespace] = append(snap.pods[pod.Namespace], pod)
+	}
+	for _, pvc := range pvcs {
+		snap.claims[claimKey(pvc.Namespace, pvc.Name)] = pvc
+	}
+	snap.nodeOS = make(map[string]string, len(nodes))
+	for _, node := range nodes {
+		if os := node.Labels[labelOS]; os != "" {
+			snap.nodeOS[node.Name] = os
 		}
 	}
 	owners := map[string]*metav1.OwnerReference{}
-	for i := range rss.Items {
-		if o := metav1.GetControllerOf(&rss.Items[i]); o != nil {
-			owners[rss.Items[i].Namespace+"/"+rss.Items[i].Name] = o
+	for _, rs := range rss {
+		if o := metav1.GetControllerOf(rs); o != nil {
+			owners[rs.Namespace+"/"+rs.Name] = o
 		}
 	}
 	snap.rsOwner = ownerFromCache(owners)
-	return snap, nil
+	return snap
 }

@@ -314,6 +314,7 @@ func (r *VolumeBackupPolicyReconciler) createBackup(ctx context.Context, p *v1.V
 			StorageLocation:  p.Spec.StorageLocation,
 			Repository:       repo,
 			Uploader:         uploader,
+			Files:            p.Spec.Files.DeepCopy(),
 			Tags:             map[string]string{identity.TagPolicy: p.Name, identity.TagRun: run, identity.TagNamespaceUID: string(ns.UID)},
 			ParentSnapshotID: parent,
 		},

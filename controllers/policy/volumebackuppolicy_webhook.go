@@ -17,9 +17,9 @@ import (
 
 // +kubebuilder:webhook:path=/validate-backup-holdfast-dev-v1alpha1-volumebackuppolicy,mutating=false,failurePolicy=fail,sideEffects=None,groups=backup.holdfast.dev,resources=volumebackuppolicies,verbs=create;update,versions=v1alpha1,name=vvolumebackuppolicy.holdfast.dev,admissionReviewVersions=v1
 
-// VolumeBackupPolicyValidator rejects a policy whose selector does not compile, does
-// not return bool or is too costly, and one whose schedule cron or time zone is
-// invalid, naming the field.
+// VolumeBackupPolicyValidator rejects a policy whose selector or coverage exclusion does
+// not compile, does not return bool or is too costly, and one whose schedule cron or
+// time zone is invalid, naming the field.
 type VolumeBackupPolicyValidator struct {
 	Engine *celpolicy.Engine
 }
@@ -31,7 +31,7 @@ func (v *VolumeBackupPolicyValidator) SetupWebhookWithManager(mgr ctrl.Manager) 
 
 // ValidateCreate validates a new policy with the strict environment.
 func (v *VolumeBackupPolicyValidator) ValidateCreate(_ context.Context, p *v1.VolumeBackupPolicy) (admission.Warnings, error) {
-	return nil, v.validate(p, v.Engine.Validate, true)
+	return nil, v.validate(p, v.Engine.Validate, true, true)
 }
 
 // ValidateUpdate validates a changed selector with the strict environment, and an
@@ -48,7 +48,42 @@ func (v *VolumeBackupPolicyValidator) ValidateUpdate(_ context.Context, old, p *
 	}
 	// A stored schedule whose jitter no longer fits (admitted by an older Holdfast)
 	// does not block unrelated edits; changing the schedule checks it.
-	return nil, v.validate(p, check, !equality.Semantic.DeepEqual(old.Spec.Schedule, p.Spec.Schedule))
+	return nil, v.validate(p, check, !equality.Semantic.DeepEqual(old.Spec.Schedule, p.Spec.Schedule),
+		exclusion(old) != exclusion(p))
+}
+
+// exclusion is the policy's coverage exclusion, or "".
+func exclusion(p *v1.VolumeBackupPolicy) string {
+	if p.Spec.Coverage == nil {
+		return ""
+	}
+	return p.Spec.Coverage.Exclude
+}
+
+// validateExclusion checks spec.coverage.exclude as the selector is checked: strictly
+// when it is new or changed, with the permissive environment when it is stored.
+func (v *VolumeBackupPolicyValidator) validateExclusion(p *v1.VolumeBackupPolicy, strict bool) field.ErrorList {
+	expr := exclusion(p)
+	check := v.Engine.ValidateExclusion
+	if !strict {
+		check = func(expr string) error {
+			_, err := v.Engine.CompileExclusion(expr)
+			return err
+		}
+	}
+	var errs field.ErrorList
+	path := field.NewPath("spec", "coverage", "exclude")
+	for _, e := range celpolicy.Errors(check(expr)) {
+		switch e.Type {
+		case celpolicy.ErrorTooLong:
+			errs = append(errs, field.TooLong(path, "", celpolicy.MaxExpressionLength))
+		case celpolicy.ErrorInternal:
+			errs = append(errs, field.InternalError(path, fmt.Errorf("%s", e.Detail)))
+		default:
+			errs = append(errs, field.Invalid(path, expr, e.Detail))
+		}
+	}
+	return errs
 }
 
 // ValidateDelete allows every deletion.
@@ -56,8 +91,8 @@ func (v *VolumeBackupPolicyValidator) ValidateDelete(context.Context, *v1.Volume
 	return nil, nil
 }
 
-func (v *VolumeBackupPolicyValidator) validate(p *v1.VolumeBackupPolicy, check func(v1.VolumeSelector) error, checkJitter bool) error {
-	var errs field.ErrorList
+func (v *VolumeBackupPolicyValidator) validate(p *v1.VolumeBackupPolicy, check func(v1.VolumeSelector) error, checkJitter, strictExclusion bool) error {
+	errs := v.validateExclusion(p, strictExclusion)
 	for _, e := range celpolicy.Errors(check(p.Spec.Selector)) {
 		path := field.NewPath("spec", "selector", "volumes")
 		expr := p.Spec.Selector.Volumes

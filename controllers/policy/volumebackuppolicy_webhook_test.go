@@ -34,6 +34,13 @@ func TestWebhookRejectsInvalidPolicies(t *testing.T) {
 		{"too costly", func(p *v1.VolumeBackupPolicy) {
 			p.Spec.Selector.Volumes = `pod.spec.containers.all(c, pod.spec.containers.all(d, c.env.all(x, d.env.exists(y, x.name == y.name))))`
 		}, []string{"spec.selector.volumes", "estimated worst-case cost"}},
+		// The coverage exclusion is compiled and limited as the selector is (issue 17).
+		{"coverage exclusion misspelt", func(p *v1.VolumeBackupPolicy) {
+			p.Spec.Coverage = &v1.CoverageSpec{Exclude: `volume.emptyDri != null`}
+		}, []string{"spec.coverage.exclude", "undefined field 'emptyDri'"}},
+		{"coverage exclusion too costly", func(p *v1.VolumeBackupPolicy) {
+			p.Spec.Coverage = &v1.CoverageSpec{Exclude: `pod.spec.containers.all(c, pod.spec.containers.all(d, c.env.all(x, d.env.exists(y, x.name == y.name))))`}
+		}, []string{"spec.coverage.exclude", "estimated worst-case cost"}},
 		{"unknown time zone", func(p *v1.VolumeBackupPolicy) {
 			p.Spec.Schedule = &v1.Schedule{Cron: "0 2 * * *", TimeZone: "Mars/Olympus_Mons"}
 		},
@@ -73,6 +80,7 @@ func TestWebhookRejectsInvalidPolicies(t *testing.T) {
 	p := newPolicy("valid-"+e.Namespace(t, nil), "none")
 	p.Spec.Selector.Volumes = `volume.name in pod.metadata.annotations[?"backup.velero.io/backup-volumes"].orValue("").split(",")`
 	p.Spec.Schedule = &v1.Schedule{Cron: "0 2 * * *", TimeZone: "America/New_York", Jitter: &metav1.Duration{Duration: 6 * time.Hour}}
+	p.Spec.Coverage = &v1.CoverageSpec{Exclude: `has(volume.emptyDir) && volume.name == "cache"`}
 	if err := e.Client.Create(ctx, p); err != nil {
 		t.Fatalf("a valid policy was rejected: %v", err)
 	}

@@ -352,8 +352,9 @@ func (r *VolumeRestoreReconciler) overwrites(sc *scope) bool {
 }
 
 // annotationClaim, on a PodVolumeRestore, names the claim it restores: the other pods
-// of its restore that mount that claim are served by it (see createRestores).
-const annotationClaim = "backup.holdfast.dev/claim"
+// of its restore that mount that claim are served by it (see createRestores), and the
+// agents release their restore-wait by it.
+const annotationClaim = restorewait.AnnotationClaim
 
 // claimRestore is the PodVolumeRestore that restores a claim for every pod of a
 // restore that mounts it.

@@ -57,9 +57,7 @@ func tallyRestores(existing []v1.PodVolumeRestore, missing, skipped, served []v1
 			if pvr.Status.Message != "" && (st.Phase == v1.RunFailed || st.Phase == v1.RunCanceled) {
 				st.Message += ": " + pvr.Status.Message
 			}
-			if len(st.Message) > maxMessage {
-				st.Message = st.Message[:maxMessage-3] + "..."
-			}
+			st.Message = boundMessage(st.Message)
 		}
 		t.volumes = append(t.volumes, st)
 	}
@@ -106,10 +104,16 @@ func volumeMessage(pvr *v1.PodVolumeRestore) string {
 		}
 		msg = note
 	}
-	if len(msg) > maxMessage {
-		msg = strings.ToValidUTF8(msg[:maxMessage-3], "") + "..."
+	return boundMessage(msg)
+}
+
+// boundMessage cuts msg to maxMessage bytes with "..." at the end, never inside a
+// character: a status is JSON, which carries only valid UTF-8.
+func boundMessage(msg string) string {
+	if len(msg) <= maxMessage {
+		return msg
 	}
-	return msg
+	return strings.ToValidUTF8(msg[:maxMessage-3], "") + "..."
 }
 
 // restorePhase is the phase of a restore from its counts. Skipped volumes do not count:

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -136,5 +137,56 @@ func TestVolumeStatusSaysAFlaggedBackupIsRestored(t *testing.T) {
 	}
 	if n := len(got[2].Message); n > maxMessage {
 		t.Errorf("long message has %d bytes, the API allows %d", n, maxMessage)
+	}
+}
+
+// A volume's message in status.volumes is bounded as the API bounds it, and never cut
+// inside a character: a status is JSON, which carries only valid UTF-8 (a cut
+// character comes out as a replacement character, or not at all). Both ways a message
+// is made are bounded: a PodVolumeRestore's own (volumeMessage) and that of a pod
+// served by another pod's PodVolumeRestore of its claim (its sentence and the
+// failure's).
+func TestVolumeMessagesAreBoundedWholeCharacters(t *testing.T) {
+	servedSentence := "claim shared, which pod a mounts too, is restored once, by PodVolumeRestore a-data"
+	for _, tc := range []struct {
+		name    string
+		failure string // the PodVolumeRestore's message
+		served  bool   // the entry of the pod it serves, else its own
+	}{
+		{name: "short", failure: "snapshot gone"},
+		{name: "short, served", failure: "snapshot gone", served: true},
+		{name: "long ASCII", failure: strings.Repeat("x", 2000)},
+		{name: "long ASCII, served", failure: strings.Repeat("x", 2000), served: true},
+		// 3-byte characters from the first byte on: the bound falls inside one, in
+		// the PodVolumeRestore's own message and after the served sentence.
+		{name: "long multi-byte", failure: strings.Repeat("日", 700)},
+		{name: "long multi-byte, served", failure: strings.Repeat("日", 700), served: true},
+		{name: "long multi-byte, served, shifted", failure: "é" + strings.Repeat("日", 700), served: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pvr := pvrIn("a", "data", v1.RunFailed, tc.failure)
+			served := []v1.RestoreVolumeStatus{{Pod: "b", Volume: "data", PodVolumeRestore: pvr.Name, Message: servedSentence}}
+			vols := tallyRestores([]v1.PodVolumeRestore{pvr}, nil, nil, served, 0).volumes
+			got := vols[0] // pod a
+			if tc.served {
+				got = vols[1] // pod b
+			}
+			if n := len(got.Message); n > maxMessage {
+				t.Errorf("message has %d bytes, the API allows %d", n, maxMessage)
+			}
+			if !utf8.ValidString(got.Message) {
+				t.Errorf("message is not valid UTF-8 (a character cut at the bound): %q", got.Message)
+			}
+			whole := tc.failure
+			if tc.served {
+				whole = servedSentence + ": " + tc.failure
+			}
+			switch {
+			case len(whole) <= maxMessage && got.Message != whole:
+				t.Errorf("message %q, want %q", got.Message, whole)
+			case len(whole) > maxMessage && (!strings.HasSuffix(got.Message, "...") || !strings.HasPrefix(whole, strings.TrimSuffix(got.Message, "..."))):
+				t.Errorf("long message not cut to a prefix and \"...\": %q", got.Message)
+			}
+		})
 	}
 }

@@ -36,7 +36,7 @@ var cliKnownDifferences = concat(
 		known(fidelity.FIFOBadUTF8, "missing", "as FIFOs"),
 		known(fidelity.HardBadTarget, "hardlink", "the CLI does not read Holdfast's list of hard links"),
 	},
-	hardLinksCopied("the CLI does not read Holdfast's list of hard links"),
+	fidelity.HardLinksCopied("the CLI does not read Holdfast's list of hard links"),
 	encodedNames(),
 	symlinkTimes(),
 )

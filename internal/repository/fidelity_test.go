@@ -11,48 +11,6 @@ import (
 	"github.com/holdfast-dev/holdfast/test/fidelity"
 )
 
-// knownDifferences are what each uploader's round trip does not give back, and why.
-// docs/agent.md ("What is preserved") says the same to users; an entry leaves this list
-// when a fix makes the difference go away (the test fails on an entry that no longer
-// occurs, as on a difference that is not listed).
-var knownDifferences = map[v1.Uploader][]fidelity.Known{
-	v1.UploaderKopia: concat(
-		[]fidelity.Known{
-			known(fidelity.Socket, "missing", "sockets are not backed up (counted at backup)"),
-		},
-		zerosBecomeHoles,
-	),
-	v1.UploaderRestic: concat(
-		[]fidelity.Known{
-			known(fidelity.BadUTF8, "mtime-subsecond", "restic ls shows names that are not UTF-8 with U+FFFD, so their times to the nanosecond are not used: the tar's whole seconds"),
-			known(fidelity.BadUTF8Dir, "mtime-subsecond", "as "+fidelity.BadUTF8),
-			known(fidelity.BadUTF8Dir+"/inside", "mtime-subsecond", "as "+fidelity.BadUTF8),
-			known("bad-\uFFFD\uFFFD.txt", "mtime-subsecond", "restic ls shows "+fidelity.BadUTF8+" under this name too: neither time is used"),
-			known(fidelity.FIFOBadUTF8, "missing", "restic dump leaves FIFOs out, and restic ls shows its name with U+FFFD, which is not trusted"),
-			known(fidelity.FIFOLookalike, "mtime-subsecond", "restic ls shows "+fidelity.FIFOBadUTF8+" under this name too"),
-			known(fidelity.HardBadUTF8, "hardlink", "restic ls shows its name with U+FFFD, which is not trusted: restored as a copy"),
-			known(fidelity.HardBadTarget, "hardlink", "as "+fidelity.HardBadUTF8),
-			known(fidelity.HardBadUTF8, "mtime-subsecond", "as "+fidelity.HardBadUTF8),
-			known(fidelity.HardLookalike, "mtime-subsecond", "restic ls shows "+fidelity.HardBadUTF8+" under this name too"),
-			known(fidelity.CharDev, "missing", "restic dump writes a device node as an empty file and restic ls does not give its number: counted as not restored"),
-			known(fidelity.Socket, "missing", "restic does not store sockets"),
-		},
-		zerosBecomeHoles,
-	),
-}
-
-func hardLinksCopied(why string) []fidelity.Known {
-	var out []fidelity.Known
-	for _, p := range []string{fidelity.HardA, fidelity.HardB, fidelity.HardC} {
-		out = append(out, fidelity.Known{Path: p, Field: "hardlink", Why: why})
-	}
-	return out
-}
-
-// zerosBecomeHoles: both restores write runs of zeros as holes, so a file of zeros
-// comes back sparse (same content, less space).
-var zerosBecomeHoles = []fidelity.Known{{Path: fidelity.ZeroFile, Field: "sparse", Why: "runs of zeros are restored as holes"}}
-
 func known(path, field, why string) fidelity.Known {
 	return fidelity.Known{Path: path, Field: field, Why: why}
 }
@@ -101,7 +59,14 @@ func TestRoundTripFidelity(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			unknown, stale := fidelity.Check(fidelity.Compare(want, got), knownDifferences[uploader], want)
+			// What did not come back of the kinds a restore counts is counted.
+			if n, lost := restored.NotRestored.FIFOs, fidelity.Missing(want, got, "fifo"); n != lost {
+				t.Errorf("the restore counts %d FIFOs as not restored, but %d did not come back", n, lost)
+			}
+			if n, lost := restored.NotRestored.Devices, fidelity.Missing(want, got, "chardev"); n != lost {
+				t.Errorf("the restore counts %d device nodes as not restored, but %d did not come back", n, lost)
+			}
+			unknown, stale := fidelity.Check(fidelity.Compare(want, got), fidelity.KnownDifferences(string(uploader)), want)
 			for _, d := range unknown {
 				t.Errorf("difference not on the known list: %s", d)
 			}

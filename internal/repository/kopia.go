@@ -242,7 +242,7 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	skips := &skipCounter{}
-	meta, err := volumeMetadata(req.Dir)
+	meta, err := volumeMetadata(req.Dir, req.ExcludeCaches)
 	if err != nil {
 		return BackupResult{}, err
 	}

@@ -37,7 +37,9 @@ var errChangedType = errors.New("the entry changed its type while the backup rea
 
 // backupPolicy is the policy every Holdfast kopia backup runs under, whatever policy
 // the repository stores: Holdfast owns what is backed up. No in-volume ignore file
-// (kopia's default reads .kopiaignore) and no CACHEDIR.TAG rule changes it, and read
+// (kopia's default reads .kopiaignore) changes it, and kopia's own CACHEDIR.TAG rule
+// is off: cache directories are left out, when asked, by volumeDir (see cacheDirs),
+// which keeps the tag as restic does where kopia's rule would drop it. Read
 // errors of single entries reach kopiaProgress.Error, which skips and counts the ones
 // a live volume causes and fails the backup for the others.
 func backupPolicy() *policy.Policy {
@@ -63,6 +65,10 @@ func backupPolicy() *policy.Policy {
 // skipCounter counts, with atomics, what a backup left out of the snapshot.
 type skipCounter struct {
 	vanished, changedType, sockets, fifos, devices atomic.Int64
+
+	// caches are the cache directories whose contents are left out, found by
+	// volumeMetadata before the upload; read-only during it.
+	caches *cacheDirs
 
 	// special are the special files counted: kopia lists the tree twice (once to
 	// estimate its size), and each is counted once.
@@ -98,6 +104,7 @@ func (c *skipCounter) result() Skipped {
 	return Skipped{
 		Vanished: c.vanished.Load(), ChangedType: c.changedType.Load(),
 		Sockets: c.sockets.Load(), FIFOs: c.fifos.Load(), Devices: c.devices.Load(),
+		CacheDirectories: c.caches.count(),
 	}
 }
 
@@ -109,6 +116,7 @@ func volumeRoot(dir string, skips *skipCounter, meta *volumeMeta) (fs.Directory,
 		return nil, err
 	}
 	skips.stored = meta.special
+	skips.caches = meta.caches
 	return &volumeDir{Directory: d, skips: skips, extra: meta.files}, nil
 }
 
@@ -128,7 +136,13 @@ type holdfastFile struct {
 func (d *volumeDir) Name() string { return kopiarestore.EncodeName(d.Directory.Name()) }
 
 func (d *volumeDir) Iterate(ctx context.Context) (fs.DirectoryIterator, error) {
-	it, err := d.Directory.Iterate(ctx)
+	var it fs.DirectoryIterator
+	var err error
+	if d.skips.caches.has(d.LocalFilesystemPath()) {
+		it, err = d.iterateCache(ctx)
+	} else {
+		it, err = d.Directory.Iterate(ctx)
+	}
 	if err != nil {
 		if errors.Is(err, unix.ENOTDIR) {
 			err = fmt.Errorf("%w: %w", errChangedType, err)
@@ -143,8 +157,25 @@ func (d *volumeDir) Iterate(ctx context.Context) (fs.DirectoryIterator, error) {
 	return vi, nil
 }
 
+// iterateCache lists only the tag of a cache directory, without reading the rest of
+// it; an empty listing when the tag is gone.
+func (d *volumeDir) iterateCache(ctx context.Context) (fs.DirectoryIterator, error) {
+	e, err := d.Directory.Child(ctx, cacheDirTag)
+	if errors.Is(err, fs.ErrEntryNotFound) {
+		return fs.StaticIterator(nil, nil), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return fs.StaticIterator([]fs.Entry{e}, nil), nil
+}
+
 func (d *volumeDir) Child(ctx context.Context, name string) (fs.Entry, error) {
-	e, err := d.Directory.Child(ctx, kopiarestore.DecodeName(name))
+	name = kopiarestore.DecodeName(name)
+	if name != cacheDirTag && d.skips.caches.has(d.LocalFilesystemPath()) {
+		return nil, fs.ErrEntryNotFound
+	}
+	e, err := d.Directory.Child(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -277,15 +308,20 @@ type volumeMeta struct {
 	// special are the paths of the FIFOs and device nodes listed.
 	special map[string]bool
 	bytes   int64
+	// caches are the cache directories the walk found (none unless asked): it read
+	// only their tags, and so does the upload.
+	caches *cacheDirs
 }
 
 // volumeMetadata walks dir once and reads what kopia has no field for: the extended
 // attributes of every entry (SELinux labels excepted: the target's policy sets those),
-// the FIFOs and device nodes, and the names of files with more than one. An entry deleted meanwhile is passed over, as the
-// backup passes over it.
-func volumeMetadata(dir string) (*volumeMeta, error) {
+// the FIFOs and device nodes, and the names of files with more than one. An entry
+// deleted meanwhile is passed over, as the backup passes over it. With excludeCaches
+// it also finds the cache directories, and reads of each only the tag: what is left
+// out of the snapshot has no attributes, special files or links in it.
+func volumeMetadata(dir string, excludeCaches bool) (*volumeMeta, error) {
 	var attrs, special bytes.Buffer
-	meta := &volumeMeta{special: map[string]bool{}}
+	meta := &volumeMeta{special: map[string]bool{}, caches: newCacheDirs(excludeCaches)}
 	type inode struct{ dev, ino uint64 }
 	names := map[inode][]string{} // of files with more than one name
 	var inodes []inode            // in the order met
@@ -332,7 +368,15 @@ func volumeMetadata(dir string) (*volumeMeta, error) {
 		if err := visit(p, d, err); err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
-		return nil
+		if err != nil || !d.IsDir() || !meta.caches.visit(p) {
+			return nil
+		}
+		if tag, e := tagEntry(p); e != nil {
+			if err := visit(tag, e, nil); err != nil {
+				return fmt.Errorf("%s: %w", tag, err)
+			}
+		}
+		return filepath.SkipDir
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reading the attributes and special files of %s: %w", dir, err)

@@ -96,25 +96,108 @@ func replace(p string, create func() error) error {
 
 // TestKopiaBackupIgnoresInVolumeIgnoreFiles: what is backed up is Holdfast's policy,
 // not the volume's: a .kopiaignore that excludes everything and a CACHEDIR.TAG change
-// nothing.
+// nothing unless the backup asks to exclude caches, on either uploader.
 func TestKopiaBackupIgnoresInVolumeIgnoreFiles(t *testing.T) {
-	ctx := ctxFor(t)
-	r := filesystemRepository(t, v1.UploaderKopia)
-	src := t.TempDir()
-	files := map[string]string{
-		".kopiaignore": "*\n", "data.db": "rows", "sub/.kopiaignore": "*.log\n", "sub/app.log": "lines",
-		"cache/CACHEDIR.TAG": "Signature: 8a477f597d28d172789f06886806bc55\n", "cache/blob": "cached",
+	for _, uploader := range []v1.Uploader{v1.UploaderKopia, v1.UploaderRestic} {
+		t.Run(string(uploader), func(t *testing.T) {
+			ctx := ctxFor(t)
+			r := filesystemRepository(t, uploader)
+			src := t.TempDir()
+			files := map[string]string{
+				".kopiaignore": "*\n", "data.db": "rows", "sub/.kopiaignore": "*.log\n", "sub/app.log": "lines",
+				"cache/CACHEDIR.TAG": cacheDirSignature + "\n", "cache/blob": "cached",
+			}
+			writeTree(t, src, files)
+			res, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/ignore"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Skipped != (Skipped{}) {
+				t.Errorf("skipped %+v, want nothing", res.Skipped)
+			}
+			target := t.TempDir()
+			if _, err := r.Restore(ctx, RestoreRequest{SnapshotID: res.SnapshotID, TargetDir: target}); err != nil {
+				t.Fatal(err)
+			}
+			checkTree(t, target, files)
+		})
 	}
-	writeTree(t, src, files)
-	res, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/ignore"})
-	if err != nil {
-		t.Fatal(err)
+}
+
+// TestBackupExcludesCacheDirectories: with ExcludeCaches, both uploaders leave out the
+// contents of each directory tagged with a CACHEDIR.TAG that begins with the
+// signature, keep the directory and its tag, and count the directory; a tag with
+// another or a too short content, a tag that is a symlink and a FIFO named like a tag
+// (which would block restic's own --exclude-caches for ever) exclude nothing. Names
+// that are restic pattern syntax ('*', '[x]', '$HOME', '\\') are matched literally:
+// their untagged look-alikes are backed up.
+func TestBackupExcludesCacheDirectories(t *testing.T) {
+	tag := cacheDirSignature + "\n# This file is a cache directory tag.\n"
+	for _, uploader := range []v1.Uploader{v1.UploaderKopia, v1.UploaderRestic} {
+		t.Run(string(uploader), func(t *testing.T) {
+			ctx := ctxFor(t)
+			r := filesystemRepository(t, uploader)
+			src := t.TempDir()
+			kept := map[string]string{
+				"data.txt": "data",
+				// Tagged: only the tag is kept.
+				"cache/CACHEDIR.TAG": tag, "c*/CACHEDIR.TAG": tag, "d[x]/CACHEDIR.TAG": tag,
+				"e$HOME/CACHEDIR.TAG": tag, "f\\g/CACHEDIR.TAG": tag,
+				// Look-alikes of the tagged names, untagged.
+				"cx/blob": "kept", "dx/blob": "kept", "fg/blob": "kept", "e/blob": "kept",
+				// Tags that mark nothing.
+				"wrong/CACHEDIR.TAG": "Signature: 00000000000000000000000000000000\n", "wrong/blob": "kept",
+				"short/CACHEDIR.TAG": "Signature: 8a477f597d28d172789f", "short/blob": "kept",
+				"link/blob": "kept", "fifo/blob": "kept",
+			}
+			left := map[string]string{
+				"cache/blob": "cached", "cache/.hidden": "cached", "cache/sub/deep": "cached",
+				"cache/sub/CACHEDIR.TAG": tag, "c*/blob": "cached", "d[x]/blob": "cached",
+				"e$HOME/blob": "cached", "f\\g/blob": "cached",
+			}
+			writeTree(t, src, kept)
+			writeTree(t, src, left)
+			outside := filepath.Join(t.TempDir(), "CACHEDIR.TAG")
+			if err := os.WriteFile(outside, []byte(tag), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(outside, filepath.Join(src, "link", "CACHEDIR.TAG")); err != nil {
+				t.Fatal(err)
+			}
+			if err := syscall.Mkfifo(filepath.Join(src, "fifo", "CACHEDIR.TAG"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			// Nor is what kopia keeps beside the snapshot's files (here the list of
+			// FIFOs) of what a cache directory holds.
+			if err := syscall.Mkfifo(filepath.Join(src, "cache", "pipe"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			left["cache/pipe"] = ""
+			res, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/caches", ExcludeCaches: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := (Skipped{CacheDirectories: 5}); res.Skipped != want {
+				t.Errorf("skipped %+v, want %+v", res.Skipped, want)
+			}
+			target := t.TempDir()
+			if _, err := r.Restore(ctx, RestoreRequest{SnapshotID: res.SnapshotID, TargetDir: target}); err != nil {
+				t.Fatal(err)
+			}
+			checkTree(t, target, kept)
+			for name := range left {
+				if _, err := os.Lstat(filepath.Join(target, name)); !os.IsNotExist(err) {
+					t.Errorf("restored %s (err %v), want it left out with its cache directory", name, err)
+				}
+			}
+			if st, err := os.Lstat(filepath.Join(target, "link", "CACHEDIR.TAG")); err != nil || st.Mode()&os.ModeSymlink == 0 {
+				t.Errorf("link/CACHEDIR.TAG restored as %v (err %v), want the symlink", st, err)
+			}
+			if st, err := os.Lstat(filepath.Join(target, "fifo", "CACHEDIR.TAG")); err != nil || st.Mode()&os.ModeNamedPipe == 0 {
+				t.Errorf("fifo/CACHEDIR.TAG restored as %v (err %v), want the FIFO", st, err)
+			}
+		})
 	}
-	target := t.TempDir()
-	if _, err := r.Restore(ctx, RestoreRequest{SnapshotID: res.SnapshotID, TargetDir: target}); err != nil {
-		t.Fatal(err)
-	}
-	checkTree(t, target, files)
 }
 
 // TestBackupCountsSocketsAndKeepsFIFOs: a socket is not backed up and is counted as

@@ -90,6 +90,10 @@ type BackupRequest struct {
 	// complete snapshot of SourcePath, NoParent for none, or a snapshot ID (none when
 	// that snapshot is not one of SourcePath's).
 	Parent string
+	// ExcludeCaches leaves out the contents of each cache directory (one holding a
+	// CACHEDIR.TAG with the signature), keeping the directory and its tag, and counts
+	// the directories in Skipped.CacheDirectories. Off, every file is backed up.
+	ExcludeCaches bool
 	// Progress, if set, is called every ProgressInterval and once at the end.
 	Progress func(Progress)
 }
@@ -131,11 +135,14 @@ type Skipped struct {
 	ChangedType int64
 	// Sockets, FIFOs and Devices are special files the uploader does not store.
 	Sockets, FIFOs, Devices int64
+	// CacheDirectories are the directories whose contents BackupRequest.ExcludeCaches
+	// left out on purpose (their entries are not counted one by one).
+	CacheDirectories int64
 }
 
-// Total is the number of entries skipped for any reason.
+// Total is the number of entries and cache directories skipped for any reason.
 func (s Skipped) Total() int64 {
-	return s.Vanished + s.ChangedType + s.Sockets + s.FIFOs + s.Devices
+	return s.Vanished + s.ChangedType + s.Sockets + s.FIFOs + s.Devices + s.CacheDirectories
 }
 
 // RestoreRequest is one snapshot to restore.
@@ -155,6 +162,9 @@ type RestoreResult struct {
 
 // NotRestored counts, by why, what a restore left out. None of it fails the restore.
 type NotRestored struct {
+	// FIFOs are named pipes the snapshot holds that the restore could not make or
+	// place: restic's, under a name that is not UTF-8 (see resticTree.lostFIFOs).
+	FIFOs int64
 	// Devices are device nodes the restore may not make (the data mover has no
 	// CAP_MKNOD) or whose device number the snapshot's stream lacks (restic dump).
 	Devices int64
@@ -166,7 +176,7 @@ type NotRestored struct {
 }
 
 // Total is the number of entries and attributes left out for any reason.
-func (n NotRestored) Total() int64 { return n.Devices + n.Attributes + n.Other }
+func (n NotRestored) Total() int64 { return n.FIFOs + n.Devices + n.Attributes + n.Other }
 
 // Snapshot is one stored snapshot.
 type Snapshot struct {

@@ -347,6 +347,24 @@ func (r *resticRepository) Backup(ctx context.Context, req BackupRequest) (Backu
 			break
 		}
 	}
+	// Without ExcludeCaches the sockets are counted alongside restic's walk; with it,
+	// the same walk runs first and finds the cache directories that restic is told
+	// to leave out (see cacheDirs: restic does not read the tags itself).
+	caches := newCacheDirs(req.ExcludeCaches)
+	sockets := make(chan int64, 1)
+	if req.ExcludeCaches {
+		sockets <- walkVolume(dir, caches)
+		if caches.count() > 0 {
+			excludes, err := r.writeExcludes(caches.list)
+			if err != nil {
+				return res, err
+			}
+			defer os.Remove(excludes)
+			args = append(args, "--exclude-file", excludes)
+		}
+	} else {
+		go func() { sockets <- walkVolume(dir, nil) }()
+	}
 	args = append(args, dir)
 
 	var last atomic.Pointer[Progress]
@@ -404,8 +422,6 @@ func (r *resticRepository) Backup(ctx context.Context, req BackupRequest) (Backu
 		}
 		_, _ = io.Copy(io.Discard, epr)
 	}()
-	sockets := make(chan int64, 1)
-	go func() { sockets <- countSockets(dir) }()
 	err = r.runTee(ctx, pw, epw, args...)
 	_ = pw.Close()
 	_ = epw.Close()
@@ -443,6 +459,7 @@ func (r *resticRepository) Backup(ctx context.Context, req BackupRequest) (Backu
 	res.TotalFiles = summary.TotalFilesProcessed
 	res.Skipped = itemErrors.skipped
 	res.Skipped.Sockets = <-sockets
+	res.Skipped.CacheDirectories = caches.count()
 	stop()
 	if req.Progress != nil {
 		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})
@@ -450,18 +467,42 @@ func (r *resticRepository) Backup(ctx context.Context, req BackupRequest) (Backu
 	return res, nil
 }
 
-// countSockets counts the sockets below dir, which restic backup leaves out without a
-// word. It reads only directories (the listing says an entry's type), alongside
-// restic's own walk; what it cannot read it does not count.
-func countSockets(dir string) int64 {
+// walkVolume counts the sockets below dir, which restic backup leaves out without a
+// word, and finds the cache directories in caches (nil: none), whose contents it
+// does not read, as restic will not. It reads only directories (the listing says an
+// entry's type) and the cache directories' tags; what it cannot read it does not
+// count.
+func walkVolume(dir string, caches *cacheDirs) int64 {
 	var n int64
-	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type()&fs.ModeSocket != 0 {
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+		case d.IsDir() && caches.visit(p):
+			return filepath.SkipDir
+		case d.Type()&fs.ModeSocket != 0:
 			n++
 		}
 		return nil
 	})
 	return n
+}
+
+// writeExcludes writes the restic exclude file for the cache directories dirs into
+// the repository's private temporary directory, and returns its path.
+func (r *resticRepository) writeExcludes(dirs []string) (string, error) {
+	f, err := os.CreateTemp(filepath.Join(r.dir, "tmp"), "excludes-")
+	if err != nil {
+		return "", fmt.Errorf("writing restic's exclude file: %w", err)
+	}
+	_, err = io.WriteString(f, strings.Join(resticExcludes(dirs), "\n")+"\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+		return "", fmt.Errorf("writing restic's exclude file: %w", err)
+	}
+	return f.Name(), nil
 }
 
 // resticExitIncomplete is restic backup's exit code when it stored a snapshot
@@ -594,7 +635,7 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 	}
 	stop()
 	res := RestoreResult{TotalBytes: w.BytesDone(), TotalFiles: w.FilesDone(), NotRestored: NotRestored{
-		Devices: stats.DevicesSkipped, Attributes: stats.AttributesRefused, Other: stats.Skipped,
+		FIFOs: tree.lostFIFOs, Devices: stats.DevicesSkipped, Attributes: stats.AttributesRefused, Other: stats.Skipped,
 	}}
 	if req.Progress != nil {
 		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})
@@ -614,6 +655,10 @@ type resticTree struct {
 	// modTimes are the entries' times to the nanosecond (Unix ns) by
 	// confinedfs.PathHash: the tar carries whole seconds.
 	modTimes map[uint64]int64
+	// lostFIFOs counts the FIFOs whose names restic ls garbles (not UTF-8): restic
+	// dump writes no FIFO, and such a name cannot be trusted, so none of them is
+	// made. The restore counts them as not restored.
+	lostFIFOs int64
 }
 
 // maxPreciseTimes bounds the times to the nanosecond a restic restore keeps, at about
@@ -657,7 +702,10 @@ func (r *resticRepository) tree(ctx context.Context, snap *resticSnapshot) (*res
 				// restic ls writes each byte of a name that is not UTF-8 as U+FFFD, so
 				// this path may stand for another entry's: trusting it could make a
 				// file a FIFO or a hard link of another. The entry comes back as the
-				// tar has it.
+				// tar has it, which for a FIFO is not at all.
+				if node.Type == "fifo" {
+					t.lostFIFOs++
+				}
 				continue
 			}
 			rel, err := confinedfs.Clean(strings.TrimPrefix(node.Path, rootPath+"/"))

@@ -172,6 +172,8 @@ func TestStories(t *testing.T) {
 		{"AgentPodDeletedMidBackup", s.agentPodDeletedMidBackup},
 		{"MinIOStoppedMidRunThenStarted", s.minIOStoppedMidRunThenStarted},
 		{"SamplePolicyAdmittedAsShipped", s.samplePolicyAdmittedAsShipped},
+		// fidelity_test.go
+		{"EveryFileBackAsItWas", s.everyFileBackAsItWas},
 		// oneshot_test.go
 		{"OneApplyRestoresADeletedNamespace", s.oneApplyRestoresADeletedNamespace},
 		// recovery_test.go: the last two take the cluster down and bring up a new one.

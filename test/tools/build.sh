@@ -24,6 +24,16 @@ k8s_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v1.37.2 -X k8s.io
 
 containerd_ldflags="-s -w -X github.com/containerd/containerd/v2/version.Version=v2.4.2"
 
+prometheus_ldflags="-s -w -X github.com/prometheus/common/version.Version=3.16.0 -X github.com/prometheus/common/version.Branch=v0.316.0"
+# promtool tests the alerting rules (test/prometheus); the server is what test/e2e scrapes
+# the local cluster with. Neither needs the cloud service discoveries (AWS, Azure, GCE,
+# ...) of Prometheus's plugins package: remove_all_sd leaves only file and http SD,
+# enable_kubernetes_sd adds back the one the e2e configuration may use (promtool imports
+# it anyway). Measured on 2 cores with empty Go caches (2026-12-06, a busy machine):
+# promtool 4.6 min, then the server 5.1 min, 169 MB from the module proxy; without the
+# tags the server takes 8.5 min longer and 115 MB more (and is 29 MB larger).
+prometheus_tags="remove_all_sd,enable_kubernetes_sd"
+
 # name | module dir | package | version | usual cold build on 2 cores | build tags (comma-separated, - for none) | extra go build flags
 # Keep one line per binary. The local cluster (test/cluster) needs kubelet,
 # controller-manager, scheduler, kube-proxy and containerd; containerd's optional
@@ -44,6 +54,8 @@ controller-gen|controller-gen|sigs.k8s.io/controller-tools/cmd/controller-gen|v0
 restic|restic|github.com/restic/restic/cmd/restic|v0.18.1|2 min|-|-ldflags=-s -w
 kopia|kopia|github.com/kopia/kopia|v0.22.3|3 min|-|-ldflags=-s -w
 minio|minio|github.com/minio/minio|2026-02-12|5 min|-|-ldflags=-s -w
+promtool|prometheus|github.com/prometheus/prometheus/cmd/promtool|v0.316.0|5 min|$prometheus_tags|-ldflags=$prometheus_ldflags
+prometheus|prometheus|github.com/prometheus/prometheus/cmd/prometheus|v0.316.0|8 min|$prometheus_tags|-ldflags=$prometheus_ldflags
 EOF
 }
 

@@ -6,7 +6,7 @@ import (
 
 // PodVolumeBackupSpec is one volume of one pod to back up in one run. Everything but
 // cancel and tags is fixed at creation.
-// +kubebuilder:validation:XValidation:rule="has(self.claimName) == has(oldSelf.claimName) && has(self.tags) == has(oldSelf.tags) && has(self.parentSnapshotID) == has(oldSelf.parentSnapshotID) && (!has(self.parentSnapshotID) || self.parentSnapshotID == oldSelf.parentSnapshotID)",message="claimName, tags and parentSnapshotID are fixed at creation"
+// +kubebuilder:validation:XValidation:rule="has(self.claimName) == has(oldSelf.claimName) && has(self.files) == has(oldSelf.files) && has(self.tags) == has(oldSelf.tags) && has(self.parentSnapshotID) == has(oldSelf.parentSnapshotID) && (!has(self.parentSnapshotID) || self.parentSnapshotID == oldSelf.parentSnapshotID)",message="claimName, files, tags and parentSnapshotID are fixed at creation"
 type PodVolumeBackupSpec struct {
 	// node is the node the pod runs on; only that node's agent handles the backup
 	// (a selectable field, so each agent watches only its own node's work).
@@ -63,6 +63,12 @@ type PodVolumeBackupSpec struct {
 	// +required
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="uploader is immutable"
 	Uploader Uploader `json:"uploader"`
+
+	// files says which files of the volume the backup leaves out: the policy's
+	// spec.files when the backup was created. Absent: every file is backed up.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="files is immutable"
+	Files *BackupFiles `json:"files,omitempty"`
 
 	// tags are recorded with the snapshot (policy, run, namespace, pod, volume are
 	// always recorded).
@@ -185,6 +191,12 @@ type SkippedEntries struct {
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	Devices int64 `json:"devices,omitempty"`
+
+	// cacheDirectories are the cache directories (spec.files.excludeCaches) whose
+	// contents were left out on purpose; each one's CACHEDIR.TAG is kept.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	CacheDirectories int64 `json:"cacheDirectories,omitempty"`
 }
 
 // PodVolumeBackup is one volume of one pod backed up in one run. The policy controller

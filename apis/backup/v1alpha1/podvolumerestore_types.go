@@ -126,6 +126,12 @@ type PodVolumeRestoreStatus struct {
 // NotRestoredEntries counts what a restore did not give back, by why. A count is
 // absent when it is zero.
 type NotRestoredEntries struct {
+	// fifos are named pipes the snapshot holds that the restore could not make: with
+	// restic, those whose names are not valid UTF-8.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	FIFOs int64 `json:"fifos,omitempty"`
+
 	// devices are device nodes the agent may not create on this node, or whose device
 	// number the snapshot does not hold.
 	// +optional

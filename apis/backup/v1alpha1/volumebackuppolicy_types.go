@@ -34,6 +34,12 @@ type VolumeBackupPolicySpec struct {
 	// +kubebuilder:default=kopia
 	Uploader Uploader `json:"uploader,omitempty"`
 
+	// files says which files of each volume a backup leaves out. Without it every
+	// file is backed up: files in the volume (a .kopiaignore, a CACHEDIR.TAG) change
+	// nothing unless an option here says so.
+	// +optional
+	Files *BackupFiles `json:"files,omitempty"`
+
 	// retention says which backups to keep, per source volume. Without it every
 	// backup is kept.
 	// +optional
@@ -45,6 +51,39 @@ type VolumeBackupPolicySpec struct {
 	// +kubebuilder:default=Retain
 	// +kubebuilder:validation:Enum=Retain;Delete
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+
+	// coverage says which volumes are left unprotected on purpose, so that the
+	// cluster's coverage (VolumeCoverage cluster, holdfast_unprotected_* metrics) does
+	// not report them. It changes nothing about what the policy backs up.
+	// +optional
+	Coverage *CoverageSpec `json:"coverage,omitempty"`
+}
+
+// CoverageSpec is what a policy says about coverage, beyond what it backs up.
+type CoverageSpec struct {
+	// exclude is a CEL expression over the same variables as spec.selector.volumes
+	// (`namespace`, `pod`, `volume`, `pvc`), compiled and limited the same way. A
+	// volume it matches that no policy protects is counted as Excluded instead of
+	// Unprotected: caches, scratch space, node data. For a claim no pod mounts, `pod`
+	// is null and `volume` is {name: <claim>, persistentVolumeClaim: {claimName:
+	// <claim>}}. Example: has(volume.emptyDir) && volume.name == "cache"
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Exclude string `json:"exclude,omitempty"`
+}
+
+// BackupFiles says which files of a volume a backup leaves out. Each option is off
+// by default: Holdfast, not the volume, decides what is backed up.
+type BackupFiles struct {
+	// excludeCaches leaves out the contents of every cache directory: a directory
+	// holding a regular file named CACHEDIR.TAG whose content begins with
+	// "Signature: 8a477f597d28d172789f06886806bc55" (the Cache Directory Tagging
+	// Specification, as restic --exclude-caches reads it). The directory itself and
+	// its CACHEDIR.TAG are kept, so a restore gives back an empty, still tagged cache.
+	// A tag with another content, or that is not a regular file, excludes nothing.
+	// Each backup counts the directories it left out in status.skipped.cacheDirectories.
+	// +optional
+	ExcludeCaches bool `json:"excludeCaches,omitempty"`
 }
 
 // DeletionPolicy says what deleting a policy does to its backups.
