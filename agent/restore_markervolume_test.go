@@ -345,3 +345,63 @@ func stat(t *testing.T, path string) *syscall.Stat_t {
 	}
 	return &st
 }
+
+// A pod that comes to a shared claim after the claim's restore ended is released by
+// its own node's agent through its marker volume: with the restore's outcome, whatever
+// the claim's root allows restore-wait's user, and with nothing written into the claim.
+func TestAPodThatComesLaterIsReleasedThroughItsMarkerVolume(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	repo := ensureRepository(t, ns, "fs", v1.UploaderKopia)
+	x := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x", UID: types.UID("x-uid")}}
+	for _, tc := range []struct {
+		name  string
+		phase v1.RunPhase
+		why   string
+	}{
+		{"restored on another node", v1.RunCompleted, ""},
+		{"failed on another node", v1.RunFailed, "snapshot 0123456789abcdef is gone from the store"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			claim := strings.ToLower(strings.ReplaceAll(tc.name, " ", "-"))
+			pv := sharedClaim(t, ns, claim)
+			vr := newRestore(t, ns, claim)
+			// The claim's one restore ran on node-2, for another pod.
+			endedElsewhere(t, claimRestore(vr, x, "node-2", "data", claim, repo), tc.phase, tc.why)
+			late := newHeldOn(t, ns, "late-"+claim, nodeName, hold{vr: vr, claims: map[string]string{"data": claim}, markers: true})
+			dir := mountClaim(t, late, pv)
+			// A database's data directory: restore-wait's user may not open it.
+			if err := os.Chown(dir, 999, 999); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			markers := filepath.Join(fx.kubeletRoot, "pods", string(late.UID), "volumes", "kubernetes.io~empty-dir", restorewait.MarkerVolumeName)
+			if err := os.MkdirAll(markers, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(markers, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			marker := filepath.Join(markers, restorewait.VolumeMarkerName(string(vr.UID), "data"))
+			if tc.why != "" {
+				marker += restorewait.FailedSuffix
+			}
+			waitFor(t, "the marker in the late pod's marker volume", func() error {
+				_, err := os.Lstat(marker)
+				return err
+			})
+			out, err := runRestoreWaitOf(t, vr, late.UID, markers, "data")
+			switch {
+			case tc.why == "" && err != nil:
+				t.Errorf("restore-wait of the late pod: %v\n%s", err, out)
+			case tc.why != "" && (err == nil || !strings.Contains(out, tc.why)):
+				t.Errorf("restore-wait of the late pod: %v, want the restore's reason %q\n%s", err, tc.why, out)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Errorf("the claim holds %d entries, want nothing of the marker", len(entries))
+			}
+		})
+	}
+}

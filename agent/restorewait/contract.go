@@ -307,6 +307,26 @@ func MarkerVolumeOf(pod *corev1.Pod, restoreUID string) (string, error) {
 	return name, nil
 }
 
+// IsMarkerVolume says whether the pod's volume named volume is a marker volume: one
+// that a restore-wait container mounts at its --marker-dir. It holds no data of the
+// application: policies do not back it up, coverage does not count it, and restores do
+// not restore into it.
+func IsMarkerVolume(pod *corev1.Pod, volume string) bool {
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		if !IsContainer(c) {
+			continue
+		}
+		dir := flagValue(c.Args, FlagMarkerDir)
+		for _, m := range c.VolumeMounts {
+			if dir != "" && m.Name == volume && m.MountPath == dir {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // WaitedVolumes reads a pod's Annotation: restore name → the volumes its restore-wait
 // waits for. An annotation that does not parse reads as none.
 func WaitedVolumes(pod *corev1.Pod) map[string][]string {

@@ -202,6 +202,14 @@ func TestContainerWithAMarkerVolume(t *testing.T) {
 	if got, err := MarkerVolumeOf(pod, "u-2"); got != "" || err != nil {
 		t.Errorf("MarkerVolumeOf another restore = %q, %v", got, err)
 	}
+	if !IsMarkerVolume(pod, "holdfast-restore-markers-2") || IsMarkerVolume(pod, "data") {
+		t.Errorf("IsMarkerVolume does not tell the marker volume from the data")
+	}
+	legacy := &corev1.Pod{Spec: corev1.PodSpec{InitContainers: []corev1.Container{Container(ContainerName, "u-1", []string{"data"}, "", 0, corev1.Container{})},
+		Volumes: []corev1.Volume{{Name: "data"}}}}
+	if IsMarkerVolume(legacy, "data") {
+		t.Errorf("IsMarkerVolume takes a volume restore-wait waits for as a marker volume")
+	}
 	v := MarkerVolume("x")
 	if v.EmptyDir == nil || v.EmptyDir.Medium != corev1.StorageMediumMemory || v.EmptyDir.SizeLimit == nil || v.EmptyDir.SizeLimit.String() != "1Mi" {
 		t.Errorf("MarkerVolume = %+v", v)
