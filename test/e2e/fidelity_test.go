@@ -303,4 +303,3 @@ func agentKnownDifferences(uploader backupv1alpha1.Uploader) []fidelity.Known {
 	}
 	return out
 }
-
