@@ -376,12 +376,15 @@ func addProbes(mgr ctrl.Manager) error {
 
 func runRestoreWait(args []string, stderr io.Writer) error {
 	fs := newFlagSet(restorewait.Subcommand,
-		"Waits until every listed volume holds the done-marker .holdfast/<restore-uid>.<pod-uid> (pod UID\n"+
-			"from $"+restorewait.EnvPodUID+"; .holdfast/<restore-uid> without it) that the agent\n"+
-			"writes after restoring it, removes the markers and exits 0. Runs as an init container.", stderr)
+		"Waits until the agent has written the done-marker <restore-uid>.<volume> of every listed\n"+
+			"volume into --marker-dir, then exits 0; it opens none of the volumes. Without --marker-dir\n"+
+			"(a pod admitted before the marker volume) it waits for .holdfast/<restore-uid>.<pod-uid>\n"+
+			"(pod UID from $"+restorewait.EnvPodUID+"; .holdfast/<restore-uid> without it) in each volume\n"+
+			"and removes it. Runs as an init container.", stderr)
 	var volumes stringList
 	fs.Var(&volumes, restorewait.FlagVolume, "mount path of a volume being restored (repeatable)")
 	restoreUID := fs.String(restorewait.FlagRestoreUID, "", "UID of the VolumeRestore whose markers to wait for")
+	markerDir := fs.String(restorewait.FlagMarkerDir, "", "directory of the pod's marker volume, where the agent writes the markers")
 	interval := fs.Duration("poll-interval", time.Second, "how often to look for the markers")
 	deadline := fs.Duration(restorewait.FlagDeadline, 0, "give up, exiting non-zero with the reason, after this long (0: wait without a limit)")
 	if err := fs.Parse(args); err != nil {
@@ -391,6 +394,7 @@ func runRestoreWait(args []string, stderr io.Writer) error {
 	defer stop()
 	return restorewait.Wait(ctx, restorewait.Options{
 		Volumes:    volumes,
+		MarkerDir:  *markerDir,
 		RestoreUID: *restoreUID,
 		PodUID:     os.Getenv(restorewait.EnvPodUID),
 		Interval:   *interval,

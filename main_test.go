@@ -35,7 +35,7 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 	}{
 		{"manager", []string{"-metrics-bind-address", "-health-probe-bind-address", "-leader-elect", "-namespace", "-kubeconfig", "-zap-log-level"}},
 		{"agent", []string{"-node-name", "$NODE_NAME", "-kubelet-root", "/var/lib/kubelet", "-health-probe-bind-address", "-namespace"}},
-		{"restore-wait", []string{"-volume", "-restore-uid", "-poll-interval"}},
+		{"restore-wait", []string{"-volume", "-restore-uid", "-marker-dir", "-poll-interval"}},
 		{"recover", []string{"list", "password", "-location", "-credentials", "-identity", "-namespace", "-uploader", "-out-dir", "-stdout", "AWS_ACCESS_KEY_ID"}},
 	} {
 		t.Run(tc.command, func(t *testing.T) {

@@ -222,8 +222,9 @@ func (a *Agent) volumeOf(ctx context.Context, pod *corev1.Pod, volume string) (t
 // readOnlyReason says why the pod mounts a volume read-only, or "" when a restore may
 // write it (review M9). A restore writes through the node's path of the volume, past
 // the container's mount: it must honour what the pod asks for itself. The mounts of
-// restore-wait containers do not count: they are read-write so that restore-wait can
-// remove its markers.
+// restore-wait containers do not count: restore-wait writes nothing there (it mounts
+// them read-only, or, in pods admitted before the marker volume, read-write to
+// remove its markers).
 func readOnlyReason(pod *corev1.Pod, volume string, pv *corev1.PersistentVolume) string {
 	for _, v := range pod.Spec.Volumes {
 		if v.Name != volume {

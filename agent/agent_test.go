@@ -364,7 +364,7 @@ func TestBackupAndRestore(t *testing.T) {
 			}
 			// The pod waits in restore-wait, as the webhook would have made it.
 			dst := newVolumeWith(t, ns, "app-2", []corev1.Container{
-				restorewait.Container(restorewait.ContainerName, string(vr.UID), []string{"data"}, 0, corev1.Container{Image: "holdfast"})})
+				restorewait.Container(restorewait.ContainerName, string(vr.UID), []string{"data"}, "", 0, corev1.Container{Image: "holdfast"})})
 			outside := t.TempDir()
 			if err := os.Symlink(outside, filepath.Join(dst.dir, "a")); err != nil {
 				t.Fatal(err)

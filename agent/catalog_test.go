@@ -181,7 +181,7 @@ func startRestore(t *testing.T, ns, label, pod string) (*v1.VolumeRestore, volum
 		t.Fatal(err)
 	}
 	dst := newLabelledVolume(t, ns, pod, map[string]string{"app": label}, []corev1.Container{
-		restorewait.Container(restorewait.ContainerName, string(vr.UID), []string{"data"}, 0, corev1.Container{Image: "holdfast"})})
+		restorewait.Container(restorewait.ContainerName, string(vr.UID), []string{"data"}, "", 0, corev1.Container{Image: "holdfast"})})
 	return vr, dst
 }
 

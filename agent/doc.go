@@ -29,8 +29,9 @@
 //   - The data mover's report (an agent error, a stop the agent asked for, a cancel,
 //     a job error or success) becomes an outcome in one pure function, moverOutcome.
 //   - A restore's end also tells restore-wait, whenever the pod is held for the
-//     restore, how it ended (restore_marker.go), in the pod's volume and, for a claim
-//     that other held pods mount, for each of them.
+//     restore, how it ended (restore_marker.go), in the pod's marker volume (in the
+//     volume, for a pod admitted before the marker volume) and, for a claim that
+//     other held pods mount, for each of them on this node.
 //   - A pod of this node held on a claim that another pod's restore restores, and
 //     that this restore's end did not release (it came later, or the manager ended
 //     that restore), is released by ServedPodReconciler (served_pod_controller.go)

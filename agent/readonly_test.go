@@ -18,7 +18,7 @@ func TestReadOnlyReason(t *testing.T) {
 	mount := func(ro bool) corev1.VolumeMount {
 		return corev1.VolumeMount{Name: "data", MountPath: "/d", ReadOnly: ro}
 	}
-	wait := restorewait.Container("w", "u", []string{"data"}, 0, corev1.Container{})
+	wait := restorewait.Container("w", "u", []string{"data"}, "", 0, corev1.Container{})
 	pv := func(modes ...corev1.PersistentVolumeAccessMode) *corev1.PersistentVolume {
 		return &corev1.PersistentVolume{Spec: corev1.PersistentVolumeSpec{AccessModes: modes}}
 	}

@@ -36,7 +36,7 @@ func newHeldPod(t *testing.T, ns, name string, volumes []string, mounted ...stri
 	if err := env.Client.Create(ctxFor(t), vr); err != nil {
 		t.Fatal(err)
 	}
-	wait := restorewait.Container(restorewait.ContainerName, string(vr.UID), volumes, 0, corev1.Container{Image: "holdfast"})
+	wait := restorewait.Container(restorewait.ContainerName, string(vr.UID), volumes, "", 0, corev1.Container{Image: "holdfast"})
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: corev1.PodSpec{NodeName: nodeName, Containers: []corev1.Container{{Name: "app", Image: "busybox"}}}}
 	for _, v := range volumes {
@@ -263,7 +263,7 @@ func TestRestoresNeverWriteThroughAReadOnlyMount(t *testing.T) {
 				app.VolumeMounts = []corev1.VolumeMount{*tc.mount}
 			}
 			// Held by restore-wait, which mounts the volume read-write.
-			wait := restorewait.Container(restorewait.ContainerName, string(vr.UID), []string{"data"}, 0, corev1.Container{Image: "holdfast"})
+			wait := restorewait.Container(restorewait.ContainerName, string(vr.UID), []string{"data"}, "", 0, corev1.Container{Image: "holdfast"})
 			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 				Spec: corev1.PodSpec{NodeName: nodeName, InitContainers: []corev1.Container{wait}, Containers: []corev1.Container{app}, Volumes: []corev1.Volume{vol}}}
 			if err := env.Client.Create(ctxFor(t), p); err != nil {

@@ -17,22 +17,27 @@ import (
 
 // markRestoreWait tells the pod's restore-wait how the restore ended, whatever ended
 // it (review M1: an agent restart, a cancel, a Stalled repository, a refused key, a
-// volume that cannot be found or is read-only, a failed mover): the marker
-// .holdfast/<restore uid> when the data is in place, <marker>.failed holding the
-// reason otherwise (restorewait.WriteMarker). Only a pod held by restore-wait for this
-// restore gets one: in a running pod's volume nobody would remove it.
+// volume that cannot be found or is read-only, a failed mover): the done-marker when
+// the data is in place, the failure marker holding the reason otherwise. Only a pod
+// held by restore-wait for this restore gets one: nobody else would read it.
+//
+// A pod the webhook gave a marker volume gets its marker there (<restore uid>.<volume>,
+// restorewait.WriteVolumeMarker): restore-wait reads nothing of the restored volume,
+// whatever its root's owner and mode, and the volume gets nothing of the marker. A pod
+// admitted before the marker volume gets .holdfast/<restore uid>[.<pod uid>] at the
+// restored volume's root, as it used to (restorewait.WriteMarkerFor), or, for a
+// failure that volume cannot take (not found on the node, mounted read-only), in
+// another volume the same restore-wait waits for: restore-wait fails at the first
+// failure marker it finds. A Completed restore whose done-marker cannot be written is
+// failed.
 //
 // A claim that several pods of the restore mount is restored once, by the
 // PodVolumeRestore of one of them (issue 15 item 4): every other pod that restore-wait
-// holds for this restore and that mounts the claim gets its marker too, named after
-// its pod (restorewait.MarkerName), so that each restore-wait removes only its own.
-//
-// A failure marker goes into the restored volume, or, when that one cannot be written
-// (not found on the node, mounted read-only), into another volume the same
-// restore-wait waits for: restore-wait fails at the first failure marker it finds, so
-// one is enough for the pod to show the reason instead of waiting for ever. A
-// Completed restore whose done-marker cannot be written into its own pod's volume is
-// failed.
+// holds for this restore and that mounts the claim gets its marker too. With a marker
+// volume, that of a pod on this node is written here, and that of a pod on another
+// node by the agent of that node (ServedPodReconciler), which also releases pods that
+// come to the claim later; without one, it goes into the claim, named after the pod
+// (restorewait.MarkerName), so that each restore-wait removes only its own.
 func (r *PodVolumeRestoreReconciler) markRestoreWait(ctx context.Context, pvr *v1.PodVolumeRestore, o outcome) outcome {
 	restoreUID := restorewait.RestoreUIDOf(pvr)
 	if restoreUID == "" {
@@ -51,15 +56,32 @@ func (r *PodVolumeRestoreReconciler) markRestoreWait(ctx context.Context, pvr *v
 			failure = "the restore ended " + string(o.phase)
 		}
 	}
-	sharing := r.podsSharingClaim(ctx, pod, pvr.Spec.Volume, restoreUID)
-	// One .holdfast for every pod on the claim: owned by their restore-wait's user
-	// when they agree, else root's (restorewait.markerDir would replace it, and the
-	// markers in it, for each pod in turn).
+	log := ctrl.LoggerFrom(ctx)
+	var inClaim []sharer // sharers whose markers go into the claim
+	for _, h := range r.podsSharingClaim(ctx, pod, pvr.Spec.Volume, restoreUID) {
+		markers, err := restorewait.MarkerVolumeOf(h.pod, restoreUID)
+		switch {
+		case err == nil && markers == "":
+			inClaim = append(inClaim, h)
+		case err == nil && h.pod.Spec.NodeName != r.opts.NodeName:
+			// Its node's agent releases it (ServedPodReconciler).
+		case err == nil:
+			err = r.writeVolumeMarker(ctx, h.pod, markers, h.volume, restoreUID, failure)
+		}
+		if err != nil {
+			log.Error(err, "telling the restore-wait of a pod sharing the claim how the restore ended", "pod", h.pod.Name, "phase", o.phase)
+		}
+	}
+	markers, markersErr := restorewait.MarkerVolumeOf(pod, restoreUID)
+	holds := restorewait.Holds(pod, restoreUID)
+	// One .holdfast for every pod on the claim that reads it there: owned by their
+	// restore-wait's user when they agree, else root's (restorewait.markerDir would
+	// replace it, and the markers in it, for each pod in turn).
 	var owners []restorewait.Owner
-	if restorewait.Holds(pod, restoreUID) {
+	if holds && markers == "" && markersErr == nil {
 		owners = append(owners, restorewait.RunsAs(pod, restoreUID))
 	}
-	for _, h := range sharing {
+	for _, h := range inClaim {
 		owners = append(owners, restorewait.RunsAs(h.pod, restoreUID))
 	}
 	owner := restorewait.UnknownOwner
@@ -71,38 +93,67 @@ func (r *PodVolumeRestoreReconciler) markRestoreWait(ctx context.Context, pvr *v
 			owner = restorewait.UnknownOwner
 		}
 	}
-	log := ctrl.LoggerFrom(ctx)
-	for _, h := range sharing {
+	for _, h := range inClaim {
 		if err := r.writeMarker(ctx, pod, pvr.Spec.Volume, h.pod, h.volume, restoreUID, owner, failure); err != nil {
 			log.Error(err, "telling the restore-wait of a pod sharing the claim how the restore ended", "pod", h.pod.Name, "phase", o.phase)
 		}
 	}
-	if !restorewait.Holds(pod, restoreUID) {
+	if !holds {
 		return o // nobody in this pod waits for a marker
 	}
-	volumes := []string{pvr.Spec.Volume}
-	if o.phase != v1.RunCompleted {
-		volumes = append(volumes, restoreWaitVolumes(pod, restoreUID, pvr.Spec.Volume)...)
+	var err error
+	switch {
+	case markersErr != nil:
+		err = markersErr
+	case markers != "":
+		err = r.writeVolumeMarker(ctx, pod, markers, pvr.Spec.Volume, restoreUID, failure)
+	default:
+		err = r.markInVolumes(ctx, pod, pvr.Spec.Volume, restoreUID, owner, failure)
 	}
-	var errs []error
-	for i, volume := range volumes {
-		volOwner := owner
-		if i > 0 {
-			volOwner = restorewait.RunsAs(pod, restoreUID) // a volume of this pod only
-		}
-		err := r.writeMarker(ctx, pod, volume, pod, volume, restoreUID, volOwner, failure)
-		if err == nil {
-			return o
-		}
-		errs = append(errs, err)
+	if err == nil {
+		return o
 	}
-	err := errors.Join(errs...)
 	log.Error(err, "telling restore-wait how the restore ended", "pod", pod.Name, "phase", o.phase)
 	if o.phase == v1.RunCompleted {
 		return outcome{phase: v1.RunFailed, reason: reasonFailed, res: o.res,
 			msg: "the data was restored but the done-marker could not be written: " + err.Error()}
 	}
 	return o
+}
+
+// markInVolumes writes the marker of the pod's restore-wait for restoreUID, made
+// before the marker volume, into .holdfast of the restored volume (with owner, that of
+// every pod on the claim); a failure marker that volume cannot take goes into another
+// volume the restore-wait waits for.
+func (r *PodVolumeRestoreReconciler) markInVolumes(ctx context.Context, pod *corev1.Pod, volume, restoreUID string, owner restorewait.Owner, failure string) error {
+	volumes := []string{volume}
+	if failure != "" {
+		volumes = append(volumes, restoreWaitVolumes(pod, restoreUID, volume)...)
+	}
+	var errs []error
+	for i, v := range volumes {
+		volOwner := owner
+		if i > 0 {
+			volOwner = restorewait.RunsAs(pod, restoreUID) // a volume of this pod only
+		}
+		err := r.writeMarker(ctx, pod, v, pod, v, restoreUID, volOwner, failure)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// writeVolumeMarker writes the marker of the restore restoreUID of the pod's volume
+// named volume into the pod's marker volume named markers, on this node. The restored
+// volume's mounts do not matter: the marker does not go into it.
+func (a *Agent) writeVolumeMarker(ctx context.Context, pod *corev1.Pod, markers, volume, restoreUID, failure string) error {
+	tgt, err := a.volumeOf(ctx, pod, markers)
+	if err != nil {
+		return fmt.Errorf("restore-wait's marker volume: %w", err)
+	}
+	return restorewait.WriteVolumeMarker(tgt.dir, restoreUID, volume, failure)
 }
 
 // sharer is a pod that mounts the restored claim as its volume named volume.
@@ -171,7 +222,7 @@ func (r *PodVolumeRestoreReconciler) writeMarker(ctx context.Context, pod *corev
 }
 
 // restoreWaitVolumes lists the other volumes the pod's restore-wait for restoreUID
-// mounts: the volumes it waits for.
+// waits for: those it mounts at restorewait.MountPath (not its marker volume).
 func restoreWaitVolumes(pod *corev1.Pod, restoreUID, except string) []string {
 	var out []string
 	for _, c := range pod.Spec.InitContainers {
@@ -179,7 +230,7 @@ func restoreWaitVolumes(pod *corev1.Pod, restoreUID, except string) []string {
 			continue
 		}
 		for _, m := range c.VolumeMounts {
-			if m.Name != except {
+			if m.Name != except && m.MountPath == restorewait.MountPath(m.Name) {
 				out = append(out, m.Name)
 			}
 		}

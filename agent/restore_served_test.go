@@ -72,6 +72,10 @@ type hold struct {
 	user int64
 	// readOnly are the volumes the pod mounts read-only (persistentVolumeClaim.readOnly).
 	readOnly []string
+	// markers makes restore-wait read its markers in the pod's marker volume, as the
+	// webhook makes it now; without it, in .holdfast in the volumes, as an earlier
+	// webhook made it.
+	markers bool
 }
 
 // newHeldOn creates a pod on node, Pending (its restore-wait waits), held as the webhook
@@ -93,8 +97,15 @@ func newHeldOn(t *testing.T, ns, name, node string, holds ...hold) *corev1.Pod {
 		if h.user != 0 {
 			base.SecurityContext = &corev1.SecurityContext{RunAsUser: ptr.To(h.user)}
 		}
+		markers := ""
+		if h.markers {
+			markers = restorewait.MarkerVolumeName
+		}
 		p.Spec.InitContainers = append(p.Spec.InitContainers, restorewait.Container(restorewait.NextContainerName(p, nil),
-			string(h.vr.UID), volumes, 0, base))
+			string(h.vr.UID), volumes, markers, 0, base))
+	}
+	if slices.ContainsFunc(holds, func(h hold) bool { return h.markers }) {
+		p.Spec.Volumes = append(p.Spec.Volumes, restorewait.MarkerVolume(restorewait.MarkerVolumeName))
 	}
 	b, _ := json.Marshal(waited)
 	p.Annotations = map[string]string{restorewait.Annotation: string(b)}

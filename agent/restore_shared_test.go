@@ -65,7 +65,7 @@ func TestOneRestoreOfASharedClaimReleasesEveryPod(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Both held as the webhook holds them: restore-wait learns its pod's UID.
-			wait := restorewait.Container(restorewait.ContainerName, string(vr.UID), []string{"data"}, 0, corev1.Container{Image: "holdfast"})
+			wait := restorewait.Container(restorewait.ContainerName, string(vr.UID), []string{"data"}, "", 0, corev1.Container{Image: "holdfast"})
 			newPod := func(name, node string) *corev1.Pod {
 				p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 					Spec: corev1.PodSpec{NodeName: node, InitContainers: []corev1.Container{wait},

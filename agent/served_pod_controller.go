@@ -32,13 +32,15 @@ import (
 // restore-wait's deadline while the restore reports it restored.
 //
 // It writes the marker the end would have written (a done-marker for Completed, the
-// failure marker with the restore's sentence otherwise) through the pod's own volume
-// directory, as only an agent may. Never where the marker is, never for a
-// restore-wait that finished, never while the claim's restore runs, never from
-// another restore's. Since restore-wait removes its marker a moment before it ends
-// and the kubelet reports that a moment later, it writes only when the marker is still
-// missing markerSettle after it first found it missing and a fresh read shows
-// restore-wait still waiting. It keeps looking until restore-wait takes the marker:
+// failure marker with the restore's sentence otherwise) into the pod's marker volume,
+// at once (the marker stays there), or, for a pod admitted before the marker volume,
+// through the pod's own volume directory, as only an agent may. Never where the marker
+// is, never for a restore-wait that finished, never while the claim's restore runs,
+// never from another restore's. In a volume, since restore-wait removes its marker a
+// moment before it ends and the kubelet reports that a moment later, it writes only
+// when the marker is still missing markerSettle after it first found it missing and a
+// fresh read shows restore-wait still waiting. It keeps looking until restore-wait
+// takes a marker written into a volume:
 // a pod that comes later and whose restore-wait runs as another user has the claim's
 // .holdfast made again, without the markers in it (restorewait.Marked).
 type ServedPodReconciler struct {
@@ -137,18 +139,17 @@ func (r *ServedPodReconciler) release(ctx context.Context, pod *corev1.Pod, w cl
 			r.unsettle(pod, w)
 		}
 	}()
+	if markers, err := restorewait.MarkerVolumeOf(pod, w.restoreUID); err != nil || markers != "" {
+		return r.releaseThroughMarkerVolume(ctx, pod, w, pvr, markers, err)
+	}
 	if _, err := r.volumeOf(ctx, pod, w.volume); errors.Is(err, volumepath.ErrNotMounted) {
 		// The kubelet sets it up; nothing waits on it yet. It reports the init
 		// container started right after, which brings the pod back.
 		return r.opts.ServedClaimRecheck, nil
 	}
-	failure := ""
+	failure := endedWith(pvr)
 	volumes := []string{w.volume}
-	if pvr.Status.Phase != v1.RunCompleted {
-		failure = pvr.Status.Message
-		if failure == "" {
-			failure = "the restore ended " + string(pvr.Status.Phase)
-		}
+	if failure != "" {
 		// Where the claim cannot take it, one failure marker in any volume this
 		// restore-wait waits for stops it (as markRestoreWait does).
 		volumes = append(volumes, restoreWaitVolumes(pod, w.restoreUID, w.volume)...)
@@ -198,6 +199,52 @@ func (r *ServedPodReconciler) release(ctx context.Context, pod *corev1.Pod, w cl
 		"claim %s was restored by PodVolumeRestore %s (%s), but the restore-wait of this pod could not be told: %v", w.claim, pvr.Name, pvr.Status.Phase, err)
 	log.Error(err, "telling the restore-wait of a pod whose claim another pod's restore restored how it ended", "phase", pvr.Status.Phase)
 	return 0, nil // a read-only mount, or a volume that is not there: not passing
+}
+
+// releaseThroughMarkerVolume is release for a pod whose restore-wait reads its
+// markers in its marker volume, markers (markersErr when the pod's marker volume is
+// not one the agent may write): the marker of w's volume goes there, once. It stays
+// there (restore-wait does not remove it), so it is written when it is not there,
+// without waiting for it to stay missing, and the claim gets nothing.
+func (r *ServedPodReconciler) releaseThroughMarkerVolume(ctx context.Context, pod *corev1.Pod, w claimWait, pvr *v1.PodVolumeRestore, markers string, markersErr error) (time.Duration, error) {
+	log := ctrl.LoggerFrom(ctx).WithValues("pod", pod.Name, "claim", w.claim, "podvolumerestore", pvr.Name)
+	failure := endedWith(pvr)
+	err := markersErr
+	if err == nil {
+		var tgt target
+		tgt, err = r.volumeOf(ctx, pod, markers)
+		if errors.Is(err, volumepath.ErrNotMounted) {
+			return r.opts.ServedClaimRecheck, nil // the kubelet sets it up
+		}
+		if err == nil {
+			done, failed, merr := restorewait.VolumeMarked(tgt.dir, w.restoreUID, w.volume)
+			if merr != nil || done || failed {
+				return 0, merr // told already
+			}
+			err = restorewait.WriteVolumeMarker(tgt.dir, w.restoreUID, w.volume, failure)
+		}
+	}
+	if err != nil {
+		r.recorder.Eventf(pod, pvr, corev1.EventTypeWarning, reasonNotReleased, "Restore",
+			"claim %s was restored by PodVolumeRestore %s (%s), but the restore-wait of this pod could not be told: %v", w.claim, pvr.Name, pvr.Status.Phase, err)
+		log.Error(err, "telling the restore-wait of a pod whose claim another pod's restore restored how it ended", "phase", pvr.Status.Phase)
+		return 0, nil
+	}
+	r.releasedEvent(pod, w, pvr, failure)
+	log.Info("released the restore-wait of a pod whose claim another pod's restore restored", "phase", pvr.Status.Phase, "volume", w.volume)
+	return 0, nil
+}
+
+// endedWith is the reason the failure marker of an ended restore holds, "" when it
+// Completed.
+func endedWith(pvr *v1.PodVolumeRestore) string {
+	if pvr.Status.Phase == v1.RunCompleted {
+		return ""
+	}
+	if pvr.Status.Message != "" {
+		return pvr.Status.Message
+	}
+	return "the restore ended " + string(pvr.Status.Phase)
 }
 
 // marked says which marker of restoreUID the pod's restore-wait has in volume; none

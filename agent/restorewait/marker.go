@@ -10,7 +10,26 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// The marker protocol between the agent (root) and restore-wait (any user):
+// The marker protocol between the agent (root) and restore-wait (any user).
+//
+// In the marker volume (a pod admitted with one, see MarkerVolumeOf):
+//
+//   - The marker volume is a memory emptyDir of the pod that only its restore-wait
+//     containers mount, read-only; the agent checks that before it writes (an
+//     application container that mounted it could forge a marker). Before its first
+//     marker the agent makes the directory root's, mode 0755, on a descriptor that did
+//     not follow a symlink; restore-wait reads markers only in a directory that is
+//     root's and writable by no one else.
+//   - A marker is a regular file owned by root, mode 0644, written in one step (a
+//     temporary file renamed): <restore uid>.<volume> when that volume is restored,
+//     with FailedSuffix holding the reason otherwise (VolumeMarkerName).
+//   - restore-wait opens nothing of the application's volumes, so their owners and
+//     modes (a database's 0700 data directory) do not matter, and it leaves the
+//     markers: the volume is the pod's own and goes with it, and an init container
+//     that runs again (the kubelet made the pod's sandbox again) finds them and lets
+//     the application start again at once.
+//
+// In the volumes themselves (a pod admitted before the marker volume):
 //
 //   - .holdfast at the volume root is a real directory owned by the user and group
 //     restore-wait runs as, mode 0700: nobody else (root aside) can create, rename or
@@ -25,7 +44,9 @@ import (
 //     there nor fake or hide a failure, unless it runs as root or as restore-wait's user.
 //   - Neither side follows a symlink: both work on directory descriptors opened with
 //     O_NOFOLLOW, and the agent replaces a .holdfast of another type, owner or mode.
+//     restore-wait must be able to open the volume's root.
 const (
+	markerVolumeMode     = 0o755 // the marker volume, owned by root
 	markerDirMode        = 0o700 // owned by restore-wait's user
 	markerDirModeAsRoot  = 0o755 // owned by root, when restore-wait's user is not known
 	markerFileMode       = 0o644
@@ -186,7 +207,7 @@ func Marked(volumeDir, restoreUID, podUID string, reader Owner) (done, failed bo
 		case err != nil:
 			return false, fmt.Errorf("looking for %s/%s in %s: %w", MarkerDir, n, volumeDir, err)
 		}
-		return notFromAgent(n, &fst) == "", nil
+		return notFromAgent(MarkerDir+"/", n, &fst) == "", nil
 	}
 	if done, err = found(name); err != nil {
 		return false, false, owner, err
@@ -336,8 +357,8 @@ type markerState struct {
 	ignored string
 }
 
-// readMarkers looks for the markers named marker (MarkerName) in the volume mounted at
-// volume.
+// readMarkers looks for the markers named marker (MarkerName) in .holdfast of the
+// volume mounted at volume.
 func readMarkers(volume, marker string) (markerState, error) {
 	vol, err := unix.Open(volume, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -349,9 +370,14 @@ func readMarkers(volume, marker string) (markerState, error) {
 		return markerState{ignored: ignored}, err
 	}
 	defer unix.Close(dir)
+	return readMarkerFiles(dir, MarkerDir+"/", marker)
+}
 
+// readMarkerFiles looks for the markers named marker in the open directory dir, named
+// where (ending in /) in what it says.
+func readMarkerFiles(dir int, where, marker string) (markerState, error) {
 	var st markerState
-	failed, why, err := readAgentFile(dir, marker+FailedSuffix)
+	failed, why, err := readAgentFile(dir, where, marker+FailedSuffix)
 	switch {
 	case err != nil:
 		return st, err
@@ -369,7 +395,7 @@ func readMarkers(volume, marker string) (markerState, error) {
 	case err != nil:
 		return st, fmt.Errorf("looking for the done-marker: %w", err)
 	}
-	if why := notFromAgent(marker, &fst); why != "" {
+	if why := notFromAgent(where, marker, &fst); why != "" {
 		st.ignored = why
 		return st, nil
 	}
@@ -410,17 +436,17 @@ func openMarkerDir(vol int) (int, string, error) {
 
 // readAgentFile reads name in dir if the agent wrote it; why says why a file there is
 // ignored; both are empty when there is none.
-func readAgentFile(dir int, name string) (content []byte, why string, err error) {
+func readAgentFile(dir int, where, name string) (content []byte, why string, err error) {
 	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		return nil, "", nil
 	case errors.Is(err, unix.ELOOP):
-		return nil, MarkerDir + "/" + name + " is a symlink, not a marker of the agent", nil
+		return nil, where + name + " is a symlink, not a marker of the agent", nil
 	case errors.Is(err, unix.EACCES):
-		return nil, MarkerDir + "/" + name + " cannot be read by this container; the agent makes its markers readable by all", nil
+		return nil, where + name + " cannot be read by this container; the agent makes its markers readable by all", nil
 	case err != nil:
-		return nil, "", fmt.Errorf("opening %s/%s: %w", MarkerDir, name, err)
+		return nil, "", fmt.Errorf("opening %s%s: %w", where, name, err)
 	}
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
@@ -428,24 +454,24 @@ func readAgentFile(dir int, name string) (content []byte, why string, err error)
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, "", err
 	}
-	if why := notFromAgent(name, &st); why != "" {
+	if why := notFromAgent(where, name, &st); why != "" {
 		return nil, why, nil
 	}
 	buf := make([]byte, maxFailureReasonSize)
 	n, err := f.Read(buf)
 	if err != nil && n == 0 && st.Size > 0 {
-		return nil, "", fmt.Errorf("reading %s/%s: %w", MarkerDir, name, err)
+		return nil, "", fmt.Errorf("reading %s%s: %w", where, name, err)
 	}
 	return buf[:n], "", nil
 }
 
 // notFromAgent says why a marker with this stat was not written by the agent, or "".
-func notFromAgent(name string, st *unix.Stat_t) string {
+func notFromAgent(where, name string, st *unix.Stat_t) string {
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		return MarkerDir + "/" + name + " is not a regular file, not a marker of the agent"
+		return where + name + " is not a regular file, not a marker of the agent"
 	case st.Uid != 0:
-		return MarkerDir + "/" + name + " is owned by uid " + strconv.FormatUint(uint64(st.Uid), 10) + ", not by the agent (root): something else in the volume wrote it"
+		return where + name + " is owned by uid " + strconv.FormatUint(uint64(st.Uid), 10) + ", not by the agent (root): something else wrote it"
 	}
 	return ""
 }

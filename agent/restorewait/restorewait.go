@@ -1,8 +1,9 @@
 // Package restorewait is the restore-wait protocol: the init container that holds a pod
-// until the agent has restored every volume and written the done-marker
-// .holdfast/<restore-uid> (.holdfast/<restore-uid>.<pod-uid> when restore-wait knows
-// its pod, see MarkerName) into it, and the agent's side, which writes that marker so
-// that nothing else in the volume can forge, hide or remove it (marker.go).
+// until the agent has restored every volume and written its done-marker
+// <restore-uid>.<volume> into the pod's marker volume (VolumeMarkerName; in pods
+// admitted before the marker volume, .holdfast/<restore-uid>[.<pod-uid>] in each
+// volume, see MarkerName), and the agent's side, which writes that marker so that
+// nothing else in the pod can forge, hide or remove it (marker.go).
 package restorewait
 
 import (
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"strings"
 	"time"
 )
@@ -22,8 +24,14 @@ const FailedSuffix = ".failed"
 
 // Options are what restore-wait waits for.
 type Options struct {
-	// Volumes are the mount paths of the volumes being restored.
+	// Volumes are the mount paths of the volumes being restored, each at
+	// MountPath(<volume name>).
 	Volumes []string
+	// MarkerDir, when set (FlagMarkerDir), is the marker volume: the markers of each
+	// volume are there (VolumeMarkerName, named after the volume's base name), and
+	// Wait opens none of the volumes. Without it Wait reads, and removes, the markers
+	// in .holdfast at the root of each volume.
+	MarkerDir string
 	// RestoreUID is the UID of the VolumeRestore whose markers to wait for.
 	RestoreUID string
 	// PodUID, when set (from EnvPodUID), is the UID of the pod restore-wait holds: it
@@ -44,8 +52,9 @@ type Options struct {
 // restored.
 var ErrDeadline = errors.New("restore-wait deadline passed")
 
-// Wait returns nil once every volume holds its done-marker, after removing the markers
-// (so that the application sees only its data). It returns an error as soon as a
+// Wait returns nil once every volume has its done-marker, after removing the markers
+// that are in the volumes (so that the application sees only its data); those in the
+// marker volume stay, for an init container that runs again. It returns an error as soon as a
 // volume holds a failure marker, so the pod shows why instead of starting on missing
 // data. Only markers the agent wrote count (see marker.go); anything else at their
 // place is logged once and waited past. After opts.Deadline it gives up with an error
@@ -63,7 +72,20 @@ func Wait(ctx context.Context, opts Options) error {
 			return fmt.Errorf("$%s: %w", EnvPodUID, err)
 		}
 	}
-	marker := MarkerName(opts.RestoreUID, opts.PodUID)
+	for _, v := range opts.Volumes {
+		if opts.MarkerDir == "" {
+			break
+		}
+		if err := checkName(path.Base(v)); err != nil {
+			return fmt.Errorf("--%s %s: %w", FlagVolume, v, err)
+		}
+	}
+	markerOf := func(volume string) string {
+		if opts.MarkerDir != "" {
+			return VolumeMarkerName(opts.RestoreUID, path.Base(volume))
+		}
+		return MarkerName(opts.RestoreUID, opts.PodUID)
+	}
 	if opts.Interval <= 0 {
 		opts.Interval = time.Second
 	}
@@ -94,7 +116,7 @@ func Wait(ctx context.Context, opts Options) error {
 			if !pending[v] {
 				continue
 			}
-			done, err := checkVolume(v, marker, func(why string) {
+			done, err := checkVolume(v, opts.MarkerDir, markerOf(v), func(why string) {
 				if !told[v+why] {
 					told[v+why] = true
 					fmt.Fprintf(opts.Log, "restore-wait: ignoring what is in %s: %s\n", v, why)
@@ -109,7 +131,10 @@ func Wait(ctx context.Context, opts Options) error {
 			}
 		}
 		if len(pending) == 0 {
-			removeMarkers(opts.Volumes, marker, opts.Log)
+			if opts.MarkerDir == "" {
+				removeMarkers(opts.Volumes, markerOf(""), opts.Log)
+			}
+			fmt.Fprintln(opts.Log, "restore-wait: every volume restored; starting the application")
 			return nil
 		}
 		if time.Since(lastReport) >= time.Minute {
@@ -128,11 +153,21 @@ func Wait(ctx context.Context, opts Options) error {
 }
 
 // checkVolume says whether the agent has marked the volume restored (the marker named
-// marker, see MarkerName), and returns the agent's reason when it marked it failed.
-// What the agent did not write is passed to ignore, and waited past.
-func checkVolume(volume, marker string, ignore func(why string)) (bool, error) {
-	st, err := readMarkers(volume, marker)
+// marker, in markerDir or, when that is "", in the volume), and returns the agent's
+// reason when it marked it failed. What the agent did not write is passed to ignore,
+// and waited past.
+func checkVolume(volume, markerDir, marker string, ignore func(why string)) (bool, error) {
+	var st markerState
+	var err error
+	if markerDir != "" {
+		st, err = readVolumeMarkers(markerDir, marker)
+	} else {
+		st, err = readMarkers(volume, marker)
+	}
 	if err != nil {
+		if markerDir != "" {
+			return false, fmt.Errorf("looking for the markers of %s: %w", volume, err)
+		}
 		return false, fmt.Errorf("looking for the markers in %s: %w", volume, err)
 	}
 	if st.ignored != "" {
@@ -154,7 +189,6 @@ func removeMarkers(volumes []string, marker string, log io.Writer) {
 			fmt.Fprintf(log, "restore-wait: left the done-marker in %s: %v\n", v, err)
 		}
 	}
-	fmt.Fprintln(log, "restore-wait: every volume restored; starting the application")
 }
 
 // pendingOf lists, in the order given, the volumes still waited for.

@@ -119,12 +119,12 @@ func TestWaitGivesUpAtItsDeadline(t *testing.T) {
 }
 
 func TestArgsCarryTheDeadline(t *testing.T) {
-	got := Args("u-1", []string{"data", "cache"}, 90*time.Minute)
+	got := Args("u-1", []string{"data", "cache"}, "", 90*time.Minute)
 	want := []string{"restore-wait", "--restore-uid", "u-1", "--volume", "/holdfast-restore/data", "--volume", "/holdfast-restore/cache", "--deadline", "1h30m0s"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("Args = %v, want %v", got, want)
 	}
-	c := Container("holdfast-restore-wait", "u-1", []string{"data"}, 0, corev1.Container{Image: "img"})
+	c := Container("holdfast-restore-wait", "u-1", []string{"data"}, "", 0, corev1.Container{Image: "img"})
 	if UIDOf(&c) != "u-1" || c.VolumeMounts[0].MountPath != "/holdfast-restore/data" || strings.Contains(strings.Join(c.Args, " "), "--deadline") {
 		t.Errorf("Container = %+v", c)
 	}
@@ -162,8 +162,8 @@ func TestIsContainer(t *testing.T) {
 		c    corev1.Container
 		want bool
 	}{
-		{"made by Container", Container(ContainerName, "u-1", []string{"data"}, time.Hour, corev1.Container{Image: "img"}), true},
-		{"of another restore, renamed", Container(ContainerName+"-2", "u-2", nil, 0, corev1.Container{}), true},
+		{"made by Container", Container(ContainerName, "u-1", []string{"data"}, "", time.Hour, corev1.Container{Image: "img"}), true},
+		{"of another restore, renamed", Container(ContainerName+"-2", "u-2", nil, "", 0, corev1.Container{}), true},
 		{"the application's init container", corev1.Container{Name: "migrate", Args: []string{"migrate", "--volume", "/data"}}, false},
 		{"no arguments", corev1.Container{Name: ContainerName}, false},
 		{"the flag as a value", corev1.Container{Name: "x", Args: []string{"--restore-uid=u-1"}}, false},
@@ -227,7 +227,7 @@ func TestWaitForAPodIgnoresAnotherPodsMarker(t *testing.T) {
 }
 
 func TestContainerTellsRestoreWaitItsPod(t *testing.T) {
-	c := Container(ContainerName, "vr-1", []string{"data"}, 0, corev1.Container{Image: "holdfast"})
+	c := Container(ContainerName, "vr-1", []string{"data"}, "", 0, corev1.Container{Image: "holdfast"})
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: "pod-a"}, Spec: corev1.PodSpec{InitContainers: []corev1.Container{c}}}
 	if got := MarkerPodUID(pod, "vr-1"); got != "pod-a" {
 		t.Errorf("MarkerPodUID = %q, want pod-a", got)

@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	policyctrl "github.com/holdfast-dev/holdfast/controllers/policy"
 	"github.com/holdfast-dev/holdfast/internal/identity"
@@ -173,7 +174,7 @@ func Compute(in Input) *Result {
 			}
 			for i := range pod.Spec.Volumes {
 				vol := &pod.Spec.Volumes[i]
-				if !holdsData(vol) {
+				if !holdsData(vol) || restorewait.IsMarkerVolume(pod, vol.Name) {
 					continue
 				}
 				claim := identity.ClaimName(pod, vol)

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/identity"
 	celpolicy "github.com/holdfast-dev/holdfast/policy"
@@ -143,6 +144,9 @@ func selectVolumesVisit(sel *celpolicy.Selector, snap *snapshot, visit func(pod 
 			}
 			for i := range pod.Spec.Volumes {
 				vol := &pod.Spec.Volumes[i]
+				if restorewait.IsMarkerVolume(pod, vol.Name) {
+					continue // Holdfast's own, not the application's
+				}
 				claimName := identity.ClaimName(pod, vol)
 				var pvc *corev1.PersistentVolumeClaim
 				if claimName != "" {

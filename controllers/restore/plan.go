@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/controllers/storage"
 	"github.com/holdfast-dev/holdfast/internal/identity"
@@ -203,6 +204,9 @@ func (p *planner) plan(ctx context.Context, vr *v1.VolumeRestore, pod *corev1.Po
 	}
 	for i := range pod.Spec.Volumes {
 		vol := &pod.Spec.Volumes[i]
+		if restorewait.IsMarkerVolume(pod, vol.Name) {
+			continue // restore-wait's, made empty for this pod
+		}
 		rs, isNamed := named[vol.Name]
 		if len(vr.Spec.Volumes) > 0 && !isNamed {
 			continue // named is emptied as it goes: spec.volumes says which to restore
@@ -398,7 +402,7 @@ func replicatedVolumes(vr *v1.VolumeRestore, pod *corev1.Pod, rsOwner identity.O
 	out := []*corev1.Volume{}
 	for i := range pod.Spec.Volumes {
 		vol := &pod.Spec.Volumes[i]
-		if (len(named) == 0 || named[vol.Name]) && restorable(vol) && identity.Replicated(pod, vol, rsOwner) {
+		if (len(named) == 0 || named[vol.Name]) && restorable(vol) && !restorewait.IsMarkerVolume(pod, vol.Name) && identity.Replicated(pod, vol, rsOwner) {
 			out = append(out, vol)
 		}
 	}

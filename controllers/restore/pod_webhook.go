@@ -151,6 +151,8 @@ func (w *PodWebhook) restoreWait(ctx context.Context, raw []byte, pod *corev1.Po
 	var warnings []string
 	var helper *helperSettings
 	var containers []corev1.Container
+	// One marker volume for every restore-wait container added here.
+	markerVolume := restorewait.NextMarkerVolumeName(pod)
 	for _, vr := range restores {
 		if !readyForPods(vr) {
 			gate = true
@@ -174,7 +176,7 @@ func (w *PodWebhook) restoreWait(ctx context.Context, raw []byte, pod *corev1.Po
 			}
 			helper, warnings = &h, warn
 		}
-		containers = append(containers, restoreWaitContainer(restorewait.NextContainerName(pod, containers), string(vr.UID), plan, *helper))
+		containers = append(containers, restoreWaitContainer(restorewait.NextContainerName(pod, containers), string(vr.UID), plan, markerVolume, *helper))
 		var vols []string
 		for _, vp := range plan.Volumes {
 			vols = append(vols, vp.Volume)
@@ -190,7 +192,7 @@ func (w *PodWebhook) restoreWait(ctx context.Context, raw []byte, pod *corev1.Po
 			return nil, warnings, fmt.Errorf("building the %s annotation: %w", restorewait.Annotation, err)
 		}
 	}
-	ops, err := restoreWaitPatch(raw, containers, string(annotation), gate)
+	ops, err := restoreWaitPatch(raw, containers, restorewait.MarkerVolume(markerVolume), string(annotation), gate)
 	if err != nil {
 		return nil, warnings, fmt.Errorf("building the patch: %w", err)
 	}
@@ -298,14 +300,14 @@ func holding(restores []v1.VolumeRestore, pod *corev1.Pod, now time.Time) []*v1.
 	return out
 }
 
-// restoreWaitPatch adds containers at the front of spec.initContainers and the
-// restore-wait annotation (when there are containers), and the scheduling gate (when
-// gate is set), by JSON patch operations on the pod as the API server sent it (raw)
-// and on nothing else. Computing the patch as the difference to the pod re-encoded
+// restoreWaitPatch adds containers at the front of spec.initContainers, their marker
+// volume at the end of spec.volumes and the restore-wait annotation (when there are
+// containers), and the scheduling gate (when gate is set), by JSON patch operations on
+// the pod as the API server sent it (raw) and on nothing else. Computing the patch as the difference to the pod re-encoded
 // from Go types would remove every field this manager's k8s.io/api does not know (a
 // newer API server's pod fields), so the patch never touches anything but these
 // places.
-func restoreWaitPatch(raw []byte, containers []corev1.Container, annotation string, gate bool) ([]jsonpatch.JsonPatchOperation, error) {
+func restoreWaitPatch(raw []byte, containers []corev1.Container, markerVolume corev1.Volume, annotation string, gate bool) ([]jsonpatch.JsonPatchOperation, error) {
 	var obj struct {
 		Metadata json.RawMessage `json:"metadata"`
 		Spec     json.RawMessage `json:"spec"`
@@ -316,6 +318,7 @@ func restoreWaitPatch(raw []byte, containers []corev1.Container, annotation stri
 	var spec struct {
 		InitContainers  json.RawMessage `json:"initContainers"`
 		SchedulingGates json.RawMessage `json:"schedulingGates"`
+		Volumes         json.RawMessage `json:"volumes"`
 	}
 	if !present(obj.Spec) {
 		return nil, errors.New("the pod has no spec")
@@ -342,6 +345,11 @@ func restoreWaitPatch(raw []byte, containers []corev1.Container, annotation stri
 		}
 	} else {
 		ops = append(ops, jsonpatch.NewOperation("add", "/spec/initContainers", containers))
+	}
+	if present(spec.Volumes) {
+		ops = append(ops, jsonpatch.NewOperation("add", "/spec/volumes/-", markerVolume))
+	} else {
+		ops = append(ops, jsonpatch.NewOperation("add", "/spec/volumes", []corev1.Volume{markerVolume}))
 	}
 
 	key := restorewait.Annotation
@@ -403,13 +411,14 @@ func (w *PodWebhook) helper(ctx context.Context) (helperSettings, []string, erro
 }
 
 // restoreWaitContainer is the init container that holds a pod until restoreUID has
-// restored the volumes of plan, made as the restore-helper settings h say.
-func restoreWaitContainer(name, restoreUID string, plan podPlan, h helperSettings) corev1.Container {
+// restored the volumes of plan, reading its markers in the pod's volume markerVolume,
+// made as the restore-helper settings h say.
+func restoreWaitContainer(name, restoreUID string, plan podPlan, markerVolume string, h helperSettings) corev1.Container {
 	var volumes []string
 	for _, vp := range plan.Volumes {
 		volumes = append(volumes, vp.Volume)
 	}
-	return restorewait.Container(name, restoreUID, volumes, h.Deadline, corev1.Container{
+	return restorewait.Container(name, restoreUID, volumes, markerVolume, h.Deadline, corev1.Container{
 		Image:           h.Image,
 		Resources:       h.Resources,
 		SecurityContext: h.SecurityContext,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -193,19 +195,21 @@ func (r ctxReader) List(ctx context.Context, list client.ObjectList, opts ...cli
 // admission with a warning), not a patch that replaces what is there.
 func TestRestoreWaitPatchNeedsASpec(t *testing.T) {
 	c := []corev1.Container{{Name: restorewait.ContainerName}}
+	markers := restorewait.MarkerVolume(restorewait.MarkerVolumeName)
 	for _, raw := range []string{`{"metadata":{}}`, `{"spec":null}`, `{"spec":[]}`, `{"metadata":[],"spec":{}}`, `[]`} {
-		if ops, err := restoreWaitPatch([]byte(raw), c, "{}", false); err == nil {
+		if ops, err := restoreWaitPatch([]byte(raw), c, markers, "{}", false); err == nil {
 			t.Errorf("%s: patch %v, want an error", raw, ops)
 		}
 	}
-	// A pod without metadata gets it, with the annotation.
-	ops, err := restoreWaitPatch([]byte(`{"spec":{}}`), c, "{}", false)
-	if err != nil || len(ops) != 2 || ops[1].Path != "/metadata" {
-		t.Errorf("patch %v (%v), want initContainers and metadata added", ops, err)
+	// A pod without metadata gets it, with the annotation; one without volumes gets
+	// the list, with the marker volume.
+	ops, err := restoreWaitPatch([]byte(`{"spec":{}}`), c, markers, "{}", false)
+	if err != nil || len(ops) != 3 || ops[1].Path != "/spec/volumes" || ops[2].Path != "/metadata" {
+		t.Errorf("patch %v (%v), want initContainers, volumes and metadata added", ops, err)
 	}
-	ops, err = restoreWaitPatch([]byte(`{"metadata":{"annotations":{}},"spec":{}}`), c, "{}", false)
-	if err != nil || len(ops) != 2 || ops[1].Path != "/metadata/annotations/backup.holdfast.dev~1restore-wait" {
-		t.Errorf("patch %v (%v), want the annotation added by an escaped pointer", ops, err)
+	ops, err = restoreWaitPatch([]byte(`{"metadata":{"annotations":{}},"spec":{"volumes":[]}}`), c, markers, "{}", false)
+	if err != nil || len(ops) != 3 || ops[1].Path != "/spec/volumes/-" || ops[2].Path != "/metadata/annotations/backup.holdfast.dev~1restore-wait" {
+		t.Errorf("patch %v (%v), want the volume appended and the annotation added by an escaped pointer", ops, err)
 	}
 }
 
@@ -217,28 +221,37 @@ func TestWebhookPatchKeepsUnknownPodFields(t *testing.T) {
 		raw  string
 		// wantInits are the init container names after the patch.
 		wantInits []string
+		// wantMarkers is the name of the marker volume the patch adds.
+		wantMarkers string
 	}{
 		{"no init containers, no annotations",
 			`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"solo","namespace":"shop","labels":{"app":"solo"}},
 			"spec":{"someFutureField":{"enabled":true},
 				"containers":[{"name":"app","image":"busybox","someFutureField":"keep-me"}],
 				"volumes":[{"name":"data","emptyDir":{},"someFutureField":3}]}}`,
-			[]string{restorewait.ContainerName}},
+			[]string{restorewait.ContainerName}, restorewait.MarkerVolumeName},
 		{"init containers and annotations of its own",
 			`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"solo","namespace":"shop","labels":{"app":"solo"},"annotations":{"team":"a"},"someFutureField":"x"},
 			"spec":{"someFutureField":{"enabled":true},
 				"initContainers":[{"name":"setup","image":"busybox","someFutureField":"keep-me-too"}],
 				"containers":[{"name":"app","image":"busybox","someFutureField":"keep-me"}],
 				"volumes":[{"name":"data","emptyDir":{}}]}}`,
-			[]string{restorewait.ContainerName, "setup"}},
+			[]string{restorewait.ContainerName, "setup"}, restorewait.MarkerVolumeName},
 		{"an empty init container list and a null annotations map",
 			`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"solo","namespace":"shop","labels":{"app":"solo"},"annotations":null},
 			"spec":{"initContainers":[],"someFutureField":1,"containers":[{"name":"app","image":"busybox"}],"volumes":[{"name":"data","emptyDir":{}}]}}`,
-			[]string{restorewait.ContainerName}},
+			[]string{restorewait.ContainerName}, restorewait.MarkerVolumeName},
 		{"a copied pod that already has a container of that name",
 			`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"solo","namespace":"shop","labels":{"app":"solo"}},
 			"spec":{"initContainers":[{"name":"holdfast-restore-wait","image":"busybox"}],"containers":[{"name":"app","image":"busybox"}],"volumes":[{"name":"data","emptyDir":{}}]}}`,
-			[]string{restorewait.ContainerName + "-2", restorewait.ContainerName}},
+			[]string{restorewait.ContainerName + "-2", restorewait.ContainerName}, restorewait.MarkerVolumeName},
+		// The pod's own names are never taken: a volume of that name, and a mount of
+		// one it does not declare (its container would mount the marker volume).
+		{"a pod that uses the marker volume's names",
+			`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"solo","namespace":"shop","labels":{"app":"solo"}},
+			"spec":{"containers":[{"name":"app","image":"busybox","volumeMounts":[{"name":"holdfast-restore-markers-2","mountPath":"/m"}]}],
+				"volumes":[{"name":"data","emptyDir":{}},{"name":"holdfast-restore-markers","emptyDir":{}}]}}`,
+			[]string{restorewait.ContainerName}, restorewait.MarkerVolumeName + "-3"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			base := fake.NewClientBuilder().WithScheme(testenv.Scheme()).WithObjects(webhookFixture()...).Build()
@@ -248,8 +261,8 @@ func TestWebhookPatchKeepsUnknownPodFields(t *testing.T) {
 				t.Fatalf("response %+v, want the pod patched", resp.AdmissionResponse)
 			}
 			for _, op := range resp.Patches {
-				if op.Operation != "add" || !(strings.HasPrefix(op.Path, "/spec/initContainers") || strings.HasPrefix(op.Path, "/metadata/annotations")) {
-					t.Errorf("patch operation %s %s: the webhook may only add init containers and its annotation", op.Operation, op.Path)
+				if op.Operation != "add" || !(strings.HasPrefix(op.Path, "/spec/initContainers") || op.Path == "/spec/volumes/-" || strings.HasPrefix(op.Path, "/metadata/annotations")) {
+					t.Errorf("patch operation %s %s: the webhook may only add init containers, the marker volume and its annotation", op.Operation, op.Path)
 				}
 			}
 			ops, err := json.Marshal(resp.Patches)
@@ -296,6 +309,32 @@ func TestWebhookPatchKeepsUnknownPodFields(t *testing.T) {
 			}
 			if got := pod.Annotations[v1.AnnotationRestoreWait]; got != `{"r":["data"]}` {
 				t.Errorf("annotation %s = %q", v1.AnnotationRestoreWait, got)
+			}
+			// The marker volume is added, memory-backed, and only restore-wait mounts
+			// it, read-only, where its --marker-dir says.
+			var vols []string
+			for _, v := range pod.Spec.Volumes {
+				vols = append(vols, v.Name)
+			}
+			if want := restorewait.MarkerVolume(tc.wantMarkers); !equality.Semantic.DeepEqual(pod.Spec.Volumes[len(pod.Spec.Volumes)-1], want) {
+				t.Errorf("volumes %v, want %+v last", vols, want)
+			}
+			if got, err := restorewait.MarkerVolumeOf(&pod, "vr-uid"); got != tc.wantMarkers || err != nil {
+				t.Errorf("MarkerVolumeOf = %q, %v; want %s", got, err, tc.wantMarkers)
+			}
+			wait := pod.Spec.InitContainers[0]
+			if !slices.Contains(wait.Args, "--"+restorewait.FlagMarkerDir) ||
+				!slices.ContainsFunc(wait.VolumeMounts, func(m corev1.VolumeMount) bool {
+					return equality.Semantic.DeepEqual(m, corev1.VolumeMount{Name: tc.wantMarkers, MountPath: restorewait.MarkerMountPath, ReadOnly: true})
+				}) {
+				t.Errorf("restore-wait args %v mounts %+v, want the marker volume", wait.Args, wait.VolumeMounts)
+			}
+			for _, c := range append(pod.Spec.InitContainers[1:], pod.Spec.Containers...) {
+				for _, m := range c.VolumeMounts {
+					if m.Name == tc.wantMarkers {
+						t.Errorf("container %s mounts the marker volume", c.Name)
+					}
+				}
 			}
 		})
 	}

@@ -453,12 +453,18 @@ func TestNewPodsWaitForTheirData(t *testing.T) {
 		t.Errorf("init container %s image %s", init.Name, init.Image)
 	}
 	wantArgs := []string{"restore-wait", "--restore-uid", string(getRestore(t, ns, "app-restore").UID), "--volume", "/holdfast-restore/cache",
-		"--deadline", restorewait.DefaultDeadline.String()}
+		"--marker-dir", restorewait.MarkerMountPath, "--deadline", restorewait.DefaultDeadline.String()}
 	if !slices.Equal(init.Args, wantArgs) {
 		t.Errorf("args %v, want %v (only the volume with a backup)", init.Args, wantArgs)
 	}
-	if len(init.VolumeMounts) != 1 || init.VolumeMounts[0].Name != "cache" {
+	// It reads its markers in a memory emptyDir that it alone mounts, which the API
+	// server admitted with the pod.
+	if len(init.VolumeMounts) != 2 || init.VolumeMounts[0].Name != "cache" || init.VolumeMounts[1].Name != restorewait.MarkerVolumeName ||
+		!init.VolumeMounts[1].ReadOnly {
 		t.Errorf("mounts %v", init.VolumeMounts)
+	}
+	if markers, err := restorewait.MarkerVolumeOf(pod, string(getRestore(t, ns, "app-restore").UID)); markers != restorewait.MarkerVolumeName || err != nil {
+		t.Errorf("marker volume %q, %v; volumes %+v", markers, err, pod.Spec.Volumes)
 	}
 	if sc := init.SecurityContext; sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 65534 || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
 		t.Errorf("securityContext %+v, want the unprivileged default", init.SecurityContext)

@@ -290,23 +290,16 @@ func withoutDroppedAttributes(t *testing.T, want, got fidelity.Manifest) (fideli
 
 // agentKnownDifferences are what a restore through the agent does not give back of the
 // tree, per uploader, beyond agentDroppedAttributes: the integration test's list
-// (fidelity.KnownDifferences, the same uploader outside the agent's jail), what
-// restore-wait adds (agentPathDifferences), and for kopia the device node that the data
-// mover may not make (restic's restore never makes one: already on its list).
+// (fidelity.KnownDifferences, the same uploader outside the agent's jail) and, for
+// kopia, the device node that the data mover may not make (restic's restore never
+// makes one: already on its list). restore-wait adds nothing: the agent tells it in
+// the pod's marker volume, not in the restored volume.
 // docs/agent.md ("What is preserved") says the same.
 func agentKnownDifferences(uploader backupv1alpha1.Uploader) []fidelity.Known {
-	out := append(fidelity.KnownDifferences(string(uploader)), agentPathDifferences...)
+	out := fidelity.KnownDifferences(string(uploader))
 	if uploader == backupv1alpha1.UploaderKopia {
 		out = append(out, fidelity.Known{Path: fidelity.CharDev, Field: "missing",
 			Why: "backed up with its number, but the data mover keeps no CAP_MKNOD: counted as not restored"})
 	}
 	return out
-}
-
-// agentPathDifferences are what restoring through restore-wait adds, with either
-// uploader.
-var agentPathDifferences = []fidelity.Known{
-	{Path: restorewait.MarkerDir, Field: "extra", Why: "the agent tells restore-wait that the volume is back with a marker in this directory at the volume's root; " +
-		"restore-wait (user 65534) removes the marker, but not the directory from a root it may not write in (0755, owned by another user)"},
-	{Path: ".", Field: "mtime", Why: "making " + restorewait.MarkerDir + " after the restore changes the volume root's modification time"},
 }
