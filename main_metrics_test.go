@@ -99,6 +99,23 @@ func waitAllowed(t *testing.T, env *testenv.Env, user string, allowed bool) {
 	})
 }
 
+// bindMetricsReader binds ServiceAccount ns/name to ClusterRole holdfast-metrics-reader,
+// as an install binds a Prometheus, until the test ends, and waits until the API
+// server says it may get /metrics.
+func bindMetricsReader(t *testing.T, env *testenv.Env, ns, name string) {
+	t.Helper()
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-reads-holdfast-" + ns},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "holdfast-metrics-reader"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: name}},
+	}
+	if err := env.Client.Create(t.Context(), binding); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), binding) })
+	waitAllowed(t, env, "system:serviceaccount:"+ns+":"+name, true)
+}
+
 // TestMetricsNeedATokenAllowedToGetMetrics starts a manager with the metrics options
 // of main.go, as the manager's and as the agent's ServiceAccount with the roles of
 // config/rbac (so their grants to check tokens are tested too), and scrapes it over
@@ -119,16 +136,7 @@ func TestMetricsNeedATokenAllowedToGetMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "prometheus-reads-holdfast-" + ns},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "holdfast-metrics-reader"},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: "prometheus"}},
-	}
-	if err := env.Client.Create(ctx, binding); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), binding) })
-	waitAllowed(t, env, "system:serviceaccount:"+ns+":prometheus", true)
+	bindMetricsReader(t, env, ns, "prometheus")
 	waitAllowed(t, env, "system:serviceaccount:"+ns+":not-a-reader", false)
 
 	for _, sa := range []string{testenv.ManagerServiceAccount, testenv.AgentServiceAccount} {
@@ -246,16 +254,7 @@ func TestManagerServesHoldfastMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "prometheus-reads-holdfast-" + ns},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "holdfast-metrics-reader"},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: "prometheus"}},
-	}
-	if err := env.Client.Create(ctx, binding); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), binding) })
-	waitAllowed(t, env, "system:serviceaccount:"+ns+":prometheus", true)
+	bindMetricsReader(t, env, ns, "prometheus")
 	bsl := &backupv1alpha1.BackupStorageLocation{ObjectMeta: metav1.ObjectMeta{Name: "metrics-" + ns},
 		Spec: backupv1alpha1.BackupStorageLocationSpec{Filesystem: &backupv1alpha1.FilesystemLocation{Path: t.TempDir()}}}
 	if err := env.Client.Create(ctx, bsl); err != nil {

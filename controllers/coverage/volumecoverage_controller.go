@@ -17,7 +17,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -297,26 +296,9 @@ func (r *VolumeCoverageReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// Its own status writes change no generation; a deletion brings it back.
 		For(&v1.VolumeCoverage{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&v1.VolumeBackupPolicy{}, toSingleton, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&corev1.Pod{}, toSingleton, builder.WithPredicates(podChangeMatters)).
+		Watches(&corev1.Pod{}, toSingleton, builder.WithPredicates(policyctrl.PodChangeMatters)).
 		Watches(&corev1.PersistentVolumeClaim{}, toSingleton).
 		Watches(&corev1.Namespace{}, toSingleton).
 		WatchesMetadata(rsMeta, toSingleton, builder.OnlyMetadata).
 		Complete(r)
-}
-
-// podChangeMatters drops pod updates that cannot change coverage (container statuses,
-// conditions, IPs), which are most pod events on a busy cluster.
-var podChangeMatters = predicate.Funcs{
-	UpdateFunc: func(e event.UpdateEvent) bool {
-		o, ok1 := e.ObjectOld.(*corev1.Pod)
-		n, ok2 := e.ObjectNew.(*corev1.Pod)
-		if !ok1 || !ok2 {
-			return true
-		}
-		return o.Status.Phase != n.Status.Phase || o.Spec.NodeName != n.Spec.NodeName ||
-			!o.DeletionTimestamp.Equal(n.DeletionTimestamp) ||
-			!equality.Semantic.DeepEqual(o.Labels, n.Labels) ||
-			!equality.Semantic.DeepEqual(o.Annotations, n.Annotations) ||
-			!equality.Semantic.DeepEqual(o.OwnerReferences, n.OwnerReferences)
-	},
 }

@@ -26,7 +26,7 @@ func TestPodChangeMatters(t *testing.T) {
 	for _, tt := range tests {
 		n := base.DeepCopy()
 		tt.change(n)
-		if got := podChangeMatters.Update(event.UpdateEvent{ObjectOld: base, ObjectNew: n}); got != tt.want {
+		if got := PodChangeMatters.Update(event.UpdateEvent{ObjectOld: base, ObjectNew: n}); got != tt.want {
 			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
 		}
 	}

@@ -286,7 +286,7 @@ func (r *VolumeBackupPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error 
 	rsMeta.SetGroupVersionKind(replicaSetGVK)
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.VolumeBackupPolicy{}).
-		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.policiesForNamespace), builder.WithPredicates(podChangeMatters)).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.policiesForNamespace), builder.WithPredicates(PodChangeMatters)).
 		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(r.policiesForNamespace)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.allPolicies)).
 		Watches(&v1.PodVolumeBackup{}, handler.EnqueueRequestsFromMapFunc(policyOfBackup)).
@@ -295,9 +295,10 @@ func (r *VolumeBackupPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error 
 		Complete(r)
 }
 
-// podChangeMatters drops pod updates that cannot change a selection (container
-// statuses, conditions, IPs): on a busy cluster they are most pod events.
-var podChangeMatters = predicate.Funcs{
+// PodChangeMatters drops pod updates that cannot change a selection (container
+// statuses, conditions, IPs): on a busy cluster they are most pod events. Coverage,
+// which selects as runs do, uses it too.
+var PodChangeMatters = predicate.Funcs{
 	UpdateFunc: func(e event.UpdateEvent) bool {
 		o, ok1 := e.ObjectOld.(*corev1.Pod)
 		n, ok2 := e.ObjectNew.(*corev1.Pod)
