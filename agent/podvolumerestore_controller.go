@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/holdfast-dev/holdfast/agent/mover"
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	"github.com/holdfast-dev/holdfast/agent/volumepath"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
@@ -98,6 +99,9 @@ func (r *PodVolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	if msg, ok := r.volumeNotMountedYet(ctx, pvr, err); ok {
 		return ctrl.Result{RequeueAfter: 2 * time.Second}, r.waiting(ctx, pvr, msg)
 	}
+	if msg, ok := r.markerVolumeNotSetUpYet(ctx, pvr, tgt.pod, err); ok {
+		return ctrl.Result{RequeueAfter: 2 * time.Second}, r.waiting(ctx, pvr, msg)
+	}
 	job := mover.Job{Kind: mover.KindRestore, SnapshotID: pvr.Spec.SnapshotID, SourcePath: pvr.Spec.SourcePath}
 	work := pvr.DeepCopy()
 	r.jobs.start(context.WithoutCancel(ctx), key, types.UID(pvr.Spec.Pod.UID), func(ctx context.Context, stopReason func() string) bool {
@@ -121,6 +125,25 @@ func (r *PodVolumeRestoreReconciler) volumeNotMountedYet(ctx context.Context, pv
 		return "", false
 	}
 	return fmt.Sprintf("waiting for the kubelet to set up volume %s of pod %s", pvr.Spec.Volume, pvr.Spec.Pod.Name), true
+}
+
+// markerVolumeNotSetUpYet reports, with a message, that the kubelet has not made the
+// directory of the marker volume of restore-wait, which holds pod for the restore, yet
+// (err is what resolving the restored volume returned; only a resolved one is asked
+// about). The kubelet sets up a pod's volumes side by side: a restore that ended
+// before the marker volume existed could not tell restore-wait, and would fail.
+func (r *PodVolumeRestoreReconciler) markerVolumeNotSetUpYet(ctx context.Context, pvr *v1.PodVolumeRestore, pod *corev1.Pod, err error) (string, bool) {
+	if err != nil || pod == nil || pod.Status.Phase != corev1.PodPending {
+		return "", false
+	}
+	markers, mErr := restorewait.MarkerVolumeOf(pod, restorewait.RestoreUIDOf(pvr))
+	if mErr != nil || markers == "" {
+		return "", false
+	}
+	if _, err := r.volumeOf(ctx, pod, markers); !errors.Is(err, volumepath.ErrNotMounted) {
+		return "", false
+	}
+	return fmt.Sprintf("waiting for the kubelet to set up volume %s of pod %s, in which restore-wait reads how the restore ended", markers, pod.Name), true
 }
 
 // reasonReadOnly is the reason of a restore refused because the pod mounts the volume

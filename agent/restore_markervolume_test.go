@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
@@ -403,5 +405,49 @@ func TestAPodThatComesLaterIsReleasedThroughItsMarkerVolume(t *testing.T) {
 				t.Errorf("the claim holds %d entries, want nothing of the marker", len(entries))
 			}
 		})
+	}
+}
+
+// The kubelet sets up a pod's volumes side by side: a restore whose marker volume is
+// not there yet waits for it (Pending, saying so) instead of ending with no way to
+// tell restore-wait, and ends once the kubelet has made it.
+func TestARestoreWaitsForTheMarkerVolume(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	repo := ensureRepository(t, ns, "fs", v1.UploaderKopia)
+	src := newVolume(t, ns, "src")
+	if err := os.WriteFile(filepath.Join(src.dir, "a"), []byte("alpha"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	backup := waitBackupPhase(t, createBackup(t, src, "early", "fs", repo, v1.UploaderKopia), v1.RunCompleted, v1.RunFailed)
+	if backup.Status.Phase != v1.RunCompleted {
+		t.Fatalf("backup: %s", backup.Status.Message)
+	}
+	h, markers := newMarkedPod(t, ns, "early", []string{"data"}, []string{"data"}, nil)
+	if err := os.Remove(markers); err != nil { // the kubelet has not made it yet
+		t.Fatal(err)
+	}
+	pvr := heldRestore(h, "data", repo, func(p *v1.PodVolumeRestore) { p.Spec.SnapshotID = backup.Status.SnapshotID })
+	if err := env.Client.Create(ctxFor(t), pvr); err != nil {
+		t.Fatal(err)
+	}
+	got := &v1.PodVolumeRestore{}
+	waitFor(t, "the restore waiting for the marker volume", func() error {
+		if err := env.Client.Get(ctxFor(t), client.ObjectKeyFromObject(pvr), got); err != nil {
+			return err
+		}
+		if got.Status.Phase != v1.RunPending || !strings.Contains(got.Status.Message, "in which restore-wait reads how the restore ended") {
+			return fmt.Errorf("phase %s, message %q", got.Status.Phase, got.Status.Message)
+		}
+		return nil
+	})
+	if err := os.Mkdir(markers, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitRestorePhase(t, pvr, v1.RunCompleted, v1.RunFailed, v1.RunCanceled); got.Status.Phase != v1.RunCompleted {
+		t.Fatalf("restore %s: %s", got.Status.Phase, got.Status.Message)
+	}
+	if _, err := os.Stat(filepath.Join(markers, restorewait.VolumeMarkerName(string(h.vr.UID), "data"))); err != nil {
+		t.Errorf("no done-marker in the marker volume: %v", err)
 	}
 }
