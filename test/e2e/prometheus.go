@@ -269,6 +269,19 @@ func (p *Prometheus) Stop() {
 	}
 }
 
+// Targets says, for each target, its job, URL, health and the last scrape's error.
+func (p *Prometheus) Targets(ctx context.Context) string {
+	res, err := p.API.Targets(ctx)
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, t := range res.Active {
+		out = append(out, fmt.Sprintf("%s %s: %s %s", t.Labels["job"], t.ScrapeURL, t.Health, t.LastError))
+	}
+	return strings.Join(out, "\n")
+}
+
 // Log returns the server's log.
 func (p *Prometheus) Log() string {
 	b, _ := os.ReadFile(filepath.Join(p.dir, "prometheus.log"))
@@ -303,11 +316,14 @@ func (p *Prometheus) WaitQuery(ctx context.Context, q string, timeout time.Durat
 	var vec model.Vector
 	var why string
 	err := wait.PollUntilContextTimeout(ctx, ScrapeInterval/2, timeout, true, func(ctx context.Context) (bool, error) {
-		var err error
-		if vec, err = p.Query(ctx, q); err != nil {
-			why = err.Error()
+		v, err := p.Query(ctx, q)
+		if err != nil {
+			if ctx.Err() == nil { // a query cut by the deadline says nothing of the condition
+				why = err.Error()
+			}
 			return false, nil
 		}
+		vec = v
 		ok, w := cond(vec)
 		why = w
 		return ok, nil
@@ -326,7 +342,9 @@ func (p *Prometheus) WaitAlert(ctx context.Context, name string, want model.Labe
 	err := wait.PollUntilContextTimeout(ctx, ScrapeInterval/2, timeout, true, func(ctx context.Context) (bool, error) {
 		res, err := p.API.Alerts(ctx)
 		if err != nil {
-			why = err.Error()
+			if ctx.Err() == nil {
+				why = err.Error()
+			}
 			return false, nil
 		}
 		var seen []string

@@ -121,7 +121,7 @@ func (s *stories) prometheusSeesEveryVolumeAndAlerts(t *testing.T) {
 		}
 		return up["holdfast-manager"] && up["holdfast-agent"], fmt.Sprintf("targets %v", v)
 	}); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\ntargets:\n%s", err, prom.Targets(ctx))
 	}
 
 	s.everyVolumeHasItsLastSuccess(t, prom, run)
