@@ -172,6 +172,8 @@ func TestStories(t *testing.T) {
 		{"AgentPodDeletedMidBackup", s.agentPodDeletedMidBackup},
 		{"MinIOStoppedMidRunThenStarted", s.minIOStoppedMidRunThenStarted},
 		{"SamplePolicyAdmittedAsShipped", s.samplePolicyAdmittedAsShipped},
+		// prometheus_test.go
+		{"PrometheusSeesEveryVolumeAndAlerts", s.prometheusSeesEveryVolumeAndAlerts},
 		// fidelity_test.go
 		{"EveryFileBackAsItWas", s.everyFileBackAsItWas},
 		// oneshot_test.go
