@@ -301,7 +301,10 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 		}
 		res.SnapshotID = string(id)
 		res.TotalBytes = man.Stats.TotalFileSize
-		res.TotalFiles = int64(man.Stats.TotalFileCount)
+		// kopia counts the files it finds unchanged since the previous snapshot
+		// (CachedFiles) apart from those it reads (TotalFileCount); their bytes are in
+		// TotalFileSize either way.
+		res.TotalFiles = int64(man.Stats.TotalFileCount) + int64(man.Stats.CachedFiles)
 		// Holdfast's own files are not files of the volume.
 		res.TotalBytes -= meta.bytes
 		res.TotalFiles -= int64(len(meta.files))
