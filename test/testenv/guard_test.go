@@ -58,11 +58,17 @@ func TestATestKilledLeavesNoControlPlane(t *testing.T) {
 		_ = child.Wait()
 		t.Fatalf("found %v below the child, want etcd and kube-apiserver", plane)
 	}
+	// The killed child cannot remove the directories envtest made for them (etcd's data,
+	// the API server's certificates): their command lines name them.
+	leftovers := envtestDirs(plane)
 	t.Cleanup(func() { // whatever the outcome, this test leaves nothing running
 		for _, p := range plane {
 			if alive(p) {
 				_ = syscall.Kill(p.pid, syscall.SIGKILL)
 			}
+		}
+		for _, d := range leftovers {
+			_ = os.RemoveAll(d)
 		}
 	})
 	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
@@ -136,4 +142,27 @@ func childrenOf(t *testing.T, pid int) []proc {
 func alive(p proc) bool {
 	now, _, state, ok := readProc(p.pid)
 	return ok && now.start == p.start && state != "Z"
+}
+
+// envtestDirs are the temporary directories envtest made for the processes, from their
+// command lines (--data-dir=, --cert-dir=, ... below the temporary directory).
+func envtestDirs(procs []proc) []string {
+	prefix := filepath.Join(os.TempDir(), "k8s_test_framework_")
+	var out []string
+	for _, p := range procs {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p.pid), "cmdline"))
+		if err != nil {
+			continue
+		}
+		for _, arg := range strings.Split(string(cmdline), "\x00") {
+			if i := strings.Index(arg, prefix); i >= 0 {
+				dir := arg[i:]
+				if j := strings.IndexByte(dir[len(prefix):], '/'); j >= 0 {
+					dir = dir[:len(prefix)+j]
+				}
+				out = append(out, dir)
+			}
+		}
+	}
+	return out
 }
