@@ -200,24 +200,15 @@ func (r *PodVolumeBackupReconciler) claim(ctx context.Context, pvb *v1.PodVolume
 		})
 }
 
-// locked puts a backup that found its repository locked by maintenance for longer than
-// it waits back to Pending, with a condition and a Warning event that say so; it is
-// tried again after a wait that doubles each time (jobs.lockedOut, the Reconcile gate).
+// locked puts a backup that found its repository locked by maintenance back to Pending
+// (backToPendingLocked).
 func (r *PodVolumeBackupReconciler) locked(ctx context.Context, pvb *v1.PodVolumeBackup) {
-	wait := r.jobs.lockedOut(client.ObjectKeyFromObject(pvb), time.Now(), r.opts.LockedRetry)
-	msg := fmt.Sprintf("the repository stayed locked by maintenance (a prune or a forget) for longer than the backup waits; "+
-		"the backup is Pending again and is tried again in %s", wait)
-	err := patchFinalStatus(ctx, r.Client, pvb, func(o *v1.PodVolumeBackup) {
+	backToPendingLocked(ctx, r.Agent, r.jobs, pvb, "backup", func(o *v1.PodVolumeBackup, msg string) {
 		o.Status.Phase = v1.RunPending
 		o.Status.StartTime = nil
 		o.Status.Message = msg
 		conditions.MarkReconciling(&o.Status.Conditions, o.Generation, reasonRepositoryLocked, msg)
 	})
-	if err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "putting the backup back to Pending after a repository lock")
-	}
-	r.recorder.Eventf(pvb, nil, corev1.EventTypeWarning, reasonRepositoryLocked, "Backup", "%s", msg)
-	ctrl.LoggerFrom(ctx).Info("repository locked; backup Pending again", "retryIn", wait)
 }
 
 func (r *PodVolumeBackupReconciler) endOrLog(ctx context.Context, pvb *v1.PodVolumeBackup, o outcome) {

@@ -243,24 +243,15 @@ func (r *PodVolumeRestoreReconciler) claim(ctx context.Context, pvr *v1.PodVolum
 		})
 }
 
-// locked puts a restore that found its repository locked by maintenance for longer than
-// it waits back to Pending, with a condition and a Warning event that say so; it is
-// tried again after a wait that doubles each time (jobs.lockedOut, the Reconcile gate).
+// locked puts a restore that found its repository locked by maintenance back to
+// Pending (backToPendingLocked).
 func (r *PodVolumeRestoreReconciler) locked(ctx context.Context, pvr *v1.PodVolumeRestore) {
-	wait := r.jobs.lockedOut(client.ObjectKeyFromObject(pvr), time.Now(), r.opts.LockedRetry)
-	msg := fmt.Sprintf("the repository stayed locked by maintenance (a prune or a forget) for longer than the restore waits; "+
-		"the restore is Pending again and is tried again in %s", wait)
-	err := patchFinalStatus(ctx, r.Client, pvr, func(o *v1.PodVolumeRestore) {
+	backToPendingLocked(ctx, r.Agent, r.jobs, pvr, "restore", func(o *v1.PodVolumeRestore, msg string) {
 		o.Status.Phase = v1.RunPending
 		o.Status.StartTime = nil
 		o.Status.Message = msg
 		conditions.MarkReconciling(&o.Status.Conditions, o.Generation, reasonRepositoryLocked, msg)
 	})
-	if err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "putting the restore back to Pending after a repository lock")
-	}
-	r.recorder.Eventf(pvr, nil, corev1.EventTypeWarning, reasonRepositoryLocked, "Restore", "%s", msg)
-	ctrl.LoggerFrom(ctx).Info("repository locked; restore Pending again", "retryIn", wait)
 }
 
 func (r *PodVolumeRestoreReconciler) endOrLog(ctx context.Context, pvr *v1.PodVolumeRestore, o outcome) {

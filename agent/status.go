@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/holdfast-dev/holdfast/agent/mover"
@@ -50,6 +51,24 @@ func patchFinalStatus[B any, P work[B]](ctx context.Context, c client.Client, ob
 	}, func() error {
 		return patchStatus(ctx, c, obj, mutate)
 	})
+}
+
+// backToPendingLocked puts work that found its repository locked by maintenance for
+// longer than it waits back to Pending, with a condition and a Warning event that say
+// so; it is tried again after a wait that doubles each time (jobs.lockedOut, the
+// Reconcile gate). noun is "backup" or "restore"; pending writes the Pending phase, the
+// message and the Reconciling condition into the kind's status.
+func backToPendingLocked[B any, P work[B]](ctx context.Context, a *Agent, j *jobs, obj P, noun string, pending func(o P, msg string)) {
+	wait := j.lockedOut(client.ObjectKeyFromObject(obj), time.Now(), a.opts.LockedRetry)
+	msg := fmt.Sprintf("the repository stayed locked by maintenance (a prune or a forget) for longer than the %[1]s waits; "+
+		"the %[1]s is Pending again and is tried again in %[2]s", noun, wait)
+	log := ctrl.LoggerFrom(ctx)
+	if err := patchFinalStatus(ctx, a.Client, obj, func(o P) { pending(o, msg) }); err != nil {
+		log.Error(err, "putting the "+noun+" back to Pending after a repository lock")
+	}
+	action := strings.ToUpper(noun[:1]) + noun[1:]
+	a.recorder.Eventf(obj, nil, corev1.EventTypeWarning, reasonRepositoryLocked, action, "%s", msg)
+	log.Info("repository locked; "+noun+" Pending again", "retryIn", wait)
 }
 
 // claimAttempts bounds how often a claim is tried again after the object changed
