@@ -135,7 +135,10 @@ func (r *VolumeCoverageReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	res := Compute(Input{Cluster: cluster, Policies: policies, CostBudget: r.CostBudget, OperatorNamespace: r.Namespace})
 	ctrl.LoggerFrom(ctx).V(1).Info("computed coverage", "volumes", len(res.Volumes), "took", time.Since(start))
 	metricsCollector.set(res)
-	r.announce(ctx, cluster, res)
+	after := resync
+	if heldBack := r.announce(ctx, cluster, res); heldBack {
+		after = r.interval() // the claims past maxEventsPerPass are told at the next one
+	}
 
 	base := cov.DeepCopy()
 	setStatus(&cov.Status, cov.Generation, res, metav1.NewTime(now))
@@ -144,7 +147,7 @@ func (r *VolumeCoverageReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 			return ctrl.Result{}, fmt.Errorf("patching the status of VolumeCoverage %s: %w", cov.Name, err)
 		}
 	}
-	return ctrl.Result{RequeueAfter: resync}, nil
+	return ctrl.Result{RequeueAfter: after}, nil
 }
 
 func (r *VolumeCoverageReconciler) interval() time.Duration {
@@ -223,7 +226,8 @@ func (r *VolumeCoverageReconciler) policies(ctx context.Context) ([]Policy, erro
 
 // announce writes an Unprotected event on each claim that became unprotected and a
 // Protected event on each claim that was announced unprotected and is now protected.
-func (r *VolumeCoverageReconciler) announce(ctx context.Context, cluster *policyctrl.Cluster, res *Result) {
+// heldBack says that some were left for the next computation (maxEventsPerPass).
+func (r *VolumeCoverageReconciler) announce(ctx context.Context, cluster *policyctrl.Cluster, res *Result) (heldBack bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.told == nil {
@@ -245,6 +249,7 @@ func (r *VolumeCoverageReconciler) announce(ctx context.Context, cluster *policy
 		pvc := cluster.Claim(v.Namespace, v.Claim)
 		if pvc == nil || sent == maxEventsPerPass {
 			next[key] = prev // not told: the next computation tries again
+			heldBack = heldBack || pvc != nil
 			continue
 		}
 		sent++
@@ -266,6 +271,7 @@ func (r *VolumeCoverageReconciler) announce(ctx context.Context, cluster *policy
 		ctrl.LoggerFrom(ctx).Info("claim is no longer unprotected", "namespace", v.Namespace, "claim", v.Claim, "state", v.State, "policy", v.Policy)
 	}
 	r.told = next
+	return heldBack
 }
 
 func lower(state string) string {

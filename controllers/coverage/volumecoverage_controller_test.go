@@ -354,3 +354,59 @@ func TestOnlyOneVolumeCoverage(t *testing.T) {
 		t.Errorf("creating VolumeCoverage mine: %v, want the name rule's refusal", err)
 	}
 }
+
+// More claims become unprotected at once than one computation tells (maxEventsPerPass):
+// the computation comes back an interval later for the rest, not at the resync ten
+// minutes on, and every claim is told.
+func TestEveryUnprotectedClaimIsToldSoon(t *testing.T) {
+	e := testenv.Require(t, env)
+	ns := e.Namespace(t, nil)
+	var vols []corev1.Volume
+	for i := range maxEventsPerPass + 5 {
+		pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("told-%d", i)},
+			Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}
+		create(t, pvc)
+		vols = append(vols, claimVol(pvc.Name, pvc.Name))
+	}
+	pod := runningPod(t, ns, "many", "node-"+ns, vols...)
+	// Its claims, unbound, are not counted once no pod mounts them: later tests see a
+	// cluster without them.
+	t.Cleanup(func() { _ = e.Client.Delete(context.Background(), pod, client.GracePeriodSeconds(0)) })
+
+	engine, err := celpolicy.NewEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const interval = 30 * time.Second
+	clk := clocktesting.NewFakePassiveClock(time.Now())
+	rec := events.NewFakeRecorder(10000)
+	r := &VolumeCoverageReconciler{Client: e.Client, Engine: engine, Recorder: rec, Options: Options{Interval: interval, Clock: clk}}
+	req := ctrl.Request{NamespacedName: client.ObjectKey{Name: v1.VolumeCoverageName}}
+	res, err := r.Reconcile(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RequeueAfter != interval {
+		t.Fatalf("with claims left untold, RequeueAfter %s, want the interval %s", res.RequeueAfter, interval)
+	}
+	for pass := 0; res.RequeueAfter != resync; pass++ {
+		if pass == 20 {
+			t.Fatalf("claims still untold after %d computations", pass)
+		}
+		clk.SetTime(clk.Now().Add(res.RequeueAfter))
+		if res, err = r.Reconcile(t.Context(), req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	told := map[string]bool{}
+	for len(rec.Events) > 0 {
+		ev := <-rec.Events
+		if _, rest, ok := strings.Cut(ev, "protects claim told-"); ok {
+			told[strings.Fields(rest)[0]] = true
+		}
+	}
+	if len(told) != maxEventsPerPass+5 {
+		t.Errorf("%d of the %d claims told unprotected", len(told), maxEventsPerPass+5)
+	}
+}
