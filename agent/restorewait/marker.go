@@ -119,16 +119,11 @@ func waitsFor(c *corev1.Container, restoreUID string) bool {
 // its open: where a container sharing the volume would swap in a symlink.
 var testHookMarkerDirMade = func() {}
 
-// WriteMarker tells restore-wait how the restore of the volume at volumeDir ended:
-// restored when failure is "", failed for that reason otherwise. It runs in the agent,
-// as root.
-func WriteMarker(volumeDir, restoreUID string, owner Owner, failure string) error {
-	return WriteMarkerFor(volumeDir, restoreUID, "", owner, failure)
-}
-
-// WriteMarkerFor is WriteMarker for the restore-wait of the pod with UID podUID (see
-// MarkerName; "" writes the marker every restore-wait of the restore without a pod UID
-// reads). The restore of a claim that several held pods mount writes one for each.
+// WriteMarkerFor tells the restore-wait of the pod with UID podUID how the restore of
+// the volume at volumeDir ended: restored when failure is "", failed for that reason
+// otherwise (see MarkerName; podUID "" writes the marker every restore-wait of the
+// restore without a pod UID reads). The restore of a claim that several held pods
+// mount writes one for each. It runs in the agent, as root.
 func WriteMarkerFor(volumeDir, restoreUID, podUID string, owner Owner, failure string) error {
 	if err := checkUID(restoreUID); err != nil {
 		return err

@@ -65,12 +65,12 @@ func waitBriefly(t *testing.T, vol, uid string) (string, error) {
 func TestWriteMarkerForRestoreWaitsUser(t *testing.T) {
 	requireRoot(t)
 	vol := t.TempDir()
-	if err := WriteMarker(vol, "uid-1", restoreWaitUser, ""); err != nil {
+	if err := WriteMarkerFor(vol, "uid-1", "", restoreWaitUser, ""); err != nil {
 		t.Fatal(err)
 	}
 	checkOwnerMode(t, filepath.Join(vol, MarkerDir), 65534, 65534, os.ModeDir|0o700)
 	checkOwnerMode(t, filepath.Join(vol, MarkerDir, "uid-1"), 0, 0, 0o644)
-	if err := WriteMarker(vol, "uid-2", restoreWaitUser, "snapshot k1 is gone"); err != nil {
+	if err := WriteMarkerFor(vol, "uid-2", "", restoreWaitUser, "snapshot k1 is gone"); err != nil {
 		t.Fatal(err)
 	}
 	checkOwnerMode(t, filepath.Join(vol, MarkerDir, "uid-2"+FailedSuffix), 0, 0, 0o644)
@@ -95,7 +95,7 @@ func TestWriteMarkerForRestoreWaitsUser(t *testing.T) {
 func TestWriteMarkerForAnUnknownUser(t *testing.T) {
 	requireRoot(t)
 	vol := t.TempDir()
-	if err := WriteMarker(vol, "uid-1", UnknownOwner, ""); err != nil {
+	if err := WriteMarkerFor(vol, "uid-1", "", UnknownOwner, ""); err != nil {
 		t.Fatal(err)
 	}
 	checkOwnerMode(t, filepath.Join(vol, MarkerDir), 0, 0, os.ModeDir|0o755)
@@ -141,7 +141,7 @@ func TestWriteMarkerReplacesWhatItDidNotMake(t *testing.T) {
 			vol := t.TempDir()
 			must(t, os.Chmod(vol, 0o750))
 			tc.plant(t, vol)
-			if err := WriteMarker(vol, "uid-1", restoreWaitUser, ""); err != nil {
+			if err := WriteMarkerFor(vol, "uid-1", "", restoreWaitUser, ""); err != nil {
 				t.Fatal(err)
 			}
 			checkOwnerMode(t, vol, 0, 0, os.ModeDir|0o750)
@@ -171,7 +171,7 @@ func TestWriteMarkerSymlinkPlantedDuringTheWrite(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() { testHookMarkerDirMade = func() {} })
-	if err := WriteMarker(vol, "uid-1", restoreWaitUser, ""); err != nil {
+	if err := WriteMarkerFor(vol, "uid-1", "", restoreWaitUser, ""); err != nil {
 		t.Fatal(err)
 	}
 	if swaps != 2 {
@@ -190,8 +190,8 @@ func TestWriteMarkerSymlinkPlantedDuringTheWrite(t *testing.T) {
 		must(t, os.Remove(filepath.Join(vol, MarkerDir)))
 		must(t, os.Symlink(".", filepath.Join(vol, MarkerDir)))
 	}
-	if err := WriteMarker(vol, "uid-1", restoreWaitUser, ""); err == nil {
-		t.Error("WriteMarker succeeded although .holdfast was a symlink at every attempt")
+	if err := WriteMarkerFor(vol, "uid-1", "", restoreWaitUser, ""); err == nil {
+		t.Error("WriteMarkerFor succeeded although .holdfast was a symlink at every attempt")
 	}
 	checkOwnerMode(t, vol, 0, 0, os.ModeDir|0o750)
 }
@@ -208,15 +208,15 @@ func TestWaitRefusesMarkersTheAgentDidNotWrite(t *testing.T) {
 		log   string
 	}{
 		{"a marker of another user", func(t *testing.T, vol string) {
-			must(t, WriteMarker(vol, "other", restoreWaitUser, ""))
+			must(t, WriteMarkerFor(vol, "other", "", restoreWaitUser, ""))
 			forge(t, vol, "uid-1", 1000)
 		}, "owned by uid 1000, not by the agent"},
 		{"a marker of restore-wait's own user", func(t *testing.T, vol string) {
-			must(t, WriteMarker(vol, "other", restoreWaitUser, ""))
+			must(t, WriteMarkerFor(vol, "other", "", restoreWaitUser, ""))
 			forge(t, vol, "uid-1", 65534)
 		}, "owned by uid 65534, not by the agent"},
 		{"a forged failure", func(t *testing.T, vol string) {
-			must(t, WriteMarker(vol, "other", restoreWaitUser, ""))
+			must(t, WriteMarkerFor(vol, "other", "", restoreWaitUser, ""))
 			forge(t, vol, "uid-1"+FailedSuffix, 1000)
 		}, "owned by uid 1000, not by the agent"},
 		{"a directory of another user with a root-owned marker", func(t *testing.T, vol string) {
@@ -230,12 +230,12 @@ func TestWaitRefusesMarkersTheAgentDidNotWrite(t *testing.T) {
 			must(t, os.WriteFile(filepath.Join(vol, MarkerDir, "uid-1"), nil, 0o644))
 		}, "with mode 0777"},
 		{"a symlink", func(t *testing.T, vol string) {
-			must(t, WriteMarker(vol, "other", restoreWaitUser, ""))
+			must(t, WriteMarkerFor(vol, "other", "", restoreWaitUser, ""))
 			must(t, os.Symlink("other", filepath.Join(vol, MarkerDir, "uid-1")))
 		}, "not a regular file"},
 		{"the marker directory as a symlink", func(t *testing.T, vol string) {
 			real := t.TempDir()
-			must(t, WriteMarker(real, "uid-1", restoreWaitUser, ""))
+			must(t, WriteMarkerFor(real, "uid-1", "", restoreWaitUser, ""))
 			must(t, os.Symlink(filepath.Join(real, MarkerDir), filepath.Join(vol, MarkerDir)))
 		}, "not a directory"},
 	} {
@@ -250,7 +250,7 @@ func TestWaitRefusesMarkersTheAgentDidNotWrite(t *testing.T) {
 				t.Errorf("log %q, want one line saying %q", log, tc.log)
 			}
 			// The agent's marker then releases it.
-			must(t, WriteMarker(vol, "uid-1", restoreWaitUser, ""))
+			must(t, WriteMarkerFor(vol, "uid-1", "", restoreWaitUser, ""))
 			if log, err := waitBriefly(t, vol, "uid-1"); err != nil {
 				t.Errorf("Wait after the agent's marker: %v\n%s", err, log)
 			}

@@ -271,15 +271,12 @@ func keys(m map[string]string) string {
 	return "[" + strings.Join(ks, " ") + "]"
 }
 
-// Known is a difference a restore path is known to make, and why: Field must match
-// exactly, Path too unless it is AnyPath.
+// Known is a difference a restore path is known to make, and why: Path and Field must
+// match exactly.
 type Known struct {
 	Path, Field string
 	Why         string
 }
-
-// AnyPath as Known.Path matches every path.
-const AnyPath = "*"
 
 // Check sorts diffs against known: it returns the differences that are not known, and
 // the known ones that did not occur although their path is in the source (a fix that
@@ -291,15 +288,15 @@ func Check(diffs []Difference, known []Known, source Manifest) (unknown []Differ
 		isKnown[[2]string{k.Path, k.Field}] = true
 	}
 	for _, d := range diffs {
-		k, any := [2]string{d.Path, d.Field}, [2]string{AnyPath, d.Field}
-		seen[k], seen[any] = true, true
-		if !isKnown[k] && !isKnown[any] {
+		k := [2]string{d.Path, d.Field}
+		seen[k] = true
+		if !isKnown[k] {
 			unknown = append(unknown, d)
 		}
 	}
 	for _, k := range known {
 		_, inSource := source[k.Path]
-		if (inSource || k.Path == AnyPath || k.Field == "extra") && !seen[[2]string{k.Path, k.Field}] {
+		if (inSource || k.Field == "extra") && !seen[[2]string{k.Path, k.Field}] {
 			stale = append(stale, k)
 		}
 	}

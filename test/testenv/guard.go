@@ -22,9 +22,9 @@ import (
 // guardedBinaries are the binaries envtest starts as long-running children.
 var guardedBinaries = []string{"etcd", "kube-apiserver"}
 
-// guardBinaries makes dir a binary directory for envtest in which etcd and
-// kube-apiserver are scripts that exec the real ones in toolsBin with a parent-death
-// signal (SIGKILL), and every other tool is a link to the real one.
+// guardBinaries makes dir a directory in which etcd and kube-apiserver are scripts that
+// exec the real ones in toolsBin with a parent-death signal (SIGKILL); Start sets
+// envtest's paths of the two to them.
 func guardBinaries(dir, toolsBin string) (string, error) {
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
@@ -38,9 +38,6 @@ func guardBinaries(dir, toolsBin string) (string, error) {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
 			return "", err
 		}
-	}
-	if err := os.Symlink(filepath.Join(toolsBin, "kubectl"), filepath.Join(dir, "kubectl")); err != nil {
-		return "", err
 	}
 	return dir, nil
 }

@@ -106,7 +106,7 @@ func Start(opts Options) (*Env, error) {
 	}
 	scheme := Scheme()
 	env := &envtest.Environment{
-		BinaryAssetsDirectory: guarded,
+		BinaryAssetsDirectory: bin,
 		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
