@@ -270,17 +270,9 @@ func merge(sources map[string]*Volume, v Volume) {
 		sources[key] = &v
 		return
 	}
-	if rank[v.State] < rank[cur.State] || (rank[v.State] == rank[cur.State] && older(v.pod, cur.pod)) {
+	if rank[v.State] < rank[cur.State] || (rank[v.State] == rank[cur.State] && policyctrl.Older(v.pod, cur.pod)) {
 		*cur = v
 	}
-}
-
-// older orders pods as a run does for a shared claim: creation time, then name.
-func older(a, b *corev1.Pod) bool {
-	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-		return a.CreationTimestamp.Before(&b.CreationTimestamp)
-	}
-	return a.Name < b.Name
 }
 
 func podVolumeKey(pod *corev1.Pod, volume string) string {

@@ -17,16 +17,6 @@ func LongestInterval(s *v1.Schedule, from time.Time) (time.Duration, error) {
 	if err != nil || cs == nil {
 		return 0, err
 	}
-	var longest time.Duration
-	end := from.AddDate(4, 0, 0)
-	prev := cs.next(from)
-	for i := 0; i < maxIntervalTicks && !prev.IsZero() && prev.Before(end); i++ {
-		t := cs.next(prev)
-		if t.IsZero() {
-			break
-		}
-		longest = max(longest, t.Sub(prev))
-		prev = t
-	}
+	_, longest := cs.intervals(from)
 	return longest, nil
 }

@@ -64,7 +64,14 @@ const maxIntervalTicks = 1000
 // zone, so a daylight-saving day that shortens an interval counts. Zero when the
 // schedule has fewer than two ticks there.
 func (c *cronSchedule) shortestInterval(from time.Time) time.Duration {
-	var shortest time.Duration
+	shortest, _ := c.intervals(from)
+	return shortest
+}
+
+// intervals are the shortest and the longest time between two consecutive ticks in the
+// next maxIntervalTicks ticks (or the next four years) after from; zero when the
+// schedule has fewer than two ticks there.
+func (c *cronSchedule) intervals(from time.Time) (shortest, longest time.Duration) {
 	end := from.AddDate(4, 0, 0)
 	prev := c.next(from)
 	for i := 0; i < maxIntervalTicks && !prev.IsZero() && prev.Before(end); i++ {
@@ -72,12 +79,14 @@ func (c *cronSchedule) shortestInterval(from time.Time) time.Duration {
 		if t.IsZero() {
 			break
 		}
-		if d := t.Sub(prev); shortest == 0 || d < shortest {
+		d := t.Sub(prev)
+		if shortest == 0 || d < shortest {
 			shortest = d
 		}
+		longest = max(longest, d)
 		prev = t
 	}
-	return shortest
+	return shortest, longest
 }
 
 // latestDue returns the latest tick in (after, now], and whether there is one. However

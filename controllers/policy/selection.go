@@ -249,15 +249,16 @@ func onePerSource(targets []target) []target {
 			out = append(out, t)
 			continue
 		}
-		if older(t.pod, out[i].pod) {
+		if Older(t.pod, out[i].pod) {
 			out[i] = t
 		}
 	}
 	return out
 }
 
-// older orders pods by creation time, then name.
-func older(a, b *corev1.Pod) bool {
+// Older orders pods by creation time, then name: which of a claim's pods a run backs it
+// up through, and which one coverage names.
+func Older(a, b *corev1.Pod) bool {
 	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
 		return a.CreationTimestamp.Before(&b.CreationTimestamp)
 	}

@@ -72,18 +72,21 @@ func (v *VolumeBackupPolicyValidator) validateExclusion(p *v1.VolumeBackupPolicy
 		}
 	}
 	var errs field.ErrorList
-	path := field.NewPath("spec", "coverage", "exclude")
 	for _, e := range celpolicy.Errors(check(expr)) {
-		switch e.Type {
-		case celpolicy.ErrorTooLong:
-			errs = append(errs, field.TooLong(path, "", celpolicy.MaxExpressionLength))
-		case celpolicy.ErrorInternal:
-			errs = append(errs, field.InternalError(path, fmt.Errorf("%s", e.Detail)))
-		default:
-			errs = append(errs, field.Invalid(path, expr, e.Detail))
-		}
+		errs = append(errs, expressionError(field.NewPath("spec", "coverage", "exclude"), expr, e))
 	}
 	return errs
+}
+
+// expressionError is the field error of a CEL expression's error e at path.
+func expressionError(path *field.Path, expr string, e *celpolicy.Error) *field.Error {
+	switch e.Type {
+	case celpolicy.ErrorTooLong:
+		return field.TooLong(path, "", celpolicy.MaxExpressionLength)
+	case celpolicy.ErrorInternal:
+		return field.InternalError(path, fmt.Errorf("%s", e.Detail))
+	}
+	return field.Invalid(path, expr, e.Detail)
 }
 
 // ValidateDelete allows every deletion.
@@ -99,14 +102,7 @@ func (v *VolumeBackupPolicyValidator) validate(p *v1.VolumeBackupPolicy, check f
 		if e.Field == celpolicy.FieldNamespaces {
 			path, expr = field.NewPath("spec", "selector", "namespaces"), p.Spec.Selector.Namespaces
 		}
-		switch e.Type {
-		case celpolicy.ErrorTooLong:
-			errs = append(errs, field.TooLong(path, "", celpolicy.MaxExpressionLength))
-		case celpolicy.ErrorInternal:
-			errs = append(errs, field.InternalError(path, fmt.Errorf("%s", e.Detail)))
-		default:
-			errs = append(errs, field.Invalid(path, expr, e.Detail))
-		}
+		errs = append(errs, expressionError(path, expr, e))
 	}
 	if p.Spec.Schedule != nil {
 		sched, err := parseSchedule(p.Spec.Schedule)
