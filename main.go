@@ -256,10 +256,11 @@ func runManager(args []string, stderr io.Writer) error {
 	}
 	(&restore.PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: *namespace, Image: *restoreHelperImage}).SetupWithManager(mgr)
 	storage.SetupJobCredentials(mgr, *namespace, *agentServiceAccount)
-	if err := policyctrl.Setup(mgr); err != nil {
+	engine, err := policyctrl.Setup(mgr)
+	if err != nil {
 		return err
 	}
-	if err := coverage.Setup(mgr, coverage.Options{Interval: *coverageInterval, Namespace: *namespace}); err != nil {
+	if err := coverage.Setup(mgr, coverage.Options{Interval: *coverageInterval, Namespace: *namespace, Engine: engine}); err != nil {
 		return err
 	}
 	if err := stranded.Setup(mgr, stranded.Options{Namespace: *namespace, Deadline: *strandedDeadline}); err != nil {

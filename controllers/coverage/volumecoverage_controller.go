@@ -58,6 +58,9 @@ type Options struct {
 	Namespace string
 	// Clock is time, for tests; the real clock when nil.
 	Clock clock.PassiveClock
+	// Engine is the policy controller's CEL engine (policyctrl.Setup), whose compiled
+	// selectors coverage reuses; an engine of its own when nil.
+	Engine *celpolicy.Engine
 }
 
 // VolumeCoverageReconciler keeps the VolumeCoverage named cluster, the coverage
@@ -90,9 +93,12 @@ type VolumeCoverageReconciler struct {
 // Setup adds the coverage controller to the manager and registers its metrics on
 // controller-runtime's registry.
 func Setup(mgr ctrl.Manager, opts Options) error {
-	engine, err := celpolicy.NewEngine()
-	if err != nil {
-		return fmt.Errorf("building the CEL engine: %w", err)
+	engine := opts.Engine
+	if engine == nil {
+		var err error
+		if engine, err = celpolicy.NewEngine(); err != nil {
+			return fmt.Errorf("building the CEL engine: %w", err)
+		}
 	}
 	r := &VolumeCoverageReconciler{Client: mgr.GetClient(), Engine: engine, Recorder: mgr.GetEventRecorder("holdfast-coverage"), Options: opts}
 	if err := r.SetupWithManager(mgr); err != nil {

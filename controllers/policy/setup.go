@@ -9,17 +9,18 @@ import (
 )
 
 // Setup adds the VolumeBackupPolicy controller and its validating webhook to the
-// manager; both share one CEL engine.
-func Setup(mgr ctrl.Manager) error {
+// manager and returns the CEL engine both share: coverage evaluates the same compiled
+// selectors with it, and the controller drops a deleted policy's from it.
+func Setup(mgr ctrl.Manager) (*celpolicy.Engine, error) {
 	engine, err := celpolicy.NewEngine()
 	if err != nil {
-		return fmt.Errorf("building the CEL engine: %w", err)
+		return nil, fmt.Errorf("building the CEL engine: %w", err)
 	}
 	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Engine: engine}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the policy controller: %w", err)
+		return nil, fmt.Errorf("setting up the policy controller: %w", err)
 	}
 	if err := (&VolumeBackupPolicyValidator{Engine: engine}).SetupWebhookWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the policy webhook: %w", err)
+		return nil, fmt.Errorf("setting up the policy webhook: %w", err)
 	}
-	return nil
+	return engine, nil
 }
