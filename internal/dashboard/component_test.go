@@ -6,10 +6,9 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
+	"github.com/holdfast-dev/holdfast/test/kustomize"
 	"github.com/holdfast-dev/holdfast/test/testenv"
 )
 
@@ -17,34 +16,26 @@ import (
 // one ConfigMap that the Grafana sidecar loads, holding the committed dashboard byte for
 // byte, under a fixed name.
 func TestComponentShipsTheDashboard(t *testing.T) {
-	dir := t.TempDir()
-	rel := func(p string) string {
-		r, err := filepath.Rel(dir, filepath.Join(testenv.RepoRoot(), p))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	kustomization := "resources:\n- " + rel("config/default") + "\ncomponents:\n- " + rel("config/grafana") + "\n"
-	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
+	dir, err := kustomize.Overlay(t.TempDir(), []string{"config/default"}, []string{"config/grafana"}, "")
+	if err != nil {
 		t.Fatal(err)
 	}
-	resMap, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	objs, err := kustomize.Build(dir)
 	if err != nil {
-		t.Fatalf("kustomize build of config/default with config/grafana: %v", err)
+		t.Fatal(err)
 	}
 	var found []corev1.ConfigMap
-	for _, r := range resMap.Resources() {
-		if r.GetKind() != "ConfigMap" || r.GetLabels()["grafana_dashboard"] == "" {
+	for _, o := range objs {
+		if o.GetKind() != "ConfigMap" || o.GetLabels()["grafana_dashboard"] == "" {
 			continue
 		}
-		data, err := r.AsYAML()
+		data, err := o.MarshalJSON()
 		if err != nil {
 			t.Fatal(err)
 		}
 		var cm corev1.ConfigMap
 		if err := yaml.UnmarshalStrict(data, &cm); err != nil {
-			t.Fatalf("%s: %v", r.CurId(), err)
+			t.Fatalf("ConfigMap %s: %v", o.GetName(), err)
 		}
 		found = append(found, cm)
 	}

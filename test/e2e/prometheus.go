@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/holdfast-dev/holdfast/test/kustomize"
 	"io"
 	"net"
 	"net/http"
@@ -23,8 +24,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 )
 
@@ -53,35 +52,7 @@ type Prometheus struct {
 // componentObjects returns the objects of `kustomize build config/prometheus`, as
 // docs/alerts.md tells a user without the Prometheus Operator to build them.
 func (e *Env) componentObjects() ([]*unstructured.Unstructured, error) {
-	resMap, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), filepath.Join(e.Cluster.RepoRoot, prometheusComponent))
-	if err != nil {
-		return nil, fmt.Errorf("kustomize build %s: %w", prometheusComponent, err)
-	}
-	var objs []*unstructured.Unstructured
-	for _, r := range resMap.Resources() {
-		m, err := r.Map()
-		if err != nil {
-			return nil, err
-		}
-		objs = append(objs, &unstructured.Unstructured{Object: m})
-	}
-	return objs, nil
-}
-
-// ShippedRuleFile is the rule file a plain Prometheus loads: the spec (the groups) of
-// the component's PrometheusRule, as test/prometheus hands it to promtool.
-func ShippedRuleFile(objs []*unstructured.Unstructured) ([]byte, error) {
-	for _, o := range objs {
-		if o.GetKind() != "PrometheusRule" {
-			continue
-		}
-		groups, ok, err := unstructured.NestedFieldNoCopy(o.Object, "spec", "groups")
-		if err != nil || !ok {
-			return nil, fmt.Errorf("PrometheusRule %s has no spec.groups (%v)", o.GetName(), err)
-		}
-		return yaml.Marshal(map[string]any{"groups": groups})
-	}
-	return nil, fmt.Errorf("%s has no PrometheusRule", prometheusComponent)
+	return kustomize.Build(filepath.Join(e.Cluster.RepoRoot, prometheusComponent))
 }
 
 // ApplyScraperIdentity applies the scrape identity of the component (its

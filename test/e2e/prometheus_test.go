@@ -18,6 +18,7 @@ import (
 
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/identity"
+	"github.com/holdfast-dev/holdfast/test/prometheus"
 )
 
 // The Prometheus story's objects (manifests/reports.yaml).
@@ -62,7 +63,7 @@ func (s *stories) prometheusSeesEveryVolumeAndAlerts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rules, err := ShippedRuleFile(objs)
+	rules, err := prometheus.RuleFile(objs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,19 +1,14 @@
 package install
 
 import (
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 
-	"github.com/holdfast-dev/holdfast/test/testenv"
+	"github.com/holdfast-dev/holdfast/test/kustomize"
 )
 
 // built is the output of one kustomize build.
@@ -26,28 +21,11 @@ type built struct {
 // repository (relative to its root) or on an absolute directory.
 func build(t *testing.T, dir string) *built {
 	t.Helper()
-	if !filepath.IsAbs(dir) {
-		dir = filepath.Join(testenv.RepoRoot(), dir)
-	}
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	resMap, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	objs, err := kustomize.Build(dir)
 	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
+		t.Fatal(err)
 	}
-	b := &built{t: t}
-	for _, r := range resMap.Resources() {
-		// Through JSON, so numbers are int64 and float64 as unstructured expects.
-		data, err := r.MarshalJSON()
-		if err != nil {
-			t.Fatal(err)
-		}
-		u := &unstructured.Unstructured{}
-		if err := u.UnmarshalJSON(data); err != nil {
-			t.Fatalf("%s: %v", r.CurId(), err)
-		}
-		b.objs = append(b.objs, u)
-	}
-	return b
+	return &built{t: t, objs: objs}
 }
 
 // overlay writes a kustomization into a temporary directory whose resources and
@@ -55,27 +33,8 @@ func build(t *testing.T, dir string) *built {
 // Holdfast, and returns the directory. extra is appended to the kustomization.
 func overlay(t *testing.T, resources, components []string, extra string) string {
 	t.Helper()
-	dir := t.TempDir()
-	rel := func(p string) string {
-		r, err := filepath.Rel(dir, filepath.Join(testenv.RepoRoot(), p))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	var sb strings.Builder
-	sb.WriteString("resources:\n")
-	for _, r := range resources {
-		sb.WriteString("- " + rel(r) + "\n")
-	}
-	if len(components) > 0 {
-		sb.WriteString("components:\n")
-		for _, c := range components {
-			sb.WriteString("- " + rel(c) + "\n")
-		}
-	}
-	sb.WriteString(extra)
-	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(sb.String()), 0o644); err != nil {
+	dir, err := kustomize.Overlay(t.TempDir(), resources, components, extra)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return dir

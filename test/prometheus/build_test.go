@@ -9,9 +9,8 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 
+	"github.com/holdfast-dev/holdfast/test/kustomize"
 	"github.com/holdfast-dev/holdfast/test/testenv"
 )
 
@@ -23,33 +22,13 @@ const componentDir = "config/prometheus"
 // extra is appended to the overlay's kustomization.
 func buildWithComponent(t *testing.T, extra string) []*unstructured.Unstructured {
 	t.Helper()
-	dir := t.TempDir()
-	rel := func(p string) string {
-		r, err := filepath.Rel(dir, filepath.Join(testenv.RepoRoot(), p))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	kustomization := "resources:\n- " + rel("config/default") + "\ncomponents:\n- " + rel(componentDir) + "\n" + extra
-	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
+	dir, err := kustomize.Overlay(t.TempDir(), []string{"config/default"}, []string{componentDir}, extra)
+	if err != nil {
 		t.Fatal(err)
 	}
-	resMap, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	objs, err := kustomize.Build(dir)
 	if err != nil {
-		t.Fatalf("kustomize build of config/default with %s: %v", componentDir, err)
-	}
-	var objs []*unstructured.Unstructured
-	for _, r := range resMap.Resources() {
-		data, err := r.MarshalJSON()
-		if err != nil {
-			t.Fatal(err)
-		}
-		u := &unstructured.Unstructured{}
-		if err := u.UnmarshalJSON(data); err != nil {
-			t.Fatalf("%s: %v", r.CurId(), err)
-		}
-		objs = append(objs, u)
+		t.Fatal(err)
 	}
 	return objs
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/holdfast-dev/holdfast/test/metricnames"
 	"github.com/holdfast-dev/holdfast/test/testenv"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // ruleFileName is the name the promtool tests in testdata load their rules from
@@ -52,11 +53,7 @@ func shippedRules(t *testing.T) (*monitoringv1.PrometheusRule, []byte) {
 	t.Helper()
 	u := find(t, buildWithComponent(t, ""), "PrometheusRule", "holdfast")
 	rule := decodeStrict[monitoringv1.PrometheusRule](t, u)
-	groups, ok := u.Object["spec"].(map[string]any)["groups"]
-	if !ok {
-		t.Fatal("the PrometheusRule has no spec.groups")
-	}
-	file, err := yaml.Marshal(map[string]any{"groups": groups})
+	file, err := RuleFile([]*unstructured.Unstructured{u})
 	if err != nil {
 		t.Fatal(err)
 	}
