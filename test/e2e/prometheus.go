@@ -211,7 +211,11 @@ func (e *Env) StartPrometheus(ctx context.Context, dir, token string, rules []by
 			return false, errors.New("prometheus exited while starting")
 		default:
 		}
-		resp, err := http.Get(p.URL + "/-/ready")
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+"/-/ready", nil)
+		if err != nil {
+			return false, err
+		}
+		resp, err := http.DefaultClient.Do(req) // ctx ends with the poll's minute
 		if err != nil {
 			return false, nil
 		}
