@@ -115,6 +115,9 @@ type backup struct {
 	phase                         v1.RunPhase
 	start, end                    int
 	bytes, files, uploaded        int64
+	// dropped flags the backup FilesDropped, as the manager does one that holds no
+	// or very few files.
+	dropped bool
 }
 
 func createBackup(t *testing.T, ns, policy string, b backup) *v1.PodVolumeBackup {
@@ -134,9 +137,32 @@ func createBackup(t *testing.T, ns, policy string, b backup) *v1.PodVolumeBackup
 	if isFinal(b.phase) {
 		pvb.Status.CompletionTime = at(b.end)
 	}
+	if b.dropped {
+		pvb.Status.Conditions = []metav1.Condition{{Type: v1.ConditionFilesDropped, Status: metav1.ConditionTrue,
+			Reason: v1.ReasonNoFiles, Message: "set by the test", LastTransitionTime: *at(b.end)}}
+	}
 	if err := env.Client.Status().Update(ctx, pvb); err != nil {
 		t.Fatal(err)
 	}
+	return pvb
+}
+
+// createBackupAfter creates a backup whose creation time, by the API server's
+// clock, is after the given one: creation times have whole seconds, so it creates
+// the backup again until the server's clock has passed that second.
+func createBackupAfter(t *testing.T, ns, policy string, b backup, after time.Time) *v1.PodVolumeBackup {
+	t.Helper()
+	var pvb *v1.PodVolumeBackup
+	testenv.Eventually(t, "a backup created after "+after.String(), func() error {
+		pvb = createBackup(t, ns, policy, b)
+		if pvb.CreationTimestamp.After(after) {
+			return nil
+		}
+		if err := env.Client.Delete(t.Context(), pvb); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Errorf("created at %s", pvb.CreationTimestamp)
+	})
 	return pvb
 }
 
@@ -157,7 +183,8 @@ func condition(typ string, status metav1.ConditionStatus) metav1.Condition {
 
 // TestVolumeSeriesFollowTheBackups: the per-volume series are what a volume's
 // PodVolumeBackups say (the newest success, the newest final attempt, the failures
-// since), labelled with the volume's identity, and go with the backups.
+// since; newest by the API server's clock, and a backup flagged FilesDropped is no
+// success), labelled with the volume's identity, and go with the backups.
 func TestVolumeSeriesFollowTheBackups(t *testing.T) {
 	env := testenv.Require(t, env)
 	if collector.backups == nil {
@@ -228,6 +255,39 @@ func TestVolumeSeriesFollowTheBackups(t *testing.T) {
 			return fmt.Errorf("still there: %v", got)
 		}
 		return check(t, []expect{{name: metrics.VolumeLastAttemptSuccess, labels: data, value: 1}})
+	})
+
+	// A Completed backup the manager flagged FilesDropped (it holds no files: the
+	// volume was not mounted) is no success: the last success stays the good one, so
+	// the stale alert ages it, and it counts as a failed attempt.
+	empty := createBackup(t, ns, policy, backup{name: "empty", source: "/pvc/data", claim: "data", location: "loc", phase: v1.RunCompleted,
+		start: 600, end: 610, dropped: true})
+	testenv.Eventually(t, "the series after a backup flagged FilesDropped", func() error {
+		return check(t, []expect{
+			{name: metrics.VolumeLastSuccessTimestamp, labels: data, value: float64(at(560).Unix())},
+			{name: metrics.VolumeLastAttemptTimestamp, labels: data, value: float64(at(600).Unix())},
+			{name: metrics.VolumeLastAttemptSuccess, labels: data, value: 0},
+			{name: metrics.VolumeConsecutiveFailures, labels: data, value: 1},
+			{name: metrics.VolumeLastBackupDuration, labels: data, value: 60},
+			{name: metrics.VolumeLastBackupBytes, labels: data, value: 3000},
+			{name: metrics.VolumeLastBackupFiles, labels: data, value: 30},
+		})
+	})
+
+	// Newer is by the API server's clock, as for retention and restores: a backup
+	// created later is the newest even when its node's clock put its start before
+	// every other one.
+	createBackupAfter(t, ns, policy, backup{name: "skewed", source: "/pvc/data", claim: "data", location: "loc", phase: v1.RunCompleted,
+		start: 50, end: 90, bytes: 2500, files: 25, uploaded: 250}, empty.CreationTimestamp.Time)
+	testenv.Eventually(t, "the series after a backup whose node clock is behind", func() error {
+		return check(t, []expect{
+			{name: metrics.VolumeLastSuccessTimestamp, labels: data, value: float64(at(90).Unix())},
+			{name: metrics.VolumeLastAttemptTimestamp, labels: data, value: float64(at(50).Unix())},
+			{name: metrics.VolumeLastAttemptSuccess, labels: data, value: 1},
+			{name: metrics.VolumeConsecutiveFailures, labels: data, value: 0},
+			{name: metrics.VolumeLastBackupDuration, labels: data, value: 40},
+			{name: metrics.VolumeLastBackupFiles, labels: data, value: 25},
+		})
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/controllers/policy"
+	"github.com/holdfast-dev/holdfast/controllers/storage"
 	"github.com/holdfast-dev/holdfast/internal/identity"
 	"github.com/holdfast-dev/holdfast/internal/metrics"
 )
@@ -18,15 +19,16 @@ type volumeKey struct {
 	namespace, source, policy string
 }
 
-// volumeState is what the PodVolumeBackups of one volume say.
+// volumeState is what the PodVolumeBackups of one volume say. All of it is ordered
+// by newerBackup.
 type volumeState struct {
-	// newest is the newest PodVolumeBackup (by creation): its claim and location
-	// label the volume's series.
+	// newest is the newest PodVolumeBackup: its claim and location label the volume's
+	// series.
 	newest *v1.PodVolumeBackup
-	// lastFinal and lastSuccess are the newest (by attempt time) that reached a final
-	// phase, and that Completed.
+	// lastFinal is the newest that reached a final phase, lastSuccess the newest that
+	// is good: Completed and not flagged FilesDropped.
 	lastFinal, lastSuccess *v1.PodVolumeBackup
-	// failures counts the final ones newer than lastSuccess that did not complete.
+	// failures counts the final ones newer than lastSuccess that are not good.
 	failures int
 }
 
@@ -38,19 +40,37 @@ func attemptTime(pvb *v1.PodVolumeBackup) time.Time {
 	return pvb.CreationTimestamp.Time
 }
 
-// newer orders backups by a time, then by name so that ties are stable.
-func newer(a, b *v1.PodVolumeBackup, at func(*v1.PodVolumeBackup) time.Time) bool {
-	ta, tb := at(a), at(b)
-	if !ta.Equal(tb) {
+// newerBackup reports whether backup a of a volume is newer than b by the API
+// server's clock (storage.BackupTime), as retention and restores order them: the
+// agent writes status.startTime from its node's clock, and a node whose clock is
+// off would otherwise put a backup before or after the wrong ones. Creation times have
+// whole seconds; within one the start time decides, then the name, so that ties
+// are stable.
+func newerBackup(a, b *v1.PodVolumeBackup) bool {
+	if ta, tb := storage.BackupTime(a), storage.BackupTime(b); !ta.Equal(tb) {
+		return ta.After(tb)
+	}
+	if ta, tb := attemptTime(a), attemptTime(b); !ta.Equal(tb) {
 		return ta.After(tb)
 	}
 	return a.Name > b.Name
 }
 
-func created(pvb *v1.PodVolumeBackup) time.Time { return pvb.CreationTimestamp.Time }
-
 func isFinal(p v1.RunPhase) bool {
 	return p == v1.RunCompleted || p == v1.RunFailed || p == v1.RunCanceled
+}
+
+// isGood says whether a final backup counts as a success: it Completed and the
+// manager did not flag it FilesDropped. A flagged one holds no or very few files
+// (the volume was likely not mounted), retention and restores pass over it, so it
+// neither ages the stale alert's clock nor ends a streak of failures: it is a
+// failed attempt.
+func isGood(pvb *v1.PodVolumeBackup) bool {
+	if pvb.Status.Phase != v1.RunCompleted {
+		return false
+	}
+	_, dropped := storage.DroppedFiles(pvb)
+	return !dropped
 }
 
 // volumeStates groups backups by volume: one pass to find each volume's newest
@@ -65,25 +85,25 @@ func volumeStates(pvbs []*v1.PodVolumeBackup) map[volumeKey]*volumeState {
 		if st == nil {
 			st = &volumeState{newest: b}
 			states[k] = st
-		} else if newer(b, st.newest, created) {
+		} else if newerBackup(b, st.newest) {
 			st.newest = b
 		}
 		if !isFinal(b.Status.Phase) {
 			continue
 		}
-		if st.lastFinal == nil || newer(b, st.lastFinal, attemptTime) {
+		if st.lastFinal == nil || newerBackup(b, st.lastFinal) {
 			st.lastFinal = b
 		}
-		if b.Status.Phase == v1.RunCompleted && (st.lastSuccess == nil || newer(b, st.lastSuccess, attemptTime)) {
+		if isGood(b) && (st.lastSuccess == nil || newerBackup(b, st.lastSuccess)) {
 			st.lastSuccess = b
 		}
 	}
 	for i, b := range pvbs {
-		if b.Status.Phase != v1.RunFailed && b.Status.Phase != v1.RunCanceled {
+		if !isFinal(b.Status.Phase) || isGood(b) {
 			continue
 		}
 		st := states[keys[i]]
-		if st.lastSuccess == nil || newer(b, st.lastSuccess, attemptTime) {
+		if st.lastSuccess == nil || newerBackup(b, st.lastSuccess) {
 			st.failures++
 		}
 	}
@@ -117,7 +137,7 @@ func (c *Collector) collectVolumes(ctx context.Context, ch chan<- prometheus.Met
 			continue // only backups that have not ended yet
 		}
 		gauge(ch, d.volumeLastAttempt, metrics.Seconds(attemptTime(st.lastFinal)), labels...)
-		gauge(ch, d.volumeLastAttemptSuccess, metrics.Bool(st.lastFinal.Status.Phase == v1.RunCompleted), labels...)
+		gauge(ch, d.volumeLastAttemptSuccess, metrics.Bool(isGood(st.lastFinal)), labels...)
 		gauge(ch, d.volumeConsecutiveFailures, float64(st.failures), labels...)
 		s := st.lastSuccess
 		if s == nil {
