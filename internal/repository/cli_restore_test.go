@@ -93,27 +93,7 @@ func symlinkTimes() []fidelity.Known {
 // (kopia's restore gives each the newest time below it).
 func TestKopiaCLIRestoresHoldfastSnapshots(t *testing.T) {
 	ctx := ctxFor(t)
-	cfg := testConfig(t, Store{Filesystem: &FilesystemStore{Path: t.TempDir()}}, v1.UploaderKopia, "cli")
-	if err := Initialize(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	r, err := Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close(context.Background())
-	src := t.TempDir()
-	if _, err := fidelity.Generate(src); err != nil {
-		t.Fatal(err)
-	}
-	want, err := fidelity.Scan(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/cli"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, _, want, res := backUpTheTree(t, v1.UploaderKopia)
 
 	kopia := filepath.Join(testenv.ToolsBin(), "kopia")
 	configFile := filepath.Join(t.TempDir(), "cli.config")
@@ -146,12 +126,7 @@ func TestKopiaCLIRestoresHoldfastSnapshots(t *testing.T) {
 		}
 	}
 	unknown, stale := fidelity.Check(rest, cliKnownDifferences, want)
-	for _, d := range unknown {
-		t.Errorf("difference not on the CLI's known list: %s", d)
-	}
-	for _, k := range stale {
-		t.Errorf("known CLI difference %q %s (%s) no longer occurs", k.Path, k.Field, k.Why)
-	}
+	reportCLIDifferences(t, unknown, stale)
 }
 
 // TestResticCLIRestoresHoldfastSnapshots: the plain restic CLI restores a snapshot
@@ -159,27 +134,7 @@ func TestKopiaCLIRestoresHoldfastSnapshots(t *testing.T) {
 // the volume root's metadata and holes without --sparse.
 func TestResticCLIRestoresHoldfastSnapshots(t *testing.T) {
 	ctx := ctxFor(t)
-	cfg := testConfig(t, Store{Filesystem: &FilesystemStore{Path: t.TempDir()}}, v1.UploaderRestic, "cli")
-	if err := Initialize(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	r, err := Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close(context.Background())
-	src := t.TempDir()
-	if _, err := fidelity.Generate(src); err != nil {
-		t.Fatal(err)
-	}
-	want, err := fidelity.Scan(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/cli"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, src, want, res := backUpTheTree(t, v1.UploaderRestic)
 	target := t.TempDir()
 	cmd := exec.CommandContext(ctx, cfg.ResticPath, "restore", res.SnapshotID+":"+src, "--target", target)
 	cmd.Env = []string{"RESTIC_REPOSITORY=" + ResticRepository(cfg), "RESTIC_PASSWORD=" + cfg.Password,
@@ -200,6 +155,43 @@ func TestResticCLIRestoresHoldfastSnapshots(t *testing.T) {
 		known(fidelity.Sparse, "sparse", "restic restore writes holes only with --sparse"),
 	}
 	unknown, stale := fidelity.Check(fidelity.Compare(want, got), known, want)
+	reportCLIDifferences(t, unknown, stale)
+}
+
+// backUpTheTree backs up the tree of every awkward case (package fidelity) into a new
+// filesystem repository of uploader with Holdfast, and returns the repository's
+// config, the tree's directory, its manifest and the backup.
+func backUpTheTree(t *testing.T, uploader v1.Uploader) (Config, string, fidelity.Manifest, BackupResult) {
+	t.Helper()
+	ctx := ctxFor(t)
+	cfg := testConfig(t, Store{Filesystem: &FilesystemStore{Path: t.TempDir()}}, uploader, "cli")
+	if err := Initialize(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(context.Background())
+	src := t.TempDir()
+	if _, err := fidelity.Generate(src); err != nil {
+		t.Fatal(err)
+	}
+	want, err := fidelity.Scan(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/cli"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, src, want, res
+}
+
+// reportCLIDifferences fails the test on each difference a CLI restore made that its
+// list does not know, and on each listed one that no longer occurs.
+func reportCLIDifferences(t *testing.T, unknown []fidelity.Difference, stale []fidelity.Known) {
+	t.Helper()
 	for _, d := range unknown {
 		t.Errorf("difference not on the CLI's known list: %s", d)
 	}
