@@ -12,7 +12,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -249,31 +248,8 @@ func TestOneRestoreOfASharedClaimReleasesThePodsOfItsNode(t *testing.T) {
 	testenv.Require(t, env)
 	ns := env.Namespace(t, nil)
 	repo := ensureRepository(t, ns, "fs", v1.UploaderKopia)
-	src := newVolume(t, ns, "src")
-	if err := os.WriteFile(filepath.Join(src.dir, "shared.txt"), []byte("shared data\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	backup := waitBackupPhase(t, createBackup(t, src, "src", "fs", repo, v1.UploaderKopia), v1.RunCompleted, v1.RunFailed)
-	if backup.Status.Phase != v1.RunCompleted {
-		t.Fatalf("backup: %s", backup.Status.Message)
-	}
-	pv := &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: ns + "-shared"},
-		Spec: corev1.PersistentVolumeSpec{
-			Capacity:    corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
-			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany},
-			// A plugin whose directory is no mount point of its own in this tier.
-			PersistentVolumeSource: corev1.PersistentVolumeSource{CephFS: &corev1.CephFSPersistentVolumeSource{Monitors: []string{"10.0.0.9:6789"}}},
-		}}
-	if err := env.Client.Create(ctxFor(t), pv); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Client.Delete(ctxFor(t), pv) })
-	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "shared", Namespace: ns},
-		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany}, VolumeName: pv.Name,
-			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}
-	if err := env.Client.Create(ctxFor(t), pvc); err != nil {
-		t.Fatal(err)
-	}
+	backup := sharedDataBackup(t, ns, repo)
+	pv := sharedClaim(t, ns, "shared")
 	onClaim := func(node string) func(*corev1.Pod) {
 		return func(p *corev1.Pod) {
 			p.Spec.NodeName = node
@@ -306,7 +282,7 @@ func TestOneRestoreOfASharedClaimReleasesThePodsOfItsNode(t *testing.T) {
 	}
 	b, bMarkers := sharerOf("b", "shared-files", nodeName)
 	_, cMarkers := sharerOf("c", "data", "node-2")
-	dir := filepath.Join(fx.kubeletRoot, "pods", string(a.uid), "volumes", "kubernetes.io~cephfs", pv.Name)
+	dir := filepath.Join(fx.kubeletRoot, "pods", string(a.uid), "volumes", "kubernetes.io~cephfs", pv)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}

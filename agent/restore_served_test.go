@@ -51,6 +51,21 @@ func sharedClaim(t *testing.T, ns, claim string) string {
 	return pv.Name
 }
 
+// sharedDataBackup backs up a volume holding shared.txt ("shared data") with kopia into
+// repo and returns the Completed backup.
+func sharedDataBackup(t *testing.T, ns, repo string) *v1.PodVolumeBackup {
+	t.Helper()
+	src := newVolume(t, ns, "src")
+	if err := os.WriteFile(filepath.Join(src.dir, "shared.txt"), []byte("shared data\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	backup := waitBackupPhase(t, createBackup(t, src, "src", "fs", repo, v1.UploaderKopia), v1.RunCompleted, v1.RunFailed)
+	if backup.Status.Phase != v1.RunCompleted {
+		t.Fatalf("backup: %s", backup.Status.Message)
+	}
+	return backup
+}
+
 // newRestore makes a VolumeRestore that selects no pod: the test makes its
 // PodVolumeRestores, as the restore controller would.
 func newRestore(t *testing.T, ns, name string) *v1.VolumeRestore {
@@ -235,14 +250,7 @@ func TestAPodThatComesAfterItsClaimWasRestoredIsReleased(t *testing.T) {
 	repo := ensureRepository(t, ns, "fs", v1.UploaderKopia)
 
 	t.Run("restored on this node", func(t *testing.T) {
-		src := newVolume(t, ns, "src")
-		if err := os.WriteFile(filepath.Join(src.dir, "shared.txt"), []byte("shared data\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		backup := waitBackupPhase(t, createBackup(t, src, "src", "fs", repo, v1.UploaderKopia), v1.RunCompleted, v1.RunFailed)
-		if backup.Status.Phase != v1.RunCompleted {
-			t.Fatalf("backup: %s", backup.Status.Message)
-		}
+		backup := sharedDataBackup(t, ns, repo)
 		pv := sharedClaim(t, ns, "shared")
 		vr := newRestore(t, ns, "restored")
 		held := hold{vr: vr, claims: map[string]string{"data": "shared"}}

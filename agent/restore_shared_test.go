@@ -10,7 +10,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
@@ -26,14 +25,7 @@ func TestOneRestoreOfASharedClaimReleasesEveryPod(t *testing.T) {
 	testenv.Require(t, env)
 	ns := env.Namespace(t, nil)
 	repo := ensureRepository(t, ns, "fs", v1.UploaderKopia)
-	src := newVolume(t, ns, "src")
-	if err := os.WriteFile(filepath.Join(src.dir, "shared.txt"), []byte("shared data\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	backup := waitBackupPhase(t, createBackup(t, src, "src", "fs", repo, v1.UploaderKopia), v1.RunCompleted, v1.RunFailed)
-	if backup.Status.Phase != v1.RunCompleted {
-		t.Fatalf("backup: %s", backup.Status.Message)
-	}
+	backup := sharedDataBackup(t, ns, repo)
 
 	for _, tc := range []struct {
 		name   string
@@ -41,24 +33,7 @@ func TestOneRestoreOfASharedClaimReleasesEveryPod(t *testing.T) {
 	}{{"restored", false}, {"canceled", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			claim := "shared-" + tc.name
-			pv := &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: ns + "-" + claim},
-				Spec: corev1.PersistentVolumeSpec{
-					Capacity:    corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
-					AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany},
-					// A plugin whose directory is no mount point of its own in this tier (a
-					// CSI one must be, and envtest mounts nothing).
-					PersistentVolumeSource: corev1.PersistentVolumeSource{CephFS: &corev1.CephFSPersistentVolumeSource{Monitors: []string{"10.0.0.9:6789"}}},
-				}}
-			if err := env.Client.Create(ctxFor(t), pv); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = env.Client.Delete(ctxFor(t), pv) })
-			pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: claim, Namespace: ns},
-				Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany}, VolumeName: pv.Name,
-					Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}
-			if err := env.Client.Create(ctxFor(t), pvc); err != nil {
-				t.Fatal(err)
-			}
+			pv := sharedClaim(t, ns, claim)
 			vr := &v1.VolumeRestore{ObjectMeta: metav1.ObjectMeta{Name: tc.name, Namespace: ns},
 				Spec: v1.VolumeRestoreSpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"none": "none"}}, Source: &v1.RestoreSource{Latest: true}}}
 			if err := env.Client.Create(ctxFor(t), vr); err != nil {
@@ -79,7 +54,7 @@ func TestOneRestoreOfASharedClaimReleasesEveryPod(t *testing.T) {
 			}
 			a := newPod(tc.name+"-a", nodeName)
 			b := newPod(tc.name+"-b", "") // elsewhere, or not scheduled yet
-			dir := filepath.Join(fx.kubeletRoot, "pods", string(a.UID), "volumes", "kubernetes.io~cephfs", pv.Name)
+			dir := filepath.Join(fx.kubeletRoot, "pods", string(a.UID), "volumes", "kubernetes.io~cephfs", pv)
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				t.Fatal(err)
 			}
