@@ -209,6 +209,11 @@ func (o *Output) applyAttributes() error {
 	o.mu.Unlock()
 	for p, a := range attrs {
 		refused, err := o.w.SetXattrs(p, a)
+		if errors.Is(err, confinedfs.ErrAbsent) {
+			// Deleted from the volume after its attributes were read, before
+			// the upload reached it: the snapshot does not hold it.
+			continue
+		}
 		if err != nil {
 			return err
 		}
