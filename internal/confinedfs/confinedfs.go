@@ -462,7 +462,8 @@ func (w *Writer) SetModTime(name string, t time.Time) error {
 // SetXattrs sets the extended attributes attrs (name: value) of entry name, never
 // following a symlink at it, and returns how many of them the file system or the
 // writer's privileges refused: a restore goes on without them. An error is returned
-// only when the entry's directory cannot be opened.
+// only when the entry's directory cannot be opened, or with ErrAbsent when the entry
+// is not in the target.
 func (w *Writer) SetXattrs(name string, attrs map[string]string) (refused int, err error) {
 	if len(attrs) == 0 {
 		return 0, nil
@@ -472,16 +473,34 @@ func (w *Writer) SetXattrs(name string, attrs map[string]string) (refused int, e
 		return 0, err
 	}
 	parent, err := w.root.OpenFile(filepath.Dir(rel), openDirFlags, 0)
+	if absent(err) {
+		return 0, fmt.Errorf("restoring the extended attributes of %s: %w: %w", rel, ErrAbsent, err)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("restoring the extended attributes of %s: %w", rel, wrapEscape(filepath.Dir(rel), err))
 	}
 	defer parent.Close()
 	for attr, value := range attrs {
-		if setxattrNoFollow(parent, filepath.Base(rel), attr, []byte(value)) != nil {
+		err := setxattrNoFollow(parent, filepath.Base(rel), attr, []byte(value))
+		if absent(err) {
+			return 0, fmt.Errorf("restoring the extended attributes of %s: %w: %w", rel, ErrAbsent, err)
+		}
+		if err != nil {
 			refused++
 		}
 	}
 	return refused, nil
+}
+
+// ErrAbsent is returned by SetXattrs for an entry that is not in the target: it, or a
+// directory on its path, is missing or is not a directory. The attributes of a
+// snapshot are read from a live volume before its entries are: an entry deleted in
+// between has attributes and no place in the snapshot.
+var ErrAbsent = errors.New("the entry is not in the target")
+
+// absent reports whether err says that an entry or a directory on its path is missing.
+func absent(err error) bool {
+	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR)
 }
 
 // ErrReplacedBySymlink is returned by SetMetadata for an entry that is a symlink

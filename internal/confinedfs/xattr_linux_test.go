@@ -1,6 +1,7 @@
 package confinedfs
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -67,5 +68,37 @@ func TestSetXattrsWithoutProc(t *testing.T) {
 		if n, err := unix.Lgetxattr(filepath.Join(dir, name), want, make([]byte, 8)); err != nil || n != 1 {
 			t.Errorf("%s %s: %v", name, want, err)
 		}
+	}
+}
+
+// TestSetXattrsOfAbsentEntry: the attributes of an entry that is not in the target,
+// missing or below a missing directory or a file, are ErrAbsent, none counted as
+// refused; those of a present entry are set.
+func TestSetXattrsOfAbsentEntry(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	attrs := map[string]string{"user.a": "1", "user.b": "2"}
+	for _, name := range []string{"gone", "gone/f", "f/under-a-file"} {
+		refused, err := w.SetXattrs(name, attrs)
+		if !errors.Is(err, ErrAbsent) || refused != 0 {
+			t.Errorf("SetXattrs(%q) = %d, %v; want 0, ErrAbsent", name, refused, err)
+		}
+	}
+	refused, err := w.SetXattrs("f", attrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refused == len(attrs) {
+		t.Skip("the file system keeps no user.* attributes")
+	}
+	if refused != 0 {
+		t.Errorf("SetXattrs(f) refused %d, want 0", refused)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/kopia/kopia/repo/object"
 )
 
 // kopia does not record hard links: each name of a file is stored as a file of its
@@ -16,6 +18,14 @@ import (
 // Holdfast's restore writes the first name of a group it reaches and makes the others
 // hard links to it, in whatever order kopia's parallel restore reaches them; the kopia
 // CLI restores the list as a file and each name as a copy.
+//
+// The list is read before kopia's upload, from a volume that keeps changing: an
+// application that replaces one name (writes a new file, renames it over the name)
+// meanwhile leaves a snapshot whose names of one group hold different contents. So a
+// name is linked only to a name of its group that the snapshot stores with the same
+// content (the same object); a name with other content is written on its own. A name
+// of the list that the snapshot lacks, or holds as other than a file, is never
+// written as a file, and so is passed over.
 
 // LinksName is the stored name of the hard-link list at a snapshot's root.
 const LinksName = NamePrefix + "links"
@@ -59,8 +69,10 @@ type linkGroups struct {
 }
 
 type linkGroup struct {
-	mu      sync.Mutex
-	written string
+	mu sync.Mutex
+	// written is, by the snapshot object holding its content, the first name of the
+	// group written with that content.
+	written map[object.ID]string
 }
 
 // group returns the group of rel, locked, or nil when rel has no other name.
@@ -75,7 +87,7 @@ func (l *linkGroups) group(rel string) *linkGroup {
 	l.mu.Lock()
 	g, ok := l.groups[id]
 	if !ok {
-		g = &linkGroup{}
+		g = &linkGroup{written: map[object.ID]string{}}
 		l.groups[id] = g
 	}
 	l.mu.Unlock()

@@ -209,6 +209,11 @@ func (o *Output) applyAttributes() error {
 	o.mu.Unlock()
 	for p, a := range attrs {
 		refused, err := o.w.SetXattrs(p, a)
+		if errors.Is(err, confinedfs.ErrAbsent) {
+			// Deleted from the volume after its attributes were read, before
+			// the upload reached it: the snapshot does not hold it.
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -247,17 +252,22 @@ func (o *Output) WriteFile(ctx context.Context, rel string, f fs.File, progress 
 		return nil
 	}
 	name := DecodePath(rel)
-	if g := o.links.group(name); g != nil {
-		defer g.mu.Unlock()
-		if g.written != "" {
-			// Another name of the file is written: this one becomes a link to it.
-			return o.w.Link(name, g.written)
+	// Every file of a snapshot has its entry; one without is written on its own.
+	if de, ok := f.(snapshot.HasDirEntry); ok {
+		if g := o.links.group(name); g != nil {
+			defer g.mu.Unlock()
+			id := de.DirEntry().ObjectID
+			if first, ok := g.written[id]; ok {
+				// Another name of the file is written, with the same content:
+				// this one becomes a link to it.
+				return o.w.Link(name, first)
+			}
+			if err := o.writeFile(ctx, name, f, progress); err != nil {
+				return err
+			}
+			g.written[id] = name
+			return nil
 		}
-		if err := o.writeFile(ctx, name, f, progress); err != nil {
-			return err
-		}
-		g.written = name
-		return nil
 	}
 	return o.writeFile(ctx, name, f, progress)
 }

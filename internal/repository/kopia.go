@@ -246,6 +246,9 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 	if err != nil {
 		return BackupResult{}, err
 	}
+	if afterMetadata != nil {
+		afterMetadata(req.Dir)
+	}
 	entry, err := volumeRoot(req.Dir, skips, meta)
 	if err != nil {
 		return BackupResult{}, fmt.Errorf("reading %s: %w", req.Dir, err)

@@ -249,6 +249,11 @@ func (l *volumeSymlink) Name() string { return kopiarestore.EncodeName(l.Symlink
 // beforeOpen, when set by a test, runs before a file of the volume is opened.
 var beforeOpen func(path string)
 
+// afterMetadata, when set by a test, runs between volumeMetadata and the upload: the
+// volume changes there as a live one does, and the snapshot's lists of attributes,
+// special files and links then name entries its tree holds otherwise or not at all.
+var afterMetadata func(dir string)
+
 // Open opens the file without following a symlink and without blocking on a FIFO, and
 // checks that it is still a regular file.
 func (f *volumeFile) Open(context.Context) (fs.Reader, error) {

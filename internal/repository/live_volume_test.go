@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 )
 
@@ -328,5 +330,146 @@ func churn(dir string, next *int, started chan<- struct{}, done <-chan struct{})
 				return err
 			}
 		}
+	}
+}
+
+// setXattr sets user.note on p, or skips the test where the file system keeps none.
+func setXattr(t *testing.T, p string) {
+	t.Helper()
+	if err := unix.Lsetxattr(p, "user.note", []byte("noted"), 0); err != nil {
+		t.Skipf("the file system keeps no user.* attributes: %v", err)
+	}
+}
+
+// changeAfterMetadata runs change once the backup of a kopia repository has read the
+// volume's attributes, special files and links, before its upload.
+func changeAfterMetadata(t *testing.T, change func(dir string) error) {
+	afterMetadata = func(dir string) {
+		if err := change(dir); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() { afterMetadata = nil })
+}
+
+func sameFile(t *testing.T, a, b string) bool {
+	t.Helper()
+	sa, err := os.Lstat(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := os.Lstat(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return os.SameFile(sa, sb)
+}
+
+// TestKopiaRestoreLinksOnlyNamesOfOneContent: an application that replaces one name of
+// a hard-linked file (a new file renamed over it) after the backup listed the file's
+// names leaves a snapshot whose names of one link group hold different contents. The
+// restore gives each name its own content, and links only the names that still share
+// theirs; a listed name the snapshot lacks is passed over.
+func TestKopiaRestoreLinksOnlyNamesOfOneContent(t *testing.T) {
+	ctx := ctxFor(t)
+	r := filesystemRepository(t, v1.UploaderKopia)
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{"a": "shared", "x": "lonely"})
+	for _, l := range [][2]string{{"a", "b"}, {"a", "c"}, {"x", "y"}} {
+		if err := os.Link(filepath.Join(src, l[0]), filepath.Join(src, l[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	changeAfterMetadata(t, func(dir string) error {
+		tmp := filepath.Join(dir, "a.tmp")
+		if err := os.WriteFile(tmp, []byte("rewritten"), 0o600); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "a")); err != nil {
+			return err
+		}
+		return os.Remove(filepath.Join(dir, "y"))
+	})
+	res, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/relinked"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := t.TempDir()
+	restored, err := r.Restore(ctx, RestoreRequest{SnapshotID: res.SnapshotID, TargetDir: target})
+	if err != nil {
+		t.Fatalf("restore of a snapshot whose link group was broken meanwhile: %v", err)
+	}
+	checkTree(t, target, map[string]string{"a": "rewritten", "b": "shared", "c": "shared", "x": "lonely"})
+	if sameFile(t, filepath.Join(target, "a"), filepath.Join(target, "b")) {
+		t.Error("a restored as a hard link of b, whose content the snapshot holds apart")
+	}
+	if !sameFile(t, filepath.Join(target, "b"), filepath.Join(target, "c")) {
+		t.Error("b and c restored apart, want them hard links of one file")
+	}
+	if _, err := os.Lstat(filepath.Join(target, "y")); !os.IsNotExist(err) {
+		t.Errorf("restored y (err %v), which the snapshot does not hold", err)
+	}
+	if restored.NotRestored != (NotRestored{}) {
+		t.Errorf("not restored %+v, want nothing", restored.NotRestored)
+	}
+}
+
+// TestKopiaRestorePassesOverEntriesDeletedAfterTheirMetadata: entries with extended
+// attributes, and FIFOs, deleted or replaced after the backup read them and before its
+// upload are listed in the snapshot's attributes and special files but not in its
+// tree. The restore passes over what the tree lacks, without failing or counting the
+// attributes as refused, and the tree wins where it holds another kind of entry.
+func TestKopiaRestorePassesOverEntriesDeletedAfterTheirMetadata(t *testing.T) {
+	ctx := ctxFor(t)
+	r := filesystemRepository(t, v1.UploaderKopia)
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{"keep.txt": "kept", "gone/file": "deleted", "fifos/keep.txt": "kept too", "lost.txt": "deleted"})
+	for _, p := range []string{"keep.txt", "gone", "gone/file", "lost.txt"} {
+		setXattr(t, filepath.Join(src, p))
+	}
+	for _, p := range []string{"gone/fifo", "fifos/file", "fifos/dir"} {
+		if err := syscall.Mkfifo(filepath.Join(src, p), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	changeAfterMetadata(t, func(dir string) error {
+		for _, p := range []string{"gone", "lost.txt"} {
+			if err := os.RemoveAll(filepath.Join(dir, p)); err != nil {
+				return err
+			}
+		}
+		if err := replace(filepath.Join(dir, "fifos/file"), func() error {
+			return os.WriteFile(filepath.Join(dir, "fifos/file"), []byte("now a file"), 0o600)
+		}); err != nil {
+			return err
+		}
+		return replace(filepath.Join(dir, "fifos/dir"), func() error {
+			return os.Mkdir(filepath.Join(dir, "fifos/dir"), 0o700)
+		})
+	})
+	res, err := r.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/deleted"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := t.TempDir()
+	restored, err := r.Restore(ctx, RestoreRequest{SnapshotID: res.SnapshotID, TargetDir: target})
+	if err != nil {
+		t.Fatalf("restore of a snapshot whose attributes name deleted entries: %v", err)
+	}
+	checkTree(t, target, map[string]string{"keep.txt": "kept", "fifos/keep.txt": "kept too", "fifos/file": "now a file"})
+	if st, err := os.Lstat(filepath.Join(target, "fifos/dir")); err != nil || !st.IsDir() {
+		t.Errorf("fifos/dir restored as %v (err %v), want the directory the snapshot holds", st, err)
+	}
+	for _, p := range []string{"gone", "lost.txt"} {
+		if _, err := os.Lstat(filepath.Join(target, p)); !os.IsNotExist(err) {
+			t.Errorf("restored %s (err %v), which the snapshot does not hold", p, err)
+		}
+	}
+	buf := make([]byte, 16)
+	if n, err := unix.Lgetxattr(filepath.Join(target, "keep.txt"), "user.note", buf); err != nil || string(buf[:n]) != "noted" {
+		t.Errorf("keep.txt's user.note = %q (err %v), want \"noted\"", buf[:max(n, 0)], err)
+	}
+	if restored.NotRestored != (NotRestored{}) {
+		t.Errorf("not restored %+v, want nothing", restored.NotRestored)
 	}
 }
