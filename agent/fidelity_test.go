@@ -44,22 +44,7 @@ func TestBackupReportsSkippedSocket(t *testing.T) {
 			if got := done.Status.Skipped; got == nil || *got != want {
 				t.Fatalf("status.skipped = %+v, want %+v", got, want)
 			}
-			waitFor(t, "an EntriesSkipped event on backup "+pvb.Name, func() error {
-				var list eventsv1.EventList
-				if err := env.Client.List(ctxFor(t), &list, client.InNamespace(ns)); err != nil {
-					return err
-				}
-				for _, e := range list.Items {
-					if e.Reason != "EntriesSkipped" || e.Regarding.Name != pvb.Name {
-						continue
-					}
-					if e.Type != corev1.EventTypeNormal || !strings.Contains(e.Note, "1 socket") {
-						return fmt.Errorf("event %s %q: want Normal naming 1 socket", e.Type, e.Note)
-					}
-					return nil
-				}
-				return fmt.Errorf("none among %d events", len(list.Items))
-			})
+			waitSkippedEvent(t, ns, pvb.Name, "1 socket")
 		})
 	}
 }
@@ -106,22 +91,29 @@ func TestBackupReportsExcludedCacheDirectories(t *testing.T) {
 			if got := done.Status.Progress.TotalFiles; got != 2 {
 				t.Errorf("status.progress.totalFiles = %d, want 2 (data.txt and the tag)", got)
 			}
-			waitFor(t, "an EntriesSkipped event on backup "+pvb.Name, func() error {
-				var list eventsv1.EventList
-				if err := env.Client.List(ctxFor(t), &list, client.InNamespace(ns)); err != nil {
-					return err
-				}
-				for _, e := range list.Items {
-					if e.Reason != "EntriesSkipped" || e.Regarding.Name != pvb.Name {
-						continue
-					}
-					if e.Type != corev1.EventTypeNormal || !strings.Contains(e.Note, "1 cache directory") {
-						return fmt.Errorf("event %s %q: want Normal naming 1 cache directory", e.Type, e.Note)
-					}
-					return nil
-				}
-				return fmt.Errorf("none among %d events", len(list.Items))
-			})
+			waitSkippedEvent(t, ns, pvb.Name, "1 cache directory")
 		})
 	}
+}
+
+// waitSkippedEvent waits for the Normal EntriesSkipped event of backup name that names
+// what ("1 socket").
+func waitSkippedEvent(t *testing.T, ns, name, what string) {
+	t.Helper()
+	waitFor(t, "an EntriesSkipped event on backup "+name, func() error {
+		var list eventsv1.EventList
+		if err := env.Client.List(ctxFor(t), &list, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range list.Items {
+			if e.Reason != "EntriesSkipped" || e.Regarding.Name != name {
+				continue
+			}
+			if e.Type != corev1.EventTypeNormal || !strings.Contains(e.Note, what) {
+				return fmt.Errorf("event %s %q: want Normal naming %s", e.Type, e.Note, what)
+			}
+			return nil
+		}
+		return fmt.Errorf("none among %d events", len(list.Items))
+	})
 }
