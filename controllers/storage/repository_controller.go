@@ -286,6 +286,14 @@ func (r *RepositoryReconciler) maintain(ctx context.Context, brepo *v1.BackupRep
 		return ctrl.Result{RequeueAfter: min(maintenanceDeferRetry, interval)}, nil
 	}
 	r.lastRun.Store(key, res.CompletionTime)
+	// The pass may have removed data: measure what the repository now occupies.
+	if usage, uerr := rep.Usage(ctx); uerr != nil {
+		log.FromContext(ctx).Info("cannot measure the repository's size in the store", "error", uerr.Error())
+	} else {
+		brepo.Status.StoreUsage = &v1.StoreUsage{Bytes: usage.Bytes, Objects: usage.Objects, MeasuredTime: metav1.NewTime(r.clock())}
+		res.Message += fmt.Sprintf("; the repository holds %s in %d objects", formatBytes(usage.Bytes), usage.Objects)
+		entry.Message = truncate(res.Message, 1024)
+	}
 	if err != nil {
 		entry.Result, entry.Message = "Failed", truncate(err.Error(), 1024)
 		r.Recorder.Event(brepo, corev1.EventTypeWarning, ReasonMaintenanceFailed, fmt.Sprintf("%s maintenance failed: %v", mode, err))
@@ -311,6 +319,20 @@ func (r *RepositoryReconciler) maintain(ctx context.Context, brepo *v1.BackupRep
 		brepo.Status.Maintenance = brepo.Status.Maintenance[:5]
 	}
 	return ctrl.Result{RequeueAfter: interval}, nil
+}
+
+// formatBytes writes n in binary units with one decimal (15.1 KiB, 3.0 GiB).
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func (r *RepositoryReconciler) clock() time.Time {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -173,6 +174,18 @@ func TestRepositoriesOwnKeysAndMaintenance(t *testing.T) {
 		}
 		if b.Spec.Uploader == v1.UploaderRestic && m.Mode != "Prune" {
 			t.Errorf("restic maintenance mode = %s, want Prune", m.Mode)
+		}
+		// The size the pass measured is what MinIO itself lists under the repository
+		// (kopia may add a log blob of a few KiB when the repository is closed).
+		listed, err := plainS3.Size(ctxFor(t), "backups", bsl.Name+"/"+string(b.Spec.Uploader)+"/"+b.Namespace+"/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := got.Status.StoreUsage
+		if u == nil || u.MeasuredTime.Time.Before(wrote.Truncate(time.Second)) || u.Bytes <= 0 || u.Objects <= 0 || u.Bytes > listed || listed-u.Bytes > 64<<10 {
+			t.Errorf("status.storeUsage = %+v after the pass; MinIO lists %d bytes", u, listed)
+		} else if !strings.Contains(m.Message, fmt.Sprintf("in %d objects", u.Objects)) {
+			t.Errorf("maintenance message %q does not give the size", m.Message)
 		}
 	}
 	// kopia runs full maintenance first (recorded in an annotation, since the history

@@ -670,6 +670,10 @@ func (r *kopiaRepository) Maintain(ctx context.Context, req MaintenanceRequest) 
 	return res, nil
 }
 
+func (r *kopiaRepository) Usage(ctx context.Context) (Usage, error) {
+	return storeUsage(ctx, r.cfg.Store, r.cfg.location())
+}
+
 func (r *kopiaRepository) Close(ctx context.Context) error {
 	err := r.rep.Close(ctx)
 	// The config file holds the store's secret key: never leave it behind.

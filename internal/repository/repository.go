@@ -72,6 +72,8 @@ type Repository interface {
 	Delete(ctx context.Context, snapshotID string) error
 	// Maintain runs maintenance: kopia Quick or Full, restic Prune.
 	Maintain(ctx context.Context, req MaintenanceRequest) (MaintenanceResult, error)
+	// Usage lists the repository's objects in the store and adds up their sizes.
+	Usage(ctx context.Context) (Usage, error)
 	// URL is where the repository lives (s3://bucket/prefix/kopia/<namespace>/).
 	URL() string
 	// Close releases the repository and removes the kopia config file.

@@ -796,4 +796,8 @@ func (r *resticRepository) Maintain(ctx context.Context, req MaintenanceRequest)
 	return res, nil
 }
 
+func (r *resticRepository) Usage(ctx context.Context) (Usage, error) {
+	return storeUsage(ctx, r.cfg.Store, r.cfg.location())
+}
+
 func (r *resticRepository) Close(context.Context) error { return nil }

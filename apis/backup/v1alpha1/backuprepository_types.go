@@ -69,6 +69,12 @@ type BackupRepositoryStatus struct {
 	// +kubebuilder:validation:MaxItems=5
 	Maintenance []MaintenanceResult `json:"maintenance,omitempty"`
 
+	// storeUsage is what the repository occupies in the store, measured by listing
+	// its objects after each maintenance pass that ran (hourly by default), so
+	// backups since then are not in it yet. Absent before the first measurement.
+	// +optional
+	StoreUsage *StoreUsage `json:"storeUsage,omitempty"`
+
 	// namespaceUID is the UID of the namespace the repository belongs to now. Snapshots
 	// carry the UID of the namespace they were taken in; those of an earlier namespace
 	// of the same name are restored, and continued, only where the namespace adopts
@@ -141,6 +147,23 @@ type MaintenanceResult struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
 	Message string `json:"message,omitempty"`
+}
+
+// StoreUsage is the size of a repository's objects in its store: its data after
+// deduplication, compression and encryption, with indexes, snapshot manifests, locks
+// and logs (the escrowed key is an object beside it, not counted).
+type StoreUsage struct {
+	// bytes is the total size of the objects.
+	// +required
+	// +kubebuilder:validation:Minimum=0
+	Bytes int64 `json:"bytes"`
+	// objects is how many objects (files, on a filesystem store) there are.
+	// +required
+	// +kubebuilder:validation:Minimum=0
+	Objects int64 `json:"objects"`
+	// measuredTime is when the store was listed.
+	// +required
+	MeasuredTime metav1.Time `json:"measuredTime"`
 }
 
 // BackupRepository is one kopia or restic repository: the backups of one namespace on
