@@ -330,6 +330,7 @@ func TestPolicyRepositoryLocationAndRestoreSeries(t *testing.T) {
 	}
 	repo.Status.Conditions = []metav1.Condition{condition(v1.ConditionReady, metav1.ConditionTrue)}
 	repo.Status.LastMaintenanceTime = at(2000)
+	repo.Status.StoreUsage = &v1.StoreUsage{Bytes: 123456789, Objects: 42, MeasuredTime: *at(2000)}
 	// Newest first: a deferred pass does not hide the success before it.
 	repo.Status.Maintenance = []v1.MaintenanceResult{
 		{Mode: "Prune", Result: "Deferred", StartTime: *at(2500)},
@@ -375,6 +376,7 @@ func TestPolicyRepositoryLocationAndRestoreSeries(t *testing.T) {
 			{name: metrics.RepositoryStalled, labels: rl, value: 0},
 			{name: metrics.RepositoryLastMaintenanceTimestamp, labels: rl, value: float64(at(2000).Unix())},
 			{name: metrics.RepositoryLastMaintenanceSuccess, labels: rl, value: 1},
+			{name: metrics.RepositorySize, labels: rl, value: 123456789},
 
 			{name: metrics.RestoreFailed, labels: map[string]string{"namespace": ns, "restore": "failed"}, value: 1},
 			{name: metrics.RestoreFailed, labels: map[string]string{"namespace": ns, "restore": "expired"}, value: 1},

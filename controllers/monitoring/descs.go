@@ -14,7 +14,7 @@ type descs struct {
 	policyLastRun, policyLastRunSuccess, policyVolumes, policySkipped, policyFailed,
 	policyReady, policyStalled *prometheus.Desc
 
-	repositoryReady, repositoryStalled, repositoryMaintenance, repositoryMaintenanceSuccess *prometheus.Desc
+	repositoryReady, repositoryStalled, repositoryMaintenance, repositoryMaintenanceSuccess, repositorySize *prometheus.Desc
 
 	locationReady *prometheus.Desc
 
@@ -72,6 +72,8 @@ func newDescs() descs {
 			"When the repository's last maintenance pass that ran ended (Unix seconds).", repo...),
 		repositoryMaintenanceSuccess: d(metrics.RepositoryLastMaintenanceSuccess,
 			"1 when the repository's last maintenance pass that ran succeeded, 0 when it failed (deferred passes do not count).", repo...),
+		repositorySize: d(metrics.RepositorySize,
+			"Total size of the repository's objects in the store, measured after its last maintenance pass that ran.", repo...),
 
 		locationReady: d(metrics.StorageLocationReady,
 			"1 when the BackupStorageLocation's last probe wrote, read back and deleted an object.", "location"),
@@ -90,7 +92,7 @@ func (d descs) all() []*prometheus.Desc {
 		d.volumeDuration, d.volumeBytes, d.volumeUploaded, d.volumeFiles, d.volumeInterval,
 		d.policyLastRun, d.policyLastRunSuccess, d.policyVolumes, d.policySkipped, d.policyFailed,
 		d.policyReady, d.policyStalled,
-		d.repositoryReady, d.repositoryStalled, d.repositoryMaintenance, d.repositoryMaintenanceSuccess,
+		d.repositoryReady, d.repositoryStalled, d.repositoryMaintenance, d.repositoryMaintenanceSuccess, d.repositorySize,
 		d.locationReady, d.restoreFailed, d.nodeAgentRunning,
 	}
 }

@@ -65,6 +65,9 @@ func (c *Collector) collectRepositories(ctx context.Context, ch chan<- prometheu
 		if r.Status.LastMaintenanceTime != nil {
 			gauge(ch, d.repositoryMaintenance, metrics.Seconds(r.Status.LastMaintenanceTime.Time), l...)
 		}
+		if u := r.Status.StoreUsage; u != nil {
+			gauge(ch, d.repositorySize, float64(u.Bytes), l...)
+		}
 		// status.maintenance is newest first; a deferred pass (the repository was
 		// locked by a backup) neither succeeded nor failed.
 		for _, m := range r.Status.Maintenance {

@@ -442,16 +442,18 @@ func storagePanels() []cog.Builder[dashboard.Panel] {
 	}
 	return []cog.Builder[dashboard.Panel]{
 		tablePanel("Repositories",
-			"One row per BackupRepository: Ready, Stalled (a person must act: alert HoldfastRepositoryStalled), the time since its last maintenance pass that ran and whether it succeeded.",
-			12, 8, []string{"Ready", "Stalled", "Since maintenance", "Maintenance OK"},
+			"One row per BackupRepository: Ready, Stalled (a person must act: alert HoldfastRepositoryStalled), the time since its last maintenance pass that ran, whether it succeeded, and the repository's size in the store measured after that pass.",
+			12, 8, []string{"Ready", "Stalled", "Since maintenance", "Maintenance OK", "Size"},
 			instant("A", maxBy(repoBy, metrics.RepositoryReady, inNamespace)),
 			instant("B", maxBy(repoBy, metrics.RepositoryStalled, inNamespace)),
 			instant("C", "time() - "+maxBy(repoBy, metrics.RepositoryLastMaintenanceTimestamp, inNamespace)),
-			instant("D", maxBy(repoBy, metrics.RepositoryLastMaintenanceSuccess, inNamespace))).
+			instant("D", maxBy(repoBy, metrics.RepositoryLastMaintenanceSuccess, inNamespace)),
+			instant("E", maxBy(repoBy, metrics.RepositorySize, inNamespace))).
 			OverrideByName("Ready", yesNo(1)).
 			OverrideByName("Stalled", yesNo(0)).
 			OverrideByName("Since maintenance", unit("s")).
-			OverrideByName("Maintenance OK", yesNo(1)),
+			OverrideByName("Maintenance OK", yesNo(1)).
+			OverrideByName("Size", unit("bytes")),
 		tablePanel("Storage locations",
 			"One row per BackupStorageLocation: whether its last probe wrote, read back and deleted an object (alert HoldfastStorageLocationNotReady).",
 			12, 8, []string{"Ready"},

@@ -44,6 +44,7 @@ const (
 	RepositoryStalled                  = "holdfast_repository_stalled"
 	RepositoryLastMaintenanceTimestamp = "holdfast_repository_last_maintenance_timestamp_seconds"
 	RepositoryLastMaintenanceSuccess   = "holdfast_repository_last_maintenance_success"
+	RepositorySize                     = "holdfast_repository_size_bytes"
 
 	// Storage locations: label location.
 	StorageLocationReady         = "holdfast_storage_location_ready"

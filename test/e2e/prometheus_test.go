@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/controllers/storage"
 	"github.com/holdfast-dev/holdfast/internal/identity"
 	"github.com/holdfast-dev/holdfast/test/prometheus"
 )
@@ -128,6 +129,7 @@ func (s *stories) prometheusSeesEveryVolumeAndAlerts(t *testing.T) {
 	s.everyVolumeHasItsLastSuccess(t, prom, run)
 	s.unprotectedClaimAlertPending(t, prom)
 	s.failedFirstBackupAlerts(t, prom)
+	s.repositorySizeAfterMaintenance(t, prom, run)
 
 	// What the lead quotes: one volume's series as the manager serves them, and the
 	// size of what Prometheus holds.
@@ -221,6 +223,52 @@ func (s *stories) everyVolumeHasItsLastSuccess(t *testing.T, prom *Prometheus, r
 		}
 	}
 	t.Logf("Prometheus holds the last success of all %d volumes with a completed backup; this run's %d at their completion time", len(completed), len(run.Backups))
+}
+
+// repositorySizeAfterMaintenance: a maintenance pass asked for after the run measures
+// the size of the run's repository in the store, and Prometheus reads the same figure.
+func (s *stories) repositorySizeAfterMaintenance(t *testing.T, prom *Prometheus, run *Run) {
+	t.Helper()
+	ctx := t.Context()
+	b := run.Backup(dbVolume)
+	key := client.ObjectKey{Namespace: b.Namespace, Name: b.Spec.Repository}
+	brepo := &backupv1alpha1.BackupRepository{}
+	if err := s.e.Client.Get(ctx, key, brepo); err != nil {
+		t.Fatal(err)
+	}
+	asked := time.Now()
+	patch := client.MergeFrom(brepo.DeepCopy())
+	if brepo.Annotations == nil {
+		brepo.Annotations = map[string]string{}
+	}
+	brepo.Annotations[storage.AnnotationMaintenanceRequested] = asked.UTC().Format(time.RFC3339Nano)
+	if err := s.e.Client.Patch(ctx, brepo, patch); err != nil {
+		t.Fatal(err)
+	}
+	var usage backupv1alpha1.StoreUsage
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		if err := s.e.Client.Get(ctx, key, brepo); err != nil {
+			return false, err
+		}
+		u := brepo.Status.StoreUsage
+		if u == nil || u.MeasuredTime.Time.Before(asked.Truncate(time.Second)) {
+			return false, nil
+		}
+		usage = *u
+		return true, nil
+	}); err != nil {
+		t.Fatalf("no size measured by a maintenance pass of %s since %s: %v; status.maintenance %+v", key, asked, err, brepo.Status.Maintenance)
+	}
+	if usage.Bytes <= 0 || usage.Objects <= 0 {
+		t.Fatalf("%s: status.storeUsage %+v", key, usage)
+	}
+	q := fmt.Sprintf(`holdfast_repository_size_bytes{namespace=%q,repository=%q}`, key.Namespace, key.Name)
+	if _, err := prom.WaitQuery(ctx, q, time.Minute, func(v model.Vector) (bool, string) {
+		return len(v) == 1 && int64(v[0].Value) == usage.Bytes, fmt.Sprintf("%v, status says %d bytes", v, usage.Bytes)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s holds %d bytes in %d objects, measured at %s; Prometheus reads the same", key, usage.Bytes, usage.Objects, usage.MeasuredTime)
 }
 
 // unprotectedClaimAlertPending: the story's claim that no policy selects is an
