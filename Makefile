@@ -167,10 +167,18 @@ BENCH_OUT ?= docs/performance
 BENCH_DROP_CACHES ?= false
 
 .PHONY: bench
-bench: ## Data path beside the kopia and restic CLIs, then the policy controller at scale; writes docs/performance/.
+bench: ## Data path beside the kopia and restic CLIs, then the policy controller and a metrics scrape at scale; writes docs/performance/.
 	go run ./test/bench/cmd/holdfast-bench -repeat $(BENCH_REPEAT) -sets $(BENCH_SETS) -scale $(BENCH_SCALE) \
 		-tools-bin $(TOOLS_BIN) -tmp $(BENCH_TMP) -drop-caches=$(BENCH_DROP_CACHES) -out $(BENCH_OUT)
 	go run ./test/bench/cmd/holdfast-bench -control-plane -out $(BENCH_OUT)
+	$(MAKE) --no-print-directory bench-scrape
+
+.PHONY: bench-scrape
+bench-scrape: ## One scrape of the manager's state metrics with 10,000 volumes; writes docs/performance/metrics-scrape.txt.
+	go test -run '^$$' -bench BenchmarkCollect -benchmem -count 3 ./controllers/monitoring/ >$(BENCH_TMP)/holdfast-bench-scrape.out 2>&1 \
+		|| { cat $(BENCH_TMP)/holdfast-bench-scrape.out; exit 1; }
+	grep -E '^(goos|goarch|cpu|Benchmark)' $(BENCH_TMP)/holdfast-bench-scrape.out > $(BENCH_OUT)/metrics-scrape.txt
+	rm -f $(BENCH_TMP)/holdfast-bench-scrape.out
 
 .PHONY: clean
 clean: ## Remove build output (the tool cache outside the repo stays).

@@ -70,6 +70,7 @@ type scale struct {
 func clusterOf(s scale) *memoryReader {
 	r := &memoryReader{}
 	start := time.Date(2026, 1, 1, 1, 0, 0, 0, time.UTC)
+	now := metav1.Time{Time: start}
 	for p := range s.policies {
 		r.policies = append(r.policies, v1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("policy-%d", p)},
 			Spec: v1.VolumeBackupPolicySpec{StorageLocation: "s3", Schedule: &v1.Schedule{Cron: "0 1 * * *", TimeZone: "Europe/Paris"}},
@@ -79,7 +80,10 @@ func clusterOf(s scale) *memoryReader {
 	}
 	for n := range s.namespaces {
 		r.repos = append(r.repos, v1.BackupRepository{ObjectMeta: metav1.ObjectMeta{Namespace: fmt.Sprintf("ns-%d", n), Name: "s3-kopia"},
-			Spec: v1.BackupRepositorySpec{StorageLocation: "s3", Uploader: v1.UploaderKopia}})
+			Spec: v1.BackupRepositorySpec{StorageLocation: "s3", Uploader: v1.UploaderKopia},
+			Status: v1.BackupRepositoryStatus{LastMaintenanceTime: &now,
+				Maintenance: []v1.MaintenanceResult{{Mode: "Quick", Result: "Succeeded", StartTime: now, CompletionTime: &now}},
+				StoreUsage:  &v1.StoreUsage{Bytes: 1 << 40, Objects: 50_000, MeasuredTime: now}}})
 	}
 	r.locations = []v1.BackupStorageLocation{{ObjectMeta: metav1.ObjectMeta{Name: "s3"}}}
 	for n := range s.nodes {
