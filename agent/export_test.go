@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"time"
 
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -36,4 +37,33 @@ func (s BackupSteps) Claim(ctx context.Context, pvb *v1.PodVolumeBackup) (bool, 
 func (s BackupSteps) Complete(ctx context.Context, pvb *v1.PodVolumeBackup, snapshot string) error {
 	return s.r.end(ctx, pvb, outcome{phase: v1.RunCompleted, reason: "Succeeded", msg: "snapshot " + snapshot + " stored",
 		res: &mover.Result{SnapshotID: snapshot}})
+}
+
+// RestoreSteps drives single steps of the restore reconciler, as BackupSteps does.
+type RestoreSteps struct{ r *PodVolumeRestoreReconciler }
+
+func NewRestoreSteps(c client.Client, node string) RestoreSteps {
+	return RestoreSteps{&PodVolumeRestoreReconciler{Agent: &Agent{Client: c, apiReader: c,
+		recorder: events.NewFakeRecorder(100), opts: Options{NodeName: node}}, jobs: newJobs(newSlots(1), priorityRestore)}}
+}
+
+// Reconcile is one reconcile of the restore, as BackupSteps.Reconcile.
+func (s RestoreSteps) Reconcile(ctx context.Context, key client.ObjectKey) error {
+	_, err := s.r.Reconcile(ctx, ctrl.Request{NamespacedName: key})
+	return err
+}
+
+// LockedOut records that the work of key found its repository locked, as a mover
+// that met the lock does.
+func (s BackupSteps) LockedOut(key client.ObjectKey)  { s.r.jobs.lockedOut(key, time.Now(), time.Hour) }
+func (s RestoreSteps) LockedOut(key client.ObjectKey) { s.r.jobs.lockedOut(key, time.Now(), time.Hour) }
+
+// LockWaits is how many lock waits the agent keeps.
+func (s BackupSteps) LockWaits() int  { return s.r.jobs.lockWaits() }
+func (s RestoreSteps) LockWaits() int { return s.r.jobs.lockWaits() }
+
+func (j *jobs) lockWaits() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return len(j.locked)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -78,6 +79,9 @@ func (r *PodVolumeBackupReconciler) setup(mgr ctrl.Manager) error {
 func (r *PodVolumeBackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	pvb := &v1.PodVolumeBackup{}
 	if err := r.Get(ctx, req.NamespacedName, pvb); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.jobs.ended(req.NamespacedName) // deleted while it waited out a lock
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if pvb.Spec.Node != r.opts.NodeName {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -55,6 +56,9 @@ func (r *PodVolumeRestoreReconciler) setup(mgr ctrl.Manager) error {
 func (r *PodVolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	pvr := &v1.PodVolumeRestore{}
 	if err := r.Get(ctx, req.NamespacedName, pvr); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.jobs.ended(req.NamespacedName) // deleted while it waited out a lock
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if pvr.Spec.Node != r.opts.NodeName {

@@ -152,3 +152,35 @@ func TestAPassingAPIErrorDoesNotFailTheWork(t *testing.T) {
 		t.Errorf("a passing API error failed the backup: %s", got.Status.Message)
 	}
 }
+
+// TestDeletedWorkLeavesNoLockWait: a backup or restore that found its repository
+// locked and was deleted during its wait leaves nothing behind in the agent; before,
+// each one's wait stayed in memory as long as the agent ran.
+func TestDeletedWorkLeavesNoLockWait(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	pvb := pendingBackup(t, ns, "deleted-while-waiting")
+	key := client.ObjectKeyFromObject(pvb)
+	backups := agent.NewBackupSteps(env.Client, otherNode)
+	backups.LockedOut(key)
+	if err := env.Client.Delete(ctxFor(t), pvb); err != nil {
+		t.Fatal(err)
+	}
+	restores := agent.NewRestoreSteps(env.Client, otherNode)
+	restores.LockedOut(client.ObjectKey{Namespace: ns, Name: "restore-deleted-while-waiting"})
+	for what, steps := range map[string]interface {
+		Reconcile(context.Context, client.ObjectKey) error
+		LockWaits() int
+	}{"backup": backups, "restore": restores} {
+		name := key
+		if what == "restore" {
+			name.Name = "restore-deleted-while-waiting"
+		}
+		if err := steps.Reconcile(ctxFor(t), name); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if n := steps.LockWaits(); n != 0 {
+			t.Errorf("the agent keeps %d lock waits after the %s was deleted, want 0", n, what)
+		}
+	}
+}
