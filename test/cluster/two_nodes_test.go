@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -231,8 +232,9 @@ func TestTwoNodes(t *testing.T) {
 
 // TestDownAfterPartialTwoNodeUp tears down a two-node cluster whose `up` stopped while
 // starting the second node (its cgroup root made and its containerd running in its
-// mount namespace, no kubelet), as after a failure; Leftovers must see the second
-// node's traces before and none after.
+// mount namespace, no kubelet), as after a failure, with a stray process in that
+// namespace whose command line names nothing of the cluster; Leftovers must see the
+// second node's traces before and none after.
 func TestDownAfterPartialTwoNodeUp(t *testing.T) {
 	c := testCluster(t)
 	c.Nodes = 2
@@ -269,12 +271,33 @@ func TestDownAfterPartialTwoNodeUp(t *testing.T) {
 		t.Fatalf("status of a partial cluster: %+v", st)
 	}
 	recs, _ := c.records()
+	var stray *exec.Cmd
 	for _, r := range recs {
-		if r.Name == "containerd-2" && !slices.Contains(c.nodeNamespaceProcesses(), r.PID) {
+		if r.Name != "containerd-2" {
+			continue
+		}
+		if !slices.Contains(c.nodeNamespaceProcesses(), r.PID) {
 			t.Errorf("containerd-2 (pid %d) is not among the processes of the node's mount namespace %v", r.PID, c.nodeNamespaceProcesses())
 		}
+		stray = exec.Command("nsenter", "--target", itoa(r.PID), "--mount", "--", "sleep", "600")
+		stray.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := stray.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = stray.Wait() }()
+		t.Cleanup(func() { _ = stray.Process.Kill() })
 	}
-	left := strings.Join(c.Leftovers(), "\n")
+	if stray == nil {
+		t.Fatal("no containerd-2 recorded")
+	}
+	var left string
+	// nsenter has entered the namespace once it has become sleep.
+	if !waitFor(ctx, 10*time.Second, 50*time.Millisecond, func() bool {
+		left = strings.Join(c.Leftovers(), "\n")
+		return strings.Contains(left, fmt.Sprintf("process %d in a node's mount namespace", stray.Process.Pid))
+	}) {
+		t.Errorf("Leftovers before Down misses the stray process %d in the node's mount namespace:\n%s", stray.Process.Pid, left)
+	}
 	for _, want := range []string{"cgroup /sys/fs/cgroup/memory" + second.cgroupRoot, second.path("config", "containerd.toml")} {
 		if !strings.Contains(left, want) {
 			t.Errorf("Leftovers before Down misses %q:\n%s", want, left)
