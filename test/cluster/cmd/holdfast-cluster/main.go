@@ -67,8 +67,12 @@ flags:
 	}
 	switch cmd {
 	case "up":
-		if err = c.Up(ctx); err != nil && len(c.Status(ctx).Components) > 0 {
-			err = fmt.Errorf("%w\nthe partly started cluster is left for inspection (logs in %s/logs); `make cluster-down` removes it", err, c.StateDir)
+		// A failed `up` leaves what it started; a running cluster that `up` declined
+		// (another number of nodes) is not "partly started".
+		if err = c.Up(ctx); err != nil {
+			if st := c.Status(ctx); !st.Ready && len(st.Components) > 0 {
+				err = fmt.Errorf("%w\nthe partly started cluster is left for inspection (logs in %s/logs); `make cluster-down` removes it", err, c.StateDir)
+			}
 		}
 	case "down":
 		err = c.Down(ctx)
