@@ -33,8 +33,9 @@ import (
 // exactly that node's pods; pods on the second node get their cgroups under its
 // cgroup root; a pod there reaches the API server in-cluster, a Service and a pod on
 // the first node by IP, and the first node's pod reaches it back; a local PV with
-// node affinity to the second node is bound and written there; and Down leaves
-// nothing of either node.
+// node affinity to the second node is bound and written there; the second node's
+// mounts stay in its namespace and the first node's stay out of it; and Down, after
+// the second node's containerd crashed, leaves nothing of either node.
 func TestTwoNodes(t *testing.T) {
 	c := testCluster(t)
 	c.Nodes = 2
@@ -182,6 +183,25 @@ func TestTwoNodes(t *testing.T) {
 		}
 	}
 
+	// Mounts: the second node's volume mounts (its pods' tokens, the local PV) stay in
+	// its namespace, and the first node's do not reach that namespace.
+	for _, m := range mounts() {
+		if under(m.point, second.KubeletRoot) {
+			t.Errorf("the second node's mount %s shows on the host", m.point)
+		}
+	}
+	kubelet2 := recordPID(t, c, "kubelet-2")
+	nsMounts, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", kubelet2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(nsMounts), "/pods/"+string(writer.UID)+"/volumes/kubernetes.io~local-volume/"+nodeLocalPVName) {
+		t.Errorf("the local PV's mount is not in the second node's namespace:\n%s", nsMounts)
+	}
+	if uid := string(servers[first.Name].UID); strings.Contains(string(nsMounts), uid) {
+		t.Errorf("a mount of the first node's pod %s is in the second node's namespace:\n%s", uid, nsMounts)
+	}
+
 	// cgroups: the second node's pods under its cgroup root, the first node's under
 	// /kubepods as before.
 	for _, n := range nodes {
@@ -221,6 +241,9 @@ func TestTwoNodes(t *testing.T) {
 	}
 	logMemory(t, c, "2 nodes, 5 pods")
 
+	// The second node's containerd dies, as in a crash: its shims and containers keep
+	// the namespace alive, and Down must still stop them and leave nothing.
+	_ = syscall.Kill(recordPID(t, c, "containerd-2"), syscall.SIGKILL)
 	start = time.Now()
 	if err := c.Down(ctx); err != nil {
 		t.Fatalf("down: %v", err)
@@ -307,6 +330,22 @@ func TestDownAfterPartialTwoNodeUp(t *testing.T) {
 		t.Fatalf("down: %v", err)
 	}
 	assertNothingLeft(t, c)
+}
+
+// recordPID is the PID of a recorded daemon.
+func recordPID(t *testing.T, c *Cluster, name string) int {
+	t.Helper()
+	recs, err := c.records()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Name == name {
+			return r.PID
+		}
+	}
+	t.Fatalf("no %s recorded", name)
+	return 0
 }
 
 // internalIP is the node's InternalIP address.
