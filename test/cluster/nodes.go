@@ -299,3 +299,24 @@ func removeCgroupTree(dir string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// NodePath returns a host path at which the file p is seen as the node's kubelet and
+// pods see it. For the first node that is p; for the others it goes through
+// /proc/<kubelet pid>/root, because their volume mounts (projected tokens, local PVs)
+// exist only in their mount namespace, while <state>/node-N/kubelet on the host holds
+// the bare directories. It fails when the node's kubelet does not run.
+func (c *Cluster) NodePath(n Node, p string) (string, error) {
+	if n.index == 0 {
+		return p, nil
+	}
+	recs, err := c.records()
+	if err != nil {
+		return "", err
+	}
+	for _, r := range recs {
+		if r.Name == "kubelet"+n.suffix && r.alive() {
+			return filepath.Join("/proc", strconv.Itoa(r.PID), "root", p), nil
+		}
+	}
+	return "", fmt.Errorf("the kubelet of %s is not running", n.Name)
+}

@@ -149,6 +149,12 @@ func TestTwoNodes(t *testing.T) {
 	if out := kubectl(ctx, t, c, "exec", "-n", ns, readerOn[second.Name], "--", "cat", pvInReader); out != "written on "+second.Name+"\n" {
 		t.Errorf("the second node's reader read %q from the local PV", out)
 	}
+	inNode := filepath.Join(c.KubeletRoot, "pods", string(writer.UID), "volumes", "kubernetes.io~local-volume", nodeLocalPVName, "claim.txt")
+	if p, err := c.NodePath(second, inNode); err != nil {
+		t.Error(err)
+	} else if got, err := os.ReadFile(p); err != nil || string(got) != "written on "+second.Name+"\n" {
+		t.Errorf("NodePath %s: %q, %v", p, got, err)
+	}
 	if out, err := kubectlErr(ctx, c, "exec", "-n", ns, readerOn[first.Name], "--", "ls", "/host/pods/"+string(writer.UID)); err == nil {
 		t.Errorf("the first node's reader sees the second node's pod: %s", out)
 	}
