@@ -75,6 +75,9 @@ verify-generated: ## Fail when generated code is stale (regenerates it, so you c
 # The binaries the local cluster runs, built by test/tools/build.sh.
 CLUSTER_TOOLS := etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubectl containerd containerd-shim-runc-v2 ctr restic
 HOLDFAST_CLUSTER := bin/holdfast-cluster
+# NODES=2 starts a second node (see test/cluster/README.md); unset, `up` takes
+# $HOLDFAST_CLUSTER_NODES or 1.
+NODES ?=
 
 .PHONY: cluster-packages
 cluster-packages: ## Install the Debian packages the cluster needs (runc, CNI plugins, iptables, conntrack, busybox-static); says what and why, skips installed ones.
@@ -85,21 +88,21 @@ $(HOLDFAST_CLUSTER):
 	go build -o $(HOLDFAST_CLUSTER) ./test/cluster/cmd/holdfast-cluster
 
 .PHONY: cluster-up
-cluster-up: cluster-packages $(HOLDFAST_CLUSTER) ## Start the single-node cluster on 127.0.0.1 (state in HOLDFAST_CLUSTER_DIR, default /var/lib/holdfast-cluster).
+cluster-up: cluster-packages $(HOLDFAST_CLUSTER) ## Start the cluster on 127.0.0.1, one node or NODES=2 (state in HOLDFAST_CLUSTER_DIR, default /var/lib/holdfast-cluster).
 	bash test/tools/build.sh $(CLUSTER_TOOLS)
-	$(HOLDFAST_CLUSTER) up
+	$(HOLDFAST_CLUSTER) up $(if $(NODES),-nodes $(NODES))
 	@echo "export KUBECONFIG=$$($(HOLDFAST_CLUSTER) kubeconfig)"
 
 .PHONY: cluster-down
-cluster-down: $(HOLDFAST_CLUSTER) ## Stop the cluster; removes every process, mount, network device, iptables chain and file it made.
+cluster-down: $(HOLDFAST_CLUSTER) ## Stop the cluster (every node); removes every process, mount, network device, iptables chain, cgroup and file it made.
 	$(HOLDFAST_CLUSTER) down
 
 .PHONY: cluster-images
-cluster-images: $(HOLDFAST_CLUSTER) ## Rebuild the holdfast, busybox and pause images and import them into the running cluster.
+cluster-images: $(HOLDFAST_CLUSTER) ## Rebuild the holdfast, busybox and pause images and import them into every node of the running cluster.
 	$(HOLDFAST_CLUSTER) images
 
 .PHONY: cluster-status
-cluster-status: $(HOLDFAST_CLUSTER) ## Show the cluster's daemons and whether the node is Ready.
+cluster-status: $(HOLDFAST_CLUSTER) ## Show the cluster's daemons, whether every node is Ready and the memory the cluster uses.
 	$(HOLDFAST_CLUSTER) status
 
 .PHONY: test-cluster

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,6 +24,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/holdfast-dev/holdfast/test/images"
 )
 
 // Addresses and names of the cluster. Every listener is on NodeIP.
@@ -74,9 +77,15 @@ type Cluster struct {
 	Runc      string
 	CNIBinDir string
 	Busybox   string
+	// Nodes is how many nodes `up` starts (1 to MaxNodes; New takes it from
+	// $HOLDFAST_CLUSTER_NODES, default 1). The first node is the single-node
+	// cluster's; see Node for the others.
+	Nodes int
 	// Log receives progress lines; nil prints nothing.
 	Log func(format string, args ...any)
 
+	// archives are the images built by the first import, imported into every node.
+	archives []images.Archive
 	// preexistingVeths are the host's veths before `up`, kept by Down for Leftovers
 	// once the record of them is deleted with the state directory.
 	preexistingVeths []string
@@ -97,7 +106,8 @@ func RepoRoot() string {
 }
 
 // New returns the cluster in stateDir (DefaultStateDir when empty) with the default
-// tool locations; $HOLDFAST_TOOLS_BIN overrides the tools directory.
+// tool locations; $HOLDFAST_TOOLS_BIN overrides the tools directory and
+// $HOLDFAST_CLUSTER_NODES the number of nodes (default 1).
 func New(stateDir string) *Cluster {
 	if stateDir == "" {
 		stateDir = DefaultStateDir()
@@ -118,6 +128,7 @@ func New(stateDir string) *Cluster {
 		Runc:        "/usr/sbin/runc",
 		CNIBinDir:   "/usr/lib/cni",
 		Busybox:     "/bin/busybox",
+		Nodes:       nodesFromEnv(),
 	}
 }
 
@@ -141,8 +152,11 @@ func (c *Cluster) APIServerURL() string {
 // Kubeconfig is the path of a cluster-admin kubeconfig (certificates embedded).
 func (c *Cluster) Kubeconfig() string { return c.path("kubeconfig") }
 
-// ContainerdSocket is containerd's gRPC socket, for `ctr --address`.
-func (c *Cluster) ContainerdSocket() string { return c.path("containerd", "containerd.sock") }
+// ContainerdSocket is the first node's containerd gRPC socket, for `ctr --address`.
+func (c *Cluster) ContainerdSocket() string { return c.nodeAt(0).containerdSocket() }
+
+// NodeContainerdSocket is the containerd socket of node, for `ctr --address`.
+func (c *Cluster) NodeContainerdSocket(node Node) string { return node.containerdSocket() }
 
 // Clientset returns a client for the cluster as cluster admin.
 func (c *Cluster) Clientset() (*kubernetes.Clientset, error) {
@@ -167,7 +181,7 @@ func (c *Cluster) missingPrerequisites() []string {
 			missing = append(missing, p+" (make cluster-packages)")
 		}
 	}
-	for _, p := range []string{"iptables", "conntrack", "ip"} {
+	for _, p := range []string{"iptables", "conntrack", "ip", "unshare", "nsenter", "mount", "umount", "mountpoint"} {
 		if _, err := exec.LookPath(p); err != nil {
 			missing = append(missing, p+" (make cluster-packages)")
 		}
@@ -175,18 +189,25 @@ func (c *Cluster) missingPrerequisites() []string {
 	return missing
 }
 
-// Up starts the cluster and returns once the node is Ready, the images are imported
-// and the default ServiceAccount exists. It is a no-op when the cluster already runs.
-// When it fails, whatever it started keeps running for inspection; Down removes it.
+// Up starts the cluster with Nodes nodes and returns once every node is Ready, the
+// images are imported and the default ServiceAccount exists. It is a no-op when the
+// cluster already runs with as many nodes. When it fails, whatever it started keeps
+// running for inspection; Down removes it.
 func (c *Cluster) Up(ctx context.Context) error {
 	start := time.Now()
 	if os.Geteuid() != 0 {
 		return errors.New("the local cluster needs root (mounts, network namespaces, cgroups)")
 	}
+	if err := c.checkNodes(); err != nil {
+		return err
+	}
 	if m := c.missingPrerequisites(); len(m) > 0 {
 		return fmt.Errorf("missing prerequisites:\n  %s", strings.Join(m, "\n  "))
 	}
 	if st := c.Status(ctx); st.Ready {
+		if n := c.nodeCount(); n != c.Nodes {
+			return fmt.Errorf("the cluster in %s runs with %d nodes, not %d; `make cluster-down` first", c.StateDir, n, c.Nodes)
+		}
 		c.logf("cluster: already up (%s)", c.StateDir)
 		return nil
 	} else if len(st.Components) > 0 {
@@ -195,8 +216,8 @@ func (c *Cluster) Up(ctx context.Context) error {
 			return err
 		}
 	}
-	if busy := busyPorts(); len(busy) > 0 {
-		return fmt.Errorf("ports the cluster needs are in use on %s: %v (another local cluster in a different HOLDFAST_CLUSTER_DIR, or a test's?)", NodeIP, busy)
+	if busy := c.busyPorts(); len(busy) > 0 {
+		return fmt.Errorf("addresses the cluster needs are in use: %v (another local cluster in a different HOLDFAST_CLUSTER_DIR, or a test's?)", busy)
 	}
 	for _, d := range []string{"", "logs", "pids", "etcd", "containerd", "cni/net.d", "cni/ipam", "pod-logs", "images", "config"} {
 		if err := os.MkdirAll(c.path(d), 0o755); err != nil {
@@ -206,6 +227,9 @@ func (c *Cluster) Up(ctx context.Context) error {
 	if err := c.saveHostSettings(); err != nil {
 		return err
 	}
+	if err := os.WriteFile(c.nodeCountPath(), []byte(strconv.Itoa(c.Nodes)+"\n"), 0o644); err != nil {
+		return err
+	}
 	if err := c.writePKI(); err != nil {
 		return fmt.Errorf("PKI: %w", err)
 	}
@@ -213,6 +237,10 @@ func (c *Cluster) Up(ctx context.Context) error {
 		return err
 	}
 
+	first := c.nodeAt(0)
+	onFirst := func(fn func(context.Context, Node) error) func(context.Context) error {
+		return func(ctx context.Context) error { return fn(ctx, first) }
+	}
 	steps := []struct {
 		what string
 		fn   func(context.Context) error
@@ -221,13 +249,27 @@ func (c *Cluster) Up(ctx context.Context) error {
 		{"kube-apiserver", c.startAPIServer},
 		{"kube-controller-manager and kube-scheduler", c.startControllers},
 		{"pod network", c.setUpNetwork},
-		{"containerd", c.startContainerd},
-		{"images", c.importImages},
-		{"kubelet", c.startKubelet},
-		{"node registration", c.registerNodeAddress},
-		{"kube-proxy", c.startKubeProxy},
-		{"node Ready and default ServiceAccount", c.waitReady},
+		{"containerd", onFirst(c.startContainerd)},
+		{"images", onFirst(c.importImages)},
+		{"kubelet", onFirst(c.startKubelet)},
+		{"node registration", onFirst(c.registerNodeAddress)},
 	}
+	// The other nodes start after the first node's kubelet has made /var/lib/kubelet
+	// its rshared mount, so that their namespaces bind their own directory over it.
+	for i := 1; i < c.Nodes; i++ {
+		n := c.nodeAt(i)
+		steps = append(steps, struct {
+			what string
+			fn   func(context.Context) error
+		}{"node " + n.Name, func(ctx context.Context) error { return c.startNode(ctx, n) }})
+	}
+	steps = append(steps, []struct {
+		what string
+		fn   func(context.Context) error
+	}{
+		{"kube-proxy", c.startKubeProxy},
+		{"nodes Ready and default ServiceAccount", c.waitReady},
+	}...)
 	for _, s := range steps {
 		t := time.Now()
 		if err := s.fn(ctx); err != nil {
@@ -239,18 +281,28 @@ func (c *Cluster) Up(ctx context.Context) error {
 	return nil
 }
 
-// busyPorts lists the cluster's fixed ports that something already listens on.
-func busyPorts() []int {
-	var busy []int
-	for _, p := range []int{etcdClientPort, etcdPeerPort, APIServerPort, controllerManagerPort, schedulerPort,
-		kubeletPort, kubeletHealthzPort, kubeProxyMetricsPort, kubeProxyHealthzPort} {
-		l, err := net.Listen("tcp", net.JoinHostPort(NodeIP, strconv.Itoa(p)))
-		if err != nil {
-			busy = append(busy, p)
-			continue
-		}
-		l.Close()
+// busyPorts lists the cluster's fixed addresses that something already listens on:
+// the control plane's and the first node's on NodeIP, each other node's kubelet on
+// its own address.
+func (c *Cluster) busyPorts() []string {
+	addrs := map[string][]int{NodeIP: {etcdClientPort, etcdPeerPort, APIServerPort, controllerManagerPort, schedulerPort,
+		kubeletPort, kubeletHealthzPort, kubeProxyMetricsPort, kubeProxyHealthzPort}}
+	for i := 1; i < c.Nodes; i++ {
+		addrs[c.nodeAt(i).IP] = []int{kubeletPort, kubeletHealthzPort}
 	}
+	var busy []string
+	for ip, ports := range addrs {
+		for _, p := range ports {
+			addr := net.JoinHostPort(ip, strconv.Itoa(p))
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				busy = append(busy, addr)
+				continue
+			}
+			l.Close()
+		}
+	}
+	sort.Strings(busy)
 	return busy
 }
 
@@ -314,35 +366,45 @@ func tail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// registerNodeAddress waits for the kubelet to register the node and gives it the
-// InternalIP 127.0.0.1. The kubelet refuses to report a loopback node IP itself (it
-// logs "nodeIP can't be loopback address" and leaves the addresses alone), but the
-// API server needs an address to reach the kubelet for logs, exec and port-forward,
-// and hostNetwork pods take theirs from it.
-func (c *Cluster) registerNodeAddress(ctx context.Context) error {
+// registerNodeAddress waits for the node's kubelet to register the node and gives it
+// its InternalIP (127.0.0.1 for the first node). The kubelet refuses to report a
+// loopback node IP itself (it logs "nodeIP can't be loopback address" and leaves the
+// addresses alone), but the API server needs an address to reach the kubelet for
+// logs, exec and port-forward, and hostNetwork pods take theirs from it.
+func (c *Cluster) registerNodeAddress(ctx context.Context, n Node) error {
 	cs, err := c.Clientset()
 	if err != nil {
 		return err
 	}
 	var node *corev1.Node
 	if !waitFor(ctx, 2*time.Minute, 200*time.Millisecond, func() bool {
-		node, err = cs.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
+		node, err = cs.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
 		return err == nil
 	}) {
-		return fmt.Errorf("node %s not registered: %v; kubelet log:\n%s", NodeName, err, tail(c.path("logs", "kubelet.log"), 20))
+		return fmt.Errorf("node %s not registered: %v; kubelet log:\n%s", n.Name, err, tail(c.path("logs", "kubelet"+n.suffix+".log"), 20))
 	}
 	for _, a := range node.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP && a.Address == NodeIP {
+		if a.Type == corev1.NodeInternalIP && a.Address == n.IP {
 			return nil
 		}
 	}
-	patch := fmt.Sprintf(`{"status":{"addresses":[{"type":"InternalIP","address":%q},{"type":"Hostname","address":%q}]}}`, NodeIP, NodeName)
-	_, err = cs.CoreV1().Nodes().Patch(ctx, NodeName, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}, "status")
+	patch := fmt.Sprintf(`{"status":{"addresses":[{"type":"InternalIP","address":%q},{"type":"Hostname","address":%q}]}}`, n.IP, n.Name)
+	_, err = cs.CoreV1().Nodes().Patch(ctx, n.Name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}, "status")
 	return err
 }
 
-// waitReady waits for what a test needs before creating pods: the node is Ready and
-// the default namespace has its ServiceAccount and root CA ConfigMap (made by the
+// nodeReady reports whether the node is Ready and, if not, why.
+func nodeReady(node *corev1.Node) (bool, string) {
+	for _, cond := range node.Status.Conditions {
+		if cond.Type == corev1.NodeReady {
+			return cond.Status == corev1.ConditionTrue, fmt.Sprintf("node %s Ready=%s (%s: %s)", node.Name, cond.Status, cond.Reason, cond.Message)
+		}
+	}
+	return false, "node " + node.Name + " has no Ready condition yet"
+}
+
+// waitReady waits for what a test needs before creating pods: every node is Ready
+// and the default namespace has its ServiceAccount and root CA ConfigMap (made by the
 // controller manager).
 func (c *Cluster) waitReady(ctx context.Context) error {
 	cs, err := c.Clientset()
@@ -351,20 +413,16 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 	}
 	var why string
 	ok := waitFor(ctx, 3*time.Minute, 250*time.Millisecond, func() bool {
-		node, err := cs.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
-		if err != nil {
-			why = err.Error()
-			return false
-		}
-		ready := false
-		for _, cond := range node.Status.Conditions {
-			if cond.Type == corev1.NodeReady {
-				ready = cond.Status == corev1.ConditionTrue
-				why = "node: " + cond.Reason + ": " + cond.Message
+		for _, n := range c.NodeList() {
+			node, err := cs.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+			if err != nil {
+				why = err.Error()
+				return false
 			}
-		}
-		if !ready {
-			return false
+			var ready bool
+			if ready, why = nodeReady(node); !ready {
+				return false
+			}
 		}
 		if _, err := cs.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{}); err != nil {
 			why = "default ServiceAccount: " + err.Error()
@@ -393,15 +451,17 @@ type ComponentStatus struct {
 // State is what Status found.
 type State struct {
 	Components []ComponentStatus
-	// Ready is true when every daemon runs and the node is Ready.
+	// Nodes is the number of nodes `up` started (or was starting).
+	Nodes int
+	// Ready is true when every daemon runs and every node is Ready.
 	Ready bool
 	// Detail explains Ready in one line.
 	Detail string
 }
 
-// Status reports the recorded daemons and whether the node is Ready.
+// Status reports the recorded daemons and whether every node is Ready.
 func (c *Cluster) Status(ctx context.Context) State {
-	var st State
+	st := State{Nodes: c.nodeCount()}
 	recs, err := c.records()
 	if err != nil {
 		st.Detail = err.Error()
@@ -420,8 +480,8 @@ func (c *Cluster) Status(ctx context.Context) State {
 	case len(recs) == 0:
 		st.Detail = "not running (no daemons recorded in " + c.StateDir + ")"
 		return st
-	case running < len(startOrder):
-		st.Detail = fmt.Sprintf("%d of %d daemons running", running, len(startOrder))
+	case running < c.daemonCount(st.Nodes):
+		st.Detail = fmt.Sprintf("%d of %d daemons running", running, c.daemonCount(st.Nodes))
 		return st
 	}
 	cs, err := c.Clientset()
@@ -431,22 +491,32 @@ func (c *Cluster) Status(ctx context.Context) State {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	node, err := cs.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		st.Detail = "node " + NodeName + " not registered"
-		return st
-	} else if err != nil {
-		st.Detail = "API server: " + err.Error()
-		return st
-	}
-	for _, cond := range node.Status.Conditions {
-		if cond.Type == corev1.NodeReady {
-			st.Ready = cond.Status == corev1.ConditionTrue
-			st.Detail = fmt.Sprintf("node %s Ready=%s (%s)", NodeName, cond.Status, cond.Reason)
+	var details []string
+	st.Ready = true
+	for i := 0; i < st.Nodes; i++ {
+		name := c.nodeAt(i).Name
+		node, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			st.Ready = false
+			details = append(details, "node "+name+" not registered")
+			continue
+		} else if err != nil {
+			st.Ready = false
+			details = append(details, "API server: "+err.Error())
+			break
 		}
+		ready, why := nodeReady(node)
+		st.Ready = st.Ready && ready
+		details = append(details, why)
 	}
+	st.Detail = strings.Join(details, "; ")
 	return st
 }
+
+// daemonCount is how many daemons a cluster of n nodes runs: the control plane,
+// kube-proxy and the first node's containerd and kubelet, plus a containerd and a
+// kubelet for every other node.
+func (c *Cluster) daemonCount(n int) int { return len(startOrder) + 2*(n-1) }
 
 // LockPath is the machine-wide lock of the local cluster. There can be only one
 // cluster per machine (fixed ports, /var/lib/kubelet, the bridge), so `up`, `down`

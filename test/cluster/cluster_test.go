@@ -46,6 +46,7 @@ func testCluster(t *testing.T) *Cluster {
 		t.Skip("starts a real cluster (about a minute); skipped by -short")
 	}
 	c := New(filepath.Join(os.TempDir(), "holdfast-cluster-test"))
+	c.Nodes = 1 // whatever $HOLDFAST_CLUSTER_NODES says; the two-node tests set 2
 	c.Log = t.Logf
 	if os.Geteuid() != 0 {
 		t.Fatal("the cluster test needs root (mounts, network namespaces, cgroups)")
@@ -124,6 +125,7 @@ func TestClusterRunsPodsAndTearsDownClean(t *testing.T) {
 		t.Fatalf("up: %v", err)
 	}
 	t.Logf("up took %s", time.Since(start).Round(time.Millisecond))
+	logMemory(t, c, "1 node, idle")
 	cs, err := c.Clientset()
 	if err != nil {
 		t.Fatal(err)
@@ -225,7 +227,8 @@ func TestDownAfterPartialUp(t *testing.T) {
 		func(context.Context) error { return c.saveHostSettings() },
 		func(context.Context) error { return c.writePKI() },
 		func(context.Context) error { return c.writeConfigs() },
-		c.startEtcd, c.startAPIServer, c.setUpNetwork, c.startContainerd,
+		c.startEtcd, c.startAPIServer, c.setUpNetwork,
+		func(ctx context.Context) error { return c.startContainerd(ctx, c.nodeAt(0)) },
 	}
 	for i, s := range steps {
 		if err := s(ctx); err != nil {
@@ -331,12 +334,11 @@ func assertInClusterAPIAccess(ctx context.Context, t *testing.T, c *Cluster, pod
 	t.Helper()
 	cid := strings.TrimPrefix(pod.Status.ContainerStatuses[0].ContainerID, "containerd://")
 	pid := containerPID(t, cid)
-	tokenDirs, _ := filepath.Glob(filepath.Join(c.KubeletRoot, "pods", string(pod.UID), "volumes", "kubernetes.io~projected", "kube-api-access-*"))
-	if len(tokenDirs) != 1 {
-		t.Fatalf("service-account volume of %s: %v", pod.Name, tokenDirs)
-	}
-	token, err1 := os.ReadFile(filepath.Join(tokenDirs[0], "token"))
-	caPEM, err2 := os.ReadFile(filepath.Join(tokenDirs[0], "ca.crt"))
+	// The token as the container sees it: on a node after the first, the volume is
+	// mounted only in that node's mount namespace, not on the host.
+	tokenDir := fmt.Sprintf("/proc/%d/root/var/run/secrets/kubernetes.io/serviceaccount", pid)
+	token, err1 := os.ReadFile(filepath.Join(tokenDir, "token"))
+	caPEM, err2 := os.ReadFile(filepath.Join(tokenDir, "ca.crt"))
 	if err1 != nil || err2 != nil {
 		t.Fatal(err1, err2)
 	}

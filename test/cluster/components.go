@@ -15,30 +15,37 @@ import (
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
-// writeConfigs writes the kubeconfigs and the config files of containerd, CNI,
-// kube-proxy and the kubelet.
+// writeConfigs writes the kubeconfigs and the config files of kube-proxy and of every
+// node's containerd, CNI network and kubelet.
 func (c *Cluster) writeConfigs() error {
 	kubeconfigs := map[string][2]string{ // file: {cert, user}
-		"kubeconfig":                           {"admin", "holdfast-admin"},
-		"config/controller-manager.kubeconfig": {"controller-manager", "system:kube-controller-manager"},
-		"config/scheduler.kubeconfig":          {"scheduler", "system:kube-scheduler"},
-		"config/kube-proxy.kubeconfig":         {"kube-proxy", "system:kube-proxy"},
-		"config/kubelet.kubeconfig":            {"kubelet-client", "system:node:" + NodeName},
+		c.path("kubeconfig"):                           {"admin", "holdfast-admin"},
+		c.path("config/controller-manager.kubeconfig"): {"controller-manager", "system:kube-controller-manager"},
+		c.path("config/scheduler.kubeconfig"):          {"scheduler", "system:kube-scheduler"},
+		c.path("config/kube-proxy.kubeconfig"):         {"kube-proxy", "system:kube-proxy"},
+	}
+	files := map[string]string{
+		c.path("config/kube-proxy.yaml"): c.kubeProxyConfig(),
+		c.path("config/resolv.conf"):     "# The holdfast local cluster has no DNS: pods use Service environment variables and IPs.\n",
+	}
+	for _, n := range c.NodeList() {
+		for _, d := range []string{"config", "cni/net.d", "cni/ipam", "containerd", "pod-logs"} {
+			if err := os.MkdirAll(n.path(d), 0o755); err != nil {
+				return err
+			}
+		}
+		kubeconfigs[n.path("config/kubelet.kubeconfig")] = [2]string{"kubelet-client" + n.suffix, "system:node:" + n.Name}
+		files[n.path("config/containerd.toml")] = c.containerdConfig(n)
+		files[n.path("cni/net.d/10-holdfast.conflist")] = c.cniConfig(n)
+		files[n.path("config/kubelet.yaml")] = c.kubeletConfig(n)
 	}
 	for file, v := range kubeconfigs {
-		if err := c.writeKubeconfig(c.path(file), v[0], v[1]); err != nil {
+		if err := c.writeKubeconfig(file, v[0], v[1]); err != nil {
 			return err
 		}
 	}
-	files := map[string]string{
-		"config/containerd.toml":         c.containerdConfig(),
-		"cni/net.d/10-holdfast.conflist": c.cniConfig(),
-		"config/kubelet.yaml":            c.kubeletConfig(),
-		"config/kube-proxy.yaml":         c.kubeProxyConfig(),
-		"config/resolv.conf":             "# The holdfast local cluster has no DNS: pods use Service environment variables and IPs.\n",
-	}
 	for file, content := range files {
-		if err := os.WriteFile(c.path(file), []byte(content), 0o644); err != nil {
+		if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
 			return err
 		}
 	}
@@ -149,10 +156,10 @@ func (c *Cluster) startControllers(ctx context.Context) error {
 	return err
 }
 
-// containerdConfig keeps every containerd path under the state directory (root,
-// state, shim sockets, runc state, network namespaces, the opt directory) and turns
-// off NRI, whose socket would live outside it.
-func (c *Cluster) containerdConfig() string {
+// containerdConfig keeps every path of the node's containerd under the node's
+// directory (root, state, shim sockets, runc state, network namespaces, the opt
+// directory) and turns off NRI, whose socket would live outside it.
+func (c *Cluster) containerdConfig(n Node) string {
 	return fmt.Sprintf(`version = 3
 root = %[1]q
 state = %[2]q
@@ -191,15 +198,15 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.tracing.processor
     disable_tcp_service = true
     stream_server_address = %[11]q
     stream_server_port = "0"
-`, c.path("containerd", "root"), c.path("containerd", "state"), c.ContainerdSocket(),
-		c.path("containerd", "s"), c.path("containerd", "opt"), images.Pause,
-		c.Runc, c.path("containerd", "runc"), c.CNIBinDir, c.path("cni", "net.d"), NodeIP)
+`, n.path("containerd", "root"), n.path("containerd", "state"), n.containerdSocket(),
+		n.shimSocketDir(), n.path("containerd", "opt"), images.Pause,
+		c.Runc, n.runcRoot(), c.CNIBinDir, n.path("cni", "net.d"), n.IP)
 }
 
-// cniConfig is a bridge network without masquerading (pods talk only to each other
-// and to the node), host-local IPAM with its state under the state directory, and
-// portmap for hostPort.
-func (c *Cluster) cniConfig() string {
+// cniConfig is the node's bridge network without masquerading (pods talk only to
+// each other and to the nodes), host-local IPAM with its state under the node's
+// directory, and portmap for hostPort.
+func (c *Cluster) cniConfig(n Node) string {
 	return fmt.Sprintf(`{
   "cniVersion": "1.0.0",
   "name": %q,
@@ -220,12 +227,23 @@ func (c *Cluster) cniConfig() string {
     {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
-`, CNINetwork, BridgeName, PodCIDR, BridgeIP, c.path("cni", "ipam"))
+`, n.cniNetwork, n.Bridge, n.PodCIDR, n.bridgeIP, n.path("cni", "ipam"))
 }
 
-func (c *Cluster) startContainerd(ctx context.Context) error {
-	rec, err := c.start("containerd", []string{"PATH=" + c.ToolsBin + ":" + os.Getenv("PATH")}, c.tool("containerd"),
-		"--config="+c.path("config", "containerd.toml"), "--log-level=warn")
+// startContainerd starts the node's containerd; a node after the first gets it in a
+// mount namespace of its own (nodeNamespaceCommand).
+func (c *Cluster) startContainerd(ctx context.Context, n Node) error {
+	bin, args := c.tool("containerd"), []string{"--config=" + n.path("config", "containerd.toml"), "--log-level=warn"}
+	if n.index > 0 {
+		if err := os.MkdirAll(n.KubeletRoot, 0o750); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(c.KubeletRoot, 0o750); err != nil {
+			return err
+		}
+		bin, args = c.nodeNamespaceCommand(n, bin, args...)
+	}
+	rec, err := c.start("containerd"+n.suffix, []string{"PATH=" + c.ToolsBin + ":" + os.Getenv("PATH")}, bin, args...)
 	if err != nil {
 		return err
 	}
@@ -233,7 +251,7 @@ func (c *Cluster) startContainerd(ctx context.Context) error {
 		if !rec.alive() {
 			return true
 		}
-		return exec.CommandContext(ctx, c.tool("ctr"), "--address", c.ContainerdSocket(), "version").Run() == nil
+		return exec.CommandContext(ctx, c.tool("ctr"), "--address", n.containerdSocket(), "version").Run() == nil
 	})
 	if !rec.alive() || !ok {
 		return fmt.Errorf("containerd did not come up; log %s:\n%s", rec.Log, tail(rec.Log, 15))
@@ -242,35 +260,44 @@ func (c *Cluster) startContainerd(ctx context.Context) error {
 }
 
 // ImportImages rebuilds the images (holdfast from the current checkout) and imports
-// them into the running cluster's containerd, replacing the previous ones. Pods
-// created afterwards run the new holdfast binary; running pods keep the old one.
+// them into every node's containerd, replacing the previous ones. Pods created
+// afterwards run the new holdfast binary; running pods keep the old one.
 func (c *Cluster) ImportImages(ctx context.Context) error {
 	if st := c.Status(ctx); !st.Ready {
 		return fmt.Errorf("the cluster is not up: %s", st.Detail)
 	}
-	return c.importImages(ctx)
+	c.archives = nil
+	for _, n := range c.NodeList() {
+		if err := c.importImages(ctx, n); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+	}
+	return nil
 }
 
-// importImages builds the image archives and imports them into containerd's k8s.io
-// namespace, where the kubelet finds them.
-func (c *Cluster) importImages(ctx context.Context) error {
-	archives, err := images.Build(ctx, images.Options{
-		RepoRoot: c.RepoRoot,
-		Restic:   c.tool("restic"),
-		Busybox:  c.Busybox,
-		OutDir:   c.path("images"),
-		Log:      c.logf,
-	})
-	if err != nil {
-		return err
+// importImages imports the image archives into the node's containerd, in the k8s.io
+// namespace where the kubelet finds them. The first call builds them.
+func (c *Cluster) importImages(ctx context.Context, n Node) error {
+	if c.archives == nil {
+		archives, err := images.Build(ctx, images.Options{
+			RepoRoot: c.RepoRoot,
+			Restic:   c.tool("restic"),
+			Busybox:  c.Busybox,
+			OutDir:   c.path("images"),
+			Log:      c.logf,
+		})
+		if err != nil {
+			return err
+		}
+		c.archives = archives
 	}
-	for _, a := range archives {
-		out, err := exec.CommandContext(ctx, c.tool("ctr"), "--address", c.ContainerdSocket(), "-n", "k8s.io",
+	for _, a := range c.archives {
+		out, err := exec.CommandContext(ctx, c.tool("ctr"), "--address", n.containerdSocket(), "-n", "k8s.io",
 			"images", "import", "--snapshotter", "overlayfs", a.Path).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("ctr images import %s: %w\n%s", a.Path, err, out)
 		}
-		c.logf("images: imported %s", a.Ref)
+		c.logf("images: imported %s into %s", a.Ref, n.Name)
 	}
 	return nil
 }
@@ -295,7 +322,16 @@ conntrack:
 iptables:
   localhostNodePorts: false
 nodePortAddresses: ["%[2]s/32"]
-`, NodeName, NodeIP, kubeProxyHealthzPort, kubeProxyMetricsPort, PodCIDR, c.path("config", "kube-proxy.kubeconfig"))
+`, NodeName, NodeIP, kubeProxyHealthzPort, kubeProxyMetricsPort, c.clusterCIDR(), c.path("config", "kube-proxy.kubeconfig"))
+}
+
+// clusterCIDR is every node's pod range, for kube-proxy, which masquerades Service
+// traffic from outside it: PodCIDR with one node, 10.244.0.0/16 with more.
+func (c *Cluster) clusterCIDR() string {
+	if c.Nodes > 1 {
+		return "10.244.0.0/16"
+	}
+	return PodCIDR
 }
 
 func (c *Cluster) startKubeProxy(ctx context.Context) error {
@@ -306,9 +342,11 @@ func (c *Cluster) startKubeProxy(ctx context.Context) error {
 	return c.waitHTTP(ctx, rec, &http.Client{Timeout: 2 * time.Second}, "http://"+NodeIP+":"+itoa(kubeProxyHealthzPort)+"/livez", time.Minute)
 }
 
-func (c *Cluster) kubeletConfig() string {
+// kubeletConfig is the node's kubelet configuration. A node after the first has its
+// own cgroupRoot, so its pods' cgroups live apart from the first node's /kubepods.
+func (c *Cluster) kubeletConfig(n Node) string {
 	pki := func(f string) string { return c.path("pki", f) }
-	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: %[1]s
 port: %[2]d
@@ -352,26 +390,40 @@ registerNode: true
 syncFrequency: 10s
 fileCheckFrequency: 10s
 nodeStatusUpdateFrequency: 5s
-`, NodeIP, kubeletPort, kubeletHealthzPort, c.ContainerdSocket(), pki("ca.crt"),
-		pki("kubelet-serving.crt"), pki("kubelet-serving.key"), c.path("pod-logs"), c.path("config", "resolv.conf"))
+`, n.IP, kubeletPort, kubeletHealthzPort, n.containerdSocket(), pki("ca.crt"),
+		pki("kubelet-serving"+n.suffix+".crt"), pki("kubelet-serving"+n.suffix+".key"), n.path("pod-logs"), c.path("config", "resolv.conf"))
+	if n.cgroupRoot != "" {
+		cfg += "cgroupRoot: " + n.cgroupRoot + "\n"
+	}
+	return cfg
 }
 
-func (c *Cluster) startKubelet(ctx context.Context) error {
-	if err := os.MkdirAll(c.KubeletRoot, 0o750); err != nil {
+// startKubelet starts the node's kubelet with the cluster's kubelet root; a node after
+// the first gets it in its containerd's mount namespace, where that root is the
+// node's own directory.
+func (c *Cluster) startKubelet(ctx context.Context, n Node) error {
+	if err := os.MkdirAll(n.KubeletRoot, 0o750); err != nil {
 		return err
 	}
-	rec, err := c.start("kubelet", nil, c.tool("kubelet"),
-		"--config="+c.path("config", "kubelet.yaml"),
-		"--kubeconfig="+c.path("config", "kubelet.kubeconfig"),
-		"--root-dir="+c.KubeletRoot,
-		"--node-ip="+NodeIP,
-		"--hostname-override="+NodeName,
+	bin, args := c.tool("kubelet"), []string{
+		"--config=" + n.path("config", "kubelet.yaml"),
+		"--kubeconfig=" + n.path("config", "kubelet.kubeconfig"),
+		"--root-dir=" + c.KubeletRoot,
+		"--node-ip=" + n.IP,
+		"--hostname-override=" + n.Name,
 		"--v=1",
-	)
+	}
+	if n.index > 0 {
+		var err error
+		if bin, args, err = c.nodeNamespaceJoin(n, bin, args...); err != nil {
+			return err
+		}
+	}
+	rec, err := c.start("kubelet"+n.suffix, nil, bin, args...)
 	if err != nil {
 		return err
 	}
-	return c.waitHTTP(ctx, rec, &http.Client{Timeout: 2 * time.Second}, "http://"+NodeIP+":"+itoa(kubeletHealthzPort)+"/healthz", 2*time.Minute)
+	return c.waitHTTP(ctx, rec, &http.Client{Timeout: 2 * time.Second}, "http://"+n.IP+":"+itoa(kubeletHealthzPort)+"/healthz", 2*time.Minute)
 }
 
 // trimLines is a helper for command output.

@@ -15,10 +15,12 @@ import (
 	"time"
 )
 
-// Down stops every process of the cluster, undoes every mount under the state
-// directory and the kubelet root, removes the CNI bridge, the iptables rules and the
-// files, and restores the host settings `up` changed. It works after a failed or
-// partial `up` and when nothing runs, so running it twice is fine.
+// Down stops every process of the cluster (on every node, including whatever lives
+// in a node's mount namespace, which dies with its last process and takes that
+// node's mounts with it), undoes every mount under the state directory and the
+// kubelet root, removes the CNI bridges, the iptables rules, the nodes' cgroups and
+// the files, and restores the host settings `up` changed. It works after a failed
+// or partial `up` and when nothing runs, so running it twice is fine.
 func (c *Cluster) Down(ctx context.Context) error {
 	start := time.Now()
 	if os.Geteuid() != 0 {
@@ -36,16 +38,16 @@ func (c *Cluster) Down(ctx context.Context) error {
 	var errs []error
 	recs, err := c.records()
 	errs = append(errs, err)
-	byName := map[string]processRecord{}
+	// The kubelets first, so they restart nothing; then the containers, while the
+	// runtimes' state still says which they are; then everything else.
 	for _, r := range recs {
-		byName[r.Name] = r
+		if base, _ := daemonBase(r.Name); base == "kubelet" {
+			errs = append(errs, stopRecord(ctx, r, 15*time.Second))
+		}
 	}
-	// The kubelet first, so it restarts nothing; then the containers, while the
-	// runtime's state still says which they are; then everything else.
-	if r, ok := byName["kubelet"]; ok {
-		errs = append(errs, stopRecord(ctx, r, 15*time.Second))
+	for _, n := range c.allNodes() {
+		errs = append(errs, c.killContainers(ctx, n))
 	}
-	errs = append(errs, c.killContainers(ctx))
 	for _, r := range recs {
 		errs = append(errs, stopRecord(ctx, r, 15*time.Second))
 	}
@@ -65,10 +67,10 @@ func (c *Cluster) Down(ctx context.Context) error {
 	return nil
 }
 
-// killContainers force-deletes every container runc knows in the cluster's runc root.
+// killContainers force-deletes every container runc knows in the node's runc root.
 // Killing the shims alone would orphan the container processes.
-func (c *Cluster) killContainers(ctx context.Context) error {
-	root := c.path("containerd", "runc", "k8s.io")
+func (c *Cluster) killContainers(ctx context.Context, n Node) error {
+	root := filepath.Join(n.runcRoot(), "k8s.io")
 	if _, err := os.Stat(root); err != nil {
 		return nil
 	}
@@ -86,15 +88,17 @@ func (c *Cluster) killContainers(ctx context.Context) error {
 }
 
 // killStragglers SIGKILLs whatever still runs on behalf of the cluster (shims,
-// container processes) and waits until it is gone.
+// container processes, anything left in a node's mount namespace) and waits until it
+// is gone.
 func (c *Cluster) killStragglers(ctx context.Context) error {
-	paths := []string{c.StateDir, c.KubeletRoot}
-	pids := processesUsing(paths)
-	for _, pid := range pids {
+	left := func() []int {
+		return append(processesUsing([]string{c.StateDir, c.KubeletRoot}), c.nodeNamespaceProcesses()...)
+	}
+	for _, pid := range left() {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	if !waitFor(ctx, 15*time.Second, 50*time.Millisecond, func() bool { return len(processesUsing(paths)) == 0 }) {
-		return fmt.Errorf("processes still running after SIGKILL: %v", processesUsing(paths))
+	if !waitFor(ctx, 15*time.Second, 50*time.Millisecond, func() bool { return len(left()) == 0 }) {
+		return fmt.Errorf("processes still running after SIGKILL: %v", left())
 	}
 	return nil
 }
@@ -110,27 +114,25 @@ func cgroupRoots() []string {
 	return roots
 }
 
-// removeCgroups removes the kubelet's kubepods cgroups in every hierarchy, deepest
-// first (a cgroup can only be removed when it has no children and no processes).
+// removeCgroups removes the kubelets' cgroups in every hierarchy: the first node's
+// kubepods and the other nodes' cgroup roots, with everything below them.
 func (c *Cluster) removeCgroups() error {
 	var errs []error
 	for _, root := range cgroupRoots() {
-		top := filepath.Join(root, "kubepods")
-		var dirs []string
-		_ = filepath.WalkDir(top, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
-		for _, d := range dirs {
-			if err := syscall.Rmdir(d); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, fmt.Errorf("rmdir %s: %w", d, err))
-			}
+		for _, dir := range c.cgroupDirs(root) {
+			errs = append(errs, removeCgroupTree(dir))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// cgroupDirs are the cgroups of every possible node in one hierarchy.
+func (c *Cluster) cgroupDirs(hierarchy string) []string {
+	dirs := []string{filepath.Join(hierarchy, "kubepods")}
+	for _, n := range c.allNodes()[1:] {
+		dirs = append(dirs, filepath.Join(hierarchy, n.cgroupRoot))
+	}
+	return dirs
 }
 
 type mountEntry struct{ point, fstype string }
@@ -233,14 +235,26 @@ func (c *Cluster) removeFiles() error {
 	return errors.Join(errs...)
 }
 
-// Leftovers lists whatever of the cluster still exists on the host: processes,
-// mounts, network namespaces, the bridge and veth ports, iptables chains, cgroups and
+// Leftovers lists whatever of the cluster still exists on the host, for every node it
+// may have had: processes (also those in a node's mount namespace), mounts, network
+// namespaces, the bridges and veth ports, iptables chains and CNI rules, cgroups and
 // the state directory. Empty means the host is as before `up` (Down checks it).
 func (c *Cluster) Leftovers() []string {
 	var left []string
 	for _, pid := range processesUsing([]string{c.StateDir, c.KubeletRoot}) {
 		cmd, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 		left = append(left, fmt.Sprintf("process %d: %s", pid, strings.ReplaceAll(string(cmd), "\x00", " ")))
+	}
+	listed := map[int]bool{}
+	for _, pid := range processesUsing([]string{c.StateDir, c.KubeletRoot}) {
+		listed[pid] = true
+	}
+	for _, pid := range c.nodeNamespaceProcesses() {
+		if listed[pid] {
+			continue
+		}
+		cmd, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		left = append(left, fmt.Sprintf("process %d in a node's mount namespace: %s", pid, strings.ReplaceAll(string(cmd), "\x00", " ")))
 	}
 	for _, m := range c.clusterMounts() {
 		left = append(left, "mount "+m)
@@ -250,8 +264,10 @@ func (c *Cluster) Leftovers() []string {
 			left = append(left, "network namespace "+m.point)
 		}
 	}
-	if exec.Command("ip", "link", "show", BridgeName).Run() == nil {
-		left = append(left, "network device "+BridgeName)
+	for _, n := range c.allNodes() {
+		if exec.Command("ip", "link", "show", n.Bridge).Run() == nil {
+			left = append(left, "network device "+n.Bridge)
+		}
 	}
 	before := map[string]bool{}
 	veths := c.preexistingVeths
@@ -279,14 +295,18 @@ func (c *Cluster) Leftovers() []string {
 	}
 	if out, err := exec.Command("iptables", "-w", "5", "-t", "nat", "-S").Output(); err == nil {
 		for _, l := range trimLines(out) {
-			if strings.Contains(l, `name: \"`+CNINetwork+`\"`) {
-				left = append(left, "iptables -t nat (CNI): "+l)
+			for _, n := range c.allNodes() {
+				if strings.Contains(l, `name: \"`+n.cniNetwork+`\"`) {
+					left = append(left, "iptables -t nat (CNI): "+l)
+				}
 			}
 		}
 	}
 	for _, root := range cgroupRoots() {
-		if _, err := os.Stat(filepath.Join(root, "kubepods")); err == nil {
-			left = append(left, "cgroup "+filepath.Join(root, "kubepods"))
+		for _, dir := range c.cgroupDirs(root) {
+			if _, err := os.Stat(dir); err == nil {
+				left = append(left, "cgroup "+dir)
+			}
 		}
 	}
 	for _, p := range []string{c.StateDir} {

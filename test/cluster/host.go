@@ -129,13 +129,30 @@ func (c *Cluster) setUpNetwork(ctx context.Context) error {
 	return nil
 }
 
-// tearDownNetwork removes the bridge and its ports, kube-proxy's chains, HOLDFAST-API
-// and any CNI rule tagged with the network's name. Each step tolerates a half-made
-// network. It returns every error it met, joined.
+// tearDownNetwork removes every node's bridge and its ports, kube-proxy's chains,
+// HOLDFAST-API and any CNI rule tagged with a node's network name. Each step tolerates
+// a half-made network. It returns every error it met, joined.
 func (c *Cluster) tearDownNetwork(ctx context.Context) error {
 	var errs []error
-	// The pods' veths normally die with their network namespaces; delete what is left.
-	if out, err := exec.CommandContext(ctx, "ip", "-o", "link", "show", "master", BridgeName).Output(); err == nil {
+	for _, n := range c.allNodes() {
+		errs = append(errs, removeBridge(ctx, n.Bridge))
+	}
+	if _, err := os.Stat(c.tool("kube-proxy")); err == nil {
+		if out, err := exec.CommandContext(ctx, c.tool("kube-proxy"), "--cleanup", "--v=0").CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("kube-proxy --cleanup: %w: %s", err, tailString(string(out), 5)))
+		}
+	}
+	errs = append(errs, removeChains(ctx))
+	for _, n := range c.allNodes() {
+		errs = append(errs, removeCNIRules(ctx, n.cniNetwork))
+	}
+	return errors.Join(errs...)
+}
+
+// removeBridge deletes a CNI bridge and whatever veth is still attached to it (they
+// normally die with the pods' network namespaces).
+func removeBridge(ctx context.Context, bridge string) error {
+	if out, err := exec.CommandContext(ctx, "ip", "-o", "link", "show", "master", bridge).Output(); err == nil {
 		for _, l := range trimLines(out) {
 			f := strings.Fields(l)
 			if len(f) > 1 {
@@ -144,30 +161,23 @@ func (c *Cluster) tearDownNetwork(ctx context.Context) error {
 			}
 		}
 	}
-	if exec.CommandContext(ctx, "ip", "link", "show", BridgeName).Run() == nil {
-		if out, err := exec.CommandContext(ctx, "ip", "link", "del", BridgeName).CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("deleting %s: %w: %s", BridgeName, err, out))
+	if exec.CommandContext(ctx, "ip", "link", "show", bridge).Run() == nil {
+		if out, err := exec.CommandContext(ctx, "ip", "link", "del", bridge).CombinedOutput(); err != nil {
+			return fmt.Errorf("deleting %s: %w: %s", bridge, err, out)
 		}
 	}
-	if _, err := os.Stat(c.tool("kube-proxy")); err == nil {
-		if out, err := exec.CommandContext(ctx, c.tool("kube-proxy"), "--cleanup", "--v=0").CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("kube-proxy --cleanup: %w: %s", err, tailString(string(out), 5)))
-		}
-	}
-	errs = append(errs, removeChains(ctx))
-	errs = append(errs, removeCNIRules(ctx))
-	return errors.Join(errs...)
+	return nil
 }
 
-// removeCNIRules deletes the NAT rules the CNI portmap plugin tags with our network's
+// removeCNIRules deletes the NAT rules the CNI portmap plugin tags with the network's
 // name (left behind when containers die without a CNI DEL) and the per-container
 // chains they jumped to.
-func removeCNIRules(ctx context.Context) error {
+func removeCNIRules(ctx context.Context, network string) error {
 	out, err := iptables(ctx, "-t", "nat", "-S")
 	if err != nil {
 		return err
 	}
-	tag := fmt.Sprintf(`name: \"%s\"`, CNINetwork)
+	tag := fmt.Sprintf(`name: \"%s\"`, network)
 	var chains []string
 	for _, l := range trimLines(out) {
 		if !strings.HasPrefix(l, "-A ") || !strings.Contains(l, tag) {

@@ -15,6 +15,8 @@ iptables|the CNI bridge (masquerade), portmap and kube-proxy program packet filt
 conntrack|kube-proxy flushes stale connection tracking entries with it
 busybox-static|the static busybox binary that becomes the busybox workload image
 ca-certificates|the CA roots the holdfast image carries (test/images), as `make image` puts them in
+util-linux|unshare and nsenter give a second node's containerd and kubelet a mount namespace of their own (NODES=2)
+mount|mount, umount and mountpoint give that namespace its own /var/lib/kubelet (NODES=2)
 LIST
 }
 
@@ -28,7 +30,7 @@ while IFS='|' read -r pkg why; do
 done < <(packages)
 
 if [ ${#missing[@]} -eq 0 ]; then
-	echo "cluster-packages: all installed (runc, containernetworking-plugins, iptables, conntrack, busybox-static, ca-certificates)"
+	echo "cluster-packages: all installed (runc, containernetworking-plugins, iptables, conntrack, busybox-static, ca-certificates, util-linux, mount)"
 	exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then

@@ -29,10 +29,12 @@ type certSpec struct {
 
 // certSpecs are every certificate the cluster's components present or use. The
 // API server's names include the `kubernetes` Service's cluster IP and DNS names,
-// because pods reach it through that Service.
+// because pods reach it through that Service. Every node's kubelet has a client
+// certificate of its own (the Node authorizer and NodeRestriction tell nodes apart by
+// it) and a serving certificate for its name and address.
 func (c *Cluster) certSpecs() []certSpec {
 	localhost := []net.IP{net.ParseIP(NodeIP)}
-	return []certSpec{
+	specs := []certSpec{
 		{name: "apiserver", cn: "kube-apiserver", server: true,
 			dns: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
 			ips: []net.IP{net.ParseIP(NodeIP), net.ParseIP(APIServiceIP)}},
@@ -42,23 +44,28 @@ func (c *Cluster) certSpecs() []certSpec {
 		{name: "controller-manager", cn: "system:kube-controller-manager", client: true},
 		{name: "scheduler", cn: "system:kube-scheduler", client: true},
 		{name: "kube-proxy", cn: "system:kube-proxy", client: true},
-		{name: "kubelet-client", cn: "system:node:" + NodeName, orgs: []string{"system:nodes"}, client: true},
-		{name: "kubelet-serving", cn: "system:node:" + NodeName, orgs: []string{"system:nodes"},
-			dns: []string{NodeName, "localhost"}, ips: localhost, server: true},
 		{name: "front-proxy-client", cn: "front-proxy-client", client: true},
 	}
+	for _, n := range c.NodeList() {
+		specs = append(specs,
+			certSpec{name: "kubelet-client" + n.suffix, cn: "system:node:" + n.Name, orgs: []string{"system:nodes"}, client: true},
+			certSpec{name: "kubelet-serving" + n.suffix, cn: "system:node:" + n.Name, orgs: []string{"system:nodes"},
+				dns: []string{n.Name, "localhost"}, ips: []net.IP{net.ParseIP(n.IP)}, server: true})
+	}
+	return specs
 }
 
 // writePKI creates the cluster CA, the service-account signing key and every leaf
 // certificate under pki/, unless they already exist (a second `up` keeps them, so a
-// kubeconfig handed out earlier stays valid).
+// kubeconfig handed out earlier stays valid; it only adds the certificates of nodes
+// the first did not have).
 func (c *Cluster) writePKI() error {
 	dir := c.path("pki")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	if _, err := os.Stat(filepath.Join(dir, "done")); err == nil {
-		return nil
+		return c.writeMissingLeaves(dir)
 	}
 	caKey, caCert, err := newCA("holdfast-local-cluster-ca")
 	if err != nil {
@@ -91,6 +98,61 @@ func (c *Cluster) writePKI() error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "done"), nil, 0o600)
+}
+
+// writeMissingLeaves signs the leaf certificates that a finished PKI lacks with its CA.
+func (c *Cluster) writeMissingLeaves(dir string) error {
+	var missing []certSpec
+	for _, s := range c.certSpecs() {
+		if _, err := os.Stat(filepath.Join(dir, s.name+".crt")); err != nil {
+			missing = append(missing, s)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	caKey, caCert, err := readKeyPair(dir, "ca")
+	if err != nil {
+		return err
+	}
+	for _, s := range missing {
+		key, cert, err := newLeaf(s, caKey, caCert)
+		if err != nil {
+			return fmt.Errorf("certificate %s: %w", s.name, err)
+		}
+		if err := writeKeyPair(dir, s.name, key, cert); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readKeyPair(dir, name string) (*rsa.PrivateKey, *x509.Certificate, error) {
+	read := func(file, typ string) ([]byte, error) {
+		b, err := os.ReadFile(filepath.Join(dir, file))
+		if err != nil {
+			return nil, err
+		}
+		block, _ := pem.Decode(b)
+		if block == nil || block.Type != typ {
+			return nil, fmt.Errorf("%s: no %s block", file, typ)
+		}
+		return block.Bytes, nil
+	}
+	keyDER, err := read(name+".key", "RSA PRIVATE KEY")
+	if err != nil {
+		return nil, nil, err
+	}
+	certDER, err := read(name+".crt", "CERTIFICATE")
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := x509.ParsePKCS1PrivateKey(keyDER)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := x509.ParseCertificate(certDER)
+	return key, cert, err
 }
 
 // newKey makes an RSA key: busybox's wget (the workload image's only HTTPS client)

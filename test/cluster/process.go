@@ -87,8 +87,27 @@ func (c *Cluster) records() ([]processRecord, error) {
 	for i, n := range startOrder {
 		order[n] = i
 	}
-	sort.Slice(recs, func(i, j int) bool { return order[recs[i].Name] > order[recs[j].Name] })
+	// A later node's daemon (containerd-2) sorts after the first node's.
+	sort.Slice(recs, func(i, j int) bool {
+		bi, ni := daemonBase(recs[i].Name)
+		bj, nj := daemonBase(recs[j].Name)
+		if order[bi] != order[bj] {
+			return order[bi] > order[bj]
+		}
+		return ni > nj
+	})
 	return recs, nil
+}
+
+// daemonBase splits a daemon's name into the program and the node number: "kubelet-2"
+// is the kubelet of node 2, "kubelet" that of node 1.
+func daemonBase(name string) (string, int) {
+	if i := strings.LastIndexByte(name, '-'); i > 0 {
+		if n, err := strconv.Atoi(name[i+1:]); err == nil {
+			return name[:i], n
+		}
+	}
+	return name, 1
 }
 
 // alive reports whether the recorded process still runs (and is still the same one).
@@ -219,4 +238,37 @@ func processesUsing(paths []string) []int {
 		}
 	}
 	return pids
+}
+
+// MemoryUsage sums the resident memory of every process of the cluster (the daemons,
+// the containerd shims, the containers and whatever lives in a node's mount
+// namespace) and counts them, for the cost figures of the docs and `status`.
+func (c *Cluster) MemoryUsage() (rssBytes uint64, processes int) {
+	seen := map[int]bool{}
+	for _, pid := range append(processesUsing([]string{c.StateDir, c.KubeletRoot}), c.nodeNamespaceProcesses()...) {
+		if seen[pid] {
+			continue
+		}
+		seen[pid] = true
+		if rss, err := procRSS(pid); err == nil {
+			rssBytes += rss
+			processes++
+		}
+	}
+	return rssBytes, processes
+}
+
+// procRSS is a process's resident set size (VmRSS in /proc/<pid>/status).
+func procRSS(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseUint(f[1], 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
 }

@@ -1,7 +1,8 @@
-// Command holdfast-cluster starts and stops the local single-node Kubernetes cluster
-// of the end-to-end tests and `make demo` (see package test/cluster).
+// Command holdfast-cluster starts and stops the local Kubernetes cluster of the
+// end-to-end tests and `make demo` (see package test/cluster): one node by default,
+// more with -nodes or $HOLDFAST_CLUSTER_NODES.
 //
-//	holdfast-cluster [-dir DIR] up|down|images|status|kubeconfig
+//	holdfast-cluster [-dir DIR] [-nodes N] up|down|images|status|kubeconfig [-nodes N]
 package main
 
 import (
@@ -18,14 +19,15 @@ import (
 
 func main() {
 	dir := flag.String("dir", cluster.DefaultStateDir(), "state directory of the cluster ($HOLDFAST_CLUSTER_DIR)")
+	nodes := flag.Int("nodes", 0, fmt.Sprintf("number of nodes up starts, 1 to %d ($%s, default 1)", cluster.MaxNodes, cluster.NodesEnv))
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, `usage: holdfast-cluster [-dir DIR] COMMAND
+		fmt.Fprintf(os.Stderr, `usage: holdfast-cluster [-dir DIR] [-nodes N] COMMAND [-nodes N]
 
 commands:
   up          start the cluster (builds and imports the images); a no-op when it runs
   down        stop every process, undo every mount, remove the network and the files
   images      rebuild the images (holdfast from this checkout) and import them
-  status      show the daemons and whether the node is Ready
+  status      show the daemons, whether every node is Ready and the memory used
   kubeconfig  print the path of the cluster-admin kubeconfig
 
 flags:
@@ -33,11 +35,21 @@ flags:
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	if flag.NArg() != 1 {
+	if flag.NArg() == 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	// Flags may also follow the command: `holdfast-cluster up --nodes 2`.
+	cmd := flag.Arg(0)
+	_ = flag.CommandLine.Parse(flag.Args()[1:]) // exits on a bad flag
+	if flag.NArg() != 0 {
 		flag.Usage()
 		os.Exit(2)
 	}
 	c := cluster.New(*dir)
+	if *nodes != 0 {
+		c.Nodes = *nodes
+	}
 	c.Log = func(format string, args ...any) {
 		fmt.Printf("%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 	}
@@ -45,7 +57,7 @@ flags:
 	defer stop()
 
 	var err error
-	if cmd := flag.Arg(0); cmd == "up" || cmd == "down" || cmd == "images" {
+	if cmd == "up" || cmd == "down" || cmd == "images" {
 		unlock, lockErr := cluster.Lock(ctx)
 		if lockErr != nil {
 			fmt.Fprintln(os.Stderr, "holdfast-cluster:", lockErr)
@@ -53,10 +65,14 @@ flags:
 		}
 		defer unlock()
 	}
-	switch flag.Arg(0) {
+	switch cmd {
 	case "up":
-		if err = c.Up(ctx); err != nil && len(c.Status(ctx).Components) > 0 {
-			err = fmt.Errorf("%w\nthe partly started cluster is left for inspection (logs in %s/logs); `make cluster-down` removes it", err, c.StateDir)
+		// A failed `up` leaves what it started; a running cluster that `up` declined
+		// (another number of nodes) is not "partly started".
+		if err = c.Up(ctx); err != nil {
+			if st := c.Status(ctx); !st.Ready && len(st.Components) > 0 {
+				err = fmt.Errorf("%w\nthe partly started cluster is left for inspection (logs in %s/logs); `make cluster-down` removes it", err, c.StateDir)
+			}
 		}
 	case "down":
 		err = c.Down(ctx)
@@ -72,6 +88,9 @@ flags:
 			fmt.Printf("%-24s %-8s pid %-7d %s\n", comp.Name, state, comp.PID, comp.Log)
 		}
 		fmt.Println(st.Detail)
+		if rss, procs := c.MemoryUsage(); procs > 0 {
+			fmt.Printf("%d node(s); %d MiB resident in %d processes (daemons, shims, containers)\n", st.Nodes, rss>>20, procs)
+		}
 		if !st.Ready {
 			os.Exit(1)
 		}
