@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -45,6 +46,14 @@ flags:
 	if flag.NArg() != 0 {
 		flag.Usage()
 		os.Exit(2)
+	}
+	// `flock LOCK holdfast-cluster up` hands its lock to us as an open descriptor;
+	// the daemons `up` starts must not inherit it, or they hold the lock for as long
+	// as the cluster runs and a later `flock LOCK holdfast-cluster down` waits for
+	// ever.
+	if err := closeInheritedOnExec(); err != nil {
+		fmt.Fprintln(os.Stderr, "holdfast-cluster:", err)
+		os.Exit(1)
 	}
 	c := cluster.New(*dir)
 	if *nodes != 0 {
@@ -106,4 +115,19 @@ flags:
 		fmt.Fprintln(os.Stderr, "holdfast-cluster:", err)
 		os.Exit(1)
 	}
+}
+
+// closeInheritedOnExec marks every descriptor above stderr close-on-exec: those this
+// process inherited without the flag would otherwise pass on to every daemon.
+func closeInheritedOnExec() error {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
+	return nil
 }
