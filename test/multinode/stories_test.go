@@ -1,0 +1,394 @@
+package multinode
+
+import (
+	"context"
+	"embed"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/test/cluster"
+	"github.com/holdfast-dev/holdfast/test/e2e"
+)
+
+//go:embed manifests/*.yaml
+var manifests embed.FS
+
+// The agent's namespace and pod labels (config/agent).
+const (
+	systemNamespace = "holdfast-system"
+	agentSelector   = "app.kubernetes.io/name=holdfast,app.kubernetes.io/component=agent"
+)
+
+// TestStories tells the two-node stories in order on one cluster; each builds on the
+// state the previous one left, so the first failure stops the rest.
+func TestStories(t *testing.T) {
+	e := requireEnv(t)
+	t.Cleanup(func() {
+		if err := tearDown(); err != nil {
+			t.Error(err)
+		}
+	})
+	nodes := e.Cluster.NodeList()
+	if len(nodes) != 2 {
+		t.Fatalf("the cluster runs %d nodes, want 2", len(nodes))
+	}
+	s := &stories{e: e, node1: nodes[0], node2: nodes[1]}
+	for _, st := range []struct {
+		name string
+		fn   func(*testing.T)
+	}{
+		{"EachAgentBacksUpItsOwnNode", s.eachAgentBacksUpItsOwnNode},
+		{"AgentTokenCannotWriteTheOtherNodesWork", s.agentTokenCannotWriteTheOtherNodesWork},
+	} {
+		if !t.Run(st.name, st.fn) {
+			t.Log(s.e.Diagnose(context.Background()))
+			t.Fatalf("story %s failed; the later stories depend on it", st.name)
+		}
+	}
+}
+
+type stories struct {
+	e            *e2e.Env
+	node1, node2 cluster.Node
+	// bothNodes is the first run of the policy both-nodes: a backup on each node.
+	bothNodes *e2e.Run
+}
+
+// manifest returns the embedded manifest name with the nodes' names filled in, and
+// the pairs of placeholder and value in repl.
+func (s *stories) manifest(name string, repl ...string) string {
+	b, err := manifests.ReadFile("manifests/" + name)
+	if err != nil {
+		panic(err)
+	}
+	repl = append(repl, "NODE_1", s.node1.Name, "NODE_2", s.node2.Name)
+	return strings.NewReplacer(repl...).Replace(string(b))
+}
+
+// apply applies an embedded manifest with server-side apply.
+func (s *stories) apply(ctx context.Context, name string, repl ...string) error {
+	_, err := s.e.Kubectl(ctx, s.manifest(name, repl...), "apply", "--server-side", "-f", "-")
+	return err
+}
+
+// nodeNamed returns the node called name.
+func (s *stories) nodeNamed(t *testing.T, name string) cluster.Node {
+	t.Helper()
+	for _, n := range []cluster.Node{s.node1, s.node2} {
+		if n.Name == name {
+			return n
+		}
+	}
+	t.Fatalf("no node %q in the cluster", name)
+	return cluster.Node{}
+}
+
+// agentOn returns the running, ready agent pod on node.
+func (s *stories) agentOn(ctx context.Context, node string) (*corev1.Pod, error) {
+	var found *corev1.Pod
+	var why string
+	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods := &corev1.PodList{}
+		if err := s.e.Client.List(ctx, pods, client.InNamespace(systemNamespace), client.MatchingLabels{
+			"app.kubernetes.io/name": "holdfast", "app.kubernetes.io/component": "agent"}); err != nil {
+			why = err.Error()
+			return false, nil
+		}
+		why = fmt.Sprintf("no ready agent pod on %s among %d", node, len(pods.Items))
+		for i, p := range pods.Items {
+			if p.Spec.NodeName != node || p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+				continue
+			}
+			for _, c := range p.Status.Conditions {
+				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+					found = &pods.Items[i]
+					return true, nil
+				}
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("the agent pod of %s: %w (%s)", node, err, why)
+	}
+	return found, nil
+}
+
+// doneByAgentOf fails the test unless the agent pod of node, and not another one,
+// ran the work obj (a PodVolumeBackup or PodVolumeRestore) to its final phase: the
+// event of that phase (reason) was reported by that agent pod (the events API's
+// reportingInstance is the reporting controller and the pod's host name), and that
+// pod's log, not the other agent's, says it finished it (done is the log message).
+func (s *stories) doneByAgentOf(t *testing.T, node string, obj client.Object, reason, done string) {
+	t.Helper()
+	ctx := t.Context()
+	agent, err := s.agentOn(ctx, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "holdfast-agent-" + agent.Name
+	var reporters []string
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		events := &eventsv1.EventList{}
+		if err := s.e.Client.List(ctx, events, client.InNamespace(obj.GetNamespace())); err != nil {
+			return false, nil
+		}
+		reporters = nil
+		for _, ev := range events.Items {
+			if ev.Regarding.UID == obj.GetUID() && ev.Reason == reason {
+				reporters = append(reporters, ev.ReportingInstance)
+			}
+		}
+		return len(reporters) > 0, nil
+	})
+	if err != nil || len(reporters) != 1 || reporters[0] != want {
+		t.Errorf("%s/%s: the %s event was reported by %v, want once by %s (the agent pod on %s)", obj.GetNamespace(), obj.GetName(), reason, reporters, want, node)
+	}
+	var others []corev1.Pod
+	pods := &corev1.PodList{}
+	if err := s.e.Client.List(ctx, pods, client.InNamespace(systemNamespace), client.MatchingLabels{
+		"app.kubernetes.io/name": "holdfast", "app.kubernetes.io/component": "agent"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		if p.Name != agent.Name {
+			others = append(others, p)
+		}
+	}
+	finished := func(log string) bool {
+		for _, l := range strings.Split(log, "\n") {
+			if strings.Contains(l, done) && strings.Contains(l, obj.GetName()) {
+				return true
+			}
+		}
+		return false
+	}
+	var log string
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		log, err = s.e.Kubectl(ctx, "", "-n", systemNamespace, "logs", agent.Name)
+		return err == nil && finished(log), nil
+	})
+	if err != nil {
+		t.Errorf("the log of %s (the agent on %s) does not say %q for %s: %v\n%s", agent.Name, node, done, obj.GetName(), err, log)
+	}
+	for _, p := range others {
+		other, err := s.e.Kubectl(ctx, "", "-n", systemNamespace, "logs", p.Name)
+		if err != nil {
+			t.Errorf("the log of %s: %v", p.Name, err)
+		} else if finished(other) {
+			t.Errorf("%s, the agent on %s, says %q for %s of node %s", p.Name, p.Spec.NodeName, done, obj.GetName(), node)
+		}
+	}
+	if !t.Failed() {
+		s.e.Log("  %s/%s: %s reported by %s, %q in the log of %s on %s and in no other agent's", obj.GetNamespace(), obj.GetName(), reason, want, done, agent.Name, node)
+	}
+}
+
+// podNode returns the node the pod ns/name runs on.
+func (s *stories) podNode(ctx context.Context, ns, name string) (string, error) {
+	pod := &corev1.Pod{}
+	if err := s.e.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, pod); err != nil {
+		return "", err
+	}
+	return pod.Spec.NodeName, nil
+}
+
+// 1. One policy run backs up a volume on each node: each PodVolumeBackup names its
+// pod's node, and the agent of that node, not the other, did it.
+func (s *stories) eachAgentBacksUpItsOwnNode(t *testing.T) {
+	ctx := t.Context()
+	if err := s.apply(ctx, "both-nodes.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	for _, pod := range []string{"on-1", "on-2"} {
+		if _, err := s.e.Kubectl(ctx, "", "-n", "both-nodes", "wait", "--for=condition=Ready", "pod/"+pod, "--timeout=3m"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run, err := s.e.RunPolicyNamed(ctx, "both-nodes", "one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.bothNodes = run
+	if len(run.Backups) != 2 {
+		t.Fatalf("%d PodVolumeBackups, want one per pod (2)", len(run.Backups))
+	}
+	want := map[string]string{"on-1": s.node1.Name, "on-2": s.node2.Name}
+	for i := range run.Backups {
+		b := &run.Backups[i]
+		node, err := s.podNode(ctx, b.Namespace, b.Spec.Pod.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if node != want[b.Spec.Pod.Name] {
+			t.Fatalf("pod %s runs on %s, want %s", b.Spec.Pod.Name, node, want[b.Spec.Pod.Name])
+		}
+		if b.Spec.Node != node {
+			t.Errorf("%s: spec.node %s, but its pod %s runs on %s", b.Name, b.Spec.Node, b.Spec.Pod.Name, node)
+		}
+		if b.Status.Phase != backupv1alpha1.RunCompleted || b.Status.SnapshotID == "" {
+			t.Errorf("%s: phase %s, snapshot %q: %s", b.Name, b.Status.Phase, b.Status.SnapshotID, b.Status.Message)
+		}
+		s.doneByAgentOf(t, node, b, "BackupCompleted", "backup finished")
+	}
+	if lr := run.Policy.Status.LastRun; lr.VolumesTotal != 2 || lr.VolumesCompleted != 2 {
+		t.Errorf("last run: %+v", lr)
+	}
+	if t.Failed() {
+		return
+	}
+	if _, err := s.e.Kubectl(ctx, "", "get", "pvb", "-n", "both-nodes", "-o", "wide"); err != nil {
+		t.Error(err)
+	}
+}
+
+// agentToken reads the API token of the agent pod on node as that pod has it: the
+// kubelet's projected service account token in the pod's kube-api-access volume,
+// which is a tmpfs inside the node's mount namespace (cluster.NodePath).
+func (s *stories) agentToken(ctx context.Context, node cluster.Node) (string, error) {
+	agent, err := s.agentOn(ctx, node.Name)
+	if err != nil {
+		return "", err
+	}
+	dir, err := s.e.Cluster.NodePath(node, filepath.Join(s.e.Cluster.KubeletRoot, "pods", string(agent.UID), "volumes", "kubernetes.io~projected"))
+	if err != nil {
+		return "", err
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	for _, d := range entries {
+		if strings.HasPrefix(d.Name(), "kube-api-access-") {
+			b, err := os.ReadFile(filepath.Join(dir, d.Name(), "token"))
+			if err != nil {
+				return "", err
+			}
+			return strings.TrimSpace(string(b)), nil
+		}
+	}
+	return "", fmt.Errorf("no kube-api-access volume in %s", dir)
+}
+
+// tokenNode returns the node name a bound service account token carries.
+func tokenNode(token string) (string, error) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return "", fmt.Errorf("not a JWT: %d parts", len(parts))
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return "", err
+	}
+	var claims struct {
+		Kubernetes struct {
+			Node struct {
+				Name string `json:"name"`
+			} `json:"node"`
+			ServiceAccount struct {
+				Name string `json:"name"`
+			} `json:"serviceaccount"`
+		} `json:"kubernetes.io"`
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return "", err
+	}
+	if claims.Kubernetes.ServiceAccount.Name != "holdfast-agent" {
+		return "", fmt.Errorf("the token is service account %q's, not holdfast-agent's", claims.Kubernetes.ServiceAccount.Name)
+	}
+	return claims.Kubernetes.Node.Name, nil
+}
+
+// asToken returns a client that authenticates with token only.
+func (s *stories) asToken(token string) (client.Client, error) {
+	admin, err := clientcmd.BuildConfigFromFlags("", s.e.Cluster.Kubeconfig())
+	if err != nil {
+		return nil, err
+	}
+	cfg := rest.AnonymousClientConfig(admin)
+	cfg.BearerToken = token
+	return client.New(cfg, client.Options{Scheme: s.e.Client.Scheme()})
+}
+
+// 2. The agent of node 1, with the token its pod has, may write the status of node 1's
+// backup but not of node 2's: the ValidatingAdmissionPolicy holdfast-work-objects
+// refuses it with a message naming both nodes, and the backup stays as it was.
+func (s *stories) agentTokenCannotWriteTheOtherNodesWork(t *testing.T) {
+	ctx := t.Context()
+	if s.bothNodes == nil {
+		t.Fatal("needs the backups of EachAgentBacksUpItsOwnNode")
+	}
+	var own, other *backupv1alpha1.PodVolumeBackup
+	for i := range s.bothNodes.Backups {
+		switch b := &s.bothNodes.Backups[i]; b.Spec.Node {
+		case s.node1.Name:
+			own = b
+		case s.node2.Name:
+			other = b
+		}
+	}
+	if own == nil || other == nil {
+		t.Fatalf("want a backup of each node: %+v", s.bothNodes.Backups)
+	}
+	token, err := s.agentToken(ctx, s.node1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if node, err := tokenNode(token); err != nil || node != s.node1.Name {
+		t.Fatalf("the agent's token names node %q (%v), want %s", node, err, s.node1.Name)
+	}
+	agent, err := s.asToken(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same harmless patch for both: it sets the phase the backup has.
+	patch := client.RawPatch(types.MergePatchType, []byte(`{"status":{"phase":"Completed"}}`))
+
+	before := &backupv1alpha1.PodVolumeBackup{}
+	if err := s.e.Client.Get(ctx, client.ObjectKeyFromObject(other), before); err != nil {
+		t.Fatal(err)
+	}
+	refused := agent.Status().Patch(ctx, before.DeepCopy(), patch)
+	if !apierrors.IsForbidden(refused) {
+		t.Fatalf("node 1's agent patched the status of node 2's backup %s: %v; want Forbidden", other.Name, refused)
+	}
+	wantMsg := fmt.Sprintf("only the Holdfast manager, or the agent of node %s, writes the status of podvolumebackups: system:serviceaccount:%s:holdfast-agent on node %s may not",
+		s.node2.Name, systemNamespace, s.node1.Name)
+	if !strings.Contains(refused.Error(), wantMsg) || !strings.Contains(refused.Error(), "holdfast-work-objects") {
+		t.Errorf("refused with %q; want the admission policy holdfast-work-objects saying %q", refused, wantMsg)
+	}
+	after := &backupv1alpha1.PodVolumeBackup{}
+	if err := s.e.Client.Get(ctx, client.ObjectKeyFromObject(other), after); err != nil {
+		t.Fatal(err)
+	}
+	if after.ResourceVersion != before.ResourceVersion || after.Status.Phase != backupv1alpha1.RunCompleted {
+		t.Errorf("%s changed: resourceVersion %s -> %s, phase %s", other.Name, before.ResourceVersion, after.ResourceVersion, after.Status.Phase)
+	}
+
+	// The positive control: the same token and patch on node 1's own backup pass the
+	// policy (and RBAC), so the refusal above is the node's doing.
+	mine := &backupv1alpha1.PodVolumeBackup{}
+	if err := s.e.Client.Get(ctx, client.ObjectKeyFromObject(own), mine); err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Status().Patch(ctx, mine.DeepCopy(), patch); err != nil {
+		t.Errorf("node 1's agent may not patch the status of its own node's backup %s: %v", own.Name, err)
+	}
+	s.e.Show("node 1's agent token writing the status of node 2's backup:", refused.Error())
+}
