@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/test/cluster"
 	"github.com/holdfast-dev/holdfast/test/e2e"
@@ -55,6 +56,7 @@ func TestStories(t *testing.T) {
 	}{
 		{"EachAgentBacksUpItsOwnNode", s.eachAgentBacksUpItsOwnNode},
 		{"AgentTokenCannotWriteTheOtherNodesWork", s.agentTokenCannotWriteTheOtherNodesWork},
+		{"LocalPVClaimBackedUpAndRestoredOnItsNode", s.localPVClaimBackedUpAndRestoredOnItsNode},
 	} {
 		if !t.Run(st.name, st.fn) {
 			t.Log(s.e.Diagnose(context.Background()))
@@ -85,18 +87,6 @@ func (s *stories) manifest(name string, repl ...string) string {
 func (s *stories) apply(ctx context.Context, name string, repl ...string) error {
 	_, err := s.e.Kubectl(ctx, s.manifest(name, repl...), "apply", "--server-side", "-f", "-")
 	return err
-}
-
-// nodeNamed returns the node called name.
-func (s *stories) nodeNamed(t *testing.T, name string) cluster.Node {
-	t.Helper()
-	for _, n := range []cluster.Node{s.node1, s.node2} {
-		if n.Name == name {
-			return n
-		}
-	}
-	t.Fatalf("no node %q in the cluster", name)
-	return cluster.Node{}
 }
 
 // agentOn returns the running, ready agent pod on node.
@@ -391,4 +381,138 @@ func (s *stories) agentTokenCannotWriteTheOtherNodesWork(t *testing.T) {
 		t.Errorf("node 1's agent may not patch the status of its own node's backup %s: %v", own.Name, err)
 	}
 	s.e.Show("node 1's agent token writing the status of node 2's backup:", refused.Error())
+}
+
+// restoreOf returns the one PodVolumeRestore of the VolumeRestore ns/name.
+func (s *stories) restoreOf(ctx context.Context, ns, name string) (*backupv1alpha1.PodVolumeRestore, error) {
+	list := &backupv1alpha1.PodVolumeRestoreList{}
+	if err := s.e.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
+		return nil, err
+	}
+	var found []backupv1alpha1.PodVolumeRestore
+	for _, r := range list.Items {
+		if r.Spec.VolumeRestore == name {
+			found = append(found, r)
+		}
+	}
+	if len(found) != 1 {
+		return nil, fmt.Errorf("%d PodVolumeRestores of %s/%s, want 1", len(found), ns, name)
+	}
+	return &found[0], nil
+}
+
+// restoredPod fails the test unless pod was held by restore-wait, which exited 0,
+// and its app started on the restored data (its log says "found existing data").
+func (s *stories) restoredPod(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	inits := pod.Spec.InitContainers
+	if len(inits) == 0 || inits[0].Name != restorewait.ContainerName {
+		t.Errorf("pod %s's init containers are %v, want %s first", pod.Name, inits, restorewait.ContainerName)
+	}
+	if st := pod.Status.InitContainerStatuses; len(st) == 0 || st[0].State.Terminated == nil || st[0].State.Terminated.ExitCode != 0 {
+		t.Errorf("restore-wait of pod %s did not exit 0: %+v", pod.Name, st)
+	}
+	log, err := s.e.Kubectl(t.Context(), "", "-n", pod.Namespace, "logs", pod.Name, "-c", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log, "found existing data") {
+		t.Errorf("pod %s did not start on restored data; its log:\n%s", pod.Name, log)
+	}
+}
+
+// 3. A claim on a local PV of node 2 is backed up by node 2's agent, and restored by
+// it into a new pod, which the PV's node affinity puts on node 2.
+func (s *stories) localPVClaimBackedUpAndRestoredOnItsNode(t *testing.T) {
+	ctx := t.Context()
+	const ns = "local-pv"
+	// The PV's directory is on node 2's "disk": beside its kubelet root, under the
+	// cluster's state directory, so that teardown removes it.
+	pvPath := filepath.Join(filepath.Dir(s.node2.KubeletRoot), "local-volumes", "ledger")
+	if err := os.MkdirAll(pvPath, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.apply(ctx, "local-pv.yaml", "PV_PATH", pvPath); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.apply(ctx, "local-pv-pod.yaml", "POD_NAME", "writer"); err != nil {
+		t.Fatal(err)
+	}
+	writer, err := s.e.PodIn(ctx, ns, map[string]string{"app": "ledger"}, 3*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if writer.Spec.NodeName != s.node2.Name {
+		t.Fatalf("pod %s on the local PV of %s runs on %s", writer.Name, s.node2.Name, writer.Spec.NodeName)
+	}
+	sums, err := s.e.ChecksumsIn(ctx, ns, "pod/writer", "/ledger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := s.e.RunPolicyNamed(ctx, "local-pv", "ledger-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(run.Backups) != 1 {
+		t.Fatalf("%d PodVolumeBackups, want 1", len(run.Backups))
+	}
+	b := &run.Backups[0]
+	if b.Spec.Node != s.node2.Name || b.Spec.ClaimName != "ledger" || b.Status.Phase != backupv1alpha1.RunCompleted {
+		t.Fatalf("%s: node %s, claim %s, phase %s %s; want the claim ledger backed up on %s", b.Name, b.Spec.Node, b.Spec.ClaimName, b.Status.Phase, b.Status.Message, s.node2.Name)
+	}
+	s.doneByAgentOf(t, s.node2.Name, b, "BackupCompleted", "backup finished")
+
+	// The data is lost: the pod goes and the files in the PV's directory with it.
+	if _, err := s.e.Kubectl(ctx, "", "-n", ns, "delete", "pod", "writer", "--wait=true"); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := s.e.Cluster.NodePath(s.node2, pvPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, d.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.apply(ctx, "local-pv-restore.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.apply(ctx, "local-pv-pod.yaml", "POD_NAME", "reader"); err != nil {
+		t.Fatal(err)
+	}
+	vr, err := s.e.WaitRestoreIn(ctx, ns, "ledger-from-latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vr.Status.VolumesCompleted != 1 || vr.Status.VolumesFailed != 0 {
+		t.Errorf("VolumeRestore status: %+v", vr.Status)
+	}
+	reader, err := s.e.PodIn(ctx, ns, map[string]string{"app": "ledger"}, 3*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reader.Name != "reader" || reader.Spec.NodeName != s.node2.Name {
+		t.Fatalf("pod %s on %s; want reader on %s", reader.Name, reader.Spec.NodeName, s.node2.Name)
+	}
+	pvr, err := s.restoreOf(ctx, ns, "ledger-from-latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pvr.Spec.Node != s.node2.Name || pvr.Spec.Pod.Name != "reader" || pvr.Status.Phase != backupv1alpha1.RunCompleted {
+		t.Errorf("%s: node %s, pod %s, phase %s %s; want reader restored on %s", pvr.Name, pvr.Spec.Node, pvr.Spec.Pod.Name, pvr.Status.Phase, pvr.Status.Message, s.node2.Name)
+	}
+	s.doneByAgentOf(t, s.node2.Name, pvr, "RestoreCompleted", "restore finished")
+	s.restoredPod(t, reader)
+	got, err := s.e.ChecksumsIn(ctx, ns, "pod/reader", "/ledger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != sums {
+		t.Errorf("restored data differs:\n got %s\nwant %s", got, sums)
+	}
 }
