@@ -57,6 +57,7 @@ func TestStories(t *testing.T) {
 		{"EachAgentBacksUpItsOwnNode", s.eachAgentBacksUpItsOwnNode},
 		{"AgentTokenCannotWriteTheOtherNodesWork", s.agentTokenCannotWriteTheOtherNodesWork},
 		{"LocalPVClaimBackedUpAndRestoredOnItsNode", s.localPVClaimBackedUpAndRestoredOnItsNode},
+		{"RestoreLandsOnTheOtherNode", s.restoreLandsOnTheOtherNode},
 	} {
 		if !t.Run(st.name, st.fn) {
 			t.Log(s.e.Diagnose(context.Background()))
@@ -509,6 +510,72 @@ func (s *stories) localPVClaimBackedUpAndRestoredOnItsNode(t *testing.T) {
 	s.doneByAgentOf(t, s.node2.Name, pvr, "RestoreCompleted", "restore finished")
 	s.restoredPod(t, reader)
 	got, err := s.e.ChecksumsIn(ctx, ns, "pod/reader", "/ledger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != sums {
+		t.Errorf("restored data differs:\n got %s\nwant %s", got, sums)
+	}
+}
+
+// 4. A bare pod's volume backed up on node 1 is restored into its successor, which
+// can only run on node 2: restore-wait holds it there until node 2's agent restored it.
+func (s *stories) restoreLandsOnTheOtherNode(t *testing.T) {
+	ctx := t.Context()
+	const ns = "cross"
+	if err := s.apply(ctx, "cross.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.apply(ctx, "cross-pod.yaml", "POD_NODE", s.node1.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.e.PodIn(ctx, ns, map[string]string{"app": "cross"}, 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	sums, err := s.e.ChecksumsIn(ctx, ns, "pod/app", "/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := s.e.RunPolicyNamed(ctx, "cross", "cross-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(run.Backups) != 1 || run.Backups[0].Spec.Node != s.node1.Name {
+		t.Fatalf("want one backup on %s: %+v", s.node1.Name, run.Backups)
+	}
+	if _, err := s.e.Kubectl(ctx, "", "-n", ns, "delete", "pod", "app", "--wait=true"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.apply(ctx, "cross-restore.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.apply(ctx, "cross-pod.yaml", "POD_NODE", s.node2.Name); err != nil {
+		t.Fatal(err)
+	}
+	vr, err := s.e.WaitRestoreIn(ctx, ns, "app-from-latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vr.Status.VolumesCompleted != 1 || vr.Status.VolumesFailed != 0 {
+		t.Errorf("VolumeRestore status: %+v", vr.Status)
+	}
+	pod, err := s.e.PodIn(ctx, ns, map[string]string{"app": "cross"}, 3*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pod.Spec.NodeName != s.node2.Name {
+		t.Fatalf("the restored pod runs on %s, want %s", pod.Spec.NodeName, s.node2.Name)
+	}
+	pvr, err := s.restoreOf(ctx, ns, "app-from-latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pvr.Spec.Node != s.node2.Name || pvr.Spec.Pod.UID != string(pod.UID) || pvr.Status.Phase != backupv1alpha1.RunCompleted {
+		t.Errorf("%s: node %s, pod %s, phase %s %s; want the new pod restored on %s", pvr.Name, pvr.Spec.Node, pvr.Spec.Pod.Name, pvr.Status.Phase, pvr.Status.Message, s.node2.Name)
+	}
+	s.doneByAgentOf(t, s.node2.Name, pvr, "RestoreCompleted", "restore finished")
+	s.restoredPod(t, pod)
+	got, err := s.e.ChecksumsIn(ctx, ns, "pod/app", "/data")
 	if err != nil {
 		t.Fatal(err)
 	}
