@@ -58,6 +58,7 @@ func TestStories(t *testing.T) {
 		{"AgentTokenCannotWriteTheOtherNodesWork", s.agentTokenCannotWriteTheOtherNodesWork},
 		{"LocalPVClaimBackedUpAndRestoredOnItsNode", s.localPVClaimBackedUpAndRestoredOnItsNode},
 		{"RestoreLandsOnTheOtherNode", s.restoreLandsOnTheOtherNode},
+		{"EmptyDirMovesToTheOtherNodeStaysIncremental", s.emptyDirMovesToTheOtherNodeStaysIncremental},
 	} {
 		if !t.Run(st.name, st.fn) {
 			t.Log(s.e.Diagnose(context.Background()))
@@ -582,4 +583,66 @@ func (s *stories) restoreLandsOnTheOtherNode(t *testing.T) {
 	if got != sums {
 		t.Errorf("restored data differs:\n got %s\nwant %s", got, sums)
 	}
+}
+
+// 5. A Deployment's pod with an emptyDir moves from node 1 to node 2 (its node
+// selector changes): the backup on node 2 continues the source identity of the one on
+// node 1, with its snapshot as parent, and uploads little, since the new pod wrote the
+// same rows and only a new id.
+func (s *stories) emptyDirMovesToTheOtherNodeStaysIncremental(t *testing.T) {
+	ctx := t.Context()
+	const ns = "moving"
+	if err := s.apply(ctx, "moving.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.e.Kubectl(ctx, "", "-n", ns, "rollout", "status", "deployment/mover", "--timeout=3m"); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.e.RunPolicyNamed(ctx, "moving", "move-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.Backups) != 1 || first.Backups[0].Spec.Node != s.node1.Name {
+		t.Fatalf("want one backup on %s: %+v", s.node1.Name, first.Backups)
+	}
+	b1 := first.Backups[0]
+	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"nodeSelector":{"kubernetes.io/hostname":%q}}}}}`, s.node2.Name)
+	if _, err := s.e.Kubectl(ctx, "", "-n", ns, "patch", "deployment", "mover", "--type=merge", "-p", patch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.e.Kubectl(ctx, "", "-n", ns, "rollout", "status", "deployment/mover", "--timeout=3m"); err != nil {
+		t.Fatal(err)
+	}
+	// The node 1 pod is gone before the run, so that only the moved one is selected.
+	if _, err := s.e.Kubectl(ctx, "", "-n", ns, "wait", "--for=delete", "pod/"+b1.Spec.Pod.Name, "--timeout=2m"); err != nil {
+		t.Fatal(err)
+	}
+	pod, err := s.e.PodIn(ctx, ns, map[string]string{"app": "mover"}, 3*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pod.Spec.NodeName != s.node2.Name || pod.Name == b1.Spec.Pod.Name {
+		t.Fatalf("pod %s runs on %s; want a new pod on %s", pod.Name, pod.Spec.NodeName, s.node2.Name)
+	}
+	second, err := s.e.RunPolicyNamed(ctx, "moving", "move-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(second.Backups) != 1 {
+		t.Fatalf("%d backups, want 1", len(second.Backups))
+	}
+	b2 := &second.Backups[0]
+	if b2.Spec.Node != s.node2.Name || b2.Spec.Pod.Name != pod.Name {
+		t.Errorf("%s: node %s, pod %s; want pod %s on %s", b2.Name, b2.Spec.Node, b2.Spec.Pod.Name, pod.Name, s.node2.Name)
+	}
+	if b2.Spec.SourcePath != b1.Spec.SourcePath {
+		t.Errorf("source identity %s on node 2, %s on node 1; want the same", b2.Spec.SourcePath, b1.Spec.SourcePath)
+	}
+	if b2.Status.Phase != backupv1alpha1.RunCompleted || b2.Status.ParentSnapshotID != b1.Status.SnapshotID {
+		t.Errorf("%s: phase %s, parent snapshot %q; want Completed with parent %s (node 1's backup)", b2.Name, b2.Status.Phase, b2.Status.ParentSnapshotID, b1.Status.SnapshotID)
+	}
+	if b2.Status.BytesUploaded > b1.Status.BytesUploaded/4 {
+		t.Errorf("%s uploaded %d bytes, node 1's backup %d; want at most a quarter", b2.Name, b2.Status.BytesUploaded, b1.Status.BytesUploaded)
+	}
+	s.doneByAgentOf(t, s.node2.Name, b2, "BackupCompleted", "backup finished")
 }
