@@ -59,6 +59,7 @@ func TestStories(t *testing.T) {
 		{"LocalPVClaimBackedUpAndRestoredOnItsNode", s.localPVClaimBackedUpAndRestoredOnItsNode},
 		{"RestoreLandsOnTheOtherNode", s.restoreLandsOnTheOtherNode},
 		{"EmptyDirMovesToTheOtherNodeStaysIncremental", s.emptyDirMovesToTheOtherNodeStaysIncremental},
+		{"AgentGoneOtherNodeGoesOnThenComesBack", s.agentGoneOtherNodeGoesOnThenComesBack},
 	} {
 		if !t.Run(st.name, st.fn) {
 			t.Log(s.e.Diagnose(context.Background()))
@@ -645,4 +646,149 @@ func (s *stories) emptyDirMovesToTheOtherNodeStaysIncremental(t *testing.T) {
 		t.Errorf("%s uploaded %d bytes, node 1's backup %d; want at most a quarter", b2.Name, b2.Status.BytesUploaded, b1.Status.BytesUploaded)
 	}
 	s.doneByAgentOf(t, s.node2.Name, b2, "BackupCompleted", "backup finished")
+}
+
+// patchAgents patches the agent DaemonSet and waits until its rollout finished and
+// agentOnNode2 says whether an agent pod exists on node 2.
+func (s *stories) patchAgents(t *testing.T, kind, patch string, agentOnNode2 bool) {
+	t.Helper()
+	ctx := t.Context()
+	if _, err := s.e.Kubectl(ctx, "", "-n", systemNamespace, "patch", "daemonset", "holdfast-agent", "--type="+kind, "-p", patch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.e.Kubectl(ctx, "", "-n", systemNamespace, "rollout", "status", "daemonset/holdfast-agent", "--timeout=3m"); err != nil {
+		t.Fatal(err)
+	}
+	var why string
+	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods := &corev1.PodList{}
+		if err := s.e.Client.List(ctx, pods, client.InNamespace(systemNamespace), client.MatchingLabels{
+			"app.kubernetes.io/name": "holdfast", "app.kubernetes.io/component": "agent"}); err != nil {
+			return false, nil
+		}
+		var on2 []string
+		for _, p := range pods.Items {
+			if p.Spec.NodeName == s.node2.Name {
+				on2 = append(on2, p.Name+" "+string(p.Status.Phase))
+			}
+		}
+		why = fmt.Sprintf("agent pods on %s: %v", s.node2.Name, on2)
+		return (len(on2) > 0) == agentOnNode2, nil
+	})
+	if err != nil {
+		t.Fatalf("%v (%s)", err, why)
+	}
+	for _, n := range []cluster.Node{s.node1, s.node2} {
+		if n == s.node2 && !agentOnNode2 {
+			continue
+		}
+		if _, err := s.agentOn(ctx, n.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// 6. Node 2's agent is gone (the DaemonSet no longer schedules there): a run backs up
+// node 1's volume, the manager fails node 2's after --stranded-work-deadline with its
+// sentence, and the run is PartiallyFailed; once the agent is back, the next run backs
+// up both.
+func (s *stories) agentGoneOtherNodeGoesOnThenComesBack(t *testing.T) {
+	ctx := t.Context()
+	s.e.Log("keeping the agent off %s: a required node affinity in the DaemonSet", s.node2.Name)
+	s.patchAgents(t, "strategic", fmt.Sprintf(`{"spec":{"template":{"spec":{"affinity":{"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":[{"matchExpressions":[{"key":"kubernetes.io/hostname","operator":"NotIn","values":[%q]}]}]}}}}}}}`, s.node2.Name), false)
+	t.Cleanup(func() {
+		// The later stories (if any) need both agents; harmless when removed already.
+		_, _ = s.e.Kubectl(context.Background(), "", "-n", systemNamespace, "patch", "daemonset", "holdfast-agent", "--type=json", "-p", `[{"op":"remove","path":"/spec/template/spec/affinity"}]`)
+	})
+	previous, err := s.e.StartRun(ctx, "both-nodes", "agent-gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := s.e.WaitRunEnded(ctx, "both-nodes", "agent-gone", previous)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lr := run.Policy.Status.LastRun
+	if lr.Outcome != backupv1alpha1.RunOutcomePartiallyFailed || lr.VolumesTotal != 2 || lr.VolumesCompleted != 1 || lr.VolumesFailed != 1 {
+		t.Errorf("last run: %+v; want PartiallyFailed, 1 of 2 completed, 1 failed", lr)
+	}
+	if len(run.Backups) != 2 {
+		t.Fatalf("%d backups, want 2", len(run.Backups))
+	}
+	wantMsg := fmt.Sprintf("no Holdfast agent pod runs on node %s, so volume data of pod on-2 could not be backed up: failed after %s without an agent (the manager's --stranded-work-deadline)", s.node2.Name, StrandedWorkDeadline)
+	for i := range run.Backups {
+		b := &run.Backups[i]
+		switch b.Spec.Node {
+		case s.node1.Name:
+			if b.Status.Phase != backupv1alpha1.RunCompleted {
+				t.Errorf("%s on %s: %s %s; want Completed", b.Name, b.Spec.Node, b.Status.Phase, b.Status.Message)
+			}
+			s.doneByAgentOf(t, s.node1.Name, b, "BackupCompleted", "backup finished")
+		case s.node2.Name:
+			if b.Status.Phase != backupv1alpha1.RunFailed || b.Status.Message != wantMsg {
+				t.Errorf("%s on %s: %s %q; want Failed %q", b.Name, b.Spec.Node, b.Status.Phase, b.Status.Message, wantMsg)
+			}
+			s.failedByTheManager(t, b)
+		default:
+			t.Errorf("%s: spec.node %q", b.Name, b.Spec.Node)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	if _, err := s.e.Kubectl(ctx, "", "get", "pvb", "-n", "both-nodes", "-l", backupv1alpha1.LabelRun+"="+lr.Name); err != nil {
+		t.Error(err)
+	}
+
+	s.e.Log("letting the agent back on %s", s.node2.Name)
+	s.patchAgents(t, "json", `[{"op":"remove","path":"/spec/template/spec/affinity"}]`, true)
+	back, err := s.e.RunPolicyNamed(ctx, "both-nodes", "agent-back")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Backups) != 2 {
+		t.Fatalf("%d backups, want 2", len(back.Backups))
+	}
+	for i := range back.Backups {
+		b := &back.Backups[i]
+		if b.Status.Phase != backupv1alpha1.RunCompleted {
+			t.Errorf("%s on %s: %s %s", b.Name, b.Spec.Node, b.Status.Phase, b.Status.Message)
+		}
+		if b.Spec.Node == s.node2.Name {
+			s.doneByAgentOf(t, s.node2.Name, b, "BackupCompleted", "backup finished")
+		}
+	}
+}
+
+// failedByTheManager fails the test unless the manager's stranded-work guard, not an
+// agent, failed b: its Stalled condition has the reason NoAgent and the Warning event
+// of that reason was reported by the guard.
+func (s *stories) failedByTheManager(t *testing.T, b *backupv1alpha1.PodVolumeBackup) {
+	t.Helper()
+	stalled := false
+	for _, c := range b.Status.Conditions {
+		if c.Type == "Stalled" && c.Status == "True" && c.Reason == "NoAgent" {
+			stalled = true
+		}
+	}
+	if !stalled {
+		t.Errorf("%s: conditions %+v; want Stalled, reason NoAgent", b.Name, b.Status.Conditions)
+	}
+	var by []string
+	err := wait.PollUntilContextTimeout(t.Context(), 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		events := &eventsv1.EventList{}
+		if err := s.e.Client.List(ctx, events, client.InNamespace(b.Namespace)); err != nil {
+			return false, nil
+		}
+		by = nil
+		for _, ev := range events.Items {
+			if ev.Regarding.UID == b.UID && ev.Reason == "NoAgent" && ev.Type == corev1.EventTypeWarning {
+				by = append(by, ev.ReportingController)
+			}
+		}
+		return len(by) > 0, nil
+	})
+	if err != nil || len(by) != 1 || by[0] != "holdfast-stranded-work" {
+		t.Errorf("%s: NoAgent events reported by %v, want once by holdfast-stranded-work (the manager)", b.Name, by)
+	}
 }
