@@ -202,9 +202,10 @@ func (s *stories) podNode(ctx context.Context, ns, name string) (string, error) 
 	return pod.Spec.NodeName, nil
 }
 
-// 1. One policy run backs up a volume on each node: each PodVolumeBackup names its
-// pod's node, and the agent of that node, not the other, did it.
-func (s *stories) eachAgentBacksUpItsOwnNode(t *testing.T) {
+// deployBothNodes applies the pods on-1 and on-2 and their policy both-nodes
+// (manifests/both-nodes.yaml), or finds them applied, and waits for the pods.
+func (s *stories) deployBothNodes(t *testing.T) {
+	t.Helper()
 	ctx := t.Context()
 	if err := s.apply(ctx, "both-nodes.yaml"); err != nil {
 		t.Fatal(err)
@@ -214,6 +215,13 @@ func (s *stories) eachAgentBacksUpItsOwnNode(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// 1. One policy run backs up a volume on each node: each PodVolumeBackup names its
+// pod's node, and the agent of that node, not the other, did it.
+func (s *stories) eachAgentBacksUpItsOwnNode(t *testing.T) {
+	ctx := t.Context()
+	s.deployBothNodes(t)
 	run, err := s.e.RunPolicyNamed(ctx, "both-nodes", "one")
 	if err != nil {
 		t.Fatal(err)
@@ -325,7 +333,7 @@ func (s *stories) asToken(token string) (client.Client, error) {
 func (s *stories) agentTokenCannotWriteTheOtherNodesWork(t *testing.T) {
 	ctx := t.Context()
 	if s.bothNodes == nil {
-		t.Fatal("needs the backups of EachAgentBacksUpItsOwnNode")
+		t.Fatal("needs the backups of EachAgentBacksUpItsOwnNode: run the two together (-run 'TestStories/(EachAgent|AgentToken)')")
 	}
 	var own, other *backupv1alpha1.PodVolumeBackup
 	for i := range s.bothNodes.Backups {
@@ -694,6 +702,7 @@ func (s *stories) patchAgents(t *testing.T, kind, patch string, agentOnNode2 boo
 // up both.
 func (s *stories) agentGoneOtherNodeGoesOnThenComesBack(t *testing.T) {
 	ctx := t.Context()
+	s.deployBothNodes(t)
 	s.e.Log("keeping the agent off %s: a required node affinity in the DaemonSet", s.node2.Name)
 	s.patchAgents(t, "strategic", fmt.Sprintf(`{"spec":{"template":{"spec":{"affinity":{"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":[{"matchExpressions":[{"key":"kubernetes.io/hostname","operator":"NotIn","values":[%q]}]}]}}}}}}}`, s.node2.Name), false)
 	t.Cleanup(func() {
