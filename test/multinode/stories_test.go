@@ -592,6 +592,23 @@ func (s *stories) restoreLandsOnTheOtherNode(t *testing.T) {
 	if got != sums {
 		t.Errorf("restored data differs:\n got %s\nwant %s", got, sums)
 	}
+
+	// The agent of node 1, which made the backup, cannot write the status of the
+	// restore on node 2 either.
+	token, err := s.agentToken(ctx, s.node1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, err := s.asToken(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := agent.Status().Patch(ctx, pvr.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"status":{"phase":"Completed"}}`)))
+	wantMsg := fmt.Sprintf("only the Holdfast manager, or the agent of node %s, writes the status of podvolumerestores: system:serviceaccount:%s:holdfast-agent on node %s may not",
+		s.node2.Name, systemNamespace, s.node1.Name)
+	if !apierrors.IsForbidden(refused) || !strings.Contains(refused.Error(), wantMsg) {
+		t.Errorf("node 1's agent patching the status of node 2's restore %s: %v; want Forbidden: %s", pvr.Name, refused, wantMsg)
+	}
 }
 
 // 5. A Deployment's pod with an emptyDir moves from node 1 to node 2 (its node
