@@ -115,6 +115,11 @@ test-e2e: cluster-packages ## Only the end-to-end stories: a real cluster, Holdf
 	bash test/tools/build.sh $(CLUSTER_TOOLS)
 	go test $(GO_TEST_FLAGS) -v ./test/e2e/
 
+.PHONY: test-e2e-multinode
+test-e2e-multinode: cluster-packages ## Only the two-node stories: each agent serves its own node, work follows pods across nodes, a node without an agent (about 1.5 minutes; part of `make test`).
+	bash test/tools/build.sh $(CLUSTER_TOOLS)
+	go test $(GO_TEST_FLAGS) -v ./test/multinode/
+
 ##@ Demo (needs root)
 
 KEEP ?=

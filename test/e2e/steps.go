@@ -56,6 +56,9 @@ type Env struct {
 	// (kubectl output) under a one-line title.
 	Log  func(format string, args ...any)
 	Show func(title, output string)
+	// Kustomization is the directory Install applies: kustomize/local when empty, or
+	// an overlay of it (an absolute path) for an install with other manager flags.
+	Kustomization string
 }
 
 // silenceClientLogs gives controller-runtime a logger that discards, once: its client
@@ -190,14 +193,18 @@ func (e *Env) Apply(ctx context.Context, name string) error {
 }
 
 // Install installs Holdfast as a user does, `kubectl apply --server-side -k
-// kustomize/local`, and waits for the manager Deployment, the agent DaemonSet and the
+// kustomize/local` (or e.Kustomization), and waits for the manager Deployment, the agent DaemonSet and the
 // storage location "default" to be ready. The first apply cannot create the storage
 // location before its CRD is established, so it is repeated until it succeeds.
 func (e *Env) Install(ctx context.Context) error {
-	e.Log("installing Holdfast: kubectl apply --server-side -k kustomize/local")
+	dir := e.Kustomization
+	if dir == "" {
+		dir = "kustomize/local"
+	}
+	e.Log("installing Holdfast: kubectl apply --server-side -k %s", dir)
 	var last error
 	err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		_, last = e.Kubectl(ctx, "", "apply", "--server-side", "-k", "kustomize/local")
+		_, last = e.Kubectl(ctx, "", "apply", "--server-side", "-k", dir)
 		return last == nil, nil
 	})
 	if err != nil {
