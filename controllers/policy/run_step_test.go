@@ -215,3 +215,45 @@ func TestCreateDueBackupsStep(t *testing.T) {
 		})
 	}
 }
+
+// TestAnEndingRunAsksTheAPIServerForBackupsTheCacheMisses: when a run's creation has
+// ended and a selected volume has no backup in the cache, the run does not end
+// Failed ("deleted before it finished") on that alone. The event of the policy's own
+// status update can reach the controller before that of a backup it created in an
+// earlier pass; the two-node stories met this as a run that ended Failed although
+// its one backup had Completed. The fake clients stand for a cache that has not seen
+// the backup and for the API server that has it.
+func TestAnEndingRunAsksTheAPIServerForBackupsTheCacheMisses(t *testing.T) {
+	start := mustTime("2026-01-02T02:00:00Z")
+	done := metav1.NewTime(start.Add(time.Minute))
+	backup := &v1.PodVolumeBackup{
+		ObjectMeta: metav1.ObjectMeta{Name: "p-run-web-data", Namespace: "shop",
+			Labels: map[string]string{v1.LabelPolicy: policyLabel("p"), v1.LabelRun: "run"}},
+		Status: v1.PodVolumeBackupStatus{Phase: v1.RunCompleted, BytesUploaded: 10, CompletionTime: &done},
+	}
+	for _, tt := range []struct {
+		name        string
+		apiServer   []client.Object
+		wantOutcome v1.RunOutcome
+		wantMessage string
+	}{
+		{name: "the backup completed", apiServer: []client.Object{backup}, wantOutcome: v1.RunOutcomeSucceeded},
+		{name: "the backup was deleted", wantOutcome: v1.RunOutcomeFailed, wantMessage: "1 whose backup was deleted before it finished"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cache := fake.NewClientBuilder().WithScheme(testenv.Scheme()).Build()
+			api := fake.NewClientBuilder().WithScheme(testenv.Scheme()).WithObjects(tt.apiServer...).Build()
+			r := &VolumeBackupPolicyReconciler{Client: cache, APIReader: api, Recorder: record.NewFakeRecorder(10)}
+			p := &v1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p"},
+				Status: v1.VolumeBackupPolicyStatus{LastRun: &v1.RunSummary{Name: "run", Outcome: v1.RunOutcomeInProgress,
+					StartTime: &metav1.Time{Time: start}, CreationEndTime: &metav1.Time{Time: start}, VolumesSelected: 1, VolumesTotal: 1}}}
+			if err := r.reconcileLastRun(context.Background(), &scope{policy: p, now: start.Add(2 * time.Minute)}); err != nil {
+				t.Fatal(err)
+			}
+			run := p.Status.LastRun
+			if run.Outcome != tt.wantOutcome || !strings.Contains(run.Message, tt.wantMessage) {
+				t.Errorf("the run ended %s (%q), want %s with %q", run.Outcome, run.Message, tt.wantOutcome, tt.wantMessage)
+			}
+		})
+	}
+}

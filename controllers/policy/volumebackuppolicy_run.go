@@ -158,8 +158,12 @@ func (r *VolumeBackupPolicyReconciler) event(ctx context.Context, p *v1.VolumeBa
 
 // runBackups lists the PodVolumeBackups of one run of the policy.
 func (r *VolumeBackupPolicyReconciler) runBackups(ctx context.Context, p *v1.VolumeBackupPolicy, run string) ([]v1.PodVolumeBackup, error) {
+	return listRunBackups(ctx, r.Client, p, run)
+}
+
+func listRunBackups(ctx context.Context, c client.Reader, p *v1.VolumeBackupPolicy, run string) ([]v1.PodVolumeBackup, error) {
 	var pvbs v1.PodVolumeBackupList
-	if err := r.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: policyLabel(p.Name), v1.LabelRun: run}); err != nil {
+	if err := c.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: policyLabel(p.Name), v1.LabelRun: run}); err != nil {
 		return nil, fmt.Errorf("listing the PodVolumeBackups of run %s: %w", run, err)
 	}
 	return pvbs.Items, nil
@@ -343,6 +347,16 @@ func (r *VolumeBackupPolicyReconciler) reconcileLastRun(ctx context.Context, s *
 	if err != nil {
 		return err
 	}
+	createFailed := failuresOf(run, ReasonCreateFailed)
+	if run.CreationEndTime != nil && int32(len(pvbs))+createFailed < run.VolumesSelected && r.APIReader != nil {
+		// A selected volume has no backup in the cache. It may have been deleted, or
+		// the cache may not have seen its creation in an earlier pass yet: the event of
+		// this policy's own status update can come before the backup's. Only the API
+		// server can say a backup is gone.
+		if pvbs, err = listRunBackups(ctx, r.APIReader, p, run.Name); err != nil {
+			return err
+		}
+	}
 	sum := summarize(pvbs)
 	// Backups created in this pass may not be in the cache yet: they are unfinished.
 	for key := range s.created {
@@ -351,7 +365,6 @@ func (r *VolumeBackupPolicyReconciler) reconcileLastRun(ctx context.Context, s *
 			sum.unfinished++
 		}
 	}
-	createFailed := failuresOf(run, ReasonCreateFailed)
 	run.VolumesTotal, run.VolumesCompleted, run.BytesUploaded = sum.total, sum.completed, sum.bytes
 	run.VolumesFailed = sum.failed + createFailed
 	run.Failures = mergeFailures(run.Failures, sum.failures)
