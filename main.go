@@ -43,6 +43,7 @@ import (
 	"github.com/holdfast-dev/holdfast/controllers/restore"
 	"github.com/holdfast-dev/holdfast/controllers/storage"
 	"github.com/holdfast-dev/holdfast/controllers/stranded"
+	"github.com/holdfast-dev/holdfast/internal/hostpath"
 	"github.com/holdfast-dev/holdfast/internal/jobcredentials"
 	"github.com/holdfast-dev/holdfast/internal/recovery"
 	"github.com/holdfast-dev/holdfast/internal/repository"
@@ -206,6 +207,8 @@ func runManager(args []string, stderr io.Writer) error {
 		"ServiceAccount of the node agents in the operator namespace: only its node-bound tokens get a job's repository key")
 	strandedDeadline := fs.Duration("stranded-work-deadline", stranded.DefaultDeadline,
 		"how long a PodVolumeBackup or PodVolumeRestore may wait for an agent that cannot come (its node is gone, is not Linux, or runs no Holdfast agent) before the manager fails it")
+	var hostPathRoots hostpath.Roots
+	fs.Var(&hostPathRoots, "host-path-roots", hostPathRootsUsage+"; a claim on a hostPath PersistentVolume elsewhere is skipped (reason HostPath). Give the agents the same list")
 	coverageInterval := fs.Duration("coverage-interval", coverage.DefaultInterval,
 		"the shortest time between two computations of the cluster's coverage (VolumeCoverage cluster, holdfast_unprotected_* metrics); changes within it are folded into the next")
 	if err := fs.Parse(args); err != nil {
@@ -256,11 +259,11 @@ func runManager(args []string, stderr io.Writer) error {
 	}
 	(&restore.PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: *namespace, Image: *restoreHelperImage}).SetupWithManager(mgr)
 	storage.SetupJobCredentials(mgr, *namespace, *agentServiceAccount)
-	engine, err := policyctrl.Setup(mgr)
+	engine, err := policyctrl.Setup(mgr, policyctrl.Options{HostPathRoots: hostPathRoots})
 	if err != nil {
 		return err
 	}
-	if err := coverage.Setup(mgr, coverage.Options{Interval: *coverageInterval, Namespace: *namespace, Engine: engine}); err != nil {
+	if err := coverage.Setup(mgr, coverage.Options{Interval: *coverageInterval, Namespace: *namespace, Engine: engine, HostPathRoots: hostPathRoots}); err != nil {
 		return err
 	}
 	if err := stranded.Setup(mgr, stranded.Options{Namespace: *namespace, Deadline: *strandedDeadline}); err != nil {
@@ -403,6 +406,11 @@ func runRestoreWait(args []string, stderr io.Writer) error {
 		Log:        stderr,
 	})
 }
+
+// hostPathRootsUsage starts the help of --host-path-roots, which the manager and the
+// agents must be given alike.
+const hostPathRootsUsage = "comma-separated absolute host directories (e.g. /var/lib/rancher/k3s/storage,/opt/local-path-provisioner) under which " +
+	"the directories of hostPath PersistentVolumes (local-path provisioners) are backed up and restored; none by default"
 
 // stringList is a repeatable string flag.
 type stringList []string
