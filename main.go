@@ -290,6 +290,8 @@ func runAgent(args []string, stderr io.Writer) error {
 		"the kubelet's root directory as seen by the agent; platforms move it (TKGI: /var/vcap/data/kubelet, RancherOS: /opt/rke/var/lib/kubelet)")
 	namespace := fs.String("namespace", defaultOperatorNamespace(),
 		"operator namespace: holds the repository key Secrets (default from $POD_NAMESPACE)")
+	var hostPathRoots hostpath.Roots
+	fs.Var(&hostPathRoots, "host-path-roots", hostPathRootsUsage+"; mount each into the agent at the same path, read-write. Give the manager the same list")
 	concurrency := fs.Int("concurrency", 1, "volumes backed up or restored at once on this node")
 	workDir := fs.String("work-dir", filepath.Join(os.TempDir(), "holdfast-agent"),
 		"private directory for each job's repository config and credentials (mount a memory-backed volume here)")
@@ -335,7 +337,7 @@ func runAgent(args []string, stderr io.Writer) error {
 		return fmt.Errorf("creating the agent: %w", err)
 	}
 	if err := agent.SetupWithManager(mgr, agent.Options{
-		NodeName: *nodeName, KubeletRoot: *kubeletRoot, Namespace: *namespace, Concurrency: *concurrency,
+		NodeName: *nodeName, KubeletRoot: *kubeletRoot, HostPathRoots: hostPathRoots, Namespace: *namespace, Concurrency: *concurrency,
 		WorkDir: *workDir, CacheDir: *cacheDir, CacheSizeBytes: cacheBytes.Value(),
 		ResticPath: *resticPath, ProgressInterval: *progressInterval, Manager: manager,
 	}); err != nil {
@@ -344,7 +346,7 @@ func runAgent(args []string, stderr io.Writer) error {
 	if err := addProbes(mgr); err != nil {
 		return err
 	}
-	ctrl.Log.WithName("agent").Info("starting", "node", *nodeName, "kubeletRoot", *kubeletRoot, "namespace", *namespace)
+	ctrl.Log.WithName("agent").Info("starting", "node", *nodeName, "kubeletRoot", *kubeletRoot, "hostPathRoots", hostPathRoots.String(), "namespace", *namespace)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }
 

@@ -69,13 +69,14 @@ func (d Dir) Path() string { return filepath.Join(d.Root, d.Rel) }
 
 // Under returns the directory of path below the first root that holds it strictly,
 // or ErrOutside. A path with ".." in it is refused even where it would lead back in:
-// it is not how provisioners write paths.
+// it is not how provisioners write paths. The error names no host path: the agent's
+// status messages are read by tenants.
 func (r Roots) Under(path string) (Dir, error) {
 	if !filepath.IsAbs(path) {
-		return Dir{}, fmt.Errorf("%w: %q is not an absolute path", ErrOutside, path)
+		return Dir{}, fmt.Errorf("%w: the path is not absolute", ErrOutside)
 	}
 	if hasDotDot(path) {
-		return Dir{}, fmt.Errorf("%w: %q has a \"..\" component", ErrOutside, path)
+		return Dir{}, fmt.Errorf("%w: the path has a \"..\" component", ErrOutside)
 	}
 	clean := filepath.Clean(path)
 	for _, root := range r {
@@ -88,7 +89,7 @@ func (r Roots) Under(path string) (Dir, error) {
 	if len(r) == 0 {
 		return Dir{}, fmt.Errorf("%w: no --host-path-roots are set", ErrOutside)
 	}
-	return Dir{}, fmt.Errorf("%w: not strictly under any of %s", ErrOutside, r.String())
+	return Dir{}, fmt.Errorf("%w: the path is not strictly under any of the %d roots", ErrOutside, len(r))
 }
 
 // Of returns the directory of a hostPath PersistentVolume under the roots: ok is false
