@@ -291,7 +291,9 @@ func runAgent(args []string, stderr io.Writer) error {
 	namespace := fs.String("namespace", defaultOperatorNamespace(),
 		"operator namespace: holds the repository key Secrets (default from $POD_NAMESPACE)")
 	var hostPathRoots hostpath.Roots
-	fs.Var(&hostPathRoots, "host-path-roots", hostPathRootsUsage+"; mount each into the agent at the same path, read-write. Give the manager the same list")
+	fs.Var(&hostPathRoots, "host-path-roots", hostPathRootsUsage+"; mount each into the agent read-write, at its own path or under --host-filesystem. Give the manager the same list")
+	hostFilesystem := fs.String("host-filesystem", "",
+		"where the node's filesystem, or the directories holding the --host-path-roots, is mounted in the agent (e.g. /host: root R is read at /host/R, links resolved as on the node); empty: each root is mounted at its own path")
 	concurrency := fs.Int("concurrency", 1, "volumes backed up or restored at once on this node")
 	workDir := fs.String("work-dir", filepath.Join(os.TempDir(), "holdfast-agent"),
 		"private directory for each job's repository config and credentials (mount a memory-backed volume here)")
@@ -337,7 +339,7 @@ func runAgent(args []string, stderr io.Writer) error {
 		return fmt.Errorf("creating the agent: %w", err)
 	}
 	if err := agent.SetupWithManager(mgr, agent.Options{
-		NodeName: *nodeName, KubeletRoot: *kubeletRoot, HostPathRoots: hostPathRoots, Namespace: *namespace, Concurrency: *concurrency,
+		NodeName: *nodeName, KubeletRoot: *kubeletRoot, HostPathRoots: hostPathRoots, HostFilesystem: *hostFilesystem, Namespace: *namespace, Concurrency: *concurrency,
 		WorkDir: *workDir, CacheDir: *cacheDir, CacheSizeBytes: cacheBytes.Value(),
 		ResticPath: *resticPath, ProgressInterval: *progressInterval, Manager: manager,
 	}); err != nil {
@@ -412,7 +414,7 @@ func runRestoreWait(args []string, stderr io.Writer) error {
 // hostPathRootsUsage starts the help of --host-path-roots, which the manager and the
 // agents must be given alike.
 const hostPathRootsUsage = "comma-separated absolute host directories (e.g. /var/lib/rancher/k3s/storage,/opt/local-path-provisioner) under which " +
-	"the directories of hostPath PersistentVolumes (local-path provisioners) are backed up and restored; none by default"
+	"the directories of hostPath PersistentVolumes (local-path provisioners) are backed up and restored; repeatable; none by default"
 
 // stringList is a repeatable string flag.
 type stringList []string

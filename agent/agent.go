@@ -39,6 +39,10 @@ type Options struct {
 	// under which the directories of hostPath PersistentVolumes are backed up and
 	// restored (--host-path-roots); a hostPath PersistentVolume elsewhere is refused.
 	HostPathRoots hostpath.Roots
+	// HostFilesystem is where the node's filesystem (the part holding the roots) is
+	// mounted in the agent: a root R is read at HostFilesystem/R, the links on the way
+	// to it resolved as on the node. Empty: each root is mounted at its own path.
+	HostFilesystem string
 	// Namespace is the operator namespace (key and credentials Secrets).
 	Namespace string
 	// Concurrency bounds the volumes moved at once on this node.
@@ -256,6 +260,9 @@ func (a *Agent) hostPathDir(pv *corev1.PersistentVolume) (dir hostpath.Dir, ok b
 		// host path is not.
 		return dir, true, fmt.Errorf("%w: hostPath PersistentVolume %s: %w (the agent reads and writes hostPath volumes only below the directories an admin allows; docs/policies.md)",
 			volumepath.ErrUnsupported, pv.Name, err)
+	}
+	if dir.Root, err = hostpath.InHost(a.opts.HostFilesystem, dir.Root); err != nil {
+		return dir, true, fmt.Errorf("hostPath PersistentVolume %s: %w", pv.Name, err)
 	}
 	if err := hostpath.Check(dir); err != nil {
 		return dir, true, fmt.Errorf("hostPath PersistentVolume %s refused: %w", pv.Name, err)

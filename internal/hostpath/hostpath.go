@@ -47,13 +47,14 @@ func ParseRoots(s string) (Roots, error) {
 // String is the flag's value.
 func (r Roots) String() string { return strings.Join(r, ",") }
 
-// Set parses a flag value (flag.Value).
+// Set parses a flag value (flag.Value) and adds its roots: the flag may be given more
+// than once, so that a kustomize component and an overlay each add theirs.
 func (r *Roots) Set(s string) error {
 	roots, err := ParseRoots(s)
 	if err != nil {
 		return err
 	}
-	*r = roots
+	*r = append(*r, roots...)
 	return nil
 }
 

@@ -90,3 +90,42 @@ func TestOpenFollowsNoLink(t *testing.T) {
 		t.Errorf("Check(missing) = %v, want a plain error", err)
 	}
 }
+
+// The flag adds what each occurrence names: a component and an overlay add theirs.
+func TestSetAdds(t *testing.T) {
+	var r Roots
+	for _, v := range []string{"/var/local-path-provisioner,/opt/local-path-provisioner", "/var/lib/holdfast/local-path"} {
+		if err := r.Set(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := r.String(); got != "/var/local-path-provisioner,/opt/local-path-provisioner,/var/lib/holdfast/local-path" {
+		t.Errorf("roots %s", got)
+	}
+}
+
+// With the node's filesystem mounted at host, a root is found as the node sees it:
+// an absolute link on the way (the admin's) leads inside host, not into the agent's
+// own filesystem.
+func TestInHost(t *testing.T) {
+	host := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(host, "data", "rancher", "k3s", "storage"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(host, "var", "lib"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/data/rancher", filepath.Join(host, "var", "lib", "rancher")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := InHost(host, "/var/lib/rancher/k3s/storage")
+	if want := filepath.Join(host, "data", "rancher", "k3s", "storage"); err != nil || got != want {
+		t.Errorf("InHost = %q, %v; want %s", got, err, want)
+	}
+	if _, err := InHost(host, "/opt/local-path-provisioner"); err == nil {
+		t.Error("InHost of a root the node does not have: no error")
+	}
+	if got, err := InHost("", "/opt/x"); err != nil || got != "/opt/x" {
+		t.Errorf("InHost without a host mount = %q, %v; want the root itself", got, err)
+	}
+}

@@ -3,6 +3,9 @@ package hostpath
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,6 +39,31 @@ func Open(d Dir) (int, error) {
 	default:
 		return -1, fmt.Errorf("opening its directory below the allowed root: %w", err)
 	}
+}
+
+// InHost returns where the agent sees the host directory root when the node's
+// filesystem (or the part of it holding root) is mounted at host, following the
+// links on the way as the node would (an absolute link stays inside host: openat2
+// RESOLVE_IN_ROOT). Those links are the node admin's: below root, Open follows none.
+// An empty host is "/": root is mounted at its own path.
+func InHost(host, root string) (string, error) {
+	if host == "" || host == "/" {
+		return root, nil
+	}
+	hostFD, err := unix.Open(host, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", fmt.Errorf("opening the node's filesystem as mounted into the agent: %w", err)
+	}
+	defer unix.Close(hostFD)
+	fd, err := unix.Openat2(hostFD, strings.TrimPrefix(root, "/"), &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return "", fmt.Errorf("opening its --host-path-roots directory in the node's filesystem as mounted into the agent (is the directory mounted?): %w", err)
+	}
+	defer unix.Close(fd)
+	return os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
 }
 
 // Check opens d as Open does and closes it: it tells the agent early, with a clear
