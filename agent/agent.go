@@ -35,9 +35,10 @@ type Options struct {
 	NodeName string
 	// KubeletRoot is the kubelet's root directory as mounted in the agent.
 	KubeletRoot string
-	// HostPathRoots are the host directories, mounted at the same paths in the agent,
-	// under which the directories of hostPath PersistentVolumes are backed up and
-	// restored (--host-path-roots); a hostPath PersistentVolume elsewhere is refused.
+	// HostPathRoots are the host directories under which the directories of hostPath
+	// PersistentVolumes are backed up and restored (--host-path-roots), mounted in the
+	// agent at their own paths or under HostFilesystem; a hostPath PersistentVolume
+	// elsewhere is refused.
 	HostPathRoots hostpath.Roots
 	// HostFilesystem is where the node's filesystem (the part holding the roots) is
 	// mounted in the agent: a root R is read at HostFilesystem/R, the links on the way

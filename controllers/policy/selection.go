@@ -390,7 +390,9 @@ func (r *VolumeBackupPolicyReconciler) reconcileSelection(ctx context.Context, s
 			len(s.sel.skipped[SkipSelectorError]), SkipSelectorError,
 			len(s.sel.skipped[SkipNamespaceSelectorError]), SkipNamespaceSelectorError, s.sel.firstError)
 	}
-	if n := len(s.sel.hostPathClaims); n > 0 && n > skipCount(s.policy.Status.Skipped, SkipHostPath) {
+	// Once when they appear, not on every pass: the HostPath count (inline hostPath
+	// volumes too) in status is the previous pass's.
+	if len(s.sel.hostPathClaims) > 0 && len(s.sel.skipped[SkipHostPath]) > skipCount(s.policy.Status.Skipped, SkipHostPath) {
 		r.event(ctx, s.policy, corev1.EventTypeWarning, ReasonHostPathSkipped, "%s", hostPathMessage(s.sel.hostPathClaims))
 	}
 	s.unfinished = unfinishedBackups(pvbs)
