@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/holdfast-dev/holdfast/internal/hostpath"
 )
@@ -49,7 +50,7 @@ func checkRootsMounted(t *testing.T, spec *corev1.PodSpec, a *corev1.Container, 
 			}
 			found = true
 			if v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathDirectory {
-				t.Errorf("volume %s has hostPath type %v: want Directory, which creates nothing on the node", v.Name, v.HostPath.Type)
+				t.Errorf("volume %s has hostPath type %q: want Directory, which creates nothing on the node", v.Name, ptr.Deref(v.HostPath.Type, ""))
 			}
 			if mt.ReadOnly {
 				t.Errorf("mount %s is read-only: restores write", mt.Name)
@@ -93,16 +94,22 @@ func TestLocalPathComponent(t *testing.T) {
 	}
 }
 
-// The local test cluster adds the e2e suite's root to the component's, alike for the
-// manager and the agent, under the component's mount of /var.
+// The local test cluster gives the manager and the agent the e2e suite's root, and
+// mounts just that directory into the agent under its --host-filesystem, read-write:
+// the test cluster's "/" is not a shared mount, which the component's HostToContainer
+// mount of /var needs.
 func TestLocalOverlayHostPathRoots(t *testing.T) {
 	b := build(t, "kustomize/local")
 	_, m := b.manager()
 	ds, a := b.agent()
 	managerRoots, _ := hostPathFlags(t, m)
 	agentRoots, host := hostPathFlags(t, a)
-	if !slices.Equal(managerRoots, agentRoots) || !slices.Contains(agentRoots, "/var/lib/holdfast/local-path") {
-		t.Errorf("roots: manager %v, agent %v; want the same, with /var/lib/holdfast/local-path", managerRoots, agentRoots)
+	if want := []string{"/var/lib/holdfast/local-path"}; !slices.Equal(managerRoots, want) || !slices.Equal(agentRoots, want) {
+		t.Fatalf("roots: manager %v, agent %v; want %v for both", managerRoots, agentRoots, want)
 	}
-	checkRootsMounted(t, &ds.Spec.Template.Spec, a, agentRoots, host)
+	mt := mount(t, a, "local-path")
+	v := volume(t, &ds.Spec.Template.Spec, "local-path")
+	if host != "/host" || mt.MountPath != host+agentRoots[0] || v.HostPath == nil || v.HostPath.Path != agentRoots[0] || mt.ReadOnly {
+		t.Errorf("--host-filesystem=%s, mount %+v of %+v: want the root mounted read-write at /host<root>", host, mt, v.VolumeSource)
+	}
 }

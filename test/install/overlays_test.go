@@ -457,10 +457,10 @@ func TestLocalOverlay(t *testing.T) {
 		}
 	}
 
-	// Undo exactly those changes and the local-path component's (localpath_test.go):
-	// what is left must equal config/default.
+	// Undo exactly those changes and the e2e suite's local-path root
+	// (localpath_test.go): what is left must equal config/default.
 	pd, _ := plain.manager()
-	added := func(name string) bool { return name == "backups" || name == "host-var" || name == "host-opt" }
+	added := func(name string) bool { return name == "backups" || name == "local-path" }
 	strip := func(spec *corev1.PodSpec, c *corev1.Container) {
 		c.ImagePullPolicy = ""
 		c.VolumeMounts = slices.DeleteFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return added(m.Name) })
