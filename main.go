@@ -43,6 +43,7 @@ import (
 	"github.com/holdfast-dev/holdfast/controllers/restore"
 	"github.com/holdfast-dev/holdfast/controllers/storage"
 	"github.com/holdfast-dev/holdfast/controllers/stranded"
+	"github.com/holdfast-dev/holdfast/internal/hostpath"
 	"github.com/holdfast-dev/holdfast/internal/jobcredentials"
 	"github.com/holdfast-dev/holdfast/internal/recovery"
 	"github.com/holdfast-dev/holdfast/internal/repository"
@@ -206,6 +207,8 @@ func runManager(args []string, stderr io.Writer) error {
 		"ServiceAccount of the node agents in the operator namespace: only its node-bound tokens get a job's repository key")
 	strandedDeadline := fs.Duration("stranded-work-deadline", stranded.DefaultDeadline,
 		"how long a PodVolumeBackup or PodVolumeRestore may wait for an agent that cannot come (its node is gone, is not Linux, or runs no Holdfast agent) before the manager fails it")
+	var hostPathRoots hostpath.Roots
+	fs.Var(&hostPathRoots, "host-path-roots", hostPathRootsUsage+"; a claim on a hostPath PersistentVolume elsewhere is skipped (reason HostPath). Give the agents the same list")
 	coverageInterval := fs.Duration("coverage-interval", coverage.DefaultInterval,
 		"the shortest time between two computations of the cluster's coverage (VolumeCoverage cluster, holdfast_unprotected_* metrics); changes within it are folded into the next")
 	if err := fs.Parse(args); err != nil {
@@ -256,11 +259,11 @@ func runManager(args []string, stderr io.Writer) error {
 	}
 	(&restore.PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: *namespace, Image: *restoreHelperImage}).SetupWithManager(mgr)
 	storage.SetupJobCredentials(mgr, *namespace, *agentServiceAccount)
-	engine, err := policyctrl.Setup(mgr)
+	engine, err := policyctrl.Setup(mgr, policyctrl.Options{HostPathRoots: hostPathRoots})
 	if err != nil {
 		return err
 	}
-	if err := coverage.Setup(mgr, coverage.Options{Interval: *coverageInterval, Namespace: *namespace, Engine: engine}); err != nil {
+	if err := coverage.Setup(mgr, coverage.Options{Interval: *coverageInterval, Namespace: *namespace, Engine: engine, HostPathRoots: hostPathRoots}); err != nil {
 		return err
 	}
 	if err := stranded.Setup(mgr, stranded.Options{Namespace: *namespace, Deadline: *strandedDeadline}); err != nil {
@@ -287,6 +290,10 @@ func runAgent(args []string, stderr io.Writer) error {
 		"the kubelet's root directory as seen by the agent; platforms move it (TKGI: /var/vcap/data/kubelet, RancherOS: /opt/rke/var/lib/kubelet)")
 	namespace := fs.String("namespace", defaultOperatorNamespace(),
 		"operator namespace: holds the repository key Secrets (default from $POD_NAMESPACE)")
+	var hostPathRoots hostpath.Roots
+	fs.Var(&hostPathRoots, "host-path-roots", hostPathRootsUsage+"; mount each into the agent read-write, at its own path or under --host-filesystem. Give the manager the same list")
+	hostFilesystem := fs.String("host-filesystem", "",
+		"where the node's filesystem, or the directories holding the --host-path-roots, is mounted in the agent (e.g. /host: root R is read at /host/R, links resolved as on the node); empty: each root is mounted at its own path")
 	concurrency := fs.Int("concurrency", 1, "volumes backed up or restored at once on this node")
 	workDir := fs.String("work-dir", filepath.Join(os.TempDir(), "holdfast-agent"),
 		"private directory for each job's repository config and credentials (mount a memory-backed volume here)")
@@ -332,7 +339,7 @@ func runAgent(args []string, stderr io.Writer) error {
 		return fmt.Errorf("creating the agent: %w", err)
 	}
 	if err := agent.SetupWithManager(mgr, agent.Options{
-		NodeName: *nodeName, KubeletRoot: *kubeletRoot, Namespace: *namespace, Concurrency: *concurrency,
+		NodeName: *nodeName, KubeletRoot: *kubeletRoot, HostPathRoots: hostPathRoots, HostFilesystem: *hostFilesystem, Namespace: *namespace, Concurrency: *concurrency,
 		WorkDir: *workDir, CacheDir: *cacheDir, CacheSizeBytes: cacheBytes.Value(),
 		ResticPath: *resticPath, ProgressInterval: *progressInterval, Manager: manager,
 	}); err != nil {
@@ -341,7 +348,7 @@ func runAgent(args []string, stderr io.Writer) error {
 	if err := addProbes(mgr); err != nil {
 		return err
 	}
-	ctrl.Log.WithName("agent").Info("starting", "node", *nodeName, "kubeletRoot", *kubeletRoot, "namespace", *namespace)
+	ctrl.Log.WithName("agent").Info("starting", "node", *nodeName, "kubeletRoot", *kubeletRoot, "hostPathRoots", hostPathRoots.String(), "namespace", *namespace)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }
 
@@ -403,6 +410,11 @@ func runRestoreWait(args []string, stderr io.Writer) error {
 		Log:        stderr,
 	})
 }
+
+// hostPathRootsUsage starts the help of --host-path-roots, which the manager and the
+// agents must be given alike.
+const hostPathRootsUsage = "comma-separated absolute host directories (e.g. /var/lib/rancher/k3s/storage,/opt/local-path-provisioner) under which " +
+	"the directories of hostPath PersistentVolumes (local-path provisioners) are backed up and restored; repeatable; none by default"
 
 // stringList is a repeatable string flag.
 type stringList []string

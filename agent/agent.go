@@ -25,6 +25,7 @@ import (
 	"github.com/holdfast-dev/holdfast/agent/volumepath"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
+	"github.com/holdfast-dev/holdfast/internal/hostpath"
 	"github.com/holdfast-dev/holdfast/internal/jobcredentials"
 )
 
@@ -34,6 +35,15 @@ type Options struct {
 	NodeName string
 	// KubeletRoot is the kubelet's root directory as mounted in the agent.
 	KubeletRoot string
+	// HostPathRoots are the host directories under which the directories of hostPath
+	// PersistentVolumes are backed up and restored (--host-path-roots), mounted in the
+	// agent at their own paths or under HostFilesystem; a hostPath PersistentVolume
+	// elsewhere is refused.
+	HostPathRoots hostpath.Roots
+	// HostFilesystem is where the node's filesystem (the part holding the roots) is
+	// mounted in the agent: a root R is read at HostFilesystem/R, the links on the way
+	// to it resolved as on the node. Empty: each root is mounted at its own path.
+	HostFilesystem string
 	// Namespace is the operator namespace (key and credentials Secrets).
 	Namespace string
 	// Concurrency bounds the volumes moved at once on this node.
@@ -181,6 +191,18 @@ type target struct {
 	pod *corev1.Pod
 	dir string
 	pv  *corev1.PersistentVolume
+	// host is set for a hostPath PersistentVolume: dir is host.Path(), which the data
+	// mover opens from its root without following links.
+	host *hostpath.Dir
+}
+
+// moverDir is the directory a job names: the volume's directory, or for a hostPath
+// PersistentVolume its path below the root the jail opens it from.
+func (t target) moverDir() (dir, root string) {
+	if t.host != nil {
+		return t.host.Rel, t.host.Root
+	}
+	return t.dir, ""
 }
 
 // resolveTarget finds the pod (pinned by UID, on this node) and its volume directory.
@@ -210,6 +232,12 @@ func (a *Agent) volumeOf(ctx context.Context, pod *corev1.Pod, volume string) (t
 	if err != nil {
 		return target{}, err
 	}
+	if host, ok, err := a.hostPathDir(pv); ok {
+		if err != nil {
+			return target{pod: pod, pv: pv}, err
+		}
+		return target{pod: pod, dir: host.Path(), pv: pv, host: &host}, nil
+	}
 	dir, err := volumepath.Resolve(a.opts.KubeletRoot, pod, volume, pv)
 	if err != nil {
 		// The pod and its volume are known even when the directory is not usable:
@@ -217,6 +245,30 @@ func (a *Agent) volumeOf(ctx context.Context, pod *corev1.Pod, volume string) (t
 		return target{pod: pod, pv: pv}, err
 	}
 	return target{pod: pod, dir: dir, pv: pv}, nil
+}
+
+// hostPathDir finds the directory of a hostPath PersistentVolume (ok) under the
+// allowed roots, checked as the data mover's jail opens it: below its root, through no
+// symbolic link. The kubelet does not mount such a volume under its pod directory; the
+// pod runs on this node (volumeOf checked), so its directory is this node's.
+func (a *Agent) hostPathDir(pv *corev1.PersistentVolume) (dir hostpath.Dir, ok bool, err error) {
+	dir, ok, err = a.opts.HostPathRoots.Of(pv)
+	switch {
+	case !ok:
+		return dir, false, nil
+	case err != nil:
+		// Status messages are read by tenants: the PersistentVolume is named, its
+		// host path is not.
+		return dir, true, fmt.Errorf("%w: hostPath PersistentVolume %s: %w (the agent reads and writes hostPath volumes only below the directories an admin allows; docs/policies.md)",
+			volumepath.ErrUnsupported, pv.Name, err)
+	}
+	if dir.Root, err = hostpath.InHost(a.opts.HostFilesystem, dir.Root); err != nil {
+		return dir, true, fmt.Errorf("hostPath PersistentVolume %s: %w", pv.Name, err)
+	}
+	if err := hostpath.Check(dir); err != nil {
+		return dir, true, fmt.Errorf("hostPath PersistentVolume %s refused: %w", pv.Name, err)
+	}
+	return dir, true, nil
 }
 
 // readOnlyReason says why the pod mounts a volume read-only, or "" when a restore may

@@ -149,7 +149,7 @@ func (r *PodVolumeBackupReconciler) backup(ctx context.Context, pvb *v1.PodVolum
 		r.endOrLog(bg, pvb, failed(reasonFailed, err.Error()))
 		return false
 	}
-	job.Dir = tgt.dir
+	job.Dir, job.Root = tgt.moverDir()
 	req := jobcredentials.Request{Kind: jobcredentials.KindBackup, Namespace: pvb.Namespace, Name: pvb.Name, UID: pvb.UID}
 	job, err = r.withCredentials(ctx, req, job, func(msg string) {
 		if err := r.waiting(bg, pvb, msg); err != nil {

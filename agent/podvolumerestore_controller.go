@@ -190,7 +190,7 @@ func (r *PodVolumeRestoreReconciler) restore(ctx context.Context, pvr *v1.PodVol
 		r.endOrLog(bg, pvr, failed(reasonFailed, err.Error()))
 		return false
 	}
-	job.Dir = tgt.dir
+	job.Dir, job.Root = tgt.moverDir()
 	req := jobcredentials.Request{Kind: jobcredentials.KindRestore, Namespace: pvr.Namespace, Name: pvr.Name, UID: pvr.UID}
 	job, err = r.withCredentials(ctx, req, job, func(msg string) {
 		if err := r.waiting(bg, pvr, msg); err != nil {

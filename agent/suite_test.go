@@ -24,6 +24,7 @@ import (
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/controllers/restore"
 	"github.com/holdfast-dev/holdfast/controllers/storage"
+	"github.com/holdfast-dev/holdfast/internal/hostpath"
 	"github.com/holdfast-dev/holdfast/test/minio"
 	"github.com/holdfast-dev/holdfast/test/testenv"
 )
@@ -50,8 +51,10 @@ type fixture struct {
 	env         *testenv.Env
 	minio       *minio.Server
 	kubeletRoot string
-	work        string
-	fsStore     string
+	// hostRoot is the agent's one --host-path-roots directory (hostpath_test.go).
+	hostRoot string
+	work     string
+	fsStore  string
 	// moverBinary is the holdfast binary the agent runs its data movers with.
 	moverBinary string
 	// managerURL serves job credentials; managerToken is the agent's token for it.
@@ -98,9 +101,15 @@ func runAgentProcess() int {
 		return 1
 	}
 	moverBinary := os.Getenv("HOLDFAST_TEST_MOVER")
+	hostRoots, err := hostpath.ParseRoots(os.Getenv("HOLDFAST_TEST_HOST_PATH_ROOTS"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	err = agent.SetupWithManager(mgr, agent.Options{
 		NodeName:         nodeName,
 		KubeletRoot:      os.Getenv("HOLDFAST_TEST_KUBELET_ROOT"),
+		HostPathRoots:    hostRoots,
 		Namespace:        operatorNamespace,
 		Concurrency:      2,
 		WorkDir:          os.Getenv("HOLDFAST_TEST_WORK"),
@@ -156,7 +165,8 @@ func (f *fixture) setup(e *testenv.Env) (func(), error) {
 	}
 	stops = append(stops, func() { _ = os.RemoveAll(dir) })
 	f.kubeletRoot, f.work, f.fsStore = filepath.Join(dir, "kubelet"), filepath.Join(dir, "work"), filepath.Join(dir, "store")
-	for _, d := range []string{f.kubeletRoot, f.work, f.fsStore, filepath.Join(f.work, "agent"), filepath.Join(f.work, "manager")} {
+	f.hostRoot = filepath.Join(dir, "local-path-provisioner")
+	for _, d := range []string{f.kubeletRoot, f.hostRoot, f.work, f.fsStore, filepath.Join(f.work, "agent"), filepath.Join(f.work, "manager")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fail(err)
 		}
@@ -248,6 +258,7 @@ func (f *fixture) startAgent() error {
 	cmd.Env = append(os.Environ(), roleEnv+"="+roleAgent,
 		"HOLDFAST_TEST_KUBECONFIG="+f.env.Kubeconfig,
 		"HOLDFAST_TEST_KUBELET_ROOT="+f.kubeletRoot,
+		"HOLDFAST_TEST_HOST_PATH_ROOTS="+f.hostRoot,
 		"HOLDFAST_TEST_WORK="+filepath.Join(f.work, "agent"),
 		"HOLDFAST_TEST_CACHE="+f.cacheDir(),
 		"HOLDFAST_TEST_MOVER="+f.moverBinary,

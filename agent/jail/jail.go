@@ -17,6 +17,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast-dev/holdfast/internal/hostpath"
 )
 
 // Where each part of a job appears inside the jail.
@@ -33,6 +35,11 @@ type Spec struct {
 	// Volume is the volume directory: read-only unless Writable (a restore).
 	Volume   string
 	Writable bool
+	// VolumeRoot, when set, is an allowed --host-path-roots directory and Volume a
+	// path below it (a hostPath PersistentVolume): the volume is opened from the root
+	// without following any symbolic link on the way (hostpath.Open), as tenants can
+	// write the directories under a root.
+	VolumeRoot string
 	// Work is the job's private directory (repository config, temporary files).
 	Work string
 	// Cache is the repository cache the job may use.
@@ -91,7 +98,7 @@ func Enter(s Spec) error {
 		volumeFlags = dataFlags
 	}
 	binds := []bind{
-		{src: s.Volume, dst: VolumePath, dir: true, flags: volumeFlags, noFollow: true},
+		{src: s.Volume, dst: VolumePath, dir: true, flags: volumeFlags, noFollow: true, beneath: s.VolumeRoot},
 		{src: s.Work, dst: WorkPath, dir: true, flags: dataFlags},
 		{src: s.Cache, dst: CachePath, dir: true, flags: dataFlags, create: true},
 		{src: s.Store, dst: s.Store, dir: true, flags: dataFlags},
@@ -147,6 +154,9 @@ type bind struct {
 	noFollow bool
 	// create makes a missing source directory (a cache used for the first time).
 	create bool
+	// beneath, when set, is the directory src is relative to and opened from
+	// without following any link (hostpath.Open).
+	beneath string
 }
 
 func (b bind) mount(root string) error {
@@ -174,9 +184,9 @@ func (b bind) mount(root string) error {
 		flags |= unix.O_DIRECTORY
 	}
 	// Bind what was opened, not what the path names a moment later.
-	fd, err := unix.Open(b.src, flags, 0)
+	fd, err := b.open(flags)
 	if err != nil {
-		return fmt.Errorf("opening %s for the jail: %w", b.src, err)
+		return err
 	}
 	defer unix.Close(fd)
 	if err := unix.Mount("/proc/self/fd/"+strconv.Itoa(fd), target, "", unix.MS_BIND, ""); err != nil {
@@ -187,6 +197,22 @@ func (b bind) mount(root string) error {
 		return fmt.Errorf("restricting %s in the jail: %w", b.dst, err)
 	}
 	return nil
+}
+
+// open opens the source as an O_PATH descriptor.
+func (b bind) open(flags int) (int, error) {
+	if b.beneath != "" {
+		fd, err := hostpath.Open(hostpath.Dir{Root: b.beneath, Rel: b.src})
+		if err != nil {
+			return -1, fmt.Errorf("opening the hostPath volume below its root for the jail: %w", err)
+		}
+		return fd, nil
+	}
+	fd, err := unix.Open(b.src, flags, 0)
+	if err != nil {
+		return -1, fmt.Errorf("opening %s for the jail: %w", b.src, err)
+	}
+	return fd, nil
 }
 
 // checkPrivateNamespace fails when the process shares its parent's mount namespace:

@@ -49,8 +49,8 @@ func Confine(in io.Reader, out io.Writer, args []string) error {
 
 // jailFor is what the job may see, and the job as it reads inside the jail.
 func jailFor(job Job, self string) (jail.Spec, Job, error) {
-	spec := jail.Spec{Volume: job.Dir, Writable: job.Kind == KindRestore, Work: job.WorkDir, Cache: job.CacheDir, Self: self}
-	job.Dir, job.WorkDir = jail.VolumePath, jail.WorkPath
+	spec := jail.Spec{Volume: job.Dir, VolumeRoot: job.Root, Writable: job.Kind == KindRestore, Work: job.WorkDir, Cache: job.CacheDir, Self: self}
+	job.Dir, job.Root, job.WorkDir = jail.VolumePath, "", jail.WorkPath
 	if job.CacheDir != "" {
 		job.CacheDir = jail.CachePath
 	}

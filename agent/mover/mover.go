@@ -49,6 +49,10 @@ type Job struct {
 	ResticLockWait time.Duration `json:"resticLockWait,omitempty"`
 	// Dir is the volume directory to read (backup) or to write into (restore).
 	Dir string `json:"dir"`
+	// Root, when set, is the --host-path-roots directory of a hostPath
+	// PersistentVolume and Dir the path below it: the jail opens Dir from Root
+	// without following any symbolic link (package hostpath).
+	Root string `json:"root,omitempty"`
 	// SourcePath is the volume's source identity.
 	SourcePath string `json:"sourcePath"`
 	// Tags are recorded with a backup's snapshot.

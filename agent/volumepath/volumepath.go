@@ -167,7 +167,7 @@ func fromPV(volName string, pv *corev1.PersistentVolume) (plugin, dir string, er
 	}
 	switch {
 	case pv.Spec.HostPath != nil:
-		return "", "", fmt.Errorf("%w: volume %q is bound to hostPath PersistentVolume %s, which the kubelet does not mount under its pod directory; use a local PersistentVolume instead",
+		return "", "", fmt.Errorf("%w: volume %q is bound to hostPath PersistentVolume %s, which the kubelet does not mount under its pod directory; let the agent read it with --host-path-roots, or use a local PersistentVolume",
 			ErrUnsupported, volName, pv.Name)
 	case pv.Spec.CSI != nil:
 		return pluginCSI, pv.Name, nil

@@ -23,6 +23,7 @@ import (
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	policyctrl "github.com/holdfast-dev/holdfast/controllers/policy"
+	"github.com/holdfast-dev/holdfast/internal/hostpath"
 	celpolicy "github.com/holdfast-dev/holdfast/policy"
 )
 
@@ -61,6 +62,9 @@ type Options struct {
 	// Engine is the policy controller's CEL engine (policyctrl.Setup), whose compiled
 	// selectors coverage reuses; an engine of its own when nil.
 	Engine *celpolicy.Engine
+	// HostPathRoots are the policy controller's: a claim on a hostPath
+	// PersistentVolume outside them is Skipped HostPath, as runs skip it.
+	HostPathRoots hostpath.Roots
 }
 
 // VolumeCoverageReconciler keeps the VolumeCoverage named cluster, the coverage
@@ -87,6 +91,7 @@ type VolumeCoverageReconciler struct {
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumebackuppolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods;persistentvolumeclaims;namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=persistentvolumes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch
 // +kubebuilder:rbac:groups="";events.k8s.io,resources=events,verbs=create;patch
 
@@ -126,7 +131,7 @@ func (r *VolumeCoverageReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	cluster, err := policyctrl.ReadCluster(ctx, r.Client)
+	cluster, err := policyctrl.ReadCluster(ctx, r.Client, r.HostPathRoots)
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("reading the cluster for coverage: %w", err)
 	}
@@ -310,6 +315,7 @@ func (r *VolumeCoverageReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&v1.VolumeBackupPolicy{}, toSingleton, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Pod{}, toSingleton, builder.WithPredicates(policyctrl.PodChangeMatters)).
 		Watches(&corev1.PersistentVolumeClaim{}, toSingleton).
+		Watches(&corev1.PersistentVolume{}, toSingleton).
 		Watches(&corev1.Namespace{}, toSingleton).
 		WatchesMetadata(rsMeta, toSingleton, builder.OnlyMetadata).
 		Complete(r)

@@ -7,6 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/holdfast-dev/holdfast/internal/hostpath"
 	"github.com/holdfast-dev/holdfast/internal/identity"
 	celpolicy "github.com/holdfast-dev/holdfast/policy"
 )
@@ -17,9 +18,10 @@ import (
 // informer caches: do not modify them.
 type Cluster struct{ snap *snapshot }
 
-// ReadCluster reads the cluster from c (the manager's cache) without copying objects.
-func ReadCluster(ctx context.Context, c client.Reader) (*Cluster, error) {
-	snap, err := readSnapshot(ctx, c)
+// ReadCluster reads the cluster from c (the manager's cache) without copying objects;
+// roots are the manager's --host-path-roots.
+func ReadCluster(ctx context.Context, c client.Reader, roots hostpath.Roots) (*Cluster, error) {
+	snap, err := readSnapshot(ctx, c, roots)
 	if err != nil {
 		return nil, err
 	}
@@ -29,6 +31,13 @@ func ReadCluster(ctx context.Context, c client.Reader) (*Cluster, error) {
 // NewCluster builds a Cluster from objects (tests and benchmarks).
 func NewCluster(namespaces []*corev1.Namespace, pods []*corev1.Pod, claims []*corev1.PersistentVolumeClaim, replicaSets, nodes []*metav1.PartialObjectMetadata) *Cluster {
 	return &Cluster{snap: newSnapshot(namespaces, pods, claims, replicaSets, nodes)}
+}
+
+// WithPersistentVolumes adds the PersistentVolumes claims are bound to and the
+// --host-path-roots a run selects with (tests).
+func (c *Cluster) WithPersistentVolumes(pvs []*corev1.PersistentVolume, roots hostpath.Roots) *Cluster {
+	c.snap.setVolumes(pvs, roots)
+	return c
 }
 
 // Namespaces are the namespaces of the cluster, in list order.

@@ -148,14 +148,14 @@ func TestSkipReason(t *testing.T) {
 	}
 	for _, tt := range tests {
 		vol := &corev1.Volume{Name: "v", VolumeSource: tt.vol}
-		if got := skipReason(tt.pod, vol, tt.claim, tt.pvc, false); got != tt.want {
+		if got := skipReason(tt.pod, vol, tt.claim, tt.pvc, false, false); got != tt.want {
 			t.Errorf("%s: skipReason = %q, want %q", tt.name, got, tt.want)
 		}
 	}
 	// A pod for Windows is skipped, scheduled or not: no agent would ever take it.
 	empty := &corev1.Volume{Name: "v", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
 	for _, pod := range []*corev1.Pod{running, {}} {
-		if got := skipReason(pod, empty, "", nil, true); got != SkipWindows {
+		if got := skipReason(pod, empty, "", nil, false, true); got != SkipWindows {
 			t.Errorf("a Windows pod on node %q: skipReason = %q", pod.Spec.NodeName, got)
 		}
 	}

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/internal/hostpath"
 	"github.com/holdfast-dev/holdfast/internal/identity"
 	celpolicy "github.com/holdfast-dev/holdfast/policy"
 )
@@ -47,7 +49,11 @@ type snapshot struct {
 	namespaces []*corev1.Namespace
 	pods       map[string][]*corev1.Pod // by namespace
 	claims     map[string]*corev1.PersistentVolumeClaim
-	rsOwner    identity.OwnerOfReplicaSet
+	// volumes are the PersistentVolumes by name; hostPathRoots the host directories
+	// under which claims on hostPath ones are backed up (--host-path-roots).
+	volumes       map[string]*corev1.PersistentVolume
+	hostPathRoots hostpath.Roots
+	rsOwner       identity.OwnerOfReplicaSet
 	// nodeOS is the kubernetes.io/os label of each node that has one.
 	nodeOS map[string]string
 	// costBudget is the CEL cost the pass may spend; 0 is celpolicy.PassCostBudget.
@@ -84,6 +90,10 @@ type selection struct {
 	skipped    map[string][]string // reason -> <ns>/<pod>/<volume>
 	// firstError is the first evaluation error, for the event that reports it.
 	firstError error
+	// hostPathClaims are the claims skipped as HostPath because their hostPath
+	// PersistentVolume is outside --host-path-roots, as "<ns>/<claim> (PersistentVolume
+	// <name>)", for the event that says how to back them up.
+	hostPathClaims []string
 	// budgetExceeded is set when the pass spent its CEL cost budget: the volumes not
 	// evaluated are skipped as SelectorBudgetExceeded. spent is the cost it spent.
 	budgetExceeded bool
@@ -152,11 +162,12 @@ func selectVolumesVisit(sel *celpolicy.Selector, snap *snapshot, visit func(pod 
 				if claimName != "" {
 					pvc = snap.claims[claimKey(pod.Namespace, claimName)]
 				}
+				hostPathPV := snap.hostPathOutsideRoots(pvc)
 				ok, err := sel.MatchVolume(celpolicy.Volume{Namespace: ns, Pod: pod, Volume: vol, PVC: pvc}, cache)
 				if nsErr != nil {
 					// The namespace expression failed here: the volumes the policy would
 					// back up if it had matched are counted, never silently dropped.
-					if (ok || err != nil) && skipReason(pod, vol, claimName, pvc, snap.windows(pod)) == "" {
+					if (ok || err != nil) && skipReason(pod, vol, claimName, pvc, hostPathPV != "", snap.windows(pod)) == "" {
 						out.skip(nsReason, pod, vol.Name)
 						visit(pod, vol, nsReason)
 					}
@@ -179,8 +190,11 @@ func selectVolumesVisit(sel *celpolicy.Selector, snap *snapshot, visit func(pod 
 				if !ok {
 					continue
 				}
-				if reason := skipReason(pod, vol, claimName, pvc, snap.windows(pod)); reason != "" {
+				if reason := skipReason(pod, vol, claimName, pvc, hostPathPV != "", snap.windows(pod)); reason != "" {
 					out.skip(reason, pod, vol.Name)
+					if reason == SkipHostPath && hostPathPV != "" {
+						out.hostPathClaims = append(out.hostPathClaims, fmt.Sprintf("%s/%s (PersistentVolume %s)", pod.Namespace, claimName, hostPathPV))
+					}
 					visit(pod, vol, reason)
 					continue
 				}
@@ -265,8 +279,25 @@ func Older(a, b *corev1.Pod) bool {
 	return a.Name < b.Name
 }
 
-// skipReason says why a selected volume cannot be backed up, or "".
-func skipReason(pod *corev1.Pod, vol *corev1.Volume, claimName string, pvc *corev1.PersistentVolumeClaim, windows bool) string {
+// hostPathOutsideRoots names the PersistentVolume pvc is bound to when it is a
+// hostPath one outside --host-path-roots, which the agent cannot read: the kubelet
+// does not mount it under the pod's directory. A claim not bound yet, or whose
+// PersistentVolume the cache does not hold yet (its watch brings the policy back),
+// gives "".
+func (s *snapshot) hostPathOutsideRoots(pvc *corev1.PersistentVolumeClaim) string {
+	if pvc == nil || pvc.Spec.VolumeName == "" {
+		return ""
+	}
+	pv := s.volumes[pvc.Spec.VolumeName]
+	if _, ok, err := s.hostPathRoots.Of(pv); ok && err != nil {
+		return pv.Name
+	}
+	return ""
+}
+
+// skipReason says why a selected volume cannot be backed up, or "". hostPathPV is
+// set for a claim bound to a hostPath PersistentVolume outside --host-path-roots.
+func skipReason(pod *corev1.Pod, vol *corev1.Volume, claimName string, pvc *corev1.PersistentVolumeClaim, hostPathPV, windows bool) string {
 	switch {
 	case vol.HostPath != nil:
 		return SkipHostPath
@@ -292,6 +323,9 @@ func skipReason(pod *corev1.Pod, vol *corev1.Volume, claimName string, pvc *core
 		}
 		if pvc.Spec.VolumeMode != nil && *pvc.Spec.VolumeMode == corev1.PersistentVolumeBlock {
 			return SkipBlockMode
+		}
+		if hostPathPV {
+			return SkipHostPath
 		}
 	}
 	if windows {
@@ -356,6 +390,11 @@ func (r *VolumeBackupPolicyReconciler) reconcileSelection(ctx context.Context, s
 			len(s.sel.skipped[SkipSelectorError]), SkipSelectorError,
 			len(s.sel.skipped[SkipNamespaceSelectorError]), SkipNamespaceSelectorError, s.sel.firstError)
 	}
+	// Once when they appear, not on every pass: the HostPath count (inline hostPath
+	// volumes too) in status is the previous pass's.
+	if len(s.sel.hostPathClaims) > 0 && len(s.sel.skipped[SkipHostPath]) > skipCount(s.policy.Status.Skipped, SkipHostPath) {
+		r.event(ctx, s.policy, corev1.EventTypeWarning, ReasonHostPathSkipped, "%s", hostPathMessage(s.sel.hostPathClaims))
+	}
 	s.unfinished = unfinishedBackups(pvbs)
 	current := ""
 	if s.policy.Status.LastRun != nil {
@@ -363,6 +402,28 @@ func (r *VolumeBackupPolicyReconciler) reconcileSelection(ctx context.Context, s
 	}
 	applyInFlight(s, current)
 	return nil
+}
+
+// ReasonHostPathSkipped (Warning): claims the policy selects are bound to hostPath
+// PersistentVolumes outside --host-path-roots and are skipped as HostPath.
+const ReasonHostPathSkipped = "HostPathSkipped"
+
+// hostPathMessage names the claims skipped because of their hostPath PersistentVolume
+// and says how to back them up.
+func hostPathMessage(claims []string) string {
+	sorted := slices.Sorted(slices.Values(claims))
+	return fmt.Sprintf("%d claims are bound to hostPath PersistentVolumes (a local-path provisioner's) outside --host-path-roots and are skipped as %s, first %s: "+
+		"to back them up, give the manager and the agents --host-path-roots naming the directory the provisioner creates them in (the kustomize component local-path; docs/policies.md)",
+		len(claims), SkipHostPath, sorted[0])
+}
+
+func skipCount(skipped []v1.SkippedVolumes, reason string) int {
+	for _, s := range skipped {
+		if s.Reason == reason {
+			return int(s.Count)
+		}
+	}
+	return 0
 }
 
 func hasSkip(skipped []v1.SkippedVolumes, reason string) bool {
@@ -440,10 +501,10 @@ func backedUpPaths(pvbs []v1.PodVolumeBackup) map[types.UID][]string {
 // caches without copying them (nothing here modifies them): one pass over 10,000 pods
 // costs no API call and no deep copy.
 func (r *VolumeBackupPolicyReconciler) snapshot(ctx context.Context) (*snapshot, error) {
-	return readSnapshot(ctx, r.Client)
+	return readSnapshot(ctx, r.Client, r.HostPathRoots)
 }
 
-func readSnapshot(ctx context.Context, r client.Reader) (*snapshot, error) {
+func readSnapshot(ctx context.Context, r client.Reader, roots hostpath.Roots) (*snapshot, error) {
 	var nss corev1.NamespaceList
 	if err := r.List(ctx, &nss, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing namespaces: %w", err)
@@ -456,6 +517,10 @@ func readSnapshot(ctx context.Context, r client.Reader) (*snapshot, error) {
 	if err := r.List(ctx, &pvcs, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing claims: %w", err)
 	}
+	var pvs corev1.PersistentVolumeList
+	if err := r.List(ctx, &pvs, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing persistent volumes: %w", err)
+	}
 	var rss metav1.PartialObjectMetadataList
 	rss.SetGroupVersionKind(replicaSetListGVK)
 	if err := r.List(ctx, &rss, client.UnsafeDisableDeepCopy); err != nil {
@@ -466,7 +531,9 @@ func readSnapshot(ctx context.Context, r client.Reader) (*snapshot, error) {
 	if err := r.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing nodes: %w", err)
 	}
-	return newSnapshot(pointers(nss.Items), pointers(pods.Items), pointers(pvcs.Items), pointers(rss.Items), pointers(nodes.Items)), nil
+	snap := newSnapshot(pointers(nss.Items), pointers(pods.Items), pointers(pvcs.Items), pointers(rss.Items), pointers(nodes.Items))
+	snap.setVolumes(pointers(pvs.Items), roots)
+	return snap, nil
 }
 
 func pointers[T any](items []T) []*T {
@@ -475,6 +542,15 @@ func pointers[T any](items []T) []*T {
 		out[i] = &items[i]
 	}
 	return out
+}
+
+// setVolumes indexes the PersistentVolumes and sets the --host-path-roots.
+func (s *snapshot) setVolumes(pvs []*corev1.PersistentVolume, roots hostpath.Roots) {
+	s.volumes = make(map[string]*corev1.PersistentVolume, len(pvs))
+	for _, pv := range pvs {
+		s.volumes[pv.Name] = pv
+	}
+	s.hostPathRoots = roots
 }
 
 // newSnapshot indexes the objects of one selection pass; it keeps the pointers.

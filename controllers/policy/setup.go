@@ -5,18 +5,26 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/holdfast-dev/holdfast/internal/hostpath"
 	celpolicy "github.com/holdfast-dev/holdfast/policy"
 )
+
+// Options configure the policy controller.
+type Options struct {
+	// HostPathRoots are the host directories under which hostPath PersistentVolumes
+	// are backed up (--host-path-roots); a claim on one elsewhere is skipped HostPath.
+	HostPathRoots hostpath.Roots
+}
 
 // Setup adds the VolumeBackupPolicy controller and its validating webhook to the
 // manager and returns the CEL engine both share: coverage evaluates the same compiled
 // selectors with it, and the controller drops a deleted policy's from it.
-func Setup(mgr ctrl.Manager) (*celpolicy.Engine, error) {
+func Setup(mgr ctrl.Manager, opts Options) (*celpolicy.Engine, error) {
 	engine, err := celpolicy.NewEngine()
 	if err != nil {
 		return nil, fmt.Errorf("building the CEL engine: %w", err)
 	}
-	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Engine: engine}).SetupWithManager(mgr); err != nil {
+	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Engine: engine, HostPathRoots: opts.HostPathRoots}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the policy controller: %w", err)
 	}
 	if err := (&VolumeBackupPolicyValidator{Engine: engine}).SetupWebhookWithManager(mgr); err != nil {

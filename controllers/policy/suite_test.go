@@ -72,6 +72,12 @@ func policyWebhookManifest() (string, error) {
 // waiting). It returns once the webhook serves.
 func startManager(t *testing.T) *testenv.Env {
 	t.Helper()
+	return startManagerWith(t, Options{})
+}
+
+// startManagerWith is startManager with the options main.go gives Setup.
+func startManagerWith(t *testing.T, opts Options) *testenv.Env {
+	t.Helper()
 	e := testenv.Require(t, env)
 	managerMu.Lock()
 	t.Cleanup(managerMu.Unlock) // one manager at a time: they share the webhook port
@@ -94,7 +100,8 @@ func startManager(t *testing.T) *testenv.Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Engine: engine, Clock: testClock}).SetupWithManager(mgr); err != nil {
+	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Engine: engine, Clock: testClock,
+		HostPathRoots: opts.HostPathRoots}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
 	if err := (&VolumeBackupPolicyValidator{Engine: engine}).SetupWebhookWithManager(mgr); err != nil {

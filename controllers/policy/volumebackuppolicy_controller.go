@@ -24,6 +24,7 @@ import (
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
+	"github.com/holdfast-dev/holdfast/internal/hostpath"
 	"github.com/holdfast-dev/holdfast/internal/identity"
 	celpolicy "github.com/holdfast-dev/holdfast/policy"
 )
@@ -65,6 +66,9 @@ type VolumeBackupPolicyReconciler struct {
 	// CostBudget is the CEL cost one selection pass may spend; 0 is
 	// celpolicy.PassCostBudget.
 	CostBudget uint64
+	// HostPathRoots are the host directories under which claims on hostPath
+	// PersistentVolumes are backed up; claims on others are skipped HostPath.
+	HostPathRoots hostpath.Roots
 }
 
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumebackuppolicies,verbs=get;list;watch
@@ -74,6 +78,7 @@ type VolumeBackupPolicyReconciler struct {
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backupstoragelocations,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods;persistentvolumeclaims;namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=persistentvolumes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -289,6 +294,9 @@ func (r *VolumeBackupPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error 
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.policiesForNamespace), builder.WithPredicates(PodChangeMatters)).
 		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(r.policiesForNamespace)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.allPolicies)).
+		// A claim is bound (its volumeName set) after its PersistentVolume exists, but
+		// the caches may see them in either order.
+		Watches(&corev1.PersistentVolume{}, handler.EnqueueRequestsFromMapFunc(r.policiesForClaimOf)).
 		Watches(&v1.PodVolumeBackup{}, handler.EnqueueRequestsFromMapFunc(policyOfBackup)).
 		Watches(&v1.BackupStorageLocation{}, handler.EnqueueRequestsFromMapFunc(r.policiesOfLocation)).
 		WatchesMetadata(rsMeta, handler.EnqueueRequestsFromMapFunc(r.policiesForNamespace), builder.OnlyMetadata).
@@ -335,6 +343,16 @@ func (r *VolumeBackupPolicyReconciler) policiesForNamespace(ctx context.Context,
 		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: p.Name}})
 	}
 	return out
+}
+
+// policiesForClaimOf maps a PersistentVolume to the policies of its claim's namespace.
+func (r *VolumeBackupPolicyReconciler) policiesForClaimOf(ctx context.Context, obj client.Object) []reconcile.Request {
+	pv, ok := obj.(*corev1.PersistentVolume)
+	if !ok || pv.Spec.ClaimRef == nil {
+		return nil
+	}
+	claim := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: pv.Spec.ClaimRef.Namespace, Name: pv.Spec.ClaimRef.Name}}
+	return r.policiesForNamespace(ctx, claim)
 }
 
 // policiesOfLocation maps a storage location to the policies that back up to it.

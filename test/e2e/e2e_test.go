@@ -178,6 +178,8 @@ func TestStories(t *testing.T) {
 		{"EveryFileBackAsItWas", s.everyFileBackAsItWas},
 		// oneshot_test.go
 		{"OneApplyRestoresADeletedNamespace", s.oneApplyRestoresADeletedNamespace},
+		// localpath_test.go
+		{"LocalPathClaimBackedUpAndRestored", s.localPathClaimBackedUpAndRestored},
 		// recovery_test.go: the last two take the cluster down and bring up a new one.
 		{"NamespaceDeletedRestoredFromTheStore", s.namespaceDeletedRestoredFromTheStore},
 		{"ClusterLostRestoredFromTheStore", s.clusterLostRestoredFromTheStore},

@@ -41,6 +41,10 @@ const (
 	// BackupsDir is the host directory kustomize/local mounts into the manager and
 	// the agent as the filesystem storage location "default".
 	BackupsDir = "/var/lib/holdfast/backups"
+	// LocalPathRoot is the host directory kustomize/local gives the manager and the
+	// agent as --host-path-roots (and mounts into the agent, making it): where the
+	// local-path story's provisioner, played by the test, makes its volumes.
+	LocalPathRoot = "/var/lib/holdfast/local-path"
 	// ManagerGID is the group the manager runs as in config/default.
 	ManagerGID = 65532
 )
@@ -111,10 +115,13 @@ func PrepareBackupsDir(log func(string, ...any)) error {
 	return os.Chmod(BackupsDir, os.ModeSetgid|0o770)
 }
 
-// RemoveBackupsDir removes what PrepareBackupsDir made, and its parent if empty.
+// RemoveBackupsDir removes what PrepareBackupsDir made and the local-path root that
+// the agent of kustomize/local makes (LocalPathRoot), and their parent if empty.
 func RemoveBackupsDir() error {
-	if err := os.RemoveAll(BackupsDir); err != nil {
-		return err
+	for _, dir := range []string{BackupsDir, LocalPathRoot} {
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
 	}
 	if err := os.Remove(filepath.Dir(BackupsDir)); err != nil && !os.IsNotExist(err) && !isNotEmpty(err) {
 		return err

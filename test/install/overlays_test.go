@@ -457,21 +457,26 @@ func TestLocalOverlay(t *testing.T) {
 		}
 	}
 
-	// Undo exactly those changes: what is left must equal config/default.
+	// Undo exactly those changes and the e2e suite's local-path root
+	// (localpath_test.go): what is left must equal config/default.
 	pd, _ := plain.manager()
+	added := func(name string) bool { return name == "backups" || name == "local-path" }
 	strip := func(spec *corev1.PodSpec, c *corev1.Container) {
 		c.ImagePullPolicy = ""
-		c.VolumeMounts = slices.DeleteFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "backups" })
-		spec.Volumes = slices.DeleteFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == "backups" })
+		c.VolumeMounts = slices.DeleteFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return added(m.Name) })
+		spec.Volumes = slices.DeleteFunc(spec.Volumes, func(v corev1.Volume) bool { return added(v.Name) })
+		c.Args = slices.DeleteFunc(c.Args, func(a string) bool {
+			return strings.HasPrefix(a, "--host-path-roots=") || strings.HasPrefix(a, "--host-filesystem=")
+		})
 	}
 	strip(&d.Spec.Template.Spec, m)
 	strip(&ds.Spec.Template.Spec, a)
 	pds, _ := plain.agent()
 	if !equality.Semantic.DeepEqual(d, pd) {
-		t.Error("the local manager Deployment differs from config/default beyond pull policy and the backups mount")
+		t.Error("the local manager Deployment differs from config/default beyond pull policy, the backups mount and the local-path roots")
 	}
 	if !equality.Semantic.DeepEqual(ds, pds) {
-		t.Error("the local agent DaemonSet differs from config/default beyond pull policy and the backups mount")
+		t.Error("the local agent DaemonSet differs from config/default beyond pull policy, the backups mount and the local-path roots")
 	}
 	if len(local.objs) != len(plain.objs)+1 {
 		t.Errorf("local has %d objects, config/default %d: only the storage location should be added", len(local.objs), len(plain.objs))
