@@ -51,7 +51,7 @@ func (j *jobs) lockWait(key types.NamespacedName, now time.Time) time.Duration {
 	return max(j.locked[key].until.Sub(now), 0)
 }
 
-// ended forgets the lock waits of finished work.
+// ended forgets the lock wait of work that finished or was deleted.
 func (j *jobs) ended(key types.NamespacedName) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
