@@ -31,57 +31,65 @@ func hostPathFlags(t *testing.T, c *corev1.Container) (hostpath.Roots, string) {
 }
 
 // checkRootsMounted asserts that the agent reaches every root through a read-write
-// hostPath mount under its --host-filesystem that propagates later mounts, of a
-// directory that must exist (type Directory): nothing is created on a node, and a
-// node without a root still runs the agent.
+// hostPath mount of exactly that root at <host><root>, which starts the agent on a
+// node the provisioner has not used yet (type DirectoryOrCreate), and that nothing
+// else of the node but the kubelet's pods directory is mounted under <host>: the
+// agent must not see more of the node than that and its roots (on a k3s server
+// /var/lib/rancher holds the cluster's datastore).
 func checkRootsMounted(t *testing.T, spec *corev1.PodSpec, a *corev1.Container, roots hostpath.Roots, host string) {
 	t.Helper()
-	for _, root := range roots {
-		found := false
-		for _, mt := range a.VolumeMounts {
-			rel, ok := strings.CutPrefix(mt.MountPath, host)
-			if host == "" || !ok || !strings.HasPrefix(root+"/", rel+"/") {
-				continue
-			}
-			v := volume(t, spec, mt.Name)
-			if v.HostPath == nil || v.HostPath.Path != rel {
-				t.Errorf("mount %s at %s: volume %+v, want hostPath %s", mt.Name, mt.MountPath, v.VolumeSource, rel)
-				continue
-			}
-			found = true
-			if v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathDirectory {
-				t.Errorf("volume %s has hostPath type %q: want Directory, which creates nothing on the node", v.Name, ptr.Deref(v.HostPath.Type, ""))
-			}
-			if mt.ReadOnly {
-				t.Errorf("mount %s is read-only: restores write", mt.Name)
-			}
-			if mt.MountPropagation == nil || *mt.MountPropagation != corev1.MountPropagationHostToContainer {
-				t.Errorf("mount %s propagation %v, want HostToContainer", mt.Name, mt.MountPropagation)
-			}
+	mounted := map[string]bool{}
+	for _, mt := range a.VolumeMounts {
+		rel, ok := strings.CutPrefix(mt.MountPath, host+"/")
+		if host == "" || !ok || mt.Name == "kubelet-pods" { // checked by checkKubeletMount
+			continue
 		}
-		if !found {
-			t.Errorf("root %s is under no hostPath mount in %s", root, host)
+		rel = "/" + rel
+		v := volume(t, spec, mt.Name)
+		if !slices.Contains(roots, rel) || v.HostPath == nil || v.HostPath.Path != rel {
+			t.Errorf("mount %s at %s of %+v: want only the roots %v, each at %s<root>", mt.Name, mt.MountPath, v.VolumeSource, roots, host)
+			continue
+		}
+		mounted[rel] = true
+		if v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathDirectoryOrCreate {
+			t.Errorf("volume %s has hostPath type %q: want DirectoryOrCreate, so the agent starts on a node without the root", v.Name, ptr.Deref(v.HostPath.Type, ""))
+		}
+		if mt.ReadOnly {
+			t.Errorf("mount %s is read-only: restores write", mt.Name)
+		}
+	}
+	for _, root := range roots {
+		if !mounted[root] {
+			t.Errorf("root %s is not mounted at %s%s", root, host, root)
 		}
 	}
 }
 
-// The local-path component gives the manager and the agent the roots of k3s, kind and
-// rancher's local-path-provisioner, and the agent a way to them on every node.
-func TestLocalPathComponent(t *testing.T) {
-	b := build(t, overlay(t, []string{"config/default"}, []string{"kustomize/components/local-path"}, ""))
-	_, m := b.manager()
-	ds, a := b.agent()
-	managerRoots, _ := hostPathFlags(t, m)
-	agentRoots, host := hostPathFlags(t, a)
-	want := []string{"/var/lib/rancher/k3s/storage", "/var/local-path-provisioner", "/opt/local-path-provisioner"}
-	if !slices.Equal(managerRoots, want) || !slices.Equal(agentRoots, want) {
-		t.Errorf("roots: manager %v, agent %v; want %v for both", managerRoots, agentRoots, want)
+// Each local-path component gives the manager and the agent the root of its
+// provisioner, and the agent a mount of that root alone.
+func TestLocalPathComponents(t *testing.T) {
+	for component, root := range map[string]string{
+		"local-path-k3s":         "/var/lib/rancher/k3s/storage",
+		"local-path-kind":        "/var/local-path-provisioner",
+		"local-path-provisioner": "/opt/local-path-provisioner",
+	} {
+		t.Run(component, func(t *testing.T) {
+			b := build(t, overlay(t, []string{"config/default"}, []string{"kustomize/components/" + component}, ""))
+			_, m := b.manager()
+			ds, a := b.agent()
+			managerRoots, _ := hostPathFlags(t, m)
+			agentRoots, host := hostPathFlags(t, a)
+			want := []string{root}
+			if !slices.Equal(managerRoots, want) || !slices.Equal(agentRoots, want) {
+				t.Errorf("roots: manager %v, agent %v; want %v for both", managerRoots, agentRoots, want)
+			}
+			if host != "/host" {
+				t.Errorf("--host-filesystem=%q, want /host", host)
+			}
+			checkRootsMounted(t, &ds.Spec.Template.Spec, a, agentRoots, host)
+			checkKubeletMount(t, ds.Spec.Template.Spec, a, "/var/lib/kubelet/pods")
+		})
 	}
-	if host != "/host" {
-		t.Errorf("--host-filesystem=%q, want /host", host)
-	}
-	checkRootsMounted(t, &ds.Spec.Template.Spec, a, agentRoots, host)
-	checkKubeletMount(t, ds.Spec.Template.Spec, a, "/var/lib/kubelet/pods")
 
 	// The plain install gives none: claims on hostPath volumes are skipped HostPath.
 	plain := build(t, "config/default")
@@ -95,9 +103,8 @@ func TestLocalPathComponent(t *testing.T) {
 }
 
 // The local test cluster gives the manager and the agent the e2e suite's root, and
-// mounts just that directory into the agent under its --host-filesystem, read-write:
-// the test cluster's "/" is not a shared mount, which the component's HostToContainer
-// mount of /var needs.
+// mounts just that directory into the agent under its --host-filesystem, read-write,
+// as the local-path components do.
 func TestLocalOverlayHostPathRoots(t *testing.T) {
 	b := build(t, "kustomize/local")
 	_, m := b.manager()
