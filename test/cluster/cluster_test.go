@@ -144,7 +144,7 @@ func TestClusterRunsPodsAndTearsDownClean(t *testing.T) {
 	}
 	reader := waitForPod(ctx, t, cs, ns, "app=volume-reader")
 
-	createLocalVolume(ctx, t, c, cs, ns)
+	createLocalVolume(ctx, t, c, cs, ns, localPVName, NodeName)
 	writer := writerPod(ns)
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, writer, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -451,29 +451,31 @@ func dialInNetns(ctx context.Context, nsPath, network, addr string) (net.Conn, e
 
 const localPVName = "cluster-test-local"
 
-// createLocalVolume makes a local PV (a directory under the state directory) with a
-// WaitForFirstConsumer StorageClass, as the e2e stories use, and the writer's claim.
-func createLocalVolume(ctx context.Context, t *testing.T, c *Cluster, cs kubernetes.Interface, ns string) {
+// createLocalVolume makes the local PV name on node (a directory under the state
+// directory, which every node's mount namespace sees) with a WaitForFirstConsumer
+// StorageClass of the same name, as the e2e stories use, and the claim "claim" that
+// the writer pods mount.
+func createLocalVolume(ctx context.Context, t *testing.T, c *Cluster, cs kubernetes.Interface, ns, name, node string) {
 	t.Helper()
-	dir := c.path("local-volumes", localPVName)
+	dir := c.path("local-volumes", name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	wffc := storagev1.VolumeBindingWaitForFirstConsumer
 	sc := &storagev1.StorageClass{
-		ObjectMeta:        metav1.ObjectMeta{Name: "cluster-test-local"},
+		ObjectMeta:        metav1.ObjectMeta{Name: name},
 		Provisioner:       "kubernetes.io/no-provisioner",
 		VolumeBindingMode: &wffc,
 	}
 	pv := &corev1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: localPVName},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: corev1.PersistentVolumeSpec{
 			Capacity:               corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
 			AccessModes:            []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 			StorageClassName:       sc.Name,
 			PersistentVolumeSource: corev1.PersistentVolumeSource{Local: &corev1.LocalVolumeSource{Path: dir}},
 			NodeAffinity: &corev1.VolumeNodeAffinity{Required: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
-				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{NodeName}}},
+				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{node}}},
 			}}}},
 		},
 	}

@@ -17,8 +17,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	storagev1 "k8s.io/api/storage/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -116,7 +114,7 @@ func TestTwoNodes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	createNodeLocalVolume(ctx, t, c, cs, ns, second)
+	createLocalVolume(ctx, t, c, cs, ns, nodeLocalPVName, second.Name)
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, claimWriterPod(ns), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -437,52 +435,6 @@ func serverPod(ns string, n Node) *corev1.Pod {
 }
 
 const nodeLocalPVName = "two-nodes-local"
-
-// createNodeLocalVolume makes a local PV on node n (a directory on the host, which
-// every node's mount namespace sees) with a WaitForFirstConsumer StorageClass, and
-// the claim of claimWriterPod.
-func createNodeLocalVolume(ctx context.Context, t *testing.T, c *Cluster, cs kubernetes.Interface, ns string, n Node) {
-	t.Helper()
-	dir := c.path("local-volumes", nodeLocalPVName)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	wffc := storagev1.VolumeBindingWaitForFirstConsumer
-	sc := &storagev1.StorageClass{
-		ObjectMeta:        metav1.ObjectMeta{Name: "two-nodes-local"},
-		Provisioner:       "kubernetes.io/no-provisioner",
-		VolumeBindingMode: &wffc,
-	}
-	pv := &corev1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: nodeLocalPVName},
-		Spec: corev1.PersistentVolumeSpec{
-			Capacity:               corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
-			AccessModes:            []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-			StorageClassName:       sc.Name,
-			PersistentVolumeSource: corev1.PersistentVolumeSource{Local: &corev1.LocalVolumeSource{Path: dir}},
-			NodeAffinity: &corev1.VolumeNodeAffinity{Required: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
-				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{n.Name}}},
-			}}}},
-		},
-	}
-	pvc := &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: "claim", Namespace: ns},
-		Spec: corev1.PersistentVolumeClaimSpec{
-			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-			StorageClassName: &sc.Name,
-			Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
-		},
-	}
-	if _, err := cs.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cs.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cs.CoreV1().PersistentVolumeClaims(ns).Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // claimWriterPod writes its node's name into the claim; nothing pins it, so only the
 // PV's node affinity brings it to its node.
