@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -278,7 +279,13 @@ func (c *Cluster) ImportImages(ctx context.Context) error {
 // importImages imports the image archives into the node's containerd, in the k8s.io
 // namespace where the kubelet finds them. The first call builds them.
 func (c *Cluster) importImages(ctx context.Context, n Node) error {
-	if c.archives == nil {
+	// The archives are in the state directory, which Down removes: a Cluster that is
+	// brought up again (the e2e story of a lost cluster) builds them again.
+	missing := func(a images.Archive) bool {
+		_, err := os.Stat(a.Path)
+		return err != nil
+	}
+	if len(c.archives) == 0 || slices.ContainsFunc(c.archives, missing) {
 		archives, err := images.Build(ctx, images.Options{
 			RepoRoot: c.RepoRoot,
 			Restic:   c.tool("restic"),
