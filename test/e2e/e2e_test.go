@@ -6,13 +6,11 @@ package e2e
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,121 +26,20 @@ import (
 	"github.com/holdfast-dev/holdfast/test/cluster"
 )
 
-// env is the package's one cluster with Holdfast installed; setupErr says why there
-// is none. tearDown removes it, once: TestStories calls it from a cleanup (which
-// runs even when a story panics, unlike the end of TestMain), TestMain after the
-// tests.
-var (
-	env          *Env
-	setupErr     error
-	teardownOnce sync.Once
-	teardownFn   func() error
-	teardownErr  error
-)
-
-func tearDown() error {
-	teardownOnce.Do(func() {
-		if teardownFn != nil {
-			teardownErr = teardownFn()
-		}
-	})
-	return teardownErr
-}
-
-func TestMain(m *testing.M) {
-	flag.Parse()
-	if testing.Short() {
-		os.Exit(m.Run())
-	}
-	code := run(m)
-	os.Exit(code)
-}
-
-func run(m *testing.M) int {
-	logf := func(format string, args ...any) {
-		fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", args...)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
-	defer cancel()
-	c := cluster.New(filepath.Join(os.TempDir(), "holdfast-e2e"))
-	c.Log = logf
-	var teardown func() error
-	env, teardown, setupErr = setUp(ctx, c, logf)
-	if teardown != nil {
-		teardownFn = func() error {
-			start := time.Now()
-			if err := teardown(); err != nil {
-				fmt.Fprintf(os.Stderr, "e2e: teardown: %v\n", err)
-				return err
-			}
-			logf("e2e: cluster down, nothing left behind (%.1fs)", time.Since(start).Seconds())
-			return nil
-		}
-	}
-	code := m.Run()
-	if tearDown() != nil {
-		code = 1
-	}
-	return code
-}
-
-// setUp brings up the cluster and installs Holdfast. Whatever it started, the
-// returned teardown removes, also when it fails half way.
-func setUp(ctx context.Context, c *cluster.Cluster, logf func(string, ...any)) (*Env, func() error, error) {
-	if os.Geteuid() != 0 {
-		return nil, nil, fmt.Errorf("the e2e tests need root to run the local cluster (mounts, network namespaces, cgroups)")
-	}
-	unlock, err := cluster.Lock(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	if st := cluster.New("").Status(ctx); len(st.Components) > 0 {
-		unlock()
-		return nil, nil, fmt.Errorf("a local cluster is up in %s (%s); `make cluster-down` first", cluster.DefaultStateDir(), st.Detail)
-	}
-	if _, err := os.Stat(c.KubeletRoot); err == nil {
-		unlock()
-		return nil, nil, fmt.Errorf("%s exists before the test started a kubelet; remove it (no kubelet may run here)", c.KubeletRoot)
-	}
-	if err := PrepareBackupsDir(logf); err != nil {
-		unlock()
-		return nil, nil, err
-	}
+// suite is the package's one cluster with Holdfast installed. The recovery story
+// brings up a new cluster in the same state directory and hands it on (SetEnv).
+var suite = &Suite{
+	Name:    "e2e",
+	Cluster: cluster.New(filepath.Join(os.TempDir(), "holdfast-e2e")),
 	// The recovery stories' network device, if a test binary that made it was killed.
-	if err := removeOffsiteDevice(); err != nil {
-		unlock()
-		return nil, nil, err
-	}
-	teardown := func() error {
-		defer unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		return Teardown(ctx, c)
-	}
-	start := time.Now()
-	if err := c.Up(ctx); err != nil {
-		return nil, teardown, fmt.Errorf("cluster up: %w (run `make tools cluster-packages` if something is missing)", err)
-	}
-	e, err := NewEnv(c, logf, func(title, out string) { logf("%s\n%s", title, out) })
-	if err != nil {
-		return nil, teardown, err
-	}
-	if err := e.Install(ctx); err != nil {
-		return nil, teardown, err
-	}
-	logf("e2e: cluster up and Holdfast installed in %.1fs", time.Since(start).Seconds())
-	return e, teardown, nil
+	Prepare: func(func(string, ...any)) (func() error, error) { return nil, removeOffsiteDevice() },
 }
+
+func TestMain(m *testing.M) { suite.Main(m) }
 
 func requireEnv(t *testing.T) *Env {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts a real cluster and installs Holdfast (a few minutes); skipped by -short")
-	}
-	if setupErr != nil {
-		t.Fatalf("no cluster: %v", setupErr)
-	}
-	return env
+	return suite.Env(t)
 }
 
 // TestStories tells the user stories in order on one cluster; each builds on the
@@ -150,7 +47,7 @@ func requireEnv(t *testing.T) *Env {
 func TestStories(t *testing.T) {
 	e := requireEnv(t)
 	t.Cleanup(func() {
-		if err := tearDown(); err != nil {
+		if err := suite.TearDown(); err != nil {
 			t.Error(err)
 		}
 	})

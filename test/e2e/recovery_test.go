@@ -443,7 +443,8 @@ func (s *stories) clusterLostRestoredFromTheStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.e, env = e, e
+	s.e = e
+	suite.SetEnv(e)
 	if err := e.Install(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ const (
 func TestStories(t *testing.T) {
 	e := requireEnv(t)
 	t.Cleanup(func() {
-		if err := tearDown(); err != nil {
+		if err := suite.TearDown(); err != nil {
 			t.Error(err)
 		}
 	})
