@@ -59,6 +59,7 @@ Commands:
   manager        run the controllers and webhooks (one Deployment per cluster)
   agent          run the node agent (one DaemonSet pod per node)
   restore-wait   wait until a pod's volumes are restored (init container)
+  pause          sleep until SIGTERM (the reader pod that backs up a claim no pod uses)
   recover        without a cluster: list a store's repositories and restore points, and
                  recover a repository's key for the kopia or restic CLI (docs/recover.md)
 
@@ -75,11 +76,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	commands := map[string]func([]string, io.Writer) error{
-		"manager":              runManager,
-		"agent":                runAgent,
-		restorewait.Subcommand: runRestoreWait,
-		"agent-mover":          runAgentMover,
-		"recover":              func(args []string, stderr io.Writer) error { return recovery.Main(args, stdout, stderr) },
+		"manager":                  runManager,
+		"agent":                    runAgent,
+		restorewait.Subcommand:     runRestoreWait,
+		policyctrl.PauseSubcommand: runPause,
+		"agent-mover":              runAgentMover,
+		"recover":                  func(args []string, stderr io.Writer) error { return recovery.Main(args, stdout, stderr) },
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
@@ -194,7 +196,7 @@ func runManager(args []string, stderr io.Writer) error {
 		"self-signed: the manager issues and rotates its webhook certificate (Secret "+webhookcert.DefaultSecretName+") and sets the webhooks' caBundle; "+
 			"external: cert-manager (or you) provides tls.crt and tls.key in --webhook-cert-dir and the caBundle")
 	restoreHelperImage := fs.String("restore-helper-image", envOr("HOLDFAST_IMAGE", "holdfast:dev"),
-		"image of the restore-wait init container (its entrypoint must be holdfast) unless ConfigMap holdfast-restore-helper names one; default from $HOLDFAST_IMAGE")
+		"image of the restore-wait init container and of the reader pods that back up claims no pod uses (its entrypoint must be holdfast) unless ConfigMap holdfast-restore-helper names one; default from $HOLDFAST_IMAGE")
 	repoWorkDir := fs.String("repository-work-dir", filepath.Join(os.TempDir(), "holdfast-manager"),
 		"private directory (mode 0700, memory-backed in the pod) for repository config files and bounded caches")
 	resticPathManager := fs.String("restic-path", "restic", "the restic binary, for restic repositories")
@@ -259,7 +261,8 @@ func runManager(args []string, stderr io.Writer) error {
 	}
 	(&restore.PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: *namespace, Image: *restoreHelperImage}).SetupWithManager(mgr)
 	storage.SetupJobCredentials(mgr, *namespace, *agentServiceAccount)
-	engine, err := policyctrl.Setup(mgr, policyctrl.Options{HostPathRoots: hostPathRoots})
+	engine, err := policyctrl.Setup(mgr, policyctrl.Options{HostPathRoots: hostPathRoots,
+		Reader: policyctrl.ReaderOptions{Namespace: *namespace, Image: *restoreHelperImage}})
 	if err != nil {
 		return err
 	}
@@ -379,6 +382,19 @@ func addProbes(mgr ctrl.Manager) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
+	return nil
+}
+
+// runPause sleeps until SIGTERM or an interrupt: a reader pod only holds its claim
+// mounted while the agent of its node reads it.
+func runPause(args []string, stderr io.Writer) error {
+	fs := newFlagSet(policyctrl.PauseSubcommand, "Sleeps until SIGTERM, then exits 0. Runs in the reader pods that hold a claim no\npod uses mounted while the node agent backs it up.", stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	<-ctx.Done()
 	return nil
 }
 

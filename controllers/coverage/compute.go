@@ -15,9 +15,9 @@ import (
 
 // Reasons a volume is skipped that only coverage gives (a run gives the others).
 const (
-	// SkipNotMounted: a policy selects a claim that no running pod mounts; runs back
-	// up pod volumes, so it is backed up again when a pod mounts it.
-	SkipNotMounted = "NotMounted"
+	// SkipNotMounted: a policy with claimsWithoutPods Skip selects a claim that no
+	// live pod mounts; it is backed up again when a pod mounts it.
+	SkipNotMounted = policyctrl.SkipNotMounted
 	// SkipSuspended: the only policies that would back the volume up are suspended.
 	SkipSuspended = "Suspended"
 )
@@ -32,6 +32,8 @@ type Policy struct {
 	Exclusion *celpolicy.Expression
 	// Suspended policies select, but what they select is Skipped as Suspended.
 	Suspended bool
+	// ClaimsWithoutPods is the policy's spec.claimsWithoutPods ("" is Backup).
+	ClaimsWithoutPods v1.ClaimsWithoutPods
 	// Problem is why the selector or the exclusion does not compile, or "".
 	Problem string
 }
@@ -129,13 +131,13 @@ func Compute(in Input) *Result {
 	}
 
 	// What each policy's run would do with each pod volume it selects.
+	// Claims no live pod uses are keyed <ns>/<claim>, pod volumes <ns>/<pod>/<volume>.
 	outcomes := map[string]*outcome{}
 	for _, p := range policies {
 		if p.Selector == nil {
 			continue
 		}
-		policyctrl.SelectVolumes(p.Selector, in.Cluster, in.CostBudget, func(pod *corev1.Pod, vol *corev1.Volume, skip string) {
-			key := podVolumeKey(pod, vol.Name)
+		record := func(key, skip string) {
 			o := outcomes[key]
 			if o == nil {
 				o = &outcome{}
@@ -150,7 +152,10 @@ func Compute(in Input) *Result {
 			case skip != "" && o.skippedBy == "":
 				o.skippedBy, o.skipWhy = p.Name, skip
 			}
-		})
+		}
+		policyctrl.SelectVolumes(p.Selector, in.Cluster, in.CostBudget, p.ClaimsWithoutPods,
+			func(pod *corev1.Pod, vol *corev1.Volume, skip string) { record(podVolumeKey(pod, vol.Name), skip) },
+			func(pvc *corev1.PersistentVolumeClaim, skip string) { record(pvc.Namespace+"/"+pvc.Name, skip) })
 	}
 
 	ex := &exclusions{policies: policies, cache: &celpolicy.Cache{Budget: in.CostBudget}}
@@ -160,8 +165,8 @@ func Compute(in Input) *Result {
 	namespaces := in.Cluster.Namespaces()
 	for _, ns := range namespaces {
 		for _, pod := range in.Cluster.Pods(ns.Name) {
-			if !policyctrl.Live(pod) {
-				continue
+			if !policyctrl.Live(pod) || policyctrl.IsReaderPod(pod) {
+				continue // finished, or a reader pod: its claim counts as unmounted
 			}
 			if in.own(pod) {
 				// Nor are the claims they mount (a filesystem storage location's).
@@ -215,31 +220,30 @@ func Compute(in Input) *Result {
 		}
 	}
 
-	// Claims no live pod mounts: a run cannot back them up, but a policy that would
-	// select them once mounted skips them (NotMounted) rather than leaving them
-	// unprotected.
+	// Claims no live pod mounts: what the policies' runs do with them (the selection
+	// above visited them), a reader pod backing them up, or skipping them NotMounted.
 	nsByName := make(map[string]*corev1.Namespace, len(namespaces))
 	for _, ns := range namespaces {
 		nsByName[ns.Name] = ns
-	}
-	caches := make([]*celpolicy.Cache, len(policies))
-	for i := range caches {
-		caches[i] = &celpolicy.Cache{Budget: in.CostBudget}
 	}
 	for _, pvc := range in.Cluster.Claims() {
 		ns := nsByName[pvc.Namespace]
 		if ns == nil || mounted[pvc.Namespace+"/"+pvc.Name] || ownClaims[pvc.Namespace+"/"+pvc.Name] || pvc.DeletionTimestamp != nil || pvc.Status.Phase != corev1.ClaimBound {
 			continue
 		}
-		vol := &corev1.Volume{Name: pvc.Name, VolumeSource: corev1.VolumeSource{
-			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: pvc.Name}}}
-		in := celpolicy.Volume{Namespace: ns, Volume: vol, PVC: pvc}
-		v := Volume{Namespace: pvc.Namespace, Source: "/pvc/" + pvc.Name, Claim: pvc.Name, Name: pvc.Name,
+		vol := policyctrl.UnmountedVolume(pvc)
+		v := Volume{Namespace: pvc.Namespace, Source: identity.SourcePath(nil, vol, nil), Claim: pvc.Name, Name: pvc.Name,
 			Type: "persistentVolumeClaim", State: v1.CoverageUnprotected}
-		if p := ex.match(in); p != "" {
-			v.State, v.Policy = v1.CoverageExcluded, p
-		} else if p := selectsUnmounted(policies, caches, in); p != "" {
-			v.State, v.Policy, v.Reason = v1.CoverageSkipped, p, SkipNotMounted
+		o := outcomes[pvc.Namespace+"/"+pvc.Name]
+		switch {
+		case o != nil && o.protectedBy != "":
+			v.State, v.Policy = v1.CoverageProtected, o.protectedBy
+		default:
+			if p := ex.match(celpolicy.Volume{Namespace: ns, Volume: vol, PVC: pvc}); p != "" {
+				v.State, v.Policy = v1.CoverageExcluded, p
+			} else if o != nil {
+				v.State, v.Policy, v.Reason = v1.CoverageSkipped, o.skippedBy, o.skipWhy
+			}
 		}
 		sources[v.Namespace+v.Source] = &v
 	}
@@ -304,24 +308,6 @@ func (e *exclusions) match(in celpolicy.Volume) string {
 			continue
 		}
 		if ok {
-			return p.Name
-		}
-	}
-	return ""
-}
-
-// selectsUnmounted returns the first policy whose selector would select the claim
-// were it mounted (with pod null), or "". An expression that needs the pod fails on
-// null and does not select.
-func selectsUnmounted(policies []Policy, caches []*celpolicy.Cache, in celpolicy.Volume) string {
-	for i, p := range policies {
-		if p.Selector == nil {
-			continue
-		}
-		if ok, err := p.Selector.MatchNamespace(in.Namespace, caches[i]); err != nil || !ok {
-			continue
-		}
-		if ok, err := p.Selector.MatchVolume(in, caches[i]); err == nil && ok {
 			return p.Name
 		}
 	}

@@ -126,8 +126,8 @@ func TestCompute(t *testing.T) {
 		"shop/deployment/web/cache": "Excluded caches ",
 		"shop/deployment/web/state": "Protected gold ", // protected wins over excluded
 		"shop/pvc/queue":            "Skipped gold PodNotRunning",
-		"shop/pvc/results":          "Unprotected  ", // only a finished pod mounts it
-		"shop/pvc/archive":          "Skipped gold NotMounted",
+		"shop/pvc/results":          "Unprotected  ",   // only a finished pod mounts it
+		"shop/pvc/archive":          "Protected gold ", // no pod: a reader pod backs it up
 		"shop/pvc/old-logs":         "Excluded caches ",
 		"other/pod/app/work":        "Unprotected  ",
 		"other/pvc/loose":           "Unprotected  ",
@@ -153,6 +153,45 @@ func TestCompute(t *testing.T) {
 	}
 	if len(res.Problems) != 1 {
 		t.Errorf("problems = %v, want the broken policy", res.Problems)
+	}
+}
+
+// A claim no live pod mounts is Protected by a policy whose claimsWithoutPods is
+// Backup (the default: a reader pod backs it up), Skipped NotMounted by one whose is
+// Skip; a reader pod that mounts it does not make it a pod volume, and a selector
+// that needs the pod does not pick it.
+func TestComputeClaimsWithoutPods(t *testing.T) {
+	e, err := celpolicy.NewEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}
+	reader := testPod("shop", "archive-reader-0123456789", 1, corev1.Volume{Name: "data", VolumeSource: corev1.VolumeSource{
+		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "archive", ReadOnly: true}}})
+	reader.Labels = map[string]string{v1.LabelManagedBy: v1.ManagedByValue, policyctrl.LabelComponent: policyctrl.ComponentReader}
+	claims := []*corev1.PersistentVolumeClaim{testClaim("shop", "archive"), testClaim("shop", "kept")}
+	cluster := policyctrl.NewCluster([]*corev1.Namespace{ns}, []*corev1.Pod{reader}, claims, nil, nil)
+	for _, tt := range []struct {
+		mode     v1.ClaimsWithoutPods
+		selector string
+		want     string
+	}{
+		{"", `pvc != null`, "Protected p "},
+		{v1.ClaimsWithoutPodsBackup, `pvc != null`, "Protected p "},
+		{v1.ClaimsWithoutPodsSkip, `pvc != null`, "Skipped p NotMounted"},
+		{v1.ClaimsWithoutPodsBackup, `pod.metadata.name != ""`, "Unprotected  "},
+	} {
+		p := compile(t, e, "p", tt.selector, "")
+		p.ClaimsWithoutPods = tt.mode
+		got := stateOf(Compute(Input{Cluster: cluster, Policies: []Policy{p}}))
+		for _, k := range []string{"shop/pvc/archive", "shop/pvc/kept"} {
+			if got[k] != tt.want {
+				t.Errorf("%q %s: %s = %q, want %q", tt.mode, tt.selector, k, got[k], tt.want)
+			}
+		}
+		if len(got) != 2 {
+			t.Errorf("%q: got %v, want only the two claims (not the reader pod's volume)", tt.mode, got)
+		}
 	}
 }
 

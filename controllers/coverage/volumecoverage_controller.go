@@ -213,7 +213,7 @@ func (r *VolumeCoverageReconciler) policies(ctx context.Context) ([]Policy, erro
 		if !p.DeletionTimestamp.IsZero() {
 			continue
 		}
-		in := Policy{Name: p.Name, Suspended: p.Spec.Suspend}
+		in := Policy{Name: p.Name, Suspended: p.Spec.Suspend, ClaimsWithoutPods: p.Spec.ClaimsWithoutPods}
 		var problems []error
 		sel, err := r.Engine.ForPolicy(p)
 		if err != nil {

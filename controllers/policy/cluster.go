@@ -7,6 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/hostpath"
 	"github.com/holdfast-dev/holdfast/internal/identity"
 	celpolicy "github.com/holdfast-dev/holdfast/policy"
@@ -72,9 +73,15 @@ func Live(pod *corev1.Pod) bool { return live(pod) }
 // is "" when a run would back it up, else the reason the run would skip it (HostPath,
 // PodNotRunning, SelectorError, ...). Volumes the selector does not pick are not
 // visited. InFlight, which depends on the policy's earlier runs, is not applied.
-func SelectVolumes(sel *celpolicy.Selector, c *Cluster, budget uint64, visit func(pod *corev1.Pod, vol *corev1.Volume, skip string)) {
+//
+// visitClaim is called, when not nil, for every claim no live pod uses that the
+// selector picks (evaluated with pod = null on UnmountedVolume): skip is "" when a
+// run backs it up through a reader pod (claims Backup), else the reason (NotMounted
+// for Skip, BlockMode, HostPath, SelectorBudgetExceeded).
+func SelectVolumes(sel *celpolicy.Selector, c *Cluster, budget uint64, claims v1.ClaimsWithoutPods,
+	visit func(pod *corev1.Pod, vol *corev1.Volume, skip string), visitClaim func(pvc *corev1.PersistentVolumeClaim, skip string)) {
 	snap := *c.snap
 	snap.costBudget = budget
 	snap.backedUpPaths = nil
-	selectVolumesVisit(sel, &snap, visit)
+	selectVolumesVisit(sel, &snap, claims, visit, visitClaim)
 }

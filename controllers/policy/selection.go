@@ -41,7 +41,10 @@ const (
 	SkipSelectorBudgetExceeded = "SelectorBudgetExceeded"
 	// SkipWindows: a pod for Windows, or on a Windows node; the agent runs on Linux.
 	SkipWindows = "Windows"
-	maxExamples = 5
+	// SkipNotMounted: a claim no pod uses, selected by a policy whose
+	// claimsWithoutPods is Skip.
+	SkipNotMounted = "NotMounted"
+	maxExamples    = 5
 )
 
 // snapshot is what the controller's caches hold, indexed for one selection pass.
@@ -49,6 +52,8 @@ type snapshot struct {
 	namespaces []*corev1.Namespace
 	pods       map[string][]*corev1.Pod // by namespace
 	claims     map[string]*corev1.PersistentVolumeClaim
+	// claimsByNamespace are the claims of each namespace, in list order.
+	claimsByNamespace map[string][]*corev1.PersistentVolumeClaim
 	// volumes are the PersistentVolumes by name; hostPathRoots the host directories
 	// under which claims on hostPath ones are backed up (--host-path-roots).
 	volumes       map[string]*corev1.PersistentVolume
@@ -77,10 +82,23 @@ func claimKey(ns, name string) string { return ns + "/" + name }
 
 // target is one selected volume that can be backed up.
 type target struct {
+	// pod is the pod the volume is backed up through; for a claim no pod uses
+	// (unmounted set) it only carries the namespace: the run backs the claim up
+	// through its reader pod (readerPodName).
 	pod        *corev1.Pod
 	volume     string
 	claim      string
 	sourcePath string
+	unmounted  *corev1.PersistentVolumeClaim
+}
+
+// key names the volume in skip lists and failures: <ns>/<pod>/<volume>, or
+// <ns>/<claim> for a claim no pod uses.
+func (t target) key() string {
+	if t.unmounted != nil {
+		return t.pod.Namespace + "/" + t.claim
+	}
+	return t.pod.Namespace + "/" + t.pod.Name + "/" + t.volume
 }
 
 // selection is the outcome of a pass: what is backed up and what is skipped, by reason.
@@ -112,25 +130,33 @@ func isBudget(err error) bool {
 }
 
 func (s *selection) skip(reason string, pod *corev1.Pod, volume string) {
+	s.skipKey(reason, pod.Namespace+"/"+pod.Name+"/"+volume)
+}
+
+func (s *selection) skipKey(reason, key string) {
 	if s.skipped == nil {
 		s.skipped = map[string][]string{}
 	}
-	s.skipped[reason] = append(s.skipped[reason], pod.Namespace+"/"+pod.Name+"/"+volume)
+	s.skipped[reason] = append(s.skipped[reason], key)
 }
 
-// selectVolumes evaluates the selector over every pod of the snapshot. It makes no API
-// call: everything comes from the informer caches.
-func selectVolumes(sel *celpolicy.Selector, snap *snapshot) *selection {
-	return selectVolumesVisit(sel, snap, nil)
+// selectVolumes evaluates the selector over every pod and every claim no pod uses
+// of the snapshot. It makes no API call: everything comes from the informer caches.
+func selectVolumes(sel *celpolicy.Selector, snap *snapshot, claims v1.ClaimsWithoutPods) *selection {
+	return selectVolumesVisit(sel, snap, claims, nil, nil)
 }
 
 // selectVolumesVisit is selectVolumes that also calls visit, when not nil, for every
-// volume it backs up (skip "") or skips (the reason), before the targets are reduced
-// to one per source.
-func selectVolumesVisit(sel *celpolicy.Selector, snap *snapshot, visit func(pod *corev1.Pod, vol *corev1.Volume, skip string)) *selection {
+// pod volume it backs up (skip "") or skips (the reason), and visitClaim for every
+// claim no pod uses that it picks, before the targets are reduced to one per source.
+func selectVolumesVisit(sel *celpolicy.Selector, snap *snapshot, claims v1.ClaimsWithoutPods,
+	visit func(pod *corev1.Pod, vol *corev1.Volume, skip string), visitClaim func(pvc *corev1.PersistentVolumeClaim, skip string)) *selection {
 	out := &selection{}
 	if visit == nil {
 		visit = func(*corev1.Pod, *corev1.Volume, string) {}
+	}
+	if visitClaim == nil {
+		visitClaim = func(*corev1.PersistentVolumeClaim, string) {}
 	}
 	defer func() { out.targets = onePerSource(out.targets) }()
 	cache := &celpolicy.Cache{Budget: snap.costBudget}
@@ -149,8 +175,8 @@ func selectVolumesVisit(sel *celpolicy.Selector, snap *snapshot, visit func(pod 
 		selectedHere := false
 		slots := snap.replicaSlots(snap.pods[ns.Name])
 		for _, pod := range snap.pods[ns.Name] {
-			if !live(pod) {
-				continue // finished or going away: nothing left to protect
+			if !live(pod) || IsReaderPod(pod) {
+				continue // finished or going away, or Holdfast's own: nothing to protect
 			}
 			for i := range pod.Spec.Volumes {
 				vol := &pod.Spec.Volumes[i]
@@ -204,11 +230,81 @@ func selectVolumesVisit(sel *celpolicy.Selector, snap *snapshot, visit func(pod 
 					sourcePath: identity.ReplicaSourcePath(pod, vol, snap.rsOwner, slots[pod.UID])})
 			}
 		}
+		if nsErr == nil && snap.selectUnmounted(sel, ns, cache, claims, out, visitClaim) {
+			selectedHere = true
+		}
 		if selectedHere {
 			out.namespaces++
 		}
 	}
 	return out
+}
+
+// selectUnmounted evaluates the selector on every bound claim of ns that no pod uses,
+// with pod = null and the volume {name: <claim>, persistentVolumeClaim: {claimName:
+// <claim>}}, and adds the claims it picks as targets (Backup) or skips them as
+// NotMounted (Skip). A claim any live pod (Pending ones too) references is the pod's:
+// a reader pod never competes with the application. Reports whether it added a target.
+func (s *snapshot) selectUnmounted(sel *celpolicy.Selector, ns *corev1.Namespace, cache *celpolicy.Cache, mode v1.ClaimsWithoutPods,
+	out *selection, visit func(pvc *corev1.PersistentVolumeClaim, skip string)) bool {
+	used := map[string]bool{}
+	for _, pod := range s.pods[ns.Name] {
+		if !live(pod) || IsReaderPod(pod) {
+			continue
+		}
+		for i := range pod.Spec.Volumes {
+			if claim := identity.ClaimName(pod, &pod.Spec.Volumes[i]); claim != "" {
+				used[claim] = true
+			}
+		}
+	}
+	added := false
+	for _, pvc := range s.claimsByNamespace[ns.Name] {
+		if used[pvc.Name] || pvc.DeletionTimestamp != nil || pvc.Status.Phase != corev1.ClaimBound {
+			continue
+		}
+		vol := UnmountedVolume(pvc)
+		key := pvc.Namespace + "/" + pvc.Name
+		ok, err := sel.MatchVolume(celpolicy.Volume{Namespace: ns, Volume: vol, PVC: pvc}, cache)
+		switch {
+		case isBudget(err):
+			out.budgetExceeded = true
+			out.skipKey(SkipSelectorBudgetExceeded, key)
+			visit(pvc, SkipSelectorBudgetExceeded)
+			continue
+		case err != nil:
+			// An expression that needs the pod fails on null: it was written for
+			// mounted volumes and does not pick the claim.
+			continue
+		case !ok:
+			continue
+		}
+		reason := ""
+		switch {
+		case mode == v1.ClaimsWithoutPodsSkip:
+			reason = SkipNotMounted
+		case pvc.Spec.VolumeMode != nil && *pvc.Spec.VolumeMode == corev1.PersistentVolumeBlock:
+			reason = SkipBlockMode
+		case s.hostPathOutsideRoots(pvc) != "":
+			reason = SkipHostPath
+		}
+		visit(pvc, reason)
+		if reason != "" {
+			out.skipKey(reason, key)
+			continue
+		}
+		added = true
+		out.targets = append(out.targets, target{pod: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: pvc.Namespace}},
+			volume: readerVolume, claim: pvc.Name, sourcePath: identity.SourcePath(nil, vol, nil), unmounted: pvc})
+	}
+	return added
+}
+
+// UnmountedVolume is the volume a selector is evaluated on for a claim no pod uses
+// (with pod = null): the claim as a pod would mount it, named after it.
+func UnmountedVolume(pvc *corev1.PersistentVolumeClaim) *corev1.Volume {
+	return &corev1.Volume{Name: pvc.Name, VolumeSource: corev1.VolumeSource{
+		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: pvc.Name}}}
 }
 
 // live says whether a pod still holds data to protect: not finished, not going away.
@@ -379,8 +475,13 @@ func (r *VolumeBackupPolicyReconciler) reconcileSelection(ctx context.Context, s
 		return err
 	}
 	snap.backedUpPaths = backedUpPaths(pvbs)
+	s.snap = snap
+	s.backups = make(map[string]*v1.PodVolumeBackup, len(pvbs))
+	for i := range pvbs {
+		s.backups[pvbs[i].Namespace+"/"+pvbs[i].Name] = &pvbs[i]
+	}
 	hadBudget := hasSkip(s.policy.Status.Skipped, SkipSelectorBudgetExceeded)
-	s.sel = selectVolumes(s.selector, snap)
+	s.sel = selectVolumes(s.selector, snap, s.policy.Spec.ClaimsWithoutPods)
 	if s.sel.budgetExceeded && !hadBudget {
 		r.event(ctx, s.policy, corev1.EventTypeWarning, ReasonSelectorBudgetExceeded, "%s", budgetMessage(s.sel))
 	}
@@ -442,7 +543,7 @@ func applyInFlight(s *scope, run string) {
 	kept := s.sel.targets[:0]
 	for _, t := range s.sel.targets {
 		if r, ok := s.unfinished[t.pod.Namespace+t.sourcePath]; ok && r != run {
-			s.sel.skip(SkipInFlight, t.pod, t.volume)
+			s.sel.skipKey(SkipInFlight, t.key())
 			continue
 		}
 		kept = append(kept, t)
@@ -555,12 +656,14 @@ func (s *snapshot) setVolumes(pvs []*corev1.PersistentVolume, roots hostpath.Roo
 
 // newSnapshot indexes the objects of one selection pass; it keeps the pointers.
 func newSnapshot(nss []*corev1.Namespace, pods []*corev1.Pod, pvcs []*corev1.PersistentVolumeClaim, rss, nodes []*metav1.PartialObjectMetadata) *snapshot {
-	snap := &snapshot{namespaces: nss, pods: map[string][]*corev1.Pod{}, claims: make(map[string]*corev1.PersistentVolumeClaim, len(pvcs))}
+	snap := &snapshot{namespaces: nss, pods: map[string][]*corev1.Pod{}, claims: make(map[string]*corev1.PersistentVolumeClaim, len(pvcs)),
+		claimsByNamespace: map[string][]*corev1.PersistentVolumeClaim{}}
 	for _, pod := range pods {
 		snap.pods[pod.Namespace] = append(snap.pods[pod.Namespace], pod)
 	}
 	for _, pvc := range pvcs {
 		snap.claims[claimKey(pvc.Namespace, pvc.Name)] = pvc
+		snap.claimsByNamespace[pvc.Namespace] = append(snap.claimsByNamespace[pvc.Namespace], pvc)
 	}
 	snap.nodeOS = make(map[string]string, len(nodes))
 	for _, node := range nodes {

@@ -57,7 +57,7 @@ func TestHostPathClaimsAreSkippedAtSelection(t *testing.T) {
 			}
 			snap := newSnapshot([]*corev1.Namespace{ns}, []*corev1.Pod{pod}, pvcs, nil, nil)
 			snap.setVolumes(pvs, tc.roots)
-			sel := selectVolumes(compileSelector(t, `pvc != null`), snap)
+			sel := selectVolumes(compileSelector(t, `pvc != null`), snap, v1.ClaimsWithoutPodsSkip)
 
 			var got []string
 			for _, tgt := range sel.targets {

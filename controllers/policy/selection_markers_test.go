@@ -31,7 +31,7 @@ func TestSelectVolumesLeavesRestoreWaitsMarkerVolume(t *testing.T) {
 		Status: corev1.PodStatus{Phase: corev1.PodRunning}}
 	snap := &snapshot{namespaces: []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}},
 		pods: map[string][]*corev1.Pod{"shop": {pod}}}
-	out := selectVolumes(sel, snap)
+	out := selectVolumes(sel, snap, v1.ClaimsWithoutPodsSkip)
 	if len(out.targets) != 1 || out.targets[0].volume != "data" {
 		t.Errorf("targets %+v, want the volume data only", out.targets)
 	}

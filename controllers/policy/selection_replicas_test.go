@@ -95,7 +95,7 @@ func TestSelectVolumesGivesEachCopyOfTheDataOneIdentity(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			snap := &snapshot{namespaces: []*corev1.Namespace{ns}, pods: map[string][]*corev1.Pod{"shop": tt.pods},
 				claims: claims, rsOwner: owners, backedUpPaths: tt.previous}
-			out := selectVolumes(sel, snap)
+			out := selectVolumes(sel, snap, v1.ClaimsWithoutPodsSkip)
 			got := targetPaths(out.targets)
 			if len(got) != len(out.targets) || !maps.Equal(got, tt.want) {
 				t.Errorf("targets (pod/volume -> source path) = %v, want %v", got, tt.want)

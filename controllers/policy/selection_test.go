@@ -62,7 +62,7 @@ func BenchmarkSelectVolumes(b *testing.B) {
 	b.ReportAllocs()
 	var out *selection
 	for b.Loop() {
-		out = selectVolumes(sel, snap)
+		out = selectVolumes(sel, snap, v1.ClaimsWithoutPodsSkip)
 	}
 	if len(out.targets) != 2*pods || len(out.skipped[SkipServiceAccountToken]) != pods || out.namespaces != namespaces {
 		b.Fatalf("selected %d, skipped %d tokens, %d namespaces", len(out.targets), len(out.skipped[SkipServiceAccountToken]), out.namespaces)
@@ -93,7 +93,7 @@ func TestSelectVolumesCountsEvaluationErrors(t *testing.T) {
 	}
 	snap := &snapshot{namespaces: []*corev1.Namespace{ns}, pods: map[string][]*corev1.Pod{
 		"shop": {mk("db", map[string]string{"tier": "db"}), mk("web", map[string]string{"tier": "web"}), mk("bare", nil)}}}
-	out := selectVolumes(sel, snap)
+	out := selectVolumes(sel, snap, v1.ClaimsWithoutPodsSkip)
 	if len(out.targets) != 1 || out.targets[0].pod.Name != "db" || out.targets[0].sourcePath != "/pod/db/v" {
 		t.Errorf("targets %+v", out.targets)
 	}
@@ -134,7 +134,7 @@ func TestSelectVolumesCountsNamespaceEvaluationErrors(t *testing.T) {
 	}
 	snap := &snapshot{namespaces: []*corev1.Namespace{ns("gold", "gold"), ns("high", "3"), ns("low", "1")},
 		pods: map[string][]*corev1.Pod{"gold": {pod("gold", "web")}, "high": {pod("high", "db")}, "low": {pod("low", "app")}}}
-	out := selectVolumes(sel, snap)
+	out := selectVolumes(sel, snap, v1.ClaimsWithoutPodsSkip)
 	if len(out.targets) != 1 || out.targets[0].pod.Name != "db" || out.namespaces != 1 {
 		t.Errorf("targets %+v in %d namespaces, want high/db/cache", out.targets, out.namespaces)
 	}
@@ -174,12 +174,12 @@ func TestSelectVolumesStopsAtTheCostBudget(t *testing.T) {
 			Spec:       corev1.PodSpec{NodeName: "n", Volumes: []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}},
 			Status:     corev1.PodStatus{Phase: corev1.PodRunning}})
 	}
-	all := selectVolumes(sel, snap)
+	all := selectVolumes(sel, snap, v1.ClaimsWithoutPodsSkip)
 	if len(all.targets) != 20 || all.budgetExceeded || all.spent == 0 {
 		t.Fatalf("with the default budget: %d targets, exceeded %v, spent %d", len(all.targets), all.budgetExceeded, all.spent)
 	}
 	snap.costBudget = all.spent / 4 // a quarter of what the pass needs
-	out := selectVolumes(sel, snap)
+	out := selectVolumes(sel, snap, v1.ClaimsWithoutPodsSkip)
 	skipped := len(out.skipped[SkipSelectorBudgetExceeded])
 	if !out.budgetExceeded || skipped == 0 || len(out.targets)+skipped != 20 || len(out.targets) > 6 {
 		t.Errorf("with a quarter of the budget: %d targets, %d skipped as %s, exceeded %v",

@@ -14,6 +14,8 @@ type Options struct {
 	// HostPathRoots are the host directories under which hostPath PersistentVolumes
 	// are backed up (--host-path-roots); a claim on one elsewhere is skipped HostPath.
 	HostPathRoots hostpath.Roots
+	// Reader configures the reader pods of claims no pod uses.
+	Reader ReaderOptions
 }
 
 // Setup adds the VolumeBackupPolicy controller and its validating webhook to the
@@ -24,7 +26,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*celpolicy.Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the CEL engine: %w", err)
 	}
-	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Engine: engine, HostPathRoots: opts.HostPathRoots}).SetupWithManager(mgr); err != nil {
+	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Engine: engine, HostPathRoots: opts.HostPathRoots, Reader: opts.Reader}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the policy controller: %w", err)
 	}
 	if err := (&VolumeBackupPolicyValidator{Engine: engine}).SetupWebhookWithManager(mgr); err != nil {

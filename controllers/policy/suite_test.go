@@ -101,7 +101,7 @@ func startManagerWith(t *testing.T, opts Options) *testenv.Env {
 		t.Fatal(err)
 	}
 	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Engine: engine, Clock: testClock,
-		HostPathRoots: opts.HostPathRoots}).SetupWithManager(mgr); err != nil {
+		HostPathRoots: opts.HostPathRoots, Reader: opts.Reader}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
 	if err := (&VolumeBackupPolicyValidator{Engine: engine}).SetupWebhookWithManager(mgr); err != nil {

@@ -69,6 +69,8 @@ type VolumeBackupPolicyReconciler struct {
 	// HostPathRoots are the host directories under which claims on hostPath
 	// PersistentVolumes are backed up; claims on others are skipped HostPath.
 	HostPathRoots hostpath.Roots
+	// Reader configures the reader pods that back up claims no pod uses.
+	Reader ReaderOptions
 }
 
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumebackuppolicies,verbs=get;list;watch
@@ -77,6 +79,8 @@ type VolumeBackupPolicyReconciler struct {
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backuprepositories,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=backupstoragelocations,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods;persistentvolumeclaims;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=create;delete
+// +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups,verbs=patch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=persistentvolumes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch
@@ -115,6 +119,11 @@ type scope struct {
 	// has not been probed yet: a due run waits instead of failing on a location that
 	// may well be fine.
 	locationUnprobed bool
+	// snap is set by reconcileSelection: the cluster the selection read.
+	snap *snapshot
+	// backups is set by reconcileSelection: the policy's PodVolumeBackups by
+	// <namespace>/<name>.
+	backups map[string]*v1.PodVolumeBackup
 }
 
 // Reconcile gets the policy, runs the steps in order and patches the status once.
@@ -152,6 +161,7 @@ func (r *VolumeBackupPolicyReconciler) Reconcile(ctx context.Context, req ctrl.R
 		r.reconcileSelection,
 		r.reconcileStorageLocation,
 		r.reconcileRun,
+		r.reconcileReaders,
 		r.reconcileLastRun,
 		r.reconcileReady,
 	}

@@ -140,7 +140,7 @@ func (r *VolumeBackupPolicyReconciler) supersede(ctx context.Context, s *scope, 
 	}
 	notStarted := 0
 	for _, t := range s.sel.targets {
-		if !names[t.pod.Namespace+"/"+identity.PodVolumeBackupName(prev.Name, t.pod.Name, t.volume)] {
+		if !names[t.pod.Namespace+"/"+backupName(prev.Name, t)] {
 			notStarted++
 		}
 	}
@@ -192,7 +192,15 @@ func (r *VolumeBackupPolicyReconciler) createDueBackups(ctx context.Context, s *
 		return nil
 	}
 	jitter := jitterFor(s, run)
-	windowEnd := run.StartTime.Add(jitter + createGrace)
+	grace := createGrace
+	for _, t := range s.sel.targets {
+		if t.unmounted != nil {
+			// The reader pods of claims no pod uses have until then to run.
+			grace = max(grace, r.Reader.startTimeout())
+			break
+		}
+	}
+	windowEnd := run.StartTime.Add(jitter + grace)
 	existing, err := r.runBackups(ctx, p, run.Name)
 	if err != nil {
 		return err
@@ -210,7 +218,7 @@ func (r *VolumeBackupPolicyReconciler) createDueBackups(ctx context.Context, s *
 	var failed []string
 	notDue := 0
 	for _, t := range s.sel.targets {
-		name := identity.PodVolumeBackupName(run.Name, t.pod.Name, t.volume)
+		name := backupName(run.Name, t)
 		key := t.pod.Namespace + "/" + name
 		if created[key] {
 			continue
@@ -219,6 +227,26 @@ func (r *VolumeBackupPolicyReconciler) createDueBackups(ctx context.Context, s *
 			notDue++
 			s.requeueAt(at.Sub(s.now))
 			continue
+		}
+		if t.unmounted != nil {
+			// Past the deadline no reader pod is created: a pass that saw the run
+			// still creating (a cache behind) would start one again.
+			late := !s.now.Before(windowEnd)
+			reader, why, err := r.ensureReader(ctx, s, run.Name, t, !late)
+			switch {
+			case err != nil:
+				failed = append(failed, t.key()+": "+err.Error())
+				continue
+			case reader == nil && late:
+				failed = append(failed, readerNotRun(t, run.Name, windowEnd.Sub(run.StartTime.Time), why))
+				continue
+			case reader == nil:
+				// The reader pod's watch brings the policy back when it runs.
+				notDue++
+				s.requeueAt(min(createRetry, windowEnd.Sub(s.now)))
+				continue
+			}
+			t.pod = reader
 		}
 		err, tried := repoErr[t.pod.Namespace]
 		if !tried {
@@ -268,7 +296,7 @@ func (r *VolumeBackupPolicyReconciler) createDueBackups(ctx context.Context, s *
 	return nil
 }
 
-func volumeKey(t target) string { return t.pod.Namespace + "/" + t.pod.Name + "/" + t.volume }
+func volumeKey(t target) string { return t.key() }
 
 func (r *VolumeBackupPolicyReconciler) ensureRepository(ctx context.Context, p *v1.VolumeBackupPolicy, ns, name string, uploader v1.Uploader) error {
 	// The repository usually exists from an earlier run: look in the cache first, so

@@ -102,7 +102,11 @@ func summarize(pvbs []v1.PodVolumeBackup) runSum {
 			if b.Status.Phase == v1.RunCanceled {
 				reason = ReasonCanceled
 			}
-			s.failures[reason] = append(s.failures[reason], b.Namespace+"/"+b.Spec.Pod.Name+"/"+b.Spec.Volume+": "+b.Status.Message)
+			msg := b.Status.Message
+			if why := b.Annotations[AnnotationCancelReason]; why != "" && b.Status.Phase == v1.RunCanceled {
+				msg = why
+			}
+			s.failures[reason] = append(s.failures[reason], b.Namespace+"/"+b.Spec.Pod.Name+"/"+b.Spec.Volume+": "+msg)
 		default:
 			s.unfinished++
 		}

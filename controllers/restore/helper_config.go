@@ -140,3 +140,36 @@ func helperFromConfigMap(cm *corev1.ConfigMap, image string) (helperSettings, []
 	sort.Strings(warnings)
 	return h, warnings
 }
+
+// HelperPod is how the manager's own small pods (the reader pods that back up claims
+// no pod uses) look: the restore helper's image, resources and security context, and
+// the tolerations and priority class of the ConfigMap's readerTolerations and
+// readerPriorityClassName keys.
+type HelperPod struct {
+	Image             string
+	Resources         corev1.ResourceRequirements
+	SecurityContext   *corev1.SecurityContext
+	Tolerations       []corev1.Toleration
+	PriorityClassName string
+}
+
+// HelperPodFromConfigMap reads a HelperPod from ConfigMap cm (nil: the defaults) with
+// image as the default image. A value that does not parse keeps the default and gives
+// a warning naming the key.
+func HelperPodFromConfigMap(cm *corev1.ConfigMap, image string) (HelperPod, []string) {
+	h, warnings := helperFromConfigMap(cm, image)
+	out := HelperPod{Image: h.Image, Resources: h.Resources, SecurityContext: h.SecurityContext}
+	if cm == nil {
+		return out, warnings
+	}
+	if v := cm.Data["readerTolerations"]; v != "" {
+		var tolerations []corev1.Toleration
+		if err := yaml.UnmarshalStrict([]byte(v), &tolerations); err != nil {
+			warnings = append(warnings, fmt.Sprintf("ConfigMap %s key readerTolerations ignored: %v", HelperConfigMapName, err))
+		} else {
+			out.Tolerations = tolerations
+		}
+	}
+	out.PriorityClassName = cm.Data["readerPriorityClassName"]
+	return out, warnings
+}

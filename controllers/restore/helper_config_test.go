@@ -81,3 +81,25 @@ func TestHelperFromConfigMap(t *testing.T) {
 		})
 	}
 }
+
+// The reader pods of claims no pod uses take the helper's container settings and the
+// ConfigMap's readerTolerations and readerPriorityClassName; tolerations that do not
+// parse keep none and say which key.
+func TestHelperPodFromConfigMap(t *testing.T) {
+	cm := &corev1.ConfigMap{Data: map[string]string{
+		"image":                   "registry.example/holdfast:1",
+		"memLimit":                "32Mi",
+		"readerTolerations":       "- key: dedicated\n  operator: Equal\n  value: storage\n  effect: NoSchedule\n",
+		"readerPriorityClassName": "backup-low",
+	}}
+	h, warnings := HelperPodFromConfigMap(cm, "holdfast:dev")
+	if len(warnings) != 0 || h.Image != "registry.example/holdfast:1" || h.PriorityClassName != "backup-low" ||
+		len(h.Tolerations) != 1 || h.Tolerations[0].Key != "dedicated" || h.Tolerations[0].Effect != corev1.TaintEffectNoSchedule ||
+		h.Resources.Limits.Memory().String() != "32Mi" || h.SecurityContext == nil || !*h.SecurityContext.RunAsNonRoot {
+		t.Errorf("got %+v, warnings %v", h, warnings)
+	}
+	h, warnings = HelperPodFromConfigMap(&corev1.ConfigMap{Data: map[string]string{"readerTolerations": "key: not-a-list"}}, "holdfast:dev")
+	if len(h.Tolerations) != 0 || len(warnings) != 1 || !strings.Contains(warnings[0], "readerTolerations") || h.Image != "holdfast:dev" {
+		t.Errorf("got %+v, warnings %v; want no tolerations and a warning naming the key", h, warnings)
+	}
+}

@@ -88,3 +88,83 @@ func TestTheManagerTouchesOnlyThePodsItHolds(t *testing.T) {
 	// Once released, the pod is like any other.
 	denied("the manager deleting a pod it released", manager.Delete(ctx, released, client.DryRunAll), "carries none")
 }
+
+// TestTheManagerCreatesOnlyReaderPods: to back up a claim no pod uses the manager
+// creates a reader pod that mounts it read-only, and deletes it afterwards. The
+// policy lets it create pods of exactly that shape and delete only pods labelled as
+// reader pods, so a stolen manager token cannot start a pod that writes to a claim,
+// runs privileged or carries a token, nor delete an application's pod.
+func TestTheManagerCreatesOnlyReaderPods(t *testing.T) {
+	e := testenv.Require(t, env)
+	installTrust(t, e)
+	ctx := t.Context()
+	ns := e.Namespace(t, nil)
+	manager := as(t, e, rest.ImpersonationConfig{UserName: managerUser, Groups: []string{"system:serviceaccounts", "system:authenticated"}})
+	reader := func(name string) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{
+				"app.kubernetes.io/managed-by": "holdfast", "app.kubernetes.io/component": "claim-reader"}},
+			Spec: corev1.PodSpec{
+				AutomountServiceAccountToken: new(false),
+				Containers: []corev1.Container{{Name: "reader", Image: "holdfast:dev", Args: []string{"pause"},
+					VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data", ReadOnly: true}}}},
+				Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+					PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data", ReadOnly: true}}}},
+			},
+		}
+	}
+	// The policy is in force once the API server has loaded it.
+	notReader := reader("app")
+	notReader.Labels = map[string]string{"app": "db"}
+	if err := testenv.Poll(ctx, 2*time.Minute, func() error {
+		err := manager.Create(ctx, notReader.DeepCopy(), client.DryRunAll)
+		if err == nil {
+			return fmt.Errorf("the manager could still create a pod that is not a reader pod")
+		}
+		if !strings.Contains(err.Error(), "creates only reader pods") {
+			return err
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	denied := func(what string, mutate func(*corev1.Pod)) {
+		t.Helper()
+		p := reader("denied")
+		mutate(p)
+		if err := manager.Create(ctx, p, client.DryRunAll); err == nil || !strings.Contains(err.Error(), "creates only reader pods") {
+			t.Errorf("the manager creating %s: %v, want a denial", what, err)
+		}
+	}
+	denied("a reader pod that mounts its claim writable", func(p *corev1.Pod) { p.Spec.Volumes[0].PersistentVolumeClaim.ReadOnly = false })
+	denied("a reader pod whose mount is writable", func(p *corev1.Pod) { p.Spec.Containers[0].VolumeMounts[0].ReadOnly = false })
+	denied("a reader pod with a token", func(p *corev1.Pod) { p.Spec.AutomountServiceAccountToken = nil })
+	denied("a reader pod on the host's network", func(p *corev1.Pod) { p.Spec.HostNetwork = true })
+	denied("a privileged reader pod", func(p *corev1.Pod) {
+		p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: new(true)}
+	})
+	denied("a reader pod with a hostPath volume", func(p *corev1.Pod) {
+		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "root", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}})
+	})
+	denied("a reader pod with a second container", func(p *corev1.Pod) {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "sidecar", Image: "evil:1"})
+	})
+
+	// What the manager needs: create a reader pod, and delete it.
+	ok := reader("reader")
+	if err := manager.Create(ctx, ok); err != nil {
+		t.Fatalf("the manager creating a reader pod: %v", err)
+	}
+	if err := manager.Delete(ctx, ok, client.Preconditions{UID: &ok.UID}); err != nil {
+		t.Errorf("the manager deleting its reader pod: %v", err)
+	}
+	// An application's pod it still may not delete.
+	app := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns, Labels: map[string]string{"app": "db"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
+	if err := e.Client.Create(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+	if err := manager.Delete(ctx, app, client.DryRunAll); err == nil || !strings.Contains(err.Error(), "carries none") {
+		t.Errorf("the manager deleting an application's pod: %v, want a denial", err)
+	}
+}

@@ -23,6 +23,17 @@ type VolumeBackupPolicySpec struct {
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
 
+	// claimsWithoutPods says what a run does with a bound claim the selector picks
+	// (evaluated with pod = null) that no pod uses: Backup (default) starts a small
+	// read-only reader pod that mounts the claim and backs it up through it, as K8up and
+	// VolSync do (a StatefulSet scaled to zero, a CronJob's claim between runs, a kept
+	// claim); Skip skips it with reason NotMounted. A pod of the application that starts
+	// while the reader pod holds the claim wins: the backup is canceled and the reader
+	// pod deleted.
+	// +optional
+	// +kubebuilder:default=Backup
+	ClaimsWithoutPods ClaimsWithoutPods `json:"claimsWithoutPods,omitempty"`
+
 	// storageLocation is the name of the BackupStorageLocation the backups go to.
 	// +required
 	// +kubebuilder:validation:MinLength=1
@@ -404,3 +415,14 @@ type VolumeBackupPolicyList struct {
 func init() {
 	SchemeBuilder.Register(&VolumeBackupPolicy{}, &VolumeBackupPolicyList{})
 }
+
+// ClaimsWithoutPods is what a run does with a selected claim no pod uses.
+// +kubebuilder:validation:Enum=Backup;Skip
+type ClaimsWithoutPods string
+
+const (
+	// ClaimsWithoutPodsBackup backs the claim up through a reader pod.
+	ClaimsWithoutPodsBackup ClaimsWithoutPods = "Backup"
+	// ClaimsWithoutPodsSkip skips the claim as NotMounted.
+	ClaimsWithoutPodsSkip ClaimsWithoutPods = "Skip"
+)
