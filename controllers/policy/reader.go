@@ -252,7 +252,7 @@ func (r *VolumeBackupPolicyReconciler) reconcileReaders(ctx context.Context, s *
 			}
 		case backup != nil && finished(backup.Status.Phase):
 			why = "its backup ended " + string(backup.Status.Phase)
-		case !exists && run != creatingRun:
+		case !exists && run != creatingRun && !r.backupInAPI(ctx, pod.Namespace, name):
 			why = "it has no backup and run " + run + " is not starting volumes"
 		default:
 			continue
@@ -263,6 +263,18 @@ func (r *VolumeBackupPolicyReconciler) reconcileReaders(ctx context.Context, s *
 		r.event(ctx, s.policy, corev1.EventTypeNormal, "ReaderPodDeleted", "deleted reader pod %s/%s of claim %s: %s", pod.Namespace, pod.Name, claim, why)
 	}
 	return nil
+}
+
+// backupInAPI says whether the API server holds PodVolumeBackup ns/name: the cache
+// may not have seen one created in an earlier pass yet (the event of the policy's own
+// status update can come first), and deleting its reader pod would fail it. An error
+// counts as held: the next pass decides.
+func (r *VolumeBackupPolicyReconciler) backupInAPI(ctx context.Context, ns, name string) bool {
+	if r.APIReader == nil {
+		return false
+	}
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &v1.PodVolumeBackup{})
+	return !apierrors.IsNotFound(err)
 }
 
 // cancelForApp cancels a reader pod's backup because the application started.

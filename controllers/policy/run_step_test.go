@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/internal/identity"
 	"github.com/holdfast-dev/holdfast/test/testenv"
 )
 
@@ -253,6 +254,45 @@ func TestAnEndingRunAsksTheAPIServerForBackupsTheCacheMisses(t *testing.T) {
 			run := p.Status.LastRun
 			if run.Outcome != tt.wantOutcome || !strings.Contains(run.Message, tt.wantMessage) {
 				t.Errorf("the run ended %s (%q), want %s with %q", run.Outcome, run.Message, tt.wantOutcome, tt.wantMessage)
+			}
+		})
+	}
+}
+
+// TestAReaderPodWhoseBackupOnlyTheCacheMissesStays: a reader pod whose backup the
+// cache has not seen yet (created in an earlier pass; the policy's own status event
+// came first) is not deleted as "no backup" once its run stopped creating volumes:
+// that would fail the backup it serves. A reader pod whose backup the API server does
+// not have either is deleted. The fake clients stand for the cache and the API server.
+func TestAReaderPodWhoseBackupOnlyTheCacheMissesStays(t *testing.T) {
+	p := &v1.VolumeBackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p"},
+		Status: v1.VolumeBackupPolicyStatus{LastRun: &v1.RunSummary{Name: "p-run", Outcome: v1.RunOutcomeInProgress,
+			CreationEndTime: &metav1.Time{Time: mustTime("2026-01-02T02:00:00Z")}}}}
+	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "kept"}}
+	for _, tt := range []struct {
+		name      string
+		inAPI     bool
+		wantStays bool
+	}{
+		{name: "the backup exists", inAPI: true, wantStays: true},
+		{name: "no backup", inAPI: false, wantStays: false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			reader := newReaderPod(p, "p-run", pvc, readerDefaults())
+			reader.UID = "uid-reader"
+			cache := fake.NewClientBuilder().WithScheme(testenv.Scheme()).WithObjects(reader).Build()
+			api := fake.NewClientBuilder().WithScheme(testenv.Scheme())
+			if tt.inAPI {
+				api = api.WithObjects(&v1.PodVolumeBackup{ObjectMeta: metav1.ObjectMeta{Namespace: "shop",
+					Name: identity.PodVolumeBackupName("p-run", reader.Name, readerVolume)}})
+			}
+			r := &VolumeBackupPolicyReconciler{Client: cache, APIReader: api.Build(), Recorder: record.NewFakeRecorder(10)}
+			if err := r.reconcileReaders(context.Background(), &scope{policy: p, backups: map[string]*v1.PodVolumeBackup{}}); err != nil {
+				t.Fatal(err)
+			}
+			err := cache.Get(context.Background(), client.ObjectKeyFromObject(reader), &corev1.Pod{})
+			if stays := err == nil; stays != tt.wantStays {
+				t.Errorf("reader pod stays = %v (%v), want %v", stays, err, tt.wantStays)
 			}
 		})
 	}
