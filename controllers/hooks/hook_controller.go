@@ -265,8 +265,8 @@ func (r *HookReconciler) runStage(ctx context.Context, g *group, stage v1.HookSt
 }
 
 // runHook runs one hook, checking first that the pod and its container run.
-func (r *HookReconciler) runHook(ctx context.Context, g *group, stage v1.HookStage, h v1.ResolvedHook) v1.HookOutcome {
-	o := v1.HookOutcome{Name: h.Name, Stage: stage, Container: h.Container, OnError: h.OnError, Outcome: v1.HookFailed,
+func (r *HookReconciler) runHook(ctx context.Context, g *group, stage v1.HookStage, h v1.ResolvedHook) (o v1.HookOutcome) {
+	o = v1.HookOutcome{Name: h.Name, Stage: stage, Container: h.Container, OnError: h.OnError, Outcome: v1.HookFailed,
 		StartTime: &metav1.Time{Time: r.Clock.Now()}}
 	defer func() { o.CompletionTime = &metav1.Time{Time: r.Clock.Now()} }()
 	pod, gone := r.livePod(ctx, g)

@@ -142,6 +142,11 @@ func TestFailingPreHookFailsTheVolumesAndPostStillRuns(t *testing.T) {
 		if got, want := outcomes(b), []string{"Pre/freeze/Failed", "Post/thaw/Succeeded"}; !slices.Equal(got, want) {
 			t.Errorf("%s: outcomes %v, want %v", key.Name, got, want)
 		}
+		for _, h := range b.Status.Hooks {
+			if h.StartTime == nil || h.CompletionTime == nil {
+				t.Errorf("%s: hook %s %s has no start or completion time", key.Name, h.Stage, h.Name)
+			}
+		}
 	}
 	if got, want := execs.commands(ns), []string{"db: fail 1 database is locked", "db: thaw"}; !slices.Equal(got, want) {
 		t.Errorf("commands run %q, want %q (the pre hook after the failed one is not run, the post hook runs once)", got, want)
