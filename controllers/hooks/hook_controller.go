@@ -43,6 +43,9 @@ const maxMessage = 1024
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups,verbs=get;list;watch
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups/status,verbs=get;patch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// Exec over WebSocket is a GET (get), over SPDY a POST (create), and the API server
+// also checks create for the WebSocket upgrade: with either verb alone every hook is
+// forbidden (measured in test/e2e).
 // +kubebuilder:rbac:groups="",resources=pods/exec,verbs=create;get
 // +kubebuilder:rbac:groups="";events.k8s.io,resources=events,verbs=create;patch
 
