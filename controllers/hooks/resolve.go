@@ -16,10 +16,13 @@ import (
 const (
 	veleroPrefixPre  = "pre.hook.backup.velero.io/"
 	veleroPrefixPost = "post.hook.backup.velero.io/"
-	keyContainer     = "container"
-	keyCommand       = "command"
-	keyOnError       = "on-error"
-	keyTimeout       = "timeout"
+	// veleroPrefixLegacy is Velero's older form of the pre hook, without a phase,
+	// which Velero still reads when the pod has no pre.hook annotation.
+	veleroPrefixLegacy = "hook.backup.velero.io/"
+	keyContainer       = "container"
+	keyCommand         = "command"
+	keyOnError         = "on-error"
+	keyTimeout         = "timeout"
 )
 
 // DefaultTimeout is a hook's timeout when none is set, as in Velero.
@@ -32,14 +35,15 @@ const maxTimeout = time.Hour
 // hooks then come from its annotations only, as in Velero.
 func HasAnnotations(pod *corev1.Pod) bool {
 	for k := range pod.Annotations {
-		if strings.HasPrefix(k, veleroPrefixPre) || strings.HasPrefix(k, veleroPrefixPost) {
+		if strings.HasPrefix(k, veleroPrefixPre) || strings.HasPrefix(k, veleroPrefixPost) || strings.HasPrefix(k, veleroPrefixLegacy) {
 			return true
 		}
 	}
 	return false
 }
 
-// FromAnnotations reads the pod's Velero hook annotations with Velero's semantics: the
+// FromAnnotations reads the pod's Velero hook annotations with Velero's semantics
+// (hook.backup.velero.io/* without a phase is the pre hook when no pre.hook.* is set): the
 // command is a JSON array, or a plain string taken as one argument; on-error is Fail
 // (default) or Continue; timeout a Go duration (default 30s); container defaults to
 // the pod's first container. A stage without a command has no hook. A malformed
@@ -50,7 +54,11 @@ func FromAnnotations(pod *corev1.Pod) (*v1.ResolvedHooks, error) {
 		prefix, name string
 		into         *[]v1.ResolvedHook
 	}{{veleroPrefixPre, "pre", &out.Pre}, {veleroPrefixPost, "post", &out.Post}} {
-		h, err := annotationHook(pod, stage.prefix, stage.name)
+		prefix := stage.prefix
+		if prefix == veleroPrefixPre && !hasStage(pod, veleroPrefixPre) && hasStage(pod, veleroPrefixLegacy) {
+			prefix = veleroPrefixLegacy
+		}
+		h, err := annotationHook(pod, prefix, stage.name)
 		if err != nil {
 			return nil, err
 		}
@@ -59,6 +67,16 @@ func FromAnnotations(pod *corev1.Pod) (*v1.ResolvedHooks, error) {
 		}
 	}
 	return out, nil
+}
+
+// hasStage reports whether the pod has an annotation with the prefix.
+func hasStage(pod *corev1.Pod, prefix string) bool {
+	for k := range pod.Annotations {
+		if strings.HasPrefix(k, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 func annotationHook(pod *corev1.Pod, prefix, name string) (*v1.ResolvedHook, error) {
