@@ -116,7 +116,12 @@ func (r *HookReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		return ctrl.Result{}, nil
 	}
 	g := &group{namespace: req.Namespace, run: req.Name[:i], podUID: req.Name[i+1:]}
-	if err := r.readGroup(ctx, g); err != nil || len(g.backups) == 0 {
+	// Most events are the agent's progress writes: the cache tells there is nothing
+	// to do without a request to the API server.
+	if err := r.readGroup(ctx, r.Client, g); err != nil || !g.needsWork() {
+		return ctrl.Result{}, err
+	}
+	if err := r.readGroup(ctx, r.APIReader, g); err != nil || len(g.backups) == 0 {
 		return ctrl.Result{}, err
 	}
 	log := ctrl.LoggerFrom(ctx).WithValues("pod", g.namespace+"/"+g.pod.Name, "run", g.run)
@@ -127,10 +132,32 @@ func (r *HookReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	return ctrl.Result{}, r.reconcilePost(ctx, g)
 }
 
-// readGroup lists the pod's backups of the run from the API server.
-func (r *HookReconciler) readGroup(ctx context.Context, g *group) error {
+// needsWork reports whether a stage is due or a recorded stage is missing on a backup
+// of the pod.
+func (g *group) needsWork() bool {
+	if len(g.backups) == 0 {
+		return false
+	}
+	allFinished := true
+	for _, b := range g.backups {
+		allFinished = allFinished && finished(b.Status.Phase)
+	}
+	for _, b := range g.backups {
+		if len(g.hooks.Pre) > 0 && apimeta.FindStatusCondition(b.Status.Conditions, v1.ConditionPreHooks) == nil && !finished(b.Status.Phase) {
+			return true
+		}
+		if allFinished && apimeta.FindStatusCondition(b.Status.Conditions, v1.ConditionPostHooks) == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// readGroup lists the pod's backups of the run with reader: the cache to see whether
+// there is work, the API server before any hook runs.
+func (r *HookReconciler) readGroup(ctx context.Context, reader client.Reader, g *group) error {
 	var list v1.PodVolumeBackupList
-	if err := r.APIReader.List(ctx, &list, client.InNamespace(g.namespace),
+	if err := reader.List(ctx, &list, client.InNamespace(g.namespace),
 		client.MatchingLabels{v1.LabelRun: g.run, v1.LabelHooks: "true"}); err != nil {
 		return fmt.Errorf("listing the backups of run %s in %s: %w", g.run, g.namespace, err)
 	}

@@ -60,7 +60,7 @@ func (r *VolumeBackupPolicyReconciler) resolveHooks(ctx context.Context, s *scop
 		if h.Pods == "" {
 			return true, nil
 		}
-		expr, err := r.Engine.CompileHookPods(celpolicy.HookPodsField(i), h.Pods)
+		expr, err := s.hookPods(r.Engine, i)
 		if err != nil {
 			return false, err
 		}
@@ -82,4 +82,24 @@ func jitterKey(t target, hooked bool) string {
 		return "pod:" + string(t.pod.UID)
 	}
 	return t.sourcePath
+}
+
+// compiledHookPods is the compiled pods expression of one hook, or why it does not
+// compile.
+type compiledHookPods struct {
+	expr *celpolicy.Expression
+	err  error
+}
+
+// hookPods compiles the pods expression of spec.hooks[i] once per pass.
+func (s *scope) hookPods(engine *celpolicy.Engine, i int) (*celpolicy.Expression, error) {
+	if s.compiledHookPods == nil {
+		s.compiledHookPods = map[int]compiledHookPods{}
+	}
+	c, ok := s.compiledHookPods[i]
+	if !ok {
+		c.expr, c.err = engine.CompileHookPods(celpolicy.HookPodsField(i), s.policy.Spec.Hooks[i].Pods)
+		s.compiledHookPods[i] = c
+	}
+	return c.expr, c.err
 }

@@ -128,6 +128,9 @@ type scope struct {
 	// podHooks is filled by createDueBackups: the hooks of each pod it met, resolved
 	// once per pass.
 	podHooks map[types.UID]podHooks
+	// compiledHookPods is filled by createDueBackups: the pods expression of each
+	// hook, compiled once per pass.
+	compiledHookPods map[int]compiledHookPods
 }
 
 // Reconcile gets the policy, runs the steps in order and patches the status once.
