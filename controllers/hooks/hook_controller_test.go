@@ -10,6 +10,7 @@ import (
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
@@ -151,6 +152,20 @@ func TestFailingPreHookFailsTheVolumesAndPostStillRuns(t *testing.T) {
 	if got, want := execs.commands(ns), []string{"db: fail 1 database is locked", "db: thaw"}; !slices.Equal(got, want) {
 		t.Errorf("commands run %q, want %q (the pre hook after the failed one is not run, the post hook runs once)", got, want)
 	}
+	// The failure is also an event on the pod, where its owner looks.
+	testenv.Eventually(t, "a HookFailed event on the pod", func() error {
+		var list eventsv1.EventList
+		if err := env.Client.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, ev := range list.Items {
+			if ev.Regarding.Kind == "Pod" && ev.Regarding.Name == pod.Name && ev.Reason == v1.ReasonHookFailed &&
+				strings.Contains(ev.Note, "pre hook freeze in container db of pod db-0 failed (onError Fail): exit 1: database is locked") {
+				return nil
+			}
+		}
+		return fmt.Errorf("none among %d events", len(list.Items))
+	})
 }
 
 // A pre hook with onError Continue that fails is recorded and the backups go on; the
