@@ -38,6 +38,7 @@ import (
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/controllers/coverage"
+	"github.com/holdfast-dev/holdfast/controllers/hooks"
 	"github.com/holdfast-dev/holdfast/controllers/monitoring"
 	policyctrl "github.com/holdfast-dev/holdfast/controllers/policy"
 	"github.com/holdfast-dev/holdfast/controllers/restore"
@@ -271,6 +272,15 @@ func runManager(args []string, stderr io.Writer) error {
 	}
 	if err := stranded.Setup(mgr, stranded.Options{Namespace: *namespace, Deadline: *strandedDeadline}); err != nil {
 		return fmt.Errorf("setting up the stranded work guard: %w", err)
+	}
+	// Backup hooks run from the manager, never the agent (docs/security.md).
+	hookExec, err := hooks.NewRemoteExecutor(cfg)
+	if err != nil {
+		return err
+	}
+	if err := (&hooks.HookReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Executor: hookExec,
+		Recorder: mgr.GetEventRecorder("holdfast-hooks")}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the hook controller: %w", err)
 	}
 	// Holdfast's state metrics (docs/monitoring.md), on the metrics endpoint above.
 	if _, err := monitoring.Setup(mgr, monitoring.Options{Namespace: *namespace}); err != nil {

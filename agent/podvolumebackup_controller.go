@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -35,6 +36,9 @@ const (
 	reasonFailed       = "Failed"
 	reasonCanceled     = "Canceled"
 	reasonAgentRestart = "AgentRestarted"
+	// reasonWaitingForHooks: the backup waits for its pod's pre hooks (run by the
+	// manager).
+	reasonWaitingForHooks = "WaitingForPreHooks"
 )
 
 // Reasons of the events that name what a Completed job did not preserve.
@@ -99,6 +103,11 @@ func (r *PodVolumeBackupReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		return ctrl.Result{}, r.end(ctx, pvb, failed(reasonAgentRestart, msgAgentRestarted))
 	case v == verdictCanceledEarly:
 		return ctrl.Result{}, r.end(ctx, pvb, canceled("canceled before the backup started"))
+	}
+	if waitingForPreHooks(pvb) {
+		// The manager runs the pod's pre hooks (it watches the backup) and sets
+		// PreHooks; the volume is not read before.
+		return ctrl.Result{}, r.waitPreHooks(ctx, pvb)
 	}
 	if wait := r.jobs.lockWait(key, time.Now()); wait > 0 {
 		// It found the repository locked: it waits before it is tried again.
@@ -275,6 +284,32 @@ func (r *PodVolumeBackupReconciler) waiting(ctx context.Context, pvb *v1.PodVolu
 		o.Status.Message = msg
 		conditions.MarkReconciling(&o.Status.Conditions, o.Generation, reasonWaiting, msg)
 	})
+}
+
+// waitingForPreHooks reports whether the backup's pod has pre hooks that have not
+// run yet.
+func waitingForPreHooks(pvb *v1.PodVolumeBackup) bool {
+	return pvb.Spec.Hooks != nil && len(pvb.Spec.Hooks.Pre) > 0 &&
+		apimeta.FindStatusCondition(pvb.Status.Conditions, v1.ConditionPreHooks) == nil
+}
+
+// waitPreHooks says in status that the backup waits for its pod's pre hooks. The
+// write is conditional on the version read: a plain merge patch from a cache that has
+// not seen the manager's PreHooks would remove it.
+func (r *PodVolumeBackupReconciler) waitPreHooks(ctx context.Context, pvb *v1.PodVolumeBackup) error {
+	msg := "waiting for the pre hooks of pod " + pvb.Spec.Pod.Name
+	if pvb.Status.Message == msg && pvb.Status.Phase == v1.RunPending {
+		return nil
+	}
+	err := patchStatus(ctx, r.Client, pvb, func(o *v1.PodVolumeBackup) {
+		o.Status.Phase = v1.RunPending
+		o.Status.Message = msg
+		conditions.MarkReconciling(&o.Status.Conditions, o.Generation, reasonWaitingForHooks, msg)
+	}, client.MergeFromWithOptimisticLock{})
+	if apierrors.IsConflict(err) {
+		return nil // changed meanwhile: the watch brings the newer version
+	}
+	return err
 }
 
 func (r *PodVolumeBackupReconciler) backupsOfRepository(ctx context.Context, obj client.Object) []reconcile.Request {

@@ -52,6 +52,11 @@ func TestDocExamples(t *testing.T) {
 					t.Errorf("manifest %s: %v", p.Name, err)
 				}
 			}
+			for i, h := range p.Spec.Hooks {
+				if err := e.ValidateHookPods(HookPodsField(i), h.Pods); err != nil {
+					t.Errorf("manifest %s: %v", p.Name, err)
+				}
+			}
 		}
 		examples++
 	}

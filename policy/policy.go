@@ -59,6 +59,9 @@ const (
 type Engine struct {
 	nsNew, nsStored   *cel.Env
 	volNew, volStored *cel.Env
+	// podNew, podStored compile the pods expression of a hook (spec.hooks[i].pods),
+	// which sees only `namespace` and `pod`.
+	podNew, podStored *cel.Env
 
 	nsSchema, podSchema, volSchema, pvcSchema common.Schema
 	nsSizes, volSizes                         *sizeEstimator
@@ -132,7 +135,49 @@ func NewEngine() (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the volume selector environment: %w", err)
 	}
+	e.podNew, e.podStored, err = build([]*apiservercel.DeclType{nsDecl, podDecl},
+		cel.Variable(nsIdent, nsDecl.CelType()),
+		cel.Variable(VarPod, podDecl.CelType()))
+	if err != nil {
+		return nil, fmt.Errorf("building the hook pods environment: %w", err)
+	}
 	return e, nil
+}
+
+// HookPodsField is the field path of the pods expression of the policy's i-th hook.
+func HookPodsField(i int) string { return fmt.Sprintf("spec.hooks[%d].pods", i) }
+
+// ValidateHookPods checks a new or changed pods expression of a hook (over `namespace`
+// and `pod`) with the strict environment and the selector's limits, naming field in
+// its errors. It returns nil or an ErrorList.
+func (e *Engine) ValidateHookPods(field, expr string) error {
+	_, err := e.compileExpression(e.podNew, field, expr)
+	return err
+}
+
+// CompileHookPods compiles a stored pods expression of a hook with the permissive
+// environment. An empty expression gives a nil *Expression: use MatchPod, for which
+// nil matches every pod.
+func (e *Engine) CompileHookPods(field, expr string) (*Expression, error) {
+	return e.compileExpression(e.podStored, field, expr)
+}
+
+// MatchPod evaluates a hook's pods expression on one pod; a nil Expression (no
+// expression) matches every pod. cache may be nil.
+func (x *Expression) MatchPod(ns *corev1.Namespace, pod *corev1.Pod, cache *Cache) (bool, error) {
+	if x == nil {
+		return true, nil
+	}
+	e := x.engine
+	nsVal, err := cache.value(ns, e.nsSchema)
+	if err != nil {
+		return false, errorf(x.field, ErrorEvaluation, "%v", err)
+	}
+	podVal, err := cache.value(pod, e.podSchema)
+	if err != nil {
+		return false, errorf(x.field, ErrorEvaluation, "%v", err)
+	}
+	return cache.eval(x.prg, x.field, map[string]any{nsIdent: nsVal, VarPod: podVal})
 }
 
 func declType(name string, t reflect.Type) (*apiservercel.DeclType, common.Schema) {

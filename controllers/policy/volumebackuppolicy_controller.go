@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -124,6 +125,12 @@ type scope struct {
 	// backups is set by reconcileSelection: the policy's PodVolumeBackups by
 	// <namespace>/<name>.
 	backups map[string]*v1.PodVolumeBackup
+	// podHooks is filled by createDueBackups: the hooks of each pod it met, resolved
+	// once per pass.
+	podHooks map[types.UID]podHooks
+	// compiledHookPods is filled by createDueBackups: the pods expression of each
+	// hook, compiled once per pass.
+	compiledHookPods map[int]compiledHookPods
 }
 
 // Reconcile gets the policy, runs the steps in order and patches the status once.

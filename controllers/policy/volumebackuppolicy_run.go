@@ -215,7 +215,7 @@ func (r *VolumeBackupPolicyReconciler) createDueBackups(ctx context.Context, s *
 	}
 	repo := identity.RepositoryName(p.Spec.StorageLocation, uploader)
 	repoErr := map[string]error{}
-	var failed []string
+	var failed, invalidHooks []string
 	notDue := 0
 	for _, t := range s.sel.targets {
 		name := backupName(run.Name, t)
@@ -223,7 +223,13 @@ func (r *VolumeBackupPolicyReconciler) createDueBackups(ctx context.Context, s *
 		if created[key] {
 			continue
 		}
-		if at := run.StartTime.Add(jitterOffset(jitter, t.pod.Namespace, t.sourcePath)); at.After(s.now) {
+		hooks, hookErr := r.hooksOf(ctx, s, t)
+		if hookErr != nil {
+			// Not retried: the pod's annotations or the policy's hooks must change.
+			invalidHooks = append(invalidHooks, volumeKey(t)+": "+hookErr.Error())
+			continue
+		}
+		if at := run.StartTime.Add(jitterOffset(jitter, t.pod.Namespace, jitterKey(t, hooks != nil))); at.After(s.now) {
 			notDue++
 			s.requeueAt(at.Sub(s.now))
 			continue
@@ -254,7 +260,7 @@ func (r *VolumeBackupPolicyReconciler) createDueBackups(ctx context.Context, s *
 			repoErr[t.pod.Namespace] = err
 		}
 		if err == nil {
-			err = r.createBackup(ctx, p, run.Name, name, repo, uploader, t)
+			err = r.createBackup(ctx, p, run.Name, name, repo, uploader, t, hooks)
 		}
 		if err != nil {
 			failed = append(failed, volumeKey(t)+": "+err.Error())
@@ -265,7 +271,13 @@ func (r *VolumeBackupPolicyReconciler) createDueBackups(ctx context.Context, s *
 	s.created = created
 	hadFailures := failuresOf(run, ReasonCreateFailed) > 0
 	run.Failures = setFailures(run.Failures, ReasonCreateFailed, failed)
-	run.VolumesSelected = int32(len(created) + len(failed) + notDue)
+	hadInvalidHooks := failuresOf(run, ReasonInvalidHook) > 0
+	run.Failures = setFailures(run.Failures, ReasonInvalidHook, invalidHooks)
+	run.VolumesSelected = int32(len(created) + len(failed) + len(invalidHooks) + notDue)
+	if len(invalidHooks) > 0 && !hadInvalidHooks {
+		r.event(ctx, p, corev1.EventTypeWarning, ReasonInvalidHook, "run %s did not back up %d volumes whose pod's hooks cannot run; first %s",
+			run.Name, len(invalidHooks), invalidHooks[0])
+	}
 	run.VolumesSkipped = p.Status.SkippedVolumes
 	if len(failed) > 0 && !hadFailures {
 		r.event(ctx, p, corev1.EventTypeWarning, "BackupCreateFailed",
@@ -319,7 +331,7 @@ func (r *VolumeBackupPolicyReconciler) ensureRepository(ctx context.Context, p *
 	return nil
 }
 
-func (r *VolumeBackupPolicyReconciler) createBackup(ctx context.Context, p *v1.VolumeBackupPolicy, run, name, repo string, uploader v1.Uploader, t target) error {
+func (r *VolumeBackupPolicyReconciler) createBackup(ctx context.Context, p *v1.VolumeBackupPolicy, run, name, repo string, uploader v1.Uploader, t target, hooks *v1.ResolvedHooks) error {
 	ns := &corev1.Namespace{}
 	if err := r.Get(ctx, client.ObjectKey{Name: t.pod.Namespace}, ns); err != nil {
 		return fmt.Errorf("reading namespace %s: %w", t.pod.Namespace, err)
@@ -351,6 +363,10 @@ func (r *VolumeBackupPolicyReconciler) createBackup(ctx context.Context, p *v1.V
 			ParentSnapshotID: parent,
 		},
 	}
+	if hooks != nil {
+		pvb.Spec.Hooks = hooks
+		pvb.Labels[v1.LabelHooks] = "true"
+	}
 	if err := r.Create(ctx, pvb, client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating PodVolumeBackup %s/%s: %w", pvb.Namespace, pvb.Name, err)
 	}
@@ -375,7 +391,7 @@ func (r *VolumeBackupPolicyReconciler) reconcileLastRun(ctx context.Context, s *
 	if err != nil {
 		return err
 	}
-	createFailed := failuresOf(run, ReasonCreateFailed)
+	createFailed := failuresOf(run, ReasonCreateFailed) + failuresOf(run, ReasonInvalidHook)
 	if run.CreationEndTime != nil && int32(len(pvbs))+createFailed < run.VolumesSelected && r.APIReader != nil {
 		// A selected volume has no backup in the cache. It may have been deleted, or
 		// the cache may not have seen its creation in an earlier pass yet: the event of
@@ -395,12 +411,13 @@ func (r *VolumeBackupPolicyReconciler) reconcileLastRun(ctx context.Context, s *
 	}
 	run.VolumesTotal, run.VolumesCompleted, run.BytesUploaded = sum.total, sum.completed, sum.bytes
 	run.VolumesFailed = sum.failed + createFailed
+	run.HooksFailed = sum.hooksFailed
 	run.Failures = mergeFailures(run.Failures, sum.failures)
 	if run.CreationEndTime == nil {
 		return nil // still creating: InProgress
 	}
 	c := runCounts{selected: run.VolumesSelected, backedUp: sum.completed, failed: run.VolumesFailed,
-		skipped: run.VolumesSkipped, pending: sum.unfinished}
+		skipped: run.VolumesSkipped, pending: sum.unfinished, hooksFailed: sum.hooksFailed, firstHook: sum.firstHook}
 	run.Outcome = runOutcome(c)
 	if run.Outcome == v1.RunOutcomeInProgress {
 		return nil

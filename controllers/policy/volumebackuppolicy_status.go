@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
@@ -35,8 +36,13 @@ type runCounts struct {
 	failed int32
 	// skipped is the number of volumes the selector picked that cannot be backed up.
 	skipped int32
-	// pending is the number of its backups not finished yet.
+	// pending is the number of its backups not finished yet (a finished backup
+	// whose pod's post hooks have not run yet is not finished).
 	pending int32
+	// hooksFailed is the number of hook runs with onError Fail that failed; firstHook
+	// says which was first, in a sentence.
+	hooksFailed int32
+	firstHook   string
 }
 
 // runOutcome is the outcome of a run whose creation has ended. It is Succeeded only
@@ -50,7 +56,7 @@ func runOutcome(c runCounts) v1.RunOutcome {
 		return v1.RunOutcomeFailed // every volume skipped: nothing is protected
 	case c.selected == 0:
 		return v1.RunOutcomeSucceeded // nothing selected, nothing to back up
-	case c.backedUp >= c.selected:
+	case c.backedUp >= c.selected && c.hooksFailed == 0:
 		return v1.RunOutcomeSucceeded
 	case c.backedUp == 0:
 		return v1.RunOutcomeFailed
@@ -65,6 +71,9 @@ func runMessage(c runCounts, failures []v1.RunFailures) string {
 		return fmt.Sprintf("no volume was backed up: the %d selected volumes were all skipped (status.skipped says why)", c.skipped)
 	}
 	if c.backedUp >= c.selected {
+		if c.hooksFailed > 0 {
+			return fmt.Sprintf("every selected volume was backed up, but %d hooks with onError Fail failed; first: %s", c.hooksFailed, c.firstHook)
+		}
 		return ""
 	}
 	var why []string
@@ -74,14 +83,22 @@ func runMessage(c runCounts, failures []v1.RunFailures) string {
 	if missing := c.selected - c.backedUp - c.failed; missing > 0 {
 		why = append(why, fmt.Sprintf("%d whose backup was deleted before it finished", missing))
 	}
-	return fmt.Sprintf("%d of %d selected volumes were not backed up: %s (status.lastRun.failures says which and why)",
+	msg := fmt.Sprintf("%d of %d selected volumes were not backed up: %s (status.lastRun.failures says which and why)",
 		c.selected-c.backedUp, c.selected, strings.Join(why, ", "))
+	if c.hooksFailed > 0 {
+		msg = fmt.Sprintf("%d hooks with onError Fail failed, first: %s; %s", c.hooksFailed, c.firstHook, msg)
+	}
+	return msg
 }
 
 type runSum struct {
 	total, completed, failed, unfinished int32
-	bytes                                int64
-	lastDone                             *metav1.Time
+	// hooksFailed counts the failed hook runs with onError Fail, once per pod;
+	// firstHook describes the first of them.
+	hooksFailed int32
+	firstHook   string
+	bytes       int64
+	lastDone    *metav1.Time
 	// names are <namespace>/<name> of the run's backups.
 	names map[string]bool
 	// failures are <ns>/<pod>/<volume>: <message> by reason (BackupFailed, Canceled).
@@ -90,9 +107,23 @@ type runSum struct {
 
 func summarize(pvbs []v1.PodVolumeBackup) runSum {
 	s := runSum{names: map[string]bool{}, failures: map[string][]string{}}
-	for _, b := range pvbs {
+	hooked := map[string]*v1.PodVolumeBackup{} // the backup of each hooked pod with the most outcomes
+	for i := range pvbs {
+		b := &pvbs[i]
 		s.total++
 		s.names[b.Namespace+"/"+b.Name] = true
+		if b.Spec.Hooks != nil {
+			pod := b.Namespace + "/" + b.Spec.Pod.UID
+			if prev := hooked[pod]; prev == nil || len(b.Status.Hooks) > len(prev.Status.Hooks) {
+				hooked[pod] = b
+			}
+			if finished(b.Status.Phase) && apimeta.FindStatusCondition(b.Status.Conditions, v1.ConditionPostHooks) == nil {
+				// The pod's post hooks run once all its volumes finished: the run
+				// waits for them.
+				s.unfinished++
+				continue
+			}
+		}
 		switch b.Status.Phase {
 		case v1.RunCompleted:
 			s.completed++
@@ -101,6 +132,9 @@ func summarize(pvbs []v1.PodVolumeBackup) runSum {
 			reason := ReasonBackupFailed
 			if b.Status.Phase == v1.RunCanceled {
 				reason = ReasonCanceled
+			}
+			if c := apimeta.FindStatusCondition(b.Status.Conditions, v1.ConditionPreHooks); c != nil && c.Status == metav1.ConditionFalse {
+				reason = ReasonHookFailed
 			}
 			msg := b.Status.Message
 			if why := b.Annotations[AnnotationCancelReason]; why != "" && b.Status.Phase == v1.RunCanceled {
@@ -113,6 +147,24 @@ func summarize(pvbs []v1.PodVolumeBackup) runSum {
 		s.bytes += b.Status.BytesUploaded
 		if t := b.Status.CompletionTime; t != nil && (s.lastDone == nil || t.After(s.lastDone.Time)) {
 			s.lastDone = t
+		}
+	}
+	pods := make([]string, 0, len(hooked))
+	for pod := range hooked {
+		pods = append(pods, pod)
+	}
+	sort.Strings(pods)
+	for _, pod := range pods {
+		b := hooked[pod]
+		for _, h := range b.Status.Hooks {
+			if h.Outcome != v1.HookFailed || h.OnError == v1.HookContinue {
+				continue
+			}
+			s.hooksFailed++
+			if s.firstHook == "" {
+				s.firstHook = fmt.Sprintf("%s hook %s in container %s of pod %s/%s: %s",
+					strings.ToLower(string(h.Stage)), h.Name, h.Container, b.Namespace, b.Spec.Pod.Name, h.Message)
+			}
 		}
 	}
 	return s
@@ -160,10 +212,10 @@ func setFailures(failures []v1.RunFailures, reason string, vols []string) []v1.R
 	return out
 }
 
-// mergeFailures sets the failures of the run's backups (BackupFailed, Canceled) and
-// keeps CreateFailed, which only the create step knows.
+// mergeFailures sets the failures of the run's backups (BackupFailed, Canceled,
+// HookFailed) and keeps CreateFailed and InvalidHook, which only the create step knows.
 func mergeFailures(failures []v1.RunFailures, backups map[string][]string) []v1.RunFailures {
-	for _, reason := range []string{ReasonBackupFailed, ReasonCanceled} {
+	for _, reason := range []string{ReasonBackupFailed, ReasonCanceled, ReasonHookFailed} {
 		failures = setFailures(failures, reason, backups[reason])
 	}
 	return failures

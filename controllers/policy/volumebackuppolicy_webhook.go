@@ -17,8 +17,8 @@ import (
 
 // +kubebuilder:webhook:path=/validate-backup-holdfast-dev-v1alpha1-volumebackuppolicy,mutating=false,failurePolicy=fail,sideEffects=None,groups=backup.holdfast.dev,resources=volumebackuppolicies,verbs=create;update,versions=v1alpha1,name=vvolumebackuppolicy.holdfast.dev,admissionReviewVersions=v1
 
-// VolumeBackupPolicyValidator rejects a policy whose selector or coverage exclusion does
-// not compile, does not return bool or is too costly, and one whose schedule cron or
+// VolumeBackupPolicyValidator rejects a policy whose selector, coverage exclusion or
+// hook pods expression does not compile, does not return bool or is too costly, and one whose schedule cron or
 // time zone is invalid, naming the field.
 type VolumeBackupPolicyValidator struct {
 	Engine *celpolicy.Engine
@@ -31,7 +31,8 @@ func (v *VolumeBackupPolicyValidator) SetupWebhookWithManager(mgr ctrl.Manager) 
 
 // ValidateCreate validates a new policy with the strict environment.
 func (v *VolumeBackupPolicyValidator) ValidateCreate(_ context.Context, p *v1.VolumeBackupPolicy) (admission.Warnings, error) {
-	return nil, v.validate(p, v.Engine.Validate, true, true)
+	errs := v.validateHooks(p, nil)
+	return nil, v.validate(p, v.Engine.Validate, true, true, errs...)
 }
 
 // ValidateUpdate validates a changed selector with the strict environment, and an
@@ -49,7 +50,34 @@ func (v *VolumeBackupPolicyValidator) ValidateUpdate(_ context.Context, old, p *
 	// A stored schedule whose jitter no longer fits (admitted by an older Holdfast)
 	// does not block unrelated edits; changing the schedule checks it.
 	return nil, v.validate(p, check, !equality.Semantic.DeepEqual(old.Spec.Schedule, p.Spec.Schedule),
-		exclusion(old) != exclusion(p))
+		exclusion(old) != exclusion(p), v.validateHooks(p, old)...)
+}
+
+// validateHooks compiles the pods expression of every hook, naming spec.hooks[i].pods:
+// strictly when it is new, with the permissive environment when old already held the
+// same expression.
+func (v *VolumeBackupPolicyValidator) validateHooks(p, old *v1.VolumeBackupPolicy) field.ErrorList {
+	stored := map[string]bool{}
+	if old != nil {
+		for _, h := range old.Spec.Hooks {
+			stored[h.Pods] = true
+		}
+	}
+	var errs field.ErrorList
+	for i, h := range p.Spec.Hooks {
+		name := celpolicy.HookPodsField(i)
+		var err error
+		if stored[h.Pods] {
+			_, err = v.Engine.CompileHookPods(name, h.Pods)
+		} else {
+			err = v.Engine.ValidateHookPods(name, h.Pods)
+		}
+		path := field.NewPath("spec", "hooks").Index(i).Child("pods")
+		for _, e := range celpolicy.Errors(err) {
+			errs = append(errs, expressionError(path, h.Pods, e))
+		}
+	}
+	return errs
 }
 
 // exclusion is the policy's coverage exclusion, or "".
@@ -94,8 +122,8 @@ func (v *VolumeBackupPolicyValidator) ValidateDelete(context.Context, *v1.Volume
 	return nil, nil
 }
 
-func (v *VolumeBackupPolicyValidator) validate(p *v1.VolumeBackupPolicy, check func(v1.VolumeSelector) error, checkJitter, strictExclusion bool) error {
-	errs := v.validateExclusion(p, strictExclusion)
+func (v *VolumeBackupPolicyValidator) validate(p *v1.VolumeBackupPolicy, check func(v1.VolumeSelector) error, checkJitter, strictExclusion bool, more ...*field.Error) error {
+	errs := append(v.validateExclusion(p, strictExclusion), more...)
 	for _, e := range celpolicy.Errors(check(p.Spec.Selector)) {
 		path := field.NewPath("spec", "selector", "volumes")
 		expr := p.Spec.Selector.Volumes

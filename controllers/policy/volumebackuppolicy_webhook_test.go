@@ -41,6 +41,17 @@ func TestWebhookRejectsInvalidPolicies(t *testing.T) {
 		{"coverage exclusion too costly", func(p *v1.VolumeBackupPolicy) {
 			p.Spec.Coverage = &v1.CoverageSpec{Exclude: `pod.spec.containers.all(c, pod.spec.containers.all(d, c.env.all(x, d.env.exists(y, x.name == y.name))))`}
 		}, []string{"spec.coverage.exclude", "estimated worst-case cost"}},
+		// A hook's pods expression is compiled like the selector and its error names
+		// the hook's field (issue 19).
+		{"hook pods misspelt", func(p *v1.VolumeBackupPolicy) {
+			p.Spec.Hooks = []v1.BackupHook{
+				{Name: "ok", Pre: &v1.HookCommand{Command: []string{"true"}}},
+				{Name: "bad", Pods: `pod.metadata.lables["app"] == "db"`, Pre: &v1.HookCommand{Command: []string{"true"}}},
+			}
+		}, []string{"spec.hooks[1].pods", "undefined field 'lables'"}},
+		{"hook pods sees no volume", func(p *v1.VolumeBackupPolicy) {
+			p.Spec.Hooks = []v1.BackupHook{{Name: "bad", Pods: `volume.name == "data"`, Post: &v1.HookCommand{Command: []string{"true"}}}}
+		}, []string{"spec.hooks[0].pods", "undeclared reference to 'volume'"}},
 		{"unknown time zone", func(p *v1.VolumeBackupPolicy) {
 			p.Spec.Schedule = &v1.Schedule{Cron: "0 2 * * *", TimeZone: "Mars/Olympus_Mons"}
 		},

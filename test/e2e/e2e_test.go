@@ -77,6 +77,8 @@ func TestStories(t *testing.T) {
 		{"OneApplyRestoresADeletedNamespace", s.oneApplyRestoresADeletedNamespace},
 		// localpath_test.go
 		{"LocalPathClaimBackedUpAndRestored", s.localPathClaimBackedUpAndRestored},
+		// hooks_test.go
+		{"HooksQuiesceAndResume", s.hooksQuiesceAndResume},
 		// recovery_test.go: the last two take the cluster down and bring up a new one.
 		{"NamespaceDeletedRestoredFromTheStore", s.namespaceDeletedRestoredFromTheStore},
 		{"ClusterLostRestoredFromTheStore", s.clusterLostRestoredFromTheStore},

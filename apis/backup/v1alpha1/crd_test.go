@@ -278,6 +278,14 @@ func TestImmutableFieldsCannotChange(t *testing.T) {
 	if err := env.Client.Update(ctx, moved); err == nil || !strings.Contains(err.Error(), "node is immutable") {
 		t.Errorf("moving a backup to another node: err = %v, want 'node is immutable'", err)
 	}
+	// The hooks the agent waits for are fixed at creation: nobody who may update a
+	// backup adds pre hooks to hold it, or removes them to have it read early.
+	hooked := backup.DeepCopy()
+	hooked.Spec.Hooks = &v1.ResolvedHooks{Pre: []v1.ResolvedHook{{Name: "pre", Source: "annotations", Container: "app",
+		Command: []string{"true"}, Timeout: metav1.Duration{Duration: time.Second}, OnError: v1.HookFail}}}
+	if err := env.Client.Update(ctx, hooked); err == nil || !strings.Contains(err.Error(), "hooks are fixed at creation") {
+		t.Errorf("adding hooks to a backup: err = %v, want 'hooks are fixed at creation'", err)
+	}
 	canceled := backup.DeepCopy()
 	canceled.Spec.Cancel = true
 	if err := env.Client.Update(ctx, canceled); err != nil {

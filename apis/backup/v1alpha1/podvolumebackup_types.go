@@ -6,7 +6,7 @@ import (
 
 // PodVolumeBackupSpec is one volume of one pod to back up in one run. Everything but
 // cancel and tags is fixed at creation.
-// +kubebuilder:validation:XValidation:rule="has(self.claimName) == has(oldSelf.claimName) && has(self.files) == has(oldSelf.files) && has(self.tags) == has(oldSelf.tags) && has(self.parentSnapshotID) == has(oldSelf.parentSnapshotID) && (!has(self.parentSnapshotID) || self.parentSnapshotID == oldSelf.parentSnapshotID)",message="claimName, files, tags and parentSnapshotID are fixed at creation"
+// +kubebuilder:validation:XValidation:rule="has(self.claimName) == has(oldSelf.claimName) && has(self.files) == has(oldSelf.files) && has(self.tags) == has(oldSelf.tags) && has(self.parentSnapshotID) == has(oldSelf.parentSnapshotID) && (!has(self.parentSnapshotID) || self.parentSnapshotID == oldSelf.parentSnapshotID) && has(self.hooks) == has(oldSelf.hooks)",message="claimName, files, tags, parentSnapshotID and hooks are fixed at creation"
 type PodVolumeBackupSpec struct {
 	// node is the node the pod runs on; only that node's agent handles the backup
 	// (a selectable field, so each agent watches only its own node's work).
@@ -85,10 +85,130 @@ type PodVolumeBackupSpec struct {
 	// +kubebuilder:validation:MaxLength=128
 	ParentSnapshotID string `json:"parentSnapshotID,omitempty"`
 
+	// hooks are the commands run in the pod before and after its volumes are backed
+	// up, resolved from the policy's spec.hooks or the pod's Velero hook annotations
+	// when the run created this backup. The agent does not read the volume before
+	// the PreHooks condition is set.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="hooks are immutable"
+	Hooks *ResolvedHooks `json:"hooks,omitempty"`
+
 	// cancel asks the agent to stop the backup; it ends Canceled.
 	// +optional
 	Cancel bool `json:"cancel,omitempty"`
 }
+
+// LabelHooks is set to "true" on a PodVolumeBackup whose pod has hooks, so that the
+// manager's hook controller watches only those.
+const LabelHooks = "backup.holdfast.dev/hooks"
+
+// HookSourceAnnotations is ResolvedHook.source for a hook read from the pod's Velero
+// annotations.
+const HookSourceAnnotations = "annotations"
+
+// ResolvedHooks are the hooks of a pod, in the order they run.
+type ResolvedHooks struct {
+	// pre run, in order, before the pod's volumes are backed up.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	Pre []ResolvedHook `json:"pre,omitempty"`
+	// post run, in order, once every volume of the pod in the run finished.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	Post []ResolvedHook `json:"post,omitempty"`
+}
+
+// ResolvedHook is one command to run in one container.
+type ResolvedHook struct {
+	// name of the hook: the policy hook's name, or pre/post for annotations.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+	// source is the policy hook it comes from, or "annotations".
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Source string `json:"source"`
+	// container the command runs in.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Container string `json:"container"`
+	// command and its arguments.
+	// +required
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=4096
+	Command []string `json:"command"`
+	// timeout of the command.
+	// +required
+	Timeout metav1.Duration `json:"timeout"`
+	// onError: Fail or Continue.
+	// +required
+	OnError HookOnError `json:"onError"`
+}
+
+// HookStage is when a hook runs: Pre or Post.
+// +kubebuilder:validation:Enum=Pre;Post
+type HookStage string
+
+const (
+	HookStagePre  HookStage = "Pre"
+	HookStagePost HookStage = "Post"
+)
+
+// HookResult is how one hook run ended.
+// +kubebuilder:validation:Enum=Succeeded;Failed
+type HookResult string
+
+const (
+	HookSucceeded HookResult = "Succeeded"
+	HookFailed    HookResult = "Failed"
+)
+
+// HookOutcome is what one hook run did.
+type HookOutcome struct {
+	// name of the hook.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+	// stage: Pre or Post.
+	// +required
+	Stage HookStage `json:"stage"`
+	// container the command ran in.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	Container string `json:"container,omitempty"`
+	// outcome: Succeeded or Failed.
+	// +required
+	Outcome HookResult `json:"outcome"`
+	// onError the hook had: a Failed hook with Continue did not stop the backup.
+	// +optional
+	OnError HookOnError `json:"onError,omitempty"`
+	// message is the exit code and the end of the output, in one sentence.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	Message string `json:"message,omitempty"`
+	// startTime is when the command started.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+	// completionTime is when it ended.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+}
+
+// Conditions the manager's hook controller sets on a PodVolumeBackup with hooks, and
+// their reason.
+const (
+	// ConditionPreHooks is True once the pre hooks ran (or failed with Continue),
+	// False when one with onError Fail failed: the volume is then not backed up.
+	ConditionPreHooks = "PreHooks"
+	// ConditionPostHooks is True once the post hooks ran, False when one failed or
+	// could not run.
+	ConditionPostHooks = "PostHooks"
+	// ReasonHookFailed: a hook failed.
+	ReasonHookFailed = "HookFailed"
+	// ReasonHooksSucceeded: every hook ran (a failure with Continue included).
+	ReasonHooksSucceeded = "HooksSucceeded"
+)
 
 // The condition the manager sets on a Completed PodVolumeBackup once it has compared
 // its file count with the earlier backups of the same source, and its reasons.
@@ -117,7 +237,8 @@ type PodVolumeBackupStatus struct {
 
 	// conditions: Ready is True once the snapshot is stored; Stalled when it failed;
 	// FilesDropped (set by the manager) when a Completed backup suddenly holds no or
-	// very few files.
+	// very few files; PreHooks and PostHooks (set by the manager) when the pod has
+	// hooks.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -152,6 +273,11 @@ type PodVolumeBackupStatus struct {
 	// its snapshot; absent when it left nothing out.
 	// +optional
 	Skipped *SkippedEntries `json:"skipped,omitempty"`
+
+	// hooks are the outcomes of the pod's hook runs, pre then post.
+	// +optional
+	// +kubebuilder:validation:MaxItems=32
+	Hooks []HookOutcome `json:"hooks,omitempty"`
 
 	// startTime is when the agent started moving data.
 	// +optional

@@ -63,6 +63,17 @@ type VolumeBackupPolicySpec struct {
 	// +kubebuilder:validation:Enum=Retain;Delete
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
 
+	// hooks are commands run in the containers of a pod before and after its
+	// volumes are backed up, to quiesce an application (flush and freeze a database)
+	// and to resume it. A pod with Velero hook annotations
+	// (pre.hook.backup.velero.io/*, post.hook.backup.velero.io/*) runs those instead.
+	// The manager runs them through the API server's exec, in order.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Hooks []BackupHook `json:"hooks,omitempty"`
+
 	// coverage says which volumes are left unprotected on purpose, so that the
 	// cluster's coverage (VolumeCoverage cluster, holdfast_unprotected_* metrics) does
 	// not report them. It changes nothing about what the policy backs up.
@@ -82,6 +93,79 @@ type CoverageSpec struct {
 	// +kubebuilder:validation:MaxLength=4096
 	Exclude string `json:"exclude,omitempty"`
 }
+
+// BackupHook is a command run in a pod's container before and/or after the pod's
+// volumes are backed up.
+// +kubebuilder:validation:XValidation:rule="has(self.pre) || has(self.post)",message="a hook needs pre, post or both"
+type BackupHook struct {
+	// name identifies the hook in status and events; unique in the policy.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// pods is a CEL expression over `namespace` and `pod`, compiled and limited like
+	// spec.selector.volumes, picking the pods the hook runs in. Empty: every pod
+	// whose volumes the policy backs up. Example: pod.metadata.labels[?"app"].orValue("") == "postgres"
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Pods string `json:"pods,omitempty"`
+
+	// container is the container the commands run in. Default: the pod's first
+	// spec.containers entry. It may name a native sidecar (an init container with
+	// restartPolicy Always).
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	Container string `json:"container,omitempty"`
+
+	// pre runs before the pod's volumes are backed up; none of them is read before
+	// it ended.
+	// +optional
+	Pre *HookCommand `json:"pre,omitempty"`
+
+	// post runs once every volume of the pod in the run finished, whatever the
+	// outcome (also after a failed pre hook: it usually undoes what pre did).
+	// +optional
+	Post *HookCommand `json:"post,omitempty"`
+}
+
+// HookCommand is one command, how long it may take and what its failure does.
+type HookCommand struct {
+	// command is the executable and its arguments, run without a shell (use
+	// ["/bin/sh", "-c", "..."] for one).
+	// +required
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=4096
+	Command []string `json:"command"`
+
+	// timeout is how long the command may run; it then counts as failed. A command
+	// that outlives its timeout may keep running in the container.
+	// +optional
+	// +kubebuilder:default="30s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('1h')",message="timeout must be above 0s and at most 1h"
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// onError says what a failure (a non-zero exit, a timeout, a container that is
+	// not running) does: Fail (default) fails the pod's volumes without backing them
+	// up when it is a pre hook, and the run in any case; Continue records it and
+	// goes on.
+	// +optional
+	// +kubebuilder:default=Fail
+	OnError HookOnError `json:"onError,omitempty"`
+}
+
+// HookOnError is what a failing hook does.
+// +kubebuilder:validation:Enum=Fail;Continue
+type HookOnError string
+
+const (
+	// HookFail: a failing hook fails the pod's volumes (pre) and the run.
+	HookFail HookOnError = "Fail"
+	// HookContinue: a failing hook is recorded and the backup goes on.
+	HookContinue HookOnError = "Continue"
+)
 
 // BackupFiles says which files of a volume a backup leaves out. Each option is off
 // by default: Holdfast, not the volume, decides what is backed up.
@@ -339,6 +423,10 @@ type RunSummary struct {
 	// +listMapKey=reason
 	// +kubebuilder:validation:MaxItems=8
 	Failures []RunFailures `json:"failures,omitempty"`
+	// hooksFailed is the number of hook runs with onError Fail that failed. A run
+	// with a failed hook is never Succeeded, and its message names the first one.
+	// +optional
+	HooksFailed int32 `json:"hooksFailed,omitempty"`
 	// volumesSkipped is the number of selected volumes the run did not back up
 	// (for example InFlight: the previous backup of the volume was still running).
 	// +optional
