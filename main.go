@@ -394,9 +394,15 @@ func runPause(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	// Said only once SIGTERM is caught: from here on it ends the pause with exit 0
+	// rather than killing the process (what a test waits for; a line in the pod's log).
+	fmt.Fprintln(stderr, pauseReadyLine)
 	<-ctx.Done()
 	return nil
 }
+
+// pauseReadyLine is what holdfast pause writes to stderr once SIGTERM ends it cleanly.
+const pauseReadyLine = "holdfast pause: holding the claim until SIGTERM"
 
 func runRestoreWait(args []string, stderr io.Writer) error {
 	fs := newFlagSet(restorewait.Subcommand,
