@@ -392,12 +392,13 @@ func runPause(args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(signals)
 	// Said only once SIGTERM is caught: from here on it ends the pause with exit 0
 	// rather than killing the process (what a test waits for; a line in the pod's log).
 	fmt.Fprintln(stderr, pauseReadyLine)
-	<-ctx.Done()
+	fmt.Fprintf(stderr, "holdfast pause: %s, exiting\n", <-signals)
 	return nil
 }
 

@@ -39,13 +39,16 @@ func TestPauseBlocksUntilSIGTERMAndExitsZero(t *testing.T) {
 	// hang, not a wait: the line comes in milliseconds).
 	lines := bufio.NewScanner(stderr)
 	ready := make(chan bool, 1)
+	rest := make(chan string, 1)
 	var seen []string
 	go func() {
 		for lines.Scan() {
 			seen = append(seen, lines.Text())
 			if lines.Text() == pauseReadyLine {
 				ready <- true
-				_, _ = io.Copy(io.Discard, stderr) // a late write must never block the child
+				// The rest, read to the end so a write never blocks the child.
+				b, _ := io.ReadAll(stderr)
+				rest <- string(b)
 				return
 			}
 		}
@@ -78,6 +81,10 @@ func TestPauseBlocksUntilSIGTERMAndExitsZero(t *testing.T) {
 		}
 		if err != nil {
 			t.Fatal(err)
+		}
+		// It ended because of the signal, not on its own before the signal came.
+		if out, want := <-rest, "holdfast pause: terminated, exiting"; !strings.Contains(out, want) {
+			t.Fatalf("holdfast pause exited 0 without saying %q: it did not wait for SIGTERM; output after ready:\n%s", want, out)
 		}
 	case <-time.After(time.Minute):
 		// A guard against a hang, not a wait: a clean exit takes milliseconds.
