@@ -77,6 +77,8 @@ func TestStories(t *testing.T) {
 		{"OneApplyRestoresADeletedNamespace", s.oneApplyRestoresADeletedNamespace},
 		// localpath_test.go
 		{"LocalPathClaimBackedUpAndRestored", s.localPathClaimBackedUpAndRestored},
+		// scaledzero_test.go
+		{"StatefulSetScaledToZeroBackedUp", s.statefulSetScaledToZeroBackedUp},
 		// recovery_test.go: the last two take the cluster down and bring up a new one.
 		{"NamespaceDeletedRestoredFromTheStore", s.namespaceDeletedRestoredFromTheStore},
 		{"ClusterLostRestoredFromTheStore", s.clusterLostRestoredFromTheStore},
@@ -105,6 +107,8 @@ type stories struct {
 	wikiSums string
 	// rebuilt says that the cluster was lost and a new one runs.
 	rebuilt bool
+	// vaultSums are the scaled-to-zero StatefulSet's checksums before its backup.
+	vaultSums string
 }
 
 // The emptyDir volume of the cache Deployment and the claim volume of the db

@@ -1,0 +1,127 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	policyctrl "github.com/holdfast-dev/holdfast/controllers/policy"
+)
+
+// The scaled-to-zero stories' objects (manifests/vault*.yaml).
+const (
+	vaultNamespace = "vault"
+	vaultPolicy    = "vault-claims"
+	vaultClaim     = "data-vault-0"
+	vaultFiles     = "cd /data && find . -type f | sort | xargs sha256sum"
+)
+
+// vaultPVPath is the local PV of the vault StatefulSet, under the state directory so
+// that teardown removes it.
+func (s *stories) vaultPVPath() string {
+	return filepath.Join(s.e.Cluster.StateDir, "local-volumes", "vault-data-0")
+}
+
+// statefulSetScaledToZeroBackedUp: a StatefulSet scaled to zero for maintenance
+// keeps its claim, and no pod uses it. The policy's run backs the claim up anyway,
+// through a reader pod the manager starts and deletes, continuing the claim's chain
+// /pvc/<claim>.
+func (s *stories) statefulSetScaledToZeroBackedUp(t *testing.T) {
+	ctx := t.Context()
+	e := s.e
+	if err := os.MkdirAll(s.vaultPVPath(), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	s.parent.Cleanup(func() { s.removeVault(s.parent) })
+	m, err := e.Manifest("vault.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = strings.ReplaceAll(m, "VAULT_PV_PATH", s.vaultPVPath())
+	e.Log("deploying the namespace %s: a StatefulSet whose claim %s lies on a local PV", vaultNamespace, vaultClaim)
+	if _, err := e.Kubectl(ctx, m, "apply", "--server-side", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.PodIn(ctx, vaultNamespace, map[string]string{"app": "vault"}, 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if s.vaultSums, err = e.Kubectl(ctx, "", "-n", vaultNamespace, "exec", "vault-0", "--", "sh", "-c", vaultFiles); err != nil {
+		t.Fatal(err)
+	}
+
+	e.Log("scaling the StatefulSet to zero: the claim stays, no pod uses it")
+	if _, err := e.Kubectl(ctx, "", "-n", vaultNamespace, "scale", "statefulset/vault", "--replicas=0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.waitNoPods(ctx, client.MatchingLabels{"app": "vault"}); err != nil {
+		t.Fatal(err)
+	}
+
+	run, err := e.RunPolicyNamed(ctx, vaultPolicy, "scaled-to-zero-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(run.Backups) != 1 {
+		t.Fatalf("the run's backups: %+v; want the claim %s's", run.Backups, vaultClaim)
+	}
+	b := run.Backups[0]
+	if b.Spec.SourcePath != "/pvc/"+vaultClaim || b.Spec.ClaimName != vaultClaim || b.Status.Phase != backupv1alpha1.RunCompleted {
+		t.Errorf("backup %s: source %s, claim %s, phase %s (%s); want /pvc/%s, Completed", b.Name, b.Spec.SourcePath, b.Spec.ClaimName, b.Status.Phase, b.Status.Message, vaultClaim)
+	}
+	if !strings.HasPrefix(b.Spec.Pod.Name, vaultClaim+"-reader-") {
+		t.Errorf("backup %s was made through pod %s, want the claim's reader pod", b.Name, b.Spec.Pod.Name)
+	}
+	if lr := run.Policy.Status.LastRun; lr.Outcome != backupv1alpha1.RunOutcomeSucceeded || lr.VolumesCompleted != 1 {
+		t.Errorf("last run: %+v; want Succeeded with one volume", lr)
+	}
+	e.Log("waiting for the reader pod %s to be gone", b.Spec.Pod.Name)
+	if err := s.waitNoPods(ctx, client.MatchingLabels{policyctrl.LabelComponent: policyctrl.ComponentReader}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.show(ctx, "A claim no pod uses, backed up through a reader pod that is gone afterwards:", "describe", "vbp", vaultPolicy); err != nil {
+		t.Error(err)
+	}
+}
+
+// waitNoPods waits until no pod of the vault namespace matches sel, not even one
+// terminating.
+func (s *stories) waitNoPods(ctx context.Context, sel client.MatchingLabels) error {
+	var left []string
+	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods := &corev1.PodList{}
+		if err := s.e.Client.List(ctx, pods, client.InNamespace(vaultNamespace), sel); err != nil {
+			left = []string{err.Error()}
+			return false, nil
+		}
+		left = nil
+		for _, p := range pods.Items {
+			left = append(left, p.Name+" ("+string(p.Status.Phase)+")")
+		}
+		return len(left) == 0, nil
+	})
+	if err != nil {
+		return s.e.withPodState(ctx, vaultNamespace, fmt.Errorf("pods %v still there: %v: %w", sel, left, err))
+	}
+	return nil
+}
+
+// removeVault deletes what the stories deployed.
+func (s *stories) removeVault(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := s.e.DeleteNamespace(ctx, vaultNamespace); err != nil {
+		t.Errorf("removing the story's namespace: %v", err)
+	}
+	if _, err := s.e.Kubectl(ctx, "", "delete", "--ignore-not-found", "--timeout=2m", "vbp/"+vaultPolicy, "pv/vault-data-0", "storageclass/vault-local"); err != nil {
+		t.Errorf("removing the story's policy, volume and storage class: %v", err)
+	}
+}
