@@ -253,7 +253,8 @@ func runManager(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := (&restore.VolumeRestoreReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Catalog: catalog}).SetupWithManager(mgr); err != nil {
+	if err := (&restore.VolumeRestoreReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Catalog: catalog,
+		Writer: restore.WriterOptions{Namespace: *namespace, Image: *restoreHelperImage}}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the restore controller: %w", err)
 	}
 	if err := (&restore.HeldPodReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {

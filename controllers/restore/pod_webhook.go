@@ -291,6 +291,11 @@ func holding(restores []v1.VolumeRestore, pod *corev1.Pod, now time.Time) []*v1.
 		if vr.Status.Phase.IsFinal() || !vr.DeletionTimestamp.IsZero() || !now.Before(vr.PendingDeadlineOf()) {
 			continue
 		}
+		if vr.Spec.ClaimSelector != nil {
+			// It restores claims, through writer pods, and holds no pod: its empty
+			// podSelector would select them all.
+			continue
+		}
 		sel, err := metav1.LabelSelectorAsSelector(&vr.Spec.PodSelector)
 		if err != nil || !sel.Matches(labels.Set(pod.Labels)) {
 			continue

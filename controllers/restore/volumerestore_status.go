@@ -31,6 +31,8 @@ type restoreTally struct {
 	toCome int
 	// waitReason and waitMessage say why nothing is restored yet (waitingMessage).
 	waitReason, waitMessage string
+	// claimOf is the claim each PodVolumeRestore restores, by name.
+	claimOf map[string]string
 }
 
 // tallyRestores counts the PodVolumeRestores of a restore with the volumes that have
@@ -40,7 +42,7 @@ type restoreTally struct {
 // phase, and counted once, as that PodVolumeRestore (a claim is one volume restored,
 // however many pods mount it).
 func tallyRestores(existing []v1.PodVolumeRestore, missing, skipped, served []v1.RestoreVolumeStatus, unscheduled int) restoreTally {
-	t := restoreTally{unscheduled: unscheduled}
+	t := restoreTally{unscheduled: unscheduled, claimOf: map[string]string{}}
 	t.volumes = append(t.volumes, missing...)
 	t.volumes = append(t.volumes, skipped...)
 	byName := map[string]*v1.PodVolumeRestore{}
@@ -62,6 +64,7 @@ func tallyRestores(existing []v1.PodVolumeRestore, missing, skipped, served []v1
 		t.volumes = append(t.volumes, st)
 	}
 	for _, pvr := range existing {
+		t.claimOf[pvr.Name] = pvr.Annotations[annotationClaim]
 		st := v1.RestoreVolumeStatus{Pod: pvr.Spec.Pod.Name, Volume: pvr.Spec.Volume, PodVolumeRestore: pvr.Name,
 			SnapshotID: pvr.Spec.SnapshotID, Phase: pvr.Status.Phase, Message: volumeMessage(&pvr)}
 		if st.Phase == "" {
