@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/identity"
 )
@@ -175,7 +176,15 @@ func (r *VolumeRestoreReconciler) createClaimRestores(ctx context.Context, sc *s
 			continue
 		}
 		vp := volumePlan{SourcePath: path, Point: point}
-		app, volume := applicationUsing(cs.pods, claim)
+		heldHere := func(pod *corev1.Pod) bool { return restorewait.Holds(pod, string(vr.UID)) }
+		app, volume := applicationUsing(cs.pods, claim, func(pod *corev1.Pod) bool { return !heldHere(pod) })
+		// The pod to restore through: a running one (under Overwrite), else one that
+		// restore-wait holds for this restore before any writer pod restored the claim,
+		// as a podSelector restore restores its held pods.
+		through, throughVolume := app, volume
+		if app == nil {
+			through, throughVolume = applicationUsing(cs.pods, claim, heldHere)
+		}
 		switch {
 		case app != nil && skippedBefore[claim] || app != nil && !r.overwrites(sc):
 			cs.inUse[claim] = true
@@ -189,12 +198,12 @@ func (r *VolumeRestoreReconciler) createClaimRestores(ctx context.Context, sc *s
 			sc.skipped = append(sc.skipped, previousSkip(vr, claim))
 			sc.skippedPods++
 			continue
-		case app != nil && app.Spec.NodeName == "":
-			cs.waiting = append(cs.waiting, fmt.Sprintf("pod %s, which uses claim %s, to be scheduled", app.Name, claim))
+		case through != nil && through.Spec.NodeName == "":
+			cs.waiting = append(cs.waiting, fmt.Sprintf("pod %s, which uses claim %s, to be scheduled", through.Name, claim))
 			continue
-		case app != nil:
-			vp.Volume = volume
-			pvr, err := r.createClaimRestore(ctx, vr, app, claim, vp)
+		case through != nil:
+			vp.Volume = throughVolume
+			pvr, err := r.createClaimRestore(ctx, vr, through, claim, vp)
 			if err != nil {
 				return false, err
 			}
@@ -337,8 +346,12 @@ func (r *VolumeRestoreReconciler) cleanWriters(ctx context.Context, sc *scope, f
 		return fmt.Errorf("listing the writer pods of VolumeRestore %s/%s: %w", vr.Namespace, vr.Name, err)
 	}
 	byPod := map[string]*v1.PodVolumeRestore{}
+	restoredBy := map[string]string{} // claim: the pod its PodVolumeRestore writes through
 	for i := range sc.existing {
 		byPod[sc.existing[i].Spec.Pod.UID] = &sc.existing[i]
+		if claim := sc.existing[i].Annotations[annotationClaim]; claim != "" {
+			restoredBy[claim] = sc.existing[i].Spec.Pod.Name
+		}
 	}
 	for i := range pods.Items {
 		pod := &pods.Items[i]
@@ -355,6 +368,8 @@ func (r *VolumeRestoreReconciler) cleanWriters(ctx context.Context, sc *scope, f
 			why = "the restore ended " + string(vr.Status.Phase)
 		case pvr == nil && sc.claims != nil && sc.claims.inUse[claim]:
 			why = "a pod of the application uses claim " + claim
+		case pvr == nil && restoredBy[claim] != "":
+			why = fmt.Sprintf("claim %s is restored through pod %s, which waits for it", claim, restoredBy[claim])
 		default:
 			continue
 		}
@@ -377,12 +392,12 @@ func ownedBy(pod *corev1.Pod, vr *v1.VolumeRestore) bool {
 	return false
 }
 
-// applicationUsing is a pod among pods, not a claim pod of Holdfast, that mounts
-// claim, and the name of its volume; nil when none does.
-func applicationUsing(pods []corev1.Pod, claim string) (*corev1.Pod, string) {
+// applicationUsing is a pod among pods for which which holds, not a claim pod of
+// Holdfast, that mounts claim, and the name of its volume; nil when none does.
+func applicationUsing(pods []corev1.Pod, claim string, which func(*corev1.Pod) bool) (*corev1.Pod, string) {
 	for i := range pods {
 		pod := &pods[i]
-		if IsClaimPod(pod, ComponentReader) || IsClaimPod(pod, ComponentWriter) {
+		if IsClaimPod(pod, ComponentReader) || IsClaimPod(pod, ComponentWriter) || !which(pod) {
 			continue
 		}
 		for i := range pod.Spec.Volumes {
