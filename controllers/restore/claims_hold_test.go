@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
@@ -115,5 +116,21 @@ func TestAClaimRestoreHoldsNoOtherPod(t *testing.T) {
 	pod := createPod(t, ns, "other-0", map[string]string{"app": "other"}, "", nil, claimVolume("data", "other"))
 	if len(pod.Spec.InitContainers) != 0 {
 		t.Errorf("a pod whose claim no restore selects was held: init containers %+v", pod.Spec.InitContainers)
+	}
+}
+
+// holding, which the webhook and the held-pod controller use for podSelector
+// restores, never takes a claim restore: its empty podSelector would select every pod
+// (gate it, release it).
+func TestHoldingLeavesClaimRestoresOut(t *testing.T) {
+	now := time.Now()
+	claims := v1.VolumeRestore{Spec: v1.VolumeRestoreSpec{ClaimSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "vault"}}}}
+	claims.CreationTimestamp = metav1.NewTime(now)
+	pods := v1.VolumeRestore{Spec: v1.VolumeRestoreSpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "vault"}}}}
+	pods.CreationTimestamp = metav1.NewTime(now)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "vault"}}}
+	got := holding([]v1.VolumeRestore{claims, pods}, pod, now)
+	if len(got) != 1 || got[0].Spec.ClaimSelector != nil {
+		t.Errorf("holding took %d restore(s) (%+v), want only the podSelector one", len(got), got)
 	}
 }
