@@ -502,6 +502,7 @@ func claimsWaitingFor(sc *scope) (reason, msg string) {
 // claimVolumes names the entries of a claim restore by claim: the claim of each
 // PodVolumeRestore (its annotation) is its claim and volume.
 func (t *restoreTally) claimVolumes() {
+	t.claims = true
 	for i := range t.volumes {
 		v := &t.volumes[i]
 		if v.Claim != "" {

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/internal/conditions"
 	"github.com/holdfast-dev/holdfast/test/testenv"
 )
 
@@ -193,6 +194,9 @@ func TestAClaimNoPodUsesIsRestoredThroughAWriterPod(t *testing.T) {
 	testenv.Eventually(t, "a WriterPodDeleted event", func() error {
 		return eventOf(t, ns, "vault", "WriterPodDeleted", "its restore ended Completed")
 	})
+	if msg := conditions.ReadyMessage(getRestore(t, ns, "vault").Status.Conditions); msg != "restored 1 claim(s)" {
+		t.Errorf("Ready message %q, want it to count claims", msg)
+	}
 }
 
 // A writer pod of a restore whose PodVolumeRestore ended while no manager ran is found
