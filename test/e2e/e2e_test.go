@@ -79,6 +79,7 @@ func TestStories(t *testing.T) {
 		{"LocalPathClaimBackedUpAndRestored", s.localPathClaimBackedUpAndRestored},
 		// scaledzero_test.go
 		{"StatefulSetScaledToZeroBackedUp", s.statefulSetScaledToZeroBackedUp},
+		{"StatefulSetClaimsRestoredBeforeScaleUp", s.statefulSetClaimsRestoredBeforeScaleUp},
 		// recovery_test.go: the last two take the cluster down and bring up a new one.
 		{"NamespaceDeletedRestoredFromTheStore", s.namespaceDeletedRestoredFromTheStore},
 		{"ClusterLostRestoredFromTheStore", s.clusterLostRestoredFromTheStore},

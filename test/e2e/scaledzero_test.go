@@ -125,3 +125,94 @@ func (s *stories) removeVault(t *testing.T) {
 		t.Errorf("removing the story's policy, volume and storage class: %v", err)
 	}
 }
+
+// statefulSetClaimsRestoredBeforeScaleUp: the vault's disk is lost while it is
+// scaled to zero. The user deletes the StatefulSet and its claim, makes the claim
+// again (the name and labels the StatefulSet gives it) on a new empty volume, restores
+// it with a VolumeRestore that selects claims, and only then creates the StatefulSet
+// and scales it up: its pod starts on the data of the backup, byte for byte, and no
+// writer pod is left.
+func (s *stories) statefulSetClaimsRestoredBeforeScaleUp(t *testing.T) {
+	ctx := t.Context()
+	e := s.e
+	if s.vaultSums == "" {
+		t.Fatal("the scaled-to-zero story did not back the vault up")
+	}
+	e.Log("losing the vault's disk: deleting the StatefulSet, its claim and volume, and the volume's files")
+	if _, err := e.Kubectl(ctx, "", "-n", vaultNamespace, "delete", "statefulset/vault", "pvc/"+vaultClaim, "--wait=true"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Kubectl(ctx, "", "delete", "pv/vault-data-0", "--wait=true"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(s.vaultPVPath()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(s.vaultPVPath(), 0o777); err != nil {
+		t.Fatal(err)
+	}
+
+	e.Log("making the claim %s again, empty, and restoring it: VolumeRestore vault-back with claimSelector app=vault", vaultClaim)
+	m, err := e.Manifest("vault-restore.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = strings.ReplaceAll(m, "VAULT_PV_PATH", s.vaultPVPath())
+	if _, err := e.Kubectl(ctx, m, "apply", "--server-side", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	vr, err := e.WaitRestoreIn(ctx, vaultNamespace, "vault-back")
+	if err != nil {
+		for _, args := range [][]string{
+			{"-n", vaultNamespace, "get", "pvc,pvr,pods", "-o", "wide"},
+			{"-n", vaultNamespace, "describe", "pvr"},
+			{"-n", "holdfast-system", "logs", "daemonset/holdfast-agent", "--tail=30"},
+		} {
+			out, kerr := e.Kubectl(context.Background(), "", args...)
+			t.Logf("$ kubectl %s\n%s%v", strings.Join(args, " "), out, kerr)
+		}
+		t.Fatal(err)
+	}
+	if len(vr.Status.Volumes) != 1 || vr.Status.Volumes[0].Claim != vaultClaim || !strings.HasPrefix(vr.Status.Volumes[0].Pod, vaultClaim+"-writer-") ||
+		vr.Status.Volumes[0].Phase != backupv1alpha1.RunCompleted {
+		t.Errorf("status.volumes %+v; want the claim %s restored through its writer pod", vr.Status.Volumes, vaultClaim)
+	}
+	if err := s.waitNoPods(ctx, client.MatchingLabels{"app.kubernetes.io/component": "claim-writer"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.show(ctx, "A claim restored before its StatefulSet is scaled up, through a writer pod that is gone afterwards:", "-n", vaultNamespace, "describe", "vr", "vault-back"); err != nil {
+		t.Error(err)
+	}
+
+	e.Log("creating the StatefulSet at zero replicas, then scaling it up")
+	m, err = e.Manifest("vault.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The StatefulSet alone: the volume and the claim are the restored ones.
+	var sts string
+	for _, doc := range strings.Split(m, "\n---\n") {
+		if strings.Contains(doc, "\nkind: StatefulSet\n") {
+			sts = strings.Replace(doc, "  replicas: 1\n", "  replicas: 0\n", 1)
+		}
+	}
+	if _, err := e.Kubectl(ctx, sts, "apply", "--server-side", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Kubectl(ctx, "", "-n", vaultNamespace, "scale", "statefulset/vault", "--replicas=1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.PodIn(ctx, vaultNamespace, map[string]string{"app": "vault"}, 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	after, err := e.Kubectl(ctx, "", "-n", vaultNamespace, "exec", "vault-0", "--", "sh", "-c", vaultFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after != s.vaultSums || !strings.Contains(after, "./keys/master.key") {
+		t.Errorf("the vault's files after the restore:\n%s\nwant, as backed up:\n%s", after, s.vaultSums)
+	}
+	if logs, err := e.Kubectl(ctx, "", "-n", vaultNamespace, "logs", "vault-0"); err != nil || !strings.Contains(logs, "vault: found existing data") {
+		t.Errorf("the vault's log %q (%v); want it to start on its restored data", logs, err)
+	}
+}
