@@ -254,7 +254,8 @@ func runManager(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := (&restore.VolumeRestoreReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Catalog: catalog}).SetupWithManager(mgr); err != nil {
+	if err := (&restore.VolumeRestoreReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Catalog: catalog,
+		Writer: restore.WriterOptions{Namespace: *namespace, Image: *restoreHelperImage}}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the restore controller: %w", err)
 	}
 	if err := (&restore.HeldPodReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
@@ -402,11 +403,18 @@ func runPause(args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	<-ctx.Done()
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(signals)
+	// Said only once SIGTERM is caught: from here on it ends the pause with exit 0
+	// rather than killing the process (what a test waits for; a line in the pod's log).
+	fmt.Fprintln(stderr, pauseReadyLine)
+	fmt.Fprintf(stderr, "holdfast pause: %s, exiting\n", <-signals)
 	return nil
 }
+
+// pauseReadyLine is what holdfast pause writes to stderr once SIGTERM ends it cleanly.
+const pauseReadyLine = "holdfast pause: holding the claim until SIGTERM"
 
 func runRestoreWait(args []string, stderr io.Writer) error {
 	fs := newFlagSet(restorewait.Subcommand,

@@ -2,16 +2,12 @@ package policy
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
@@ -27,19 +23,17 @@ import (
 // a manager that restarts finds them again (reconcileReaders).
 const (
 	// LabelComponent is app.kubernetes.io/component; reader pods have ComponentReader.
-	LabelComponent = "app.kubernetes.io/component"
+	LabelComponent = restore.LabelComponent
 	// ComponentReader marks Holdfast's reader pods.
-	ComponentReader = "claim-reader"
+	ComponentReader = restore.ComponentReader
 	// AnnotationCancelReason on a PodVolumeBackup says why the manager canceled it;
 	// the run reports it for the Canceled volume.
 	AnnotationCancelReason = "backup.holdfast.dev/cancel-reason"
 	// readerVolume is the name of the claim's volume in a reader pod.
-	readerVolume = "data"
-	// readerContainer is the name of a reader pod's only container.
-	readerContainer = "reader"
+	readerVolume = restore.ClaimPodVolume
 	// PauseSubcommand is the holdfast command a reader pod runs: it sleeps until
 	// SIGTERM.
-	PauseSubcommand = "pause"
+	PauseSubcommand = restore.PauseSubcommand
 	// DefaultReaderStartTimeout is how long a run waits for a reader pod to run.
 	DefaultReaderStartTimeout = 2 * time.Minute
 )
@@ -47,18 +41,13 @@ const (
 // IsReaderPod says whether pod is one of Holdfast's reader pods: not an application
 // pod, whatever claim it mounts.
 func IsReaderPod(pod *corev1.Pod) bool {
-	return pod.Labels[v1.LabelManagedBy] == v1.ManagedByValue && pod.Labels[LabelComponent] == ComponentReader
+	return restore.IsClaimPod(pod, ComponentReader)
 }
 
 // readerPodName is the reader pod of a claim in one run: <claim>-reader-<hash of run
 // and claim>, at most 63 characters.
 func readerPodName(run, claim string) string {
-	sum := sha256.Sum256([]byte(run + "/" + claim))
-	prefix := claim
-	if len(prefix) > 40 {
-		prefix = strings.TrimRight(prefix[:40], "-.")
-	}
-	return prefix + "-reader-" + hex.EncodeToString(sum[:])[:10]
+	return restore.ClaimPodName("reader", run, claim)
 }
 
 // backupName is the name of a target's PodVolumeBackup in run.
@@ -93,65 +82,24 @@ func (o ReaderOptions) startTimeout() time.Duration {
 // readerPriorityClassName keys of the same ConfigMap. A value that does not parse
 // keeps the default; the warnings say which.
 func (r *VolumeBackupPolicyReconciler) readerSettings(ctx context.Context) (restore.HelperPod, []string, error) {
-	var cm *corev1.ConfigMap
-	if r.Reader.Namespace != "" && r.APIReader != nil {
-		cm = &corev1.ConfigMap{}
-		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: r.Reader.Namespace, Name: restore.HelperConfigMapName}, cm)
-		if apierrors.IsNotFound(err) {
-			cm = nil
-		} else if err != nil {
-			return restore.HelperPod{}, nil, fmt.Errorf("reading ConfigMap %s/%s: %w", r.Reader.Namespace, restore.HelperConfigMapName, err)
-		}
-	}
-	image := r.Reader.Image
-	if image == "" {
-		image = "holdfast:dev"
-	}
-	h, warnings := restore.HelperPodFromConfigMap(cm, image)
-	return h, warnings, nil
+	return restore.ReadHelperPod(ctx, r.APIReader, r.Reader.Namespace, r.Reader.Image)
 }
 
 // newReaderPod is the reader pod of claim pvc in run of policy p.
 func newReaderPod(p *v1.VolumeBackupPolicy, run string, pvc *corev1.PersistentVolumeClaim, h restore.HelperPod) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      readerPodName(run, pvc.Name),
-			Namespace: pvc.Namespace,
-			Labels: map[string]string{
-				v1.LabelManagedBy: v1.ManagedByValue, LabelComponent: ComponentReader,
-				v1.LabelPolicy: policyLabel(p.Name), v1.LabelRun: run,
-				// Nothing to restore into a pod that only reads.
-				restore.LabelSkipRestoreWait: "true",
-			},
-			Annotations: map[string]string{annotationClaim: pvc.Name},
-			// The policy, cluster-scoped, owns it: the PodVolumeBackup cannot, as it
-			// names the pod's UID and so comes after it. reconcileReaders deletes it
-			// once its backup ends.
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: v1.GroupVersion.String(), Kind: "VolumeBackupPolicy", Name: p.Name, UID: p.UID}},
-		},
-		Spec: corev1.PodSpec{
-			RestartPolicy:                 corev1.RestartPolicyNever,
-			AutomountServiceAccountToken:  ptr.To(false),
-			EnableServiceLinks:            ptr.To(false),
-			TerminationGracePeriodSeconds: ptr.To[int64](5),
-			PriorityClassName:             h.PriorityClassName,
-			Tolerations:                   h.Tolerations,
-			Containers: []corev1.Container{{
-				Name:            readerContainer,
-				Image:           h.Image,
-				Args:            []string{PauseSubcommand},
-				Resources:       h.Resources,
-				SecurityContext: h.SecurityContext,
-				VolumeMounts:    []corev1.VolumeMount{{Name: readerVolume, MountPath: "/data", ReadOnly: true}},
-			}},
-			Volumes: []corev1.Volume{{Name: readerVolume, VolumeSource: corev1.VolumeSource{
-				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: pvc.Name, ReadOnly: true}}}},
-		},
-	}
+	return restore.NewClaimPod(restore.ClaimPod{
+		Name: readerPodName(run, pvc.Name), Namespace: pvc.Namespace, Claim: pvc.Name,
+		Component: ComponentReader,
+		Labels:    map[string]string{v1.LabelPolicy: policyLabel(p.Name), v1.LabelRun: run},
+		// The policy, cluster-scoped, owns it: the PodVolumeBackup cannot, as it names
+		// the pod's UID and so comes after it. reconcileReaders deletes it once its
+		// backup ends.
+		Owner: metav1.OwnerReference{APIVersion: v1.GroupVersion.String(), Kind: "VolumeBackupPolicy", Name: p.Name, UID: p.UID},
+	}, h)
 }
 
 // annotationClaim on a reader pod names the claim it reads.
-const annotationClaim = "backup.holdfast.dev/claim"
+const annotationClaim = restore.AnnotationClaimPod
 
 // ensureReader creates the reader pod of target t in run unless it exists (or create
 // is false: the run's deadline passed), and returns it when it runs on a node;

@@ -1,14 +1,17 @@
 package restore
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
@@ -172,4 +175,26 @@ func HelperPodFromConfigMap(cm *corev1.ConfigMap, image string) (HelperPod, []st
 	}
 	out.PriorityClassName = cm.Data["readerPriorityClassName"]
 	return out, warnings
+}
+
+// ReadHelperPod reads the HelperPod of the ConfigMap HelperConfigMapName in the
+// operator namespace through r (uncached: the manager does not watch ConfigMaps);
+// image is the default image ("holdfast:dev" when empty). No namespace or reader:
+// the defaults. A value that does not parse keeps the default; the warnings say which.
+func ReadHelperPod(ctx context.Context, r client.Reader, namespace, image string) (HelperPod, []string, error) {
+	var cm *corev1.ConfigMap
+	if namespace != "" && r != nil {
+		cm = &corev1.ConfigMap{}
+		err := r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: HelperConfigMapName}, cm)
+		if apierrors.IsNotFound(err) {
+			cm = nil
+		} else if err != nil {
+			return HelperPod{}, nil, fmt.Errorf("reading ConfigMap %s/%s: %w", namespace, HelperConfigMapName, err)
+		}
+	}
+	if image == "" {
+		image = "holdfast:dev"
+	}
+	h, warnings := HelperPodFromConfigMap(cm, image)
+	return h, warnings, nil
 }

@@ -138,10 +138,14 @@ func (w *PodWebhook) restoreWait(ctx context.Context, raw []byte, pod *corev1.Po
 	if !hasRestorableVolume(pod) {
 		return nil, nil, nil
 	}
+	claimHolds, err := w.claimRestoresHolding(ctx, pod)
+	if err != nil {
+		return nil, nil, err
+	}
 	// gate holds the pod unscheduled until a restore that selects it knows what it
 	// would wait for (heldpod_controller.go lets it be created again then).
 	gate := false
-	if len(restores) == 0 {
+	if len(restores) == 0 && len(claimHolds) == 0 {
 		if gate, err = w.restoreMayFollow(ctx, pod.Namespace); err != nil {
 			return nil, nil, err
 		}
@@ -153,18 +157,26 @@ func (w *PodWebhook) restoreWait(ctx context.Context, raw []byte, pod *corev1.Po
 	var containers []corev1.Container
 	// One marker volume for every restore-wait container added here.
 	markerVolume := restorewait.NextMarkerVolumeName(pod)
+	holds := make([]claimHold, 0, len(restores)+len(claimHolds))
 	for _, vr := range restores {
-		if !readyForPods(vr) {
-			gate = true
-			continue
-		}
-		src, err := sourcesFromStatus(ctx, w.Client, vr)
-		if err != nil {
-			return nil, nil, err
-		}
-		plan, err := p.plan(ctx, vr, pod, src)
-		if err != nil {
-			return nil, nil, fmt.Errorf("planning VolumeRestore %s: %w", vr.Name, err)
+		holds = append(holds, claimHold{vr: vr})
+	}
+	// A claim restore's plan is made already (claimRestoresHolding).
+	holds = append(holds, claimHolds...)
+	for _, hold := range holds {
+		vr, plan := hold.vr, hold.plan
+		if vr.Spec.ClaimSelector == nil {
+			if !readyForPods(vr) {
+				gate = true
+				continue
+			}
+			src, err := sourcesFromStatus(ctx, w.Client, vr)
+			if err != nil {
+				return nil, nil, err
+			}
+			if plan, err = p.plan(ctx, vr, pod, src); err != nil {
+				return nil, nil, fmt.Errorf("planning VolumeRestore %s: %w", vr.Name, err)
+			}
 		}
 		if len(plan.Volumes) == 0 {
 			continue
@@ -289,6 +301,11 @@ func holding(restores []v1.VolumeRestore, pod *corev1.Pod, now time.Time) []*v1.
 	for i := range restores {
 		vr := &restores[i]
 		if vr.Status.Phase.IsFinal() || !vr.DeletionTimestamp.IsZero() || !now.Before(vr.PendingDeadlineOf()) {
+			continue
+		}
+		if vr.Spec.ClaimSelector != nil {
+			// It restores claims, through writer pods, and holds no pod: its empty
+			// podSelector would select them all.
 			continue
 		}
 		sel, err := metav1.LabelSelectorAsSelector(&vr.Spec.PodSelector)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -49,6 +50,10 @@ var env *testenv.Env
 // operatorNamespace is where the tests put the restore-helper ConfigMap.
 const operatorNamespace = "holdfast-system"
 
+// writerStartTimeout is how long the tests' writer pods may take to run: long enough
+// for a test to play the kubelet on a loaded machine, short enough to wait out.
+const writerStartTimeout = 30 * time.Second
+
 func TestMain(m *testing.M) {
 	testenv.Run(m, &env, testenv.Options{
 		WebhookPaths: []string{filepath.Join(testenv.RepoRoot(), "config", "webhook", "manifests.yaml")},
@@ -77,7 +82,8 @@ func startManager(env *testenv.Env) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := (&VolumeRestoreReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Catalog: storeCatalog}).SetupWithManager(mgr); err != nil {
+	if err := (&VolumeRestoreReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Catalog: storeCatalog,
+		Writer: WriterOptions{Namespace: operatorNamespace, Image: "holdfast:test", StartTimeout: writerStartTimeout}}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if err := (&HeldPodReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {

@@ -63,7 +63,9 @@ const annotationFlaggedBackup = "backup.holdfast.dev/flagged-backup"
 // (OpenShift) only who may update the owner's finalizers may do that.
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumerestores/finalizers,verbs=update
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=pods;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods;namespaces;persistentvolumeclaims,verbs=get;list;watch
+// Writer pods (claims.go): config/admission/manager_pod_writes.yaml admits only their shape.
+// +kubebuilder:rbac:groups="",resources=pods,verbs=create;delete
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -81,6 +83,8 @@ type VolumeRestoreReconciler struct {
 	// Catalog lists the restore points the store holds, for volumes whose
 	// PodVolumeBackups are gone; nil reads PodVolumeBackups only.
 	Catalog RestorePointLister
+	// Writer says where the writer pods of claim restores get their settings.
+	Writer WriterOptions
 
 	// ends counts the restores that end (metrics.go).
 	ends endCounter
@@ -101,6 +105,8 @@ func (r *VolumeRestoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&v1.PodVolumeRestore{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.restoresOfPod)).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.restoresFromNamespace)).
+		// A claim that appears or binds can be restored.
+		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(r.claimRestoresOf)).
 		// A repository that connects, or whose restore points change, can give a
 		// pending restore what it waits for.
 		Watches(&v1.BackupRepository{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
@@ -133,6 +139,8 @@ type scope struct {
 	toCome int
 	// now is the time of this pass, for the pending deadline.
 	now time.Time
+	// claims is what a claim restore (spec.claimSelector) found; nil for pods.
+	claims *claimScope
 }
 
 // Reconcile runs the steps of a restore and patches its status once at the end.
@@ -155,17 +163,21 @@ func (r *VolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		}
 	}()
 
+	sc := &scope{vr: vr, now: time.Now()}
 	if vr.Status.Phase.IsFinal() {
 		// A restore happens once; its PodVolumeRestores are all finished (or it
 		// expired before it started any), so its summary cannot change any more.
+		// Writer pods left behind (a manager that stopped in between) go.
+		if vr.Spec.ClaimSelector != nil {
+			return ctrl.Result{}, r.cleanWriters(ctx, sc, true)
+		}
 		return ctrl.Result{}, nil
 	}
-	sc := &scope{vr: vr, now: time.Now()}
-	for _, step := range []func(context.Context, *scope) (bool, error){
-		r.checkSource,
-		r.selectPods,
-		r.createRestores,
-	} {
+	steps := []func(context.Context, *scope) (bool, error){r.checkSource, r.selectPods, r.createRestores}
+	if vr.Spec.ClaimSelector != nil {
+		steps = []func(context.Context, *scope) (bool, error){r.checkSource, r.selectClaims, r.createClaimRestores}
+	}
+	for _, step := range steps {
 		stop, err := step(ctx, sc)
 		if err != nil {
 			conditions.MarkReconciling(&vr.Status.Conditions, vr.Generation, ReasonRestoring, err.Error())
@@ -179,7 +191,18 @@ func (r *VolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if err := r.summarize(ctx, sc); err != nil {
 		return ctrl.Result{}, err
 	}
+	if vr.Spec.ClaimSelector != nil {
+		if err := r.cleanWriters(ctx, sc, vr.Status.Phase.IsFinal()); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	vr.Status.ObservedGeneration = vr.Generation
+	if sc.claims != nil && len(sc.claims.waiting) > 0 {
+		// A writer pod's start timeout or the pending deadline, whichever comes first;
+		// the pod and claim watches bring it back sooner.
+		next := min(r.Writer.startTimeout(), time.Until(vr.PendingDeadlineOf())+time.Second)
+		return ctrl.Result{RequeueAfter: max(next, time.Second)}, nil
+	}
 	if vr.Status.Phase == v1.RestorePending {
 		// Nothing else may happen before the deadline: come back to expire it.
 		return ctrl.Result{RequeueAfter: time.Until(vr.PendingDeadlineOf()) + time.Second}, nil
@@ -574,6 +597,9 @@ func (r *VolumeRestoreReconciler) summarize(ctx context.Context, sc *scope) erro
 		sc.existing = existing.Items
 	}
 	t := tallyRestores(sc.existing, sc.missing, sc.skipped, sc.served, sc.unscheduled)
+	if sc.claims != nil {
+		t.claimVolumes()
+	}
 	t.toCome = sc.toCome
 	t.waitReason, t.waitMessage = waitingMessage(sc)
 	previous := vr.Status.Phase
@@ -599,7 +625,9 @@ func (r *VolumeRestoreReconciler) summarize(ctx context.Context, sc *scope) erro
 // leaves alone are named first.
 func waitingMessage(sc *scope) (reason, msg string) {
 	reason, msg = waitingFor(sc)
-	if len(sc.skipped) > 0 {
+	if len(sc.skipped) > 0 && sc.claims != nil {
+		msg = fmt.Sprintf("left %d claim(s) that running pods use as they are (spec.runningPods is Skip); %s", len(sc.skipped), msg)
+	} else if len(sc.skipped) > 0 {
 		msg = fmt.Sprintf("left %d volume(s) of %d running pod(s) as they are (restore-wait does not hold them and spec.runningPods is Skip); %s",
 			len(sc.skipped), sc.skippedPods, msg)
 	}
@@ -607,6 +635,9 @@ func waitingMessage(sc *scope) (reason, msg string) {
 }
 
 func waitingFor(sc *scope) (reason, msg string) {
+	if sc.claims != nil {
+		return claimsWaitingFor(sc)
+	}
 	if sc.unscheduled > 0 {
 		return ReasonWaitingForPods, fmt.Sprintf("waiting for %d matching pod(s) to be scheduled", sc.unscheduled)
 	}
@@ -648,6 +679,14 @@ func (r *VolumeRestoreReconciler) restoresOfPod(ctx context.Context, obj client.
 	}
 	var reqs []reconcile.Request
 	for _, vr := range list.Items {
+		if vr.Spec.ClaimSelector != nil {
+			// Any pod may start to use a claim it restores, and its writer pods
+			// belong to it; a finished one may still have writer pods to delete.
+			if pod, ok := obj.(*corev1.Pod); !vr.Status.Phase.IsFinal() || ok && IsWriterPod(pod) {
+				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&vr)})
+			}
+			continue
+		}
 		if vr.Status.Phase.IsFinal() {
 			continue
 		}

@@ -31,6 +31,11 @@ type restoreTally struct {
 	toCome int
 	// waitReason and waitMessage say why nothing is restored yet (waitingMessage).
 	waitReason, waitMessage string
+	// claimOf is the claim each PodVolumeRestore restores, by name.
+	claimOf map[string]string
+	// claims says that the restore restores claims (spec.claimSelector): its
+	// messages count claims, and unscheduled counts the claims it waits for.
+	claims bool
 }
 
 // tallyRestores counts the PodVolumeRestores of a restore with the volumes that have
@@ -40,7 +45,7 @@ type restoreTally struct {
 // phase, and counted once, as that PodVolumeRestore (a claim is one volume restored,
 // however many pods mount it).
 func tallyRestores(existing []v1.PodVolumeRestore, missing, skipped, served []v1.RestoreVolumeStatus, unscheduled int) restoreTally {
-	t := restoreTally{unscheduled: unscheduled}
+	t := restoreTally{unscheduled: unscheduled, claimOf: map[string]string{}}
 	t.volumes = append(t.volumes, missing...)
 	t.volumes = append(t.volumes, skipped...)
 	byName := map[string]*v1.PodVolumeRestore{}
@@ -62,6 +67,7 @@ func tallyRestores(existing []v1.PodVolumeRestore, missing, skipped, served []v1
 		t.volumes = append(t.volumes, st)
 	}
 	for _, pvr := range existing {
+		t.claimOf[pvr.Name] = pvr.Annotations[annotationClaim]
 		st := v1.RestoreVolumeStatus{Pod: pvr.Spec.Pod.Name, Volume: pvr.Spec.Volume, PodVolumeRestore: pvr.Name,
 			SnapshotID: pvr.Spec.SnapshotID, Phase: pvr.Status.Phase, Message: volumeMessage(&pvr)}
 		if st.Phase == "" {
@@ -170,7 +176,10 @@ func setRestoreStatus(vr *v1.VolumeRestore, t restoreTally, now time.Time) {
 			deadline.Sub(vr.CreationTimestamp.Time), t.waitMessage))
 	case v1.RestoreInProgress:
 		msg := fmt.Sprintf("%d of %d volume(s) restored", t.completed, total)
-		if t.unscheduled > 0 {
+		switch {
+		case t.claims && t.unscheduled > 0:
+			msg += "; " + t.waitMessage
+		case t.unscheduled > 0:
 			msg += fmt.Sprintf("; waiting for %d pod(s) to be scheduled", t.unscheduled)
 		}
 		if t.toCome > 0 {
@@ -178,8 +187,11 @@ func setRestoreStatus(vr *v1.VolumeRestore, t restoreTally, now time.Time) {
 		}
 		conditions.MarkReconciling(&st.Conditions, gen, ReasonRestoring, msg+skippedNote(t))
 	case v1.RestoreCompleted:
-		conditions.MarkReady(&st.Conditions, gen, ReasonRestored,
-			fmt.Sprintf("restored %d volume(s) of %d pod(s)", t.completed, restoredPods(volumes))+skippedNote(t))
+		msg := fmt.Sprintf("restored %d volume(s) of %d pod(s)", t.completed, restoredPods(volumes))
+		if t.claims {
+			msg = fmt.Sprintf("restored %d claim(s)", t.completed)
+		}
+		conditions.MarkReady(&st.Conditions, gen, ReasonRestored, msg+skippedNote(t))
 	default:
 		msg := fmt.Sprintf("%d of %d volume(s) could not be restored: %s", t.failed, total, strings.Join(first(t.failures, 3), "; "))
 		conditions.MarkStalled(&st.Conditions, gen, ReasonRestoreFailed, msg+skippedNote(t))
@@ -194,6 +206,9 @@ func setRestoreStatus(vr *v1.VolumeRestore, t restoreTally, now time.Time) {
 func skippedNote(t restoreTally) string {
 	if t.skipped == 0 {
 		return ""
+	}
+	if t.claims {
+		return fmt.Sprintf("; left %d claim(s) that running pods use as they are (ClaimInUse)", t.skipped)
 	}
 	return fmt.Sprintf("; left %d volume(s) of running pods as they are (spec.runningPods: Skip)", t.skipped)
 }

@@ -24,6 +24,9 @@ const MaxNameLength = 253
 // from its informer cache, so resolving a Deployment costs no API call.
 type OwnerOfReplicaSet func(namespace, name string) *metav1.OwnerReference
 
+// ClaimSourcePath is the source identity of claim: /pvc/<claim>, whichever pod mounts it.
+func ClaimSourcePath(claim string) string { return "/pvc/" + claim }
+
 // SourcePath is the source identity of a pod volume inside its namespace's repository:
 //
 //	/pvc/<claim>                              a PersistentVolumeClaim (also an ephemeral one: <pod>-<volume>)
@@ -41,7 +44,7 @@ type OwnerOfReplicaSet func(namespace, name string) *metav1.OwnerReference
 // rsOwner may be nil; a ReplicaSet's owner is then unknown and the ReplicaSet is used.
 func SourcePath(pod *corev1.Pod, volume *corev1.Volume, rsOwner OwnerOfReplicaSet) string {
 	if claim := ClaimName(pod, volume); claim != "" {
-		return "/pvc/" + claim
+		return ClaimSourcePath(claim)
 	}
 	owner := metav1.GetControllerOf(pod)
 	if owner == nil {

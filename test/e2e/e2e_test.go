@@ -79,6 +79,9 @@ func TestStories(t *testing.T) {
 		{"LocalPathClaimBackedUpAndRestored", s.localPathClaimBackedUpAndRestored},
 		// hooks_test.go
 		{"HooksQuiesceAndResume", s.hooksQuiesceAndResume},
+		// scaledzero_test.go
+		{"StatefulSetScaledToZeroBackedUp", s.statefulSetScaledToZeroBackedUp},
+		{"StatefulSetClaimsRestoredBeforeScaleUp", s.statefulSetClaimsRestoredBeforeScaleUp},
 		// recovery_test.go: the last two take the cluster down and bring up a new one.
 		{"NamespaceDeletedRestoredFromTheStore", s.namespaceDeletedRestoredFromTheStore},
 		{"ClusterLostRestoredFromTheStore", s.clusterLostRestoredFromTheStore},
@@ -107,6 +110,8 @@ type stories struct {
 	wikiSums string
 	// rebuilt says that the cluster was lost and a new one runs.
 	rebuilt bool
+	// vaultSums are the scaled-to-zero StatefulSet's checksums before its backup.
+	vaultSums string
 }
 
 // The emptyDir volume of the cache Deployment and the claim volume of the db

@@ -150,13 +150,58 @@ func TestTheManagerCreatesOnlyReaderPods(t *testing.T) {
 		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "sidecar", Image: "evil:1"})
 	})
 
-	// What the manager needs: create a reader pod, and delete it.
-	ok := reader("reader")
-	if err := manager.Create(ctx, ok); err != nil {
-		t.Fatalf("the manager creating a reader pod: %v", err)
+	// Writer pods, which restore a claim no pod uses: the claim alone, writable, and
+	// nothing but holdfast pause.
+	writer := func(name string) *corev1.Pod {
+		p := reader(name)
+		p.Labels["app.kubernetes.io/component"] = "claim-writer"
+		p.Spec.Containers[0].Name = "writer"
+		p.Spec.Containers[0].VolumeMounts[0].ReadOnly = false
+		p.Spec.Volumes[0].PersistentVolumeClaim.ReadOnly = false
+		return p
 	}
-	if err := manager.Delete(ctx, ok, client.Preconditions{UID: &ok.UID}); err != nil {
-		t.Errorf("the manager deleting its reader pod: %v", err)
+	deniedWriter := func(what string, mutate func(*corev1.Pod)) {
+		t.Helper()
+		p := writer("denied")
+		mutate(p)
+		if err := manager.Create(ctx, p, client.DryRunAll); err == nil || !strings.Contains(err.Error(), "creates only reader pods") {
+			t.Errorf("the manager creating %s: %v, want a denial", what, err)
+		}
+	}
+	deniedWriter("a writer pod that mounts a second claim", func(p *corev1.Pod) {
+		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "more", VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "other"}}})
+		p.Spec.Containers[0].VolumeMounts = append(p.Spec.Containers[0].VolumeMounts, corev1.VolumeMount{Name: "more", MountPath: "/more"})
+	})
+	deniedWriter("a writer pod with a second claim it does not mount", func(p *corev1.Pod) {
+		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "more", VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "other"}}})
+	})
+	deniedWriter("a writer pod that mounts an emptyDir instead of a claim", func(p *corev1.Pod) {
+		p.Spec.Volumes[0].VolumeSource = corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}
+	})
+	deniedWriter("a writer pod with a hostPath volume", func(p *corev1.Pod) {
+		p.Spec.Volumes[0].VolumeSource = corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}
+	})
+	deniedWriter("a writer pod that runs a shell", func(p *corev1.Pod) { p.Spec.Containers[0].Args = []string{"sh", "-c", "rm -rf /data"} })
+	deniedWriter("a writer pod with its own command", func(p *corev1.Pod) { p.Spec.Containers[0].Command = []string{"/bin/sh"} })
+	deniedWriter("a writer pod with a token", func(p *corev1.Pod) { p.Spec.AutomountServiceAccountToken = nil })
+	deniedWriter("a writer pod with a second container", func(p *corev1.Pod) {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "sidecar", Image: "evil:1", Args: []string{"pause"}})
+	})
+	deniedWriter("a privileged writer pod", func(p *corev1.Pod) {
+		p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: new(true)}
+	})
+	deniedWriter("a writer pod on the host's network", func(p *corev1.Pod) { p.Spec.HostNetwork = true })
+
+	// What the manager needs: create a reader pod and a writer pod, and delete them.
+	for _, ok := range []*corev1.Pod{reader("reader"), writer("writer")} {
+		if err := manager.Create(ctx, ok); err != nil {
+			t.Fatalf("the manager creating pod %s: %v", ok.Name, err)
+		}
+		if err := manager.Delete(ctx, ok, client.Preconditions{UID: &ok.UID}); err != nil {
+			t.Errorf("the manager deleting its pod %s: %v", ok.Name, err)
+		}
 	}
 	// An application's pod it still may not delete.
 	app := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns, Labels: map[string]string{"app": "db"}},

@@ -6,15 +6,30 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// VolumeRestoreSpec says which pods' volumes to restore and from which backups.
+// VolumeRestoreSpec says which pods' volumes (or which claims) to restore and from
+// which backups.
 // +kubebuilder:validation:XValidation:rule="!has(self.source.podVolumeBackup) || (has(self.volumes) && self.volumes.size() == 1)",message="source.podVolumeBackup names the backup of one volume: list exactly that volume in spec.volumes"
+// +kubebuilder:validation:XValidation:rule="has(self.podSelector) != has(self.claimSelector)",message="set exactly one of spec.podSelector (restore into pods) and spec.claimSelector (restore into claims no pod uses)"
 type VolumeRestoreSpec struct {
 	// podSelector picks the pods, in this namespace, to restore into. Pods created
 	// while the restore is pending wait in a restore-wait init container until their
 	// data is back; what happens to selected pods that restore-wait does not hold is
-	// spec.runningPods.
-	// +required
-	PodSelector metav1.LabelSelector `json:"podSelector"`
+	// spec.runningPods. Exactly one of podSelector and claimSelector is set.
+	// +optional
+	PodSelector metav1.LabelSelector `json:"podSelector,omitzero"`
+
+	// claimSelector picks bound PersistentVolumeClaims, in this namespace, to restore
+	// into, whether or not a pod uses them: each from the backups of its own claim
+	// (source path /pvc/<claim>), and spec.volumes[].name names claims. The claims of a
+	// StatefulSet carry its selector's matchLabels and its volumeClaimTemplates'
+	// labels, so a StatefulSet's claims can be restored before it is scaled up. A claim
+	// no running pod uses is written through a writer pod the manager starts (it
+	// mounts only that claim and sleeps) and deletes when the claim is restored; a
+	// claim a running pod uses is left as it is (reason ClaimInUse) unless
+	// spec.runningPods is Overwrite, which restores through that pod. Exactly one of
+	// podSelector and claimSelector is set.
+	// +optional
+	ClaimSelector *metav1.LabelSelector `json:"claimSelector,omitempty"`
 
 	// runningPods says what the restore does to a selected pod that restore-wait does
 	// not hold: one that ran before the restore was created, or one created without
@@ -97,7 +112,8 @@ func (vr *VolumeRestore) OverwritesRunningPods() bool {
 
 // RestoreVolume is one volume to restore, optionally from its own source.
 type RestoreVolume struct {
-	// name of the volume in pod.spec.volumes.
+	// name of the volume in pod.spec.volumes; with spec.claimSelector, the name of a
+	// claim.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
@@ -201,10 +217,15 @@ type VolumeRestoreStatus struct {
 
 // RestoreVolumeStatus is the outcome of restoring one volume of one pod.
 type RestoreVolumeStatus struct {
-	// pod is the pod restored into.
-	// +required
+	// pod is the pod restored into: under spec.claimSelector, the claim's writer pod
+	// (or the running pod that uses it), empty while there is none.
+	// +optional
 	// +kubebuilder:validation:MaxLength=253
-	Pod string `json:"pod"`
+	Pod string `json:"pod,omitempty"`
+	// claim is the PersistentVolumeClaim restored, under spec.claimSelector.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Claim string `json:"claim,omitempty"`
 	// volume is the volume restored.
 	// +required
 	// +kubebuilder:validation:MaxLength=63
@@ -221,7 +242,8 @@ type RestoreVolumeStatus struct {
 	// +optional
 	Phase RunPhase `json:"phase,omitempty"`
 	// reason is why a volume is not restored, in one word: PodNotHeld when restore-wait
-	// does not hold its pod and spec.runningPods is Skip.
+	// does not hold its pod and spec.runningPods is Skip; ClaimInUse when, under
+	// spec.claimSelector, a running pod uses the claim and spec.runningPods is Skip.
 	// +optional
 	// +kubebuilder:validation:MaxLength=64
 	Reason string `json:"reason,omitempty"`

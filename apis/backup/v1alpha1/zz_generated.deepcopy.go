@@ -1389,6 +1389,11 @@ func (in *VolumeRestoreList) DeepCopyObject() runtime.Object {
 func (in *VolumeRestoreSpec) DeepCopyInto(out *VolumeRestoreSpec) {
 	*out = *in
 	in.PodSelector.DeepCopyInto(&out.PodSelector)
+	if in.ClaimSelector != nil {
+		in, out := &in.ClaimSelector, &out.ClaimSelector
+		*out = new(v1.LabelSelector)
+		(*in).DeepCopyInto(*out)
+	}
 	if in.PendingDeadline != nil {
 		in, out := &in.PendingDeadline, &out.PendingDeadline
 		*out = new(v1.Duration)
