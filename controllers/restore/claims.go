@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -151,15 +152,20 @@ func (r *VolumeRestoreReconciler) createClaimRestores(ctx context.Context, sc *s
 		if restored[claim] {
 			continue
 		}
-		if pvc.Status.Phase != corev1.ClaimBound || !pvc.DeletionTimestamp.IsZero() {
-			why := fmt.Sprintf("claim %s is not bound (phase %s)", claim, claimPhase(pvc))
+		firstConsumer, err := r.waitsForFirstConsumer(ctx, pvc)
+		if err != nil {
+			return false, err
+		}
+		if pvc.Status.Phase != corev1.ClaimBound && !firstConsumer || !pvc.DeletionTimestamp.IsZero() {
+			why, wait := fmt.Sprintf("claim %s is not bound (phase %s)", claim, claimPhase(pvc)),
+				fmt.Sprintf("claim %s to be bound (phase %s)", claim, claimPhase(pvc))
 			if !pvc.DeletionTimestamp.IsZero() {
-				why = fmt.Sprintf("claim %s is being deleted", claim)
+				why, wait = fmt.Sprintf("claim %s is being deleted", claim), fmt.Sprintf("claim %s, being deleted, to be made again", claim)
 			}
 			if pastDeadline {
-				sc.missing = append(sc.missing, claimFailed(claim, why+" at spec.pendingDeadline; only bound claims are restored"))
+				sc.missing = append(sc.missing, claimFailed(claim, why+" at spec.pendingDeadline; only bound claims, and claims of a WaitForFirstConsumer StorageClass, are restored"))
 			} else {
-				cs.waiting = append(cs.waiting, why)
+				cs.waiting = append(cs.waiting, wait)
 			}
 			continue
 		}
@@ -277,6 +283,31 @@ func (r *VolumeRestoreReconciler) createClaimRestore(ctx context.Context, vr *v1
 	}
 	ctrl.LoggerFrom(ctx).Info("restoring a claim", "claim", claim, "pod", pod.Name, "snapshot", vp.Point.SnapshotID)
 	return pvr, nil
+}
+
+// waitsForFirstConsumer says whether pvc is a Pending claim that only a pod's
+// scheduling binds: its StorageClass has volumeBindingMode WaitForFirstConsumer, as
+// the classes of most dynamic provisioners and of local volumes do. Such a claim,
+// made again for an application that is not running yet, is bound by its writer pod,
+// the claim's first consumer, as VolSync's mover pods bind theirs.
+func (r *VolumeRestoreReconciler) waitsForFirstConsumer(ctx context.Context, pvc *corev1.PersistentVolumeClaim) (bool, error) {
+	class := ptr.Deref(pvc.Spec.StorageClassName, "")
+	if pvc.Status.Phase != corev1.ClaimPending || pvc.Spec.VolumeName != "" || class == "" {
+		return false, nil
+	}
+	reader := client.Reader(r.Client)
+	if r.APIReader != nil {
+		// One read per pass of a claim that waits: no StorageClass informer for it.
+		reader = r.APIReader
+	}
+	sc := &storagev1.StorageClass{}
+	switch err := reader.Get(ctx, client.ObjectKey{Name: class}, sc); {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("reading StorageClass %s of claim %s/%s: %w", class, pvc.Namespace, pvc.Name, err)
+	}
+	return ptr.Deref(sc.VolumeBindingMode, storagev1.VolumeBindingImmediate) == storagev1.VolumeBindingWaitForFirstConsumer, nil
 }
 
 // ensureWriter creates the writer pod of claim pvc unless it exists (or the pending

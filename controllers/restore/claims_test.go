@@ -9,10 +9,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
@@ -341,4 +344,50 @@ func TestAVolumeRestoreSetsExactlyOneSelector(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+}
+
+// A claim made again for an application that is not running, on a
+// WaitForFirstConsumer class, stays Pending until a pod uses it: its writer pod is
+// that pod. A Pending claim of an Immediate class is its provisioner's to bind, and
+// waits.
+func TestAClaimWaitingForItsFirstConsumerGetsAWriterPod(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	ctx := ctxFor(t)
+	classes := map[string]storagev1.VolumeBindingMode{
+		ns + "-wffc": storagev1.VolumeBindingWaitForFirstConsumer, ns + "-now": storagev1.VolumeBindingImmediate}
+	for name, mode := range classes {
+		sc := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Provisioner: "example.com/none", VolumeBindingMode: ptr.To(mode)}
+		if err := env.Client.Create(ctx, sc); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = env.Client.Delete(ctx, sc) })
+	}
+	for claim, class := range map[string]string{"data-late-0": ns + "-wffc", "data-slow-0": ns + "-now"} {
+		createBackup(t, ns, claim+"-1", "/pvc/"+claim, "k-"+claim, time.Now())
+		pvc := &corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: claim, Namespace: ns, Labels: map[string]string{"app": "late"}},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				StorageClassName: ptr.To(class),
+				Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+			},
+		}
+		if err := env.Client.Create(ctx, pvc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restoreClaims(t, ns, "late", "late", "")
+	testenv.Eventually(t, "a writer pod for the WaitForFirstConsumer claim, a wait for the other", func() error {
+		vr := getRestore(t, ns, "late")
+		c := apimeta.FindStatusCondition(vr.Status.Conditions, v1.ConditionReconciling)
+		if c == nil || !strings.Contains(c.Message, "claim data-slow-0 to be bound (phase Pending)") {
+			return fmt.Errorf("conditions %+v", vr.Status.Conditions)
+		}
+		pods := writerPods(t, ns)
+		if len(pods) != 1 || pods[0].Annotations[AnnotationClaimPod] != "data-late-0" {
+			return fmt.Errorf("%d writer pods, want one for data-late-0", len(pods))
+		}
+		return nil
+	})
 }

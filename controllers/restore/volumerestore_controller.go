@@ -64,6 +64,7 @@ const annotationFlaggedBackup = "backup.holdfast.dev/flagged-backup"
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumerestores/finalizers,verbs=update
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=podvolumebackups,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods;namespaces;persistentvolumeclaims,verbs=get;list;watch
+// +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get
 // Writer pods (claims.go): config/admission/manager_pod_writes.yaml admits only their shape.
 // +kubebuilder:rbac:groups="",resources=pods,verbs=create;delete
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch

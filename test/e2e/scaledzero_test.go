@@ -188,6 +188,11 @@ func (s *stories) statefulSetClaimsRestoredBeforeScaleUp(t *testing.T) {
 	if err := s.waitNoPods(ctx, client.MatchingLabels{"app.kubernetes.io/component": "claim-writer"}); err != nil {
 		t.Fatal(err)
 	}
+	// The claim was made unbound: the scheduler bound it for the writer pod, its first
+	// consumer.
+	if bound, err := e.Kubectl(ctx, "", "-n", vaultNamespace, "get", "pvc", vaultClaim, "-o", "jsonpath={.status.phase} {.spec.volumeName}"); err != nil || bound != "Bound vault-data-0" {
+		t.Errorf("claim %s: %q (%v); want it bound to vault-data-0 for the writer pod", vaultClaim, bound, err)
+	}
 	if _, err := e.show(ctx, "A claim restored before its StatefulSet is scaled up, through a writer pod that is gone afterwards:", "-n", vaultNamespace, "describe", "vr", "vault-back"); err != nil {
 		t.Error(err)
 	}
