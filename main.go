@@ -255,7 +255,7 @@ func runManager(args []string, stderr io.Writer) error {
 		return err
 	}
 	if err := (&restore.VolumeRestoreReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Catalog: catalog,
-		Writer: restore.WriterOptions{Namespace: *namespace, Image: *restoreHelperImage}}).SetupWithManager(mgr); err != nil {
+		Writer: restore.ClaimPodOptions{Namespace: *namespace, Image: *restoreHelperImage}}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the restore controller: %w", err)
 	}
 	if err := (&restore.HeldPodReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
@@ -264,7 +264,7 @@ func runManager(args []string, stderr io.Writer) error {
 	(&restore.PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: *namespace, Image: *restoreHelperImage}).SetupWithManager(mgr)
 	storage.SetupJobCredentials(mgr, *namespace, *agentServiceAccount)
 	engine, err := policyctrl.Setup(mgr, policyctrl.Options{HostPathRoots: hostPathRoots,
-		Reader: policyctrl.ReaderOptions{Namespace: *namespace, Image: *restoreHelperImage}})
+		Reader: restore.ClaimPodOptions{Namespace: *namespace, Image: *restoreHelperImage}})
 	if err != nil {
 		return err
 	}

@@ -34,8 +34,6 @@ const (
 	// PauseSubcommand is the holdfast command a reader pod runs: it sleeps until
 	// SIGTERM.
 	PauseSubcommand = restore.PauseSubcommand
-	// DefaultReaderStartTimeout is how long a run waits for a reader pod to run.
-	DefaultReaderStartTimeout = 2 * time.Minute
 )
 
 // IsReaderPod says whether pod is one of Holdfast's reader pods: not an application
@@ -56,25 +54,6 @@ func backupName(run string, t target) string {
 		return identity.PodVolumeBackupName(run, readerPodName(run, t.claim), readerVolume)
 	}
 	return identity.PodVolumeBackupName(run, t.pod.Name, t.volume)
-}
-
-// ReaderOptions say where reader pods get their settings from.
-type ReaderOptions struct {
-	// Namespace is the operator namespace, where the ConfigMap
-	// holdfast-restore-helper (restore.HelperConfigMapName) configures the pod.
-	Namespace string
-	// Image is the default image (--restore-helper-image): its entrypoint is holdfast.
-	Image string
-	// StartTimeout is how long a run waits for a reader pod to run before the
-	// claim fails; 0 is DefaultReaderStartTimeout.
-	StartTimeout time.Duration
-}
-
-func (o ReaderOptions) startTimeout() time.Duration {
-	if o.StartTimeout <= 0 {
-		return DefaultReaderStartTimeout
-	}
-	return o.StartTimeout
 }
 
 // readerSettings reads the reader pod's settings: the restore helper's container

@@ -257,7 +257,7 @@ func TestAReaderPodThatDoesNotStartFailsTheClaim(t *testing.T) {
 	start := testClock.Now()
 	setRunNow(t, e, ctx, p.Name, "stuck-1")
 	reader, _ := waitReader(t, e, ctx, w.ns, p.Name, "stuck")
-	testClock.SetTime(start.Add(DefaultReaderStartTimeout + time.Second))
+	testClock.SetTime(start.Add(restore.DefaultClaimPodStartTimeout + time.Second))
 	poke(t, e, ctx, p.Name, "deadline")
 	eventually(t, "the run Failed with the reader's sentence", func() error {
 		r := getPolicy(t, e, ctx, p.Name).Status.LastRun

@@ -5,6 +5,7 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/holdfast-dev/holdfast/controllers/restore"
 	"github.com/holdfast-dev/holdfast/internal/hostpath"
 	celpolicy "github.com/holdfast-dev/holdfast/policy"
 )
@@ -15,7 +16,7 @@ type Options struct {
 	// are backed up (--host-path-roots); a claim on one elsewhere is skipped HostPath.
 	HostPathRoots hostpath.Roots
 	// Reader configures the reader pods of claims no pod uses.
-	Reader ReaderOptions
+	Reader restore.ClaimPodOptions
 }
 
 // Setup adds the VolumeBackupPolicy controller and its validating webhook to the

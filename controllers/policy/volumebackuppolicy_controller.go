@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/controllers/restore"
 	"github.com/holdfast-dev/holdfast/internal/conditions"
 	"github.com/holdfast-dev/holdfast/internal/hostpath"
 	"github.com/holdfast-dev/holdfast/internal/identity"
@@ -71,7 +72,7 @@ type VolumeBackupPolicyReconciler struct {
 	// PersistentVolumes are backed up; claims on others are skipped HostPath.
 	HostPathRoots hostpath.Roots
 	// Reader configures the reader pods that back up claims no pod uses.
-	Reader ReaderOptions
+	Reader restore.ClaimPodOptions
 }
 
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumebackuppolicies,verbs=get;list;watch

@@ -196,7 +196,7 @@ func (r *VolumeBackupPolicyReconciler) createDueBackups(ctx context.Context, s *
 	for _, t := range s.sel.targets {
 		if t.unmounted != nil {
 			// The reader pods of claims no pod uses have until then to run.
-			grace = max(grace, r.Reader.startTimeout())
+			grace = max(grace, r.Reader.StartDeadline())
 			break
 		}
 	}

@@ -35,25 +35,27 @@ import (
 // spec.runningPods is Skip, so it is left as it is.
 const ReasonClaimInUse = "ClaimInUse"
 
-// DefaultWriterStartTimeout is how long a restore waits for a writer pod to run
-// before the claim fails.
-const DefaultWriterStartTimeout = 2 * time.Minute
+// DefaultClaimPodStartTimeout is how long a reader or writer pod may take to run
+// before its claim fails.
+const DefaultClaimPodStartTimeout = 2 * time.Minute
 
-// WriterOptions say where writer pods get their settings from.
-type WriterOptions struct {
+// ClaimPodOptions say where the manager's claim pods (the reader pods of backups, the
+// writer pods of restores) get their settings from.
+type ClaimPodOptions struct {
 	// Namespace is the operator namespace, where the ConfigMap HelperConfigMapName
-	// configures the pod (as it does reader pods).
+	// configures the pods.
 	Namespace string
-	// Image is the default image (--restore-helper-image).
+	// Image is the default image (--restore-helper-image): its entrypoint is holdfast.
 	Image string
-	// StartTimeout is how long a writer pod may take to run; 0 is
-	// DefaultWriterStartTimeout.
+	// StartTimeout is how long a claim pod may take to run before its claim fails; 0
+	// is DefaultClaimPodStartTimeout.
 	StartTimeout time.Duration
 }
 
-func (o WriterOptions) startTimeout() time.Duration {
+// StartDeadline is StartTimeout, or its default.
+func (o ClaimPodOptions) StartDeadline() time.Duration {
 	if o.StartTimeout <= 0 {
-		return DefaultWriterStartTimeout
+		return DefaultClaimPodStartTimeout
 	}
 	return o.StartTimeout
 }
@@ -347,7 +349,7 @@ func (r *VolumeRestoreReconciler) ensureWriter(ctx context.Context, sc *scope, p
 		return pod, "", "", nil
 	}
 	stuck := podWaiting(pod)
-	timeout := r.Writer.startTimeout()
+	timeout := r.Writer.StartDeadline()
 	if sc.now.Sub(pod.CreationTimestamp.Time) >= timeout {
 		return nil, "", fmt.Sprintf("claim %s was not restored: its writer pod %s did not run within %s (%s)", pvc.Name, pod.Name, timeout, stuck), nil
 	}

@@ -83,7 +83,7 @@ func startManager(env *testenv.Env) (func(), error) {
 		return nil, err
 	}
 	if err := (&VolumeRestoreReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Catalog: storeCatalog,
-		Writer: WriterOptions{Namespace: operatorNamespace, Image: "holdfast:test", StartTimeout: writerStartTimeout}}).SetupWithManager(mgr); err != nil {
+		Writer: ClaimPodOptions{Namespace: operatorNamespace, Image: "holdfast:test", StartTimeout: writerStartTimeout}}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if err := (&HeldPodReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {

@@ -85,7 +85,7 @@ type VolumeRestoreReconciler struct {
 	// PodVolumeBackups are gone; nil reads PodVolumeBackups only.
 	Catalog RestorePointLister
 	// Writer says where the writer pods of claim restores get their settings.
-	Writer WriterOptions
+	Writer ClaimPodOptions
 
 	// ends counts the restores that end (metrics.go).
 	ends endCounter
@@ -201,7 +201,7 @@ func (r *VolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if sc.claims != nil && len(sc.claims.waiting) > 0 {
 		// A writer pod's start timeout or the pending deadline, whichever comes first;
 		// the pod and claim watches bring it back sooner.
-		next := min(r.Writer.startTimeout(), time.Until(vr.PendingDeadlineOf())+time.Second)
+		next := min(r.Writer.StartDeadline(), time.Until(vr.PendingDeadlineOf())+time.Second)
 		return ctrl.Result{RequeueAfter: max(next, time.Second)}, nil
 	}
 	if vr.Status.Phase == v1.RestorePending {
