@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"sync"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -314,8 +315,15 @@ func computePreview(engine *celpolicy.Engine, in previewInput) *PreviewResult {
 			after = append(after, p)
 		}
 	}
-	was := coverage.Compute(coverage.Input{Cluster: in.Cluster, Policies: before, OperatorNamespace: in.OperatorNamespace})
-	will := coverage.Compute(coverage.Input{Cluster: in.Cluster, Policies: after, OperatorNamespace: in.OperatorNamespace})
+	// The two computations read the cluster and compiled programs only: they run at
+	// once (a preview of 10,000 pods is CEL-bound; BenchmarkPreview10000Pods).
+	var was, will *coverage.Result
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		was = coverage.Compute(coverage.Input{Cluster: in.Cluster, Policies: before, OperatorNamespace: in.OperatorNamespace})
+	})
+	will = coverage.Compute(coverage.Input{Cluster: in.Cluster, Policies: after, OperatorNamespace: in.OperatorNamespace})
+	wg.Wait()
 	wasBySource := make(map[string]*coverage.Volume, len(was.Volumes))
 	for i := range was.Volumes {
 		v := &was.Volumes[i]
