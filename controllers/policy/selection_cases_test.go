@@ -26,7 +26,9 @@ func TestSelectionCases(t *testing.T) {
 			snap := newSnapshot(tc.Namespaces, tc.Pods, tc.Claims, nil, tc.Nodes)
 			got := map[string]string{}
 			out := selectVolumesVisit(sel, snap, tc.ClaimsWithoutPods,
-				func(pod *corev1.Pod, vol *corev1.Volume, skip string) { got[pod.Namespace+"/"+pod.Name+"/"+vol.Name] = skip },
+				func(pod *corev1.Pod, vol *corev1.Volume, skip string) {
+					got[pod.Namespace+"/"+pod.Name+"/"+vol.Name] = skip
+				},
 				func(pvc *corev1.PersistentVolumeClaim, skip string) { got[pvc.Namespace+"/"+pvc.Name] = skip })
 			if !maps.Equal(got, tc.Want) {
 				t.Errorf("picked %v, want %v", got, tc.Want)
