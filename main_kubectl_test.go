@@ -39,7 +39,7 @@ func TestKubectlPlugin(t *testing.T) {
 		t.Errorf("kubectl-holdfast --help: exit %d:\n%s", code, out)
 	}
 	if out, code := plugin("preview"); code != 2 || !strings.Contains(out, "-f FILE") {
-		t.Errorf("kubectl-holdfast preview without input: exit %d, want 2:\n%s", code, out)
+		t.Errorf("kubectl-holdfast preview without input: exit %d, want 2 and the plugin's message:\n%s", code, out)
 	}
 
 	var stdout, stderr bytes.Buffer

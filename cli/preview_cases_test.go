@@ -29,12 +29,17 @@ func TestPreviewSelectionCases(t *testing.T) {
 				t.Fatalf("policies %+v", res.Policies)
 			}
 			got := map[string]string{}
-			for _, v := range append(res.Policies[0].Selected, res.Policies[0].Skipped...) {
-				key := v.Namespace + "/" + v.Pod + "/" + v.Volume
+			key := func(v PreviewVolume) string {
 				if v.Pod == "" {
-					key = v.Namespace + "/" + v.Claim
+					return v.Namespace + "/" + v.Claim
 				}
-				got[key] = v.Reason
+				return v.Namespace + "/" + v.Pod + "/" + v.Volume
+			}
+			for _, v := range res.Policies[0].Selected {
+				got[key(v)] = ""
+			}
+			for _, v := range res.Policies[0].Skipped {
+				got[key(v)] = v.Reason
 			}
 			if !maps.Equal(got, tc.Want) {
 				t.Errorf("preview picked %v, want %v", got, tc.Want)
