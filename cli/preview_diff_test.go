@@ -21,7 +21,7 @@ func TestPreviewDiffKeepsTheOtherLivePolicies(t *testing.T) {
 	}
 	running := func(ns, name string) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-			Spec: corev1.PodSpec{NodeName: "n", Volumes: []corev1.Volume{{Name: "cache", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}},
+			Spec:   corev1.PodSpec{NodeName: "n", Volumes: []corev1.Volume{{Name: "cache", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}},
 			Status: corev1.PodStatus{Phase: corev1.PodRunning}}
 	}
 	cluster := policyctrl.NewCluster(
