@@ -180,6 +180,14 @@ bench: ## Data path beside the kopia and restic CLIs, then the policy controller
 		-tools-bin $(TOOLS_BIN) -tmp $(BENCH_TMP) -drop-caches=$(BENCH_DROP_CACHES) -out $(BENCH_OUT)
 	go run ./test/bench/cmd/holdfast-bench -control-plane -out $(BENCH_OUT)
 	$(MAKE) --no-print-directory bench-scrape
+	$(MAKE) --no-print-directory bench-preview
+
+.PHONY: bench-preview
+bench-preview: ## One kubectl holdfast preview over 10,000 pods, without the API server; writes docs/performance/preview.txt.
+	go test -short -run '^$$' -bench BenchmarkPreview -benchmem -count 3 ./cli/ >$(BENCH_TMP)/holdfast-bench-preview.out 2>&1 \
+		|| { cat $(BENCH_TMP)/holdfast-bench-preview.out; exit 1; }
+	grep -E '^(goos|goarch|cpu|Benchmark)' $(BENCH_TMP)/holdfast-bench-preview.out > $(BENCH_OUT)/preview.txt
+	rm -f $(BENCH_TMP)/holdfast-bench-preview.out
 
 .PHONY: bench-scrape
 bench-scrape: ## One scrape of the manager's state metrics with 10,000 volumes; writes docs/performance/metrics-scrape.txt.

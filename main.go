@@ -37,6 +37,7 @@ import (
 	"github.com/holdfast-dev/holdfast/agent/mover"
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/cli"
 	"github.com/holdfast-dev/holdfast/controllers/coverage"
 	"github.com/holdfast-dev/holdfast/controllers/hooks"
 	"github.com/holdfast-dev/holdfast/controllers/monitoring"
@@ -63,11 +64,17 @@ Commands:
   pause          sleep until SIGTERM (the reader pod that backs up a claim no pod uses)
   recover        without a cluster: list a store's repositories and restore points, and
                  recover a repository's key for the kopia or restic CLI (docs/recover.md)
+  kubectl        the kubectl plugin (also run as kubectl-holdfast): preview, coverage,
+                 run (docs/cli.md)
 
 Run "holdfast <command> --help" for the flags of a command.
 `
 
 func main() {
+	// Linked or copied as kubectl-holdfast on PATH, the binary is the kubectl plugin.
+	if filepath.Base(os.Args[0]) == cli.PluginName {
+		os.Exit(cli.Main("kubectl holdfast", os.Args[1:], os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -83,6 +90,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		policyctrl.PauseSubcommand: runPause,
 		"agent-mover":              runAgentMover,
 		"recover":                  func(args []string, stderr io.Writer) error { return recovery.Main(args, stdout, stderr) },
+	}
+	if args[0] == "kubectl" {
+		return cli.Main("holdfast kubectl", args[1:], stdout, stderr)
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {

@@ -213,26 +213,34 @@ func (r *VolumeCoverageReconciler) policies(ctx context.Context) ([]Policy, erro
 		if !p.DeletionTimestamp.IsZero() {
 			continue
 		}
-		in := Policy{Name: p.Name, Suspended: p.Spec.Suspend, ClaimsWithoutPods: p.Spec.ClaimsWithoutPods}
-		var problems []error
-		sel, err := r.Engine.ForPolicy(p)
-		if err != nil {
-			problems = append(problems, err)
-		} else {
-			in.Selector = sel
-		}
-		exclusion, err := r.Engine.ExclusionForPolicy(p)
-		if err != nil {
-			problems = append(problems, err)
-		} else {
-			in.Exclusion = exclusion
-		}
-		if len(problems) > 0 {
-			in.Problem = errors.Join(problems...).Error()
-		}
+		in := CompilePolicy(r.Engine, p)
 		out = append(out, in)
 	}
 	return out, nil
+}
+
+// CompilePolicy compiles the selector and exclusion of p with engine, as every
+// computation does: the manager's, and kubectl holdfast preview's for proposed
+// policies. A selector or exclusion that does not compile is the Problem.
+func CompilePolicy(engine *celpolicy.Engine, p *v1.VolumeBackupPolicy) Policy {
+	in := Policy{Name: p.Name, Suspended: p.Spec.Suspend, ClaimsWithoutPods: p.Spec.ClaimsWithoutPods}
+	var problems []error
+	sel, err := engine.ForPolicy(p)
+	if err != nil {
+		problems = append(problems, err)
+	} else {
+		in.Selector = sel
+	}
+	exclusion, err := engine.ExclusionForPolicy(p)
+	if err != nil {
+		problems = append(problems, err)
+	} else {
+		in.Exclusion = exclusion
+	}
+	if len(problems) > 0 {
+		in.Problem = errors.Join(problems...).Error()
+	}
+	return in
 }
 
 // announce writes an Unprotected event on each claim that became unprotected and a

@@ -454,8 +454,7 @@ func jitterFor(s *scope, run *v1.RunSummary) time.Duration {
 func runName(policy string, at time.Time, trigger, token string) string {
 	suffix := at.UTC().Format("20060102150405")
 	if trigger == TriggerRunNow {
-		sum := sha256.Sum256([]byte(token))
-		suffix += "n" + hex.EncodeToString(sum[:])[:6]
+		suffix += RunNowSuffix(token)
 	}
 	maxPrefix := 63 - 1 - len(suffix)
 	if len(policy) > maxPrefix {
@@ -463,4 +462,11 @@ func runName(policy string, at time.Time, trigger, token string) string {
 		policy = strings.TrimRight(policy[:maxPrefix-9], "-.") + "-" + hex.EncodeToString(sum[:])[:8]
 	}
 	return policy + "-" + suffix
+}
+
+// RunNowSuffix is how the name of the run a run-now token starts ends: "n" and 6 hex
+// digits of the token's SHA-256. kubectl holdfast run finds its run by it.
+func RunNowSuffix(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return "n" + hex.EncodeToString(sum[:])[:6]
 }
