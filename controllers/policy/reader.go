@@ -106,32 +106,10 @@ func (r *VolumeBackupPolicyReconciler) ensureReader(ctx context.Context, s *scop
 	case err != nil:
 		return nil, "", fmt.Errorf("reading reader pod %s: %w", key, err)
 	}
-	if pod.Status.Phase == corev1.PodRunning && pod.Spec.NodeName != "" && pod.DeletionTimestamp == nil {
+	if restore.ClaimPodRunning(pod) {
 		return pod, "", nil
 	}
-	return nil, readerWaiting(pod), nil
-}
-
-// readerWaiting says what a reader pod that does not run is stuck on.
-func readerWaiting(pod *corev1.Pod) string {
-	msg := string(pod.Status.Phase)
-	if msg == "" {
-		msg = "not scheduled"
-	}
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Message != "" {
-			return msg + ", not scheduled: " + c.Message
-		}
-	}
-	for _, c := range pod.Status.ContainerStatuses {
-		if w := c.State.Waiting; w != nil && w.Reason != "" {
-			return msg + ", " + w.Reason + ": " + w.Message
-		}
-	}
-	if pod.Spec.NodeName != "" {
-		return msg + " on node " + pod.Spec.NodeName + ": is a ReadWriteOnce volume attached to another node?"
-	}
-	return msg
+	return nil, restore.ClaimPodWaiting(pod, ": is a ReadWriteOnce volume attached to another node?"), nil
 }
 
 // readerNotRun is the failure of a claim whose reader pod did not run in time.

@@ -110,3 +110,32 @@ func NewClaimPod(c ClaimPod, h HelperPod) *corev1.Pod {
 		},
 	}
 }
+
+// ClaimPodRunning says whether a reader or writer pod runs on its node and is not
+// being deleted: only then may a backup or restore use it.
+func ClaimPodRunning(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodRunning && pod.Spec.NodeName != "" && pod.DeletionTimestamp.IsZero()
+}
+
+// ClaimPodWaiting says what a claim pod that does not run is stuck on; onNodeHint is
+// added when it is scheduled and nothing more is known.
+func ClaimPodWaiting(pod *corev1.Pod, onNodeHint string) string {
+	msg := string(pod.Status.Phase)
+	if msg == "" {
+		msg = "not scheduled"
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Message != "" {
+			return msg + ", not scheduled: " + c.Message
+		}
+	}
+	for _, c := range pod.Status.ContainerStatuses {
+		if w := c.State.Waiting; w != nil && w.Reason != "" {
+			return msg + ", " + w.Reason + ": " + w.Message
+		}
+	}
+	if pod.Spec.NodeName != "" {
+		return msg + " on node " + pod.Spec.NodeName + onNodeHint
+	}
+	return msg
+}

@@ -345,10 +345,10 @@ func (r *VolumeRestoreReconciler) ensureWriter(ctx context.Context, sc *scope, p
 	case err != nil:
 		return nil, "", "", fmt.Errorf("reading writer pod %s: %w", key, err)
 	}
-	if pod.Status.Phase == corev1.PodRunning && pod.Spec.NodeName != "" && pod.DeletionTimestamp.IsZero() {
+	if ClaimPodRunning(pod) {
 		return pod, "", "", nil
 	}
-	stuck := podWaiting(pod)
+	stuck := ClaimPodWaiting(pod, "")
 	timeout := r.Writer.StartDeadline()
 	if sc.now.Sub(pod.CreationTimestamp.Time) >= timeout {
 		return nil, "", fmt.Sprintf("claim %s was not restored: its writer pod %s did not run within %s (%s)", pvc.Name, pod.Name, timeout, stuck), nil
@@ -472,28 +472,6 @@ func claimPhase(pvc *corev1.PersistentVolumeClaim) string {
 		return string(corev1.ClaimPending)
 	}
 	return string(pvc.Status.Phase)
-}
-
-// podWaiting says what a pod that does not run is stuck on.
-func podWaiting(pod *corev1.Pod) string {
-	msg := string(pod.Status.Phase)
-	if msg == "" {
-		msg = "not scheduled"
-	}
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Message != "" {
-			return msg + ", not scheduled: " + c.Message
-		}
-	}
-	for _, c := range pod.Status.ContainerStatuses {
-		if w := c.State.Waiting; w != nil && w.Reason != "" {
-			return msg + ", " + w.Reason + ": " + w.Message
-		}
-	}
-	if pod.Spec.NodeName != "" {
-		return msg + " on node " + pod.Spec.NodeName
-	}
-	return msg
 }
 
 // restoreEnded says whether a PodVolumeRestore in phase p has ended.
