@@ -277,6 +277,8 @@ func (r *VolumeRestoreReconciler) createClaimRestore(ctx context.Context, vr *v1
 		pvr.Annotations = map[string]string{}
 	}
 	pvr.Annotations[annotationClaim] = claim
+	// Under claimSelector, spec.volumes[] names claims.
+	pvr.Spec.Paths = vr.PathsOf(claim)
 	if err := r.Create(ctx, pvr); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("creating PodVolumeRestore %s/%s: %w", pvr.Namespace, pvr.Name, err)
 	}
