@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 )
 
@@ -37,8 +39,13 @@ func (s *stories) oneDirectoryBackIntoARunningPod(t *testing.T) {
 	ctx := t.Context()
 	e := s.e
 	t.Cleanup(func() { s.removePartial(t) })
-	if err := e.Apply(ctx, "partial.yaml"); err != nil {
-		t.Fatal(err)
+	// Alone, the story may start before the manager's webhook serves the policies.
+	var last error
+	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		last = e.Apply(ctx, "partial.yaml")
+		return last == nil, nil
+	}); err != nil {
+		t.Fatalf("applying partial.yaml: %v (%v)", err, last)
 	}
 	pod, err := e.PodIn(ctx, partialNamespace, map[string]string{"app": "notes"}, 2*time.Minute)
 	if err != nil {
