@@ -173,6 +173,9 @@ func (r *VolumeRestoreReconciler) createClaimRestores(ctx context.Context, sc *s
 		}
 		rs := sourceOf(vr, claim)
 		path := identity.ClaimSourcePath(claim)
+		if from := vr.FromOf(claim); from != "" {
+			path = from
+		}
 		point, why := choose(vr, rs, path, sc.src)
 		if point == nil {
 			msg := fmt.Sprintf("claim %s: %s", claim, why)

@@ -62,3 +62,40 @@ func TestPartialRedirectedRestoreIsCarriedToEachVolume(t *testing.T) {
 		return nil
 	})
 }
+
+// TestRestoreFromAnotherSource: spec.volumes[].from restores a volume from the backups
+// of another source identity of the namespace (a claim name, or a source path), not
+// its own; a source only another namespace has backups of is not found without
+// spec.sourceNamespace and its grant.
+func TestRestoreFromAnotherSource(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	other := env.Namespace(t, nil)
+	createBackup(t, ns, "db", "/pvc/data-db-0", "k-db", time.Now())
+	createBackup(t, ns, "own", "/pvc/data-copy-0", "k-own", time.Now())
+	createBackup(t, other, "elsewhere", "/pvc/secret-0", "k-secret", time.Now())
+	createPod(t, ns, "copy-0", map[string]string{"app": "copy"}, "node-1", nil,
+		claimVolume("data", "data-copy-0"), claimVolume("scratch", "scratch-copy-0"))
+
+	createRestore(t, ns, "from-db", v1.VolumeRestoreSpec{
+		RunningPods: v1.RunningPodsOverwrite,
+		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "copy"}},
+		Volumes:     []v1.RestoreVolume{{Name: "data", From: "data-db-0"}, {Name: "scratch", From: "/pvc/secret-0"}},
+	})
+	testenv.Eventually(t, "data restored from the db claim's backup, scratch failed", func() error {
+		list := restoresOf(t, ns, "from-db")
+		if len(list) != 1 {
+			return fmt.Errorf("%d PodVolumeRestores", len(list))
+		}
+		if s := list[0].Spec; s.Volume != "data" || s.SnapshotID != "k-db" || s.SourcePath != "/pvc/data-db-0" {
+			return fmt.Errorf("PodVolumeRestore of volume %s: snapshot %s of %s; want k-db of /pvc/data-db-0", s.Volume, s.SnapshotID, s.SourcePath)
+		}
+		vr := getRestore(t, ns, "from-db")
+		for _, st := range vr.Status.Volumes {
+			if st.Volume == "scratch" && st.Phase == v1.RunFailed {
+				return nil
+			}
+		}
+		return fmt.Errorf("status.volumes %+v: want scratch Failed, as namespace %s has no backup of /pvc/secret-0", vr.Status.Volumes, ns)
+	})
+}

@@ -281,6 +281,12 @@ func TestCarelessManifestsAreRejected(t *testing.T) {
 		{"redirected restore with an empty target",
 			restore("  podSelector: {}\n  target: {}\n"),
 			[]string{"spec.target.subPath", "Required value"}},
+		{"restore from a source path that climbs out",
+			restore("  podSelector: {}\n  volumes: [{name: data, from: /pvc/../x}]\n"),
+			[]string{"spec.volumes[0].from", "from must be a source path"}},
+		{"restore from something that is neither a source path nor a claim name",
+			restore("  podSelector: {}\n  volumes: [{name: data, from: 'Data DB'}]\n"),
+			[]string{"spec.volumes[0].from", "or a claim name"}},
 		{"backup with a relative source path",
 			pvb("  sourcePath: pvc/data\n"),
 			[]string{"spec.sourcePath", "sourcePath must start with '/'"}},
@@ -315,7 +321,8 @@ func TestPartialAndRedirectedRestoresAreAccepted(t *testing.T) {
 	ns := env.Namespace(t, nil)
 	vr := decode(t, "apiVersion: backup.holdfast.dev/v1alpha1\nkind: VolumeRestore\nmetadata: {name: partial, namespace: "+ns+"}\nspec:\n"+
 		"  podSelector: {}\n  paths: [data/2026, config.yaml, .hidden, 'a b/..c/d..', '"+strings.Repeat("a/", 511)+"b']\n"+
-		"  volumes: [{name: logs, paths: [app.log]}]\n  target: {subPath: restored/today}\n")
+		"  volumes: [{name: logs, paths: [app.log]}, {name: data, from: data-db-0}, {name: cache, from: /deployment/web/cache}]\n"+
+		"  target: {subPath: restored/today}\n")
 	if err := env.Client.Create(ctxFor(t), vr); err != nil {
 		t.Fatalf("a valid partial, redirected restore was rejected: %v", err)
 	}

@@ -126,6 +126,22 @@ func (vr *VolumeRestore) PathsOf(volume string) []RestorePath {
 	return vr.Spec.Paths
 }
 
+// FromOf is the source path volume (a pod volume, or a claim under claimSelector) is
+// restored from when its spec.volumes[].from names another source identity; empty
+// for its own.
+func (vr *VolumeRestore) FromOf(volume string) string {
+	for _, v := range vr.Spec.Volumes {
+		if v.Name != volume || v.From == "" {
+			continue
+		}
+		if v.From[0] == '/' {
+			return v.From
+		}
+		return "/pvc/" + v.From
+	}
+	return ""
+}
+
 // SubPathOf is the directory inside each volume that the restore writes into, empty
 // for the volume's root.
 func (vr *VolumeRestore) SubPathOf() RestorePath {
@@ -177,6 +193,18 @@ type RestoreVolume struct {
 	// source overrides spec.source for this volume.
 	// +optional
 	Source *RestoreSource `json:"source,omitempty"`
+
+	// from restores this volume from the backups of another source identity of the
+	// source namespace instead of its own: a source path as the backups' spec.sourcePath
+	// says it ("/pvc/<claim>", "/deployment/<name>/<volume>", "/pod/<pod>/<volume>"),
+	// or the name of a claim, which stands for /pvc/<claim>. Use it to restore one
+	// claim's data into another claim or pod (VolSync's "restore into a new PVC",
+	// Velero's volume mapping); spec.source picks which of those backups. Another
+	// namespace's backups still need spec.sourceNamespace and its grant.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('/') ? !self.matches('/[.]{0,2}(/|$)') : self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')",message="from must be a source path (/pvc/<claim>, /<kind>/<name>/<volume>) without empty, . or .. segments, or a claim name"
+	From string `json:"from,omitempty"`
 
 	// paths overrides spec.paths for this volume: only these files and directories of
 	// its snapshot are restored.
