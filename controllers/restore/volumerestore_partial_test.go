@@ -99,3 +99,35 @@ func TestRestoreFromAnotherSource(t *testing.T) {
 		return fmt.Errorf("status.volumes %+v: want scratch Failed, as namespace %s has no backup of /pvc/secret-0", vr.Status.Volumes, ns)
 	})
 }
+
+// TestClaimRestoreFromAnotherClaimWithPaths: under claimSelector, spec.volumes[] names
+// claims, and a claim's from and paths reach the PodVolumeRestore its writer pod gets.
+func TestClaimRestoreFromAnotherClaimWithPaths(t *testing.T) {
+	testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	createBackup(t, ns, "orig", "/pvc/data-orig-0", "k-orig", time.Now())
+	createBoundClaim(t, ns, "data-copy-0", map[string]string{"app": "copy"})
+	createRestore(t, ns, "copy", v1.VolumeRestoreSpec{
+		ClaimSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "copy"}},
+		Volumes:       []v1.RestoreVolume{{Name: "data-copy-0", From: "data-orig-0", Paths: []v1.RestorePath{"tables"}}},
+	})
+	testenv.Eventually(t, "a writer pod for the claim", func() error {
+		if n := len(writerPods(t, ns)); n != 1 {
+			return fmt.Errorf("%d writer pods", n)
+		}
+		return nil
+	})
+	writer := writerPods(t, ns)[0]
+	runPod(t, &writer)
+	testenv.Eventually(t, "the claim's PodVolumeRestore from the other claim's backup, with the paths", func() error {
+		list := restoresOf(t, ns, "copy")
+		if len(list) != 1 {
+			return fmt.Errorf("%d PodVolumeRestores", len(list))
+		}
+		s := list[0].Spec
+		if s.SnapshotID != "k-orig" || s.SourcePath != "/pvc/data-orig-0" || !reflect.DeepEqual(s.Paths, []v1.RestorePath{"tables"}) {
+			return fmt.Errorf("snapshot %s of %s, paths %q; want k-orig of /pvc/data-orig-0, [tables]", s.SnapshotID, s.SourcePath, s.Paths)
+		}
+		return nil
+	})
+}
