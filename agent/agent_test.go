@@ -246,7 +246,7 @@ func createBackup(t *testing.T, v volume, name, location, repo string, uploader 
 
 // createRestore creates a PodVolumeRestore (as the restore controller would) and its
 // VolumeRestore unless the test made it.
-func createRestore(t *testing.T, v volume, name, snapshot, location, repo string, uploader v1.Uploader) (*v1.PodVolumeRestore, types.UID) {
+func createRestore(t *testing.T, v volume, name, snapshot, location, repo string, uploader v1.Uploader, mutate ...func(*v1.PodVolumeRestoreSpec)) (*v1.PodVolumeRestore, types.UID) {
 	t.Helper()
 	vr := &v1.VolumeRestore{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: v.ns},
 		Spec: v1.VolumeRestoreSpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"none": "none"}}, Source: &v1.RestoreSource{Latest: true}}}
@@ -261,6 +261,9 @@ func createRestore(t *testing.T, v volume, name, snapshot, location, repo string
 		Spec: v1.PodVolumeRestoreSpec{Node: nodeName, Pod: v1.PodReference{Name: v.pod, UID: string(v.uid)}, Volume: v.name,
 			VolumeRestore: name, SnapshotID: snapshot, SourceNamespace: v.ns, SourcePath: "/deployment/app/data",
 			StorageLocation: location, Repository: repo, Uploader: uploader},
+	}
+	for _, m := range mutate {
+		m(&pvr.Spec)
 	}
 	if err := controllerutil.SetControllerReference(vr, pvr, env.Scheme); err != nil {
 		t.Fatal(err)

@@ -106,7 +106,8 @@ func (r *PodVolumeRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	if msg, ok := r.markerVolumeNotSetUpYet(ctx, pvr, tgt.pod, err); ok {
 		return ctrl.Result{RequeueAfter: 2 * time.Second}, r.waiting(ctx, pvr, msg)
 	}
-	job := mover.Job{Kind: mover.KindRestore, SnapshotID: pvr.Spec.SnapshotID, SourcePath: pvr.Spec.SourcePath}
+	job := mover.Job{Kind: mover.KindRestore, SnapshotID: pvr.Spec.SnapshotID, SourcePath: pvr.Spec.SourcePath,
+		Paths: restorePaths(pvr.Spec.Paths), SubPath: string(pvr.Spec.SubPath)}
 	work := pvr.DeepCopy()
 	r.jobs.start(context.WithoutCancel(ctx), key, types.UID(pvr.Spec.Pod.UID), func(ctx context.Context, stopReason func() string) bool {
 		return r.restore(ctx, work, job, stopReason)
@@ -222,7 +223,7 @@ func (r *PodVolumeRestoreReconciler) restore(ctx context.Context, pvr *v1.PodVol
 		}
 	})
 	o := moverOutcome(res, err, stopReason(), "canceled: spec.cancel was set; the volume may hold part of the snapshot",
-		fmt.Sprintf("snapshot %s restored: %d files, %d bytes", pvr.Spec.SnapshotID, res.Progress.FilesDone, res.Progress.BytesDone))
+		restoredMessage(pvr, res.Progress))
 	if o.phase == v1.RunPending {
 		// The repository stayed locked before anything was written: back in the
 		// queue, and restore-wait, if it holds the pod, keeps waiting (no marker).
@@ -231,6 +232,34 @@ func (r *PodVolumeRestoreReconciler) restore(ctx context.Context, pvr *v1.PodVol
 	}
 	r.endOrLog(bg, pvr, o)
 	return false
+}
+
+// restorePaths is the mover's form of spec.paths.
+func restorePaths(paths []v1.RestorePath) []string {
+	if len(paths) == 0 {
+		return nil
+	}
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = string(p)
+	}
+	return out
+}
+
+// restoredMessage says what a Completed restore gave back, and where.
+func restoredMessage(pvr *v1.PodVolumeRestore, p mover.Progress) string {
+	what := "snapshot " + pvr.Spec.SnapshotID
+	if n := len(pvr.Spec.Paths); n > 0 {
+		what = fmt.Sprintf("%d paths of snapshot %s", n, pvr.Spec.SnapshotID)
+		if n == 1 {
+			what = fmt.Sprintf("%s of snapshot %s", pvr.Spec.Paths[0], pvr.Spec.SnapshotID)
+		}
+	}
+	where := ""
+	if pvr.Spec.SubPath != "" {
+		where = " into " + string(pvr.Spec.SubPath)
+	}
+	return fmt.Sprintf("%s restored%s: %d files, %d bytes", what, where, p.FilesDone, p.BytesDone)
 }
 
 // claim moves the restore from Pending to InProgress, unless another agent did (see

@@ -68,7 +68,8 @@ func Execute(ctx context.Context, job Job, progress func(Progress)) (Result, err
 				FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles},
 		}, nil
 	case KindRestore:
-		res, err := repo.Restore(ctx, repository.RestoreRequest{SnapshotID: job.SnapshotID, TargetDir: job.Dir, Progress: report})
+		res, err := repo.Restore(ctx, repository.RestoreRequest{SnapshotID: job.SnapshotID, TargetDir: job.Dir,
+			Paths: job.Paths, SubPath: job.SubPath, Progress: report})
 		if err != nil {
 			return Result{}, err
 		}

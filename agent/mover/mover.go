@@ -64,6 +64,12 @@ type Job struct {
 	ExcludeCaches bool `json:"excludeCaches,omitempty"`
 	// SnapshotID is the snapshot to restore.
 	SnapshotID string `json:"snapshotID,omitempty"`
+	// Paths, when set, are the only files and directories of the snapshot a restore
+	// writes (repository.RestoreRequest.Paths).
+	Paths []string `json:"paths,omitempty"`
+	// SubPath, when set, is the directory of Dir a restore writes into, confined to
+	// Dir (repository.RestoreRequest.SubPath).
+	SubPath string `json:"subPath,omitempty"`
 }
 
 // Progress is a point-in-time count of the work.

@@ -173,6 +173,9 @@ func (r *VolumeRestoreReconciler) createClaimRestores(ctx context.Context, sc *s
 		}
 		rs := sourceOf(vr, claim)
 		path := identity.ClaimSourcePath(claim)
+		if from := vr.FromOf(claim); from != "" {
+			path = from
+		}
 		point, why := choose(vr, rs, path, sc.src)
 		if point == nil {
 			msg := fmt.Sprintf("claim %s: %s", claim, why)
@@ -277,6 +280,8 @@ func (r *VolumeRestoreReconciler) createClaimRestore(ctx context.Context, vr *v1
 		pvr.Annotations = map[string]string{}
 	}
 	pvr.Annotations[annotationClaim] = claim
+	// Under claimSelector, spec.volumes[] names claims.
+	pvr.Spec.Paths = vr.PathsOf(claim)
 	if err := r.Create(ctx, pvr); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("creating PodVolumeRestore %s/%s: %w", pvr.Namespace, pvr.Name, err)
 	}

@@ -2,6 +2,7 @@ package restore
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -172,7 +173,7 @@ func TestAClaimNoPodUsesIsRestoredThroughAWriterPod(t *testing.T) {
 	want := v1.PodVolumeRestoreSpec{Node: "node-1", Pod: v1.PodReference{Name: writer.Name, UID: string(writer.UID)}, Volume: ClaimPodVolume,
 		VolumeRestore: "vault", SnapshotID: "k-vault", PodVolumeBackup: "vault-1", SourceNamespace: ns, SourcePath: "/pvc/data-vault-0",
 		StorageLocation: "default", Repository: "default-kopia", Uploader: v1.UploaderKopia}
-	if pvr.Spec != want || pvr.Annotations[annotationClaim] != "data-vault-0" {
+	if !reflect.DeepEqual(pvr.Spec, want) || pvr.Annotations[annotationClaim] != "data-vault-0" {
 		t.Errorf("PodVolumeRestore spec\n got %+v (claim %q)\nwant %+v", pvr.Spec, pvr.Annotations[annotationClaim], want)
 	}
 	testenv.Eventually(t, "restore InProgress, the claim named", func() error {

@@ -247,6 +247,11 @@ func (p *planner) plan(ctx context.Context, vr *v1.VolumeRestore, pod *corev1.Po
 // it is restored from: that of its replica slot when it is a pod-local volume of a
 // replica (see planner.slots), else its source path.
 func (p *planner) choose(ctx context.Context, vr *v1.VolumeRestore, rs *v1.RestoreSource, pod *corev1.Pod, vol *corev1.Volume, src sources) (string, *restorePoint, string) {
+	if from := vr.FromOf(vol.Name); from != "" {
+		// spec.volumes[].from: the backups of that source, whatever this volume is.
+		point, why := choose(vr, rs, from, src)
+		return from, point, why
+	}
 	rsOwner := p.replicaSetOwner(ctx)
 	path := identity.SourcePath(pod, vol, rsOwner)
 	if !identity.Replicated(pod, vol, rsOwner) {

@@ -575,6 +575,8 @@ func (r *VolumeRestoreReconciler) newPodVolumeRestore(vr *v1.VolumeRestore, pod 
 			StorageLocation: pt.StorageLocation,
 			Repository:      pt.Repository,
 			Uploader:        pt.Uploader,
+			Paths:           vr.PathsOf(vp.Volume),
+			SubPath:         vr.SubPathOf(),
 		},
 	}
 	if pt.Dropped != "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -203,7 +204,7 @@ func TestDataOnlyRestoreIntoARunningPodUsesTheLatestBackup(t *testing.T) {
 	want := v1.PodVolumeRestoreSpec{Node: "node-1", Pod: v1.PodReference{Name: "db-0", UID: string(pod.UID)}, Volume: "data",
 		VolumeRestore: "db", SnapshotID: "k-new", PodVolumeBackup: "newer", SourceNamespace: ns, SourcePath: "/pvc/data-db-0",
 		StorageLocation: "default", Repository: "default-kopia", Uploader: v1.UploaderKopia}
-	if pvr.Spec != want {
+	if !reflect.DeepEqual(pvr.Spec, want) {
 		t.Errorf("PodVolumeRestore spec\n got %+v\nwant %+v", pvr.Spec, want)
 	}
 	if owner := metav1.GetControllerOf(&pvr); owner == nil || owner.Kind != "VolumeRestore" || owner.Name != "db" {

@@ -56,6 +56,7 @@ func tallyRestores(existing []v1.PodVolumeRestore, missing, skipped, served []v1
 		st.Phase = v1.RunPending
 		if pvr := byName[st.PodVolumeRestore]; pvr != nil {
 			st.SnapshotID = pvr.Spec.SnapshotID
+			st.Paths, st.SubPath = statusPaths(pvr)
 			if pvr.Status.Phase != "" {
 				st.Phase = pvr.Status.Phase
 			}
@@ -70,6 +71,7 @@ func tallyRestores(existing []v1.PodVolumeRestore, missing, skipped, served []v1
 		t.claimOf[pvr.Name] = pvr.Annotations[annotationClaim]
 		st := v1.RestoreVolumeStatus{Pod: pvr.Spec.Pod.Name, Volume: pvr.Spec.Volume, PodVolumeRestore: pvr.Name,
 			SnapshotID: pvr.Spec.SnapshotID, Phase: pvr.Status.Phase, Message: volumeMessage(&pvr)}
+		st.Paths, st.SubPath = statusPaths(&pvr)
 		if st.Phase == "" {
 			st.Phase = v1.RunPending
 		}
@@ -222,4 +224,13 @@ func restoredPods(vols []v1.RestoreVolumeStatus) int {
 		}
 	}
 	return len(seen)
+}
+
+// statusPaths is what status.volumes says a volume's restore gives back, and where.
+func statusPaths(pvr *v1.PodVolumeRestore) ([]string, string) {
+	var paths []string
+	for _, p := range pvr.Spec.Paths {
+		paths = append(paths, string(p))
+	}
+	return paths, string(pvr.Spec.SubPath)
 }

@@ -63,6 +63,22 @@ func Open(dir string) (*Writer, error) {
 	return &Writer{root: root, dir: dir, chown: os.Geteuid() == 0, dirs: map[string]*dirHandle{}, idle: list.New()}, nil
 }
 
+// Sub makes directory name (and its parents) as Mkdir does, and returns a Writer
+// confined to it: a redirected restore writes only beneath it. A symlink at name is
+// replaced by the directory; one above it that leads out of this Writer's directory
+// fails, and nothing is written.
+func (w *Writer) Sub(name string) (*Writer, error) {
+	if err := w.Mkdir(name); err != nil {
+		return nil, err
+	}
+	rel, _ := Clean(name)
+	root, err := w.root.OpenRoot(rel)
+	if err != nil {
+		return nil, wrapEscape(rel, err)
+	}
+	return &Writer{root: root, dir: filepath.Join(w.dir, rel), chown: w.chown, dirs: map[string]*dirHandle{}, idle: list.New()}, nil
+}
+
 // Close releases the directory.
 func (w *Writer) Close() error {
 	w.mu.Lock()

@@ -32,7 +32,6 @@ import (
 	"github.com/kopia/kopia/snapshot/upload"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"github.com/holdfast-dev/holdfast/internal/confinedfs"
 	"github.com/holdfast-dev/holdfast/internal/kopiarestore"
 )
 
@@ -464,7 +463,17 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 	}
 	// Every entry goes through confinedfs: kopia's own output would follow names and
 	// symlinks out of the target.
-	w, err := confinedfs.Open(req.TargetDir)
+	var entry fs.Entry = root
+	if len(req.Paths) > 0 {
+		dir, ok := root.(fs.Directory)
+		if !ok {
+			return RestoreResult{}, &kopiarestore.PathNotInSnapshotError{Path: req.Paths[0], Snapshot: req.SnapshotID}
+		}
+		if entry, err = kopiarestore.Subtrees(ctx, dir, req.SnapshotID, req.Paths); err != nil {
+			return RestoreResult{}, err
+		}
+	}
+	w, err := openTarget(req)
 	if err != nil {
 		return RestoreResult{}, err
 	}
@@ -496,7 +505,7 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 		return RestoreResult{}, err
 	}
 	out := kopiarestore.New(w).WithPackPrefetch(r.rep, r.cfg.cacheSize()).WithDirectReads(direct).WithDirectoryTimes(r.rep).
-		WithSpecialFiles(special).WithHardLinks(links)
+		WithSpecialFiles(kopiarestore.SpecialUnder(special, req.Paths)).WithHardLinks(links)
 	cancel := make(chan struct{})
 	stopCancel := context.AfterFunc(ctx, func() { close(cancel) })
 	defer stopCancel()
@@ -510,7 +519,7 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 			FilesDone: int64(s.RestoredFileCount) + int64(s.SkippedCount), TotalFiles: int64(s.EnqueuedFileCount)}
 	})
 	defer stop()
-	stats, err := restore.Entry(ctx, r.rep, out, root, restore.Options{
+	stats, err := restore.Entry(ctx, r.rep, out, entry, restore.Options{
 		// Not the kopia CLI's 8: more workers creating files in the same directory
 		// spend their CPU spinning on the directory's lock in the kernel.
 		Parallel:               4,

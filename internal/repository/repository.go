@@ -13,6 +13,7 @@ import (
 	"time"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+	"github.com/holdfast-dev/holdfast/internal/confinedfs"
 )
 
 // SnapshotHost is the host recorded on every snapshot. Together with the namespace (the
@@ -151,7 +152,29 @@ func (s Skipped) Total() int64 {
 type RestoreRequest struct {
 	SnapshotID string
 	TargetDir  string
-	Progress   func(Progress)
+	// Paths, when set, are the only files and directories of the snapshot restored
+	// (relative to its root, "/"-separated, validated as the API does): each at its own
+	// place, a directory with everything below it. A path the snapshot lacks fails the
+	// restore before anything is written.
+	Paths []string
+	// SubPath, when set, is the directory of TargetDir restored into, made if missing;
+	// nothing is written outside it (confinedfs.Writer.Sub).
+	SubPath  string
+	Progress func(Progress)
+}
+
+// openTarget is the confined writer of req's target: TargetDir, or its SubPath.
+func openTarget(req RestoreRequest) (*confinedfs.Writer, error) {
+	w, err := confinedfs.Open(req.TargetDir)
+	if err != nil || req.SubPath == "" {
+		return w, err
+	}
+	defer w.Close()
+	sub, err := w.Sub(req.SubPath)
+	if err != nil {
+		return nil, fmt.Errorf("restoring into %s of the volume: %w", req.SubPath, err)
+	}
+	return sub, nil
 }
 
 // RestoreResult counts what was restored (restic counts directories as files).

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/holdfast-dev/holdfast/internal/confinedfs"
+	"github.com/holdfast-dev/holdfast/internal/kopiarestore"
 )
 
 // resticSourceTag records the source path on restic snapshots: restic itself records
@@ -563,11 +565,14 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 	if snap == nil || len(snap.Paths) != 1 {
 		return RestoreResult{}, newError(ErrSnapshotNotFound, fmt.Sprintf("Snapshot %s does not exist in %s", req.SnapshotID, r.URL()), nil)
 	}
+	if len(req.Paths) > 0 {
+		return r.restorePaths(ctx, req, snap)
+	}
 	// restic restore writes where the snapshot's names point; instead the snapshot is
 	// streamed as a tar (the directory it was taken of, under its full path, is the
 	// root) and every entry is written through confinedfs, so nothing can land outside
 	// the target.
-	w, err := confinedfs.Open(req.TargetDir)
+	w, err := openTarget(req)
 	if err != nil {
 		return RestoreResult{}, err
 	}
@@ -587,7 +592,7 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 	// restic dump writes FIFOs and device nodes as empty regular files, each name
 	// of a hard-linked file as a copy, and nothing for the root: restic ls says what
 	// they are.
-	tree, err := r.tree(ctx, snap)
+	tree, err := r.tree(ctx, snap, nil)
 	if err != nil {
 		return RestoreResult{}, err
 	}
@@ -643,6 +648,113 @@ func (r *resticRepository) Restore(ctx context.Context, req RestoreRequest) (Res
 	return res, nil
 }
 
+// restorePaths restores only req.Paths of snap, each at its own place: a directory
+// from restic dump's tar of it (which lacks the directory's own entry: restic ls gives
+// its metadata), a file from restic dump's stream of its content. Every entry goes
+// through confinedfs, as for a whole snapshot; no entry outside the paths is written.
+func (r *resticRepository) restorePaths(ctx context.Context, req RestoreRequest, snap *resticSnapshot) (RestoreResult, error) {
+	tree, err := r.tree(ctx, snap, req.Paths)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	for _, p := range req.Paths {
+		if _, ok := tree.found[p]; !ok {
+			return RestoreResult{}, &kopiarestore.PathNotInSnapshotError{Path: p, Snapshot: req.SnapshotID}
+		}
+	}
+	w, err := openTarget(req)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	defer w.Close()
+	stop := publish(ctx, req.Progress, func() Progress {
+		return Progress{BytesDone: w.BytesDone(), TotalBytes: tree.selected.TotalBytes, FilesDone: w.FilesDone(), TotalFiles: tree.selected.TotalFiles}
+	})
+	defer stop()
+	var res RestoreResult
+	snapRoot := snap.ID + ":" + snap.Paths[0]
+	for _, p := range req.Paths {
+		node := tree.found[p]
+		meta := confinedfs.Meta{Mode: node.Mode, UID: node.UID, GID: node.GID, ModTime: node.ModTime}
+		if dir := path.Dir(p); dir != "." {
+			if err := w.Mkdir(dir); err != nil {
+				return RestoreResult{}, fmt.Errorf("restoring %s of snapshot %s: %w", p, snap.ID, err)
+			}
+		}
+		switch node.Type {
+		case "dir":
+			special := map[string]confinedfs.Meta{}
+			for rel, m := range tree.special {
+				if kopiarestore.Under(rel, []string{p}) {
+					special[rel] = m
+				}
+			}
+			err = r.dumpInto(ctx, func(rd io.Reader) error {
+				stats, err := confinedfs.ExtractTar(ctx, w, rd, confinedfs.TarOptions{Special: special, HardLinks: &tree.links, ModTimes: tree.modTimes})
+				res.NotRestored.Devices += stats.DevicesSkipped
+				res.NotRestored.Attributes += stats.AttributesRefused
+				res.NotRestored.Other += stats.Skipped
+				return err
+			}, "dump", "--quiet", "--archive", "tar", snapRoot, "/"+p)
+			if err == nil {
+				err = w.Mkdir(p) // an empty directory is not in the tar
+			}
+			if err == nil {
+				err = w.SetMetadata(p, meta)
+			}
+		case "file":
+			err = r.dumpInto(ctx, func(rd io.Reader) error {
+				_, err := w.WriteFileWithMetadata(p, rd, meta)
+				return err
+			}, "dump", "--quiet", snapRoot, "/"+p)
+		case "symlink":
+			err = w.Symlink(p, node.LinkTarget)
+		default:
+			res.NotRestored.Other++ // a FIFO or device named on its own
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return RestoreResult{}, ctx.Err()
+			}
+			return RestoreResult{}, fmt.Errorf("restoring %s of snapshot %s: %w", p, snap.ID, err)
+		}
+	}
+	stop()
+	res.TotalBytes, res.TotalFiles = w.BytesDone(), w.FilesDone()
+	if req.Progress != nil {
+		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})
+	}
+	return res, nil
+}
+
+// dumpInto runs restic with args and hands its standard output to consume; an error
+// of consume stops restic.
+func (r *resticRepository) dumpInto(ctx context.Context, consume func(io.Reader) error, args ...string) error {
+	dumpCtx, cancelDump := context.WithCancel(ctx)
+	defer cancelDump()
+	pr, pw := io.Pipe()
+	consumed := make(chan error, 1)
+	go func() {
+		err := consume(pr)
+		if err != nil {
+			cancelDump()
+			_ = pr.CloseWithError(err)
+		} else {
+			_, _ = io.Copy(io.Discard, pr)
+		}
+		consumed <- err
+	}()
+	runErr := r.run(dumpCtx, pw, args...)
+	_ = pw.CloseWithError(runErr)
+	if err := <-consumed; err != nil {
+		return err
+	}
+	if runErr != nil {
+		return r.classify(runErr)
+	}
+	return nil
+}
+
 // resticTree is what restic ls says of a snapshot that restic dump's tar does not.
 type resticTree struct {
 	// special are the FIFOs and device nodes, by path as confinedfs.Clean gives it:
@@ -655,6 +767,10 @@ type resticTree struct {
 	// modTimes are the entries' times to the nanosecond (Unix ns) by
 	// confinedfs.PathHash: the tar carries whole seconds.
 	modTimes map[uint64]int64
+	// found are the nodes of the paths a partial restore asked for, by path.
+	found map[string]resticNode
+	// selected counts the files under those paths and their bytes.
+	selected Progress
 	// lostFIFOs counts the FIFOs whose names restic ls garbles (not UTF-8): restic
 	// dump writes no FIFO, and such a name cannot be trusted, so none of them is
 	// made. The restore counts them as not restored.
@@ -675,13 +791,19 @@ type resticNode struct {
 	Mode       fs.FileMode `json:"mode"`
 	ModTime    time.Time   `json:"mtime"`
 	Inode      uint64      `json:"inode"`
+	Size       int64       `json:"size"`
+	LinkTarget string      `json:"linktarget"`
 }
 
 // tree lists snap with restic ls: one more walk of its tree (restic's cache holds
 // the tree), holding one small map entry per file for the hard links.
-func (r *resticRepository) tree(ctx context.Context, snap *resticSnapshot) (*resticTree, error) {
+func (r *resticRepository) tree(ctx context.Context, snap *resticSnapshot, paths []string) (*resticTree, error) {
 	pr, pw := io.Pipe()
-	t := &resticTree{special: map[string]confinedfs.Meta{}, modTimes: map[uint64]int64{}}
+	t := &resticTree{special: map[string]confinedfs.Meta{}, modTimes: map[uint64]int64{}, found: map[string]resticNode{}}
+	wanted := map[string]bool{}
+	for _, p := range paths {
+		wanted[p] = true
+	}
 	parsed := make(chan struct{})
 	go func() {
 		defer close(parsed)
@@ -711,6 +833,13 @@ func (r *resticRepository) tree(ctx context.Context, snap *resticSnapshot) (*res
 			rel, err := confinedfs.Clean(strings.TrimPrefix(node.Path, rootPath+"/"))
 			if err != nil {
 				continue
+			}
+			if wanted[rel] {
+				t.found[rel] = node
+			}
+			if len(paths) > 0 && node.Type == "file" && kopiarestore.Under(rel, paths) {
+				t.selected.TotalBytes += node.Size
+				t.selected.TotalFiles++
 			}
 			if node.ModTime.Nanosecond() != 0 && len(t.modTimes) < maxPreciseTimes {
 				t.modTimes[confinedfs.PathHash(rel)] = node.ModTime.UnixNano()

@@ -79,6 +79,8 @@ func TestStories(t *testing.T) {
 		{"LocalPathClaimBackedUpAndRestored", s.localPathClaimBackedUpAndRestored},
 		// hooks_test.go
 		{"HooksQuiesceAndResume", s.hooksQuiesceAndResume},
+		// partial_test.go
+		{"OneDirectoryBackIntoARunningPod", s.oneDirectoryBackIntoARunningPod},
 		// scaledzero_test.go
 		{"StatefulSetScaledToZeroBackedUp", s.statefulSetScaledToZeroBackedUp},
 		{"StatefulSetClaimsRestoredBeforeScaleUp", s.statefulSetClaimsRestoredBeforeScaleUp},

@@ -2,6 +2,7 @@ package v1alpha1_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -244,6 +245,48 @@ func TestCarelessManifestsAreRejected(t *testing.T) {
 		{"restore with a volume listed twice",
 			restore("  podSelector: {}\n  volumes: [{name: data}, {name: data}]\n"),
 			[]string{"spec.volumes[1]", "Duplicate value"}},
+		{"partial restore of an absolute path",
+			restore("  podSelector: {}\n  paths: [/etc/passwd]\n"),
+			[]string{"spec.paths[0]", "must be a path relative to the volume's root"}},
+		{"partial restore of a path that climbs out",
+			restore("  podSelector: {}\n  paths: [data, data/../../etc]\n"),
+			[]string{"spec.paths[1]", "no empty, . or .. segment"}},
+		{"partial restore of a path with an empty segment",
+			restore("  podSelector: {}\n  paths: [data//x]\n"),
+			[]string{"spec.paths[0]", "must be a path relative to the volume's root"}},
+		{"partial restore of a path with a . segment",
+			restore("  podSelector: {}\n  paths: [./data]\n"),
+			[]string{"spec.paths[0]", "must be a path relative to the volume's root"}},
+		{"partial restore of a path with a trailing slash",
+			restore("  podSelector: {}\n  paths: [data/]\n"),
+			[]string{"spec.paths[0]", "no trailing /"}},
+		{"partial restore of an empty path",
+			restore("  podSelector: {}\n  paths: ['']\n"),
+			[]string{"spec.paths[0]", "at least 1 chars long"}},
+		{"partial restore of a path too long",
+			restore("  podSelector: {}\n  paths: [" + strings.Repeat("a", 1025) + "]\n"),
+			[]string{"spec.paths[0]", "Too long"}},
+		{"partial restore of too many paths",
+			restore("  podSelector: {}\n  paths: [" + manyPaths(65) + "]\n"),
+			[]string{"spec.paths", "must have at most 64 items"}},
+		{"partial restore of a volume's path that climbs out",
+			restore("  podSelector: {}\n  volumes: [{name: data, paths: [ok, ..]}]\n"),
+			[]string{"spec.volumes[0].paths[1]", "must be a path relative to the volume's root"}},
+		{"redirected restore into a sub-path that climbs out",
+			restore("  podSelector: {}\n  target: {subPath: restored/../../x}\n"),
+			[]string{"spec.target.subPath", "must be a path relative to the volume's root"}},
+		{"redirected restore into an absolute sub-path",
+			restore("  podSelector: {}\n  target: {subPath: /restored}\n"),
+			[]string{"spec.target.subPath", "must be a path relative to the volume's root"}},
+		{"redirected restore with an empty target",
+			restore("  podSelector: {}\n  target: {}\n"),
+			[]string{"spec.target.subPath", "Required value"}},
+		{"restore from a source path that climbs out",
+			restore("  podSelector: {}\n  volumes: [{name: data, from: /pvc/../x}]\n"),
+			[]string{"spec.volumes[0].from", "from must be a source path"}},
+		{"restore from something that is neither a source path nor a claim name",
+			restore("  podSelector: {}\n  volumes: [{name: data, from: 'Data DB'}]\n"),
+			[]string{"spec.volumes[0].from", "or a claim name"}},
 		{"backup with a relative source path",
 			pvb("  sourcePath: pvc/data\n"),
 			[]string{"spec.sourcePath", "sourcePath must start with '/'"}},
@@ -260,6 +303,28 @@ func TestCarelessManifestsAreRejected(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func manyPaths(n int) string {
+	paths := make([]string, n)
+	for i := range paths {
+		paths[i] = fmt.Sprintf("dir%d", i)
+	}
+	return strings.Join(paths, ", ")
+}
+
+// TestPartialAndRedirectedRestoresAreAccepted: the rules on paths reject only what could
+// leave the volume; names with dots, spaces and deep paths are fine.
+func TestPartialAndRedirectedRestoresAreAccepted(t *testing.T) {
+	env := testenv.Require(t, env)
+	ns := env.Namespace(t, nil)
+	vr := decode(t, "apiVersion: backup.holdfast.dev/v1alpha1\nkind: VolumeRestore\nmetadata: {name: partial, namespace: "+ns+"}\nspec:\n"+
+		"  podSelector: {}\n  paths: [data/2026, config.yaml, .hidden, 'a b/..c/d..', '"+strings.Repeat("a/", 511)+"b']\n"+
+		"  volumes: [{name: logs, paths: [app.log]}, {name: data, from: data-db-0}, {name: cache, from: /deployment/web/cache}]\n"+
+		"  target: {subPath: restored/today}\n")
+	if err := env.Client.Create(ctxFor(t), vr); err != nil {
+		t.Fatalf("a valid partial, redirected restore was rejected: %v", err)
 	}
 }
 
@@ -338,6 +403,9 @@ func TestRestoreCannotBeRedirected(t *testing.T) {
 		{"uploader", func(s *v1.PodVolumeRestoreSpec) { s.Uploader = v1.UploaderRestic }, "uploader is immutable"},
 		{"podVolumeBackup added", func(s *v1.PodVolumeRestoreSpec) { s.PodVolumeBackup = "b" }, "fixed at creation"},
 		{"sourcePath added", func(s *v1.PodVolumeRestoreSpec) { s.SourcePath = "/pvc/x" }, "fixed at creation"},
+		// A restore of a few paths cannot be widened to the whole volume, or moved.
+		{"paths added", func(s *v1.PodVolumeRestoreSpec) { s.Paths = []v1.RestorePath{"etc"} }, "fixed at creation"},
+		{"subPath added", func(s *v1.PodVolumeRestoreSpec) { s.SubPath = "x" }, "fixed at creation"},
 	} {
 		// From the stored object each time: a change that got through must not turn the
 		// next one into a conflict.
@@ -357,6 +425,32 @@ func TestRestoreCannotBeRedirected(t *testing.T) {
 	canceled.Spec.Cancel = true
 	if err := env.Client.Update(ctx, canceled); err != nil {
 		t.Errorf("setting spec.cancel must be allowed: %v", err)
+	}
+
+	partial := pvr.DeepCopy()
+	partial.ObjectMeta = metav1.ObjectMeta{Name: "partial", Namespace: ns}
+	partial.Spec.Paths, partial.Spec.SubPath = []v1.RestorePath{"data/2026"}, "restored"
+	if err := env.Client.Create(ctx, partial); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		field  string
+		change func(*v1.PodVolumeRestoreSpec)
+		want   string
+	}{
+		{"paths", func(s *v1.PodVolumeRestoreSpec) { s.Paths = []v1.RestorePath{"data"} }, "paths is immutable"},
+		{"paths removed", func(s *v1.PodVolumeRestoreSpec) { s.Paths = nil }, "fixed at creation"},
+		{"subPath", func(s *v1.PodVolumeRestoreSpec) { s.SubPath = "elsewhere" }, "subPath is immutable"},
+		{"subPath removed", func(s *v1.PodVolumeRestoreSpec) { s.SubPath = "" }, "fixed at creation"},
+	} {
+		edited := &v1.PodVolumeRestore{}
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(partial), edited); err != nil {
+			t.Fatal(err)
+		}
+		tc.change(&edited.Spec)
+		if err := env.Client.Update(ctx, edited); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("changing %s: err = %v, want %q", tc.field, err, tc.want)
+		}
 	}
 }
 

@@ -7,7 +7,7 @@ import (
 // PodVolumeRestoreSpec is one snapshot to restore into one volume of one pod. Everything
 // but cancel is fixed at creation: a change could point the restore at another
 // namespace's data.
-// +kubebuilder:validation:XValidation:rule="has(self.podVolumeBackup) == has(oldSelf.podVolumeBackup) && has(self.sourcePath) == has(oldSelf.sourcePath)",message="podVolumeBackup and sourcePath are fixed at creation"
+// +kubebuilder:validation:XValidation:rule="has(self.podVolumeBackup) == has(oldSelf.podVolumeBackup) && has(self.sourcePath) == has(oldSelf.sourcePath) && has(self.paths) == has(oldSelf.paths) && has(self.subPath) == has(oldSelf.subPath)",message="podVolumeBackup, sourcePath, paths and subPath are fixed at creation"
 type PodVolumeRestoreSpec struct {
 	// node is the node the pod is scheduled on; only that node's agent handles the
 	// restore (a selectable field).
@@ -81,6 +81,21 @@ type PodVolumeRestoreSpec struct {
 	// +required
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="uploader is immutable"
 	Uploader Uploader `json:"uploader"`
+
+	// paths are the only files and directories of the snapshot to restore, relative to
+	// its root; empty for the whole snapshot. A path the snapshot does not hold fails
+	// the restore.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="paths is immutable"
+	Paths []RestorePath `json:"paths,omitempty"`
+
+	// subPath is the directory of the volume to restore into, made if missing and
+	// confined to the volume; empty for the volume's root.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="subPath is immutable"
+	SubPath RestorePath `json:"subPath,omitempty"`
 
 	// cancel asks the agent to stop the restore; it ends Canceled.
 	// +optional

@@ -78,6 +78,77 @@ type VolumeRestoreSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=63
 	SourceNamespace string `json:"sourceNamespace,omitempty"`
+
+	// paths restores only these files and directories of each snapshot, each relative
+	// to the volume's root (as the pod sees the volume: "data/2026", "config.yaml");
+	// a directory comes back with everything below it, at the same place. Nothing
+	// else in the volume is touched: files outside these paths stay as they are. A
+	// path that is not in the snapshot fails the volume's restore with a message that
+	// names it. A volume's own spec.volumes[].paths replaces this list. Empty: the
+	// whole snapshot.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	Paths []RestorePath `json:"paths,omitempty"`
+
+	// target redirects the restore to another place than the volume's root.
+	// +optional
+	Target *RestoreTarget `json:"target,omitempty"`
+}
+
+// RestorePath is a path inside a volume, relative to its root: no leading "/", and no
+// empty, "." or ".." segment, so that it cannot name anything outside the volume.
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=1024
+// +kubebuilder:validation:XValidation:rule="!self.matches('(^|/)[.]{0,2}(/|$)')",message="must be a path relative to the volume's root: no leading /, no trailing /, and no empty, . or .. segment"
+type RestorePath string
+
+// RestoreTarget is where, in each selected volume, a restore writes.
+type RestoreTarget struct {
+	// subPath is a directory inside the volume to restore into instead of its root,
+	// made if it is missing: the snapshot's root becomes this directory (with
+	// spec.paths, each path is restored below it). Everything is written beneath it:
+	// a symbolic link at subPath or in its parents that leads out of the volume fails
+	// the restore and nothing is written. Use it to restore beside the live data and
+	// compare or copy back by hand, as with a restic restore --target.
+	// +required
+	SubPath RestorePath `json:"subPath"`
+}
+
+// PathsOf is what a restore restores of the volume named volume: that volume's own
+// spec.volumes[].paths if it has them, else spec.paths; nil means the whole snapshot.
+func (vr *VolumeRestore) PathsOf(volume string) []RestorePath {
+	for _, v := range vr.Spec.Volumes {
+		if v.Name == volume && len(v.Paths) > 0 {
+			return v.Paths
+		}
+	}
+	return vr.Spec.Paths
+}
+
+// FromOf is the source path volume (a pod volume, or a claim under claimSelector) is
+// restored from when its spec.volumes[].from names another source identity; empty
+// for its own.
+func (vr *VolumeRestore) FromOf(volume string) string {
+	for _, v := range vr.Spec.Volumes {
+		if v.Name != volume || v.From == "" {
+			continue
+		}
+		if v.From[0] == '/' {
+			return v.From
+		}
+		return "/pvc/" + v.From
+	}
+	return ""
+}
+
+// SubPathOf is the directory inside each volume that the restore writes into, empty
+// for the volume's root.
+func (vr *VolumeRestore) SubPathOf() RestorePath {
+	if vr.Spec.Target == nil {
+		return ""
+	}
+	return vr.Spec.Target.SubPath
 }
 
 // RunningPodsPolicy is what a restore does to the pods it selects that restore-wait
@@ -122,6 +193,25 @@ type RestoreVolume struct {
 	// source overrides spec.source for this volume.
 	// +optional
 	Source *RestoreSource `json:"source,omitempty"`
+
+	// from restores this volume from the backups of another source identity of the
+	// source namespace instead of its own: a source path as the backups' spec.sourcePath
+	// says it ("/pvc/<claim>", "/deployment/<name>/<volume>", "/pod/<pod>/<volume>"),
+	// or the name of a claim, which stands for /pvc/<claim>. Use it to restore one
+	// claim's data into another claim or pod (VolSync's "restore into a new PVC",
+	// Velero's volume mapping); spec.source picks which of those backups. Another
+	// namespace's backups still need spec.sourceNamespace and its grant.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('/') ? !self.matches('/[.]{0,2}(/|$)') : self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')",message="from must be a source path (/pvc/<claim>, /<kind>/<name>/<volume>) without empty, . or .. segments, or a claim name"
+	From string `json:"from,omitempty"`
+
+	// paths overrides spec.paths for this volume: only these files and directories of
+	// its snapshot are restored.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	Paths []RestorePath `json:"paths,omitempty"`
 }
 
 // RestoreSource picks one backup of a volume: the latest, the latest at or before a
@@ -238,6 +328,16 @@ type RestoreVolumeStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=128
 	SnapshotID string `json:"snapshotID,omitempty"`
+	// paths are the files and directories of the snapshot restored; absent when the
+	// whole snapshot is.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=1024
+	Paths []string `json:"paths,omitempty"`
+	// subPath is the directory of the volume restored into; absent for its root.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	SubPath string `json:"subPath,omitempty"`
 	// phase of the volume's restore; empty for a volume that is skipped.
 	// +optional
 	Phase RunPhase `json:"phase,omitempty"`
