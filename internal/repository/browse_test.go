@@ -55,6 +55,7 @@ func browseVolume(t *testing.T) string {
 		os.Symlink("dir", filepath.Join(src, "inlink")),
 		syscall.Mkfifo(filepath.Join(src, "dir", "pipe"), 0o600),
 		os.Link(filepath.Join(src, "dir/a.txt"), filepath.Join(src, "hardlink.txt")),
+		os.Chtimes(filepath.Join(src, "dir/a.txt"), time.Time{}, time.Now().Add(time.Hour)),
 	} {
 		if step != nil {
 			t.Fatal(step)
@@ -266,12 +267,16 @@ func TestBrowse(t *testing.T) {
 						t.Errorf("Stat(%q) = %+v, want %+v", c.path, got, c.want)
 					}
 				}
-				fi, err := os.Stat(filepath.Join(src, "big.bin"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got, _ := r.Stat(ctx, id, "big.bin"); !got.ModTime.Equal(fi.ModTime()) {
-					t.Errorf("big.bin's time = %v, want %v", got.ModTime, fi.ModTime())
+				// Times are the entries' own, a directory's too (not the newest time
+				// below it: dir/a.txt is newer than dir).
+				for _, p := range []string{"", "big.bin", "dir", "empty"} {
+					fi, err := os.Stat(filepath.Join(src, p))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got, _ := r.Stat(ctx, id, p); !got.ModTime.Equal(fi.ModTime()) {
+						t.Errorf("Stat(%q) time = %v, want %v", p, got.ModTime, fi.ModTime())
+					}
 				}
 			})
 
