@@ -13,13 +13,20 @@ import (
 // not hold: a restore that wrote nothing must not end Completed.
 var ErrPathNotInSnapshot = errors.New("path is not in the snapshot")
 
-// PathNotInSnapshotError names the path of a partial restore that the snapshot lacks.
+// PathNotInSnapshotError names the path of a partial restore, or of a browse of a
+// snapshot, that the snapshot lacks.
 type PathNotInSnapshotError struct {
 	Path     string
 	Snapshot string
+	// Browse marks a lookup that was never going to restore anything (a listing, a
+	// download), whose message then says no more than that the path is missing.
+	Browse bool
 }
 
 func (e *PathNotInSnapshotError) Error() string {
+	if e.Browse {
+		return fmt.Sprintf("path %q is not in snapshot %s", e.Path, e.Snapshot)
+	}
 	return fmt.Sprintf("path %q is not in snapshot %s, so nothing was restored", e.Path, e.Snapshot)
 }
 

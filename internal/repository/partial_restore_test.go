@@ -146,3 +146,29 @@ func TestRedirectedRestore(t *testing.T) {
 		})
 	}
 }
+
+// TestPartialRestoreOfASymlink: a symlink named on its own comes back with its
+// target (restic ls, which the restic partial restore lists with, prints none).
+func TestPartialRestoreOfASymlink(t *testing.T) {
+	for _, uploader := range []v1.Uploader{v1.UploaderKopia, v1.UploaderRestic} {
+		t.Run(string(uploader), func(t *testing.T) {
+			r := filesystemRepository(t, uploader)
+			src := t.TempDir()
+			writeTree(t, src, map[string]string{"docs/one.txt": "one"})
+			if err := os.Symlink("one.txt", filepath.Join(src, "docs", "latest")); err != nil {
+				t.Fatal(err)
+			}
+			res, err := r.Backup(ctxFor(t), BackupRequest{Dir: src, SourcePath: "/pvc/partial"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			live := t.TempDir()
+			if _, err := r.Restore(ctxFor(t), RestoreRequest{SnapshotID: res.SnapshotID, TargetDir: live, Paths: []string{"docs/latest"}}); err != nil {
+				t.Fatalf("partial restore of a symlink: %v", err)
+			}
+			if target, err := os.Readlink(filepath.Join(live, "docs", "latest")); err != nil || target != "one.txt" {
+				t.Errorf("restored symlink: target %q, err %v; want one.txt", target, err)
+			}
+		})
+	}
+}

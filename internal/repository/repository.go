@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -75,6 +76,20 @@ type Repository interface {
 	Maintain(ctx context.Context, req MaintenanceRequest) (MaintenanceResult, error)
 	// Usage lists the repository's objects in the store and adds up their sizes.
 	Usage(ctx context.Context) (Usage, error)
+	// Stat describes the entry at path of a snapshot: "" is the root. path is
+	// relative to the snapshot root, "/"-separated, validated with ValidateBrowsePath.
+	// A path the snapshot lacks is ErrPathNotInSnapshot; an unknown snapshot is
+	// ErrSnapshotNotFound. A symlink is described, never followed, also on the way.
+	Stat(ctx context.Context, snapshotID, path string) (Entry, error)
+	// List lists the entries of the directory at path, sorted by name; for a file
+	// (or a symlink, or a special file) it lists that entry alone.
+	List(ctx context.Context, snapshotID, path string) ([]Entry, error)
+	// Tar writes the entry at path, and everything below a directory, as an
+	// uncompressed tar stream to w; names in the stream start with the entry's own
+	// name (the root: "."). Special files (FIFOs, devices, sockets) are left out and
+	// counted in TarResult.Skipped. It streams (no file is held in memory) and stops
+	// with ctx's error when ctx is cancelled, or with w's error when w fails.
+	Tar(ctx context.Context, snapshotID, path string, w io.Writer) (TarResult, error)
 	// URL is where the repository lives (s3://bucket/prefix/kopia/<namespace>/).
 	URL() string
 	// Close releases the repository and removes the kopia config file.

@@ -708,7 +708,12 @@ func (r *resticRepository) restorePaths(ctx context.Context, req RestoreRequest,
 				return err
 			}, "dump", "--quiet", snapRoot, "/"+p)
 		case "symlink":
-			err = w.Symlink(p, node.LinkTarget)
+			// restic ls prints no symlink target: the stored tree has it.
+			var stored resticTreeNode
+			browse := &resticBrowse{r: r, snap: snap, root: path.Clean(snap.Paths[0])}
+			if stored, err = browse.lookup(ctx, p); err == nil {
+				err = w.Symlink(p, stored.LinkTarget)
+			}
 		default:
 			res.NotRestored.Other++ // a FIFO or device named on its own
 		}
@@ -792,7 +797,6 @@ type resticNode struct {
 	ModTime    time.Time   `json:"mtime"`
 	Inode      uint64      `json:"inode"`
 	Size       int64       `json:"size"`
-	LinkTarget string      `json:"linktarget"`
 }
 
 // tree lists snap with restic ls: one more walk of its tree (restic's cache holds
