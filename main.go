@@ -11,9 +11,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 	// Policies name IANA time zones (spec.schedule.timeZone) and the image has no
@@ -38,6 +41,7 @@ import (
 	"github.com/holdfast-dev/holdfast/agent/restorewait"
 	backupv1alpha1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/cli"
+	"github.com/holdfast-dev/holdfast/controllers/browse"
 	"github.com/holdfast-dev/holdfast/controllers/coverage"
 	"github.com/holdfast-dev/holdfast/controllers/hooks"
 	"github.com/holdfast-dev/holdfast/controllers/monitoring"
@@ -62,10 +66,11 @@ Commands:
   agent          run the node agent (one DaemonSet pod per node)
   restore-wait   wait until a pod's volumes are restored (init container)
   pause          sleep until SIGTERM (the reader pod that backs up a claim no pod uses)
+  browse-relay   serve a browse session's snapshot on loopback (its relay pod)
   recover        without a cluster: list a store's repositories and restore points, and
                  recover a repository's key for the kopia or restic CLI (docs/recover.md)
   kubectl        the kubectl plugin (also run as kubectl-holdfast): preview, coverage,
-                 run (docs/cli.md)
+                 run, restore, snapshots, ls, get (docs/cli.md)
 
 Run "holdfast <command> --help" for the flags of a command.
 `
@@ -89,6 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		restorewait.Subcommand:     runRestoreWait,
 		policyctrl.PauseSubcommand: runPause,
 		"agent-mover":              runAgentMover,
+		browse.RelaySubcommand:     runBrowseRelay,
 		"recover":                  func(args []string, stderr io.Writer) error { return recovery.Main(args, stdout, stderr) },
 	}
 	if args[0] == "kubectl" {
@@ -222,6 +228,10 @@ func runManager(args []string, stderr io.Writer) error {
 		"how long a PodVolumeBackup or PodVolumeRestore may wait for an agent that cannot come (its node is gone, is not Linux, or runs no Holdfast agent) before the manager fails it")
 	var hostPathRoots hostpath.Roots
 	fs.Var(&hostPathRoots, "host-path-roots", hostPathRootsUsage+"; a claim on a hostPath PersistentVolume elsewhere is skipped (reason HostPath). Give the agents the same list")
+	managerService := fs.String("service", "holdfast-webhook-service",
+		"the manager's webhook Service in the operator namespace, through which agents and browse relay pods reach it")
+	managerWebhookConfiguration := fs.String("webhook-configuration", "holdfast-mutating-webhook-configuration",
+		"the MutatingWebhookConfiguration whose caBundle signs the manager's serving certificate (handed to browse relay pods)")
 	coverageInterval := fs.Duration("coverage-interval", coverage.DefaultInterval,
 		"the shortest time between two computations of the cluster's coverage (VolumeCoverage cluster, holdfast_unprotected_* metrics); changes within it are folded into the next")
 	if err := fs.Parse(args); err != nil {
@@ -273,6 +283,12 @@ func runManager(args []string, stderr io.Writer) error {
 	}
 	(&restore.PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: *namespace, Image: *restoreHelperImage}).SetupWithManager(mgr)
 	storage.SetupJobCredentials(mgr, *namespace, *agentServiceAccount)
+	if err := browse.Setup(mgr, browse.Options{Catalog: catalog,
+		Relay: restore.ClaimPodOptions{Namespace: *namespace, Image: *restoreHelperImage},
+		Endpoint: browse.ServiceEndpoint{Reader: mgr.GetAPIReader(), Namespace: *namespace,
+			Service: *managerService, WebhookConfiguration: *managerWebhookConfiguration}}); err != nil {
+		return err
+	}
 	engine, err := policyctrl.Setup(mgr, policyctrl.Options{HostPathRoots: hostPathRoots,
 		Reader: restore.ClaimPodOptions{Namespace: *namespace, Image: *restoreHelperImage}})
 	if err != nil {
@@ -420,6 +436,43 @@ func runPause(args []string, stderr io.Writer) error {
 	// rather than killing the process (what a test waits for; a line in the pod's log).
 	fmt.Fprintln(stderr, pauseReadyLine)
 	fmt.Fprintf(stderr, "holdfast pause: %s, exiting\n", <-signals)
+	return nil
+}
+
+// runBrowseRelay serves a browse session in its relay pod (controllers/browse).
+func runBrowseRelay(args []string, stderr io.Writer) error {
+	fs := newFlagSet(browse.RelaySubcommand, "Serves a browse session's snapshot on a loopback address, passing each request\n"+
+		"on to the manager with the pod's projected token. Runs in the relay pods of BrowseSessions.", stderr)
+	var relay browse.Relay
+	fs.StringVar(&relay.ManagerURL, strings.TrimPrefix(browse.FlagManagerURL, "--"), "", "https URL of the manager")
+	fs.StringVar(&relay.ServerName, strings.TrimPrefix(browse.FlagServerName, "--"), "", "name in the manager's serving certificate")
+	fs.StringVar(&relay.TokenFile, strings.TrimPrefix(browse.FlagTokenFile, "--"), "", "the pod's projected token for audience "+browse.TokenAudience)
+	listen := fs.String(strings.TrimPrefix(browse.FlagListen, "--"), "127.0.0.1:8765", "address to serve on (keep it on loopback: kubectl port-forward reaches it, other pods do not)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	relay.CA = []byte(os.Getenv(browse.EnvManagerCA))
+	handler, err := relay.Handler()
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	fmt.Fprintf(stderr, "holdfast %s: serving on %s for %s\n", browse.RelaySubcommand, ln.Addr(), relay.ManagerURL)
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
 	return nil
 }
 

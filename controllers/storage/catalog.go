@@ -185,3 +185,9 @@ func (c *Catalog) connect(ctx context.Context, ns, name string, bsl *v1.BackupSt
 	}
 	return fmt.Sprintf("BackupRepository %s/%s: connecting to the %s repository found in the store of storage location %s", ns, name, uploader, bsl.Name)
 }
+
+// Open lends the open repository of a Ready BackupRepository, for reading inside its
+// snapshots (browse sessions). Close it when done: that returns the loan.
+func (c *Catalog) Open(ctx context.Context, brepo *v1.BackupRepository) (repository.Repository, error) {
+	return openExisting(ctx, c.Client, c.Secrets, c.Namespace, c.Pool, brepo)
+}
