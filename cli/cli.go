@@ -115,7 +115,7 @@ func newRoot(name string, stdin io.Reader) *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&o.kubeconfig, "kubeconfig", "", "path to the kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
 	pf.StringVar(&o.context, "context", "", "the kubeconfig context to use")
-	root.AddCommand(newPreview(o), newCoverage(o), newRun(o))
+	root.AddCommand(newPreview(o), newCoverage(o), newRun(o), newSnapshots(o), newLs(o), newGet(o))
 	for _, cmd := range root.Commands() {
 		args := cmd.Args
 		cmd.Args = func(c *cobra.Command, a []string) error {

@@ -25,7 +25,8 @@ func TestMain(m *testing.M) {
 
 // startManager runs the policy and coverage controllers as the manager does (as its
 // ServiceAccount, with the roles of config/rbac): run follows a real run, coverage
-// reads the VolumeCoverage they keep. No storage controller runs: tests mark the
+// reads the VolumeCoverage they keep; snapshots, ls and get talk to the browse session
+// controller and server (browse_test.go). No storage controller runs: tests mark the
 // storage location Ready, and play the agent by completing PodVolumeBackups.
 func startManager(env *testenv.Env) (func(), error) {
 	var logs io.Writer = io.Discard
@@ -51,8 +52,15 @@ func startManager(env *testenv.Env) (func(), error) {
 	if err := coverage.Setup(mgr, coverage.Options{Interval: time.Second, Engine: engine}); err != nil {
 		return nil, err
 	}
+	workDir, err := os.MkdirTemp("", "holdfast-cli-browse-")
+	if err != nil {
+		return nil, err
+	}
+	if err := startBrowse(env, mgr, workDir); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	return func() { cancel(); <-done }, nil
+	return func() { cancel(); <-done; browseServer.Close(); _ = os.RemoveAll(workDir) }, nil
 }
