@@ -224,7 +224,7 @@ func (b *browseOptions) ls(ctx context.Context, out, errOut io.Writer, args []st
 	if len(rest) == 1 {
 		p = cleanPath(rest[0])
 	}
-	base, stop, s, err := b.open(ctx, errOut, claim)
+	base, stop, _, err := b.open(ctx, errOut, claim)
 	if err != nil {
 		return err
 	}
@@ -237,7 +237,7 @@ func (b *browseOptions) ls(ctx context.Context, out, errOut io.Writer, args []st
 		return printStructured(out, b.output, entries)
 	}
 	tw := newTable(out)
-	fmt.Fprintf(errOut, "snapshot %s of %s, /%s:\n", s.Spec.SnapshotID, s.Status.SourcePath, p)
+	fmt.Fprintln(tw, "MODE\tSIZE\tMODIFIED\tNAME")
 	for _, e := range entries {
 		name := e.Name
 		switch e.Type {
@@ -436,6 +436,8 @@ func (b *browseOptions) open(ctx context.Context, errOut io.Writer, claim string
 	if err != nil {
 		return "", nil, nil, err
 	}
+	fmt.Fprintf(errOut, "snapshot %s of %s, through BrowseSession %s/%s (until %s)\n", s.Spec.SnapshotID, s.Status.SourcePath,
+		s.Namespace, s.Name, browse.ExpiresAt(s).UTC().Format(time.RFC3339))
 	return base, stop, s, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -240,7 +241,16 @@ func (s *Server) read(ctx context.Context, w http.ResponseWriter, sess *v1.Brows
 }
 
 func toEntry(e repository.Entry) v1.BrowseEntry {
-	return v1.BrowseEntry{Name: e.Name, Type: string(e.Type), Size: e.Size, Mode: e.Mode.String(),
+	mode := e.Mode
+	switch e.Type {
+	case repository.EntryDir:
+		mode |= os.ModeDir
+	case repository.EntrySymlink:
+		mode |= os.ModeSymlink
+	case repository.EntryOther:
+		mode |= os.ModeIrregular
+	}
+	return v1.BrowseEntry{Name: e.Name, Type: string(e.Type), Size: e.Size, Mode: mode.String(),
 		ModTime: metav1.NewTime(e.ModTime.UTC()), Target: e.Target}
 }
 
