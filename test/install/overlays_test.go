@@ -26,8 +26,8 @@ func TestDefaultInstall(t *testing.T) {
 	if got := b.find("Namespace", ns).GetLabels()["pod-security.kubernetes.io/enforce"]; got != "privileged" {
 		t.Errorf("namespace Pod Security enforce level = %q; the agent's hostPath mount needs privileged", got)
 	}
-	if n := len(b.ofKind("CustomResourceDefinition")); n != 7 {
-		t.Errorf("%d CRDs, want the 7 Holdfast kinds", n)
+	if n := len(b.ofKind("CustomResourceDefinition")); n != 8 {
+		t.Errorf("%d CRDs, want the 8 Holdfast kinds", n)
 	}
 	for _, o := range b.objs {
 		if o.GetLabels()["app.kubernetes.io/part-of"] != "holdfast" {
