@@ -600,18 +600,28 @@ func (f *restoreFollower) volumeLine(v v1.RestoreVolumeStatus) (string, string) 
 	if v.Reason != "" {
 		return key, fmt.Sprintf("  %s: skipped (%s): %s", who, v.Reason, v.Message)
 	}
-	line := "  " + who + ": " + orDash(string(v.Phase))
-	if pvr := f.pvrs[v.PodVolumeRestore]; pvr != nil {
+	// The PodVolumeRestore, which the agent updates, is ahead of the restore's
+	// status.volumes, which the restore controller copies from it.
+	phase, msg := v.Phase, v.Message
+	pvr := f.pvrs[v.PodVolumeRestore]
+	if pvr != nil && pvr.Status.Phase != "" {
+		phase = pvr.Status.Phase
+		if msg == "" {
+			msg = pvr.Status.Message
+		}
+	}
+	line := "  " + who + ": " + orDash(string(phase))
+	if pvr != nil {
 		p := pvr.Status.Progress
 		switch {
-		case v.Phase == v1.RunCompleted:
+		case phase == v1.RunCompleted:
 			line += fmt.Sprintf(", %s, %s", byteSize(p.BytesDone), count(int(p.FilesDone), "file"))
 		case p.TotalBytes > 0 || p.TotalFiles > 0:
 			line += fmt.Sprintf(", %s of %s, %d of %s", byteSize(p.BytesDone), byteSize(p.TotalBytes), p.FilesDone, count(int(p.TotalFiles), "file"))
 		}
 	}
-	if v.Message != "" && (v.Phase == v1.RunFailed || v.Phase == v1.RunCanceled) {
-		line += ": " + v.Message
+	if msg != "" && (phase == v1.RunFailed || phase == v1.RunCanceled) {
+		line += ": " + msg
 	}
 	return key, line
 }
