@@ -213,7 +213,8 @@ func TestRestoreFlagErrors(t *testing.T) {
 		{[]string{"--claim", "data", "--dry-run=maybe"}, `invalid argument "maybe" for "--dry-run"`},
 		{[]string{"--claim", "data", "extra"}, `unknown command "extra"`},
 	} {
-		args := append([]string{"restore", "-n", ns}, c.args...)
+		// --no-wait: flags that wrongly pass create a restore and return at once.
+		args := append([]string{"restore", "-n", ns, "--no-wait"}, c.args...)
 		out, stderr, code := holdfast(t, "", args...)
 		if code != ExitUsage || !strings.Contains(stderr, c.want) {
 			t.Errorf("%s: exit %d, stderr %q; want exit 2 and %q (stdout %q)", strings.Join(c.args, " "), code, stderr, c.want, out)
@@ -233,11 +234,11 @@ func TestRestoreIntoAPodNeedsItsOwnLabelsAndAChoice(t *testing.T) {
 		t.Errorf("--pod of a pod without labels: exit %d, %q; want exit 1 saying so", code, stderr)
 	}
 	labelPod(t, ns, "web", map[string]string{"app": "web"})
-	_, stderr, code = holdfast(t, "", "restore", "-n", ns, "--pod", "web")
+	_, stderr, code = holdfast(t, "", "restore", "-n", ns, "--pod", "web", "--no-wait")
 	if code != ExitUsage || !strings.Contains(stderr, "pod web exists already, so no restore-wait holds it") || !strings.Contains(stderr, "--running-pods=Overwrite") {
 		t.Errorf("--pod without --running-pods: exit %d, %q; want exit 2 asking for --running-pods", code, stderr)
 	}
-	_, stderr, code = holdfast(t, "", "restore", "-n", ns, "--claim", "web-data")
+	_, stderr, code = holdfast(t, "", "restore", "-n", ns, "--claim", "web-data", "--no-wait")
 	if code != ExitUsage || !strings.Contains(stderr, "claim web-data is used by pod web") {
 		t.Errorf("--claim of a running pod without --running-pods: exit %d, %q; want exit 2 naming the pod", code, stderr)
 	}
