@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"regexp"
@@ -340,4 +341,29 @@ func TestRestoreRejectedByTheAPIServer(t *testing.T) {
 		}
 	}
 	noRestores(t, ns)
+}
+
+// With -o json the progress goes to stderr and stdout holds only the VolumeRestore as it
+// ended, status included, for a script to read.
+func TestRestoreOutputIsTheFinalState(t *testing.T) {
+	o := newObjects(t)
+	ns := o.e.Namespace(t, nil)
+	o.app(ns, "web")
+	labelPod(t, ns, "web", map[string]string{"app": "web"})
+	o.backupOf(ns, "web-data-1", "/pvc/web-data", "k1")
+
+	_, done := startRestore(t, "-n", ns, "--pod", "web", "--running-pods=Overwrite", "--name", "web-all", "-o", "json")
+	playAgent(t, podVolumeRestore(t, ns, "web-all"), v1.RunCompleted, v1.Progress{TotalBytes: 10, BytesDone: 10, TotalFiles: 1, FilesDone: 1}, "")
+	r := waitResult(t, done)
+	if r.code != ExitOK {
+		t.Fatalf("exit %d, want 0:\n%s%s", r.code, r.out, r.err)
+	}
+	var got restoreManifest
+	if err := json.Unmarshal([]byte(r.out), &got); err != nil {
+		t.Fatalf("stdout is not one JSON object: %v\n%s", err, r.out)
+	}
+	if got.Metadata.Name != "web-all" || got.Status == nil || got.Status.Phase != v1.RestoreCompleted || got.Status.VolumesCompleted != 1 {
+		t.Errorf("stdout: %+v; want web-all Completed with 1 volume", got)
+	}
+	wantLines(t, r.err, "VolumeRestore web-all created in namespace "+ns, "  pod web volume data: Completed, 10 B, 1 file")
 }
