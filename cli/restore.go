@@ -122,8 +122,12 @@ live volume, nothing else in it is touched.
 // (RestorePath): relative, no empty, "." or ".." segment.
 var restorePathRule = regexp.MustCompile(`(^|/)[.]{0,2}(/|$)`)
 
-// claimNameRule is what spec.volumes[].from accepts besides a source path.
-var claimNameRule = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+// claimNameRule and sourcePathRule are the API's rule for spec.volumes[].from: a
+// claim's name, or a source path without an empty, "." or ".." segment.
+var (
+	claimNameRule  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+	sourcePathRule = regexp.MustCompile(`/[.]{0,2}(/|$)`)
+)
 
 // validate checks the flags before anything talks to the cluster; each error names its
 // flag.
@@ -178,7 +182,8 @@ func (r *restoreOptions) validate() error {
 		return usageError("--sub-path %q must be relative to the volume's root: no leading /, no trailing /, and no empty, . or .. segment", r.subPath)
 	}
 	if r.from != "" {
-		if strings.HasPrefix(r.from, "/") && regexp.MustCompile(`/[.]{0,2}(/|$)`).MatchString(r.from) || !strings.HasPrefix(r.from, "/") && !claimNameRule.MatchString(r.from) {
+		path := strings.HasPrefix(r.from, "/")
+		if path && sourcePathRule.MatchString(r.from) || !path && !claimNameRule.MatchString(r.from) {
 			return usageError("--from %q must be a claim name or a source path (/pvc/<claim>, /<kind>/<name>/<volume>) without empty, . or .. segments", r.from)
 		}
 	}
@@ -383,7 +388,8 @@ func (r *restoreOptions) selectorOfPod(ctx context.Context, kube client.Reader, 
 	}
 	var others []string
 	for _, p := range pods.Items {
-		if p.Name != pod.Name && p.DeletionTimestamp.IsZero() {
+		// As the restore controller, pods that ended or are going away do not count.
+		if p.Name != pod.Name && p.DeletionTimestamp.IsZero() && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
 			others = append(others, p.Name)
 		}
 	}
@@ -642,7 +648,7 @@ func (f *restoreFollower) summary(took time.Duration) string {
 		what = fmt.Sprintf("%s restored into %s", count(int(st.VolumesCompleted), "volume"), count(len(pods), "pod"))
 	}
 	if st.VolumesSkipped > 0 {
-		what += fmt.Sprintf(", %s left as %s (skipped)", count(int(st.VolumesSkipped), "volume"), map[bool]string{true: "it was", false: "they were"}[st.VolumesSkipped == 1])
+		what += fmt.Sprintf(", %s skipped", count(int(st.VolumesSkipped), "volume"))
 	}
 	return fmt.Sprintf("VolumeRestore %s Completed: %s in %s", f.name, what, took)
 }

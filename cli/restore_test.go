@@ -367,3 +367,26 @@ func TestRestoreOutputIsTheFinalState(t *testing.T) {
 	}
 	wantLines(t, r.err, "VolumeRestore web-all created in namespace "+ns, "  pod web volume data: Completed, 10 B, 1 file")
 }
+
+// With -l and the API's default runningPods: Skip, a pod that ran before the restore is
+// left alone and the plugin says so with the restore's sentence; --timeout stops
+// following (exit 1), not the restore.
+func TestRestoreSaysWhatItSkipsAndTimesOut(t *testing.T) {
+	o := newObjects(t)
+	ns := o.e.Namespace(t, nil)
+	o.app(ns, "web")
+	labelPod(t, ns, "web", map[string]string{"app": "web"})
+	o.backupOf(ns, "web-data-1", "/pvc/web-data", "k1")
+
+	r := waitResult(t, func() <-chan result {
+		_, done := startRestore(t, "-n", ns, "-l", "app=web", "--name", "web-skip", "--timeout", "5s")
+		return done
+	}())
+	if r.code != ExitError {
+		t.Fatalf("exit %d, want 1 after --timeout:\n%s%s", r.code, r.out, r.err)
+	}
+	wantLines(t, r.out, "  pod web volume data: skipped (PodNotHeld): not restored: pod web was created before this restore")
+	if !strings.Contains(r.err, "following VolumeRestore web-skip: context deadline exceeded; it goes on (kubectl describe vr -n "+ns+" web-skip)") {
+		t.Errorf("stderr does not say that the restore goes on: %q", r.err)
+	}
+}
