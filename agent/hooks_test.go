@@ -56,7 +56,7 @@ func TestBackupWaitsForThePreHooks(t *testing.T) {
 			return fmt.Errorf("the backup left Pending (%s: %s) before its pre hooks ran", got.Status.Phase, got.Status.Message)
 		}
 		apimeta.SetStatusCondition(&got.Status.Conditions, metav1.Condition{Type: v1.ConditionPreHooks, Status: metav1.ConditionTrue,
-			Reason: v1.ReasonHooksSucceeded, Message: "the 1 pre hooks ran"})
+			Reason: v1.ReasonHooksSucceeded, Message: "the pre hook ran"})
 		return env.Client.Status().Update(ctxFor(t), got)
 	})
 	done := waitBackupPhase(t, pvb, v1.RunCompleted, v1.RunFailed)

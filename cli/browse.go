@@ -29,6 +29,7 @@ import (
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/controllers/browse"
+	"github.com/holdfast-dev/holdfast/controllers/storage"
 	"github.com/holdfast-dev/holdfast/internal/identity"
 )
 
@@ -168,7 +169,7 @@ func (b *browseOptions) snapshots(ctx context.Context, out io.Writer, args []str
 		if p.NamespaceUID != "" {
 			backup += " (namespace " + p.NamespaceUID + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.SnapshotID, p.Time.UTC().Format(time.RFC3339), humanBytes(p.Size),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.SnapshotID, p.Time.UTC().Format(time.RFC3339), storage.FormatBytes(p.Size),
 			p.Uploader, orDash(p.StorageLocation), backup)
 	}
 	if err := tw.Flush(); err != nil {
@@ -248,7 +249,7 @@ func (b *browseOptions) ls(ctx context.Context, out, errOut io.Writer, args []st
 		}
 		size := "-"
 		if e.Size >= 0 {
-			size = humanBytes(e.Size)
+			size = storage.FormatBytes(e.Size)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Mode, size, e.ModTime.UTC().Format(time.RFC3339), name)
 	}
@@ -323,7 +324,7 @@ func (b *browseOptions) get(ctx context.Context, out, errOut io.Writer, args []s
 		return fmt.Errorf("downloading %s of snapshot %s: %w (what was written so far stays in %s)", p, s.Spec.SnapshotID, err, b.to)
 	}
 	fmt.Fprintf(out, "downloaded /%s of snapshot %s of %s into %s: %s, %s\n", p, s.Spec.SnapshotID, s.Status.SourcePath,
-		path.Join(b.to, name), plural(files, "file"), humanBytes(done.Load()))
+		path.Join(b.to, name), count(files, "file"), storage.FormatBytes(done.Load()))
 	return nil
 }
 
@@ -342,9 +343,9 @@ func (b *browseOptions) report(errOut io.Writer, p string, total int64, done *at
 				return
 			case <-t.C:
 				if total > 0 {
-					fmt.Fprintf(errOut, "%s: %s of %s (%d%%)\n", p, humanBytes(done.Load()), humanBytes(total), done.Load()*100/total)
+					fmt.Fprintf(errOut, "%s: %s of %s (%d%%)\n", p, storage.FormatBytes(done.Load()), storage.FormatBytes(total), done.Load()*100/total)
 				} else {
-					fmt.Fprintf(errOut, "%s: %s\n", p, humanBytes(done.Load()))
+					fmt.Fprintf(errOut, "%s: %s\n", p, storage.FormatBytes(done.Load()))
 				}
 			}
 		}
@@ -599,25 +600,4 @@ func getJSON(ctx context.Context, endpoint, p string, v any) error {
 func answerError(resp *http.Response) error {
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	return fmt.Errorf("the manager answered %s: %s", resp.Status, strings.TrimSpace(string(msg)))
-}
-
-// humanBytes says n bytes in binary units.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-func plural(n int, noun string) string {
-	if n == 1 {
-		return "1 " + noun
-	}
-	return fmt.Sprintf("%d %ss", n, noun)
 }

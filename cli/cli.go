@@ -105,8 +105,8 @@ func newRoot(name string, stdin io.Reader) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "holdfast",
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: name},
-		Short:         "Preview policies, see coverage and run policies of Holdfast",
-		Long:          name + " answers from the API server what Holdfast's policies protect: preview a policy change, list coverage, run a policy now.",
+		Short:         "Preview policies, see coverage, run policies and restore volumes with Holdfast",
+		Long:          name + " answers from the API server what Holdfast's policies protect: preview a policy change, list coverage, run a policy now, restore a volume or some of its paths.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -115,7 +115,7 @@ func newRoot(name string, stdin io.Reader) *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&o.kubeconfig, "kubeconfig", "", "path to the kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
 	pf.StringVar(&o.context, "context", "", "the kubeconfig context to use")
-	root.AddCommand(newPreview(o), newCoverage(o), newRun(o), newSnapshots(o), newLs(o), newGet(o))
+	root.AddCommand(newPreview(o), newCoverage(o), newRun(o), newRestore(o), newSnapshots(o), newLs(o), newGet(o))
 	for _, cmd := range root.Commands() {
 		args := cmd.Args
 		cmd.Args = func(c *cobra.Command, a []string) error {

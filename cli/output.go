@@ -31,6 +31,14 @@ func newTable(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 }
 
+// count is n and the noun, in the plural unless n is 1: "1 volume", "2 volumes".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
 func orDash(s string) string {
 	if s == "" {
 		return "-"

@@ -96,7 +96,7 @@ func (p *previewOptions) run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	if p.failOnUnprotect && len(res.Unprotected) > 0 {
-		return &exitError{code: ExitUnprotect, err: fmt.Errorf("%d volumes would no longer be protected by any policy", len(res.Unprotected))}
+		return &exitError{code: ExitUnprotect, err: fmt.Errorf("%s would no longer be protected by any policy", count(len(res.Unprotected), "volume"))}
 	}
 	return nil
 }
@@ -378,7 +378,7 @@ func printPreview(w io.Writer, res *PreviewResult) {
 		if p.Suspended {
 			state = ", suspended: what it selects is Skipped as Suspended"
 		}
-		fmt.Fprintf(w, "VolumeBackupPolicy %s (%s%s): selects %d volumes, skips %d\n", p.Name, p.Change, state, len(p.Selected), len(p.Skipped))
+		fmt.Fprintf(w, "VolumeBackupPolicy %s (%s%s): selects %s, skips %d\n", p.Name, p.Change, state, count(len(p.Selected), "volume"), len(p.Skipped))
 		if len(p.Selected)+len(p.Skipped) == 0 {
 			fmt.Fprintln(w)
 			continue

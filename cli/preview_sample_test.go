@@ -62,7 +62,7 @@ func TestPreviewOfASamplePolicyChange(t *testing.T) {
 		t.Fatalf("exit %d, want 3:\n%s%s", code, out, stderr)
 	}
 	wantLines(t, out,
-		"VolumeBackupPolicy gold-nightly (Changed): selects 1 volumes, skips 0",
+		"VolumeBackupPolicy gold-nightly (Changed): selects 1 volume, skips 0",
 		ns+" db data db-data yes",
 		"Become protected: none",
 		"Stop being protected by any policy: 1",

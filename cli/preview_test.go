@@ -52,7 +52,7 @@ spec:
 		t.Fatalf("preview: exit %d, want 0: %s", code, stderr)
 	}
 	wantLines(t, out,
-		fmt.Sprintf("VolumeBackupPolicy %s (Changed): selects 1 volumes, skips 0", name),
+		fmt.Sprintf("VolumeBackupPolicy %s (Changed): selects 1 volume, skips 0", name),
 		fmt.Sprintf("%s   web   data   web-data   yes", kept),
 		"Become protected: none",
 		"Stop being protected by any policy: 1",
@@ -77,7 +77,7 @@ spec:
 		if len(res.Unprotected) != 1 || res.Unprotected[0].Namespace != dropped || res.Unprotected[0].Claim != "db-data" {
 			t.Errorf("%s: unprotected %+v, want claim %s/db-data", input.name, res.Unprotected, dropped)
 		}
-		if !strings.Contains(stderr, "1 volumes would no longer be protected by any policy") {
+		if !strings.Contains(stderr, "1 volume would no longer be protected by any policy") {
 			t.Errorf("%s: stderr %q", input.name, stderr)
 		}
 	}

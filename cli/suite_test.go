@@ -13,6 +13,7 @@ import (
 
 	"github.com/holdfast-dev/holdfast/controllers/coverage"
 	policyctrl "github.com/holdfast-dev/holdfast/controllers/policy"
+	"github.com/holdfast-dev/holdfast/controllers/restore"
 	celpolicy "github.com/holdfast-dev/holdfast/policy"
 	"github.com/holdfast-dev/holdfast/test/testenv"
 )
@@ -23,11 +24,15 @@ func TestMain(m *testing.M) {
 	testenv.Run(m, &env, testenv.Options{Setup: startManager})
 }
 
-// startManager runs the policy and coverage controllers as the manager does (as its
-// ServiceAccount, with the roles of config/rbac): run follows a real run, coverage
-// reads the VolumeCoverage they keep; snapshots, ls and get talk to the browse session
-// controller and server (browse_test.go). No storage controller runs: tests mark the
-// storage location Ready, and play the agent by completing PodVolumeBackups.
+// startManager runs the policy, coverage and restore controllers as the manager does
+// (as its ServiceAccount, with the roles of config/rbac): run follows a real run,
+// coverage reads the VolumeCoverage they keep, restore follows a real VolumeRestore;
+// snapshots, ls and get talk to the browse session controller and server
+// (browse_test.go).
+// No storage controller runs: tests mark the storage location Ready, and play the
+// agent by completing PodVolumeBackups and PodVolumeRestores. The restore controller
+// reads PodVolumeBackups only (no store catalog), and no pod webhook runs: the
+// restore tests restore into running pods (runningPods: Overwrite).
 func startManager(env *testenv.Env) (func(), error) {
 	var logs io.Writer = io.Discard
 	if os.Getenv("HOLDFAST_TEST_LOG") != "" {
@@ -50,6 +55,10 @@ func startManager(env *testenv.Env) (func(), error) {
 		return nil, err
 	}
 	if err := coverage.Setup(mgr, coverage.Options{Interval: time.Second, Engine: engine}); err != nil {
+		return nil, err
+	}
+	if err := (&restore.VolumeRestoreReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+		Writer: restore.ClaimPodOptions{Namespace: "holdfast-system", Image: "holdfast:test", StartTimeout: 30 * time.Second}}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	workDir, err := os.MkdirTemp("", "holdfast-cli-browse-")

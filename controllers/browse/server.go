@@ -232,11 +232,11 @@ func (s *Server) read(ctx context.Context, w http.ResponseWriter, sess *v1.Brows
 	if err != nil {
 		// The status line is sent: the relay and the plugin see a tar stream cut short.
 		s.Recorder.Eventf(sess, nil, corev1.EventTypeWarning, EventDownloaded, "Read", "download of %s of snapshot %s of %s by %s stopped after %s: %v",
-			shown, id, sess.Status.SourcePath, sess.Spec.RequestedBy, sizeOf(res.Bytes), err)
+			shown, id, sess.Status.SourcePath, sess.Spec.RequestedBy, storage.FormatBytes(res.Bytes), err)
 		return err
 	}
 	s.Recorder.Eventf(sess, nil, corev1.EventTypeNormal, EventDownloaded, "Read", "%s downloaded %s of snapshot %s of %s: %d files, %s",
-		sess.Spec.RequestedBy, shown, id, sess.Status.SourcePath, res.Files, sizeOf(res.Bytes))
+		sess.Spec.RequestedBy, shown, id, sess.Status.SourcePath, res.Files, storage.FormatBytes(res.Bytes))
 	return nil
 }
 
@@ -257,18 +257,4 @@ func toEntry(e repository.Entry) v1.BrowseEntry {
 func writeJSON(w http.ResponseWriter, v any) error {
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(v)
-}
-
-// sizeOf says n bytes in binary units.
-func sizeOf(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

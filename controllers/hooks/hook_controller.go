@@ -211,13 +211,22 @@ func (r *HookReconciler) reconcilePre(ctx context.Context, g *group) error {
 		var failure string
 		outs, failure = r.runStage(ctx, g, v1.HookStagePre, g.hooks.Pre)
 		c := metav1.Condition{Type: v1.ConditionPreHooks, Status: metav1.ConditionTrue, Reason: ReasonHooksSucceeded,
-			Message: fmt.Sprintf("the %d pre hooks ran", len(g.hooks.Pre))}
+			Message: hooksRan(len(g.hooks.Pre), "pre")}
 		if failure != "" {
 			c.Status, c.Reason, c.Message = metav1.ConditionFalse, ReasonHookFailed, failure+"; the volume was not backed up"
 		}
 		cond = &c
 	}
 	return r.record(ctx, g, *cond, outs, v1.HookStagePre)
+}
+
+// hooksRan is the message of a stage whose n hooks ran: "the pre hook ran", "the 2
+// pre hooks ran".
+func hooksRan(n int, stage string) string {
+	if n == 1 {
+		return "the " + stage + " hook ran"
+	}
+	return fmt.Sprintf("the %d %s hooks ran", n, stage)
 }
 
 // reconcilePost runs the post hooks once every backup of the pod finished (also when
@@ -241,7 +250,7 @@ func (r *HookReconciler) reconcilePost(ctx context.Context, g *group) error {
 		default:
 			var failure string
 			outs, failure = r.runStage(ctx, g, v1.HookStagePost, g.hooks.Post)
-			c.Message = fmt.Sprintf("the %d post hooks ran", len(g.hooks.Post))
+			c.Message = hooksRan(len(g.hooks.Post), "post")
 			if failure != "" {
 				c.Status, c.Reason, c.Message = metav1.ConditionFalse, ReasonHookFailed, failure
 			}

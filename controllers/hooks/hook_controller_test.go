@@ -137,8 +137,8 @@ func TestFailingPreHookFailsTheVolumesAndPostStillRuns(t *testing.T) {
 		if c := apimeta.FindStatusCondition(b.Status.Conditions, v1.ConditionPreHooks); c.Status != metav1.ConditionFalse || c.Reason != v1.ReasonHookFailed {
 			t.Errorf("%s: PreHooks = %+v, want False HookFailed", key.Name, c)
 		}
-		if c := apimeta.FindStatusCondition(b.Status.Conditions, v1.ConditionPostHooks); c.Status != metav1.ConditionTrue {
-			t.Errorf("%s: PostHooks = %+v, want True", key.Name, c)
+		if c := apimeta.FindStatusCondition(b.Status.Conditions, v1.ConditionPostHooks); c.Status != metav1.ConditionTrue || c.Message != "the post hook ran" {
+			t.Errorf("%s: PostHooks = %+v, want True, \"the post hook ran\"", key.Name, c)
 		}
 		if got, want := outcomes(b), []string{"Pre/freeze/Failed", "Post/thaw/Succeeded"}; !slices.Equal(got, want) {
 			t.Errorf("%s: outcomes %v, want %v", key.Name, got, want)
@@ -181,8 +181,8 @@ func TestContinuePreHookAndPostAfterEveryVolume(t *testing.T) {
 
 	for _, key := range keys {
 		b := waitCondition(t, key, v1.ConditionPreHooks)
-		if c := apimeta.FindStatusCondition(b.Status.Conditions, v1.ConditionPreHooks); c.Status != metav1.ConditionTrue {
-			t.Errorf("%s: PreHooks = %+v, want True (the failure had onError Continue)", key.Name, c)
+		if c := apimeta.FindStatusCondition(b.Status.Conditions, v1.ConditionPreHooks); c.Status != metav1.ConditionTrue || c.Message != "the pre hook ran" {
+			t.Errorf("%s: PreHooks = %+v, want True (the failure had onError Continue), \"the pre hook ran\"", key.Name, c)
 		}
 		if b.Status.Phase == v1.RunFailed {
 			t.Errorf("%s failed: %s", key.Name, b.Status.Message)
@@ -207,8 +207,8 @@ func TestContinuePreHookAndPostAfterEveryVolume(t *testing.T) {
 	finish(t, keys[1], v1.RunFailed)
 	for _, key := range keys {
 		b := waitCondition(t, key, v1.ConditionPostHooks)
-		if c := apimeta.FindStatusCondition(b.Status.Conditions, v1.ConditionPostHooks); c.Status != metav1.ConditionTrue {
-			t.Errorf("%s: PostHooks = %+v, want True", key.Name, c)
+		if c := apimeta.FindStatusCondition(b.Status.Conditions, v1.ConditionPostHooks); c.Status != metav1.ConditionTrue || c.Message != "the post hook ran" {
+			t.Errorf("%s: PostHooks = %+v, want True, \"the post hook ran\"", key.Name, c)
 		}
 	}
 	if got, want := execs.commands(ns), []string{"db: fail 2 flush failed", "sidecar: resume"}; !slices.Equal(got, want) {

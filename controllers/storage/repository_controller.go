@@ -291,7 +291,7 @@ func (r *RepositoryReconciler) maintain(ctx context.Context, brepo *v1.BackupRep
 		log.FromContext(ctx).Info("cannot measure the repository's size in the store", "error", uerr.Error())
 	} else {
 		brepo.Status.StoreUsage = &v1.StoreUsage{Bytes: usage.Bytes, Objects: usage.Objects, MeasuredTime: metav1.NewTime(r.clock())}
-		res.Message += fmt.Sprintf("; the repository holds %s in %d objects", formatBytes(usage.Bytes), usage.Objects)
+		res.Message += fmt.Sprintf("; the repository holds %s in %d objects", FormatBytes(usage.Bytes), usage.Objects)
 		entry.Message = truncate(res.Message, 1024)
 	}
 	if err != nil {
@@ -321,8 +321,8 @@ func (r *RepositoryReconciler) maintain(ctx context.Context, brepo *v1.BackupRep
 	return ctrl.Result{RequeueAfter: interval}, nil
 }
 
-// formatBytes writes n in binary units with one decimal (15.1 KiB, 3.0 GiB).
-func formatBytes(n int64) string {
+// FormatBytes writes n in binary units with one decimal (15.1 KiB, 3.0 GiB).
+func FormatBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

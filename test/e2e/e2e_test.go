@@ -81,6 +81,8 @@ func TestStories(t *testing.T) {
 		{"HooksQuiesceAndResume", s.hooksQuiesceAndResume},
 		// partial_test.go
 		{"OneDirectoryBackIntoARunningPod", s.oneDirectoryBackIntoARunningPod},
+		// plugin_test.go
+		{"PluginRestoresOneDirectory", s.pluginRestoresOneDirectory},
 		// scaledzero_test.go
 		{"StatefulSetScaledToZeroBackedUp", s.statefulSetScaledToZeroBackedUp},
 		{"StatefulSetClaimsRestoredBeforeScaleUp", s.statefulSetClaimsRestoredBeforeScaleUp},
