@@ -448,6 +448,7 @@ func runBrowseRelay(args []string, stderr io.Writer) error {
 	fs.StringVar(&relay.ServerName, strings.TrimPrefix(browse.FlagServerName, "--"), "", "name in the manager's serving certificate")
 	fs.StringVar(&relay.TokenFile, strings.TrimPrefix(browse.FlagTokenFile, "--"), "", "the pod's projected token for audience "+browse.TokenAudience)
 	listen := fs.String(strings.TrimPrefix(browse.FlagListen, "--"), "127.0.0.1:8765", "address to serve on (keep it on loopback: kubectl port-forward reaches it, other pods do not)")
+	health := fs.String(strings.TrimPrefix(browse.FlagHealth, "--"), "", "address answering GET /healthz once the relay listens (the readiness probe); empty: none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -461,13 +462,32 @@ func runBrowseRelay(args []string, stderr io.Writer) error {
 		return err
 	}
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	servers := []*http.Server{srv}
+	if *health != "" {
+		// Bound after the relay's own listener: a probe that answers means it listens.
+		hl, err := net.Listen("tcp", *health)
+		if err != nil {
+			return err
+		}
+		hs := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/healthz" {
+				http.NotFound(w, r)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		})}
+		servers = append(servers, hs)
+		go func() { _ = hs.Serve(hl) }()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(shutdown)
+		for _, s := range servers {
+			_ = s.Shutdown(shutdown)
+		}
 	}()
 	fmt.Fprintf(stderr, "holdfast %s: serving on %s for %s\n", browse.RelaySubcommand, ln.Addr(), relay.ManagerURL)
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

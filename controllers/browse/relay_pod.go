@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -51,7 +52,13 @@ const (
 	FlagServerName = "--server-name"
 	FlagTokenFile  = "--token-file"
 	FlagListen     = "--listen"
+	FlagHealth     = "--health-listen"
 )
+
+// RelayHealthPort is where a relay pod answers its readiness probe (GET /healthz), on
+// the pod's address: the kubelet probes from the node. It says only that the relay
+// listens; nothing is served there.
+const RelayHealthPort = 8766
 
 // RelayPodName is <session>-relay-<hash of the session's UID>, at most 63 characters.
 func RelayPodName(s *v1.BrowseSession) string {
@@ -133,7 +140,7 @@ func (e StaticEndpoint) Get(context.Context) (ManagerEndpoint, error) { return M
 // NewRelayPod builds the relay pod of session s: one container running holdfast
 // browse-relay with the helper settings h, as the namespace's default ServiceAccount
 // but with no token of it except the projected one for the manager, and nothing else
-// mounted.
+// mounted; Ready once the relay listens.
 func NewRelayPod(s *v1.BrowseSession, name string, ep ManagerEndpoint, h restore.HelperPod) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
@@ -161,6 +168,11 @@ func NewRelayPod(s *v1.BrowseSession, name string, ep ManagerEndpoint, h restore
 					FlagServerName + "=" + ep.ServerName,
 					FlagTokenFile + "=" + RelayTokenDir + "/token",
 					FlagListen + "=127.0.0.1:" + strconv.Itoa(v1.RelayPort),
+					FlagHealth + "=:" + strconv.Itoa(RelayHealthPort),
+				},
+				ReadinessProbe: &corev1.Probe{
+					ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(RelayHealthPort)}},
+					PeriodSeconds: 1, FailureThreshold: 3,
 				},
 				Env:             []corev1.EnvVar{{Name: EnvManagerCA, Value: string(ep.CA)}},
 				Resources:       h.Resources,

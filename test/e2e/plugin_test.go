@@ -3,10 +3,13 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -24,19 +27,21 @@ const (
 	pluginDir       = "notes/2026"
 )
 
-// pluginRestoresOneDirectory: a directory deleted by mistake in a running pod is given
-// back with the kubectl plugin, as a user types it: `kubectl holdfast restore --pod
-// ... --path ...` writes the VolumeRestore and follows it to Completed (exit 0); the
-// directory's files come back byte for byte, every other file of the volume (some
+// pluginRestoresOneDirectory: a directory deleted by mistake in a running pod is looked
+// at and given back with the kubectl plugin, as a user types it: snapshots lists the
+// store's restore points, ls and get list and download the deleted directory through
+// a browse session (relay pod, port-forward), byte for byte; `kubectl holdfast restore
+// --pod ... --path ...` writes the VolumeRestore and follows it to Completed (exit 0);
+// the directory's files come back byte for byte, every other file of the volume (some
 // changed on purpose after the backup) keeps its content and modification time, and
-// the pod is not restarted. Its steps are methods of pluginStory, so that later steps
-// (listing restore points, downloading a file) can be added between them.
+// the pod is not restarted.
 func (s *stories) pluginRestoresOneDirectory(t *testing.T) {
 	ps := &pluginStory{s: s, t: t}
 	t.Cleanup(ps.remove)
 	ps.deploy()
 	ps.writeAndBackUp()
 	ps.deleteTheDirectory()
+	ps.browseWithThePlugin()
 	ps.restoreWithThePlugin()
 	ps.checkTheVolume()
 }
@@ -44,6 +49,10 @@ func (s *stories) pluginRestoresOneDirectory(t *testing.T) {
 type pluginStory struct {
 	s *stories
 	t *testing.T
+	// bin is the directory holding the built binary as kubectl-holdfast.
+	bin string
+	// snapshot is the snapshot ID of the run's backup of the volume.
+	snapshot string
 	// pod is the journal pod's UID before anything happened to it.
 	podUID string
 	// want are the checksums of pluginDir at the backup; others the checksums,
@@ -107,6 +116,7 @@ func (ps *pluginStory) writeAndBackUp() {
 	if lr := run.Policy.Status.LastRun; lr.Outcome != backupv1alpha1.RunOutcomeSucceeded || run.Backup("data") == nil {
 		t.Fatalf("run %s %s %q; want one Completed backup of volume data", lr.Name, lr.Outcome, lr.Message)
 	}
+	ps.snapshot = run.Backup("data").Status.SnapshotID
 }
 
 func (ps *pluginStory) deleteTheDirectory() {
@@ -119,35 +129,108 @@ func (ps *pluginStory) deleteTheDirectory() {
 	ps.others = ps.sums("", "-not -path './"+pluginDir+"/*' -not -path './.holdfast/*'", true)
 }
 
-// restoreWithThePlugin builds the holdfast binary, names it kubectl-holdfast on PATH
-// beside the cluster's kubectl, and runs `kubectl holdfast restore` with the cluster's
-// kubeconfig in $KUBECONFIG, as a user does.
-func (ps *pluginStory) restoreWithThePlugin() {
+// plugin runs `kubectl holdfast args...` as a user does: the built holdfast binary named
+// kubectl-holdfast on PATH beside the cluster's kubectl, the cluster's kubeconfig in
+// $KUBECONFIG. It shows the command and its output in the log under title and returns
+// the output and error.
+func (ps *pluginStory) plugin(title string, args ...string) (string, error) {
 	t, e := ps.t, ps.s.e
-	dir := t.TempDir()
-	bin, err := testenv.BuildHoldfast(dir)
-	if err != nil {
-		t.Fatal(err)
+	if ps.bin == "" {
+		dir := t.TempDir()
+		bin, err := testenv.BuildHoldfast(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(bin, filepath.Join(dir, cli.PluginName)); err != nil {
+			t.Fatal(err)
+		}
+		ps.bin = dir
 	}
-	if err := os.Rename(bin, filepath.Join(dir, cli.PluginName)); err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"holdfast", "restore", "-n", pluginNamespace, "--pod", "journal", "--volume", "data", "--path", pluginDir,
-		"--running-pods=Overwrite", "--name", "journal-2026", "--timeout", "5m"}
-	e.Log("restoring %s: kubectl %s", pluginDir, strings.Join(args, " "))
+	args = append([]string{"holdfast"}, args...)
 	cmd := exec.CommandContext(t.Context(), filepath.Join(e.Cluster.ToolsBin, "kubectl"), args...)
-	cmd.Env = append(os.Environ(), "PATH="+dir+":"+e.Cluster.ToolsBin+":"+os.Getenv("PATH"), "KUBECONFIG="+e.Cluster.Kubeconfig())
+	cmd.Env = append(os.Environ(), "PATH="+ps.bin+":"+e.Cluster.ToolsBin+":"+os.Getenv("PATH"), "KUBECONFIG="+e.Cluster.Kubeconfig())
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
-	err = cmd.Run()
-	e.Show("The plugin restores one directory into the running pod and follows it:\n$ kubectl "+strings.Join(args, " "),
-		out.String()+"(exit "+exitCode(err)+", "+time.Since(start).Round(time.Second).String()+")")
-	if err != nil {
-		t.Fatalf("kubectl holdfast restore: %v\n%s", err, out.String())
+	err := cmd.Run()
+	e.Show(title+"\n$ kubectl "+strings.Join(args, " "), out.String()+"(exit "+exitCode(err)+", "+time.Since(start).Round(time.Second).String()+")")
+	return out.String(), err
+}
+
+// browseWithThePlugin: before giving the directory back, the user looks at what the
+// store holds. snapshots lists the run's snapshot (read from the store by the manager);
+// ls lists the deleted directory's parent in it; get downloads the deleted directory
+// to this machine through a relay pod and port-forward, byte for byte as it was; the
+// session records the download, naming the user.
+func (ps *pluginStory) browseWithThePlugin() {
+	t, e := ps.t, ps.s.e
+	volume := []string{"-n", pluginNamespace, "--pod", "journal", "--volume", "data"}
+	out, err := ps.plugin("The store's restore points of the journal pod's volume:", append([]string{"snapshots"}, volume...)...)
+	if err != nil || !strings.Contains(out, ps.snapshot) {
+		t.Fatalf("kubectl holdfast snapshots: %v; want snapshot %s listed:\n%s", err, ps.snapshot, out)
 	}
-	if !strings.Contains(out.String(), "VolumeRestore journal-2026 Completed: 1 volume restored into 1 pod") {
-		t.Errorf("kubectl holdfast restore did not end with its summary:\n%s", out.String())
+	out, err = ps.plugin("What the newest one holds under notes:", append([]string{"ls", "notes"}, volume...)...)
+	if err != nil || !strings.Contains(out, "2026/") || !strings.Contains(out, "2025/") {
+		t.Fatalf("kubectl holdfast ls: %v; want 2025/ and 2026/:\n%s", err, out)
+	}
+	to := t.TempDir()
+	out, err = ps.plugin("Download the deleted directory from it:", append([]string{"get", pluginDir, "--to", to}, volume...)...)
+	if err != nil || !strings.Contains(out, "2 files") {
+		t.Fatalf("kubectl holdfast get: %v; want 2 files:\n%s", err, out)
+	}
+	if got := localSums(t, filepath.Join(to, filepath.Base(pluginDir))); got != ps.want {
+		t.Errorf("downloaded %s:\n%s\nwant\n%s", pluginDir, got, ps.want)
+	}
+	events, err := e.Kubectl(t.Context(), "", "-n", pluginNamespace, "get", "events", "--field-selector", "involvedObject.kind=BrowseSession",
+		"-o", "custom-columns=REASON:.reason,MESSAGE:.message", "--no-headers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(events, "downloaded "+pluginDir+" of snapshot "+ps.snapshot) {
+		t.Errorf("no event of the download on the session:\n%s", events)
+	}
+	e.Show("The session's events:", events)
+}
+
+// localSums is what sums gives in the pod, for a local directory: sha256sum lines of
+// its files, ./-relative, sorted by name.
+func localSums(t *testing.T, dir string) string {
+	t.Helper()
+	var names []string
+	if err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			rel, _ := filepath.Rel(dir, p)
+			names = append(names, "./"+rel)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, n := range names {
+		data, err := os.ReadFile(filepath.Join(dir, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%x  %s\n", sha256.Sum256(data), n)
+	}
+	return b.String()
+}
+
+// restoreWithThePlugin gives the directory back with `kubectl holdfast restore`, which
+// follows the restore to its end.
+func (ps *pluginStory) restoreWithThePlugin() {
+	t, e := ps.t, ps.s.e
+	args := []string{"restore", "-n", pluginNamespace, "--pod", "journal", "--volume", "data", "--path", pluginDir,
+		"--running-pods=Overwrite", "--name", "journal-2026", "--timeout", "5m"}
+	e.Log("restoring %s", pluginDir)
+	out, err := ps.plugin("The plugin restores one directory into the running pod and follows it:", args...)
+	if err != nil {
+		t.Fatalf("kubectl holdfast restore: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "VolumeRestore journal-2026 Completed: 1 volume restored into 1 pod") {
+		t.Errorf("kubectl holdfast restore did not end with its summary:\n%s", out)
 	}
 }
 
