@@ -255,6 +255,19 @@ func TestBrowseListsAndDownloadsARestorePoint(t *testing.T) {
 			t.Errorf("%s was downloaded, but only data/2026 was asked for", name)
 		}
 	}
+	// A single file comes back as that file.
+	one := t.TempDir()
+	if out, stderr, code = holdfast(t, "", "get", "data", "config.yaml", "--to", one, "-n", ns); code != 0 || !strings.Contains(out, "1 file,") {
+		t.Errorf("get of a file: exit %d\n%s%s", code, out, stderr)
+	}
+	if got, err := os.ReadFile(filepath.Join(one, "config.yaml")); err != nil || string(got) != files["config.yaml"] {
+		t.Errorf("downloaded config.yaml = %q, %v", got, err)
+	}
+	var entries []v1.BrowseEntry
+	out, _, code = holdfast(t, "", "ls", "data", "-n", ns, "-o", "json")
+	if code != 0 || json.Unmarshal([]byte(out), &entries) != nil || len(entries) != 3 || entries[0].Name != "config.yaml" || entries[1].Type != "dir" {
+		t.Errorf("ls -o json of the root: exit %d, %s", code, out)
+	}
 	// A second get into the same place refuses to write over what is there.
 	if _, stderr, code = holdfast(t, "", "get", "data", "data/2026", "--to", to, "-n", ns); code == 0 || !strings.Contains(stderr, "2026 exists") {
 		t.Errorf("get over an existing directory: exit %d, %s", code, stderr)
