@@ -190,6 +190,16 @@ func (ps *pluginStory) browseWithThePlugin() {
 		t.Errorf("no event of the download on the session:\n%s", events)
 	}
 	e.Show("The session's events:", events)
+	described, err := e.Kubectl(t.Context(), "", "-n", pluginNamespace, "describe", "browsesessions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Requested By:", "Snapshot ID:  " + ps.snapshot, "Phase:", "Ready", "Relay Pod:", "Downloaded"} {
+		if !strings.Contains(described, want) {
+			t.Errorf("kubectl describe browsesessions does not say %q:\n%s", want, described)
+		}
+	}
+	e.Show("$ kubectl -n "+pluginNamespace+" describe browsesessions", described)
 }
 
 // localSums is what sums gives in the pod, for a local directory: sha256sum lines of
