@@ -43,6 +43,10 @@ type Options struct {
 	// a list of 10,000-20,000 objects four times a second during the run. Without it
 	// the bench asks the manager process how many PodVolumeBackups it has created.
 	PollList bool
+	// ManagerWorkers, when above 0, lets the manager reconcile that many policies at
+	// once (controller-runtime's MaxConcurrentReconciles; `holdfast manager` uses 1):
+	// an experiment on what concurrency would gain.
+	ManagerWorkers int
 }
 
 // Result is what one measurement found.
@@ -162,7 +166,7 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 		return res, fmt.Errorf("deleting the baseline's PodVolumeBackups: %w", err)
 	}
 
-	mgr, err := startManager(env.Kubeconfig, opts.Log)
+	mgr, err := startManager(env.Kubeconfig, opts.ManagerWorkers, opts.Log)
 	if err != nil {
 		return res, err
 	}

@@ -20,6 +20,7 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -50,7 +51,8 @@ type managerState struct {
 }
 
 // ManagerMain runs the policy controller, as `holdfast manager` runs it (policy.Setup
-// without the webhook), against the API server of the kubeconfig in args[0], and
+// without the webhook), against the API server of the kubeconfig in args[0] (with
+// args[1] reconciles at once when it is above 0, an experiment), and
 // answers one JSON line on stdout for each command line on stdin:
 //
 //	state               requests, CPU, memory
@@ -69,8 +71,12 @@ func ManagerMain(args []string) int {
 }
 
 func managerMain(args []string) error {
-	if len(args) != 1 {
-		return fmt.Errorf("usage: %s <kubeconfig>", ManagerFlag)
+	if len(args) != 2 {
+		return fmt.Errorf("usage: %s <kubeconfig> <workers>", ManagerFlag)
+	}
+	workers, err := strconv.Atoi(args[1])
+	if err != nil {
+		return fmt.Errorf("workers: %w", err)
 	}
 	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
 	cfg, err := clientcmd.BuildConfigFromFlags("", args[0])
@@ -82,8 +88,13 @@ func managerMain(args []string) error {
 	cfg.QPS, cfg.Burst = -1, 0
 	count := newCounter()
 	cfg.Wrap(count.wrap)
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: testenv.Scheme(),
-		Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})
+	mopts := ctrl.Options{Scheme: testenv.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"}
+	if workers > 0 {
+		// An experiment, not what `holdfast manager` does (one reconcile at a time):
+		// policies reconciled concurrently.
+		mopts.Controller = config.Controller{MaxConcurrentReconciles: workers}
+	}
+	mgr, err := ctrl.NewManager(cfg, mopts)
 	if err != nil {
 		return err
 	}
@@ -207,12 +218,12 @@ type managerProcess struct {
 }
 
 // startManager starts the manager process: this binary again, with ManagerFlag.
-func startManager(kubeconfig string, stderr io.Writer) (*managerProcess, error) {
+func startManager(kubeconfig string, workers int, stderr io.Writer) (*managerProcess, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe, ManagerFlag, kubeconfig)
+	cmd := exec.Command(exe, ManagerFlag, kubeconfig, strconv.Itoa(workers))
 	cmd.Stderr = stderr
 	// The manager must not outlive the bench when the bench is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

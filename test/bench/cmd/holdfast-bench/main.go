@@ -52,6 +52,7 @@ func run() error {
 	cpPolicies := flag.Int("cp-policies", 20, "control plane: policies (each selects namespaces/policies namespaces)")
 	cpBareWorkers := flag.Int("cp-bare-workers", 16, "control plane: concurrent creates of the parallel bare-client baseline")
 	cpProfile := flag.String("cp-profile", "", "control plane: directory for CPU profiles of the manager and API server per run and heap profiles of the manager (empty: none)")
+	cpWorkers := flag.Int("cp-manager-workers", 0, "control plane: policies the manager reconciles at once (0: as holdfast manager, one); an experiment")
 	cpPollList := flag.Bool("cp-poll-list", false, "control plane: notice a run's end by listing every PodVolumeBackup every 250 ms (the bench before 2026-12) instead of asking the manager")
 	flag.Parse()
 
@@ -60,7 +61,7 @@ func run() error {
 
 	if *controlPlane {
 		return runControlPlane(ctx, controlplane.Options{Namespaces: *cpNamespaces, PodsPerNamespace: *cpPods, Policies: *cpPolicies, Log: os.Stderr,
-			BareWorkers: *cpBareWorkers, ProfileDir: *cpProfile, PollList: *cpPollList}, *out)
+			BareWorkers: *cpBareWorkers, ProfileDir: *cpProfile, PollList: *cpPollList, ManagerWorkers: *cpWorkers}, *out)
 	}
 
 	if *dropCaches {
