@@ -28,3 +28,35 @@ func TestRequestKind(t *testing.T) {
 		}
 	}
 }
+
+// TestCounterCountsCreatedBackups: the bench ends a run on the manager's count of
+// PodVolumeBackups the API server created (201), not on creates it refused (409, an
+// object that exists) nor on other objects created.
+func TestCounterCountsCreatedBackups(t *testing.T) {
+	c := newCounter()
+	var status int
+	rt := c.wrap(roundTripper(func(*http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: status}, nil
+	}))
+	send := func(method, path string, code int) {
+		t.Helper()
+		status = code
+		u, _ := url.Parse(path)
+		if _, err := rt.RoundTrip(&http.Request{Method: method, URL: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pvbs := "/apis/backup.holdfast.dev/v1alpha1/namespaces/team-0001/podvolumebackups"
+	send("POST", pvbs, http.StatusCreated)
+	send("POST", pvbs, http.StatusCreated)
+	send("POST", pvbs, http.StatusConflict)
+	send("POST", "/apis/backup.holdfast.dev/v1alpha1/namespaces/team-0001/backuprepositories", http.StatusCreated)
+	send("GET", pvbs, http.StatusOK)
+	n, created := c.snapshot()
+	if created != 2 {
+		t.Errorf("created %d, want 2", created)
+	}
+	if n["POST podvolumebackups"] != 3 || n["POST backuprepositories"] != 1 || n["LIST podvolumebackups"] != 1 {
+		t.Errorf("requests %v", n)
+	}
+}
