@@ -73,6 +73,10 @@ type VolumeBackupPolicyReconciler struct {
 	HostPathRoots hostpath.Roots
 	// Reader configures the reader pods that back up claims no pod uses.
 	Reader restore.ClaimPodOptions
+	// MaxConcurrentCreates is how many creates of a run's PodVolumeBackups (and
+	// BackupRepositories) one pass has in flight at once; 0 is
+	// DefaultMaxConcurrentCreates.
+	MaxConcurrentCreates int
 }
 
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumebackuppolicies,verbs=get;list;watch
