@@ -273,6 +273,7 @@ func runManager(args []string, stderr io.Writer) error {
 		LeaderElectionID:        "manager.holdfast.dev",
 		LeaderElectionNamespace: *namespace,
 		WebhookServer:           webhook.NewServer(webhook.Options{Port: *webhookPort, CertDir: *webhookCertDir}),
+		Cache:                   policyctrl.CacheOptions(),
 	})
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)

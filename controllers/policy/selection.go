@@ -555,10 +555,13 @@ func applyInFlight(s *scope, run string) {
 	st.SkippedVolumes, st.Skipped = skippedStatus(s.sel.skipped)
 }
 
-// policyBackups lists the PodVolumeBackups of policy p.
+// policyBackups lists the PodVolumeBackups of policy p, as the cache holds them:
+// callers must not change them.
 func (r *VolumeBackupPolicyReconciler) policyBackups(ctx context.Context, p *v1.VolumeBackupPolicy) ([]v1.PodVolumeBackup, error) {
 	var pvbs v1.PodVolumeBackupList
-	if err := r.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: policyLabel(p.Name)}); err != nil {
+	// Read only (cancelForApp patches a copy): a copy of each of the policy's
+	// backups on every pass would be most of what the pass allocates.
+	if err := r.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: policyLabel(p.Name)}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing PodVolumeBackups: %w", err)
 	}
 	return pvbs.Items, nil

@@ -104,6 +104,7 @@ func startManagerWrapped(t *testing.T, opts Options, wrap func(http.RoundTripper
 		Scheme:        e.Scheme,
 		Metrics:       metricsserver.Options{BindAddress: "0"},
 		Controller:    config.Controller{SkipNameValidation: new(true)},
+		Cache:         CacheOptions(),
 		WebhookServer: webhook.NewServer(webhook.Options{Host: wh.LocalServingHost, Port: wh.LocalServingPort, CertDir: wh.LocalServingCertDir}),
 	})
 	if err != nil {

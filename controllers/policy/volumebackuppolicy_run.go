@@ -162,9 +162,11 @@ func (r *VolumeBackupPolicyReconciler) runBackups(ctx context.Context, p *v1.Vol
 	return listRunBackups(ctx, r.Client, p, run)
 }
 
+// listRunBackups lists them from c; from the cache they are the cache's own objects
+// (no copy): callers read them and must not change them.
 func listRunBackups(ctx context.Context, c client.Reader, p *v1.VolumeBackupPolicy, run string) ([]v1.PodVolumeBackup, error) {
 	var pvbs v1.PodVolumeBackupList
-	if err := c.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: policyLabel(p.Name), v1.LabelRun: run}); err != nil {
+	if err := c.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: policyLabel(p.Name), v1.LabelRun: run}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing the PodVolumeBackups of run %s: %w", run, err)
 	}
 	return pvbs.Items, nil

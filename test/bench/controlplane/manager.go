@@ -88,7 +88,8 @@ func managerMain(args []string) error {
 	cfg.QPS, cfg.Burst = -1, 0
 	count := newCounter()
 	cfg.Wrap(count.wrap)
-	mopts := ctrl.Options{Scheme: testenv.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"}
+	mopts := ctrl.Options{Scheme: testenv.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		Cache: policy.CacheOptions()}
 	if workers > 0 {
 		// An experiment, not what `holdfast manager` does (one reconcile at a time):
 		// policies reconciled concurrently.
