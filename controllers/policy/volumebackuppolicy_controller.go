@@ -347,7 +347,7 @@ var PodChangeMatters = predicate.Funcs{
 // selector accepts its namespace (or that cannot be evaluated: they get the event too).
 func (r *VolumeBackupPolicyReconciler) policiesForNamespace(ctx context.Context, obj client.Object) []reconcile.Request {
 	var policies v1.VolumeBackupPolicyList
-	if err := r.List(ctx, &policies); err != nil {
+	if err := r.List(ctx, &policies, client.UnsafeDisableDeepCopy); err != nil { // read only
 		return nil
 	}
 	ns := &corev1.Namespace{}
@@ -380,7 +380,7 @@ func (r *VolumeBackupPolicyReconciler) policiesForClaimOf(ctx context.Context, o
 // policiesOfLocation maps a storage location to the policies that back up to it.
 func (r *VolumeBackupPolicyReconciler) policiesOfLocation(ctx context.Context, obj client.Object) []reconcile.Request {
 	var policies v1.VolumeBackupPolicyList
-	if err := r.List(ctx, &policies); err != nil {
+	if err := r.List(ctx, &policies, client.UnsafeDisableDeepCopy); err != nil { // read only
 		return nil
 	}
 	var out []reconcile.Request
@@ -394,7 +394,7 @@ func (r *VolumeBackupPolicyReconciler) policiesOfLocation(ctx context.Context, o
 
 func (r *VolumeBackupPolicyReconciler) allPolicies(ctx context.Context, _ client.Object) []reconcile.Request {
 	var policies v1.VolumeBackupPolicyList
-	if err := r.List(ctx, &policies); err != nil {
+	if err := r.List(ctx, &policies, client.UnsafeDisableDeepCopy); err != nil { // read only
 		return nil
 	}
 	out := make([]reconcile.Request, 0, len(policies.Items))

@@ -79,6 +79,9 @@ type Result struct {
 	PeakHeap, HeapAfterRuns uint64
 	// BenchPeakRSS is the bench process's (the setup client, the baseline, the pollers).
 	BenchPeakRSS int64
+	// ManagerGoEnv is the Go runtime environment the manager process ran with: the
+	// manager Deployment's (GOGC, GOMEMLIMIT).
+	ManagerGoEnv []string
 }
 
 // RunCost is what one run of every policy cost.
@@ -166,7 +169,10 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 		return res, fmt.Errorf("deleting the baseline's PodVolumeBackups: %w", err)
 	}
 
-	mgr, err := startManager(env.Kubeconfig, opts.ManagerWorkers, opts.Log)
+	if res.ManagerGoEnv, err = deploymentGoEnv(); err != nil {
+		return res, err
+	}
+	mgr, err := startManager(env.Kubeconfig, opts.ManagerWorkers, res.ManagerGoEnv, opts.Log)
 	if err != nil {
 		return res, err
 	}
@@ -580,7 +586,7 @@ func Markdown(r Result) string {
 		row(fmt.Sprintf("bare client after the runs, %d create(s) at a time", bare.Workers), fmt.Sprintf("%s (%.0f/s)", ms(bare.Took), bare.PerSecond()))
 	}
 	row("manager CPU: start / all changed", fmt.Sprintf("%s / %s", ms(r.InitialCPU), ms(r.ChangeAllCPU)))
-	row("manager process peak RSS", fmt.Sprintf("%d MiB", r.PeakRSS>>20))
+	row("manager process peak RSS", fmt.Sprintf("%d MiB (Go settings of the Deployment: %s)", r.PeakRSS>>20, strings.Join(r.ManagerGoEnv, " ")))
 	row("manager Go heap: peak in objects / in use after the runs (after GC)", fmt.Sprintf("%d MiB / %d MiB", r.PeakHeap>>20, r.HeapAfterRuns>>20))
 	row("bench process peak RSS (setup client, baseline, polling)", fmt.Sprintf("%d MiB", r.BenchPeakRSS>>20))
 	row("setup: creating namespaces and pods (bench client)", ms(r.Populate))

@@ -219,12 +219,14 @@ type managerProcess struct {
 }
 
 // startManager starts the manager process: this binary again, with ManagerFlag.
-func startManager(kubeconfig string, workers int, stderr io.Writer) (*managerProcess, error) {
+// goEnv (KEY=value) is added to its environment.
+func startManager(kubeconfig string, workers int, goEnv []string, stderr io.Writer) (*managerProcess, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(exe, ManagerFlag, kubeconfig, strconv.Itoa(workers))
+	cmd.Env = append(os.Environ(), goEnv...)
 	cmd.Stderr = stderr
 	// The manager must not outlive the bench when the bench is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
