@@ -28,7 +28,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*celpolicy.Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the CEL engine: %w", err)
 	}
-	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Engine: engine, HostPathRoots: opts.HostPathRoots, Reader: opts.Reader}).SetupWithManager(mgr); err != nil {
+	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Cache: mgr.GetCache(), Engine: engine, HostPathRoots: opts.HostPathRoots, Reader: opts.Reader}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the policy controller: %w", err)
 	}
 	if err := (&VolumeBackupPolicyValidator{Engine: engine}).SetupWebhookWithManager(mgr); err != nil {

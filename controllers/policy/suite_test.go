@@ -114,7 +114,7 @@ func startManagerWrapped(t *testing.T, opts Options, wrap func(http.RoundTripper
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Engine: engine, Clock: testClock,
+	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Cache: mgr.GetCache(), Engine: engine, Clock: testClock,
 		HostPathRoots: opts.HostPathRoots, Reader: opts.Reader}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}

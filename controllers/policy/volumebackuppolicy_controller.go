@@ -16,6 +16,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -73,6 +74,9 @@ type VolumeBackupPolicyReconciler struct {
 	HostPathRoots hostpath.Roots
 	// Reader configures the reader pods that back up claims no pod uses.
 	Reader restore.ClaimPodOptions
+	// Cache is the manager's cache: a selection pass takes the pods from its informer
+	// without copying them. Nil reads them through Client.
+	Cache cache.Cache
 	// MaxConcurrentCreates is how many creates of a run's PodVolumeBackups (and
 	// BackupRepositories) one pass has in flight at once; 0 is
 	// DefaultMaxConcurrentCreates.
