@@ -38,7 +38,8 @@ func indexBySource(o client.Object) []string {
 // the snapshot IDs of the namespace that had its name before (review M14).
 func (r *VolumeBackupPolicyReconciler) parentFor(ctx context.Context, ns *corev1.Namespace, repo, sourcePath string) (string, error) {
 	var pvbs v1.PodVolumeBackupList
-	if err := r.List(ctx, &pvbs, client.InNamespace(ns.Name), client.MatchingFields{sourceIndex: sourceKey(ns.Name, repo, sourcePath)}); err != nil {
+	if err := r.List(ctx, &pvbs, client.InNamespace(ns.Name), client.MatchingFields{sourceIndex: sourceKey(ns.Name, repo, sourcePath)},
+		client.UnsafeDisableDeepCopy); err != nil { // read only
 		return "", fmt.Errorf("listing the backups of %s in namespace %s: %w", sourcePath, ns.Name, err)
 	}
 	var newest *v1.PodVolumeBackup

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -78,7 +80,18 @@ func startManager(t *testing.T) *testenv.Env {
 // startManagerWith is startManager with the options main.go gives Setup.
 func startManagerWith(t *testing.T, opts Options) *testenv.Env {
 	t.Helper()
+	return startManagerWrapped(t, opts, nil)
+}
+
+// startManagerWrapped is startManagerWith whose manager sends its requests through
+// wrap (nil: directly), for tests that watch or hold what the controller sends.
+func startManagerWrapped(t *testing.T, opts Options, wrap func(http.RoundTripper) http.RoundTripper) *testenv.Env {
+	t.Helper()
 	e := testenv.Require(t, env)
+	cfg := rest.CopyConfig(e.Config)
+	if wrap != nil {
+		cfg.Wrap(wrap)
+	}
 	managerMu.Lock()
 	t.Cleanup(managerMu.Unlock) // one manager at a time: they share the webhook port
 	logs := io.Discard
@@ -87,10 +100,11 @@ func startManagerWith(t *testing.T, opts Options) *testenv.Env {
 	}
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(logs)))
 	wh := e.WebhookInstallOptions()
-	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:        e.Scheme,
 		Metrics:       metricsserver.Options{BindAddress: "0"},
 		Controller:    config.Controller{SkipNameValidation: new(true)},
+		Cache:         CacheOptions(),
 		WebhookServer: webhook.NewServer(webhook.Options{Host: wh.LocalServingHost, Port: wh.LocalServingPort, CertDir: wh.LocalServingCertDir}),
 	})
 	if err != nil {
@@ -100,7 +114,7 @@ func startManagerWith(t *testing.T, opts Options) *testenv.Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Engine: engine, Clock: testClock,
+	if err := (&VolumeBackupPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Cache: mgr.GetCache(), Engine: engine, Clock: testClock,
 		HostPathRoots: opts.HostPathRoots, Reader: opts.Reader}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -73,6 +74,13 @@ type VolumeBackupPolicyReconciler struct {
 	HostPathRoots hostpath.Roots
 	// Reader configures the reader pods that back up claims no pod uses.
 	Reader restore.ClaimPodOptions
+	// Cache is the manager's cache: a selection pass takes the pods from its informer
+	// without copying them. Nil reads them through Client.
+	Cache cache.Cache
+	// MaxConcurrentCreates is how many creates of a run's PodVolumeBackups (and
+	// BackupRepositories) one pass has in flight at once; 0 is
+	// DefaultMaxConcurrentCreates.
+	MaxConcurrentCreates int
 }
 
 // +kubebuilder:rbac:groups=backup.holdfast.dev,resources=volumebackuppolicies,verbs=get;list;watch
@@ -343,7 +351,7 @@ var PodChangeMatters = predicate.Funcs{
 // selector accepts its namespace (or that cannot be evaluated: they get the event too).
 func (r *VolumeBackupPolicyReconciler) policiesForNamespace(ctx context.Context, obj client.Object) []reconcile.Request {
 	var policies v1.VolumeBackupPolicyList
-	if err := r.List(ctx, &policies); err != nil {
+	if err := r.List(ctx, &policies, client.UnsafeDisableDeepCopy); err != nil { // read only
 		return nil
 	}
 	ns := &corev1.Namespace{}
@@ -376,7 +384,7 @@ func (r *VolumeBackupPolicyReconciler) policiesForClaimOf(ctx context.Context, o
 // policiesOfLocation maps a storage location to the policies that back up to it.
 func (r *VolumeBackupPolicyReconciler) policiesOfLocation(ctx context.Context, obj client.Object) []reconcile.Request {
 	var policies v1.VolumeBackupPolicyList
-	if err := r.List(ctx, &policies); err != nil {
+	if err := r.List(ctx, &policies, client.UnsafeDisableDeepCopy); err != nil { // read only
 		return nil
 	}
 	var out []reconcile.Request
@@ -390,7 +398,7 @@ func (r *VolumeBackupPolicyReconciler) policiesOfLocation(ctx context.Context, o
 
 func (r *VolumeBackupPolicyReconciler) allPolicies(ctx context.Context, _ client.Object) []reconcile.Request {
 	var policies v1.VolumeBackupPolicyList
-	if err := r.List(ctx, &policies); err != nil {
+	if err := r.List(ctx, &policies, client.UnsafeDisableDeepCopy); err != nil { // read only
 		return nil
 	}
 	out := make([]reconcile.Request, 0, len(policies.Items))

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -161,9 +162,11 @@ func (r *VolumeBackupPolicyReconciler) runBackups(ctx context.Context, p *v1.Vol
 	return listRunBackups(ctx, r.Client, p, run)
 }
 
+// listRunBackups lists them from c; from the cache they are the cache's own objects
+// (no copy): callers read them and must not change them.
 func listRunBackups(ctx context.Context, c client.Reader, p *v1.VolumeBackupPolicy, run string) ([]v1.PodVolumeBackup, error) {
 	var pvbs v1.PodVolumeBackupList
-	if err := c.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: policyLabel(p.Name), v1.LabelRun: run}); err != nil {
+	if err := c.List(ctx, &pvbs, client.MatchingLabels{v1.LabelPolicy: policyLabel(p.Name), v1.LabelRun: run}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing the PodVolumeBackups of run %s: %w", run, err)
 	}
 	return pvbs.Items, nil
@@ -214,8 +217,8 @@ func (r *VolumeBackupPolicyReconciler) createDueBackups(ctx context.Context, s *
 		uploader = v1.UploaderKopia
 	}
 	repo := identity.RepositoryName(p.Spec.StorageLocation, uploader)
-	repoErr := map[string]error{}
 	var failed, invalidHooks []string
+	var due []dueBackup
 	notDue := 0
 	for _, t := range s.sel.targets {
 		name := backupName(run.Name, t)
@@ -254,19 +257,14 @@ func (r *VolumeBackupPolicyReconciler) createDueBackups(ctx context.Context, s *
 			}
 			t.pod = reader
 		}
-		err, tried := repoErr[t.pod.Namespace]
-		if !tried {
-			err = r.ensureRepository(ctx, p, t.pod.Namespace, repo, uploader)
-			repoErr[t.pod.Namespace] = err
-		}
-		if err == nil {
-			err = r.createBackup(ctx, p, run.Name, name, repo, uploader, t, hooks)
-		}
+		due = append(due, dueBackup{target: t, name: name, key: key, hooks: hooks})
+	}
+	for i, err := range r.createBackups(ctx, p, run.Name, repo, uploader, due) {
 		if err != nil {
-			failed = append(failed, volumeKey(t)+": "+err.Error())
+			failed = append(failed, volumeKey(due[i].target)+": "+err.Error())
 			continue
 		}
-		created[key] = true
+		created[due[i].key] = true
 	}
 	s.created = created
 	hadFailures := failuresOf(run, ReasonCreateFailed) > 0
@@ -309,6 +307,71 @@ func (r *VolumeBackupPolicyReconciler) createDueBackups(ctx context.Context, s *
 }
 
 func volumeKey(t target) string { return t.key() }
+
+// dueBackup is a PodVolumeBackup createDueBackups is to create in this pass.
+type dueBackup struct {
+	target
+	name, key string
+	hooks     *v1.ResolvedHooks
+}
+
+// DefaultMaxConcurrentCreates is how many creates a run has in flight at once when
+// the reconciler does not say: enough that the API server, not the round trips of one
+// create after another, sets the pace (the control-plane bench's bare client reaches
+// its rate at 16), few enough to stay far below the API server's 200 mutating
+// requests in flight.
+const DefaultMaxConcurrentCreates = 16
+
+// createBackups creates the BackupRepository of each namespace of due (one
+// create, or one cache read if it exists) and then each due PodVolumeBackup, with at
+// most MaxConcurrentCreates requests in flight: one after another, 10,000 creates
+// take as many round trips, and the API server sits idle between them. It returns
+// one error per due backup, nil for those that exist now; a namespace whose
+// repository cannot be created fails each of its backups without trying them.
+func (r *VolumeBackupPolicyReconciler) createBackups(ctx context.Context, p *v1.VolumeBackupPolicy, run, repo string, uploader v1.Uploader, due []dueBackup) []error {
+	limit := r.MaxConcurrentCreates
+	if limit <= 0 {
+		limit = DefaultMaxConcurrentCreates
+	}
+	var namespaces []string
+	nsIndex := map[string]int{}
+	for _, d := range due {
+		if _, ok := nsIndex[d.pod.Namespace]; !ok {
+			nsIndex[d.pod.Namespace] = len(namespaces)
+			namespaces = append(namespaces, d.pod.Namespace)
+		}
+	}
+	repoErrs := make([]error, len(namespaces))
+	inParallel(len(namespaces), limit, func(i int) {
+		repoErrs[i] = r.ensureRepository(ctx, p, namespaces[i], repo, uploader)
+	})
+	errs := make([]error, len(due))
+	inParallel(len(due), limit, func(i int) {
+		d := due[i]
+		if err := repoErrs[nsIndex[d.pod.Namespace]]; err != nil {
+			errs[i] = err
+			return
+		}
+		errs[i] = r.createBackup(ctx, p, run, d.name, repo, uploader, d.target, d.hooks)
+	})
+	return errs
+}
+
+// inParallel calls f(0) … f(n-1) with at most limit calls running at once and
+// returns when all have returned.
+func inParallel(n, limit int, f func(i int)) {
+	sem := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			f(i)
+		}()
+	}
+	wg.Wait()
+}
 
 func (r *VolumeBackupPolicyReconciler) ensureRepository(ctx context.Context, p *v1.VolumeBackupPolicy, ns, name string, uploader v1.Uploader) error {
 	// The repository usually exists from an earlier run: look in the cache first, so

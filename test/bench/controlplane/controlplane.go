@@ -8,8 +8,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"runtime"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -23,11 +23,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
-	"github.com/holdfast-dev/holdfast/controllers/policy"
-	celpolicy "github.com/holdfast-dev/holdfast/policy"
 	"github.com/holdfast-dev/holdfast/test/testenv"
 )
 
@@ -35,6 +32,21 @@ import (
 type Options struct {
 	Namespaces, PodsPerNamespace, Policies int
 	Log                                    io.Writer
+	// BareWorkers is how many creates the parallel bare-client baseline sends at
+	// once (0: 16); the sequential one sends one at a time, as one policy pass does.
+	BareWorkers int
+	// ProfileDir, when set, receives a CPU profile of the manager and of the API server
+	// for each run and a heap profile of the manager after each run.
+	ProfileDir string
+	// PollList makes the bench notice the end of a run as it did until 2026-12: by
+	// listing every PodVolumeBackup (metadata) every 250 ms, which costs the API server
+	// a list of 10,000-20,000 objects four times a second during the run. Without it
+	// the bench asks the manager process how many PodVolumeBackups it has created.
+	PollList bool
+	// ManagerWorkers, when above 0, lets the manager reconcile that many policies at
+	// once (controller-runtime's MaxConcurrentReconciles; `holdfast manager` uses 1):
+	// an experiment on what concurrency would gain.
+	ManagerWorkers int
 }
 
 // Result is what one measurement found.
@@ -42,68 +54,46 @@ type Result struct {
 	Namespaces, Pods, Policies int
 	// Populate is how long the bench took to create the namespaces and pods (setup).
 	Populate time.Duration
+	// Bare is the bare-client baseline before the manager started, one create at a time
+	// and BareWorkers at a time; BareAfter the same after both runs, with their 20,000
+	// PodVolumeBackups in etcd.
+	Bare, BareAfter []BareCreate
 	// Initial is manager start until every policy's status is up to date.
 	Initial time.Duration
 	// ChangeOne is one policy's selector changed until its status is up to date;
 	// ChangeAll is every policy's selector changed at once until all are.
 	ChangeOne, ChangeAll time.Duration
-	// Run is a run-now token on every policy until all their PodVolumeBackups exist.
-	Run time.Duration
-	// Backups and Repositories the run created.
+	// InitialCPU and ChangeAllCPU are the manager process's CPU in those phases.
+	InitialCPU, ChangeAllCPU time.Duration
+	// First is a run-now token on every policy until all their PodVolumeBackups exist;
+	// it also creates every namespace's BackupRepository. Later is a second run, whose
+	// repositories exist and whose volumes have the first run's completed backups
+	// (every nightly run after the first).
+	First, Later RunCost
+	// Backups each run created, and the Repositories the first created.
 	Backups, Repositories int
-	// Requests the manager sent during the run, by kind, and in total.
-	RunRequests      map[string]int64
-	RunRequestsTotal int64
-	// LaterRun, LaterRunCPU and LaterRunRequests are the same for a second run, whose
-	// repositories exist from the first (every nightly run after the first).
-	LaterRun, LaterRunCPU time.Duration
-	LaterRunRequests      map[string]int64
-	LaterRunRequestsTotal int64
-	// CPU of this process (manager plus the bench's light polling) per phase.
-	InitialCPU, ChangeAllCPU, RunCPU time.Duration
-	// HeapAfterRun is the Go heap in use after both runs and a GC; PeakRSS the process's
-	// peak resident set (includes the bench's own setup objects).
-	HeapAfterRun uint64
-	PeakRSS      int64
+	// Manager memory, of the manager process alone: PeakRSS its peak resident set
+	// (VmHWM), PeakHeap the most heap in objects a 100 ms sampler saw, HeapAfterRuns
+	// the heap in use after both runs and a GC.
+	PeakRSS                 int64
+	PeakHeap, HeapAfterRuns uint64
+	// BenchPeakRSS is the bench process's (the setup client, the baseline, the pollers).
+	BenchPeakRSS int64
+	// ManagerGoEnv is the Go runtime environment the manager process ran with: the
+	// manager Deployment's (GOGC, GOMEMLIMIT).
+	ManagerGoEnv []string
 }
 
-// counter counts the requests a rest.Config's clients send.
-type counter struct {
-	mu sync.Mutex
-	n  map[string]int64
-}
-
-func (c *counter) wrap(rt http.RoundTripper) http.RoundTripper {
-	return roundTripper(func(req *http.Request) (*http.Response, error) {
-		kind := req.Method
-		if req.URL.Query().Get("watch") == "true" {
-			kind = "WATCH"
-		}
-		c.mu.Lock()
-		c.n[kind]++
-		c.mu.Unlock()
-		return rt.RoundTrip(req)
-	})
-}
-
-func (c *counter) snapshot() map[string]int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := map[string]int64{}
-	for k, v := range c.n {
-		out[k] = v
-	}
-	return out
-}
-
-type roundTripper func(*http.Request) (*http.Response, error)
-
-func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-func cpu() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+// RunCost is what one run of every policy cost.
+type RunCost struct {
+	// Took is from the run-now tokens until every PodVolumeBackup of the run exists.
+	Took time.Duration
+	// CPU of the manager, the API server and etcd in that time.
+	ManagerCPU, APIServerCPU, EtcdCPU time.Duration
+	// Requests the manager sent from the tokens until every policy recorded the run,
+	// by verb and resource, and in total.
+	Requests      map[string]int64
+	RequestsTotal int64
 }
 
 func peakRSS() int64 {
@@ -118,9 +108,25 @@ func (o Options) logf(format string, args ...any) {
 	}
 }
 
-// Run starts a control plane, fills it, runs the policy controller and measures it.
+func (o Options) profile(name string) string {
+	if o.ProfileDir == "" {
+		return ""
+	}
+	return filepath.Join(o.ProfileDir, name)
+}
+
+// Run starts a control plane, fills it, measures a bare client's create rate, runs
+// the policy controller in a manager process and measures it.
 func Run(ctx context.Context, opts Options) (res Result, err error) {
+	if opts.BareWorkers == 0 {
+		opts.BareWorkers = 16
+	}
 	res = Result{Namespaces: opts.Namespaces, Pods: opts.Namespaces * opts.PodsPerNamespace, Policies: opts.Policies}
+	if opts.ProfileDir != "" {
+		if err := os.MkdirAll(opts.ProfileDir, 0o755); err != nil {
+			return res, err
+		}
+	}
 	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
 	env, err := testenv.Start(testenv.Options{})
 	if err != nil {
@@ -153,41 +159,40 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 		}
 	}
 
-	// The manager's rest.Config is what `holdfast manager` gets from ctrl.GetConfig:
-	// no client-side rate limit (QPS -1), only the API server's fairness.
-	count := &counter{n: map[string]int64{}}
-	mgrCfg := rest.CopyConfig(env.Config)
-	mgrCfg.QPS, mgrCfg.Burst = -1, 0
-	mgrCfg.Wrap(count.wrap)
-	mgr, err := ctrl.NewManager(mgrCfg, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+	// What the API server allows: a plain client creates one PodVolumeBackup per pod,
+	// shaped as a run's, one at a time (as one policy pass creates them) and many at
+	// a time. They are deleted before the manager starts, which never sees them.
+	if res.Bare, err = bareBaseline(ctx, env.Config, c, opts, "20261207000000nba0001"); err != nil {
+		return res, err
+	}
+	if err := deleteBare(ctx, c, opts); err != nil {
+		return res, fmt.Errorf("deleting the baseline's PodVolumeBackups: %w", err)
+	}
+
+	if res.ManagerGoEnv, err = deploymentGoEnv(); err != nil {
+		return res, err
+	}
+	mgr, err := startManager(env.Kubeconfig, opts.ManagerWorkers, res.ManagerGoEnv, opts.Log)
 	if err != nil {
 		return res, err
 	}
-	engine, err := celpolicy.NewEngine()
-	if err != nil {
-		return res, err
-	}
-	if err := (&policy.VolumeBackupPolicyReconciler{Client: mgr.GetClient(), Engine: engine}).SetupWithManager(mgr); err != nil {
-		return res, err
-	}
-	mctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	cpu0 := cpu()
-	start = time.Now()
-	go func() { done <- mgr.Start(mctx) }()
 	defer func() {
-		cancel()
-		if mErr := <-done; err == nil {
-			err = mErr
+		if mErr := mgr.stop(); err == nil && mErr != nil {
+			err = fmt.Errorf("manager process: %w", mErr)
 		}
 	}()
+	start = time.Now()
 	perPolicy := int32(res.Pods / opts.Policies)
 	if err := waitPolicies(ctx, c, opts.Policies, func(p *v1.VolumeBackupPolicy) bool {
 		return p.Status.ObservedGeneration == p.Generation && p.Status.SelectedVolumes == perPolicy
 	}); err != nil {
 		return res, fmt.Errorf("initial status: %w", err)
 	}
-	res.Initial, res.InitialCPU = time.Since(start), cpu()-cpu0
+	st, err := mgr.call("state")
+	if err != nil {
+		return res, err
+	}
+	res.Initial, res.InitialCPU = time.Since(start), st.CPU
 	opts.logf("every policy up to date %s after the manager started", res.Initial.Round(time.Millisecond))
 
 	// One policy changes: it selects the next group of namespaces instead.
@@ -204,7 +209,10 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 	opts.logf("one policy changed: up to date in %s", res.ChangeOne.Round(time.Millisecond))
 
 	// Every policy changes at once.
-	cpu0, start = cpu(), time.Now()
+	if st, err = mgr.call("state"); err != nil {
+		return res, err
+	}
+	cpu0, start := st.CPU, time.Now()
 	for i := 0; i < opts.Policies; i++ {
 		if err := reselect(ctx, c, i, 2, opts.Policies); err != nil {
 			return res, err
@@ -215,57 +223,82 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 	}); err != nil {
 		return res, fmt.Errorf("all changed: %w", err)
 	}
-	res.ChangeAll, res.ChangeAllCPU = time.Since(start), cpu()-cpu0
+	if st, err = mgr.call("state"); err != nil {
+		return res, err
+	}
+	res.ChangeAll, res.ChangeAllCPU = time.Since(start), st.CPU-cpu0
 	opts.logf("every policy changed: all up to date in %s", res.ChangeAll.Round(time.Millisecond))
 
 	// A first run creates every namespace's repository and all the backups; a later
 	// run, the nightly case, finds the repositories there.
-	first, err := measureRun(ctx, c, count, opts.Policies, "bench-1", res.Pods)
-	if err != nil {
+	if res.First, err = measureRun(ctx, env.Config, c, mgr, opts, "bench-1", res.Pods, 1); err != nil {
 		return res, fmt.Errorf("first run: %w", err)
 	}
-	res.Run, res.RunCPU, res.RunRequests, res.RunRequestsTotal = first.took, first.cpu, first.requests, first.requestsTotal
-	opts.logf("first run: %d PodVolumeBackups in %s, %d API requests", res.Pods, res.Run.Round(time.Millisecond), res.RunRequestsTotal)
+	opts.logf("first run: %d PodVolumeBackups in %s, %d API requests", res.Pods, res.First.Took.Round(time.Millisecond), res.First.RequestsTotal)
 	// The agents would finish the first run's backups; until they do, a policy skips
 	// those volumes as in flight.
 	if err := completeBackups(ctx, c, opts.Policies); err != nil {
 		return res, err
 	}
-	later, err := measureRun(ctx, c, count, opts.Policies, "bench-2", 2*res.Pods)
-	if err != nil {
+	if res.Later, err = measureRun(ctx, env.Config, c, mgr, opts, "bench-2", 2*res.Pods, 2); err != nil {
 		return res, fmt.Errorf("later run: %w", err)
 	}
-	res.LaterRun, res.LaterRunCPU, res.LaterRunRequests, res.LaterRunRequestsTotal = later.took, later.cpu, later.requests, later.requestsTotal
-	opts.logf("later run: %d more PodVolumeBackups in %s, %d API requests", res.Pods, res.LaterRun.Round(time.Millisecond), res.LaterRunRequestsTotal)
+	opts.logf("later run: %d more PodVolumeBackups in %s, %d API requests", res.Pods, res.Later.Took.Round(time.Millisecond), res.Later.RequestsTotal)
 	res.Backups = res.Pods
 	var repos v1.BackupRepositoryList
 	if err := c.List(ctx, &repos); err != nil {
 		return res, err
 	}
 	res.Repositories = len(repos.Items)
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	res.HeapAfterRun, res.PeakRSS = ms.HeapInuse, peakRSS()
-	opts.logf("%d repositories; Go heap %d MiB after both runs", res.Repositories, res.HeapAfterRun>>20)
+	if st, err = mgr.call("gc"); err != nil {
+		return res, err
+	}
+	res.PeakRSS, res.PeakHeap, res.HeapAfterRuns = st.PeakRSS, st.PeakHeap, st.HeapAfterGC
+	opts.logf("%d repositories; manager peak RSS %d MiB, heap %d MiB after both runs", res.Repositories, res.PeakRSS>>20, res.HeapAfterRuns>>20)
+
+	// The baseline again, with the runs' 20,000 PodVolumeBackups in etcd and the
+	// manager idle.
+	if res.BareAfter, err = bareBaseline(ctx, env.Config, c, opts, "20261207000000nba0002"); err != nil {
+		return res, err
+	}
+	res.BenchPeakRSS = peakRSS()
 	return res, nil
 }
 
-// runCost is what one run of every policy took: the time and this process's CPU until
-// its backups existed, and the requests the manager sent until the policies settled.
-type runCost struct {
-	took, cpu     time.Duration
-	requests      map[string]int64
-	requestsTotal int64
+// bareBaseline creates the baseline's objects twice (one at a time, then
+// opts.BareWorkers at a time), with names of its own each time.
+func bareBaseline(ctx context.Context, cfg *rest.Config, c client.Client, opts Options, suffix string) ([]BareCreate, error) {
+	var out []BareCreate
+	for i, workers := range []int{1, opts.BareWorkers} {
+		b, err := createBare(ctx, cfg, c, opts, workers, fmt.Sprintf("%s%d", suffix, i))
+		if err != nil {
+			return nil, fmt.Errorf("bare-client baseline: %w", err)
+		}
+		opts.logf("bare client, %d at a time: %d PodVolumeBackups in %s (%.0f/s)", workers, b.Objects, b.Took.Round(time.Millisecond), b.PerSecond())
+		out = append(out, b)
+	}
+	return out, nil
 }
 
 // measureRun sets a run-now token on every policy and waits until total
-// PodVolumeBackups exist and every policy has recorded the run.
-func measureRun(ctx context.Context, c client.Client, count *counter, policies int, token string, total int) (runCost, error) {
-	var rc runCost
-	before := count.snapshot()
-	cpu0, start := cpu(), time.Now()
-	for i := 0; i < policies; i++ {
+// PodVolumeBackups exist, then until every policy has recorded the run.
+func measureRun(ctx context.Context, cfg *rest.Config, c client.Client, mgr *managerProcess, opts Options, token string, total, n int) (RunCost, error) {
+	var rc RunCost
+	before, err := mgr.call("state")
+	if err != nil {
+		return rc, err
+	}
+	if f := opts.profile(fmt.Sprintf("manager-run%d.cpu.pprof", n)); f != "" {
+		if _, err := mgr.call("cpu-start " + f); err != nil {
+			return rc, err
+		}
+	}
+	var apiProfile <-chan error
+	if f := opts.profile(fmt.Sprintf("apiserver-run%d.cpu.pprof", n)); f != "" {
+		apiProfile = profileAPIServer(ctx, cfg, 20*time.Second, f)
+	}
+	plane0, start := readPlaneCPU(), time.Now()
+	for i := 0; i < opts.Policies; i++ {
 		p := &v1.VolumeBackupPolicy{}
 		if err := c.Get(ctx, client.ObjectKey{Name: policyName(i)}, p); err != nil {
 			return rc, err
@@ -279,36 +312,81 @@ func measureRun(ctx context.Context, c client.Client, count *counter, policies i
 			return rc, err
 		}
 	}
+	want := int64(total / n) // total counts the earlier runs' backups too
 	for {
-		var pvbs metav1.PartialObjectMetadataList
-		pvbs.SetGroupVersionKind(v1.GroupVersion.WithKind("PodVolumeBackupList"))
-		if err := c.List(ctx, &pvbs); err != nil {
-			return rc, err
+		var have int64
+		if opts.PollList {
+			var pvbs metav1.PartialObjectMetadataList
+			pvbs.SetGroupVersionKind(v1.GroupVersion.WithKind("PodVolumeBackupList"))
+			if err := c.List(ctx, &pvbs); err != nil {
+				return rc, err
+			}
+			have = int64(len(pvbs.Items) - (total - int(want)))
+		} else {
+			st, err := mgr.call("state")
+			if err != nil {
+				return rc, err
+			}
+			have = st.CreatedBackups - before.CreatedBackups
 		}
-		if len(pvbs.Items) >= total {
+		if have >= want {
 			break
 		}
 		if time.Since(start) > 20*time.Minute {
-			return rc, fmt.Errorf("%d of %d PodVolumeBackups exist after 20 minutes", len(pvbs.Items), total)
+			return rc, fmt.Errorf("%d of %d PodVolumeBackups exist after 20 minutes", have, want)
+		}
+		wait := 100 * time.Millisecond
+		if opts.PollList {
+			wait = 250 * time.Millisecond
 		}
 		select {
 		case <-ctx.Done():
 			return rc, ctx.Err()
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(wait):
 		}
 	}
-	rc.took, rc.cpu = time.Since(start), cpu()-cpu0
+	rc.Took = time.Since(start)
+	plane := readPlaneCPU().sub(plane0)
+	rc.APIServerCPU, rc.EtcdCPU = plane.APIServer, plane.Etcd
+	mid, err := mgr.call("state")
+	if err != nil {
+		return rc, err
+	}
+	rc.ManagerCPU = mid.CPU - before.CPU
 	// Let the controller settle (its last status patches) before counting.
-	if err := waitPolicies(ctx, c, policies, func(p *v1.VolumeBackupPolicy) bool {
+	if err := waitPolicies(ctx, c, opts.Policies, func(p *v1.VolumeBackupPolicy) bool {
 		return p.Status.LastRun != nil && p.Status.LastRunNowToken == token
 	}); err != nil {
 		return rc, err
 	}
-	rc.requests = map[string]int64{}
-	for k, v := range count.snapshot() {
-		if d := v - before[k]; d > 0 {
-			rc.requests[k] = d
-			rc.requestsTotal += d
+	var pvbs metav1.PartialObjectMetadataList
+	pvbs.SetGroupVersionKind(v1.GroupVersion.WithKind("PodVolumeBackupList"))
+	if err := c.List(ctx, &pvbs); err != nil {
+		return rc, err
+	}
+	if len(pvbs.Items) < total {
+		return rc, fmt.Errorf("%d PodVolumeBackups exist, not %d", len(pvbs.Items), total)
+	}
+	if opts.ProfileDir != "" {
+		if _, err := mgr.call("cpu-stop"); err != nil {
+			return rc, err
+		}
+		if _, err := mgr.call("heap " + opts.profile(fmt.Sprintf("manager-run%d.heap.pprof", n))); err != nil {
+			return rc, err
+		}
+		if err := <-apiProfile; err != nil {
+			return rc, err
+		}
+	}
+	after, err := mgr.call("state")
+	if err != nil {
+		return rc, err
+	}
+	rc.Requests = map[string]int64{}
+	for k, v := range after.Requests {
+		if d := v - before.Requests[k]; d > 0 {
+			rc.Requests[k] = d
+			rc.RequestsTotal += d
 		}
 	}
 	return rc, nil
@@ -321,12 +399,31 @@ func completeBackups(ctx context.Context, c client.Client, policies int) error {
 	if err := c.List(ctx, &pvbs); err != nil {
 		return err
 	}
-	for i := range pvbs.Items {
-		b := &pvbs.Items[i]
-		b.Status.Phase = v1.RunCompleted
-		if err := c.Status().Update(ctx, b); err != nil {
-			return fmt.Errorf("completing PodVolumeBackup %s/%s: %w", b.Namespace, b.Name, err)
-		}
+	var next atomic.Int64
+	var firstErr atomic.Pointer[error]
+	var wg sync.WaitGroup
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(pvbs.Items) || firstErr.Load() != nil {
+					return
+				}
+				b := &pvbs.Items[i]
+				b.Status.Phase = v1.RunCompleted
+				if err := c.Status().Update(ctx, b); err != nil {
+					err = fmt.Errorf("completing PodVolumeBackup %s/%s: %w", b.Namespace, b.Name, err)
+					firstErr.CompareAndSwap(nil, &err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if p := firstErr.Load(); p != nil {
+		return *p
 	}
 	return waitPolicies(ctx, c, policies, func(p *v1.VolumeBackupPolicy) bool {
 		return p.Status.LastRun != nil && p.Status.LastRun.Outcome == v1.RunOutcomeSucceeded
@@ -468,21 +565,41 @@ func Markdown(r Result) string {
 	fmt.Fprintf(&b, "#### Policy controller: %d pods in %d namespaces, %d policies\n\n", r.Pods, r.Namespaces, r.Policies)
 	b.WriteString("| measurement | value |\n|---|---:|\n")
 	row := func(k, v string) { fmt.Fprintf(&b, "| %s | %s |\n", k, v) }
-	row("manager start → every policy's status up to date", r.Initial.Round(time.Millisecond).String())
-	row("one policy's selector changed → its status up to date", r.ChangeOne.Round(time.Millisecond).String())
-	row("all policies' selectors changed → all statuses up to date", r.ChangeAll.Round(time.Millisecond).String())
-	row(fmt.Sprintf("run-now on every policy → all %d PodVolumeBackups exist", r.Backups), r.Run.Round(time.Millisecond).String())
-	row("BackupRepositories the run created", fmt.Sprint(r.Repositories))
-	row("manager API requests during the run", requests(r.RunRequestsTotal, r.RunRequests))
-	row(fmt.Sprintf("later run (repositories exist) → %d more PodVolumeBackups exist", r.Backups), r.LaterRun.Round(time.Millisecond).String())
-	row("manager API requests during the later run", requests(r.LaterRunRequestsTotal, r.LaterRunRequests))
-	row("process CPU: start / all changed / run / later run", fmt.Sprintf("%s / %s / %s / %s", r.InitialCPU.Round(time.Millisecond),
-		r.ChangeAllCPU.Round(time.Millisecond), r.RunCPU.Round(time.Millisecond), r.LaterRunCPU.Round(time.Millisecond)))
-	row("Go heap in use after the runs (after GC)", fmt.Sprintf("%d MiB", r.HeapAfterRun>>20))
-	row("process peak RSS (manager + bench client)", fmt.Sprintf("%d MiB", r.PeakRSS>>20))
-	row("setup: creating namespaces and pods (bench client)", r.Populate.Round(time.Millisecond).String())
+	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
+	for _, bare := range r.Bare {
+		row(fmt.Sprintf("bare client, %d create(s) at a time → %d PodVolumeBackups exist", bare.Workers, bare.Objects),
+			fmt.Sprintf("%s (%.0f/s)", ms(bare.Took), bare.PerSecond()))
+	}
+	row("manager start → every policy's status up to date", ms(r.Initial))
+	row("one policy's selector changed → its status up to date", ms(r.ChangeOne))
+	row("all policies' selectors changed → all statuses up to date", ms(r.ChangeAll))
+	runRows := func(name string, rc RunCost) {
+		row(fmt.Sprintf("%s → all %d PodVolumeBackups exist", name, r.Backups), ms(rc.Took))
+		row("  × the bare client's time (one at a time / parallel)", bareRatios(rc.Took, r.Bare))
+		row("  manager API requests", requests(rc.RequestsTotal, rc.Requests))
+		row("  CPU: manager / API server / etcd", fmt.Sprintf("%s / %s / %s", ms(rc.ManagerCPU), ms(rc.APIServerCPU), ms(rc.EtcdCPU)))
+	}
+	runRows("run-now on every policy (first run)", r.First)
+	row("BackupRepositories the first run created", fmt.Sprint(r.Repositories))
+	runRows("later run (repositories exist)", r.Later)
+	for _, bare := range r.BareAfter {
+		row(fmt.Sprintf("bare client after the runs, %d create(s) at a time", bare.Workers), fmt.Sprintf("%s (%.0f/s)", ms(bare.Took), bare.PerSecond()))
+	}
+	row("manager CPU: start / all changed", fmt.Sprintf("%s / %s", ms(r.InitialCPU), ms(r.ChangeAllCPU)))
+	row("manager process peak RSS", fmt.Sprintf("%d MiB (Go settings of the Deployment: %s)", r.PeakRSS>>20, strings.Join(r.ManagerGoEnv, " ")))
+	row("manager Go heap: peak in objects / in use after the runs (after GC)", fmt.Sprintf("%d MiB / %d MiB", r.PeakHeap>>20, r.HeapAfterRuns>>20))
+	row("bench process peak RSS (setup client, baseline, polling)", fmt.Sprintf("%d MiB", r.BenchPeakRSS>>20))
+	row("setup: creating namespaces and pods (bench client)", ms(r.Populate))
 	b.WriteString("\n")
 	return b.String()
+}
+
+func bareRatios(d time.Duration, bare []BareCreate) string {
+	var parts []string
+	for _, b := range bare {
+		parts = append(parts, fmt.Sprintf("%.2f×", d.Seconds()/b.Took.Seconds()))
+	}
+	return strings.Join(parts, " / ")
 }
 
 func requests(total int64, byKind map[string]int64) string {

@@ -27,6 +27,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == bench.MeasureFlag {
 		os.Exit(bench.MeasureMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == controlplane.ManagerFlag {
+		os.Exit(controlplane.ManagerMain(os.Args[2:]))
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "holdfast-bench:", err)
 		os.Exit(1)
@@ -47,13 +50,18 @@ func run() error {
 	cpNamespaces := flag.Int("cp-namespaces", 1000, "control plane: namespaces")
 	cpPods := flag.Int("cp-pods-per-namespace", 10, "control plane: pods per namespace")
 	cpPolicies := flag.Int("cp-policies", 20, "control plane: policies (each selects namespaces/policies namespaces)")
+	cpBareWorkers := flag.Int("cp-bare-workers", 16, "control plane: concurrent creates of the parallel bare-client baseline")
+	cpProfile := flag.String("cp-profile", "", "control plane: directory for CPU profiles of the manager and API server per run and heap profiles of the manager (empty: none)")
+	cpWorkers := flag.Int("cp-manager-workers", 0, "control plane: policies the manager reconciles at once (0: as holdfast manager, one); an experiment")
+	cpPollList := flag.Bool("cp-poll-list", false, "control plane: notice a run's end by listing every PodVolumeBackup every 250 ms (the bench before 2026-12) instead of asking the manager")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	if *controlPlane {
-		return runControlPlane(ctx, controlplane.Options{Namespaces: *cpNamespaces, PodsPerNamespace: *cpPods, Policies: *cpPolicies, Log: os.Stderr}, *out)
+		return runControlPlane(ctx, controlplane.Options{Namespaces: *cpNamespaces, PodsPerNamespace: *cpPods, Policies: *cpPolicies, Log: os.Stderr,
+			BareWorkers: *cpBareWorkers, ProfileDir: *cpProfile, PollList: *cpPollList, ManagerWorkers: *cpWorkers}, *out)
 	}
 
 	if *dropCaches {

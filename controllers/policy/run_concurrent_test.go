@@ -1,0 +1,186 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
+)
+
+// createWatch sees the manager's PodVolumeBackup creates: how many of each name were
+// sent and answered 201, and how many were in flight at once. The first `gather`
+// creates wait until that many are in flight together (or until barrierWait passed,
+// after which nothing waits): creates sent one after another never get there.
+type createWatch struct {
+	next   http.RoundTripper
+	gather int
+
+	mu          sync.Mutex
+	inFlight    int
+	maxInFlight int
+	arrived     int
+	ready       chan struct{}
+	readyOnce   sync.Once
+	posts       map[string]int
+	createdOK   map[string]int
+}
+
+const barrierWait = 15 * time.Second
+
+func newCreateWatch(gather int) *createWatch {
+	return &createWatch{gather: gather, ready: make(chan struct{}), posts: map[string]int{}, createdOK: map[string]int{}}
+}
+
+func (w *createWatch) wrap(next http.RoundTripper) http.RoundTripper { w.next = next; return w }
+
+func (w *createWatch) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodPost || !strings.HasSuffix(req.URL.Path, "/podvolumebackups") || req.Body == nil {
+		return w.next.RoundTrip(req)
+	}
+	body, err := io.ReadAll(req.Body)
+	if err != nil {
+		return nil, err
+	}
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	var obj metav1.PartialObjectMetadata
+	_ = json.Unmarshal(body, &obj)
+	key := obj.Namespace + "/" + obj.Name
+
+	w.mu.Lock()
+	w.posts[key]++
+	w.inFlight++
+	w.maxInFlight = max(w.maxInFlight, w.inFlight)
+	w.arrived++
+	wait := w.arrived <= w.gather
+	if w.inFlight >= w.gather {
+		w.readyOnce.Do(func() { close(w.ready) })
+	}
+	w.mu.Unlock()
+	if wait {
+		select {
+		case <-w.ready:
+		case <-time.After(barrierWait):
+			w.readyOnce.Do(func() { close(w.ready) })
+		}
+	}
+	resp, err := w.next.RoundTrip(req)
+	w.mu.Lock()
+	w.inFlight--
+	if err == nil && resp.StatusCode == http.StatusCreated {
+		w.createdOK[key]++
+	}
+	w.mu.Unlock()
+	return resp, err
+}
+
+func (w *createWatch) counts() (maxInFlight int, posts, createdOK map[string]int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	posts, createdOK = map[string]int{}, map[string]int{}
+	for k, v := range w.posts {
+		posts[k] = v
+	}
+	for k, v := range w.createdOK {
+		createdOK[k] = v
+	}
+	return w.maxInFlight, posts, createdOK
+}
+
+// A run creates a policy's PodVolumeBackups with several creates in flight at once
+// (one after another, 10,000 creates cost 10,000 round trips while the API server
+// idles), each exactly once, and a create the API server refuses (a ResourceQuota in
+// namespace a) still surfaces as CreateFailed, in the Reconciling condition and in a
+// BackupCreateFailed event: the run is not reported done.
+func TestARunCreatesItsBackupsConcurrentlyEachOnce(t *testing.T) {
+	watch := newCreateWatch(4)
+	e := startManagerWrapped(t, Options{}, watch.wrap)
+	ctx := t.Context()
+	wa := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
+	wb := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
+	quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Name: "no-backups", Namespace: wa.ns},
+		Spec: corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{"count/podvolumebackups.backup.holdfast.dev": mustQuantity("0")}}}
+	wa.create(quota)
+	// envtest runs no quota controller: the test writes the usage it would.
+	quota.Status = corev1.ResourceQuotaStatus{Hard: quota.Spec.Hard,
+		Used: corev1.ResourceList{"count/podvolumebackups.backup.holdfast.dev": mustQuantity("0")}}
+	if err := e.Client.Status().Update(ctx, quota); err != nil {
+		t.Fatal(err)
+	}
+	wa.pod("app-1", "node-a", corev1.PodRunning, nil, emptyDir("data"))
+	const inB = 8
+	for i := range inB {
+		wb.pod(fmt.Sprintf("app-%d", i), "node-a", corev1.PodRunning, nil, emptyDir("data"), emptyDir("logs"))
+	}
+	p := newPolicy("concurrent-"+wa.ns, wa.ns)
+	p.Spec.Selector.Namespaces = fmt.Sprintf("namespace.metadata.name in [%q, %q]", wa.ns, wb.ns)
+	wa.create(p)
+	eventually(t, "every volume selected", func() error {
+		if n := getPolicy(t, e, ctx, p.Name).Status.SelectedVolumes; n != 1+2*inB {
+			return fmt.Errorf("%d volumes selected", n)
+		}
+		return nil
+	})
+	setRunNow(t, e, ctx, p.Name, "concurrent-1")
+
+	var run string
+	eventually(t, "b's backups created and a's refusal reported", func() error {
+		p = getPolicy(t, e, ctx, p.Name)
+		r := p.Status.LastRun
+		if r == nil {
+			return fmt.Errorf("no run yet")
+		}
+		run = r.Name
+		if n := len(backupsOf(t, e, ctx, wb.ns, client.MatchingLabels{v1.LabelRun: run})); n != 2*inB {
+			return fmt.Errorf("%d backups in namespace b, want %d", n, 2*inB)
+		}
+		if r.Outcome != v1.RunOutcomeInProgress || r.CreationEndTime != nil || failuresOf(r, ReasonCreateFailed) != 1 {
+			return fmt.Errorf("last run %+v, want creating with 1 CreateFailed", r)
+		}
+		if c := meta(p, v1.ConditionReconciling); c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "exceeded quota") {
+			return fmt.Errorf("Reconciling = %+v, want the quota's message", c)
+		}
+		return nil
+	})
+	if n := len(backupsOf(t, e, ctx, wa.ns, client.MatchingLabels{v1.LabelRun: run})); n != 0 {
+		t.Fatalf("%d backups in namespace a despite its quota", n)
+	}
+	eventually(t, "the BackupCreateFailed event", func() error {
+		var events corev1.EventList
+		if err := e.Client.List(ctx, &events, client.InNamespace(metav1.NamespaceDefault)); err != nil {
+			return err
+		}
+		for _, ev := range events.Items {
+			if ev.InvolvedObject.Name == p.Name && ev.Reason == "BackupCreateFailed" && strings.Contains(ev.Message, "exceeded quota") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no BackupCreateFailed event")
+	})
+
+	maxInFlight, posts, createdOK := watch.counts()
+	if maxInFlight < watch.gather {
+		t.Errorf("at most %d PodVolumeBackup creates were in flight at once, want at least %d: the run creates one after another", maxInFlight, watch.gather)
+	}
+	for _, b := range backupsOf(t, e, ctx, wb.ns, client.MatchingLabels{v1.LabelRun: run}) {
+		key := b.Namespace + "/" + b.Name
+		if posts[key] != 1 || createdOK[key] != 1 {
+			t.Errorf("%s: %d creates sent, %d answered 201; want exactly one", key, posts[key], createdOK[key])
+		}
+	}
+	for key, n := range posts {
+		if strings.HasPrefix(key, wb.ns+"/") && createdOK[key] == 0 {
+			t.Errorf("%s: %d creates sent for a backup that does not exist", key, n)
+		}
+	}
+}
