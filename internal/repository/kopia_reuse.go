@@ -1,0 +1,330 @@
+package repository
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/kopia/kopia/repo"
+	"github.com/kopia/kopia/repo/compression"
+	"github.com/kopia/kopia/repo/object"
+	"github.com/kopia/kopia/repo/splitter"
+	"github.com/zeebo/blake3"
+)
+
+// A SPIKE, not wired into Backup (see /work/notes/reuse-design.md): re-backing up a
+// large file whose metadata changed, reusing the chunks of its previous object for the
+// regions whose bytes did not change and splitting and hashing only the changed ones.
+//
+// kopia stores a large file as an indirect object: an index object (a JSON list of
+// {start, length, object}) over direct objects, one per chunk the splitter cut. Its
+// content-defined splitters (buzhash, rabin-karp) restart at every cut: where the next
+// cut falls depends only on the bytes from the last cut on. So, at a cut of the
+// previous object whose offset the new file shares (a file changed in place: a
+// database, an image), a chunk whose bytes did not change is the chunk the splitter
+// would cut again, and its object can be reused as is. After a changed chunk, the
+// splitter runs over the new bytes until one of its cuts falls on a cut of the
+// previous object; from there chunks are compared again. The chunks are therefore
+// exactly those kopia's own writer would cut from the new file, the index is written
+// as kopia writes it, and the object ID is the one kopia would produce: dedup is
+// unchanged and the kopia CLI reads it as any other object.
+//
+// Whether a chunk's bytes changed is decided by a per-chunk fingerprint kept from the
+// previous backup (reuseMap): keyed BLAKE3-256 of the chunk's bytes, computed from the
+// very buffer that was stored (never from a second read). A false "unchanged" would
+// need a BLAKE3 collision under a key derived from the repository's secret.
+
+// reuseEnabled switches the reusing writer on for Backup; off: nothing uses it yet.
+var reuseEnabled = false
+
+// reuseMap is the per-file map a backup keeps for the next one: a fingerprint for each
+// entry of Object's index, in order.
+type reuseMap struct {
+	Object object.ID
+	Sums   [][32]byte
+}
+
+// previousFile is the file's object in the parent snapshot and its map.
+type previousFile struct {
+	Object object.ID
+	Size   int64
+	Map    *reuseMap
+}
+
+type reuseOptions struct {
+	// Splitter is the splitter the normal upload uses for the file (the repository's
+	// unless the policy names one); only splitters that restart at each cut are
+	// supported (all of kopia's).
+	Splitter string
+	// Compressor and MetadataCompressor as the upload's policy gives them.
+	Compressor, MetadataCompressor compression.Name
+	// Key is the fingerprint key, 32 bytes, derived from the repository.
+	Key []byte
+	// Name describes the object (kopia's "FILE:" descriptions).
+	Name string
+}
+
+type reuseStats struct {
+	ReusedChunks, ReusedBytes   int64
+	WrittenChunks, WrittenBytes int64
+	// ReadBytes are the bytes of the file read (each once, but see splitFrom).
+	ReadBytes int64
+}
+
+// indirectIndex is kopia's index object (object.indirectObject, unexported): the same
+// fields, tags and order, so that json.Encoder writes the same bytes.
+type indirectIndex struct {
+	StreamID string                       `json:"stream"`
+	Entries  []object.IndirectObjectEntry `json:"entries"`
+}
+
+// reuseReadBlock is how much splitFrom reads at a time.
+const reuseReadBlock = 1 << 20
+
+// writeReusing writes the first size bytes of f as a kopia object through w, reusing
+// prev's chunks where their bytes are unchanged (prev may be nil: all is written), and
+// returns the object, its map for the next backup and what it did.
+func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, size int64, prev *previousFile, opt reuseOptions) (object.ID, *reuseMap, reuseStats, error) {
+	var st reuseStats
+	factory := splitter.GetFactory(opt.Splitter)
+	if factory == nil {
+		return object.EmptyID, nil, st, fmt.Errorf("unknown splitter %q", opt.Splitter)
+	}
+	if len(opt.Key) != 32 {
+		return object.EmptyID, nil, st, errors.New("the fingerprint key must be 32 bytes")
+	}
+	sp := factory()
+	defer sp.Close()
+
+	old, oldSums, err := previousEntries(ctx, w, prev)
+	if err != nil {
+		return object.EmptyID, nil, st, err
+	}
+	// starts[o] is the index of old's entry that starts at offset o.
+	starts := make(map[int64]int, len(old))
+	for i, e := range old {
+		starts[e.Start] = i
+	}
+	var oldSize int64
+	if prev != nil {
+		oldSize = prev.Size
+	}
+
+	var entries []object.IndirectObjectEntry
+	var sums [][32]byte
+	add := func(e object.IndirectObjectEntry, sum [32]byte) {
+		entries = append(entries, e)
+		sums = append(sums, sum)
+	}
+	write := func(pos int64, chunk []byte) error {
+		id, err := writeChunk(ctx, w, chunk, opt)
+		if err != nil {
+			return err
+		}
+		add(object.IndirectObjectEntry{Start: pos, Length: int64(len(chunk)), Object: id}, fingerprint(opt.Key, chunk))
+		st.WrittenChunks++
+		st.WrittenBytes += int64(len(chunk))
+		return nil
+	}
+
+	var buf []byte
+	pos := int64(0)
+	for pos < size {
+		var have []byte // bytes of the file from pos already read
+		if i, ok := starts[pos]; ok {
+			// pos is a cut of the previous object: its chunk is the splitter's next one
+			// if its bytes did not change and the cut at its end is the splitter's (the
+			// previous file's end is not, unless the new file ends there too).
+			e := old[i]
+			end := e.Start + e.Length
+			if end <= size && (end < oldSize || end == size) {
+				buf, err = readAt(f, buf, pos, e.Length)
+				if err != nil {
+					return object.EmptyID, nil, st, err
+				}
+				st.ReadBytes += e.Length
+				sum := fingerprint(opt.Key, buf)
+				if sum == oldSums[i] {
+					add(object.IndirectObjectEntry{Start: pos, Length: e.Length, Object: e.Object}, sum)
+					st.ReusedChunks++
+					st.ReusedBytes += e.Length
+					pos = end
+					continue
+				}
+				have = buf
+			}
+		}
+		// Changed, or not at a shared cut: split from pos (a cut) up to the next cut.
+		chunk, n, err := splitFrom(f, sp, pos, size, have)
+		if err != nil {
+			return object.EmptyID, nil, st, err
+		}
+		st.ReadBytes += n
+		if err := write(pos, chunk); err != nil {
+			return object.EmptyID, nil, st, err
+		}
+		pos += int64(len(chunk))
+	}
+
+	var id object.ID
+	switch len(entries) {
+	case 0:
+		// An empty file: kopia's writer stores one empty chunk.
+		if id, err = writeChunk(ctx, w, nil, opt); err != nil {
+			return object.EmptyID, nil, st, err
+		}
+		sums = [][32]byte{fingerprint(opt.Key, nil)}
+	case 1:
+		id = entries[0].Object // kopia's writer returns a single chunk's object itself
+	default:
+		if id, err = writeIndex(ctx, w, entries, opt); err != nil {
+			return object.EmptyID, nil, st, err
+		}
+	}
+	return id, &reuseMap{Object: id, Sums: sums}, st, nil
+}
+
+// previousEntries are prev's index entries and their fingerprints, or none when prev
+// has no map, or one that does not describe its object exactly: then all is written.
+func previousEntries(ctx context.Context, w repo.RepositoryWriter, prev *previousFile) ([]object.IndirectObjectEntry, [][32]byte, error) {
+	if prev == nil || prev.Map == nil || prev.Map.Object != prev.Object {
+		return nil, nil, nil
+	}
+	var entries []object.IndirectObjectEntry
+	if idx, ok := prev.Object.IndexObjectID(); ok {
+		r, err := w.OpenObject(ctx, idx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading the index of the previous object %v: %w", prev.Object, err)
+		}
+		var ind indirectIndex
+		err = json.NewDecoder(r).Decode(&ind)
+		_ = r.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading the index of the previous object %v: %w", prev.Object, err)
+		}
+		entries = ind.Entries
+	} else {
+		entries = []object.IndirectObjectEntry{{Start: 0, Length: prev.Size, Object: prev.Object}}
+	}
+	// Only a plain list of chunks that covers the previous file and matches the map.
+	if len(entries) != len(prev.Map.Sums) {
+		return nil, nil, nil
+	}
+	var at int64
+	for _, e := range entries {
+		if e.Start != at || e.Length <= 0 {
+			return nil, nil, nil
+		}
+		at += e.Length
+	}
+	if at != prev.Size {
+		return nil, nil, nil
+	}
+	return entries, prev.Map.Sums, nil
+}
+
+// splitFrom returns the chunk the splitter cuts from pos, a cut (have: the file's
+// bytes from pos already read), and how many bytes it read. Bytes read past the cut
+// are read again for the next chunk.
+func splitFrom(f io.ReaderAt, sp splitter.Splitter, pos, size int64, have []byte) ([]byte, int64, error) {
+	sp.Reset()
+	chunk := make([]byte, 0, sp.MaxSegmentSize())
+	var read int64
+	feed := func(b []byte) bool {
+		if n := sp.NextSplitPoint(b); n >= 0 {
+			chunk = append(chunk, b[:n]...)
+			return true
+		}
+		chunk = append(chunk, b...)
+		return false
+	}
+	if len(have) > 0 && feed(have) {
+		return chunk, read, nil
+	}
+	block := make([]byte, reuseReadBlock)
+	for at := pos + int64(len(chunk)); at < size; at = pos + int64(len(chunk)) {
+		n := min(int64(len(block)), size-at)
+		b, err := readAt(f, block, at, n)
+		if err != nil {
+			return nil, read, err
+		}
+		read += n
+		if feed(b) {
+			break
+		}
+	}
+	return chunk, read, nil
+}
+
+// readAt reads n bytes of f at off into buf (grown as needed).
+func readAt(f io.ReaderAt, buf []byte, off, n int64) ([]byte, error) {
+	if int64(cap(buf)) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if _, err := f.ReadAt(buf, off); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("the file is shorter than %d bytes: it changed while it was read", off+n)
+		}
+		return nil, err
+	}
+	return buf, nil
+}
+
+// writeChunk stores one chunk as kopia's writer stores it, and returns its (direct)
+// object: the writer's splitter, fed exactly one cut's bytes, cuts nothing inside.
+func writeChunk(ctx context.Context, w repo.RepositoryWriter, chunk []byte, opt reuseOptions) (object.ID, error) {
+	ow := w.NewObjectWriter(ctx, object.WriterOptions{
+		Description:        "FILE:" + opt.Name,
+		Compressor:         opt.Compressor,
+		MetadataCompressor: opt.MetadataCompressor,
+		Splitter:           opt.Splitter,
+	})
+	defer ow.Close() //nolint:errcheck
+	if _, err := ow.Write(chunk); err != nil {
+		return object.EmptyID, err
+	}
+	id, err := ow.Result()
+	if err != nil {
+		return object.EmptyID, err
+	}
+	if _, _, ok := id.ContentID(); !ok {
+		return object.EmptyID, fmt.Errorf("the splitter %s cut a chunk of %s again: it does not restart at its cuts", opt.Splitter, opt.Name)
+	}
+	return id, nil
+}
+
+// writeIndex writes entries as kopia's writer writes a file's index (objectWriter's
+// checkpoint: prefix "x", the metadata compressor, the repository's splitter) and
+// returns the indirect object over it.
+func writeIndex(ctx context.Context, w repo.RepositoryWriter, entries []object.IndirectObjectEntry, opt reuseOptions) (object.ID, error) {
+	iw := w.NewObjectWriter(ctx, object.WriterOptions{
+		Prefix:             "x",
+		Description:        "LIST(FILE:" + opt.Name + ")",
+		Compressor:         opt.MetadataCompressor,
+		MetadataCompressor: opt.MetadataCompressor,
+	})
+	defer iw.Close() //nolint:errcheck
+	if err := json.NewEncoder(iw).Encode(indirectIndex{StreamID: "kopia:indirect", Entries: entries}); err != nil {
+		return object.EmptyID, err
+	}
+	id, err := iw.Result()
+	if err != nil {
+		return object.EmptyID, err
+	}
+	return object.ParseID("I" + id.String())
+}
+
+// fingerprint is keyed BLAKE3-256 of b.
+func fingerprint(key, b []byte) [32]byte {
+	h, err := blake3.NewKeyed(key)
+	if err != nil {
+		panic(err) // the key's length is checked by writeReusing
+	}
+	_, _ = h.Write(b)
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}

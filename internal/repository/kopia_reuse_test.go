@@ -1,0 +1,293 @@
+package repository
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"path/filepath"
+	"testing"
+
+	"github.com/kopia/kopia/repo"
+	"github.com/kopia/kopia/repo/blob/filesystem"
+	"github.com/kopia/kopia/repo/content"
+	"github.com/kopia/kopia/repo/format"
+	"github.com/kopia/kopia/repo/object"
+)
+
+// reuseTestSplitter cuts chunks of 64–256 KiB (128 KiB on average): a file of a few MiB
+// has dozens of them. The logic does not depend on the size; TestReuseDefaultSplitter
+// runs the default one.
+const reuseTestSplitter = "DYNAMIC-128K-BUZHASH"
+
+// newReuseRepo initialises a kopia repository on a filesystem store with the given
+// splitter and opens it; it returns the repository, its store's path and password.
+func newReuseRepo(t *testing.T, splitterName string) (repo.DirectRepository, string, string) {
+	t.Helper()
+	ctx := ctxFor(t)
+	path := t.TempDir()
+	st, err := filesystem.New(ctx, &filesystem.Options{Path: path}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const password = "reuse-test-password"
+	if err := repo.Initialize(ctx, st, &repo.NewRepositoryOptions{ObjectFormat: format.ObjectFormat{Splitter: splitterName}}, password); err != nil {
+		t.Fatal(err)
+	}
+	configFile := filepath.Join(t.TempDir(), "repository.config")
+	if err := repo.Connect(ctx, configFile, st, password, &repo.ConnectOptions{CachingOptions: content.CachingOptions{CacheDirectory: t.TempDir()}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Open(ctx, configFile, password, &repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close(context.Background()) })
+	return r.(repo.DirectRepository), path, password
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// reuseWrite runs writeReusing in a write session (flushed).
+func reuseWrite(t *testing.T, r repo.DirectRepository, data []byte, prev *previousFile, opt reuseOptions) (object.ID, *reuseMap, reuseStats) {
+	t.Helper()
+	ctx := ctxFor(t)
+	var (
+		id object.ID
+		m  *reuseMap
+		st reuseStats
+	)
+	err := repo.WriteSession(ctx, r, repo.WriteSessionOptions{Purpose: "reuse test"}, func(ctx context.Context, w repo.RepositoryWriter) (err error) {
+		id, m, st, err = writeReusing(ctx, w, bytes.NewReader(data), int64(len(data)), prev, opt)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, m, st
+}
+
+// kopiaWrite writes data through kopia's own object writer, as the upload writes a
+// file (below the parallel-upload size), and returns its object.
+func kopiaWrite(t *testing.T, r repo.DirectRepository, data []byte) object.ID {
+	t.Helper()
+	ctx := ctxFor(t)
+	var id object.ID
+	err := repo.WriteSession(ctx, r, repo.WriteSessionOptions{Purpose: "reuse test"}, func(ctx context.Context, w repo.RepositoryWriter) error {
+		ow := w.NewObjectWriter(ctx, object.WriterOptions{Description: "FILE:x", AsyncWrites: 1})
+		defer ow.Close()
+		if _, err := ow.Write(data); err != nil {
+			return err
+		}
+		var err error
+		id, err = ow.Result()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func readObject(t *testing.T, r repo.Repository, id object.ID) []byte {
+	t.Helper()
+	rd, err := r.OpenObject(ctxFor(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	b, err := io.ReadAll(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func indexEntries(t *testing.T, r repo.DirectRepository, id object.ID, size int64, m *reuseMap) []object.IndirectObjectEntry {
+	t.Helper()
+	var entries []object.IndirectObjectEntry
+	err := repo.WriteSession(ctxFor(t), r, repo.WriteSessionOptions{}, func(ctx context.Context, w repo.RepositoryWriter) (err error) {
+		entries, _, err = previousEntries(ctx, w, &previousFile{Object: id, Size: size, Map: m})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) == 0 {
+		t.Fatalf("no index entries for %v", id)
+	}
+	return entries
+}
+
+func reuseTestOptions(t *testing.T) reuseOptions {
+	return reuseOptions{Splitter: reuseTestSplitter, Key: randomBytes(t, 32), Name: "data.db"}
+}
+
+// TestReuseWritesKopiasObject: with nothing to reuse, the writer produces the very
+// object kopia's own writer produces from the same bytes (same chunks, same index,
+// same ID), and its map has a fingerprint per chunk.
+func TestReuseWritesKopiasObject(t *testing.T) {
+	r, _, _ := newReuseRepo(t, reuseTestSplitter)
+	opt := reuseTestOptions(t)
+	for _, n := range []int{0, 100, 64 << 10, 3<<20 + 12345} {
+		data := randomBytes(t, n)
+		id, m, st := reuseWrite(t, r, data, nil, opt)
+		if want := kopiaWrite(t, r, data); id != want {
+			t.Errorf("%d bytes: object %v, kopia's writer wrote %v", n, id, want)
+		}
+		if got := readObject(t, r, id); !bytes.Equal(got, data) {
+			t.Errorf("%d bytes: the object reads back differently", n)
+		}
+		if st.ReusedChunks != 0 || st.WrittenBytes != int64(n) {
+			t.Errorf("%d bytes: %+v, want all written", n, st)
+		}
+		if n > 1<<20 {
+			if e := indexEntries(t, r, id, int64(n), m); len(e) < 10 {
+				t.Errorf("%d bytes in %d chunks: the test splitter should cut more", n, len(e))
+			}
+		}
+	}
+}
+
+// TestReuseChangedRegionsAreNeverReused is the list: a byte flipped in the
+// middle of a chunk, in the first and in the last chunk, across a chunk boundary, the
+// file truncated and extended. Each time the new object reads back exactly as the new
+// file, is the object kopia's own writer makes of the new file (so dedup is unchanged
+// and the kopia CLI reads it), and only the chunks around the change were split,
+// hashed and written: the rest was reused.
+func TestReuseChangedRegionsAreNeverReused(t *testing.T) {
+	r, _, _ := newReuseRepo(t, reuseTestSplitter)
+	opt := reuseTestOptions(t)
+	const size = 4 << 20
+	base := randomBytes(t, size)
+	id0, m0, _ := reuseWrite(t, r, base, nil, opt)
+	old := indexEntries(t, r, id0, size, m0)
+	if len(old) < 10 {
+		t.Fatalf("%d chunks: the test splitter should cut more", len(old))
+	}
+	mid := old[len(old)/2]
+	last := old[len(old)-1]
+	flip := func(offsets ...int64) func([]byte) []byte {
+		return func(b []byte) []byte {
+			for _, o := range offsets {
+				b[o] ^= 0x5a
+			}
+			return b
+		}
+	}
+	const maxChunk = 256 << 10 // the test splitter's largest chunk
+	for _, tc := range []struct {
+		name   string
+		change func([]byte) []byte
+		// maxWritten bounds the bytes split and written: the changed chunks and the
+		// few that follow until a cut falls on an old cut again.
+		maxWritten int64
+	}{
+		{"unchanged", func(b []byte) []byte { return b }, 0},
+		{"middle of a chunk", flip(mid.Start + mid.Length/2), 3 * maxChunk},
+		{"first chunk", flip(10), 3 * maxChunk},
+		{"first byte", flip(0), 3 * maxChunk},
+		{"last chunk", flip(size - 5), last.Length},
+		{"last byte", flip(size - 1), last.Length},
+		{"across a chunk boundary", flip(mid.Start-1, mid.Start), 4 * maxChunk},
+		{"one byte in each of three chunks", flip(old[2].Start+7, mid.Start+mid.Length/3, last.Start+1), 9 * maxChunk},
+		{"truncated mid-chunk", func(b []byte) []byte { return b[:mid.Start+mid.Length/2] }, mid.Length},
+		{"truncated at a cut", func(b []byte) []byte { return b[:mid.Start] }, 0},
+		{"truncated to one byte", func(b []byte) []byte { return b[:1] }, 1},
+		{"extended", func(b []byte) []byte { return append(b, randomBytes(t, 700<<10)...) }, last.Length + 700<<10 + 2*maxChunk},
+		{"extended by one byte", func(b []byte) []byte { return append(b, 1) }, last.Length + 1 + maxChunk},
+		{"emptied", func(b []byte) []byte { return b[:0] }, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := tc.change(bytes.Clone(base))
+			id, m, st := reuseWrite(t, r, data, &previousFile{Object: id0, Size: size, Map: m0}, opt)
+			if got := readObject(t, r, id); !bytes.Equal(got, data) {
+				t.Fatalf("the object does not read back as the new file (%d bytes read, %d in the file; %+v)", len(got), len(data), st)
+			}
+			if want := kopiaWrite(t, r, data); id != want {
+				t.Errorf("object %v, kopia's writer wrote %v", id, want)
+			}
+			if st.WrittenBytes > tc.maxWritten {
+				t.Errorf("%d bytes split and written, want at most %d (%+v)", st.WrittenBytes, tc.maxWritten, st)
+			}
+			if st.ReusedBytes+st.WrittenBytes != int64(len(data)) {
+				t.Errorf("reused %d + written %d bytes, the file has %d", st.ReusedBytes, st.WrittenBytes, len(data))
+			}
+			if len(m.Sums) != max(1, len(indexOrSingle(t, r, id, int64(len(data)), m))) {
+				t.Errorf("the map has %d fingerprints for the object's chunks", len(m.Sums))
+			}
+			t.Logf("%+v", st)
+		})
+	}
+}
+
+func indexOrSingle(t *testing.T, r repo.DirectRepository, id object.ID, size int64, m *reuseMap) []object.IndirectObjectEntry {
+	if size == 0 {
+		return nil
+	}
+	return indexEntries(t, r, id, size, m)
+}
+
+// TestReuseAcrossGenerations: the map a reusing backup returns serves the next one.
+func TestReuseAcrossGenerations(t *testing.T) {
+	r, _, _ := newReuseRepo(t, reuseTestSplitter)
+	opt := reuseTestOptions(t)
+	data := randomBytes(t, 3<<20)
+	prev := &previousFile{Size: int64(len(data))}
+	prev.Object, prev.Map, _ = reuseWrite(t, r, data, nil, opt)
+	for i, o := range []int{1 << 20, 2 << 20, 1 << 20, 100} {
+		data = bytes.Clone(data)
+		data[o] ^= 0xff
+		id, m, st := reuseWrite(t, r, data, prev, opt)
+		if got := readObject(t, r, id); !bytes.Equal(got, data) {
+			t.Fatalf("generation %d: the object does not read back as the file", i)
+		}
+		if st.ReusedChunks == 0 || st.WrittenBytes > 3*(256<<10) {
+			t.Errorf("generation %d: %+v", i, st)
+		}
+		prev = &previousFile{Object: id, Size: int64(len(data)), Map: m}
+	}
+}
+
+// TestReuseTrustsNoForeignMap: a map that does not describe the previous object (another
+// object's, another key's, or one of another length) reuses nothing, so the result is
+// still right.
+func TestReuseTrustsNoForeignMap(t *testing.T) {
+	r, _, _ := newReuseRepo(t, reuseTestSplitter)
+	opt := reuseTestOptions(t)
+	a := randomBytes(t, 2<<20)
+	b := randomBytes(t, 2<<20)
+	idA, mA, _ := reuseWrite(t, r, a, nil, opt)
+	_, mB, _ := reuseWrite(t, r, b, nil, opt)
+	short := &reuseMap{Object: idA, Sums: mA.Sums[1:]}
+	otherKey := opt
+	otherKey.Key = randomBytes(t, 32)
+	for name, tc := range map[string]struct {
+		prev *previousFile
+		opt  reuseOptions
+	}{
+		"another object's map":    {&previousFile{Object: idA, Size: int64(len(a)), Map: mB}, opt},
+		"a map of another length": {&previousFile{Object: idA, Size: int64(len(a)), Map: short}, opt},
+		"another key":             {&previousFile{Object: idA, Size: int64(len(a)), Map: mA}, otherKey},
+	} {
+		t.Run(name, func(t *testing.T) {
+			id, _, st := reuseWrite(t, r, a, tc.prev, tc.opt)
+			if got := readObject(t, r, id); !bytes.Equal(got, a) {
+				t.Fatal("the object does not read back as the file")
+			}
+			if id != idA {
+				t.Errorf("object %v, want %v", id, idA)
+			}
+			if st.ReusedChunks != 0 {
+				t.Errorf("%+v: reused chunks of a map that does not fit", st)
+			}
+		})
+	}
+}
