@@ -5,14 +5,26 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/kopia/kopia/fs"
+	"github.com/kopia/kopia/fs/localfs"
+	"github.com/kopia/kopia/fs/virtualfs"
 
 	"github.com/kopia/kopia/repo"
 	"github.com/kopia/kopia/repo/blob/filesystem"
 	"github.com/kopia/kopia/repo/content"
 	"github.com/kopia/kopia/repo/format"
 	"github.com/kopia/kopia/repo/object"
+	"github.com/kopia/kopia/snapshot"
+	"github.com/kopia/kopia/snapshot/policy"
+	"github.com/kopia/kopia/snapshot/snapshotfs"
+	"github.com/kopia/kopia/snapshot/upload"
+
+	"github.com/holdfast-dev/holdfast/test/testenv"
 )
 
 // reuseTestSplitter cuts chunks of 64–256 KiB (128 KiB on average): a file of a few MiB
@@ -288,6 +300,169 @@ func TestReuseTrustsNoForeignMap(t *testing.T) {
 			if st.ReusedChunks != 0 {
 				t.Errorf("%+v: reused chunks of a map that does not fit", st)
 			}
+		})
+	}
+}
+
+// reusedFile is a file of the volume whose object was already written (by
+// writeReusing): kopia's uploader takes the entry as is (snapshot.HasDirEntryOrNil,
+// the hook it has for placeholders) after checking that every content of the object
+// exists. This is how the reusing writer would enter Backup.
+type reusedFile struct {
+	fs.File
+	de *snapshot.DirEntry
+}
+
+func (f *reusedFile) DirEntryOrNil(context.Context) (*snapshot.DirEntry, error) { return f.de, nil }
+
+// TestReuseKopiaCLIRestoresAndVerifies: a snapshot whose file object was written by
+// reusing the previous object's chunks passes the kopia CLI's snapshot verify with
+// every file read, and the CLI restores the file byte for byte.
+func TestReuseKopiaCLIRestoresAndVerifies(t *testing.T) {
+	ctx := ctxFor(t)
+	r, path, password := newReuseRepo(t, reuseTestSplitter)
+	opt := reuseTestOptions(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "data.db")
+	data := randomBytes(t, 4<<20)
+	writeAndReuse := func(prev *previousFile) (*previousFile, reuseStats) {
+		t.Helper()
+		if err := os.WriteFile(file, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		var (
+			id object.ID
+			m  *reuseMap
+			st reuseStats
+		)
+		err = repo.WriteSession(ctx, r, repo.WriteSessionOptions{Purpose: "reuse test"}, func(ctx context.Context, w repo.RepositoryWriter) (err error) {
+			id, m, st, err = writeReusing(ctx, w, f, int64(len(data)), prev, opt)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &previousFile{Object: id, Size: int64(len(data)), Map: m}, st
+	}
+	prev, _ := writeAndReuse(nil)
+	data = bytes.Clone(data)
+	data[1<<20] ^= 1                                // a page in the middle
+	data = append(data, randomBytes(t, 300<<10)...) // and the file grew
+	cur, st := writeAndReuse(prev)
+	if st.ReusedChunks == 0 || st.WrittenBytes > 1<<20 {
+		t.Fatalf("nothing reused: %+v", st)
+	}
+
+	e, err := localfs.NewEntry(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lf := e.(fs.File)
+	de := &snapshot.DirEntry{
+		Name: lf.Name(), Type: snapshot.EntryTypeFile, Permissions: snapshot.Permissions(lf.Mode() & fs.ModBits),
+		FileSize: lf.Size(), ModTime: fs.UTCTimestampFromTime(lf.ModTime()),
+		UserID: lf.Owner().UserID, GroupID: lf.Owner().GroupID, ObjectID: cur.Object,
+	}
+	root := virtualfs.NewStaticDirectory("root", []fs.Entry{&reusedFile{File: lf, de: de}})
+	si := snapshot.SourceInfo{Host: "reuse", UserName: "test", Path: "/data"}
+	var snapID string
+	err = repo.WriteSession(ctx, r, repo.WriteSessionOptions{Purpose: "reuse test"}, func(ctx context.Context, w repo.RepositoryWriter) error {
+		man, err := upload.NewUploader(w).Upload(ctx, root, policy.BuildTree(nil, policy.DefaultPolicy), si)
+		if err != nil {
+			return err
+		}
+		id, err := snapshot.SaveSnapshot(ctx, w, man)
+		snapID = string(id)
+		if err != nil {
+			return err
+		}
+		// The snapshot holds the reusing writer's object, not one the uploader wrote.
+		sr, err := snapshotfs.SnapshotRoot(w, man)
+		if err != nil {
+			return err
+		}
+		child, err := sr.(fs.Directory).Child(ctx, "data.db")
+		if err != nil {
+			return err
+		}
+		if got := child.(object.HasObjectID).ObjectID(); got != cur.Object {
+			t.Errorf("the snapshot's file is %v, the reusing writer wrote %v", got, cur.Object)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	kopia := filepath.Join(testenv.ToolsBin(), "kopia")
+	configFile := filepath.Join(t.TempDir(), "cli.config")
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, kopia, append(args, "--config-file", configFile)...)
+		cmd.Env = append(os.Environ(), "KOPIA_PASSWORD="+password, "KOPIA_CHECK_FOR_UPDATES=false",
+			"KOPIA_CACHE_DIRECTORY="+t.TempDir(), "KOPIA_LOG_DIR="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("kopia %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	run("repository", "connect", "filesystem", "--path", path)
+	t.Log(run("snapshot", "verify", "--verify-files-percent=100", snapID))
+	target := t.TempDir()
+	run("restore", snapID, target)
+	got, err := os.ReadFile(filepath.Join(target, "data.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("the CLI restored %d bytes that differ from the file's %d", len(got), len(data))
+	}
+}
+
+// TestReuseDefaultSplitter runs the cases with kopia's default splitter
+// (DYNAMIC-4M-BUZHASH: chunks of 2–8 MiB) on a file of 24 MiB.
+func TestReuseDefaultSplitter(t *testing.T) {
+	r, _, _ := newReuseRepo(t, "")
+	opt := reuseTestOptions(t)
+	opt.Splitter = r.ObjectFormat().Splitter
+	if opt.Splitter != "DYNAMIC-4M-BUZHASH" {
+		t.Fatalf("the default splitter is %s", opt.Splitter)
+	}
+	const size = 24 << 20
+	base := randomBytes(t, size)
+	id0, m0, _ := reuseWrite(t, r, base, nil, opt)
+	old := indexEntries(t, r, id0, size, m0)
+	mid := old[len(old)/2]
+	for _, tc := range []struct {
+		name   string
+		change func([]byte) []byte
+	}{
+		{"middle of a chunk", func(b []byte) []byte { b[mid.Start+mid.Length/2]++; return b }},
+		{"first chunk", func(b []byte) []byte { b[1]++; return b }},
+		{"last chunk", func(b []byte) []byte { b[size-1]++; return b }},
+		{"across a chunk boundary", func(b []byte) []byte { b[mid.Start-1]++; b[mid.Start]++; return b }},
+		{"truncated", func(b []byte) []byte { return b[:size-3<<20] }},
+		{"extended", func(b []byte) []byte { return append(b, randomBytes(t, 3<<20)...) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := tc.change(bytes.Clone(base))
+			id, _, st := reuseWrite(t, r, data, &previousFile{Object: id0, Size: size, Map: m0}, opt)
+			if got := readObject(t, r, id); !bytes.Equal(got, data) {
+				t.Fatalf("the object does not read back as the new file (%+v)", st)
+			}
+			if want := kopiaWrite(t, r, data); id != want {
+				t.Errorf("object %v, kopia's writer wrote %v", id, want)
+			}
+			if st.ReusedChunks == 0 || st.WrittenBytes > 3*(8<<20)+3<<20 {
+				t.Errorf("%+v", st)
+			}
+			t.Logf("%d chunks before; %+v", len(old), st)
 		})
 	}
 }
