@@ -40,10 +40,12 @@ import (
 var reuseEnabled = false
 
 // reuseMap is the per-file map a backup keeps for the next one: a fingerprint for each
-// entry of Object's index, in order.
+// entry of Object's index, in order, and the splitter that cut them (the reasoning
+// above holds only for cuts of the same splitter).
 type reuseMap struct {
-	Object object.ID
-	Sums   [][32]byte
+	Object   object.ID
+	Splitter string
+	Sums     [][32]byte
 }
 
 // previousFile is the file's object in the parent snapshot and its map.
@@ -98,7 +100,7 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 	sp := factory()
 	defer sp.Close()
 
-	old, oldSums, err := previousEntries(ctx, w, prev)
+	old, oldSums, err := previousEntries(ctx, w, prev, opt.Splitter)
 	if err != nil {
 		return object.EmptyID, nil, st, err
 	}
@@ -183,13 +185,13 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 			return object.EmptyID, nil, st, err
 		}
 	}
-	return id, &reuseMap{Object: id, Sums: sums}, st, nil
+	return id, &reuseMap{Object: id, Splitter: opt.Splitter, Sums: sums}, st, nil
 }
 
 // previousEntries are prev's index entries and their fingerprints, or none when prev
 // has no map, or one that does not describe its object exactly: then all is written.
-func previousEntries(ctx context.Context, w repo.RepositoryWriter, prev *previousFile) ([]object.IndirectObjectEntry, [][32]byte, error) {
-	if prev == nil || prev.Map == nil || prev.Map.Object != prev.Object {
+func previousEntries(ctx context.Context, w repo.RepositoryWriter, prev *previousFile, splitterName string) ([]object.IndirectObjectEntry, [][32]byte, error) {
+	if prev == nil || prev.Map == nil || prev.Map.Object != prev.Object || prev.Map.Splitter != splitterName {
 		return nil, nil, nil
 	}
 	var entries []object.IndirectObjectEntry

@@ -126,7 +126,7 @@ func indexEntries(t *testing.T, r repo.DirectRepository, id object.ID, size int6
 	t.Helper()
 	var entries []object.IndirectObjectEntry
 	err := repo.WriteSession(ctxFor(t), r, repo.WriteSessionOptions{}, func(ctx context.Context, w repo.RepositoryWriter) (err error) {
-		entries, _, err = previousEntries(ctx, w, &previousFile{Object: id, Size: size, Map: m})
+		entries, _, err = previousEntries(ctx, w, &previousFile{Object: id, Size: size, Map: m}, m.Splitter)
 		return err
 	})
 	if err != nil {
@@ -269,8 +269,8 @@ func TestReuseAcrossGenerations(t *testing.T) {
 }
 
 // TestReuseTrustsNoForeignMap: a map that does not describe the previous object (another
-// object's, another key's, or one of another length) reuses nothing, so the result is
-// still right.
+// object's, another key's, one of another length, or of another splitter's cuts)
+// reuses nothing, so the result is still right.
 func TestReuseTrustsNoForeignMap(t *testing.T) {
 	r, _, _ := newReuseRepo(t, reuseTestSplitter)
 	opt := reuseTestOptions(t)
@@ -278,7 +278,8 @@ func TestReuseTrustsNoForeignMap(t *testing.T) {
 	b := randomBytes(t, 2<<20)
 	idA, mA, _ := reuseWrite(t, r, a, nil, opt)
 	_, mB, _ := reuseWrite(t, r, b, nil, opt)
-	short := &reuseMap{Object: idA, Sums: mA.Sums[1:]}
+	short := &reuseMap{Object: idA, Splitter: mA.Splitter, Sums: mA.Sums[1:]}
+	otherSplitter := &reuseMap{Object: idA, Splitter: "DYNAMIC-128K-RABINKARP", Sums: mA.Sums}
 	otherKey := opt
 	otherKey.Key = randomBytes(t, 32)
 	for name, tc := range map[string]struct {
@@ -288,6 +289,7 @@ func TestReuseTrustsNoForeignMap(t *testing.T) {
 		"another object's map":    {&previousFile{Object: idA, Size: int64(len(a)), Map: mB}, opt},
 		"a map of another length": {&previousFile{Object: idA, Size: int64(len(a)), Map: short}, opt},
 		"another key":             {&previousFile{Object: idA, Size: int64(len(a)), Map: mA}, otherKey},
+		"another splitter's cuts": {&previousFile{Object: idA, Size: int64(len(a)), Map: otherSplitter}, opt},
 	} {
 		t.Run(name, func(t *testing.T) {
 			id, _, st := reuseWrite(t, r, a, tc.prev, tc.opt)
