@@ -45,8 +45,13 @@ var reuseEnabled = false
 type reuseMap struct {
 	Object   object.ID
 	Splitter string
-	Sums     [][32]byte
+	// Fingerprint names the fingerprint function (fingerprintName).
+	Fingerprint string
+	Sums        [][32]byte
 }
+
+// fingerprintName is the function of fingerprint; a map of another one is not used.
+const fingerprintName = "BLAKE3-256-KEYED"
 
 // previousFile is the file's object in the parent snapshot and its map.
 type previousFile struct {
@@ -185,13 +190,14 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 			return object.EmptyID, nil, st, err
 		}
 	}
-	return id, &reuseMap{Object: id, Splitter: opt.Splitter, Sums: sums}, st, nil
+	return id, &reuseMap{Object: id, Splitter: opt.Splitter, Fingerprint: fingerprintName, Sums: sums}, st, nil
 }
 
 // previousEntries are prev's index entries and their fingerprints, or none when prev
 // has no map, or one that does not describe its object exactly: then all is written.
 func previousEntries(ctx context.Context, w repo.RepositoryWriter, prev *previousFile, splitterName string) ([]object.IndirectObjectEntry, [][32]byte, error) {
-	if prev == nil || prev.Map == nil || prev.Map.Object != prev.Object || prev.Map.Splitter != splitterName {
+	if prev == nil || prev.Map == nil || prev.Map.Object != prev.Object || prev.Map.Splitter != splitterName ||
+		prev.Map.Fingerprint != fingerprintName {
 		return nil, nil, nil
 	}
 	var entries []object.IndirectObjectEntry
