@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/kopia/kopia/repo"
 	"github.com/kopia/kopia/repo/blob/filesystem"
+	"github.com/kopia/kopia/repo/compression"
 	"github.com/kopia/kopia/repo/content"
 	"github.com/kopia/kopia/repo/format"
 	"github.com/kopia/kopia/repo/object"
@@ -575,4 +577,46 @@ func cpuTime(t *testing.T) time.Duration {
 		t.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestReuseWithCompression: with the compressors kopia's default policy gives (none for
+// data here, zstd-fastest for the index) and with data compression on, the reused object
+// is still the one kopia's writer makes with the same options, and reads back.
+func TestReuseWithCompression(t *testing.T) {
+	r, _, _ := newReuseRepo(t, reuseTestSplitter)
+	for _, comp := range []compression.Name{"", "zstd-fastest"} {
+		opt := reuseTestOptions(t)
+		opt.Compressor, opt.MetadataCompressor = comp, "zstd-fastest"
+		var text bytes.Buffer
+		for i := 0; text.Len() < 3<<20; i++ {
+			fmt.Fprintf(&text, "row %d: %x\n", i, randomBytes(t, 8))
+		}
+		base := text.Bytes()
+		id0, m0, _ := reuseWrite(t, r, base, nil, opt)
+		data := bytes.Clone(base)
+		data[len(data)/2] ^= 1
+		id, _, st := reuseWrite(t, r, data, &previousFile{Object: id0, Size: int64(len(base)), Map: m0}, opt)
+		if got := readObject(t, r, id); !bytes.Equal(got, data) {
+			t.Fatalf("compressor %q: the object does not read back as the file", comp)
+		}
+		var want object.ID
+		err := repo.WriteSession(ctxFor(t), r, repo.WriteSessionOptions{}, func(ctx context.Context, w repo.RepositoryWriter) (err error) {
+			ow := w.NewObjectWriter(ctx, object.WriterOptions{Description: "FILE:x", Compressor: comp, MetadataCompressor: "zstd-fastest"})
+			defer ow.Close()
+			if _, err := ow.Write(data); err != nil {
+				return err
+			}
+			want, err = ow.Result()
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id != want {
+			t.Errorf("compressor %q: object %v, kopia's writer wrote %v", comp, id, want)
+		}
+		if st.ReusedChunks == 0 || st.WrittenChunks > 3 {
+			t.Errorf("compressor %q: %+v", comp, st)
+		}
+	}
 }
