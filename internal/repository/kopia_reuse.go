@@ -45,6 +45,8 @@ var reuseEnabled = false
 type reuseMap struct {
 	Object   object.ID
 	Splitter string
+	// PartSize is the parts' size the object was cut in (reuseOptions.PartSize).
+	PartSize int64
 	// Fingerprint names the fingerprint function (fingerprintName).
 	Fingerprint string
 	Sums        [][32]byte
@@ -65,6 +67,11 @@ type reuseOptions struct {
 	// unless the policy names one); only splitters that restart at each cut are
 	// supported (all of kopia's).
 	Splitter string
+	// PartSize is the policy's ParallelUploadAboveSize (<= 0: none): kopia's
+	// uploader writes a file larger than that as parts of exactly PartSize bytes (the
+	// last one the rest, possibly empty), each cut by a fresh splitter, and
+	// concatenates them. Each part's end is then a forced cut, as a file's end is.
+	PartSize int64
 	// Compressor and MetadataCompressor as the upload's policy gives them.
 	Compressor, MetadataCompressor compression.Name
 	// Key is the fingerprint key, 32 bytes, derived from the repository.
@@ -105,7 +112,10 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 	sp := factory()
 	defer sp.Close()
 
-	old, oldSums, err := previousEntries(ctx, w, prev, opt.Splitter)
+	if opt.PartSize < 0 {
+		opt.PartSize = 0
+	}
+	old, oldSums, err := previousEntries(ctx, w, prev, opt)
 	if err != nil {
 		return object.EmptyID, nil, st, err
 	}
@@ -146,7 +156,8 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 			// previous file's end is not, unless the new file ends there too).
 			e := old[i]
 			end := e.Start + e.Length
-			if end <= size && (end < oldSize || end == size) {
+			limit := partEnd(pos, size, opt.PartSize)
+			if e.Length > 0 && end <= limit && (!forcedCut(end, oldSize, opt.PartSize) || end == limit) {
 				buf, err = readAt(f, buf, pos, e.Length)
 				if err != nil {
 					return object.EmptyID, nil, st, err
@@ -164,7 +175,7 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 			}
 		}
 		// Changed, or not at a shared cut: split from pos (a cut) up to the next cut.
-		chunk, n, err := splitFrom(f, sp, pos, size, have)
+		chunk, n, err := splitFrom(f, sp, pos, partEnd(pos, size, opt.PartSize), have)
 		if err != nil {
 			return object.EmptyID, nil, st, err
 		}
@@ -173,6 +184,13 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 			return object.EmptyID, nil, st, err
 		}
 		pos += int64(len(chunk))
+	}
+
+	if opt.PartSize > 0 && size > opt.PartSize && size%opt.PartSize == 0 {
+		// kopia's last part is then empty, and its empty chunk is concatenated too.
+		if err := write(size, nil); err != nil {
+			return object.EmptyID, nil, st, err
+		}
 	}
 
 	var id object.ID
@@ -190,14 +208,14 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 			return object.EmptyID, nil, st, err
 		}
 	}
-	return id, &reuseMap{Object: id, Splitter: opt.Splitter, Fingerprint: fingerprintName, Sums: sums}, st, nil
+	return id, &reuseMap{Object: id, Splitter: opt.Splitter, PartSize: opt.PartSize, Fingerprint: fingerprintName, Sums: sums}, st, nil
 }
 
 // previousEntries are prev's index entries and their fingerprints, or none when prev
 // has no map, or one that does not describe its object exactly: then all is written.
-func previousEntries(ctx context.Context, w repo.RepositoryWriter, prev *previousFile, splitterName string) ([]object.IndirectObjectEntry, [][32]byte, error) {
-	if prev == nil || prev.Map == nil || prev.Map.Object != prev.Object || prev.Map.Splitter != splitterName ||
-		prev.Map.Fingerprint != fingerprintName {
+func previousEntries(ctx context.Context, w repo.RepositoryWriter, prev *previousFile, opt reuseOptions) ([]object.IndirectObjectEntry, [][32]byte, error) {
+	if prev == nil || prev.Map == nil || prev.Map.Object != prev.Object || prev.Map.Splitter != opt.Splitter ||
+		prev.Map.PartSize != opt.PartSize || prev.Map.Fingerprint != fingerprintName {
 		return nil, nil, nil
 	}
 	var entries []object.IndirectObjectEntry
@@ -221,8 +239,10 @@ func previousEntries(ctx context.Context, w repo.RepositoryWriter, prev *previou
 		return nil, nil, nil
 	}
 	var at int64
-	for _, e := range entries {
-		if e.Start != at || e.Length <= 0 {
+	for i, e := range entries {
+		// Only the last entry may be empty: the empty last part of a file of a
+		// multiple of the part size.
+		if e.Start != at || e.Length < 0 || (e.Length == 0 && i != len(entries)-1) {
 			return nil, nil, nil
 		}
 		at += e.Length
@@ -233,10 +253,35 @@ func previousEntries(ctx context.Context, w repo.RepositoryWriter, prev *previou
 	return entries, prev.Map.Sums, nil
 }
 
+// partEnd is the end of the part of a file of size bytes that holds offset pos: the
+// limit of the chunk that starts there.
+func partEnd(pos, size, partSize int64) int64 {
+	if partSize <= 0 || size <= partSize {
+		return size
+	}
+	if k := pos / partSize; k < size/partSize {
+		return (k + 1) * partSize
+	}
+	return size
+}
+
+// forcedCut tells whether a cut at end of a file of size bytes was forced (the end of
+// the file or of a part) rather than found by the splitter.
+func forcedCut(end, size, partSize int64) bool {
+	if end == size {
+		return true
+	}
+	return partSize > 0 && size > partSize && end%partSize == 0
+}
+
 // splitFrom returns the chunk the splitter cuts from pos, a cut (have: the file's
 // bytes from pos already read), and how many bytes it read. Bytes read past the cut
-// are read again for the next chunk.
-func splitFrom(f io.ReaderAt, sp splitter.Splitter, pos, size int64, have []byte) ([]byte, int64, error) {
+// are read again for the next chunk. limit is where the chunk must end at the latest
+// (the end of the file or of its part).
+func splitFrom(f io.ReaderAt, sp splitter.Splitter, pos, limit int64, have []byte) ([]byte, int64, error) {
+	if int64(len(have)) > limit-pos {
+		have = have[:limit-pos]
+	}
 	sp.Reset()
 	chunk := make([]byte, 0, sp.MaxSegmentSize())
 	var read int64
@@ -252,8 +297,8 @@ func splitFrom(f io.ReaderAt, sp splitter.Splitter, pos, size int64, have []byte
 		return chunk, read, nil
 	}
 	block := make([]byte, reuseReadBlock)
-	for at := pos + int64(len(chunk)); at < size; at = pos + int64(len(chunk)) {
-		n := min(int64(len(block)), size-at)
+	for at := pos + int64(len(chunk)); at < limit; at = pos + int64(len(chunk)) {
+		n := min(int64(len(block)), limit-at)
 		b, err := readAt(f, block, at, n)
 		if err != nil {
 			return nil, read, err

@@ -131,7 +131,7 @@ func indexEntries(t *testing.T, r repo.DirectRepository, id object.ID, size int6
 	t.Helper()
 	var entries []object.IndirectObjectEntry
 	err := repo.WriteSession(ctxFor(t), r, repo.WriteSessionOptions{}, func(ctx context.Context, w repo.RepositoryWriter) (err error) {
-		entries, _, err = previousEntries(ctx, w, &previousFile{Object: id, Size: size, Map: m}, m.Splitter)
+		entries, _, err = previousEntries(ctx, w, &previousFile{Object: id, Size: size, Map: m}, reuseOptions{Splitter: m.Splitter, PartSize: m.PartSize})
 		return err
 	})
 	if err != nil {
@@ -618,5 +618,93 @@ func TestReuseWithCompression(t *testing.T) {
 		if st.ReusedChunks == 0 || st.WrittenChunks > 3 {
 			t.Errorf("compressor %q: %+v", comp, st)
 		}
+	}
+}
+
+// uploaderObject backs up file with kopia's own uploader under kopia's default policy
+// with ParallelUploadAboveSize set to partSize, and returns the file's object.
+func uploaderObject(t *testing.T, r repo.DirectRepository, file string, partSize int64) object.ID {
+	t.Helper()
+	ctx := ctxFor(t)
+	e, err := localfs.NewEntry(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := *policy.DefaultPolicy
+	ps := policy.OptionalInt64(partSize)
+	pol.UploadPolicy.ParallelUploadAboveSize = &ps
+	var id object.ID
+	err = repo.WriteSession(ctx, r, repo.WriteSessionOptions{Purpose: "reuse test"}, func(ctx context.Context, w repo.RepositoryWriter) error {
+		man, err := upload.NewUploader(w).Upload(ctx, virtualfs.NewStaticDirectory("root", []fs.Entry{e}), policy.BuildTree(nil, &pol),
+			snapshot.SourceInfo{Host: "reuse", UserName: "test", Path: "/parts"})
+		if err != nil {
+			return err
+		}
+		root, err := snapshotfs.SnapshotRoot(w, man)
+		if err != nil {
+			return err
+		}
+		child, err := root.(fs.Directory).Child(ctx, filepath.Base(file))
+		if err != nil {
+			return err
+		}
+		id = child.(object.HasObjectID).ObjectID()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// TestReuseParallelUploadParts: above the policy's ParallelUploadAboveSize (2 GiB by
+// default; 1 MiB here) kopia's uploader cuts a file in parts, each from a fresh
+// splitter, and concatenates them; the reusing writer makes the very object kopia's
+// uploader makes of the new file, also when a change sits on a part boundary and when
+// the size becomes a multiple of the part size (kopia's last part is then empty).
+func TestReuseParallelUploadParts(t *testing.T) {
+	r, _, _ := newReuseRepo(t, reuseTestSplitter)
+	opt := reuseTestOptions(t)
+	const part = 1 << 20
+	opt.PartSize, opt.MetadataCompressor = part, "zstd-fastest" // as the default policy
+	file := filepath.Join(t.TempDir(), "data.db")
+	const size = 3*part + part/2
+	base := randomBytes(t, size)
+	id0, m0, _ := reuseWrite(t, r, base, nil, opt)
+	if err := os.WriteFile(file, base, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if want := uploaderObject(t, r, file, part); id0 != want {
+		t.Fatalf("object %v, kopia's uploader made %v", id0, want)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func([]byte) []byte
+	}{
+		{"unchanged", func(b []byte) []byte { return b }},
+		{"middle of a part", func(b []byte) []byte { b[part+part/2]++; return b }},
+		{"last byte of a part", func(b []byte) []byte { b[2*part-1]++; return b }},
+		{"first byte of a part", func(b []byte) []byte { b[2*part]++; return b }},
+		{"truncated to a multiple of the part size", func(b []byte) []byte { return b[:3*part] }},
+		{"truncated to one part", func(b []byte) []byte { return b[:part] }},
+		{"extended into a new part", func(b []byte) []byte { return append(b, randomBytes(t, part)...) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := tc.change(bytes.Clone(base))
+			id, _, st := reuseWrite(t, r, data, &previousFile{Object: id0, Size: size, Map: m0}, opt)
+			if got := readObject(t, r, id); !bytes.Equal(got, data) {
+				t.Fatalf("the object does not read back as the new file (%+v)", st)
+			}
+			if err := os.WriteFile(file, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if want := uploaderObject(t, r, file, part); id != want {
+				t.Errorf("object %v, kopia's uploader made %v (%+v)", id, want, st)
+			}
+			if tc.name != "truncated to one part" && st.ReusedChunks == 0 {
+				t.Errorf("nothing reused: %+v", st)
+			}
+			t.Logf("%+v", st)
+		})
 	}
 }
