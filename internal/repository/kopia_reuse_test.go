@@ -548,19 +548,45 @@ func TestReuseMeasure(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	kopiaRewrite := func(w repo.RepositoryWriter) error {
+		ow := w.NewObjectWriter(ctx, object.WriterOptions{Description: "FILE:x", AsyncWrites: 1})
+		defer ow.Close()
+		if _, err := io.Copy(ow, io.NewSectionReader(f, 0, size)); err != nil {
+			return err
+		}
+		_, err := ow.Result()
+		return err
+	}
+	// Each change is made twice, in other places (seed): kopia's writer re-writes the
+	// file after the first (what its upload does: all re-read, re-split and re-hashed,
+	// only new chunks stored), the reusing writer after the second, so that both
+	// store chunks the repository does not have yet.
 	for _, c := range []struct {
 		name    string
 		regions int64
 		share   float64
 	}{{"5 % (one region)", 1, 0.05}, {"0.1 % (16 KiB pages)", 0, 0.001}} {
-		if c.regions == 1 {
-			change(size/3, int64(float64(size)*c.share))
-		} else {
+		apply := func(seed int64) {
+			if c.regions == 1 {
+				change(size/(3+seed), int64(float64(size)*c.share))
+				return
+			}
 			pages := int64(float64(size)*c.share) / (16 << 10)
 			for i := range pages {
-				change((i*7919%max(1, size/(16<<10)))*(16<<10), 16<<10)
+				change(((i*7919+seed*104729)%max(1, size/(16<<10)))*(16<<10), 16<<10)
 			}
 		}
+		apply(0)
+		measure("kopia writer, "+c.name, kopiaRewrite)
+		err := repo.WriteSession(ctx, r, repo.WriteSessionOptions{}, func(ctx context.Context, w repo.RepositoryWriter) error {
+			id, m, _, err := writeReusing(ctx, w, f, size, nil, opt)
+			prev = &previousFile{Object: id, Size: size, Map: m}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		apply(1)
 		var st reuseStats
 		measure("reusing writer, "+c.name, func(w repo.RepositoryWriter) error {
 			id, m, s, err := writeReusing(ctx, w, f, size, prev, opt)
