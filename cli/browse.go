@@ -475,7 +475,7 @@ func (b *browseOptions) session(ctx context.Context, claim string, open bool) (*
 	user := review.Status.UserInfo.Username
 	id := b.snapshot
 	if open && id == "" {
-		list, err := b.session(ctx, claim, false)
+		list, err := b.sessionFor(ctx, kube, ns, source, "", user)
 		if err != nil {
 			return nil, err
 		}
@@ -484,6 +484,12 @@ func (b *browseOptions) session(ctx context.Context, claim string, open bool) (*
 		}
 		id = list.Status.RestorePoints[0].SnapshotID
 	}
+	return b.sessionFor(ctx, kube, ns, source, id, user)
+}
+
+// sessionFor returns user's live session of source and snapshot id (empty: a listing),
+// else a new one, waited for.
+func (b *browseOptions) sessionFor(ctx context.Context, kube client.WithWatch, ns, source, id, user string) (*v1.BrowseSession, error) {
 	if s := b.liveSession(ctx, kube, ns, source, id, user); s != nil {
 		return s, nil
 	}

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/rest"
@@ -52,11 +53,6 @@ func portForward(ctx context.Context, cfg *rest.Config, namespace, pod string, p
 		close(stop)
 		return "", nil, fmt.Errorf("port-forwarding to pod %s/%s: no local port: %v", namespace, pod, err)
 	}
-	once := false
-	return "http://127.0.0.1:" + strconv.Itoa(int(ports[0].Local)), func() {
-		if !once {
-			once = true
-			close(stop)
-		}
-	}, nil
+	var once sync.Once
+	return "http://127.0.0.1:" + strconv.Itoa(int(ports[0].Local)), func() { once.Do(func() { close(stop) }) }, nil
 }

@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -130,8 +131,8 @@ func ExpiresAt(s *v1.BrowseSession) time.Time {
 // path itself. It returns an error for a path that no backup can have.
 func SourcePath(source string) (string, error) {
 	if !strings.HasPrefix(source, "/") {
-		if msgs := validClaimName(source); msgs != "" {
-			return "", fmt.Errorf("spec.source %q is neither a claim name (%s) nor a source path starting with /", source, msgs)
+		if msgs := validation.IsDNS1123Subdomain(source); len(msgs) > 0 {
+			return "", fmt.Errorf("spec.source %q is neither a claim name (%s) nor a source path starting with /", source, strings.Join(msgs, "; "))
 		}
 		return identity.ClaimSourcePath(source), nil
 	}
@@ -141,18 +142,6 @@ func SourcePath(source string) (string, error) {
 		}
 	}
 	return source, nil
-}
-
-func validClaimName(name string) string {
-	if len(name) > 253 {
-		return "longer than 253 characters"
-	}
-	for _, c := range name {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
-			return fmt.Sprintf("it has the character %q", c)
-		}
-	}
-	return ""
 }
 
 // serve lists the restore points and keeps the relay pod of a session that lives.

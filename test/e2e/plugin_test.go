@@ -194,7 +194,7 @@ func (ps *pluginStory) browseWithThePlugin() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Requested By:", "Snapshot ID:  " + ps.snapshot, "Phase:", "Ready", "Relay Pod:", "Downloaded"} {
+	for _, want := range []string{"Requested By:", "Snapshot ID:", ps.snapshot, "Reason:                Serving", "Relay Pod:", "Phase:                   Ready"} {
 		if !strings.Contains(described, want) {
 			t.Errorf("kubectl describe browsesessions does not say %q:\n%s", want, described)
 		}
