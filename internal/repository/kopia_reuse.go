@@ -11,7 +11,7 @@ import (
 	"github.com/kopia/kopia/repo/compression"
 	"github.com/kopia/kopia/repo/object"
 	"github.com/kopia/kopia/repo/splitter"
-	"github.com/zeebo/blake3"
+	"github.com/zeebo/xxh3"
 )
 
 // A SPIKE, not wired into Backup (see /work/notes/reuse-design.md): re-backing up a
@@ -49,11 +49,11 @@ type reuseMap struct {
 	PartSize int64
 	// Fingerprint names the fingerprint function (fingerprintName).
 	Fingerprint string
-	Sums        [][32]byte
+	Sums        [][16]byte
 }
 
 // fingerprintName is the function of fingerprint; a map of another one is not used.
-const fingerprintName = "BLAKE3-256-KEYED"
+const fingerprintName = "XXH3-128-SEEDED"
 
 // previousFile is the file's object in the parent snapshot and its map.
 type previousFile struct {
@@ -74,8 +74,8 @@ type reuseOptions struct {
 	PartSize int64
 	// Compressor and MetadataCompressor as the upload's policy gives them.
 	Compressor, MetadataCompressor compression.Name
-	// Key is the fingerprint key, 32 bytes, derived from the repository.
-	Key []byte
+	// Seed seeds the fingerprints; derived from the repository's secret.
+	Seed uint64
 	// Name describes the object (kopia's "FILE:" descriptions).
 	Name string
 }
@@ -106,9 +106,6 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 	if factory == nil {
 		return object.EmptyID, nil, st, fmt.Errorf("unknown splitter %q", opt.Splitter)
 	}
-	if len(opt.Key) != 32 {
-		return object.EmptyID, nil, st, errors.New("the fingerprint key must be 32 bytes")
-	}
 	sp := factory()
 	defer sp.Close()
 
@@ -130,8 +127,8 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 	}
 
 	var entries []object.IndirectObjectEntry
-	var sums [][32]byte
-	add := func(e object.IndirectObjectEntry, sum [32]byte) {
+	var sums [][16]byte
+	add := func(e object.IndirectObjectEntry, sum [16]byte) {
 		entries = append(entries, e)
 		sums = append(sums, sum)
 	}
@@ -140,7 +137,7 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 		if err != nil {
 			return err
 		}
-		add(object.IndirectObjectEntry{Start: pos, Length: int64(len(chunk)), Object: id}, fingerprint(opt.Key, chunk))
+		add(object.IndirectObjectEntry{Start: pos, Length: int64(len(chunk)), Object: id}, fingerprint(opt.Seed, chunk))
 		st.WrittenChunks++
 		st.WrittenBytes += int64(len(chunk))
 		return nil
@@ -163,7 +160,7 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 					return object.EmptyID, nil, st, err
 				}
 				st.ReadBytes += e.Length
-				sum := fingerprint(opt.Key, buf)
+				sum := fingerprint(opt.Seed, buf)
 				if sum == oldSums[i] {
 					add(object.IndirectObjectEntry{Start: pos, Length: e.Length, Object: e.Object}, sum)
 					st.ReusedChunks++
@@ -200,7 +197,7 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 		if id, err = writeChunk(ctx, w, nil, opt); err != nil {
 			return object.EmptyID, nil, st, err
 		}
-		sums = [][32]byte{fingerprint(opt.Key, nil)}
+		sums = [][16]byte{fingerprint(opt.Seed, nil)}
 	case 1:
 		id = entries[0].Object // kopia's writer returns a single chunk's object itself
 	default:
@@ -213,7 +210,7 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 
 // previousEntries are prev's index entries and their fingerprints, or none when prev
 // has no map, or one that does not describe its object exactly: then all is written.
-func previousEntries(ctx context.Context, w repo.RepositoryWriter, prev *previousFile, opt reuseOptions) ([]object.IndirectObjectEntry, [][32]byte, error) {
+func previousEntries(ctx context.Context, w repo.RepositoryWriter, prev *previousFile, opt reuseOptions) ([]object.IndirectObjectEntry, [][16]byte, error) {
 	if prev == nil || prev.Map == nil || prev.Map.Object != prev.Object || prev.Map.Splitter != opt.Splitter ||
 		prev.Map.PartSize != opt.PartSize || prev.Map.Fingerprint != fingerprintName {
 		return nil, nil, nil
@@ -370,14 +367,7 @@ func writeIndex(ctx context.Context, w repo.RepositoryWriter, entries []object.I
 	return object.ParseID("I" + id.String())
 }
 
-// fingerprint is keyed BLAKE3-256 of b.
-func fingerprint(key, b []byte) [32]byte {
-	h, err := blake3.NewKeyed(key)
-	if err != nil {
-		panic(err) // the key's length is checked by writeReusing
-	}
-	_, _ = h.Write(b)
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	return sum
+// fingerprint is the seeded XXH3-128 of b.
+func fingerprint(seed uint64, b []byte) [16]byte {
+	return xxh3.Hash128Seed(b, seed).Bytes()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -70,6 +71,10 @@ func randomBytes(t *testing.T, n int) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func randomSeed(t *testing.T) uint64 {
+	return binary.LittleEndian.Uint64(randomBytes(t, 8))
 }
 
 // reuseWrite runs writeReusing in a write session (flushed).
@@ -144,7 +149,7 @@ func indexEntries(t *testing.T, r repo.DirectRepository, id object.ID, size int6
 }
 
 func reuseTestOptions(t *testing.T) reuseOptions {
-	return reuseOptions{Splitter: reuseTestSplitter, Key: randomBytes(t, 32), Name: "data.db"}
+	return reuseOptions{Splitter: reuseTestSplitter, Seed: randomSeed(t), Name: "data.db"}
 }
 
 // TestReuseWritesKopiasObject: with nothing to reuse, the writer produces the very
@@ -288,7 +293,7 @@ func TestReuseTrustsNoForeignMap(t *testing.T) {
 	otherSplitter.Splitter = "DYNAMIC-128K-RABINKARP"
 	otherFunction.Fingerprint = "XXH3-128"
 	otherKey := opt
-	otherKey.Key = randomBytes(t, 32)
+	otherKey.Seed = opt.Seed + 1
 	for name, tc := range map[string]struct {
 		prev *previousFile
 		opt  reuseOptions
