@@ -14,8 +14,7 @@ import (
 	"github.com/zeebo/xxh3"
 )
 
-// A SPIKE, not wired into Backup (see /work/notes/reuse-design.md): re-backing up a
-// large file whose metadata changed, reusing the chunks of its previous object for the
+// Re-backing up a large file whose metadata changed, reusing the chunks of its previous object for the
 // regions whose bytes did not change and splitting and hashing only the changed ones.
 //
 // kopia stores a large file as an indirect object: an index object (a JSON list of
@@ -32,12 +31,10 @@ import (
 // unchanged and the kopia CLI reads it as any other object.
 //
 // Whether a chunk's bytes changed is decided by a per-chunk fingerprint kept from the
-// previous backup (reuseMap): keyed BLAKE3-256 of the chunk's bytes, computed from the
-// very buffer that was stored (never from a second read). A false "unchanged" would
-// need a BLAKE3 collision under a key derived from the repository's secret.
-
-// reuseEnabled switches the reusing writer on for Backup; off: nothing uses it yet.
-var reuseEnabled = false
+// previous backup (reuseMap): XXH3-128 of the chunk's bytes, seeded from the
+// repository's secret, computed from the very buffer that was stored (never from a
+// second read). See docs/performance.md for why a false "unchanged" is impossible in
+// practice, and what a tenant can do to their own file's fingerprints.
 
 // reuseMap is the per-file map a backup keeps for the next one: a fingerprint for each
 // entry of Object's index, in order, and the splitter that cut them (the reasoning
@@ -78,6 +75,8 @@ type reuseOptions struct {
 	Seed uint64
 	// Name describes the object (kopia's "FILE:" descriptions).
 	Name string
+	// Progress, when set, is told the bytes of each chunk stored or reused.
+	Progress func(int64)
 }
 
 type reuseStats struct {
@@ -93,6 +92,9 @@ type indirectIndex struct {
 	StreamID string                       `json:"stream"`
 	Entries  []object.IndirectObjectEntry `json:"entries"`
 }
+
+// errFileShrank is a file that ended before the size it had when it was opened.
+var errFileShrank = errors.New("the file shrank while it was read")
 
 // reuseReadBlock is how much splitFrom reads at a time.
 const reuseReadBlock = 1 << 20
@@ -138,6 +140,9 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 			return err
 		}
 		add(object.IndirectObjectEntry{Start: pos, Length: int64(len(chunk)), Object: id}, fingerprint(opt.Seed, chunk))
+		if opt.Progress != nil {
+			opt.Progress(int64(len(chunk)))
+		}
 		st.WrittenChunks++
 		st.WrittenBytes += int64(len(chunk))
 		return nil
@@ -163,6 +168,9 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 				sum := fingerprint(opt.Seed, buf)
 				if sum == oldSums[i] {
 					add(object.IndirectObjectEntry{Start: pos, Length: e.Length, Object: e.Object}, sum)
+					if opt.Progress != nil {
+						opt.Progress(e.Length)
+					}
 					st.ReusedChunks++
 					st.ReusedBytes += e.Length
 					pos = end
@@ -316,7 +324,7 @@ func readAt(f io.ReaderAt, buf []byte, off, n int64) ([]byte, error) {
 	buf = buf[:n]
 	if _, err := f.ReadAt(buf, off); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("the file is shorter than %d bytes: it changed while it was read", off+n)
+			return nil, fmt.Errorf("%w: it is shorter than %d bytes", errFileShrank, off+n)
 		}
 		return nil, err
 	}
