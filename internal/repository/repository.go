@@ -138,8 +138,8 @@ type BackupResult struct {
 	// that were taken from it without being split and hashed again: their regions
 	// whose bytes did not change (kopia only; see kopia_reuse.go).
 	BytesReused int64
-	TotalBytes    int64
-	TotalFiles    int64
+	TotalBytes  int64
+	TotalFiles  int64
 	// Skipped counts the entries of the volume the snapshot does not hold.
 	Skipped Skipped
 }
