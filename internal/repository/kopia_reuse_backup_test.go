@@ -284,10 +284,12 @@ func TestBackupReusesUnchangedChunksOfLargeFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var names []string
 	for _, e := range entries {
-		if e.Name == kopiarestore.ReuseName {
-			t.Errorf("browsing the snapshot lists %s", e.Name)
-		}
+		names = append(names, e.Name)
+	}
+	if strings.Join(names, " ") != "PG_VERSION images pgdata" {
+		t.Errorf("browsing the snapshot's root lists %q, want the volume's PG_VERSION, images and pgdata", names)
 	}
 
 	// The object is kopia's own: the same volume backed up with kopia's path (as
