@@ -149,6 +149,8 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 	}
 
 	var buf []byte
+	// Scratch for splitFrom; the chunks it returns are copied by writeChunk.
+	scratch := &splitScratch{}
 	pos := int64(0)
 	for pos < size {
 		var have []byte // bytes of the file from pos already read
@@ -180,7 +182,7 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 			}
 		}
 		// Changed, or not at a shared cut: split from pos (a cut) up to the next cut.
-		chunk, n, err := splitFrom(f, sp, pos, partEnd(pos, size, opt.PartSize), have)
+		chunk, n, err := splitFrom(f, sp, pos, partEnd(pos, size, opt.PartSize), have, scratch)
 		if err != nil {
 			return object.EmptyID, nil, st, err
 		}
@@ -279,16 +281,26 @@ func forcedCut(end, size, partSize int64) bool {
 	return partSize > 0 && size > partSize && end%partSize == 0
 }
 
+// splitScratch are splitFrom's buffers, kept from one chunk to the next.
+type splitScratch struct {
+	chunk, block []byte
+}
+
 // splitFrom returns the chunk the splitter cuts from pos, a cut (have: the file's
 // bytes from pos already read), and how many bytes it read. Bytes read past the cut
 // are read again for the next chunk. limit is where the chunk must end at the latest
-// (the end of the file or of its part).
-func splitFrom(f io.ReaderAt, sp splitter.Splitter, pos, limit int64, have []byte) ([]byte, int64, error) {
+// (the end of the file or of its part). The chunk is in s, valid until the next call.
+func splitFrom(f io.ReaderAt, sp splitter.Splitter, pos, limit int64, have []byte, s *splitScratch) ([]byte, int64, error) {
 	if int64(len(have)) > limit-pos {
 		have = have[:limit-pos]
 	}
 	sp.Reset()
-	chunk := make([]byte, 0, sp.MaxSegmentSize())
+	if s.chunk == nil {
+		s.chunk = make([]byte, 0, sp.MaxSegmentSize())
+		s.block = make([]byte, reuseReadBlock)
+	}
+	chunk := s.chunk[:0]
+	defer func() { s.chunk = chunk[:0] }()
 	var read int64
 	feed := func(b []byte) bool {
 		if n := sp.NextSplitPoint(b); n >= 0 {
@@ -301,7 +313,7 @@ func splitFrom(f io.ReaderAt, sp splitter.Splitter, pos, limit int64, have []byt
 	if len(have) > 0 && feed(have) {
 		return chunk, read, nil
 	}
-	block := make([]byte, reuseReadBlock)
+	block := s.block
 	for at := pos + int64(len(chunk)); at < limit; at = pos + int64(len(chunk)) {
 		n := min(int64(len(block)), limit-at)
 		b, err := readAt(f, block, at, n)
@@ -331,14 +343,27 @@ func readAt(f io.ReaderAt, buf []byte, off, n int64) ([]byte, error) {
 	return buf, nil
 }
 
+// chunkSplitter is the splitter writeChunk gives kopia's writer for a chunk of up to
+// chunkSplitterSize bytes: it only counts, and cuts at that size at the earliest, so
+// a chunk the content-defined splitter already cut is not rolled over a second time.
+const (
+	chunkSplitter     = "FIXED-8M"
+	chunkSplitterSize = 8 << 20
+)
+
 // writeChunk stores one chunk as kopia's writer stores it, and returns its (direct)
-// object: the writer's splitter, fed exactly one cut's bytes, cuts nothing inside.
+// object: a chunk's object is its content, whichever splitter cut it, and the writer
+// is given a splitter that cuts nothing inside it.
 func writeChunk(ctx context.Context, w repo.RepositoryWriter, chunk []byte, opt reuseOptions) (object.ID, error) {
+	sp := opt.Splitter
+	if len(chunk) <= chunkSplitterSize {
+		sp = chunkSplitter
+	}
 	ow := w.NewObjectWriter(ctx, object.WriterOptions{
 		Description:        "FILE:" + opt.Name,
 		Compressor:         opt.Compressor,
 		MetadataCompressor: opt.MetadataCompressor,
-		Splitter:           opt.Splitter,
+		Splitter:           sp,
 	})
 	defer ow.Close() //nolint:errcheck
 	if _, err := ow.Write(chunk); err != nil {
