@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
 
 	"github.com/kopia/kopia/repo"
 	"github.com/kopia/kopia/repo/compression"
@@ -148,12 +151,12 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 		return nil
 	}
 
-	var buf []byte
+	chk := startChecker(ctx, f, old, oldSums, opt.Seed, size)
+	defer chk.stop()
 	// Scratch for splitFrom; the chunks it returns are copied by writeChunk.
 	scratch := &splitScratch{}
 	pos := int64(0)
 	for pos < size {
-		var have []byte // bytes of the file from pos already read
 		if i, ok := starts[pos]; ok {
 			// pos is a cut of the previous object: its chunk is the splitter's next one
 			// if its bytes did not change and the cut at its end is the splitter's (the
@@ -162,14 +165,12 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 			end := e.Start + e.Length
 			limit := partEnd(pos, size, opt.PartSize)
 			if e.Length > 0 && end <= limit && (!forcedCut(end, oldSize, opt.PartSize) || end == limit) {
-				buf, err = readAt(f, buf, pos, e.Length)
+				same, err := chk.same(ctx, i)
 				if err != nil {
 					return object.EmptyID, nil, st, err
 				}
-				st.ReadBytes += e.Length
-				sum := fingerprint(opt.Seed, buf)
-				if sum == oldSums[i] {
-					add(object.IndirectObjectEntry{Start: pos, Length: e.Length, Object: e.Object}, sum)
+				if same {
+					add(object.IndirectObjectEntry{Start: pos, Length: e.Length, Object: e.Object}, oldSums[i])
 					if opt.Progress != nil {
 						opt.Progress(e.Length)
 					}
@@ -178,11 +179,10 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 					pos = end
 					continue
 				}
-				have = buf
 			}
 		}
 		// Changed, or not at a shared cut: split from pos (a cut) up to the next cut.
-		chunk, n, err := splitFrom(f, sp, pos, partEnd(pos, size, opt.PartSize), have, scratch)
+		chunk, n, err := splitFrom(f, sp, pos, partEnd(pos, size, opt.PartSize), scratch)
 		if err != nil {
 			return object.EmptyID, nil, st, err
 		}
@@ -286,14 +286,11 @@ type splitScratch struct {
 	chunk, block []byte
 }
 
-// splitFrom returns the chunk the splitter cuts from pos, a cut (have: the file's
-// bytes from pos already read), and how many bytes it read. Bytes read past the cut
-// are read again for the next chunk. limit is where the chunk must end at the latest
-// (the end of the file or of its part). The chunk is in s, valid until the next call.
-func splitFrom(f io.ReaderAt, sp splitter.Splitter, pos, limit int64, have []byte, s *splitScratch) ([]byte, int64, error) {
-	if int64(len(have)) > limit-pos {
-		have = have[:limit-pos]
-	}
+// splitFrom returns the chunk the splitter cuts from pos, a cut, and how many bytes it
+// read. Bytes read past the cut are read again for the next chunk. limit is where the
+// chunk must end at the latest (the end of the file or of its part). The chunk is in
+// s, valid until the next call.
+func splitFrom(f io.ReaderAt, sp splitter.Splitter, pos, limit int64, s *splitScratch) ([]byte, int64, error) {
 	sp.Reset()
 	if s.chunk == nil {
 		s.chunk = make([]byte, 0, sp.MaxSegmentSize())
@@ -302,28 +299,18 @@ func splitFrom(f io.ReaderAt, sp splitter.Splitter, pos, limit int64, have []byt
 	chunk := s.chunk[:0]
 	defer func() { s.chunk = chunk[:0] }()
 	var read int64
-	feed := func(b []byte) bool {
-		if n := sp.NextSplitPoint(b); n >= 0 {
-			chunk = append(chunk, b[:n]...)
-			return true
-		}
-		chunk = append(chunk, b...)
-		return false
-	}
-	if len(have) > 0 && feed(have) {
-		return chunk, read, nil
-	}
-	block := s.block
-	for at := pos + int64(len(chunk)); at < limit; at = pos + int64(len(chunk)) {
-		n := min(int64(len(block)), limit-at)
-		b, err := readAt(f, block, at, n)
+	for at := pos; at < limit; at = pos + int64(len(chunk)) {
+		n := min(int64(len(s.block)), limit-at)
+		b, err := readAt(f, s.block, at, n)
 		if err != nil {
 			return nil, read, err
 		}
 		read += n
-		if feed(b) {
+		if cut := sp.NextSplitPoint(b); cut >= 0 {
+			chunk = append(chunk, b[:cut]...)
 			break
 		}
+		chunk = append(chunk, b...)
 	}
 	return chunk, read, nil
 }
@@ -403,4 +390,91 @@ func writeIndex(ctx context.Context, w repo.RepositoryWriter, entries []object.I
 // fingerprint is the seeded XXH3-128 of b.
 func fingerprint(seed uint64, b []byte) [16]byte {
 	return xxh3.Hash128Seed(b, seed).Bytes()
+}
+
+// checker fingerprints the file's bytes at each chunk of the previous object, ahead
+// of the walk and on several cores (in the common case, a file changed in a few
+// places, the walk reuses nearly every chunk, and reading and fingerprinting the
+// file is then all the work). Each result tells whether the bytes there now have the
+// fingerprint the map recorded for the chunk. The bytes are read in blocks and
+// fingerprinted as they come, so a chunk is never held in memory.
+type checker struct {
+	results []chan checkResult
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+type checkResult struct {
+	same bool
+	err  error
+}
+
+// checkWorkers bounds the goroutines of a checker.
+const checkWorkers = 4
+
+// startChecker starts checking old's chunks (sums their fingerprints) that lie within
+// the first size bytes of f.
+func startChecker(ctx context.Context, f io.ReaderAt, old []object.IndirectObjectEntry, sums [][16]byte, seed uint64, size int64) *checker {
+	ctx, cancel := context.WithCancel(ctx)
+	c := &checker{results: make([]chan checkResult, len(old)), cancel: cancel}
+	for i := range c.results {
+		c.results[i] = make(chan checkResult, 1)
+	}
+	if len(old) == 0 {
+		return c
+	}
+	var next atomic.Int64
+	for range min(runtime.GOMAXPROCS(0), checkWorkers, len(old)) {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			block := make([]byte, reuseReadBlock)
+			h := xxh3.NewSeed128(seed)
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= len(old) {
+					return
+				}
+				e := old[i]
+				if e.Length == 0 || e.Start+e.Length > size {
+					continue // never reused: the walk does not ask
+				}
+				h.ResetSeed(seed)
+				var err error
+				for at, end := e.Start, e.Start+e.Length; at < end && err == nil; {
+					var b []byte
+					if b, err = readAt(f, block, at, min(int64(len(block)), end-at)); err == nil {
+						_, _ = h.Write(b)
+						at += int64(len(b))
+					}
+				}
+				switch {
+				case errors.Is(err, errFileShrank):
+					// Not the same; the walk's own read reports the shrinking.
+					c.results[i] <- checkResult{}
+				case err != nil:
+					c.results[i] <- checkResult{err: err}
+				default:
+					c.results[i] <- checkResult{same: h.Sum128().Bytes() == sums[i]}
+				}
+			}
+		}()
+	}
+	return c
+}
+
+// same waits for the result of chunk i.
+func (c *checker) same(ctx context.Context, i int) (bool, error) {
+	select {
+	case r := <-c.results[i]:
+		return r.same, r.err
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+// stop ends the checking and waits for its goroutines.
+func (c *checker) stop() {
+	c.cancel()
+	c.wg.Wait()
 }
