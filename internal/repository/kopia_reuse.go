@@ -15,6 +15,7 @@ import (
 	"github.com/kopia/kopia/repo/object"
 	"github.com/kopia/kopia/repo/splitter"
 	"github.com/zeebo/xxh3"
+	"golang.org/x/sync/errgroup"
 )
 
 // Re-backing up a large file whose metadata changed, reusing the chunks of its previous object for the
@@ -111,9 +112,6 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 	if factory == nil {
 		return object.EmptyID, nil, st, fmt.Errorf("unknown splitter %q", opt.Splitter)
 	}
-	sp := factory()
-	defer sp.Close()
-
 	if opt.PartSize < 0 {
 		opt.PartSize = 0
 	}
@@ -121,83 +119,45 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 	if err != nil {
 		return object.EmptyID, nil, st, err
 	}
-	// starts[o] is the index of old's entry that starts at offset o.
-	starts := make(map[int64]int, len(old))
+	wk := &walk{w: w, f: f, size: size, opt: opt, factory: factory, old: old, oldSums: oldSums, starts: make(map[int64]int, len(old))}
 	for i, e := range old {
-		starts[e.Start] = i
+		wk.starts[e.Start] = i
 	}
-	var oldSize int64
 	if prev != nil {
-		oldSize = prev.Size
+		wk.oldSize = prev.Size
 	}
+	wk.chk = startChecker(ctx, f, old, oldSums, opt.Seed, size)
+	defer wk.chk.stop()
 
+	// A part's chunks depend only on its own bytes (each part is cut by a fresh
+	// splitter), so the parts are walked concurrently, as kopia uploads them.
+	var parts []*walkedPart
+	for at := int64(0); at < size; at = partEnd(at, size, opt.PartSize) {
+		parts = append(parts, &walkedPart{start: at, end: partEnd(at, size, opt.PartSize)})
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for _, p := range parts {
+		g.Go(func() error { return wk.part(gctx, p) })
+	}
+	if err := g.Wait(); err != nil {
+		return object.EmptyID, nil, st, err
+	}
 	var entries []object.IndirectObjectEntry
 	var sums [][16]byte
-	add := func(e object.IndirectObjectEntry, sum [16]byte) {
-		entries = append(entries, e)
-		sums = append(sums, sum)
+	for _, p := range parts {
+		entries = append(entries, p.entries...)
+		sums = append(sums, p.sums...)
+		st.add(p.st)
 	}
-	write := func(pos int64, chunk []byte) error {
-		id, err := writeChunk(ctx, w, chunk, opt)
-		if err != nil {
-			return err
-		}
-		add(object.IndirectObjectEntry{Start: pos, Length: int64(len(chunk)), Object: id}, fingerprint(opt.Seed, chunk))
-		if opt.Progress != nil {
-			opt.Progress(int64(len(chunk)))
-		}
-		st.WrittenChunks++
-		st.WrittenBytes += int64(len(chunk))
-		return nil
-	}
-
-	chk := startChecker(ctx, f, old, oldSums, opt.Seed, size)
-	defer chk.stop()
-	// Scratch for splitFrom; the chunks it returns are copied by writeChunk.
-	scratch := &splitScratch{}
-	pos := int64(0)
-	for pos < size {
-		if i, ok := starts[pos]; ok {
-			// pos is a cut of the previous object: its chunk is the splitter's next one
-			// if its bytes did not change and the cut at its end is the splitter's (the
-			// previous file's end is not, unless the new file ends there too).
-			e := old[i]
-			end := e.Start + e.Length
-			limit := partEnd(pos, size, opt.PartSize)
-			if e.Length > 0 && end <= limit && (!forcedCut(end, oldSize, opt.PartSize) || end == limit) {
-				same, err := chk.same(ctx, i)
-				if err != nil {
-					return object.EmptyID, nil, st, err
-				}
-				if same {
-					add(object.IndirectObjectEntry{Start: pos, Length: e.Length, Object: e.Object}, oldSums[i])
-					if opt.Progress != nil {
-						opt.Progress(e.Length)
-					}
-					st.ReusedChunks++
-					st.ReusedBytes += e.Length
-					pos = end
-					continue
-				}
-			}
-		}
-		// Changed, or not at a shared cut: split from pos (a cut) up to the next cut.
-		chunk, n, err := splitFrom(f, sp, pos, partEnd(pos, size, opt.PartSize), scratch)
-		if err != nil {
-			return object.EmptyID, nil, st, err
-		}
-		st.ReadBytes += n
-		if err := write(pos, chunk); err != nil {
-			return object.EmptyID, nil, st, err
-		}
-		pos += int64(len(chunk))
-	}
-
 	if opt.PartSize > 0 && size > opt.PartSize && size%opt.PartSize == 0 {
 		// kopia's last part is then empty, and its empty chunk is concatenated too.
-		if err := write(size, nil); err != nil {
+		id, err := writeChunk(ctx, w, nil, opt)
+		if err != nil {
 			return object.EmptyID, nil, st, err
 		}
+		entries = append(entries, object.IndirectObjectEntry{Start: size, Object: id})
+		sums = append(sums, fingerprint(opt.Seed, nil))
 	}
 
 	var id object.ID
@@ -216,6 +176,89 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 		}
 	}
 	return id, &reuseMap{Object: id, Splitter: opt.Splitter, PartSize: opt.PartSize, Fingerprint: fingerprintName, Sums: sums}, st, nil
+}
+
+// walk is one file's writing: the previous object's chunks and the file.
+type walk struct {
+	w       repo.RepositoryWriter
+	f       io.ReaderAt
+	size    int64
+	opt     reuseOptions
+	factory splitter.Factory
+	old     []object.IndirectObjectEntry
+	oldSums [][16]byte
+	oldSize int64
+	// starts[o] is the index of old's entry that starts at offset o.
+	starts map[int64]int
+	chk    *checker
+}
+
+// walkedPart is a part of the file, [start, end), and what its walk stored.
+type walkedPart struct {
+	start, end int64
+	entries    []object.IndirectObjectEntry
+	sums       [][16]byte
+	st         reuseStats
+}
+
+// part walks the part p from its start, a cut, to its end.
+func (wk *walk) part(ctx context.Context, p *walkedPart) error {
+	sp := wk.factory()
+	defer sp.Close()
+	add := func(e object.IndirectObjectEntry, sum [16]byte) {
+		p.entries = append(p.entries, e)
+		p.sums = append(p.sums, sum)
+		if wk.opt.Progress != nil {
+			wk.opt.Progress(e.Length)
+		}
+	}
+	// Scratch for splitFrom; the chunks it returns are copied by writeChunk.
+	scratch := &splitScratch{}
+	for pos := p.start; pos < p.end; {
+		if i, ok := wk.starts[pos]; ok {
+			// pos is a cut of the previous object: its chunk is the splitter's next one
+			// if its bytes did not change and the cut at its end is the splitter's (the
+			// previous file's end is not, unless the new file ends there too).
+			e := wk.old[i]
+			end := e.Start + e.Length
+			if e.Length > 0 && end <= p.end && (!forcedCut(end, wk.oldSize, wk.opt.PartSize) || end == p.end) {
+				same, err := wk.chk.same(ctx, i)
+				if err != nil {
+					return err
+				}
+				if same {
+					add(object.IndirectObjectEntry{Start: pos, Length: e.Length, Object: e.Object}, wk.oldSums[i])
+					p.st.ReusedChunks++
+					p.st.ReusedBytes += e.Length
+					pos = end
+					continue
+				}
+			}
+		}
+		// Changed, or not at a shared cut: split from pos (a cut) up to the next cut.
+		chunk, n, err := splitFrom(wk.f, sp, pos, p.end, scratch)
+		if err != nil {
+			return err
+		}
+		p.st.ReadBytes += n
+		id, err := writeChunk(ctx, wk.w, chunk, wk.opt)
+		if err != nil {
+			return err
+		}
+		add(object.IndirectObjectEntry{Start: pos, Length: int64(len(chunk)), Object: id}, fingerprint(wk.opt.Seed, chunk))
+		p.st.WrittenChunks++
+		p.st.WrittenBytes += int64(len(chunk))
+		pos += int64(len(chunk))
+	}
+	return nil
+}
+
+func (s *reuseStats) add(o reuseStats) {
+	s.ReusedChunks += o.ReusedChunks
+	s.ReusedBytes += o.ReusedBytes
+	s.WrittenChunks += o.WrittenChunks
+	s.WrittenBytes += o.WrittenBytes
+	s.ReadBytes += o.ReadBytes
 }
 
 // previousEntries are prev's index entries and their fingerprints, or none when prev
