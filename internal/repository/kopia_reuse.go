@@ -212,8 +212,25 @@ func (wk *walk) part(ctx context.Context, p *walkedPart) error {
 			wk.opt.Progress(e.Length)
 		}
 	}
-	// Scratch for splitFrom; the chunks it returns are copied by writeChunk.
-	scratch := &splitScratch{}
+	// One chunk is written while the next is split, as kopia's writer does
+	// (AsyncWrites: 1): splitFrom alternates between two buffers, and a buffer is
+	// split into again only after the write that read it ended.
+	var scratch [2]splitScratch
+	var next int
+	var inFlight chan writeResult
+	wait := func() error {
+		if inFlight == nil {
+			return nil
+		}
+		r := <-inFlight
+		inFlight = nil
+		if r.err != nil {
+			return r.err
+		}
+		p.entries[r.index].Object = r.id
+		return nil
+	}
+	defer func() { _ = wait() }()
 	for pos := p.start; pos < p.end; {
 		if i, ok := wk.starts[pos]; ok {
 			// pos is a cut of the previous object: its chunk is the splitter's next one
@@ -236,21 +253,34 @@ func (wk *walk) part(ctx context.Context, p *walkedPart) error {
 			}
 		}
 		// Changed, or not at a shared cut: split from pos (a cut) up to the next cut.
-		chunk, n, err := splitFrom(wk.f, sp, pos, p.end, scratch)
+		chunk, n, err := splitFrom(wk.f, sp, pos, p.end, &scratch[next])
 		if err != nil {
 			return err
 		}
 		p.st.ReadBytes += n
-		id, err := writeChunk(ctx, wk.w, chunk, wk.opt)
-		if err != nil {
+		if err := wait(); err != nil {
 			return err
 		}
-		add(object.IndirectObjectEntry{Start: pos, Length: int64(len(chunk)), Object: id}, fingerprint(wk.opt.Seed, chunk))
+		index := len(p.entries)
+		add(object.IndirectObjectEntry{Start: pos, Length: int64(len(chunk))}, fingerprint(wk.opt.Seed, chunk))
+		inFlight = make(chan writeResult, 1)
+		go func(done chan<- writeResult) {
+			id, err := writeChunk(ctx, wk.w, chunk, wk.opt)
+			done <- writeResult{index: index, id: id, err: err}
+		}(inFlight)
+		next = 1 - next
 		p.st.WrittenChunks++
 		p.st.WrittenBytes += int64(len(chunk))
 		pos += int64(len(chunk))
 	}
-	return nil
+	return wait()
+}
+
+// writeResult is the end of a chunk's write: the object of p.entries[index].
+type writeResult struct {
+	index int
+	id    object.ID
+	err   error
 }
 
 func (s *reuseStats) add(o reuseStats) {
