@@ -10,10 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/kopia/kopia/fs"
 	"github.com/kopia/kopia/fs/localfs"
@@ -480,134 +477,6 @@ func TestReuseDefaultSplitter(t *testing.T) {
 			t.Logf("%d chunks before; %+v", len(old), st)
 		})
 	}
-}
-
-// TestReuseMeasure is not a check but a measurement, run only with
-// HOLDFAST_REUSE_MEASURE=<MiB>: a file of that size with the default splitter, written
-// whole by kopia's writer, then re-written by the reusing writer after 5 % of it
-// (one region, as the bench's large set changes it) and 0.1 % of it (16 KiB pages
-// spread over the file) were overwritten, beside a plain read of the file from the
-// page cache. Process CPU time is given beside each wall time.
-func TestReuseMeasure(t *testing.T) {
-	mib, _ := strconv.Atoi(os.Getenv("HOLDFAST_REUSE_MEASURE"))
-	if mib == 0 {
-		t.Skip("set HOLDFAST_REUSE_MEASURE=<MiB> to measure")
-	}
-	r, _, _ := newReuseRepo(t, "")
-	opt := reuseTestOptions(t)
-	opt.Splitter = r.ObjectFormat().Splitter
-	size := int64(mib) << 20
-	file := filepath.Join(t.TempDir(), "data.db")
-	base := randomBytes(t, int(size))
-	if err := os.WriteFile(file, base, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	base = nil
-	f, err := os.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	ctx := ctxFor(t)
-	measure := func(what string, fn func(w repo.RepositoryWriter) error) {
-		t.Helper()
-		cpu0, t0 := cpuTime(t), time.Now()
-		err := repo.WriteSession(ctx, r, repo.WriteSessionOptions{Purpose: "measure"}, func(ctx context.Context, w repo.RepositoryWriter) error {
-			return fn(w)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		wall, cpu := time.Since(t0), cpuTime(t)-cpu0
-		t.Logf("%-34s %8.3f s wall %8.3f s CPU  %7.0f MB/s", what, wall.Seconds(), cpu.Seconds(), float64(size)/wall.Seconds()/1e6)
-	}
-	measure("page-cache read", func(repo.RepositoryWriter) error {
-		_, err := io.Copy(io.Discard, io.NewSectionReader(f, 0, size))
-		return err
-	})
-	measure("kopia writer, whole file", func(w repo.RepositoryWriter) error {
-		ow := w.NewObjectWriter(ctx, object.WriterOptions{Description: "FILE:x", AsyncWrites: 1})
-		defer ow.Close()
-		if _, err := io.Copy(ow, io.NewSectionReader(f, 0, size)); err != nil {
-			return err
-		}
-		_, err := ow.Result()
-		return err
-	})
-	var prev *previousFile
-	measure("reusing writer, first (map made)", func(w repo.RepositoryWriter) error {
-		id, m, _, err := writeReusing(ctx, w, f, size, nil, opt)
-		prev = &previousFile{Object: id, Size: size, Map: m}
-		return err
-	})
-	change := func(off, n int64) {
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			t.Fatal(err)
-		}
-		wf, err := os.OpenFile(file, os.O_WRONLY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer wf.Close()
-		if _, err := wf.WriteAt(randomBytes(t, int(n)), off); err != nil {
-			t.Fatal(err)
-		}
-	}
-	kopiaRewrite := func(w repo.RepositoryWriter) error {
-		ow := w.NewObjectWriter(ctx, object.WriterOptions{Description: "FILE:x", AsyncWrites: 1})
-		defer ow.Close()
-		if _, err := io.Copy(ow, io.NewSectionReader(f, 0, size)); err != nil {
-			return err
-		}
-		_, err := ow.Result()
-		return err
-	}
-	// Each change is made twice, in other places (seed): kopia's writer re-writes the
-	// file after the first (what its upload does: all re-read, re-split and re-hashed,
-	// only new chunks stored), the reusing writer after the second, so that both
-	// store chunks the repository does not have yet.
-	for _, c := range []struct {
-		name    string
-		regions int64
-		share   float64
-	}{{"5 % (one region)", 1, 0.05}, {"0.1 % (16 KiB pages)", 0, 0.001}} {
-		apply := func(seed int64) {
-			if c.regions == 1 {
-				change(size/(3+seed), int64(float64(size)*c.share))
-				return
-			}
-			pages := int64(float64(size)*c.share) / (16 << 10)
-			for i := range pages {
-				change(((i*7919+seed*104729)%max(1, size/(16<<10)))*(16<<10), 16<<10)
-			}
-		}
-		apply(0)
-		measure("kopia writer, "+c.name, kopiaRewrite)
-		err := repo.WriteSession(ctx, r, repo.WriteSessionOptions{}, func(ctx context.Context, w repo.RepositoryWriter) error {
-			id, m, _, err := writeReusing(ctx, w, f, size, nil, opt)
-			prev = &previousFile{Object: id, Size: size, Map: m}
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		apply(1)
-		var st reuseStats
-		measure("reusing writer, "+c.name, func(w repo.RepositoryWriter) error {
-			id, m, s, err := writeReusing(ctx, w, f, size, prev, opt)
-			prev, st = &previousFile{Object: id, Size: size, Map: m}, s
-			return err
-		})
-		t.Logf("    %+v", st)
-	}
-}
-
-func cpuTime(t *testing.T) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		t.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // TestReuseWithCompression: with the compressors kopia's default policy gives (none for
