@@ -82,6 +82,20 @@ func kopiaCLI(t *testing.T, ctx context.Context, path, password string) func(arg
 	return run
 }
 
+// reuseListOf is the list of fingerprints at the root of snapshot id.
+func reuseListOf(t *testing.T, ctx context.Context, r *kopiaRepository, id string) *reuseList {
+	t.Helper()
+	man, err := snapshot.LoadSnapshot(ctx, r.rep, manifest.ID(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := readReuseList(ctx, r.rep, man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list
+}
+
 // snapshotFile is the entry at path (slashes, as on disk) of snapshot id.
 func snapshotFile(t *testing.T, ctx context.Context, r *kopiaRepository, id, path string) *snapshot.DirEntry {
 	t.Helper()
@@ -185,14 +199,7 @@ func TestBackupReusesUnchangedChunksOfLargeFiles(t *testing.T) {
 	// The chunks of the database file as the first backup cut them.
 	chunks := func() []object.IndirectObjectEntry {
 		t.Helper()
-		man, err := snapshot.LoadSnapshot(ctx, r.rep, manifest.ID(last.SnapshotID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		list, err := readReuseList(ctx, r.rep, man)
-		if err != nil {
-			t.Fatal(err)
-		}
+		list := reuseListOf(t, ctx, r, last.SnapshotID)
 		de := snapshotFile(t, ctx, r, last.SnapshotID, db)
 		for _, rec := range list.Files {
 			if rec.Path == db && rec.Map.Object == de.ObjectID && rec.Size == de.FileSize {
@@ -268,14 +275,7 @@ func TestBackupReusesUnchangedChunksOfLargeFiles(t *testing.T) {
 
 	// The unchanged large file kept its record through every generation (kopia took
 	// it from the parent each time): the list names both large files.
-	man, err := snapshot.LoadSnapshot(ctx, r.rep, manifest.ID(last.SnapshotID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	list, err := readReuseList(ctx, r.rep, man)
-	if err != nil {
-		t.Fatal(err)
-	}
+	list := reuseListOf(t, ctx, r, last.SnapshotID)
 	if len(list.Files) != 2 || list.Files[0].Path != "images/base.qcow2" || list.Files[1].Path != db {
 		t.Errorf("the list of fingerprints holds %+v, want the two large files", list.Files)
 	}

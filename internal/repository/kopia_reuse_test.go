@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -26,8 +25,6 @@ import (
 	"github.com/kopia/kopia/snapshot/policy"
 	"github.com/kopia/kopia/snapshot/snapshotfs"
 	"github.com/kopia/kopia/snapshot/upload"
-
-	"github.com/holdfast-dev/holdfast/test/testenv"
 )
 
 // reuseTestSplitter cuts chunks of 64–256 KiB (128 KiB on average): a file of a few MiB
@@ -411,20 +408,7 @@ func TestReuseKopiaCLIRestoresAndVerifies(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	kopia := filepath.Join(testenv.ToolsBin(), "kopia")
-	configFile := filepath.Join(t.TempDir(), "cli.config")
-	run := func(args ...string) string {
-		t.Helper()
-		cmd := exec.CommandContext(ctx, kopia, append(args, "--config-file", configFile)...)
-		cmd.Env = append(os.Environ(), "KOPIA_PASSWORD="+password, "KOPIA_CHECK_FOR_UPDATES=false",
-			"KOPIA_CACHE_DIRECTORY="+t.TempDir(), "KOPIA_LOG_DIR="+t.TempDir())
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("kopia %v: %v\n%s", args, err, out)
-		}
-		return string(out)
-	}
-	run("repository", "connect", "filesystem", "--path", path)
+	run := kopiaCLI(t, ctx, path, password)
 	t.Log(run("snapshot", "verify", "--verify-files-percent=100", snapID))
 	target := t.TempDir()
 	run("restore", snapID, target)
