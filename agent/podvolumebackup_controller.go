@@ -189,7 +189,7 @@ func (r *PodVolumeBackupReconciler) backup(ctx context.Context, pvb *v1.PodVolum
 		}
 	})
 	o := moverOutcome(res, err, stopReason(), "canceled: spec.cancel was set; earlier snapshots are untouched",
-		fmt.Sprintf("snapshot %s stored: %d files, %d bytes, %d bytes uploaded", res.SnapshotID, res.Progress.TotalFiles, res.Progress.TotalBytes, res.BytesUploaded))
+		storedMessage(res))
 	if o.phase == v1.RunPending {
 		// The repository stayed locked: nothing was stored; back in the queue.
 		r.locked(bg, pvb)
@@ -250,6 +250,7 @@ func (r *PodVolumeBackupReconciler) end(ctx context.Context, pvb *v1.PodVolumeBa
 			st.SnapshotID = o.res.SnapshotID
 			st.ParentSnapshotID = o.res.ParentSnapshotID
 			st.BytesUploaded = o.res.BytesUploaded
+			st.BytesReused = o.res.BytesReused
 		}
 		if o.phase == v1.RunCompleted {
 			st.Skipped = skipped
@@ -390,4 +391,13 @@ func isFinished(phase v1.RunPhase) bool {
 func now() *metav1.Time {
 	t := metav1.Now()
 	return &t
+}
+
+// storedMessage is the sentence of a completed backup.
+func storedMessage(res mover.Result) string {
+	msg := fmt.Sprintf("snapshot %s stored: %d files, %d bytes, %d bytes uploaded", res.SnapshotID, res.Progress.TotalFiles, res.Progress.TotalBytes, res.BytesUploaded)
+	if res.BytesReused > 0 {
+		msg += fmt.Sprintf(", %d bytes of changed large files reused from the parent snapshot", res.BytesReused)
+	}
+	return msg
 }

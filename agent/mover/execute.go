@@ -64,6 +64,7 @@ func Execute(ctx context.Context, job Job, progress func(Progress)) (Result, err
 			SnapshotID:       res.SnapshotID,
 			ParentSnapshotID: res.ParentSnapshotID,
 			BytesUploaded:    res.BytesUploaded,
+			BytesReused:      res.BytesReused,
 			Progress: Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes,
 				FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles},
 		}, nil

@@ -88,6 +88,8 @@ type Result struct {
 	ParentSnapshotID string `json:"parentSnapshotID,omitempty"`
 	// BytesUploaded is the new data a backup sent to the store.
 	BytesUploaded int64 `json:"bytesUploaded"`
+	// BytesReused are the bytes of large changed files taken from the parent snapshot.
+	BytesReused int64 `json:"bytesReused,omitempty"`
 	// Progress is the final count.
 	Progress Progress `json:"progress"`
 	// Skipped counts what a backup left out of its snapshot, by why; nil when nothing.

@@ -49,7 +49,7 @@ type Output struct {
 func (o *Output) AttributesRefused() int64 { return o.refused.Load() }
 
 // HoldfastFiles are the files and bytes of Holdfast's own files at the snapshot's
-// root (the attributes file, the list of special files), which kopia's restore
+// root (the attributes file, the lists of special files, links and chunks), which kopia's restore
 // counts as restored although they are not written to the volume.
 func (o *Output) HoldfastFiles() (files, bytes int64) {
 	return o.holdfastFiles.Load(), o.holdfastBytes.Load()
@@ -246,7 +246,7 @@ func (o *Output) WriteFile(ctx context.Context, rel string, f fs.File, progress 
 	switch rel {
 	case AttributesName:
 		return o.readAttributes(ctx, f)
-	case SpecialName, LinksName: // read before the restore began
+	case SpecialName, LinksName, ReuseName: // read before the restore began, or not for it
 		o.holdfastFiles.Add(1)
 		o.holdfastBytes.Add(f.Size())
 		return nil

@@ -85,7 +85,7 @@ func (b *kopiaBrowse) readDir(ctx context.Context, rel string, de *snapshot.DirE
 // root; no name of a volume is stored as one of these (see kopiarestore.EncodeName).
 func isHoldfastFile(name string) bool {
 	switch name {
-	case kopiarestore.AttributesName, kopiarestore.SpecialName, kopiarestore.LinksName:
+	case kopiarestore.AttributesName, kopiarestore.SpecialName, kopiarestore.LinksName, kopiarestore.ReuseName:
 		return true
 	}
 	return false

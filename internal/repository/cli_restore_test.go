@@ -3,7 +3,6 @@ package repository
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -11,7 +10,6 @@ import (
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
 	"github.com/holdfast-dev/holdfast/internal/kopiarestore"
 	"github.com/holdfast-dev/holdfast/test/fidelity"
-	"github.com/holdfast-dev/holdfast/test/testenv"
 )
 
 // cliKnownDifferences are what `kopia restore` (the CLI) gives back differently from
@@ -95,18 +93,7 @@ func TestKopiaCLIRestoresHoldfastSnapshots(t *testing.T) {
 	ctx := ctxFor(t)
 	cfg, _, want, res := backUpTheTree(t, v1.UploaderKopia)
 
-	kopia := filepath.Join(testenv.ToolsBin(), "kopia")
-	configFile := filepath.Join(t.TempDir(), "cli.config")
-	run := func(args ...string) {
-		t.Helper()
-		cmd := exec.CommandContext(ctx, kopia, append(args, "--config-file", configFile)...)
-		cmd.Env = append(os.Environ(), "KOPIA_PASSWORD="+cfg.Password, "KOPIA_CHECK_FOR_UPDATES=false",
-			"KOPIA_CACHE_DIRECTORY="+t.TempDir(), "KOPIA_LOG_DIR="+t.TempDir())
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("kopia %v: %v\n%s", args, err, out)
-		}
-	}
-	run("repository", "connect", "filesystem", "--path", filepath.Join(cfg.Store.Filesystem.Path, cfg.location()))
+	run := kopiaCLI(t, ctx, filepath.Join(cfg.Store.Filesystem.Path, cfg.location()), cfg.Password)
 	target := t.TempDir()
 	run("restore", res.SnapshotID, target)
 

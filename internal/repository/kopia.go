@@ -248,7 +248,13 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 	if afterMetadata != nil {
 		afterMetadata(req.Dir)
 	}
-	entry, err := volumeRoot(req.Dir, skips, meta)
+	// Not the policy stored in the repository: see backupPolicy.
+	pol := backupPolicy()
+	reuse, err := newReuser(r.rep, req.Dir, pol)
+	if err != nil {
+		return BackupResult{}, err
+	}
+	entry, err := volumeRoot(req.Dir, skips, meta, reuse)
 	if err != nil {
 		return BackupResult{}, fmt.Errorf("reading %s: %w", req.Dir, err)
 	}
@@ -271,8 +277,8 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 			res.ParentSnapshotID = string(parent.ID)
 			parents = []*snapshot.Manifest{parent}
 		}
-		// Not the policy stored in the repository: see backupPolicy.
-		tree := policy.BuildTree(nil, backupPolicy())
+		reuse.begin(ctx, w, parent, prog.HashedBytes)
+		tree := policy.BuildTree(nil, pol)
 		u := upload.NewUploader(w)
 		u.Progress = prog
 		// With backupPolicy kopia ignores every entry's read error; prog.Error
@@ -292,6 +298,9 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 				return fmt.Errorf("the snapshot of %s is incomplete: %s", req.Dir, failed)
 			}
 			return fmt.Errorf("the snapshot of %s is incomplete: %s", req.Dir, man.IncompleteReason)
+		}
+		if err := reuse.finish(ctx, w, man); err != nil {
+			return fmt.Errorf("storing the chunk fingerprints of the large files: %w", err)
 		}
 		man.Tags = map[string]string{}
 		for k, v := range req.Tags {
@@ -320,6 +329,7 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 		return BackupResult{}, classify(err, r.cfg.Store)
 	}
 	res.BytesUploaded = prog.uploaded.Load()
+	res.BytesReused = reuse.reused.Load()
 	stop()
 	if req.Progress != nil {
 		req.Progress(Progress{BytesDone: res.TotalBytes, TotalBytes: res.TotalBytes, FilesDone: res.TotalFiles, TotalFiles: res.TotalFiles})

@@ -18,6 +18,7 @@ import (
 	"github.com/kopia/kopia/fs"
 	"github.com/kopia/kopia/fs/localfs"
 	"github.com/kopia/kopia/fs/virtualfs"
+	"github.com/kopia/kopia/snapshot"
 	"github.com/kopia/kopia/snapshot/policy"
 	"golang.org/x/sys/unix"
 
@@ -109,20 +110,22 @@ func (c *skipCounter) result() Skipped {
 }
 
 // volumeRoot is the directory dir to back up, read through the wrappers, with
-// Holdfast's own files (see volumeMetadata) at its root.
-func volumeRoot(dir string, skips *skipCounter, meta *volumeMeta) (fs.Directory, error) {
+// Holdfast's own files (see volumeMetadata) at its root; its large files are written
+// by reuse.
+func volumeRoot(dir string, skips *skipCounter, meta *volumeMeta, reuse *reuser) (fs.Directory, error) {
 	d, err := localfs.Directory(dir)
 	if err != nil {
 		return nil, err
 	}
 	skips.stored = meta.special
 	skips.caches = meta.caches
-	return &volumeDir{Directory: d, skips: skips, extra: meta.files}, nil
+	return &volumeDir{Directory: d, skips: skips, reuse: reuse, extra: meta.files}, nil
 }
 
 type volumeDir struct {
 	fs.Directory
 	skips *skipCounter
+	reuse *reuser
 	// extra, at the root only, are Holdfast's own files: name and content.
 	extra []holdfastFile
 }
@@ -149,7 +152,7 @@ func (d *volumeDir) Iterate(ctx context.Context) (fs.DirectoryIterator, error) {
 		}
 		return nil, err
 	}
-	vi := &volumeIterator{it: it, skips: d.skips}
+	vi := &volumeIterator{it: it, skips: d.skips, reuse: d.reuse}
 	for _, f := range d.extra {
 		// A new reader for each listing: kopia lists the root twice.
 		vi.extra = append(vi.extra, virtualfs.StreamingFileFromReader(f.name, io.NopCloser(bytes.NewReader(f.content))))
@@ -179,12 +182,13 @@ func (d *volumeDir) Child(ctx context.Context, name string) (fs.Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return wrapVolumeEntry(e, d.skips, false), nil
+	return wrapVolumeEntry(e, d.skips, d.reuse, false), nil
 }
 
 type volumeIterator struct {
 	it    fs.DirectoryIterator
 	skips *skipCounter
+	reuse *reuser
 	extra []fs.Entry // listed after the directory's own entries
 }
 
@@ -201,7 +205,7 @@ func (i *volumeIterator) Next(ctx context.Context) (fs.Entry, error) {
 			e, i.extra = i.extra[0], i.extra[1:]
 			return e, nil
 		}
-		if w := wrapVolumeEntry(e, i.skips, true); w != nil {
+		if w := wrapVolumeEntry(e, i.skips, i.reuse, true); w != nil {
 			return w, nil
 		}
 	}
@@ -211,12 +215,12 @@ func (i *volumeIterator) Close() { i.it.Close() }
 
 // wrapVolumeEntry returns e read through the wrappers, or nil for an entry that kopia
 // cannot store (counted when count is set): a socket, a FIFO or a device node.
-func wrapVolumeEntry(e fs.Entry, skips *skipCounter, count bool) fs.Entry {
+func wrapVolumeEntry(e fs.Entry, skips *skipCounter, reuse *reuser, count bool) fs.Entry {
 	switch v := e.(type) {
 	case fs.Directory:
-		return &volumeDir{Directory: v, skips: skips}
+		return &volumeDir{Directory: v, skips: skips, reuse: reuse}
 	case fs.File:
-		return &volumeFile{File: v}
+		return &volumeFile{File: v, reuse: reuse}
 	case fs.Symlink:
 		return &volumeSymlink{Symlink: v}
 	case fs.ErrorEntry:
@@ -234,10 +238,20 @@ func wrapVolumeEntry(e fs.Entry, skips *skipCounter, count bool) fs.Entry {
 
 type volumeFile struct {
 	fs.File
+	reuse *reuser
 }
 
 // Name is the name kopia stores (see kopiarestore.EncodeName).
 func (f *volumeFile) Name() string { return kopiarestore.EncodeName(f.File.Name()) }
+
+// DirEntryOrNil is kopia's uploader's hook for a file whose entry is made elsewhere:
+// a large file is written by the reusing writer (see reuser), any other by kopia.
+func (f *volumeFile) DirEntryOrNil(ctx context.Context) (*snapshot.DirEntry, error) {
+	if f.reuse == nil {
+		return nil, nil
+	}
+	return f.reuse.entry(ctx, f)
+}
 
 type volumeSymlink struct {
 	fs.Symlink

@@ -134,8 +134,12 @@ type BackupResult struct {
 	ParentSnapshotID string
 	// BytesUploaded is the new data sent to the store (the incremental size).
 	BytesUploaded int64
-	TotalBytes    int64
-	TotalFiles    int64
+	// BytesReused are the bytes of large files changed since the parent snapshot
+	// that were taken from it without being split and hashed again: their regions
+	// whose bytes did not change (kopia only; see kopia_reuse.go).
+	BytesReused int64
+	TotalBytes  int64
+	TotalFiles  int64
 	// Skipped counts the entries of the volume the snapshot does not hold.
 	Skipped Skipped
 }

@@ -258,6 +258,12 @@ type PodVolumeBackupStatus struct {
 	// +optional
 	BytesUploaded int64 `json:"bytesUploaded,omitempty"`
 
+	// bytesReused are the bytes of large files changed since the parent snapshot that
+	// were taken from it without being read into chunks again: the regions whose bytes
+	// did not change (kopia only; see docs/agent.md).
+	// +optional
+	BytesReused int64 `json:"bytesReused,omitempty"`
+
 	// snapshotID identifies the snapshot in the repository.
 	// +optional
 	// +kubebuilder:validation:MaxLength=128
