@@ -165,6 +165,9 @@ test-unit: ## Only the tests that need no tools (quick feedback while editing).
 # BENCH_REPEAT runs of every measurement (the report gives the median); BENCH_SETS
 # picks data sets; BENCH_SCALE shrinks them (0.01 for a smoke test). Needs about
 # 30 GiB free under BENCH_TMP and about 25 minutes on 2 cores at the defaults.
+# The sets many (2,000,000 small files) and db (one 10 GiB file, 0.1 % of its pages
+# changed) are opted into by name, e.g. BENCH_SETS=small,large,mixed,many,db: at
+# scale 1 they need about 60 GiB more and hours on 2 cores (docs/performance.md).
 # BENCH_DROP_CACHES=true empties the page cache before every measured run (needs root;
 # see docs/performance.md for what it changes).
 BENCH_REPEAT ?= 3

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -280,6 +281,7 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 		reuse.begin(ctx, w, parent, prog.HashedBytes)
 		tree := policy.BuildTree(nil, pol)
 		u := upload.NewUploader(w)
+		u.ParallelUploads = uploadParallelism(uploadCPUs())
 		u.Progress = prog
 		// With backupPolicy kopia ignores every entry's read error; prog.Error
 		// cancels the upload on the first one a live volume does not explain.
@@ -714,3 +716,16 @@ func checkTags(tags map[string]string) error {
 func oneLine(err error) string {
 	return strings.Join(strings.Fields(err.Error()), " ")
 }
+
+// maxUploadParallelism bounds how many files a kopia backup reads at once. kopia's
+// default is one per CPU of the node, whatever the agent's CPU and memory limits: on
+// a 64-CPU node, 64 files in flight, each with its splitter's and pack's buffers
+// (MiBs each), in an agent whose memory limit does not grow with the node. Holdfast
+// sets the number itself (measured only on 2 CPUs; docs/performance.md).
+const maxUploadParallelism = 8
+
+// uploadCPUs is the node's CPU count; tests replace it.
+var uploadCPUs = runtime.NumCPU
+
+// uploadParallelism is the number of files a backup reads at once with cpus CPUs.
+func uploadParallelism(cpus int) int { return max(1, min(cpus, maxUploadParallelism)) }

@@ -52,6 +52,9 @@ type SetResult struct {
 	// DiskRead is the rate of the same read with empty caches (with DropCaches only):
 	// the ceiling of a backup that starts from disk.
 	DiskRead Throughput `json:",omitempty"`
+	// ChangeFraction is the share of the data set changed before the changed
+	// re-backup (see ChangeFraction).
+	ChangeFraction float64 `json:",omitempty"`
 	// Samples[tool][op] holds one sample per repetition.
 	Samples map[string]map[Op][]Sample
 }
@@ -77,7 +80,7 @@ func (o Options) logf(format string, args ...any) {
 }
 
 func runSet(ctx context.Context, opts Options, set string) (SetResult, error) {
-	res := SetResult{Set: set, Samples: map[string]map[Op][]Sample{}}
+	res := SetResult{Set: set, ChangeFraction: ChangeFraction(set, opts.ChangeFraction), Samples: map[string]map[Op][]Sample{}}
 	dir, err := os.MkdirTemp(opts.TempDir, "holdfast-bench-"+set+"-")
 	if err != nil {
 		return res, err
@@ -116,7 +119,7 @@ func runSet(ctx context.Context, opts Options, set string) (SetResult, error) {
 		var targets []string
 		for _, op := range Ops {
 			if op == OpChanged {
-				if err := Change(ctx, ds, opts.ChangeFraction, uint64(rep+1)); err != nil {
+				if err := Change(ctx, ds, res.ChangeFraction, uint64(rep+1)); err != nil {
 					return res, fmt.Errorf("changing the data set: %w", err)
 				}
 			}
@@ -147,7 +150,7 @@ func runSet(ctx context.Context, opts Options, set string) (SetResult, error) {
 				if err != nil {
 					return res, fmt.Errorf("%s %s: %w", t.Name(), op, err)
 				}
-				opts.logf("%s #%d %-22s %-16s wall %8s  cpu %8s  peak RSS %5d MiB", set, rep+1, op, t.Name(),
+				opts.logf("%s #%d %-22s %-16s wall %8s  cpu %8s  peak RSS %5d MiB", set, rep+1, res.opLabel(op), t.Name(),
 					s.Wall.Round(time.Millisecond), s.CPU.Round(time.Millisecond), s.PeakRSS>>20)
 				if res.Samples[t.Name()] == nil {
 					res.Samples[t.Name()] = map[Op][]Sample{}

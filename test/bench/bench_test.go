@@ -15,7 +15,7 @@ import (
 // change changes what it says and keeps the large files' sizes.
 func TestDataSetsAndChange(t *testing.T) {
 	ctx := context.Background()
-	for _, name := range []string{"small", "large", "mixed"} {
+	for _, name := range []string{"small", "large", "mixed", "many"} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			ds, err := Generate(ctx, name, dir, 0.002)
@@ -112,6 +112,102 @@ func TestNiceStep(t *testing.T) {
 	for raw, want := range map[float64]float64{0: 1, 0.7: 1, 1: 1, 1.2: 2, 3: 5, 7: 10, 45: 50, 180: 200} {
 		if got := niceStep(raw); got != want {
 			t.Errorf("niceStep(%g) = %g, want %g", raw, got, want)
+		}
+	}
+}
+
+// TestDBChangeTouchesPagesInPlace checks the database set's change: 0.1 % of its
+// 16 KiB pages rewritten in place, half spread and half near the end, nothing else.
+func TestDBChangeTouchesPagesInPlace(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	ds, err := Generate(ctx, "db", dir, 0.01) // 102 MiB, 6,528 pages
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := contents(t, dir)
+	if err := Change(ctx, ds, ChangeFraction("db", 0.05), 1); err != nil {
+		t.Fatal(err)
+	}
+	after := contents(t, dir)
+	if len(after) != 1 || len(before) != 1 {
+		t.Fatalf("want one file, got %d then %d", len(before), len(after))
+	}
+	for p, b := range before {
+		a := after[p]
+		if len(a) != len(b) {
+			t.Fatalf("size changed: %d → %d", len(b), len(a))
+		}
+		pages := len(b) / dbPage
+		changed, tail := 0, 0
+		for i := 0; i < pages; i++ {
+			if a[i*dbPage:(i+1)*dbPage] != b[i*dbPage:(i+1)*dbPage] {
+				changed++
+				if i >= pages-pages/50 {
+					tail++
+				}
+			}
+		}
+		want := pages / 1000
+		if changed < want/2 || changed > want+8 {
+			t.Errorf("%d of %d pages changed, want about %d (0.1 %%)", changed, pages, want)
+		}
+		if tail < changed/3 {
+			t.Errorf("%d of the %d changed pages are in the last 2 %%, want about half", tail, changed)
+		}
+	}
+}
+
+// TestTargets reads the ratios off medians: changed re-backup against each
+// CLI (wall and CPU), restore against the faster CLI, the page-cache read, and the
+// mover's peak RSS.
+func TestTargets(t *testing.T) {
+	s := func(wall, cpu float64, rss int64) []Sample {
+		return []Sample{{Wall: time.Duration(wall * float64(time.Second)), CPU: time.Duration(cpu * float64(time.Second)), PeakRSS: rss << 20}}
+	}
+	r := SetResult{Set: "db", Bytes: 10e9, Read: 5e9, ChangeFraction: 0.001, Samples: map[string]map[Op][]Sample{
+		"holdfast":        {OpChanged: s(3, 2, 100), OpRestore: s(8, 9, 300)},
+		"holdfast-restic": {OpFirst: s(1, 1, 1500)},
+		"kopia":           {OpChanged: s(30, 40, 200), OpRestore: s(20, 30, 400)},
+		"restic":          {OpChanged: s(10, 8, 200), OpRestore: s(12, 20, 300)},
+	}}
+	got := map[string]Target{}
+	for _, tg := range r.Targets([]string{"holdfast", "holdfast-restic", "kopia", "restic"}) {
+		got[tg.What] = tg
+	}
+	for what, want := range map[string]struct {
+		value float64
+		met   bool
+	}{
+		"0.1 % changed re-backup, wall: holdfast ÷ kopia":                               {0.1, true},
+		"0.1 % changed re-backup, CPU: holdfast ÷ kopia":                                {0.05, true},
+		"0.1 % changed re-backup, wall: holdfast ÷ restic":                              {0.3, false},
+		"0.1 % changed re-backup, CPU: holdfast ÷ restic":                               {0.25, false},
+		"0.1 % changed re-backup, wall: holdfast ÷ page-cache read of the set (2.00 s)": {1.5, true},
+		"full restore, wall: holdfast ÷ the faster CLI (restic)":                        {8.0 / 12, true},
+		"peak RSS of the mover, holdfast (highest op: full restore)":                    {300, false},
+		"peak RSS of the mover, holdfast-restic (highest op: first backup)":             {1500, false},
+	} {
+		tg, ok := got[what]
+		if !ok {
+			t.Errorf("no row %q in %v", what, got)
+			continue
+		}
+		if d := tg.Value - want.value; d > 1e-9 || d < -1e-9 {
+			t.Errorf("%s = %g, want %g", what, tg.Value, want.value)
+		}
+		if tg.Met() != want.met {
+			t.Errorf("%s: met %v, want %v", what, tg.Met(), want.met)
+		}
+	}
+	if len(got) != 8 {
+		t.Errorf("%d rows, want 8: %v", len(got), got)
+	}
+	// With many small files the memory has a target.
+	r.Set = "many"
+	for _, tg := range r.Targets([]string{"holdfast-restic"}) {
+		if strings.HasPrefix(tg.What, "peak RSS") && (tg.Limit != 1024 || tg.Met()) {
+			t.Errorf("many: %+v, want a 1024 MiB limit, not met", tg)
 		}
 	}
 }

@@ -16,7 +16,7 @@ import (
 
 // DataSet is a generated directory tree that every tool backs up.
 type DataSet struct {
-	// Name is small, large or mixed.
+	// Name is small, large, mixed, many or db.
 	Name string
 	// Dir is the tree's root.
 	Dir string
@@ -78,8 +78,22 @@ func layout(name string, scale Scale) ([]spec, error) {
 		for i := 0; i < 4; i++ { // database files
 			out = append(out, spec{path: fmt.Sprintf("db/table%d.db", i), size: int64(scale.n(128)) << 20, text: i%2 == 1})
 		}
+	case "many":
+		// 2,000,000 small files of 1–8 KiB of random data, 1,000 to a directory, in
+		// 2,000 directories two levels deep (20 × 100): the many-small-files volume
+		// whose memory cost the issue is about.
+		r := rand.New(rand.NewPCG(11, 11))
+		n := scale.n(2_000_000)
+		for i := 0; i < n; i++ {
+			dir := i / 1000
+			out = append(out, spec{path: fmt.Sprintf("d%02d/d%03d/f%07d.bin", dir%20, dir/20, i), size: 1024 + r.Int64N(7*1024+1)})
+		}
+	case "db":
+		// One 10 GiB file of random data: a database's table file, changed in place
+		// (see changeDB).
+		out = append(out, spec{path: "db/main.db", size: int64(scale.n(10_240)) << 20})
 	default:
-		return nil, fmt.Errorf("unknown data set %q (small, large, mixed)", name)
+		return nil, fmt.Errorf("unknown data set %q (small, large, mixed, many, db)", name)
 	}
 	return out, nil
 }
@@ -171,10 +185,23 @@ func writeFile(path string, s spec, r *rand.ChaCha8, buf []byte) error {
 	return f.Close()
 }
 
+// ChangeFraction is the share of a data set changed before its changed re-backup:
+// 0.1 % for the database file (a few pages of a day's writes), def for the others.
+func ChangeFraction(set string, def float64) float64 {
+	if set == "db" {
+		return 0.001
+	}
+	return def
+}
+
+// dbPage is the database set's page: InnoDB's default, twice PostgreSQL's.
+const dbPage = 16 << 10
+
 // Change alters about fraction of the data set, the way a day of use does: on the
-// small and mixed sets it rewrites that share of the files (the mixed set also
+// small, mixed and many sets it rewrites that share of the files (the mixed set also
 // deletes and adds a few), on the large set it overwrites that share of each file's
-// bytes in place. pass makes every call's new content different.
+// bytes in place, on the db set that share of its pages (see changeDB). pass makes
+// every call's new content different.
 func Change(ctx context.Context, ds *DataSet, fraction float64, pass uint64) error {
 	var files []string
 	err := filepath.WalkDir(ds.Dir, func(p string, d fs.DirEntry, err error) error {
@@ -191,6 +218,14 @@ func Change(ctx context.Context, ds *DataSet, fraction float64, pass uint64) err
 	r.Shuffle(len(files), func(i, j int) { files[i], files[j] = files[j], files[i] })
 	cr := rand.NewChaCha8(seedBytes(pass, 1234))
 	buf := make([]byte, 1<<20)
+	if ds.Name == "db" {
+		for _, p := range files {
+			if err := changeDB(p, fraction, r, cr); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	if ds.Name == "large" {
 		for _, p := range files {
 			st, err := os.Stat(p)
@@ -244,4 +279,43 @@ func Change(ctx context.Context, ds *DataSet, fraction float64, pass uint64) err
 		rewrite = append(rewrite, spec{path: rel, size: st.Size(), text: text})
 	}
 	return writeAll(ctx, ds.Dir, rewrite, pass+1000)
+}
+
+// changeDB overwrites fraction of the file's 16 KiB pages in place, as a day of a
+// database's writes does: half of them single pages spread over the whole file (rows
+// updated here and there, and the index pages above them), half in runs of four pages
+// within the file's last 2 % (where new rows are appended). At 10 GiB and 0.1 % that is
+// 320 single pages and 80 runs of 64 KiB: 10 MiB in 400 places.
+func changeDB(path string, fraction float64, r *rand.Rand, cr *rand.ChaCha8) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	pages := st.Size() / dbPage
+	n := max(int64(float64(pages)*fraction), 2)
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 4*dbPage)
+	write := func(page, count int64) error {
+		count = min(count, pages-page)
+		fill(cr, buf[:count*dbPage], false)
+		_, err := f.WriteAt(buf[:count*dbPage], page*dbPage)
+		return err
+	}
+	for i := int64(0); i < n/2; i++ {
+		if err := write(r.Int64N(pages), 1); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	tail := max(pages/50, 1)
+	for i := int64(0); i < (n-n/2+3)/4; i++ {
+		if err := write(pages-tail+r.Int64N(tail), 4); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	return f.Close()
 }

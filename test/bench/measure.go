@@ -56,6 +56,12 @@ func MeasureMain(args []string) int {
 	cmd := exec.Command(args[1], args[2:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if ownMountNamespace() {
+		// mover.Run started this wrapper in a mount namespace of its own, for the data
+		// mover, whose jail refuses to run in its parent's namespace: the program gets
+		// one of its own as it would from the agent.
+		cmd.SysProcAttr.Unshareflags = syscall.CLONE_NEWNS
+	}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -79,6 +85,17 @@ func MeasureMain(args []string) int {
 		return 125
 	}
 	return cmd.ProcessState.ExitCode()
+}
+
+// ownMountNamespace says whether this process's mount namespace differs from its
+// parent's.
+func ownMountNamespace() bool {
+	self, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		return false
+	}
+	parent, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", os.Getppid()))
+	return err == nil && self != parent
 }
 
 // reportFile is a fresh path for a wrapper's report.
