@@ -329,8 +329,10 @@ func addRootFile(ctx context.Context, w repo.RepositoryWriter, man *snapshot.Man
 		Type:        snapshot.EntryTypeFile,
 		Permissions: 0o444,
 		FileSize:    int64(len(content)),
-		ModTime:     man.StartTime,
-		ObjectID:    fileID,
+		// No time of its own: a backup that changed nothing writes the same root as
+		// its parent, which kopia then already holds, and uploads nothing.
+		ModTime:  0,
+		ObjectID: fileID,
 	})
 	// kopia's order: directories first, then the rest, each by name.
 	sort.SliceStable(dir.Entries, func(i, j int) bool {
