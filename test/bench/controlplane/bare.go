@@ -8,8 +8,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -46,29 +44,10 @@ func createBare(ctx context.Context, cfg *rest.Config, c client.Client, opts Opt
 		return BareCreate{}, err
 	}
 	total := opts.Namespaces * opts.PodsPerNamespace
-	var next atomic.Int64
-	var firstErr atomic.Pointer[error]
-	var wg sync.WaitGroup
 	start := time.Now()
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= total || firstErr.Load() != nil {
-					return
-				}
-				if err := cl.Create(ctx, barePodVolumeBackup(i, opts, suffix)); err != nil {
-					firstErr.CompareAndSwap(nil, &err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if p := firstErr.Load(); p != nil {
-		return BareCreate{}, *p
+	err = inParallel(workers, total, func(i int) error { return cl.Create(ctx, barePodVolumeBackup(i, opts, suffix)) })
+	if err != nil {
+		return BareCreate{}, err
 	}
 	return BareCreate{Workers: workers, Objects: total, Took: time.Since(start)}, nil
 }
@@ -106,32 +85,10 @@ func barePodVolumeBackup(i int, opts Options, suffix string) *v1.PodVolumeBackup
 
 // deleteBare removes the baseline's objects, namespace by namespace.
 func deleteBare(ctx context.Context, c client.Client, opts Options) error {
-	var next atomic.Int64
-	var firstErr atomic.Pointer[error]
-	var wg sync.WaitGroup
-	for w := 0; w < 16; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= opts.Namespaces || firstErr.Load() != nil {
-					return
-				}
-				err := c.DeleteAllOf(ctx, &v1.PodVolumeBackup{}, client.InNamespace(fmt.Sprintf("team-%04d", i)),
-					client.MatchingLabels{bareLabel: "true"})
-				if err != nil {
-					firstErr.CompareAndSwap(nil, &err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if p := firstErr.Load(); p != nil {
-		return *p
-	}
-	return nil
+	return inParallel(16, opts.Namespaces, func(i int) error {
+		return c.DeleteAllOf(ctx, &v1.PodVolumeBackup{}, client.InNamespace(fmt.Sprintf("team-%04d", i)),
+			client.MatchingLabels{bareLabel: "true"})
+	})
 }
 
 // planeCPU is the CPU time of the API server and etcd (children of this process).

@@ -399,31 +399,16 @@ func completeBackups(ctx context.Context, c client.Client, policies int) error {
 	if err := c.List(ctx, &pvbs); err != nil {
 		return err
 	}
-	var next atomic.Int64
-	var firstErr atomic.Pointer[error]
-	var wg sync.WaitGroup
-	for w := 0; w < 16; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(pvbs.Items) || firstErr.Load() != nil {
-					return
-				}
-				b := &pvbs.Items[i]
-				b.Status.Phase = v1.RunCompleted
-				if err := c.Status().Update(ctx, b); err != nil {
-					err = fmt.Errorf("completing PodVolumeBackup %s/%s: %w", b.Namespace, b.Name, err)
-					firstErr.CompareAndSwap(nil, &err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if p := firstErr.Load(); p != nil {
-		return *p
+	err := inParallel(16, len(pvbs.Items), func(i int) error {
+		b := &pvbs.Items[i]
+		b.Status.Phase = v1.RunCompleted
+		if err := c.Status().Update(ctx, b); err != nil {
+			return fmt.Errorf("completing PodVolumeBackup %s/%s: %w", b.Namespace, b.Name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	return waitPolicies(ctx, c, policies, func(p *v1.VolumeBackupPolicy) bool {
 		return p.Status.LastRun != nil && p.Status.LastRun.Outcome == v1.RunOutcomeSucceeded
@@ -506,19 +491,25 @@ func readyLocation(ctx context.Context, c client.Client) error {
 // populate creates the namespaces and running pods (one emptyDir the policies select
 // and one configMap volume they must skip), in parallel.
 func populate(ctx context.Context, c client.Client, opts Options) error {
+	return inParallel(32, opts.Namespaces, func(i int) error { return populateNamespace(ctx, c, i, opts) })
+}
+
+// inParallel calls fn(0) … fn(n-1) on workers goroutines and returns the first error;
+// after one, no further call starts.
+func inParallel(workers, n int, fn func(i int) error) error {
 	var next atomic.Int64
 	var firstErr atomic.Pointer[error]
 	var wg sync.WaitGroup
-	for w := 0; w < 32; w++ {
+	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= opts.Namespaces || firstErr.Load() != nil {
+				if i >= n || firstErr.Load() != nil {
 					return
 				}
-				if err := populateNamespace(ctx, c, i, opts); err != nil {
+				if err := fn(i); err != nil {
 					firstErr.CompareAndSwap(nil, &err)
 					return
 				}
