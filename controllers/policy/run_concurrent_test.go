@@ -108,15 +108,7 @@ func TestARunCreatesItsBackupsConcurrentlyEachOnce(t *testing.T) {
 	ctx := t.Context()
 	wa := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
 	wb := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
-	quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Name: "no-backups", Namespace: wa.ns},
-		Spec: corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{"count/podvolumebackups.backup.holdfast.dev": mustQuantity("0")}}}
-	wa.create(quota)
-	// envtest runs no quota controller: the test writes the usage it would.
-	quota.Status = corev1.ResourceQuotaStatus{Hard: quota.Spec.Hard,
-		Used: corev1.ResourceList{"count/podvolumebackups.backup.holdfast.dev": mustQuantity("0")}}
-	if err := e.Client.Status().Update(ctx, quota); err != nil {
-		t.Fatal(err)
-	}
+	wa.denyBackups()
 	wa.pod("app-1", "node-a", corev1.PodRunning, nil, emptyDir("data"))
 	const inB = 8
 	for i := range inB {

@@ -52,15 +52,7 @@ func TestARunCountsTheVolumesItCouldNotCreate(t *testing.T) {
 	ctx := t.Context()
 	wa := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
 	wb := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
-	quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Name: "no-backups", Namespace: wa.ns},
-		Spec: corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{"count/podvolumebackups.backup.holdfast.dev": mustQuantity("0")}}}
-	wa.create(quota)
-	// envtest runs no quota controller: the test writes the usage it would.
-	quota.Status = corev1.ResourceQuotaStatus{Hard: quota.Spec.Hard,
-		Used: corev1.ResourceList{"count/podvolumebackups.backup.holdfast.dev": mustQuantity("0")}}
-	if err := e.Client.Status().Update(ctx, quota); err != nil {
-		t.Fatal(err)
-	}
+	wa.denyBackups()
 	for _, w := range []*workload{wa, wb} {
 		w.pod("app-1", "node-a", corev1.PodRunning, nil, emptyDir("data"))
 		w.pod("app-2", "node-a", corev1.PodRunning, nil, emptyDir("data"))
@@ -491,5 +483,19 @@ func TestPolicyFilesReachItsBackups(t *testing.T) {
 	q.Annotations = map[string]string{v1.AnnotationRunNow: "now"}
 	if pvb := backupOf(plain, q); pvb.Spec.Files != nil {
 		t.Errorf("backup %s of a policy without spec.files has spec.files %+v", pvb.Name, pvb.Spec.Files)
+	}
+}
+
+// denyBackups gives w's namespace a ResourceQuota, "no-backups", that allows no
+// PodVolumeBackup, with the usage a quota controller would write (envtest runs none).
+func (w *workload) denyBackups() {
+	w.t.Helper()
+	quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Name: "no-backups", Namespace: w.ns},
+		Spec: corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{"count/podvolumebackups.backup.holdfast.dev": mustQuantity("0")}}}
+	w.create(quota)
+	quota.Status = corev1.ResourceQuotaStatus{Hard: quota.Spec.Hard,
+		Used: corev1.ResourceList{"count/podvolumebackups.backup.holdfast.dev": mustQuantity("0")}}
+	if err := w.e.Client.Status().Update(w.ctx, quota); err != nil {
+		w.t.Fatal(err)
 	}
 }
