@@ -2,7 +2,6 @@ package policy
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -86,19 +85,7 @@ func TestAClaimOnAHostPathVolumeIsSkippedAndTheRunSucceeds(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, "the HostPathSkipped event", func() error {
-		var events corev1.EventList
-		if err := e.Client.List(ctx, &events, client.InNamespace(metav1.NamespaceDefault)); err != nil {
-			return err
-		}
-		for _, ev := range events.Items {
-			if ev.InvolvedObject.Name == p.Name && ev.Reason == ReasonHostPathSkipped &&
-				strings.Contains(ev.Message, w.ns+"/local (PersistentVolume "+w.ns+"-local)") && strings.Contains(ev.Message, "--host-path-roots") {
-				return nil
-			}
-		}
-		return fmt.Errorf("no %s event naming claim local and its PersistentVolume", ReasonHostPathSkipped)
-	})
+	waitPolicyEvent(t, e, ctx, p.Name, ReasonHostPathSkipped, w.ns+"/local (PersistentVolume "+w.ns+"-local)", "--host-path-roots")
 }
 
 // With --host-path-roots naming the provisioner's directory, the same claim is backed

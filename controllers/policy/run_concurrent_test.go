@@ -147,18 +147,7 @@ func TestARunCreatesItsBackupsConcurrentlyEachOnce(t *testing.T) {
 	if n := len(backupsOf(t, e, ctx, wa.ns, client.MatchingLabels{v1.LabelRun: run})); n != 0 {
 		t.Fatalf("%d backups in namespace a despite its quota", n)
 	}
-	eventually(t, "the BackupCreateFailed event", func() error {
-		var events corev1.EventList
-		if err := e.Client.List(ctx, &events, client.InNamespace(metav1.NamespaceDefault)); err != nil {
-			return err
-		}
-		for _, ev := range events.Items {
-			if ev.InvolvedObject.Name == p.Name && ev.Reason == "BackupCreateFailed" && strings.Contains(ev.Message, "exceeded quota") {
-				return nil
-			}
-		}
-		return fmt.Errorf("no BackupCreateFailed event")
-	})
+	waitPolicyEvent(t, e, ctx, p.Name, "BackupCreateFailed", "exceeded quota")
 
 	maxInFlight, posts, createdOK := watch.counts()
 	if maxInFlight < watch.gather {

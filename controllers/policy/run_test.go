@@ -131,18 +131,7 @@ func TestARunCountsTheVolumesItCouldNotCreate(t *testing.T) {
 		t.Errorf("message %q", r.Message)
 	}
 	// `kubectl describe vbp` shows why: a warning event names the failures.
-	eventually(t, "the RunPartiallyFailed event", func() error {
-		var events corev1.EventList
-		if err := e.Client.List(ctx, &events, client.InNamespace(metav1.NamespaceDefault)); err != nil {
-			return err
-		}
-		for _, ev := range events.Items {
-			if ev.InvolvedObject.Name == p.Name && ev.Reason == "RunPartiallyFailed" && strings.Contains(ev.Message, "CreateFailed") {
-				return nil
-			}
-		}
-		return fmt.Errorf("no RunPartiallyFailed event naming CreateFailed")
-	})
+	waitPolicyEvent(t, e, ctx, p.Name, "RunPartiallyFailed", "CreateFailed")
 }
 
 // Two run-now tokens in the same second are two runs, and the second backs up
@@ -220,18 +209,7 @@ func TestNamespaceSelectorErrorsAreCountedAndReported(t *testing.T) {
 		}
 		return fmt.Errorf("skipped %+v", p.Status.Skipped)
 	})
-	eventually(t, "the SelectorEvaluationFailed event", func() error {
-		var events corev1.EventList
-		if err := e.Client.List(ctx, &events, client.InNamespace(metav1.NamespaceDefault)); err != nil {
-			return err
-		}
-		for _, ev := range events.Items {
-			if ev.InvolvedObject.Name == p.Name && ev.Reason == "SelectorEvaluationFailed" && strings.Contains(ev.Message, "namespace "+w.ns) {
-				return nil
-			}
-		}
-		return fmt.Errorf("no SelectorEvaluationFailed event naming namespace %s", w.ns)
-	})
+	waitPolicyEvent(t, e, ctx, p.Name, "SelectorEvaluationFailed", "namespace "+w.ns)
 }
 
 // Names up to 253 characters work (review M8): a policy and a storage location with
@@ -423,19 +401,8 @@ func TestASupersededRunLeavesNoVolumeBehind(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, "the RunSuperseded event", func() error {
-		var events corev1.EventList
-		if err := e.Client.List(ctx, &events, client.InNamespace(metav1.NamespaceDefault)); err != nil {
-			return err
-		}
-		want := fmt.Sprintf("backs up the %d volumes it had not started", 4-started)
-		for _, ev := range events.Items {
-			if ev.InvolvedObject.Name == p.Name && ev.Reason == "RunSuperseded" && strings.Contains(ev.Message, want) {
-				return nil
-			}
-		}
-		return fmt.Errorf("no RunSuperseded event saying %q", want)
-	})
+	want := fmt.Sprintf("backs up the %d volumes it had not started", 4-started)
+	waitPolicyEvent(t, e, ctx, p.Name, "RunSuperseded", want)
 }
 
 // A policy's spec.files reaches every PodVolumeBackup it creates, where the agent

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -159,4 +160,29 @@ func setLocationReady(t *testing.T, e *testenv.Env, name string, status metav1.C
 func eventually(t *testing.T, what string, cond func() error) {
 	t.Helper()
 	testenv.Eventually(t, what, cond)
+}
+
+// waitPolicyEvent waits for an event of reason on policy whose message holds every one
+// of parts (a policy is cluster-scoped: its events are in namespace default).
+func waitPolicyEvent(t *testing.T, e *testenv.Env, ctx context.Context, policy, reason string, parts ...string) {
+	t.Helper()
+	eventually(t, "a "+reason+" event on policy "+policy+" saying "+strings.Join(parts, " … "), func() error {
+		var events corev1.EventList
+		if err := e.Client.List(ctx, &events, client.InNamespace(metav1.NamespaceDefault)); err != nil {
+			return err
+		}
+	next:
+		for _, ev := range events.Items {
+			if ev.InvolvedObject.Name != policy || ev.Reason != reason {
+				continue
+			}
+			for _, part := range parts {
+				if !strings.Contains(ev.Message, part) {
+					continue next
+				}
+			}
+			return nil
+		}
+		return fmt.Errorf("no such event yet")
+	})
 }

@@ -479,18 +479,7 @@ func TestRunsWaitForAndFailOnTheStorageLocation(t *testing.T) {
 	if got := backupsOf(t, e, ctx, w.ns, client.MatchingLabels{v1.LabelPolicy: p.Name}); len(got) != 0 {
 		t.Errorf("%d PodVolumeBackups created for a run that could not start", len(got))
 	}
-	eventually(t, "the RunFailed event", func() error {
-		var events corev1.EventList
-		if err := e.Client.List(ctx, &events, client.InNamespace(metav1.NamespaceDefault)); err != nil {
-			return err
-		}
-		for _, ev := range events.Items {
-			if ev.InvolvedObject.Name == p.Name && ev.Reason == "RunFailed" && strings.Contains(ev.Message, sentence) {
-				return nil
-			}
-		}
-		return fmt.Errorf("no RunFailed event naming the location's problem")
-	})
+	waitPolicyEvent(t, e, ctx, p.Name, "RunFailed", sentence)
 	// The failed run stays failed on later passes (nothing recounts it as in progress).
 	w.pod("late", "node-a", corev1.PodRunning, nil, emptyDir("tmp"))
 	eventually(t, "the new pod selected", func() error {
