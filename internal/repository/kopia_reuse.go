@@ -37,8 +37,9 @@ import (
 // Whether a chunk's bytes changed is decided by a per-chunk fingerprint kept from the
 // previous backup (reuseMap): XXH3-128 of the chunk's bytes, seeded from the
 // repository's secret, computed from the very buffer that was stored (never from a
-// second read). See docs/performance.md for why a false "unchanged" is impossible in
-// practice, and what a tenant can do to their own file's fingerprints.
+// second read). docs/agent.md ("Large files changed in place") says why a false
+// "unchanged" is impossible in practice, and what a tenant can do to their own file's
+// fingerprints.
 
 // reuseMap is the per-file map a backup keeps for the next one: a fingerprint for each
 // entry of Object's index, in order, and the splitter that cut them (the reasoning
@@ -86,8 +87,6 @@ type reuseOptions struct {
 type reuseStats struct {
 	ReusedChunks, ReusedBytes   int64
 	WrittenChunks, WrittenBytes int64
-	// ReadBytes are the bytes of the file read (each once, but see splitFrom).
-	ReadBytes int64
 }
 
 // indirectIndex is kopia's index object (object.indirectObject, unexported): the same
@@ -253,11 +252,10 @@ func (wk *walk) part(ctx context.Context, p *walkedPart) error {
 			}
 		}
 		// Changed, or not at a shared cut: split from pos (a cut) up to the next cut.
-		chunk, n, err := splitFrom(wk.f, sp, pos, p.end, &scratch[next])
+		chunk, err := splitFrom(wk.f, sp, pos, p.end, &scratch[next])
 		if err != nil {
 			return err
 		}
-		p.st.ReadBytes += n
 		if err := wait(); err != nil {
 			return err
 		}
@@ -288,7 +286,6 @@ func (s *reuseStats) add(o reuseStats) {
 	s.ReusedBytes += o.ReusedBytes
 	s.WrittenChunks += o.WrittenChunks
 	s.WrittenBytes += o.WrittenBytes
-	s.ReadBytes += o.ReadBytes
 }
 
 // previousEntries are prev's index entries and their fingerprints, or none when prev
@@ -359,11 +356,11 @@ type splitScratch struct {
 	chunk, block []byte
 }
 
-// splitFrom returns the chunk the splitter cuts from pos, a cut, and how many bytes it
-// read. Bytes read past the cut are read again for the next chunk. limit is where the
-// chunk must end at the latest (the end of the file or of its part). The chunk is in
-// s, valid until the next call.
-func splitFrom(f io.ReaderAt, sp splitter.Splitter, pos, limit int64, s *splitScratch) ([]byte, int64, error) {
+// splitFrom returns the chunk the splitter cuts from pos, a cut. Bytes read past the
+// cut are read again for the next chunk. limit is where the chunk must end at the
+// latest (the end of the file or of its part). The chunk is in s, valid until the next
+// call.
+func splitFrom(f io.ReaderAt, sp splitter.Splitter, pos, limit int64, s *splitScratch) ([]byte, error) {
 	sp.Reset()
 	if s.chunk == nil {
 		s.chunk = make([]byte, 0, sp.MaxSegmentSize())
@@ -371,21 +368,18 @@ func splitFrom(f io.ReaderAt, sp splitter.Splitter, pos, limit int64, s *splitSc
 	}
 	chunk := s.chunk[:0]
 	defer func() { s.chunk = chunk[:0] }()
-	var read int64
 	for at := pos; at < limit; at = pos + int64(len(chunk)) {
-		n := min(int64(len(s.block)), limit-at)
-		b, err := readAt(f, s.block, at, n)
+		b, err := readAt(f, s.block, at, min(int64(len(s.block)), limit-at))
 		if err != nil {
-			return nil, read, err
+			return nil, err
 		}
-		read += n
 		if cut := sp.NextSplitPoint(b); cut >= 0 {
 			chunk = append(chunk, b[:cut]...)
 			break
 		}
 		chunk = append(chunk, b...)
 	}
-	return chunk, read, nil
+	return chunk, nil
 }
 
 // readAt reads n bytes of f at off into buf (grown as needed).
