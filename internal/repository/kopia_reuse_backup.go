@@ -47,6 +47,10 @@ import (
 // reuse to pay for the lookup of its previous object's index.
 var reuseMinSize int64 = 64 << 20
 
+// afterReuseStat, when set by a test, runs between the size the reusing writer takes
+// of a file and its reading: the file changes there as a live one does.
+var afterReuseStat func(path string)
+
 // reuseList is the content of kopiarestore.ReuseName.
 type reuseList struct {
 	Version int           `json:"version"`
@@ -202,6 +206,9 @@ func (r *reuser) entry(ctx context.Context, f *volumeFile) (*snapshot.DirEntry, 
 	if size < reuseMinSize {
 		return nil, nil
 	}
+	if afterReuseStat != nil {
+		afterReuseStat(f.LocalFilesystemPath())
+	}
 	var prev *previousFile
 	if rec := r.prev[rel]; rec != nil {
 		prev = &previousFile{Object: rec.Map.Object, Size: rec.Size, Map: rec.Map}
@@ -329,8 +336,7 @@ func addRootFile(ctx context.Context, w repo.RepositoryWriter, man *snapshot.Man
 		Type:        snapshot.EntryTypeFile,
 		Permissions: 0o444,
 		FileSize:    int64(len(content)),
-		// No time of its own: a backup that changed nothing writes the same root as
-		// its parent, which kopia then already holds, and uploads nothing.
+		// No time of its own: the same list gives the same entry, backup after backup.
 		ModTime:  0,
 		ObjectID: fileID,
 	})

@@ -303,3 +303,52 @@ func TestBackupReusesUnchangedChunksOfLargeFiles(t *testing.T) {
 		t.Errorf("the reusing path stored %v, kopia's path %v: not the same chunks", a, b)
 	}
 }
+
+// TestBackupOfALargeFileTruncatedWhileRead: a large file that shrinks after the
+// reusing writer took its size (a log or database file truncated while the backup
+// reads it) is not a failed backup: kopia's own path stores what the file holds then.
+func TestBackupOfALargeFileTruncatedWhileRead(t *testing.T) {
+	ctx := ctxFor(t)
+	defer func(old int64) { reuseMinSize = old }(reuseMinSize)
+	reuseMinSize = 1 << 20
+	cfg := testConfig(t, Store{Filesystem: &FilesystemStore{Path: t.TempDir()}}, v1.UploaderKopia, "demo")
+	if err := Initialize(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(context.Background())
+
+	dir := t.TempDir()
+	file := filepath.Join(dir, "wal.log")
+	data := seededBytes(4, 3<<20)
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kept := data[:3<<19]
+	afterReuseStat = func(path string) {
+		if path == file {
+			if err := os.Truncate(path, int64(len(kept))); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer func() { afterReuseStat = nil }()
+	res, err := r.Backup(ctx, BackupRequest{Dir: dir, SourcePath: "/pod/db/wal"})
+	if err != nil {
+		t.Fatalf("the backup of a file truncated while read failed: %v", err)
+	}
+	target := t.TempDir()
+	if _, err := r.Restore(ctx, RestoreRequest{SnapshotID: res.SnapshotID, TargetDir: target}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(target, "wal.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, kept) {
+		t.Fatalf("restored %d bytes, want the %d the file held after it was truncated", len(got), len(kept))
+	}
+}
