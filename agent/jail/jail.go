@@ -218,18 +218,28 @@ func (b bind) open(flags int) (int, error) {
 // checkPrivateNamespace fails when the process shares its parent's mount namespace:
 // building the jail there would change the agent's own view of the node.
 func checkPrivateNamespace() error {
-	self, err := os.Readlink("/proc/self/ns/mnt")
+	own, err := OwnMountNamespace()
 	if err != nil {
-		return fmt.Errorf("reading the mount namespace: %w", err)
+		return err
 	}
-	parent, err := os.Readlink("/proc/" + strconv.Itoa(os.Getppid()) + "/ns/mnt")
-	if err != nil {
-		return fmt.Errorf("reading the parent's mount namespace: %w", err)
-	}
-	if self == parent {
+	if !own {
 		return errors.New("the data mover shares its parent's mount namespace; it must be started with CLONE_NEWNS")
 	}
 	return nil
+}
+
+// OwnMountNamespace tells whether this process has a mount namespace other than its
+// parent's.
+func OwnMountNamespace() (bool, error) {
+	self, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		return false, fmt.Errorf("reading the mount namespace: %w", err)
+	}
+	parent, err := os.Readlink("/proc/" + strconv.Itoa(os.Getppid()) + "/ns/mnt")
+	if err != nil {
+		return false, fmt.Errorf("reading the parent's mount namespace: %w", err)
+	}
+	return self != parent, nil
 }
 
 // JobCapabilities are what a job keeps: reading every file of a volume whoever owns it,

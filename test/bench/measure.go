@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/holdfast-dev/holdfast/agent/jail"
 )
 
 // Sample is what one run of one tool cost, taken from the child process itself.
@@ -56,7 +58,7 @@ func MeasureMain(args []string) int {
 	cmd := exec.Command(args[1], args[2:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if ownMountNamespace() {
+	if own, _ := jail.OwnMountNamespace(); own {
 		// mover.Run started this wrapper in a mount namespace of its own, for the data
 		// mover, whose jail refuses to run in its parent's namespace: the program gets
 		// one of its own as it would from the agent.
@@ -85,17 +87,6 @@ func MeasureMain(args []string) int {
 		return 125
 	}
 	return cmd.ProcessState.ExitCode()
-}
-
-// ownMountNamespace says whether this process's mount namespace differs from its
-// parent's.
-func ownMountNamespace() bool {
-	self, err := os.Readlink("/proc/self/ns/mnt")
-	if err != nil {
-		return false
-	}
-	parent, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", os.Getppid()))
-	return err == nil && self != parent
 }
 
 // reportFile is a fresh path for a wrapper's report.
