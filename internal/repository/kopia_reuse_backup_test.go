@@ -311,16 +311,7 @@ func TestBackupOfALargeFileTruncatedWhileRead(t *testing.T) {
 	ctx := ctxFor(t)
 	defer func(old int64) { reuseMinSize = old }(reuseMinSize)
 	reuseMinSize = 1 << 20
-	cfg := testConfig(t, Store{Filesystem: &FilesystemStore{Path: t.TempDir()}}, v1.UploaderKopia, "demo")
-	if err := Initialize(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	r, err := Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close(context.Background())
-
+	r := filesystemRepository(t, v1.UploaderKopia)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "wal.log")
 	data := seededBytes(4, 3<<20)
