@@ -27,7 +27,6 @@ import (
 	"github.com/kopia/kopia/repo/manifest"
 	"github.com/kopia/kopia/snapshot"
 	"github.com/kopia/kopia/snapshot/policy"
-	"github.com/kopia/kopia/snapshot/restore"
 	"github.com/kopia/kopia/snapshot/snapshotfs"
 	"github.com/kopia/kopia/snapshot/snapshotmaintenance"
 	"github.com/kopia/kopia/snapshot/upload"
@@ -485,6 +484,9 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 			return RestoreResult{}, err
 		}
 	}
+	if restoreRoot != nil {
+		entry = restoreRoot(entry)
+	}
 	w, err := openTarget(req)
 	if err != nil {
 		return RestoreResult{}, err
@@ -518,27 +520,18 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 	}
 	out := kopiarestore.New(w).WithPackPrefetch(r.rep, r.cfg.cacheSize()).WithDirectReads(direct).WithDirectoryTimes(r.rep).
 		WithSpecialFiles(kopiarestore.SpecialUnder(special, req.Paths)).WithHardLinks(links)
-	cancel := make(chan struct{})
-	stopCancel := context.AfterFunc(ctx, func() { close(cancel) })
-	defer stopCancel()
-	var last atomic.Pointer[restore.Stats]
+	var last atomic.Pointer[kopiarestore.Stats]
 	stop := publish(ctx, req.Progress, func() Progress {
 		s := last.Load()
 		if s == nil {
 			return Progress{}
 		}
-		return Progress{BytesDone: s.RestoredTotalFileSize + s.SkippedTotalFileSize, TotalBytes: s.EnqueuedTotalFileSize,
-			FilesDone: int64(s.RestoredFileCount) + int64(s.SkippedCount), TotalFiles: int64(s.EnqueuedFileCount)}
+		return Progress{BytesDone: s.Bytes, TotalBytes: s.TotalBytes, FilesDone: s.Files, TotalFiles: s.TotalFiles}
 	})
 	defer stop()
-	stats, err := restore.Entry(ctx, r.rep, out, entry, restore.Options{
-		// Not the kopia CLI's 8: more workers creating files in the same directory
-		// spend their CPU spinning on the directory's lock in the kernel.
-		Parallel:               4,
-		RestoreDirEntryAtDepth: math.MaxInt32,
-		Cancel:                 cancel,
-		ProgressCallback:       func(_ context.Context, s restore.Stats) { last.Store(&s) },
-	})
+	// Not the kopia CLI's 8 workers: more workers creating files in the same
+	// directory spend their CPU spinning on the directory's lock in the kernel.
+	stats, err := kopiarestore.Restore(ctx, out, entry, 4, func(s kopiarestore.Stats) { last.Store(&s) })
 	if ctx.Err() != nil {
 		return RestoreResult{}, ctx.Err()
 	}
@@ -546,7 +539,7 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 		return RestoreResult{}, classify(err, r.cfg.Store)
 	}
 	stop()
-	res := RestoreResult{TotalBytes: stats.RestoredTotalFileSize, TotalFiles: int64(stats.RestoredFileCount),
+	res := RestoreResult{TotalBytes: stats.Bytes, TotalFiles: stats.Files,
 		NotRestored: NotRestored{Attributes: out.AttributesRefused()}}
 	files, bytes := out.HoldfastFiles() // not files of the volume
 	res.TotalFiles -= files
@@ -557,6 +550,9 @@ func (r *kopiaRepository) Restore(ctx context.Context, req RestoreRequest) (Rest
 	}
 	return res, nil
 }
+
+// restoreRoot, when set by a test, stands in for the entry a kopia restore walks.
+var restoreRoot func(fs.Entry) fs.Entry
 
 // readHoldfastFile reads Holdfast's file name at the snapshot's root with read, before
 // the restore (the list of special files: each is made with its directory, before the
