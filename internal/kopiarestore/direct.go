@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/kopia/kopia/repo"
@@ -68,16 +69,118 @@ func (d *DirectReads) setup(ctx context.Context) *content.WriteManager {
 }
 
 // open opens the object past the cache, or reports false when that is not possible.
-func (d *DirectReads) open(ctx context.Context, id object.ID) (object.Reader, bool) {
+// A file stored in several chunks is read ahead (see aheadReader).
+func (d *DirectReads) open(ctx context.Context, id object.ID) (io.ReadCloser, bool) {
 	cr := d.setup(ctx)
 	if cr == nil {
 		return nil, false
+	}
+	if idx, ok := id.IndexObjectID(); ok {
+		if entries, err := object.LoadIndexObject(ctx, cr, idx); err == nil && len(entries) > 1 {
+			return readAhead(ctx, cr, entries, chunksAhead), true
+		}
 	}
 	r, err := object.Open(ctx, cr, id)
 	if err != nil {
 		return nil, false // the cached repository reads it, or reports the error
 	}
 	return r, true
+}
+
+// chunksAhead is how many chunks of a large file are read (fetched, decrypted and
+// checked) at once. kopia reads an object one chunk after the other, so a restore of
+// one large file used one CPU: a 4 GiB file took 6.1 s with 6.1 s of CPU, where restic,
+// reading in parallel, took 6.7 s with 8.8 s. Each chunk in flight is held in memory
+// whole (kopia's chunks average 4 MiB, at most 8 MiB), for each of the restore's
+// workers writing a large file.
+const chunksAhead = 3
+
+// aheadReader returns the chunks of an indirect object in order while the next ones
+// are read in the background.
+type aheadReader struct {
+	cancel  context.CancelFunc
+	pending chan chan fetched // one per chunk, in order; at most chunksAhead started ahead
+	cur     io.ReadCloser
+	err     error
+	done    sync.WaitGroup
+}
+
+type fetched struct {
+	r   io.ReadCloser
+	err error
+}
+
+func readAhead(ctx context.Context, cr *content.WriteManager, entries []object.IndirectObjectEntry, ahead int) *aheadReader {
+	ctx, cancel := context.WithCancel(ctx)
+	a := &aheadReader{cancel: cancel, pending: make(chan chan fetched, ahead-1)}
+	a.done.Add(1)
+	go func() {
+		defer a.done.Done()
+		defer close(a.pending)
+		for _, e := range entries {
+			ch := make(chan fetched, 1)
+			select {
+			case a.pending <- ch:
+			case <-ctx.Done():
+				return
+			}
+			a.done.Add(1)
+			go func() {
+				defer a.done.Done()
+				r, err := object.Open(ctx, cr, e.Object)
+				if err == nil && r.Length() != e.Length {
+					err = fmt.Errorf("the chunk %v at %d holds %d bytes, its file's index says %d", e.Object, e.Start, r.Length(), e.Length)
+					_ = r.Close()
+					r = nil
+				}
+				ch <- fetched{r: r, err: err}
+			}()
+		}
+	}()
+	return a
+}
+
+func (a *aheadReader) Read(p []byte) (int, error) {
+	for a.err == nil {
+		if a.cur == nil {
+			ch, ok := <-a.pending
+			if !ok {
+				a.err = io.EOF
+				break
+			}
+			f := <-ch
+			if f.err != nil {
+				a.err = f.err
+				break
+			}
+			a.cur = f.r
+		}
+		n, err := a.cur.Read(p)
+		if err == io.EOF {
+			_ = a.cur.Close()
+			a.cur = nil
+			err = nil
+		}
+		if n > 0 || err != nil {
+			return n, err
+		}
+	}
+	return 0, a.err
+}
+
+// Close stops the reads ahead and waits for them.
+func (a *aheadReader) Close() error {
+	a.cancel()
+	if a.cur != nil {
+		_ = a.cur.Close()
+	}
+	for ch := range a.pending {
+		if f := <-ch; f.r != nil {
+			_ = f.r.Close()
+		}
+	}
+	a.done.Wait()
+	return nil
 }
 
 // Err reports why uncached reads could not be set up, if they could not.

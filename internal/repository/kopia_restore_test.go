@@ -2,10 +2,10 @@ package repository
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"math"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -14,8 +14,8 @@ import (
 	kopiafs "github.com/kopia/kopia/fs"
 	"github.com/kopia/kopia/repo/blob"
 	"github.com/kopia/kopia/repo/manifest"
+	"github.com/kopia/kopia/repo/object"
 	"github.com/kopia/kopia/snapshot"
-	"github.com/kopia/kopia/snapshot/restore"
 	"github.com/kopia/kopia/snapshot/snapshotfs"
 
 	v1 "github.com/holdfast-dev/holdfast/apis/backup/v1alpha1"
@@ -126,7 +126,7 @@ func TestKopiaRestoreFallsBackToTheCache(t *testing.T) {
 	})
 	defer direct.Close(ctx)
 	out := kopiarestore.New(w).WithDirectReads(direct)
-	if _, err := restore.Entry(ctx, r.rep, out, root, restore.Options{Parallel: 2, RestoreDirEntryAtDepth: math.MaxInt32}); err != nil {
+	if _, err := kopiarestore.Restore(ctx, out, root, 2, nil); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
 	checkTree(t, target, files)
@@ -241,4 +241,103 @@ func (f *countedFile) Open(ctx context.Context) (kopiafs.Reader, error) {
 		f.held.Add(-1)
 	}
 	return f.File.Open(ctx)
+}
+
+// TestKopiaRestoreReadsALargeFileAhead: a file of many chunks, read several chunks at
+// a time past the cache, is restored byte for byte; when a chunk in its middle is
+// missing from the store the restore fails naming the file, and does not hang on the
+// chunks read ahead of it.
+func TestKopiaRestoreReadsALargeFileAhead(t *testing.T) {
+	ctx := ctxFor(t)
+	cfg := testConfig(t, Store{Filesystem: &FilesystemStore{Path: t.TempDir()}}, v1.UploaderKopia, "ahead")
+	if err := Initialize(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{"db/big.bin": randomText(t, 48<<20), "small.txt": "small"}
+	src := t.TempDir()
+	writeTree(t, src, files)
+	backup, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := backup.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/ahead"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := backup.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	open := func() *kopiaRepository { // with an empty cache, as the agent restores
+		c := cfg
+		c.CacheDir = t.TempDir()
+		r, err := Open(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = r.Close(context.Background()) })
+		return r.(*kopiaRepository)
+	}
+
+	r := open()
+	target := t.TempDir()
+	if _, err := r.Restore(ctx, RestoreRequest{SnapshotID: snap.SnapshotID, TargetDir: target}); err != nil {
+		t.Fatal(err)
+	}
+	checkTree(t, target, files)
+
+	// The pack of a chunk in the middle of the file goes missing.
+	entries := chunksOf(t, ctx, r, snap.SnapshotID, "db/big.bin")
+	if len(entries) < 6 {
+		t.Fatalf("the 48 MiB file is stored in %d chunks; the test needs several", len(entries))
+	}
+	cid, _, _ := entries[len(entries)/2].Object.ContentID()
+	info, err := r.rep.ContentInfo(ctx, cid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := kopiaStorage(ctx, cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(ctx)
+	if err := st.DeleteBlob(ctx, info.PackBlobID); err != nil {
+		t.Fatal(err)
+	}
+	r = open()
+	_, err = r.Restore(ctx, RestoreRequest{SnapshotID: snap.SnapshotID, TargetDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "db/big.bin") {
+		t.Fatalf("restore without a chunk of db/big.bin: %v, want an error naming the file", err)
+	}
+	t.Logf("restore without a chunk: %v", err)
+}
+
+// chunksOf is the index of the file name in snapshot id.
+func chunksOf(t *testing.T, ctx context.Context, r *kopiaRepository, id, name string) []object.IndirectObjectEntry {
+	t.Helper()
+	man, err := snapshot.LoadSnapshot(ctx, r.rep, manifest.ID(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := snapshotfs.SnapshotRoot(r.rep, man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := snapshotfs.GetNestedEntry(ctx, root, strings.Split(name, "/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, ok := e.(snapshot.HasDirEntry).DirEntry().ObjectID.IndexObjectID()
+	if !ok {
+		return nil
+	}
+	rd, err := r.rep.OpenObject(ctx, idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	var ind indirectIndex
+	if err := json.NewDecoder(rd).Decode(&ind); err != nil {
+		t.Fatal(err)
+	}
+	return ind.Entries
 }
