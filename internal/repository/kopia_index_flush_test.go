@@ -2,12 +2,15 @@ package repository
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/kopia/kopia/repo"
 	"github.com/kopia/kopia/repo/blob"
 	"github.com/kopia/kopia/repo/blob/filesystem"
 
@@ -94,4 +97,49 @@ func indexBlobs(t *testing.T, ctx context.Context, path string) int {
 		t.Fatal(err)
 	}
 	return len(bms)
+}
+
+// failingFlush is a write session whose flushes fail, as when the store refuses the
+// index blob.
+type failingFlush struct {
+	repo.RepositoryWriter
+	err error
+}
+
+func (f failingFlush) Flush(context.Context) error { return f.err }
+
+// TestIndexFlusherCancelsTheUploadWhenAFlushFails: a failed flush cancels the upload
+// at once, flushes no more, and its error is what stopping the flusher returns.
+func TestIndexFlusherCancelsTheUploadWhenAFlushFails(t *testing.T) {
+	ctx := ctxFor(t)
+	r := filesystemRepository(t, v1.UploaderKopia).(*kopiaRepository)
+	storeFull := errors.New("the store is full")
+	err := repo.WriteSession(ctx, r.rep, repo.WriteSessionOptions{Purpose: "test"}, func(ctx context.Context, w repo.RepositoryWriter) error {
+		cancelled := make(chan struct{})
+		f := startIndexFlusher(ctx, failingFlush{w, storeFull}, 2, func() { close(cancelled) })
+		defer f.stop()
+		f.finished(1)
+		f.finished(2)
+		wait, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		select {
+		case <-cancelled:
+		case <-wait.Done():
+			t.Fatal("the failed flush did not cancel the upload")
+		}
+		// Files that finish afterwards neither block nor flush again (a second
+		// cancel would close cancelled twice).
+		for n := int64(3); n <= 10; n++ {
+			f.finished(n)
+		}
+		for range 2 {
+			if err := f.stop(); !errors.Is(err, storeFull) {
+				t.Errorf("stopping the flusher returned %v, want the flush's error", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
