@@ -18,14 +18,14 @@ import (
 // every content it reads into it, and the cache, bounded, deletes the oldest again.
 // For 8 files of 512 MiB that doubled what the restore wrote to disk and its CPU time
 // (one snapshot restored alternately, 4 runs each: 2.7-3.1 s wall and 4.3-4.8 s CPU
-// past the cache, 5.1-7.9 s and 8.6-13.1 s through it). Directories and small files
-// still go through the cached repository: metadata packs are read whole and reused,
-// and small files are restored from prefetched packs.
+// past the cache, 5.1-7.9 s and 8.6-13.1 s through it). Small files are read from
+// whole packs kept in memory (see packReads). Directories still go through the cached
+// repository: metadata packs are read whole and reused.
 //
 // The reader is a second content manager over the same repository format: it needs no
 // second key derivation, but loads the content index again (kept in memory, as kopia
-// does without a cache directory). It is set up on the first large file, so that a
-// restore without one pays nothing. A content that two files share is read from the
+// does without a cache directory). It is set up on the first file, so that a restore
+// of directories only pays nothing. A content that two files share is read from the
 // store twice.
 type DirectReads struct {
 	rep     repo.DirectRepository
@@ -56,8 +56,10 @@ func (d *DirectReads) setup(ctx context.Context) *content.WriteManager {
 		d.err = fmt.Errorf("opening the store for uncached reads: %w", err)
 		return nil
 	}
-	// No cache directory: kopia passes every read through to the store.
-	shared, err := content.NewSharedManager(ctx, st, d.rep.ContentReader().ContentFormat(), &content.CachingOptions{}, nil, nil, nil)
+	// No cache directory: kopia passes every read through to the store, here through
+	// packReads.
+	packSize := int64(d.rep.ContentReader().ContentFormat().GetCachedMutableParameters().MaxPackSize)
+	shared, err := content.NewSharedManager(ctx, newPackReads(st, packSize), d.rep.ContentReader().ContentFormat(), &content.CachingOptions{}, nil, nil, nil)
 	if err != nil {
 		_ = st.Close(ctx)
 		d.err = fmt.Errorf("loading the content index for uncached reads: %w", err)

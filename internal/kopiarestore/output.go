@@ -104,7 +104,8 @@ var _ restore.Output = (*Output)(nil)
 func New(w *confinedfs.Writer) *Output { return &Output{w: w} }
 
 // WithPackPrefetch makes the Output read whole packs of rep into kopia's data cache
-// before the first small file stored in each is restored. Without it kopia reads every
+// before the first small file stored in each is restored, when the file cannot be read
+// past the cache (WithDirectReads reads whole packs its own way). Without it kopia reads every
 // file's content from its pack separately and writes each into its data cache as a
 // file of its own: for 200,000 files of 4 KiB that was half the system calls of the
 // restore. cacheBytes is the size of the data cache; the prefetcher keeps at most half
@@ -118,8 +119,8 @@ func (o *Output) WithPackPrefetch(rep repo.DirectRepository, cacheBytes int64) *
 	return o
 }
 
-// WithDirectReads makes the Output read files larger than smallFileSize through d,
-// past kopia's data cache.
+// WithDirectReads makes the Output read every file through d, past kopia's data
+// cache; directories are still read through the cached repository.
 func (o *Output) WithDirectReads(d *DirectReads) *Output {
 	o.direct = d
 	return o
@@ -287,18 +288,16 @@ func (o *Output) writeFile(ctx context.Context, name string, f fs.File, progress
 	return err
 }
 
-// open opens a small file after prefetching its pack, a larger one past the cache.
+// open opens a file past the cache (see WithDirectReads); when that cannot be done, a
+// small file after prefetching its pack into the cache.
 func (o *Output) open(ctx context.Context, f fs.File) (io.ReadCloser, error) {
-	if f.Size() <= smallFileSize {
-		if o.packs != nil {
-			o.packs.prefetch(ctx, f)
-		}
-		return f.Open(ctx)
-	}
 	if de, ok := f.(snapshot.HasDirEntry); ok && o.direct != nil {
 		if r, ok := o.direct.open(ctx, de.DirEntry().ObjectID); ok {
 			return r, nil
 		}
+	}
+	if f.Size() <= smallFileSize && o.packs != nil {
+		o.packs.prefetch(ctx, f)
 	}
 	return f.Open(ctx)
 }
@@ -343,11 +342,11 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// smallFileSize is the largest file whose pack is prefetched; larger files are read
-// past the cache (WithDirectReads). Per-file costs dominate only for small files: on
-// a tree of 1-512 KiB files (make bench, mixed set) prefetching for every file made
-// the restore 25-90 % slower, as reading whole packs one at a time held up files whose
-// contents were cheaper to read alone.
+// smallFileSize is the largest file whose pack is prefetched into kopia's cache when
+// files cannot be read past the cache (see WithDirectReads). Per-file costs dominate
+// only for small files: on a tree of 1-512 KiB files (make bench, mixed set)
+// prefetching for every file made the restore 25-90 % slower, as reading whole packs
+// one at a time held up files whose contents were cheaper to read alone.
 const smallFileSize = 16 << 10
 
 // packPrefetcher brings the pack holding a file's content into kopia's data cache with

@@ -341,3 +341,45 @@ func chunksOf(t *testing.T, ctx context.Context, r *kopiaRepository, id, name st
 	}
 	return ind.Entries
 }
+
+// TestKopiaRestoreReadsSmallFilesFromWholePacksPastTheCache: small files are restored
+// from their packs read whole into memory, not through kopia's data cache, which wrote
+// every pack to a file before its contents were read back from it.
+func TestKopiaRestoreReadsSmallFilesFromWholePacksPastTheCache(t *testing.T) {
+	ctx := ctxFor(t)
+	cfg := testConfig(t, Store{Filesystem: &FilesystemStore{Path: t.TempDir()}}, v1.UploaderKopia, "small")
+	if err := Initialize(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{}
+	for i := range 500 {
+		files[fmt.Sprintf("d%d/f%03d.txt", i%5, i)] = randomText(t, 1000+i*7)
+	}
+	src := t.TempDir()
+	writeTree(t, src, files)
+	backup, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := backup.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/small"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := backup.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cfg.CacheDir = t.TempDir()
+	r, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	target := t.TempDir()
+	if _, err := r.Restore(ctx, RestoreRequest{SnapshotID: snap.SnapshotID, TargetDir: target}); err != nil {
+		t.Fatal(err)
+	}
+	checkTree(t, target, files)
+	if n := cachedContentBytes(t, cfg.CacheDir); n != 0 {
+		t.Errorf("the restore left %d bytes in kopia's data cache, want none", n)
+	}
+}
