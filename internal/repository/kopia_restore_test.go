@@ -52,14 +52,23 @@ func cachedContentBytes(t *testing.T, dir string) int64 {
 // restore.
 func largeFilesSnapshot(t *testing.T) (string, map[string]string, *kopiaRepository, string) {
 	t.Helper()
-	ctx := ctxFor(t)
-	cfg := testConfig(t, Store{Filesystem: &FilesystemStore{Path: t.TempDir()}}, v1.UploaderKopia, "big")
-	if err := Initialize(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
 	files := map[string]string{}
 	for _, name := range []string{"a.bin", "db/b.bin", "db/c.bin"} {
 		files[name] = randomText(t, 1<<20)
+	}
+	id, cfg := kopiaSnapshotOf(t, "big", files)
+	r := reopenWithEmptyCache(t, &cfg)
+	return id, files, r, cfg.CacheDir
+}
+
+// kopiaSnapshotOf backs up files into a new kopia repository of namespace ns and
+// returns the snapshot and the repository's configuration.
+func kopiaSnapshotOf(t *testing.T, ns string, files map[string]string) (string, Config) {
+	t.Helper()
+	ctx := ctxFor(t)
+	cfg := testConfig(t, Store{Filesystem: &FilesystemStore{Path: t.TempDir()}}, v1.UploaderKopia, ns)
+	if err := Initialize(ctx, cfg); err != nil {
+		t.Fatal(err)
 	}
 	src := t.TempDir()
 	writeTree(t, src, files)
@@ -67,20 +76,27 @@ func largeFilesSnapshot(t *testing.T) (string, map[string]string, *kopiaReposito
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, err := backup.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/big"})
+	snap, err := backup.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/" + ns})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := backup.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
+	return snap.SnapshotID, cfg
+}
+
+// reopenWithEmptyCache opens the repository of cfg with a new, empty cache directory
+// (set in cfg), as the agent opens it for a restore.
+func reopenWithEmptyCache(t *testing.T, cfg *Config) *kopiaRepository {
+	t.Helper()
 	cfg.CacheDir = t.TempDir()
-	r, err := Open(ctx, cfg)
+	r, err := Open(ctxFor(t), *cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.Close(context.Background()) })
-	return snap.SnapshotID, files, r.(*kopiaRepository), cfg.CacheDir
+	return r.(*kopiaRepository)
 }
 
 // TestKopiaRestoreReadsLargeFilesPastTheCache: a restore reads files above the small
@@ -249,44 +265,18 @@ func (f *countedFile) Open(ctx context.Context) (kopiafs.Reader, error) {
 // chunks read ahead of it.
 func TestKopiaRestoreReadsALargeFileAhead(t *testing.T) {
 	ctx := ctxFor(t)
-	cfg := testConfig(t, Store{Filesystem: &FilesystemStore{Path: t.TempDir()}}, v1.UploaderKopia, "ahead")
-	if err := Initialize(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	files := map[string]string{"db/big.bin": randomText(t, 48<<20), "small.txt": "small"}
-	src := t.TempDir()
-	writeTree(t, src, files)
-	backup, err := Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, err := backup.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/ahead"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := backup.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	open := func() *kopiaRepository { // with an empty cache, as the agent restores
-		c := cfg
-		c.CacheDir = t.TempDir()
-		r, err := Open(ctx, c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = r.Close(context.Background()) })
-		return r.(*kopiaRepository)
-	}
-
-	r := open()
+	// One file only: another file stored in the pack removed below could fail first.
+	files := map[string]string{"db/big.bin": randomText(t, 48<<20)}
+	id, cfg := kopiaSnapshotOf(t, "ahead", files)
+	r := reopenWithEmptyCache(t, &cfg)
 	target := t.TempDir()
-	if _, err := r.Restore(ctx, RestoreRequest{SnapshotID: snap.SnapshotID, TargetDir: target}); err != nil {
+	if _, err := r.Restore(ctx, RestoreRequest{SnapshotID: id, TargetDir: target}); err != nil {
 		t.Fatal(err)
 	}
 	checkTree(t, target, files)
 
 	// The pack of a chunk in the middle of the file goes missing.
-	entries := chunksOf(t, ctx, r, snap.SnapshotID, "db/big.bin")
+	entries := chunksOf(t, ctx, r, id, "db/big.bin")
 	if len(entries) < 6 {
 		t.Fatalf("the 48 MiB file is stored in %d chunks; the test needs several", len(entries))
 	}
@@ -303,8 +293,8 @@ func TestKopiaRestoreReadsALargeFileAhead(t *testing.T) {
 	if err := st.DeleteBlob(ctx, info.PackBlobID); err != nil {
 		t.Fatal(err)
 	}
-	r = open()
-	_, err = r.Restore(ctx, RestoreRequest{SnapshotID: snap.SnapshotID, TargetDir: t.TempDir()})
+	r = reopenWithEmptyCache(t, &cfg)
+	_, err = r.Restore(ctx, RestoreRequest{SnapshotID: id, TargetDir: t.TempDir()})
 	if err == nil || !strings.Contains(err.Error(), "db/big.bin") {
 		t.Fatalf("restore without a chunk of db/big.bin: %v, want an error naming the file", err)
 	}
@@ -314,19 +304,7 @@ func TestKopiaRestoreReadsALargeFileAhead(t *testing.T) {
 // chunksOf is the index of the file name in snapshot id.
 func chunksOf(t *testing.T, ctx context.Context, r *kopiaRepository, id, name string) []object.IndirectObjectEntry {
 	t.Helper()
-	man, err := snapshot.LoadSnapshot(ctx, r.rep, manifest.ID(id))
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := snapshotfs.SnapshotRoot(r.rep, man)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := snapshotfs.GetNestedEntry(ctx, root, strings.Split(name, "/"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, ok := e.(snapshot.HasDirEntry).DirEntry().ObjectID.IndexObjectID()
+	idx, ok := snapshotFile(t, ctx, r, id, name).ObjectID.IndexObjectID()
 	if !ok {
 		return nil
 	}
@@ -346,36 +324,14 @@ func chunksOf(t *testing.T, ctx context.Context, r *kopiaRepository, id, name st
 // from their packs read whole into memory, not through kopia's data cache, which wrote
 // every pack to a file before its contents were read back from it.
 func TestKopiaRestoreReadsSmallFilesFromWholePacksPastTheCache(t *testing.T) {
-	ctx := ctxFor(t)
-	cfg := testConfig(t, Store{Filesystem: &FilesystemStore{Path: t.TempDir()}}, v1.UploaderKopia, "small")
-	if err := Initialize(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
 	files := map[string]string{}
 	for i := range 500 {
 		files[fmt.Sprintf("d%d/f%03d.txt", i%5, i)] = randomText(t, 1000+i*7)
 	}
-	src := t.TempDir()
-	writeTree(t, src, files)
-	backup, err := Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, err := backup.Backup(ctx, BackupRequest{Dir: src, SourcePath: "/pvc/small"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := backup.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	cfg.CacheDir = t.TempDir()
-	r, err := Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close(ctx)
+	id, cfg := kopiaSnapshotOf(t, "small", files)
+	r := reopenWithEmptyCache(t, &cfg)
 	target := t.TempDir()
-	if _, err := r.Restore(ctx, RestoreRequest{SnapshotID: snap.SnapshotID, TargetDir: target}); err != nil {
+	if _, err := r.Restore(ctxFor(t), RestoreRequest{SnapshotID: id, TargetDir: target}); err != nil {
 		t.Fatal(err)
 	}
 	checkTree(t, target, files)
