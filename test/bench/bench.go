@@ -171,6 +171,9 @@ func runSet(ctx context.Context, opts Options, set string) (SetResult, error) {
 				return res, err
 			}
 		}
+		if rep == opts.Repeat-1 {
+			break // the next set starts with its own
+		}
 		if err := forgetDeletedInodes(ctx, opts, ds.Dir); err != nil {
 			return res, err
 		}
