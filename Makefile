@@ -163,15 +163,16 @@ test-unit: ## Only the tests that need no tools (quick feedback while editing).
 ##@ Benchmarks (not part of `make test`)
 
 # BENCH_REPEAT runs of every measurement (the report gives the median); BENCH_SETS
-# picks data sets; BENCH_SCALE shrinks them (0.01 for a smoke test). Needs about
-# 30 GiB free under BENCH_TMP and about 25 minutes on 2 cores at the defaults.
-# The sets many (2,000,000 small files) and db (one 10 GiB file, 0.1 % of its pages
-# changed) are opted into by name, e.g. BENCH_SETS=small,large,mixed,many,db: at
-# scale 1 they need about 60 GiB more and hours on 2 cores (docs/performance.md).
+# picks data sets; BENCH_SCALE shrinks them (0.01 for a smoke test), and name@scale
+# gives one set a scale of its own. The defaults measure every target of
+# docs/performance.md in one run: small, large and mixed at full scale, many
+# (2,000,000 small files at scale 1) at 0.1 and db (one 10 GiB file, 0.1 % of its
+# pages changed) at 0.4, which at scale 1 need about 60 GiB more disk and hours on
+# 2 cores. Needs about 30 GiB free under BENCH_TMP and about 45 minutes on 2 cores.
 # BENCH_DROP_CACHES=true empties the page cache before every measured run (needs root;
 # see docs/performance.md for what it changes).
 BENCH_REPEAT ?= 3
-BENCH_SETS ?= small,large,mixed
+BENCH_SETS ?= small,large,mixed,many@0.1,db@0.4
 BENCH_SCALE ?= 1
 BENCH_TMP ?= /var/tmp
 BENCH_OUT ?= docs/performance

@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -44,7 +46,9 @@ type Options struct {
 
 // SetResult is everything measured on one data set.
 type SetResult struct {
-	Set   string
+	Set string
+	// Scale is the set's own scale when it was asked for as name@scale (see SetScale).
+	Scale float64 `json:",omitempty"`
 	Files int64
 	Bytes int64
 	// Read is the page-cache read rate of the data set (the ceiling of any backup).
@@ -79,8 +83,30 @@ func (o Options) logf(format string, args ...any) {
 	}
 }
 
-func runSet(ctx context.Context, opts Options, set string) (SetResult, error) {
+// SetScale splits a set as given to Run, name or name@scale, into its name and scale
+// (def when it has none): one run can measure large sets at full scale beside a
+// smaller many or db set, which at full scale need more disk than a machine has.
+func SetScale(set string, def Scale) (string, Scale, error) {
+	name, v, ok := strings.Cut(set, "@")
+	if !ok {
+		return set, def, nil
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f <= 0 {
+		return "", 0, fmt.Errorf("data set %q: the scale after @ must be a positive number", set)
+	}
+	return name, Scale(f), nil
+}
+
+func runSet(ctx context.Context, opts Options, given string) (SetResult, error) {
+	set, scale, err := SetScale(given, opts.Scale)
+	if err != nil {
+		return SetResult{}, err
+	}
 	res := SetResult{Set: set, ChangeFraction: ChangeFraction(set, opts.ChangeFraction), Samples: map[string]map[Op][]Sample{}}
+	if set != given {
+		res.Scale = float64(scale)
+	}
 	dir, err := os.MkdirTemp(opts.TempDir, "holdfast-bench-"+set+"-")
 	if err != nil {
 		return res, err
@@ -88,7 +114,7 @@ func runSet(ctx context.Context, opts Options, set string) (SetResult, error) {
 	defer os.RemoveAll(dir)
 
 	opts.logf("%s: generating", set)
-	ds, err := Generate(ctx, set, filepath.Join(dir, "data"), opts.Scale)
+	ds, err := Generate(ctx, set, filepath.Join(dir, "data"), scale)
 	if err != nil {
 		return res, err
 	}

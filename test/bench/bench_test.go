@@ -211,3 +211,30 @@ func TestTargets(t *testing.T) {
 		}
 	}
 }
+
+func TestSetScale(t *testing.T) {
+	for _, c := range []struct {
+		in    string
+		name  string
+		scale Scale
+		bad   bool
+	}{
+		{in: "large", name: "large", scale: 1},
+		{in: "many@0.1", name: "many", scale: 0.1},
+		{in: "db@0.4", name: "db", scale: 0.4},
+		{in: "db@", bad: true},
+		{in: "db@-1", bad: true},
+		{in: "db@x", bad: true},
+	} {
+		name, scale, err := SetScale(c.in, 1)
+		if c.bad {
+			if err == nil {
+				t.Errorf("SetScale(%q) = %q, %v; want an error", c.in, name, scale)
+			}
+			continue
+		}
+		if err != nil || name != c.name || scale != c.scale {
+			t.Errorf("SetScale(%q) = %q, %v, %v; want %q, %v", c.in, name, scale, err, c.name, c.scale)
+		}
+	}
+}

@@ -53,7 +53,11 @@ func Markdown(results []SetResult, tools []string, repeat int) string {
 		if r.Read > 0 {
 			read += fmt.Sprintf(", %s for the whole set", secs(r.ReadTime()))
 		}
-		fmt.Fprintf(&b, "#### %s: %d files, %.2f GiB (%s; median of %d)\n\n", r.Set, r.Files, float64(r.Bytes)/(1<<30), read, repeat)
+		scale := ""
+		if r.Scale != 0 {
+			scale = fmt.Sprintf(" at scale %g", r.Scale)
+		}
+		fmt.Fprintf(&b, "#### %s%s: %d files, %.2f GiB (%s; median of %d)\n\n", r.Set, scale, r.Files, float64(r.Bytes)/(1<<30), read, repeat)
 		b.WriteString("| operation | tool | wall | MB/s | CPU (user+sys) | peak RSS |")
 		ratios := []string{}
 		if slices.Contains(tools, "holdfast") {

@@ -37,7 +37,7 @@ func main() {
 }
 
 func run() error {
-	sets := flag.String("sets", "small,large,mixed", "data sets to measure: small, large, mixed, many (2,000,000 small files), db (one 10 GiB file changed in a few pages)")
+	sets := flag.String("sets", "small,large,mixed", "data sets to measure: small, large, mixed, many (2,000,000 small files), db (one 10 GiB file changed in a few pages); name@scale gives a set a scale of its own, e.g. many@0.1")
 	tools := flag.String("tools", "holdfast,kopia,restic", "what to measure: holdfast (kopia data path), holdfast-restic, kopia, restic")
 	repeat := flag.Int("repeat", 3, "repetitions of every measurement (the report gives the median)")
 	scale := flag.Float64("scale", 1, "shrink the data sets (0.01 for a smoke test)")
