@@ -177,11 +177,15 @@ BENCH_SCALE ?= 1
 BENCH_TMP ?= /var/tmp
 BENCH_OUT ?= docs/performance
 BENCH_DROP_CACHES ?= false
+# BENCH_RESTORE_DIR: where restored trees go, e.g. a tmpfs mounted for the run, so that
+# restores of many files do not pay for inodes the bench freed minutes before (ext4
+# without a journal; docs/performance.md "Restores against the faster CLI").
+BENCH_RESTORE_DIR ?=
 
 .PHONY: bench
 bench: ## Data path beside the kopia and restic CLIs, then the policy controller and a metrics scrape at scale; writes docs/performance/.
 	go run ./test/bench/cmd/holdfast-bench -repeat $(BENCH_REPEAT) -sets $(BENCH_SETS) -scale $(BENCH_SCALE) \
-		-tools-bin $(TOOLS_BIN) -tmp $(BENCH_TMP) -drop-caches=$(BENCH_DROP_CACHES) -out $(BENCH_OUT)
+		-tools-bin $(TOOLS_BIN) -tmp $(BENCH_TMP) -restore-dir "$(BENCH_RESTORE_DIR)" -drop-caches=$(BENCH_DROP_CACHES) -out $(BENCH_OUT)
 	go run ./test/bench/cmd/holdfast-bench -control-plane -out $(BENCH_OUT)
 	$(MAKE) --no-print-directory bench-scrape
 	$(MAKE) --no-print-directory bench-preview

@@ -34,6 +34,10 @@ type Options struct {
 	Scale  Scale
 	// TempDir holds the data sets, repositories and restores; Run removes all it made.
 	TempDir string
+	// RestoreDir, when set, holds the restored trees instead of TempDir, each removed
+	// as soon as it is checked: a file system of its own (a tmpfs), so that no restore
+	// pays for the inodes an earlier one freed (see forgetDeletedInodes).
+	RestoreDir string
 	// ChangeFraction is the share changed before the changed re-backup (0.05).
 	ChangeFraction float64
 	// DropCaches empties the kernel's page cache (and its dentry and inode caches)
@@ -165,7 +169,11 @@ func runSet(ctx context.Context, opts Options, given string) (SetResult, error) 
 				}
 				var s Sample
 				if op == OpRestore {
-					target := filepath.Join(dir, fmt.Sprintf("restore-%s-%d", t.Name(), rep))
+					base := dir
+					if opts.RestoreDir != "" {
+						base = opts.RestoreDir
+					}
+					target := filepath.Join(base, fmt.Sprintf("holdfast-bench-restore-%s-%s-%d", set, t.Name(), rep))
 					if err := os.MkdirAll(target, 0o755); err != nil {
 						return res, err
 					}
@@ -173,6 +181,12 @@ func runSet(ctx context.Context, opts Options, given string) (SetResult, error) 
 					s, err = t.Restore(ctx, snapshots[t.Name()], target)
 					if err == nil {
 						err = checkRestore(target, ds.Dir)
+					}
+					if opts.RestoreDir != "" {
+						targets = targets[:len(targets)-1]
+						if rerr := os.RemoveAll(target); err == nil {
+							err = rerr
+						}
 					}
 				} else {
 					s, snapshots[t.Name()], err = t.Backup(ctx, ds.Dir)

@@ -43,6 +43,7 @@ func run() error {
 	scale := flag.Float64("scale", 1, "shrink the data sets (0.01 for a smoke test)")
 	toolsBin := flag.String("tools-bin", "bin/tools", "directory with the kopia and restic binaries")
 	tmp := flag.String("tmp", os.TempDir(), "where data sets and repositories go (needs about 3 × the largest data set)")
+	restoreDir := flag.String("restore-dir", "", "where restored trees go, each removed once checked (empty: under -tmp, kept until the repetition ends); mount a tmpfs there so that no restore pays for inodes freed before it")
 	out := flag.String("out", "", "directory for results.md, results.json and the SVG charts (empty: print only)")
 	limits := flag.Bool("limits", true, "also measure the kopia algorithms in-process")
 	dropCaches := flag.Bool("drop-caches", false, "empty the page cache (and dentry and inode caches) before every measured run (needs root)")
@@ -139,7 +140,7 @@ func run() error {
 
 	results, err := bench.Run(ctx, bench.Options{
 		Sets: strings.Split(*sets, ","), Tools: chosen, Repeat: *repeat, Scale: bench.Scale(*scale),
-		TempDir: work, ChangeFraction: 0.05, DropCaches: *dropCaches, Log: os.Stderr,
+		TempDir: work, RestoreDir: *restoreDir, ChangeFraction: 0.05, DropCaches: *dropCaches, Log: os.Stderr,
 	})
 	if err != nil {
 		return err
