@@ -261,6 +261,7 @@ func (r *kopiaRepository) Backup(ctx context.Context, req BackupRequest) (Backup
 	si := r.source(req.SourcePath)
 	var res BackupResult
 	prog := &kopiaProgress{skips: skips}
+	prog.EstimatedDataSize(meta.regularFiles+int64(len(meta.files)), meta.regularBytes+meta.bytes)
 	stop := publish(ctx, req.Progress, prog.snapshot)
 	defer stop()
 	err = repo.WriteSession(ctx, r.rep, repo.WriteSessionOptions{Purpose: "holdfast backup", OnUpload: prog.UploadedBytes}, func(ctx context.Context, w repo.RepositoryWriter) error {
@@ -501,7 +502,11 @@ func (p *kopiaProgress) failures() string {
 	return strings.Join(p.failed, "; ")
 }
 
-func (p *kopiaProgress) Enabled() bool                { return true }
+// Enabled is false only so that kopia does not estimate the upload's size by walking
+// the volume again: volumeMetadata has counted it (Backup sets the totals). kopia asks
+// it for nothing else; every other callback is still called. On 200,000 files the
+// estimate was a fifth of an unchanged re-backup's CPU.
+func (p *kopiaProgress) Enabled() bool                { return false }
 func (p *kopiaProgress) HashedBytes(n int64)          { p.hashed.Add(n) }
 func (p *kopiaProgress) CachedFile(_ string, n int64) { p.hashed.Add(n) }
 func (p *kopiaProgress) UploadedBytes(n int64)        { p.uploaded.Add(n) }

@@ -327,6 +327,10 @@ type volumeMeta struct {
 	// special are the paths of the FIFOs and device nodes listed.
 	special map[string]bool
 	bytes   int64
+	// regularFiles and regularBytes count the volume's regular files as the walk met
+	// them: the backup's progress totals, in place of kopia's own estimate, which
+	// walked the whole volume a second time (see kopiaProgress.Enabled).
+	regularFiles, regularBytes int64
 	// caches are the cache directories the walk found (none unless asked): it read
 	// only their tags, and so does the upload.
 	caches *cacheDirs
@@ -357,6 +361,8 @@ func volumeMetadata(dir string, excludeCaches bool) (*volumeMeta, error) {
 			if err := unix.Lstat(p, &st); err != nil {
 				return ignoreAbsent(err)
 			}
+			meta.regularFiles++
+			meta.regularBytes += st.Size
 			if st.Nlink > 1 {
 				k := inode{st.Dev, st.Ino}
 				if _, ok := names[k]; !ok {
