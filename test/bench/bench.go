@@ -177,13 +177,14 @@ func runSet(ctx context.Context, opts Options, given string) (SetResult, error) 
 					if err := os.MkdirAll(target, 0o755); err != nil {
 						return res, err
 					}
-					targets = append(targets, target)
+					if opts.RestoreDir == "" {
+						targets = append(targets, target)
+					}
 					s, err = t.Restore(ctx, snapshots[t.Name()], target)
 					if err == nil {
 						err = checkRestore(target, ds.Dir)
 					}
 					if opts.RestoreDir != "" {
-						targets = targets[:len(targets)-1]
 						if rerr := os.RemoveAll(target); err == nil {
 							err = rerr
 						}
@@ -221,18 +222,24 @@ func runSet(ctx context.Context, opts Options, given string) (SetResult, error) 
 	return res, nil
 }
 
-// forgetDeletedInodes makes the file system create files at full speed again after
-// many were deleted, so that no tool's run pays for the trees removed before it.
-// ext4 without a journal passes over every inode deleted in the last minute (five
-// when its inode table block is dirty) while that block is in memory: each file created
-// meanwhile looked at all of them, in the kernel (perf: ext4_create →
-// recently_deleted → find_get_block_common, 38 % of a restore's samples right after
-// 10,000 files were deleted; the mixed set's restore at half scale took 2.5 s on a
-// quiet file system and 6-12 s after a deletion, whichever tool ran). Writing the
-// blocks back and dropping them from memory ends that at once; the data set is then
-// read again so that the next backups find it in the page cache, as before. Without
-// root, dropping is refused and the bench waits the minute out instead.
+// forgetDeletedInodes lets the file system create files faster again after many were
+// deleted, so that a restore pays less for the trees removed before it. ext4 without
+// a journal passes over every inode deleted in the last minute while its inode table
+// block is in memory, and in the last six minutes when that block is dirty, which
+// creating a file in it makes it: each file created meanwhile looked at all of them,
+// in the kernel (perf: ext4_create → recently_deleted → find_get_block_common, 38 % of
+// a restore's samples right after 10,000 files were deleted; the mixed set's restore
+// at half scale took 2.5 s on a quiet file system and 6-12 s after a deletion,
+// whichever tool ran). Writing the blocks back and dropping them from memory ends the
+// one-minute window; the six-minute one comes back as soon as a restore's creates read
+// and dirty the blocks again, which only a file system of its own for the restores
+// avoids (Options.RestoreDir, where this is not needed and not done). The data set is
+// then read again so that the next backups find it in the page cache, as before.
+// Without root, dropping is refused and the bench waits the minute out instead.
 func forgetDeletedInodes(ctx context.Context, opts Options, data string) error {
+	if opts.RestoreDir != "" {
+		return nil // the restores write where nothing was deleted
+	}
 	syscall.Sync()
 	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("1"), 0); err != nil {
 		opts.logf("waiting a minute for the deleted inodes to be reusable (%v)", err)
