@@ -195,8 +195,12 @@ func runSet(ctx context.Context, opts Options, given string) (SetResult, error) 
 				if err != nil {
 					return res, fmt.Errorf("%s %s: %w", t.Name(), op, err)
 				}
-				opts.logf("%s #%d %-22s %-16s wall %8s  cpu %8s  peak RSS %5d MiB", set, rep+1, res.opLabel(op), t.Name(),
-					s.Wall.Round(time.Millisecond), s.CPU.Round(time.Millisecond), s.PeakRSS>>20)
+				sent := ""
+				if s.Uploaded > 0 || s.Reused > 0 {
+					sent = fmt.Sprintf("  uploaded %d MiB, reused %d MiB", s.Uploaded>>20, s.Reused>>20)
+				}
+				opts.logf("%s #%d %-22s %-16s wall %8s  cpu %8s  peak RSS %5d MiB%s", set, rep+1, res.opLabel(op), t.Name(),
+					s.Wall.Round(time.Millisecond), s.CPU.Round(time.Millisecond), s.PeakRSS>>20, sent)
 				if res.Samples[t.Name()] == nil {
 					res.Samples[t.Name()] = map[Op][]Sample{}
 				}

@@ -23,6 +23,11 @@ type Sample struct {
 	CPU time.Duration
 	// PeakRSS is the child's maximum resident set size in bytes.
 	PeakRSS int64
+	// Uploaded and Reused are what a Holdfast backup reported: the new bytes it sent
+	// to the store, and the bytes of changed large files it took from the parent
+	// snapshot. The CLIs leave them zero.
+	Uploaded int64 `json:",omitempty"`
+	Reused   int64 `json:",omitempty"`
 }
 
 // MeasureFlag, as the first argument of the bench binary, makes it the measuring

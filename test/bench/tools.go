@@ -152,6 +152,7 @@ func (h *Holdfast) Backup(ctx context.Context, data string) (Sample, string, err
 	}
 	job.CacheDir = filepath.Join(h.work, "cache")
 	s, res, err := h.run(ctx, job)
+	s.Uploaded, s.Reused = res.BytesUploaded, res.BytesReused
 	return s, res.SnapshotID, err
 }
 
