@@ -101,24 +101,29 @@ func (w *createWatch) counts() (maxInFlight int, posts, createdOK map[string]int
 // (one after another, 10,000 creates cost 10,000 round trips while the API server
 // idles), each exactly once, and a create the API server refuses (a ResourceQuota in
 // namespace a) still surfaces as CreateFailed, in the Reconciling condition and in a
-// BackupCreateFailed event: the run is not reported done.
+// BackupCreateFailed event: the run is not reported done. A namespace whose
+// BackupRepository the API server refuses (c) fails its backups with that refusal and
+// gets none, while the other namespaces' backups go ahead.
 func TestARunCreatesItsBackupsConcurrentlyEachOnce(t *testing.T) {
 	watch := newCreateWatch(4)
 	e := startManagerWrapped(t, Options{}, watch.wrap)
 	ctx := t.Context()
 	wa := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
 	wb := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
+	wc := &workload{t: t, e: e, ctx: ctx, ns: e.Namespace(t, nil)}
 	wa.denyBackups()
 	wa.pod("app-1", "node-a", corev1.PodRunning, nil, emptyDir("data"))
+	wc.denyRepositories()
+	wc.pod("app-1", "node-a", corev1.PodRunning, nil, emptyDir("data"), emptyDir("logs"))
 	const inB = 8
 	for i := range inB {
 		wb.pod(fmt.Sprintf("app-%d", i), "node-a", corev1.PodRunning, nil, emptyDir("data"), emptyDir("logs"))
 	}
 	p := newPolicy("concurrent-"+wa.ns, wa.ns)
-	p.Spec.Selector.Namespaces = fmt.Sprintf("namespace.metadata.name in [%q, %q]", wa.ns, wb.ns)
+	p.Spec.Selector.Namespaces = fmt.Sprintf("namespace.metadata.name in [%q, %q, %q]", wa.ns, wb.ns, wc.ns)
 	wa.create(p)
 	eventually(t, "every volume selected", func() error {
-		if n := getPolicy(t, e, ctx, p.Name).Status.SelectedVolumes; n != 1+2*inB {
+		if n := getPolicy(t, e, ctx, p.Name).Status.SelectedVolumes; n != 1+2*inB+2 {
 			return fmt.Errorf("%d volumes selected", n)
 		}
 		return nil
@@ -126,7 +131,7 @@ func TestARunCreatesItsBackupsConcurrentlyEachOnce(t *testing.T) {
 	setRunNow(t, e, ctx, p.Name, "concurrent-1")
 
 	var run string
-	eventually(t, "b's backups created and a's refusal reported", func() error {
+	eventually(t, "b's backups created and the refusals in a and c reported", func() error {
 		p = getPolicy(t, e, ctx, p.Name)
 		r := p.Status.LastRun
 		if r == nil {
@@ -136,8 +141,8 @@ func TestARunCreatesItsBackupsConcurrentlyEachOnce(t *testing.T) {
 		if n := len(backupsOf(t, e, ctx, wb.ns, client.MatchingLabels{v1.LabelRun: run})); n != 2*inB {
 			return fmt.Errorf("%d backups in namespace b, want %d", n, 2*inB)
 		}
-		if r.Outcome != v1.RunOutcomeInProgress || r.CreationEndTime != nil || failuresOf(r, ReasonCreateFailed) != 1 {
-			return fmt.Errorf("last run %+v, want creating with 1 CreateFailed", r)
+		if r.Outcome != v1.RunOutcomeInProgress || r.CreationEndTime != nil || failuresOf(r, ReasonCreateFailed) != 3 {
+			return fmt.Errorf("last run %+v, want creating with 3 CreateFailed", r)
 		}
 		if c := meta(p, v1.ConditionReconciling); c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "exceeded quota") {
 			return fmt.Errorf("Reconciling = %+v, want the quota's message", c)
@@ -147,7 +152,24 @@ func TestARunCreatesItsBackupsConcurrentlyEachOnce(t *testing.T) {
 	if n := len(backupsOf(t, e, ctx, wa.ns, client.MatchingLabels{v1.LabelRun: run})); n != 0 {
 		t.Fatalf("%d backups in namespace a despite its quota", n)
 	}
+	if n := len(backupsOf(t, e, ctx, wc.ns, client.MatchingLabels{v1.LabelRun: run})); n != 0 {
+		t.Fatalf("%d backups in namespace c, whose BackupRepository was refused", n)
+	}
 	waitPolicyEvent(t, e, ctx, p.Name, "BackupCreateFailed", "exceeded quota")
+	inC := 0
+	for _, f := range p.Status.LastRun.Failures {
+		for _, ex := range f.Examples {
+			if strings.HasPrefix(ex, wc.ns+"/") {
+				inC++
+				if f.Reason != ReasonCreateFailed || !strings.Contains(ex, "creating BackupRepository "+wc.ns+"/") || !strings.Contains(ex, "exceeded quota") {
+					t.Errorf("namespace c's failure %s: %q, want CreateFailed with the refused BackupRepository", f.Reason, ex)
+				}
+			}
+		}
+	}
+	if inC != 2 {
+		t.Errorf("%d failures of namespace c's volumes among %+v, want 2", inC, p.Status.LastRun.Failures)
+	}
 
 	maxInFlight, posts, createdOK := watch.counts()
 	if maxInFlight < watch.gather {
@@ -160,6 +182,9 @@ func TestARunCreatesItsBackupsConcurrentlyEachOnce(t *testing.T) {
 		}
 	}
 	for key, n := range posts {
+		if strings.HasPrefix(key, wc.ns+"/") {
+			t.Errorf("%s: %d creates sent in a namespace without its BackupRepository", key, n)
+		}
 		if strings.HasPrefix(key, wb.ns+"/") && createdOK[key] == 0 {
 			t.Errorf("%s: %d creates sent for a backup that does not exist", key, n)
 		}

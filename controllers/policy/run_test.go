@@ -457,11 +457,21 @@ func TestPolicyFilesReachItsBackups(t *testing.T) {
 // PodVolumeBackup, with the usage a quota controller would write (envtest runs none).
 func (w *workload) denyBackups() {
 	w.t.Helper()
-	quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Name: "no-backups", Namespace: w.ns},
-		Spec: corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{"count/podvolumebackups.backup.holdfast.dev": mustQuantity("0")}}}
+	w.deny("no-backups", "count/podvolumebackups.backup.holdfast.dev")
+}
+
+// denyRepositories does the same for BackupRepositories ("no-repositories").
+func (w *workload) denyRepositories() {
+	w.t.Helper()
+	w.deny("no-repositories", "count/backuprepositories.backup.holdfast.dev")
+}
+
+func (w *workload) deny(name string, resource corev1.ResourceName) {
+	w.t.Helper()
+	quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: w.ns},
+		Spec: corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{resource: mustQuantity("0")}}}
 	w.create(quota)
-	quota.Status = corev1.ResourceQuotaStatus{Hard: quota.Spec.Hard,
-		Used: corev1.ResourceList{"count/podvolumebackups.backup.holdfast.dev": mustQuantity("0")}}
+	quota.Status = corev1.ResourceQuotaStatus{Hard: quota.Spec.Hard, Used: corev1.ResourceList{resource: mustQuantity("0")}}
 	if err := w.e.Client.Status().Update(w.ctx, quota); err != nil {
 		w.t.Fatal(err)
 	}

@@ -323,9 +323,12 @@ type dueBackup struct {
 const DefaultMaxConcurrentCreates = 16
 
 // createBackups creates the BackupRepository of each namespace of due (one
-// create, or one cache read if it exists) and then each due PodVolumeBackup, with at
-// most MaxConcurrentCreates requests in flight: one after another, 10,000 creates
-// take as many round trips, and the API server sits idle between them. It returns
+// create, or one cache read if it exists) and each due PodVolumeBackup, with at most
+// MaxConcurrentCreates requests in flight: one after another, 10,000 creates take as
+// many round trips, and the API server sits idle between them. A namespace's backups
+// start as soon as its own repository exists, not after every namespace's: the
+// repositories go ahead in the order of due, so the two kinds of create overlap and
+// the run has no pause in the middle where the last repositories finish. It returns
 // one error per due backup, nil for those that exist now; a namespace whose
 // repository cannot be created fails each of its backups without trying them.
 func (r *VolumeBackupPolicyReconciler) createBackups(ctx context.Context, p *v1.VolumeBackupPolicy, run, repo string, uploader v1.Uploader, due []dueBackup) []error {
@@ -333,44 +336,51 @@ func (r *VolumeBackupPolicyReconciler) createBackups(ctx context.Context, p *v1.
 	if limit <= 0 {
 		limit = DefaultMaxConcurrentCreates
 	}
-	var namespaces []string
-	nsIndex := map[string]int{}
+	type namespaceRepo struct {
+		name  string
+		err   error
+		ready chan struct{} // closed once err is set
+	}
+	var namespaces []*namespaceRepo
+	byName := map[string]*namespaceRepo{}
 	for _, d := range due {
-		if _, ok := nsIndex[d.pod.Namespace]; !ok {
-			nsIndex[d.pod.Namespace] = len(namespaces)
-			namespaces = append(namespaces, d.pod.Namespace)
+		if byName[d.pod.Namespace] == nil {
+			ns := &namespaceRepo{name: d.pod.Namespace, ready: make(chan struct{})}
+			byName[ns.name] = ns
+			namespaces = append(namespaces, ns)
 		}
 	}
-	repoErrs := make([]error, len(namespaces))
-	inParallel(len(namespaces), limit, func(i int) {
-		repoErrs[i] = r.ensureRepository(ctx, p, namespaces[i], repo, uploader)
-	})
-	errs := make([]error, len(due))
-	inParallel(len(due), limit, func(i int) {
-		d := due[i]
-		if err := repoErrs[nsIndex[d.pod.Namespace]]; err != nil {
-			errs[i] = err
-			return
-		}
-		errs[i] = r.createBackup(ctx, p, run, d.name, repo, uploader, d.target, d.hooks)
-	})
-	return errs
-}
-
-// inParallel calls f(0) … f(n-1) with at most limit calls running at once and
-// returns when all have returned.
-func inParallel(n, limit int, f func(i int)) {
-	sem := make(chan struct{}, limit)
+	slots := make(chan struct{}, limit)
 	var wg sync.WaitGroup
-	for i := range n {
-		sem <- struct{}{}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for _, ns := range namespaces {
+			slots <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-slots; close(ns.ready); wg.Done() }()
+				ns.err = r.ensureRepository(ctx, p, ns.name, repo, uploader)
+			}()
+		}
+	}()
+	errs := make([]error, len(due))
+	for i, d := range due {
+		ns := byName[d.pod.Namespace]
+		<-ns.ready
+		if ns.err != nil {
+			errs[i] = ns.err
+			continue
+		}
+		slots <- struct{}{}
 		wg.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
-			f(i)
+			defer func() { <-slots; wg.Done() }()
+			errs[i] = r.createBackup(ctx, p, run, d.name, repo, uploader, d.target, d.hooks)
 		}()
 	}
 	wg.Wait()
+	return errs
 }
 
 func (r *VolumeBackupPolicyReconciler) ensureRepository(ctx context.Context, p *v1.VolumeBackupPolicy, ns, name string, uploader v1.Uploader) error {
