@@ -107,8 +107,7 @@ const reuseReadBlock = 1 << 20
 // returns the object, its map for the next backup and what it did.
 func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, size int64, prev *previousFile, opt reuseOptions) (object.ID, *reuseMap, reuseStats, error) {
 	var st reuseStats
-	factory := splitter.GetFactory(opt.Splitter)
-	if factory == nil {
+	if splitter.GetFactory(opt.Splitter) == nil {
 		return object.EmptyID, nil, st, fmt.Errorf("unknown splitter %q", opt.Splitter)
 	}
 	if opt.PartSize < 0 {
@@ -118,7 +117,7 @@ func writeReusing(ctx context.Context, w repo.RepositoryWriter, f io.ReaderAt, s
 	if err != nil {
 		return object.EmptyID, nil, st, err
 	}
-	wk := &walk{w: w, f: f, size: size, opt: opt, factory: factory, old: old, oldSums: oldSums, starts: make(map[int64]int, len(old))}
+	wk := &walk{w: w, f: f, size: size, opt: opt, old: old, oldSums: oldSums, starts: make(map[int64]int, len(old))}
 	for i, e := range old {
 		wk.starts[e.Start] = i
 	}
@@ -183,7 +182,6 @@ type walk struct {
 	f       io.ReaderAt
 	size    int64
 	opt     reuseOptions
-	factory splitter.Factory
 	old     []object.IndirectObjectEntry
 	oldSums [][16]byte
 	oldSize int64
@@ -202,8 +200,11 @@ type walkedPart struct {
 
 // part walks the part p from its start, a cut, to its end.
 func (wk *walk) part(ctx context.Context, p *walkedPart) error {
-	sp := wk.factory()
-	defer sp.Close()
+	cuts, err := newCutter(wk.opt.Splitter)
+	if err != nil {
+		return err
+	}
+	defer cuts.close()
 	add := func(e object.IndirectObjectEntry, sum [16]byte) {
 		p.entries = append(p.entries, e)
 		p.sums = append(p.sums, sum)
@@ -252,7 +253,7 @@ func (wk *walk) part(ctx context.Context, p *walkedPart) error {
 			}
 		}
 		// Changed, or not at a shared cut: split from pos (a cut) up to the next cut.
-		chunk, err := splitFrom(wk.f, sp, pos, p.end, &scratch[next])
+		chunk, err := splitFrom(wk.f, cuts, pos, p.end, &scratch[next])
 		if err != nil {
 			return err
 		}
@@ -351,33 +352,34 @@ func forcedCut(end, size, partSize int64) bool {
 	return partSize > 0 && size > partSize && end%partSize == 0
 }
 
-// splitScratch are splitFrom's buffers, kept from one chunk to the next.
+// splitScratch is splitFrom's buffer, kept from one chunk to the next.
 type splitScratch struct {
-	chunk, block []byte
+	chunk []byte
 }
 
-// splitFrom returns the chunk the splitter cuts from pos, a cut. Bytes read past the
-// cut are read again for the next chunk. limit is where the chunk must end at the
-// latest (the end of the file or of its part). The chunk is in s, valid until the next
-// call.
-func splitFrom(f io.ReaderAt, sp splitter.Splitter, pos, limit int64, s *splitScratch) ([]byte, error) {
-	sp.Reset()
+// splitFrom returns the chunk c cuts from pos, a cut. The file is read straight into
+// the chunk's buffer; bytes read past the cut are read again for the next chunk.
+// limit is where the chunk must end at the latest (the end of the file or of its
+// part). The chunk is in s, valid until the next call.
+func splitFrom(f io.ReaderAt, c cutter, pos, limit int64, s *splitScratch) ([]byte, error) {
+	c.reset()
 	if s.chunk == nil {
-		s.chunk = make([]byte, 0, sp.MaxSegmentSize())
-		s.block = make([]byte, reuseReadBlock)
+		s.chunk = make([]byte, c.maxSize())
 	}
 	chunk := s.chunk[:0]
-	defer func() { s.chunk = chunk[:0] }()
 	for at := pos; at < limit; at = pos + int64(len(chunk)) {
-		b, err := readAt(f, s.block, at, min(int64(len(s.block)), limit-at))
+		if len(chunk) == cap(chunk) {
+			return nil, fmt.Errorf("the splitter did not cut within its largest chunk, %d bytes", cap(chunk))
+		}
+		b, err := readAt(f, chunk[len(chunk):cap(chunk)], at, min(reuseReadBlock, limit-at, int64(cap(chunk)-len(chunk))))
 		if err != nil {
 			return nil, err
 		}
-		if cut := sp.NextSplitPoint(b); cut >= 0 {
-			chunk = append(chunk, b[:cut]...)
-			break
+		done := len(chunk)
+		chunk = chunk[:done+len(b)]
+		if cut := c.cut(chunk, done); cut >= 0 {
+			return chunk[:cut], nil
 		}
-		chunk = append(chunk, b...)
 	}
 	return chunk, nil
 }
